@@ -1,0 +1,214 @@
+"""The mobility binding table (the patent's FIG 2), sans-IO.
+
+One :class:`MobilityRecord` per mobile node (keyed by home address as an ``int``) holds its
+bindings (one per care-of address; several only with the S flag), the last identification the
+home agent answered with (replay protection must survive a failover), the home agent that
+accepted it, and a ``version`` that totally orders the changes to that record across the
+redundancy group:
+
+    version = (counter << 32) | origin
+
+``counter`` grows by one with every change anywhere in the group (each member bumps the highest
+counter it has seen for that record), and ``origin`` (the 32-bit id of the member that made the
+change) breaks ties deterministically. The identification is not used for ordering: nonces are
+not ordered.
+
+A record without bindings is a *tombstone*: the mobile node deregistered (or its bindings
+expired). It keeps its version and last identification so that an older update can never
+resurrect the binding, and it is purged ``tombstone_ttl`` seconds later.
+
+Times are monotonic seconds passed in by the caller (``now``); nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+INFINITE = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    care_of_address: int
+    granted_lifetime: int  # seconds; 0xffff means infinite
+    expires: float  # monotonic seconds (math.inf for an infinite lifetime)
+    flags: int  # the registration request's flags
+
+    def remaining(self, now: float) -> int:
+        """Remaining lifetime in whole seconds (0xffff for infinite)."""
+        if self.expires == INFINITE:
+            return 0xFFFF
+        return max(0, math.ceil(self.expires - now - 1e-9))
+
+
+@dataclass(frozen=True, slots=True)
+class MobilityRecord:
+    home_address: int
+    version: int
+    last_id: int
+    home_agent: int
+    bindings: tuple[Binding, ...]
+    deleted_at: float = 0.0  # monotonic time it became a tombstone
+
+    @property
+    def is_tombstone(self) -> bool:
+        return not self.bindings
+
+    @property
+    def counter(self) -> int:
+        return self.version >> 32
+
+    @property
+    def origin(self) -> int:
+        return self.version & 0xFFFFFFFF
+
+    def binding_for(self, coa: int) -> Binding | None:
+        for b in self.bindings:
+            if b.care_of_address == coa:
+                return b
+        return None
+
+
+def make_version(counter: int, origin: int) -> int:
+    return ((counter & 0xFFFFFFFF) << 32) | (origin & 0xFFFFFFFF)
+
+
+class BindingTable:
+    """All mobility records of one home agent, with expiry and tombstone purging."""
+
+    def __init__(self, tombstone_ttl: float = 600.0) -> None:
+        self.tombstone_ttl = tombstone_ttl
+        self._records: dict[int, MobilityRecord] = {}
+        self._live = 0  # records with at least one binding
+        # expiry wheel: whole second -> home addresses that may expire in it (checked lazily)
+        self._wheel: dict[int, list[int]] = {}
+        self._next_slot = math.inf
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def get(self, home: int) -> MobilityRecord | None:
+        return self._records.get(home)
+
+    def live(self, home: int) -> MobilityRecord | None:
+        rec = self._records.get(home)
+        return rec if rec is not None and rec.bindings else None
+
+    def __len__(self) -> int:
+        """Number of mobile nodes with at least one binding."""
+        return self._live
+
+    @property
+    def record_count(self) -> int:
+        """Records including tombstones."""
+        return len(self._records)
+
+    def records(self) -> Iterator[MobilityRecord]:
+        return iter(list(self._records.values()))
+
+    def bindings(self) -> Iterator[tuple[MobilityRecord, Binding]]:
+        for rec in list(self._records.values()):
+            for b in rec.bindings:
+                yield rec, b
+
+    def next_version(self, home: int, origin: int) -> int:
+        rec = self._records.get(home)
+        counter = rec.counter + 1 if rec is not None else 1
+        return make_version(counter, origin)
+
+    # --- writes --------------------------------------------------------------------------
+
+    def put(self, rec: MobilityRecord, now: float) -> MobilityRecord | None:
+        """Store ``rec`` unconditionally; return what it replaced."""
+        old = self._records.get(rec.home_address)
+        if not rec.bindings and rec.deleted_at == 0.0:
+            rec = replace(rec, deleted_at=now)
+        self._records[rec.home_address] = rec
+        self._live += (1 if rec.bindings else 0) - (1 if old is not None and old.bindings else 0)
+        if rec.bindings:
+            soonest = min(b.expires for b in rec.bindings)
+            if soonest != INFINITE:
+                self._schedule(soonest, rec.home_address)
+        else:
+            self._schedule(rec.deleted_at + self.tombstone_ttl, rec.home_address)
+        return old
+
+    def merge(self, rec: MobilityRecord, now: float) -> bool:
+        """Apply a record learned from a peer if it is newer than ours (FIG 7, FIG 9).
+
+        Returns True when it was applied. Equal versions are the same change: not re-applied.
+        """
+        old = self._records.get(rec.home_address)
+        if old is not None and old.version >= rec.version:
+            return False
+        self.put(rec, now)
+        return True
+
+    def discard(self, home: int) -> MobilityRecord | None:
+        old = self._records.pop(home, None)
+        if old is not None and old.bindings:
+            self._live -= 1
+        return old
+
+    def clear(self) -> None:
+        self._records.clear()
+        self._wheel.clear()
+        self._live = 0
+        self._next_slot = math.inf
+
+    def _schedule(self, when: float, home: int) -> None:
+        slot = math.ceil(when)
+        bucket = self._wheel.get(slot)
+        if bucket is None:
+            self._wheel[slot] = [home]
+        else:
+            bucket.append(home)
+        if slot < self._next_slot:
+            self._next_slot = slot
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`expire` next has work to do (monotonic seconds), or None."""
+        return None if self._next_slot == math.inf else float(self._next_slot)
+
+    def expire(self, now: float) -> tuple[list[MobilityRecord], list[int]]:
+        """Drop bindings whose lifetime has run out and purge old tombstones.
+
+        Returns (records that lost bindings, as they are now; home addresses purged).
+        A record whose last binding expired becomes a tombstone with the same version, so every
+        member reaches the same state from the same update without talking to the others.
+        """
+        changed: list[MobilityRecord] = []
+        purged: list[int] = []
+        if now < self._next_slot:
+            return changed, purged
+        due = sorted(s for s in self._wheel if s <= now)
+        homes: list[int] = []
+        for slot in due:
+            homes.extend(self._wheel.pop(slot))
+        self._next_slot = min(self._wheel) if self._wheel else math.inf
+        seen: set[int] = set()
+        for home in homes:
+            if home in seen:
+                continue
+            seen.add(home)
+            rec = self._records.get(home)
+            if rec is None:
+                continue
+            if not rec.bindings:
+                if rec.deleted_at + self.tombstone_ttl <= now:
+                    self.discard(home)
+                    purged.append(home)
+                else:
+                    self._schedule(rec.deleted_at + self.tombstone_ttl, home)
+                continue
+            keep = tuple(b for b in rec.bindings if b.expires > now)
+            if len(keep) == len(rec.bindings):
+                soonest = min(b.expires for b in keep)
+                if soonest != INFINITE:
+                    self._schedule(soonest, home)
+                continue
+            new = replace(rec, bindings=keep, deleted_at=0.0 if keep else now)
+            self.put(new, now)
+            changed.append(new)
+        return changed, purged

@@ -1,0 +1,292 @@
+"""The home agent's registration rules (RFC 5944 3.8), in one place, sans-IO.
+
+:meth:`HomeAgentCore.handle_request` takes the datagram's bytes, where it came from, the address
+it was sent to, the monotonic time and the wall-clock time, and returns a :class:`Outcome`: the
+reply bytes to send back to the source (or None to drop), the reply code, and the events the rest
+of the daemon (the sync engine, the data plane, the metrics) reacts to. No sockets, no clocks, no
+randomness: fresh nonces come from the ``next_nonce`` callable the caller injects.
+
+Order of checks:
+
+1. decode (unknown critical extension: drop silently; malformed: 134 when the header is intact);
+2. reserved flag bits must be zero (134);
+3. MN-HA authentication: extension present, SPI known, SA covers the home address, authenticator
+   valid (131);
+4. the Home Agent field names one of our addresses (136);
+5. identification: timestamp window and strictly increasing, or the expected nonce (133);
+6. deregistration (lifetime 0): one care-of address, or all when it equals the home address;
+7. registration: lifetime capped, S flag and the simultaneous-binding limit (1 or 135), resource
+   limit for new mobile nodes (130).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from mobileip.core.bindings import INFINITE, Binding, BindingTable, MobilityRecord
+from mobileip.core.replay import check_nonce, check_timestamp
+from mobileip.core.security import SecurityAssociations, append_auth, verify_auth
+from mobileip.wire import registration as wire
+from mobileip.wire.codes import ReplyCode
+from mobileip.wire.errors import DecodeError
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BindingChanged:
+    """A registration or deregistration was accepted; ``record`` is the new state."""
+
+    record: MobilityRecord
+    previous: MobilityRecord | None
+    deregistration: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BindingsExpired:
+    record: MobilityRecord  # as it is now (a tombstone when no binding is left)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDenied:
+    code: int
+    reason: str
+    home_address: IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityViolation:
+    reason: str  # no-sa, bad-spi, bad-authenticator, missing-extension, bad-identification
+    home_address: IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramDropped:
+    reason: str
+
+
+Event = BindingChanged | BindingsExpired | RequestDenied | SecurityViolation | DatagramDropped
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    reply: bytes | None
+    code: int | None
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAgentSettings:
+    address: IPv4Address
+    max_lifetime: int = 1800
+    replay: str = "timestamp"
+    replay_window: float = 7.0
+    max_bindings: int = 1_000_000
+    max_simultaneous: int = 5
+    # Other addresses the Home Agent field may name (the group's virtual addresses).
+    extra_addresses: frozenset[IPv4Address] = frozenset()
+    # 32-bit id of this member in version numbers (its own unicast address by default).
+    node_id: int = 0
+
+    def our_addresses(self) -> frozenset[IPv4Address]:
+        return self.extra_addresses | {self.address}
+
+
+@dataclass
+class HomeAgentStats:
+    replies: Counter[int] = field(default_factory=Counter)
+    violations: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    expired: int = 0
+
+
+_MAX_PENDING_NONCES = 65536
+
+
+class HomeAgentCore:
+    """Registration rules over a :class:`BindingTable`."""
+
+    def __init__(
+        self,
+        settings: HomeAgentSettings,
+        sas: SecurityAssociations,
+        table: BindingTable | None = None,
+        next_nonce: Callable[[], int] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sas = sas
+        self.table = table if table is not None else BindingTable()
+        self.stats = HomeAgentStats()
+        self._next_nonce = next_nonce
+        self._addresses = settings.our_addresses()
+        self._node_id = settings.node_id or int(settings.address)
+        # nonces handed out in 133 replies to mobile nodes without a record
+        self._pending_nonces: dict[int, int] = {}
+        if settings.replay == "nonce" and next_nonce is None:
+            raise ValueError("nonce replay protection needs a next_nonce source")
+
+    # --- public entry points -------------------------------------------------------------
+
+    def handle_request(self, data: bytes, now: float, wall: float) -> Outcome:
+        try:
+            req = wire.decode_request(data)
+        except DecodeError as exc:
+            return self._undecodable(data, exc)
+        return self._handle(req, data, now, wall)
+
+    def tick(self, now: float) -> list[Event]:
+        changed, _purged = self.table.expire(now)
+        self.stats.expired += len(changed)
+        return [BindingsExpired(rec) for rec in changed]
+
+    def next_deadline(self) -> float | None:
+        return self.table.next_deadline()
+
+    # --- the rules -----------------------------------------------------------------------
+
+    def _undecodable(self, data: bytes, exc: DecodeError) -> Outcome:
+        self.stats.dropped[exc.reason] += 1
+        drop = Outcome(None, None, (DatagramDropped(exc.reason),))
+        if exc.code is None or len(data) < wire.REQUEST_HEADER_LEN or data[0] != 1:
+            return drop
+        # The header is intact but the extensions are not: answer 134, unauthenticated
+        # (we cannot trust any SPI in a message we could not parse).
+        head = wire.decode_request(data[: wire.REQUEST_HEADER_LEN])
+        reply = self._reply(head, exc.code, 0, head.identification, None)
+        self.stats.replies[exc.code] += 1
+        return Outcome(reply, exc.code, (DatagramDropped(exc.reason),))
+
+    def _handle(
+        self, req: wire.RegistrationRequest, raw: bytes, now: float, wall: float
+    ) -> Outcome:
+        home = req.home_address
+        events: list[Event] = []
+
+        def deny(code: int, reason: str, ident: int, sa_spi: int | None) -> Outcome:
+            self.stats.replies[code] += 1
+            events.append(RequestDenied(code, reason, home))
+            return Outcome(self._reply(req, code, 0, ident, sa_spi), code, tuple(events))
+
+        def violation(reason: str, sa_spi: int | None) -> Outcome:
+            self.stats.violations[reason] += 1
+            events.append(SecurityViolation(reason, home))
+            return deny(ReplyCode.MN_FAILED_AUTH, reason, req.identification, sa_spi)
+
+        if req.flags & (wire.Flags.r | wire.Flags.x):
+            return deny(ReplyCode.POORLY_FORMED, "reserved-bits-set", req.identification, None)
+
+        # 3. authentication
+        found = wire.find_auth(req, wire.EXT_MN_HA_AUTH)
+        if found is None:
+            return violation("missing-extension", None)
+        spi = found[1].spi
+        sa = self.sas.get(spi)
+        if sa is None:
+            return violation("bad-spi", None)
+        if not sa.covers(home):
+            return violation("no-sa", None)
+        ok, _ = verify_auth(raw, req, wire.EXT_MN_HA_AUTH, sa)
+        if not ok:
+            return violation("bad-authenticator", None)
+
+        # 4. home agent field
+        if req.home_agent not in self._addresses:
+            return deny(ReplyCode.UNKNOWN_HOME_AGENT, "unknown-home-agent", req.identification, spi)
+
+        # 5. identification
+        key = int(home)
+        rec = self.table.get(key)
+        if self.settings.replay == "timestamp":
+            last = rec.last_id if rec is not None else None
+            verdict = check_timestamp(req.identification, last, wall, self.settings.replay_window)
+        else:
+            assert self._next_nonce is not None
+            expected = (rec.last_id >> 32) if rec is not None else self._pending_nonces.get(key)
+            verdict = check_nonce(req.identification, expected, self._next_nonce())
+        if not verdict.ok:
+            if self.settings.replay == "nonce" and rec is None:
+                self._remember_nonce(key, verdict.reply_identification >> 32)
+            self.stats.violations["bad-identification"] += 1
+            events.append(SecurityViolation("bad-identification", home))
+            return deny(
+                ReplyCode.IDENTIFICATION_MISMATCH, verdict.reason, verdict.reply_identification, spi
+            )
+        self._pending_nonces.pop(key, None)
+        reply_id = verdict.reply_identification
+
+        # 6. deregistration
+        if req.lifetime == 0:
+            keep: tuple[Binding, ...] = ()
+            if rec is not None and req.care_of_address != home:
+                coa = int(req.care_of_address)
+                keep = tuple(b for b in rec.bindings if b.care_of_address != coa)
+            new = MobilityRecord(
+                key,
+                self.table.next_version(key, self._node_id),
+                reply_id,
+                int(req.home_agent),
+                keep,
+                0.0,
+            )
+            self.table.put(new, now)
+            events.append(BindingChanged(self.table.get(key) or new, rec, True))
+            self.stats.replies[0] += 1
+            return Outcome(self._reply(req, 0, 0, reply_id, spi), 0, tuple(events))
+
+        # 7. registration
+        lifetime = min(req.lifetime, self.settings.max_lifetime)
+        live = rec is not None and bool(rec.bindings)
+        if not live and len(self.table) >= self.settings.max_bindings:
+            return deny(ReplyCode.INSUFFICIENT_RESOURCES, "max-bindings", reply_id, spi)
+        expires = INFINITE if lifetime == 0xFFFF else now + lifetime
+        binding = Binding(int(req.care_of_address), lifetime, expires, int(req.flags))
+        code = int(ReplyCode.ACCEPTED)
+        bindings: tuple[Binding, ...] = (binding,)
+        if req.flags & wire.Flags.S and rec is not None:
+            if self.settings.max_simultaneous <= 1:
+                code = int(ReplyCode.ACCEPTED_NO_SIMULTANEOUS)
+            else:
+                others = tuple(
+                    b for b in rec.bindings if b.care_of_address != binding.care_of_address
+                )
+                if len(others) + 1 > self.settings.max_simultaneous:
+                    return deny(ReplyCode.TOO_MANY_BINDINGS, "too-many-bindings", reply_id, spi)
+                bindings = (*others, binding)
+        new = MobilityRecord(
+            key,
+            self.table.next_version(key, self._node_id),
+            reply_id,
+            int(req.home_agent),
+            bindings,
+        )
+        self.table.put(new, now)
+        events.append(BindingChanged(new, rec, False))
+        self.stats.replies[code] += 1
+        return Outcome(self._reply(req, code, lifetime, reply_id, spi), code, tuple(events))
+
+    def _remember_nonce(self, key: int, nonce: int) -> None:
+        if len(self._pending_nonces) >= _MAX_PENDING_NONCES:
+            self._pending_nonces.pop(next(iter(self._pending_nonces)))
+        self._pending_nonces[key] = nonce
+
+    def _reply(
+        self,
+        req: wire.RegistrationRequest,
+        code: int,
+        lifetime: int,
+        ident: int,
+        spi: int | None,
+    ) -> bytes:
+        ha = req.home_agent if req.home_agent in self._addresses else self.settings.address
+        reply = wire.RegistrationReply(code, lifetime, req.home_address, ha, ident)
+        body = wire.encode(reply)
+        nai = next((e for e in req.extensions if isinstance(e, wire.NaiExtension)), None)
+        if nai is not None:
+            body += wire.encode_extension(nai)
+        sa = self.sas.get(spi) if spi is not None else None
+        if sa is None:
+            return body
+        return append_auth(body, wire.EXT_MN_HA_AUTH, sa)
