@@ -23,7 +23,7 @@ Times are monotonic seconds passed in by the caller (``now``); nothing here read
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 INFINITE = math.inf
@@ -75,6 +75,23 @@ def make_version(counter: int, origin: int) -> int:
     return ((counter & 0xFFFFFFFF) << 32) | (origin & 0xFFFFFFFF)
 
 
+DIGEST_BUCKETS = 128
+_M64 = 0xFFFFFFFFFFFFFFFF
+
+
+def bucket_of(home: int) -> int:
+    """The anti-entropy bucket a home address falls in (a fixed mix of its bits)."""
+    return ((home * 0x9E3779B1) >> 16) % DIGEST_BUCKETS
+
+
+def record_hash(home: int, version: int) -> int:
+    """A 64-bit mix (splitmix64) of a live record's identity, XORed into its bucket's digest."""
+    z = (home * 0x9E3779B97F4A7C15 + version) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
 class BindingTable:
     """All mobility records of one home agent, with expiry and tombstone purging."""
 
@@ -85,6 +102,8 @@ class BindingTable:
         # expiry wheel: whole second -> home addresses that may expire in it (checked lazily)
         self._wheel: dict[int, list[int]] = {}
         self._next_slot = math.inf
+        # anti-entropy digest: XOR of record_hash over the live records of each bucket
+        self._digest = [0] * DIGEST_BUCKETS
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -112,10 +131,26 @@ class BindingTable:
             for b in rec.bindings:
                 yield rec, b
 
-    def next_version(self, home: int, origin: int) -> int:
+    def next_version(self, home: int, origin: int, floor: int = 0) -> int:
+        """The version of the next change to ``home`` made by member ``origin``.
+
+        ``floor`` lets a caller order changes by an external clock the mobile node owns: in
+        timestamp replay mode it is the identification's NTP seconds, which grow with every
+        request of that mobile node, so a member that missed an update still orders the next
+        registration after it.
+        """
         rec = self._records.get(home)
         counter = rec.counter + 1 if rec is not None else 1
-        return make_version(counter, origin)
+        return make_version(max(counter, floor), origin)
+
+    def digest(self) -> tuple[int, ...]:
+        """Per-bucket digests of the live records (tombstones are not included)."""
+        return tuple(self._digest)
+
+    def bucket_records(self, buckets: Iterable[int]) -> list[MobilityRecord]:
+        """Every record (tombstones included) whose home address falls in ``buckets``."""
+        wanted = set(buckets)
+        return [r for h, r in self._records.items() if bucket_of(h) in wanted]
 
     # --- writes --------------------------------------------------------------------------
 
@@ -126,6 +161,7 @@ class BindingTable:
             rec = replace(rec, deleted_at=now)
         self._records[rec.home_address] = rec
         self._live += (1 if rec.bindings else 0) - (1 if old is not None and old.bindings else 0)
+        self._redigest(old, rec)
         if rec.bindings:
             soonest = min(b.expires for b in rec.bindings)
             if soonest != INFINITE:
@@ -149,13 +185,21 @@ class BindingTable:
         old = self._records.pop(home, None)
         if old is not None and old.bindings:
             self._live -= 1
+            self._redigest(old, None)
         return old
+
+    def _redigest(self, old: MobilityRecord | None, new: MobilityRecord | None) -> None:
+        if old is not None and old.bindings:
+            self._digest[bucket_of(old.home_address)] ^= record_hash(old.home_address, old.version)
+        if new is not None and new.bindings:
+            self._digest[bucket_of(new.home_address)] ^= record_hash(new.home_address, new.version)
 
     def clear(self) -> None:
         self._records.clear()
         self._wheel.clear()
         self._live = 0
         self._next_slot = math.inf
+        self._digest = [0] * DIGEST_BUCKETS
 
     def _schedule(self, when: float, home: int) -> None:
         slot = math.ceil(when)

@@ -224,12 +224,7 @@ class HomeAgentCore:
                 coa = int(req.care_of_address)
                 keep = tuple(b for b in rec.bindings if b.care_of_address != coa)
             new = MobilityRecord(
-                key,
-                self.table.next_version(key, self._node_id),
-                reply_id,
-                int(req.home_agent),
-                keep,
-                0.0,
+                key, self._version(key, req), reply_id, int(req.home_agent), keep, 0.0
             )
             self.table.put(new, now)
             events.append(BindingChanged(self.table.get(key) or new, rec, True))
@@ -255,17 +250,17 @@ class HomeAgentCore:
                 if len(others) + 1 > self.settings.max_simultaneous:
                     return deny(ReplyCode.TOO_MANY_BINDINGS, "too-many-bindings", reply_id, spi)
                 bindings = (*others, binding)
-        new = MobilityRecord(
-            key,
-            self.table.next_version(key, self._node_id),
-            reply_id,
-            int(req.home_agent),
-            bindings,
-        )
+        new = MobilityRecord(key, self._version(key, req), reply_id, int(req.home_agent), bindings)
         self.table.put(new, now)
         events.append(BindingChanged(new, rec, False))
         self.stats.replies[code] += 1
         return Outcome(self._reply(req, code, lifetime, reply_id, spi), code, tuple(events))
+
+    def _version(self, key: int, req: wire.RegistrationRequest) -> int:
+        # Timestamps grow with each request of a mobile node whatever member answered it, so
+        # they order changes even across a member that missed an update (docs/sync-protocol.md).
+        floor = req.identification >> 32 if self.settings.replay == "timestamp" else 0
+        return self.table.next_version(key, self._node_id, floor)
 
     def _remember_nonce(self, key: int, nonce: int) -> None:
         if len(self._pending_nonces) >= _MAX_PENDING_NONCES:
