@@ -1,0 +1,273 @@
+"""The Home Agent daemon: :class:`HomeAgentCore` on asyncio, one UDP socket, the control API.
+
+A datagram takes one path, :meth:`HomeAgentDaemon.datagram_received`:
+
+* first byte 1 (Registration Request): ``core.handle_request``; the outcome's events go to the
+  log and to every subscriber in :attr:`HomeAgentDaemon.subscribers`; the reply becomes a
+  :class:`PendingReply` (to the request's source address and port, *from* the address the
+  request was sent to), which :attr:`HomeAgentDaemon.reply_policy` may take over to send later
+  (semisync mode answers only after a peer acked) or, by default, is sent at once;
+* any other first byte: :attr:`HomeAgentDaemon.extra_handler` when set (the sync protocol shares
+  the socket when its port is the registration port), else counted as garbage and dropped.
+
+Expiry runs on one timer set from ``core.next_deadline()``. Nonces come from :mod:`secrets`.
+:meth:`HomeAgentDaemon.serve` runs until SIGTERM or SIGINT (or :meth:`request_stop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any
+
+from mobileip.config import Config, ConfigError, build_core_settings, load_config
+from mobileip.core.bindings import BindingTable
+from mobileip.core.homeagent import (
+    BindingChanged,
+    BindingsExpired,
+    DatagramDropped,
+    Event,
+    HomeAgentCore,
+    Outcome,
+    RequestDenied,
+    SecurityViolation,
+)
+from mobileip.io.control import ControlServer
+from mobileip.io.udp import Address, DatagramHandler, UdpEndpoint
+from mobileip.log import Logger
+from mobileip.wire.codes import meaning
+from mobileip.wire.registration import TYPE_REQUEST
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReply:
+    """A registration reply ready to go: ``data`` to ``dest`` from ``src_ip``."""
+
+    data: bytes
+    dest: Address
+    src_ip: str | None
+    code: int | None
+
+
+# Return True when the policy took the reply (it will call ``daemon.send_reply`` itself later).
+ReplyPolicy = Callable[[Outcome, PendingReply], bool]
+# Called with the core's events and the monotonic time they happened at.
+EventSubscriber = Callable[[Sequence[Event], float], None]
+Hook = Callable[["HomeAgentDaemon"], Awaitable[None]]
+
+
+class HomeAgentDaemon:
+    def __init__(self, config: Config, logger: Logger | None = None) -> None:
+        self.config = config
+        self.log = logger if logger is not None else Logger()
+        settings, sas = build_core_settings(config)
+        ttl = config.redundancy.tombstone_ttl if config.redundancy is not None else 600.0
+        self.core = HomeAgentCore(
+            settings, sas, BindingTable(tombstone_ttl=ttl), next_nonce=lambda: secrets.randbits(32)
+        )
+        # extension points (the sync engine, the data plane, metrics)
+        self.extra_handler: DatagramHandler | None = None
+        self.subscribers: list[EventSubscriber] = []
+        self.reply_policy: ReplyPolicy | None = None
+        self.startup_hooks: list[Hook] = []
+        self.shutdown_hooks: list[Hook] = []
+        self.control = ControlServer(self)
+        # garbage seen before the core (first byte is not a request and nobody else wants it)
+        self.dropped: Counter[str] = Counter()
+        self.endpoint: UdpEndpoint | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._stopping: asyncio.Event | None = None
+
+    # --- the datagram path ---------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, src: Address, dst: str | None) -> None:
+        if data and data[0] == TYPE_REQUEST:
+            now = time.monotonic()
+            outcome = self.core.handle_request(data, now=now, wall=time.time())
+            self.publish(outcome.events, now, src)
+            if outcome.reply is not None:
+                pending = PendingReply(outcome.reply, src, dst, outcome.code)
+                if self.reply_policy is None or not self.reply_policy(outcome, pending):
+                    self.send_reply(pending)
+            self._reschedule()
+            return
+        if self.extra_handler is not None:
+            self.extra_handler(data, src, dst)
+            return
+        reason = "empty" if not data else "unknown-type"
+        self.dropped[reason] += 1
+        self.log.debug("datagram.dropped", reason=reason, src=_fmt(src), size=len(data))
+
+    def send_reply(self, pending: PendingReply) -> bool:
+        if self.endpoint is None:
+            return False
+        return self.endpoint.send(pending.data, pending.dest, pending.src_ip)
+
+    def publish(self, events: Sequence[Event], now: float, src: Address | None = None) -> None:
+        if not events:
+            return
+        for event in events:
+            self._log_event(event, src)
+        for subscriber in list(self.subscribers):
+            try:
+                subscriber(events, now)
+            except Exception as exc:
+                self.log.error("subscriber.failed", error=repr(exc))
+
+    def _log_event(self, event: Event, src: Address | None) -> None:
+        where = {"src": _fmt(src)} if src is not None else {}
+        if isinstance(event, BindingChanged):
+            rec = event.record
+            home = IPv4Address(rec.home_address)
+            if event.deregistration:
+                self.log.info(
+                    "deregistration.accepted", home=home, bindings=len(rec.bindings), **where
+                )
+            else:
+                new = rec.bindings[-1]
+                self.log.info(
+                    "registration.accepted",
+                    home=home,
+                    coa=IPv4Address(new.care_of_address),
+                    lifetime=new.granted_lifetime,
+                    version=f"{rec.counter}.{IPv4Address(rec.origin)}",
+                    **where,
+                )
+        elif isinstance(event, RequestDenied):
+            self.log.info(
+                "registration.denied",
+                home=event.home_address,
+                code=event.code,
+                reason=event.reason,
+                meaning=meaning(event.code),
+                **where,
+            )
+        elif isinstance(event, SecurityViolation):
+            self.log.warning(
+                "security.violation", home=event.home_address, reason=event.reason, **where
+            )
+        elif isinstance(event, BindingsExpired):
+            rec = event.record
+            self.log.info(
+                "binding.expired", home=IPv4Address(rec.home_address), left=len(rec.bindings)
+            )
+        elif isinstance(event, DatagramDropped):
+            self.log.debug("datagram.dropped", reason=event.reason, **where)
+
+    # --- expiry timer --------------------------------------------------------------------
+
+    def _reschedule(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline is None:
+            return
+        if self._timer is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = max(0.0, deadline - time.monotonic()) + 0.001
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+        self._timer_at = deadline
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        now = time.monotonic()
+        self.publish(self.core.tick(now), now)
+        self._reschedule()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ha = self.config.homeagent
+        self.endpoint = UdpEndpoint.bind(loop, str(ha.listen), ha.port, self.datagram_received)
+        await self.control.start()
+        for hook in self.startup_hooks:
+            await hook(self)
+        host, port = self.endpoint.local_address
+        self.log.info(
+            "homeagent.started",
+            address=ha.address,
+            listen=f"{host}:{port}",
+            control=f"{self.control.host}:{self.control.port}",
+            replay=ha.replay,
+            max_lifetime=ha.max_lifetime,
+            config=self.config.path,
+        )
+
+    async def stop(self) -> None:
+        for hook in reversed(self.shutdown_hooks):
+            try:
+                await hook(self)
+            except Exception as exc:
+                self.log.error("shutdown_hook.failed", error=repr(exc))
+        await self.control.stop()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.endpoint is not None:
+            self.endpoint.close()
+            self.endpoint = None
+        self.log.info("homeagent.stopped", bindings=len(self.core.table))
+
+    def request_stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def serve(self) -> None:
+        """Start, run until SIGTERM/SIGINT or :meth:`request_stop`, stop."""
+        self._stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            await self.start()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            await self._stopping.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.log.info("homeagent.signal", signal=sig.name)
+        self.request_stop()
+
+
+def _fmt(addr: Address | None) -> str:
+    return "-" if addr is None else f"{addr[0]}:{addr[1]}"
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed, else on the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
+def run_homeagent(config_path: str, log_format: str = "text", log_level: str = "info") -> int:
+    """``mobileip homeagent``: 0 after a clean stop, 2 on a bad config, 1 on a start failure."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"mobileip: config error: {exc}", file=sys.stderr)
+        return 2
+    logger = Logger(log_format, log_level)
+    daemon = HomeAgentDaemon(config, logger)
+    try:
+        run_event_loop(daemon.serve())
+    except OSError as exc:
+        logger.error("homeagent.failed", error=str(exc))
+        return 1
+    return 0

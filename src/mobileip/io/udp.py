@@ -1,0 +1,154 @@
+"""A thin UDP endpoint: a non-blocking socket driven by ``loop.add_reader``.
+
+Every datagram arrives as ``(data, (src_ip, src_port), dst_ip)``: with ``IP_PKTINFO`` the kernel
+tells us the address the datagram was sent to, so a reply can go out *from that address*
+(:meth:`UdpEndpoint.send` with ``src_ip``) even when the socket is bound to 0.0.0.0 and the
+address is a virtual one that moves between members.
+
+The reader drains the socket until EAGAIN (at most ``batch`` datagrams per wake-up, so one busy
+socket cannot starve the loop). Errors are counted, never raised into the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections import Counter
+from collections.abc import Callable
+
+# Linux values; the socket module does not export them.
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_PKTINFO = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
+_MREQN = struct.Struct("=4s4si")  # imr_multiaddr, imr_address, imr_ifindex
+_CMSG_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
+_MAX_DATAGRAM = 65535
+
+Address = tuple[str, int]
+DatagramHandler = Callable[[bytes, Address, str | None], None]
+
+
+class UdpEndpoint:
+    """One bound UDP socket; ``handler(data, src, dst_ip)`` is called for each datagram."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        handler: DatagramHandler,
+        batch: int = 256,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.handler = handler
+        self.batch = batch
+        self.counters: Counter[str] = Counter()
+        self._reading = False
+
+    @classmethod
+    def bind(
+        cls,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        port: int,
+        handler: DatagramHandler,
+        *,
+        reuse_port: bool = False,
+        rcvbuf: int | None = 4 * 1024 * 1024,
+    ) -> UdpEndpoint:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if rcvbuf:
+                # capped by net.core.rmem_max: keep the default when refused
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.setblocking(False)
+            sock.bind((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        endpoint = cls(loop, sock, handler)
+        endpoint.start()
+        return endpoint
+
+    @property
+    def local_address(self) -> Address:
+        host, port = self.sock.getsockname()
+        return str(host), int(port)
+
+    def start(self) -> None:
+        if not self._reading:
+            self.loop.add_reader(self.sock.fileno(), self._on_readable)
+            self._reading = True
+
+    def close(self) -> None:
+        if self._reading:
+            self.loop.remove_reader(self.sock.fileno())
+            self._reading = False
+        self.sock.close()
+
+    # --- receiving -------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        for _ in range(self.batch):
+            try:
+                data, ancdata, _flags, src = self.sock.recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # e.g. ECONNREFUSED queued by an ICMP error for an earlier send
+                self.counters["recv_errors"] += 1
+                continue
+            self.counters["received"] += 1
+            dst = None
+            for level, ctype, cdata in ancdata:
+                ours = level == socket.IPPROTO_IP and ctype == IP_PKTINFO
+                if ours and len(cdata) >= _PKTINFO.size:
+                    _ifindex, _spec, addr = _PKTINFO.unpack_from(cdata)
+                    dst = socket.inet_ntoa(addr)
+            try:
+                self.handler(data, (str(src[0]), int(src[1])), dst)
+            except Exception:
+                # a bug in a handler must not stop the socket; the daemon logs its own errors
+                self.counters["handler_errors"] += 1
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def send(self, data: bytes, addr: Address, src_ip: str | None = None) -> bool:
+        """Send ``data`` to ``addr`` from ``src_ip`` (when given); False when it failed."""
+        ancdata = []
+        if src_ip is not None and src_ip != "0.0.0.0":
+            try:
+                spec = socket.inet_aton(src_ip)
+            except OSError:
+                self.counters["send_errors"] += 1
+                return False
+            ancdata.append((socket.IPPROTO_IP, IP_PKTINFO, _PKTINFO.pack(0, spec, b"\0" * 4)))
+        try:
+            self.sock.sendmsg([data], ancdata, 0, addr)
+        except (BlockingIOError, InterruptedError):
+            self.counters["send_dropped"] += 1
+            return False
+        except OSError:
+            self.counters["send_errors"] += 1
+            return False
+        self.counters["sent"] += 1
+        return True
+
+    # --- multicast (the sync transport's group) ---------------------------------------------
+
+    def join_group(
+        self, group: str, interface: str | None, ttl: int = 1, loop: bool = True
+    ) -> None:
+        """Join ``group`` on ``interface`` (by name) and send to it with ``ttl``."""
+        ifindex = socket.if_nametoindex(interface) if interface else 0
+        mreqn = _MREQN.pack(socket.inet_aton(group), b"\0" * 4, ifindex)
+        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if loop else 0)
