@@ -157,3 +157,12 @@ def test_discard_and_clear() -> None:
     assert t.discard(HOME) is None
     t.clear()
     assert t.record_count == 0 and t.next_deadline() is None
+
+
+def test_next_version_floor() -> None:
+    t = BindingTable()
+    assert t.next_version(HOME, NODE_A, floor=500) == make_version(500, NODE_A)
+    t.put(rec(HOME, make_version(500, NODE_A), (Binding(COA, 10, 10.0, 0),)), 0.0)
+    # the floor never lets a version go backwards
+    assert t.next_version(HOME, NODE_B, floor=100) == make_version(501, NODE_B)
+    assert t.next_version(HOME, NODE_B, floor=900) == make_version(900, NODE_B)

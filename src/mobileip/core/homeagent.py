@@ -204,10 +204,13 @@ class HomeAgentCore:
             verdict = check_timestamp(req.identification, last, wall, self.settings.replay_window)
         else:
             assert self._next_nonce is not None
-            expected = (rec.last_id >> 32) if rec is not None else self._pending_nonces.get(key)
+            pending = self._pending_nonces.get(key)
+            expected = (rec.last_id >> 32) if rec is not None else pending
+            if pending is not None and req.identification >> 32 == pending:
+                expected = pending  # the nonce our last 133 reply handed out
             verdict = check_nonce(req.identification, expected, self._next_nonce())
         if not verdict.ok:
-            if self.settings.replay == "nonce" and rec is None:
+            if self.settings.replay == "nonce":
                 self._remember_nonce(key, verdict.reply_identification >> 32)
             self.stats.violations["bad-identification"] += 1
             events.append(SecurityViolation("bad-identification", home))
@@ -240,10 +243,10 @@ class HomeAgentCore:
         binding = Binding(int(req.care_of_address), lifetime, expires, int(req.flags))
         code = int(ReplyCode.ACCEPTED)
         bindings: tuple[Binding, ...] = (binding,)
-        if req.flags & wire.Flags.S and rec is not None:
+        if req.flags & wire.Flags.S:
             if self.settings.max_simultaneous <= 1:
                 code = int(ReplyCode.ACCEPTED_NO_SIMULTANEOUS)
-            else:
+            elif rec is not None:
                 others = tuple(
                     b for b in rec.bindings if b.care_of_address != binding.care_of_address
                 )
