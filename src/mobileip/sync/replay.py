@@ -116,7 +116,8 @@ class ReplayWindow:
             return True
         mask = (1 << self.size) - 1
         if counter > w.highest:
-            w.bitmap = ((w.bitmap << (counter - w.highest)) | 1) & mask
+            shift = counter - w.highest
+            w.bitmap = ((w.bitmap << shift) | 1) & mask if shift < self.size else 1
             w.highest = counter
         else:
             w.bitmap |= 1 << (w.highest - counter)

@@ -234,6 +234,9 @@ _TYPE_OF: dict[type, MsgType] = {
 ALGORITHMS = ("hmac-sha256", "hmac-md5")
 _DIGEST_NAME = {"hmac-sha256": "sha256", "hmac-md5": "md5"}
 AUTHENTICATOR_LEN = {"hmac-sha256": 32, "hmac-md5": 16}
+# authenticator lengths looked for at the end of a datagram, longest first (every algorithm's,
+# so a trailer made with a key we do not hold is reported as "bad-spi", not "missing-auth")
+_TRAILER_LENGTHS = tuple(sorted(set(AUTHENTICATOR_LEN.values()), reverse=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,8 +280,6 @@ class GroupAuth:
         if send_spi not in self._by_spi:
             raise ValueError(f"send SPI {send_spi} is not among the keys")
         self.send_key = self._by_spi[send_spi]
-        # authenticator lengths to look for at the end of a datagram, longest first
-        self._lengths = tuple(sorted({k.authenticator_len for k in keys}, reverse=True))
 
     @property
     def send_spi(self) -> int:
@@ -300,7 +301,7 @@ class GroupAuth:
     def verify(self, data: bytes) -> int:
         """Check the trailing authentication extension; return where it starts (= body end)."""
         shaped = False
-        for alen in self._lengths:
+        for alen in _TRAILER_LENGTHS:
             start = len(data) - AUTH_HEADER_LEN - alen
             if start < HEADER_LEN:
                 continue
@@ -512,7 +513,7 @@ def _decode_record(r: _Reader) -> RecordState:
     home, ha, version, last_id, state, nbind, reserved, tomb_age = r.take(_RECORD, "a record")
     if reserved:
         raise SyncDecodeError("bad-reserved", "record reserved field is not zero")
-    if state & ~RecordFlag.TOMBSTONE:
+    if state & ~int(RecordFlag.TOMBSTONE):  # ~ on the IntFlag itself would be 0
         raise SyncDecodeError("bad-record", f"unknown record state bits {state:#04x}")
     tombstone = bool(state & RecordFlag.TOMBSTONE)
     if tombstone != (nbind == 0):
