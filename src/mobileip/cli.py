@@ -257,7 +257,10 @@ def print_result(result: RegistrationResult, as_json: bool) -> None:
     line = f"code {result.code}: {result.meaning}"
     if result.accepted:
         line += f"; lifetime {result.lifetime}"
-    print(line + f" (home agent {result.home_agent}, {result.attempts} attempt(s))")
+    line += f" (home agent {result.home_agent}, {result.attempts} attempt(s))"
+    if not result.authenticated:
+        line += " [reply not authenticated]"
+    print(line)
 
 
 # --- config check ----------------------------------------------------------------------------

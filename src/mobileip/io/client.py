@@ -52,6 +52,7 @@ class ReplyCheck:
 
     reply: wire.RegistrationReply | None
     error: str = ""
+    authenticated: bool = True
 
     @property
     def ok(self) -> bool:
@@ -63,23 +64,28 @@ def check_reply(mn: MobileNode, data: bytes, identification: int) -> ReplyCheck:
 
     The MN-HA authenticator must be valid with our SA; the home address must be ours; the low 32
     bits of the identification must match the request's, and all 64 in an accepted timestamp reply.
+    A denial without any MN-HA extension passes with ``authenticated=False``.
     """
     try:
         reply = wire.decode_reply(data)
     except DecodeError as exc:
         return ReplyCheck(None, f"undecodable reply: {exc}")
+    if reply.home_address != mn.home_address:
+        return ReplyCheck(None, f"reply is for home address {reply.home_address}")
+    if (reply.identification & 0xFFFFFFFF) != (identification & 0xFFFFFFFF):
+        return ReplyCheck(None, "reply identification does not match the request")
     found = wire.find_auth(reply, wire.EXT_MN_HA_AUTH)
     if found is None:
+        # A home agent cannot authenticate a denial for a request it could not authenticate
+        # (131, 134): report it, marked unauthenticated; it changes no state.
+        if reply.code >= 128:
+            return ReplyCheck(reply, authenticated=False)
         return ReplyCheck(None, "reply has no MN-HA authentication extension")
     if found[1].spi != mn.sa.spi:
         return ReplyCheck(None, f"reply authenticated with SPI {found[1].spi}, not {mn.sa.spi}")
     ok, _ = verify_auth(data, reply, wire.EXT_MN_HA_AUTH, mn.sa)
     if not ok:
         return ReplyCheck(None, "reply authenticator is wrong")
-    if reply.home_address != mn.home_address:
-        return ReplyCheck(None, f"reply is for home address {reply.home_address}")
-    if (reply.identification & 0xFFFFFFFF) != (identification & 0xFFFFFFFF):
-        return ReplyCheck(None, "reply identification does not match the request")
     exact = mn.replay == "timestamp" and is_accepted(reply.code)
     if exact and reply.identification != identification:
         return ReplyCheck(None, "reply identification does not match the request")
@@ -137,6 +143,7 @@ class RegistrationResult:
     attempts: int = 0
     retried_133: bool = False
     invalid_replies: tuple[str, ...] = ()
+    authenticated: bool = True
 
     @property
     def accepted(self) -> bool:
@@ -153,6 +160,7 @@ class RegistrationResult:
             "attempts": self.attempts,
             "retried_133": self.retried_133,
             "invalid_replies": list(self.invalid_replies),
+            "authenticated": self.authenticated,
         }
 
 
@@ -188,7 +196,7 @@ class RegistrationClient:
     def register(self, lifetime: int, flags: int = 0) -> RegistrationResult:
         """Register (``lifetime`` > 0) or deregister (0); retry once after a 133."""
         result = self._exchange(lifetime, flags)
-        if result.code == ReplyCode.IDENTIFICATION_MISMATCH:
+        if result.code == ReplyCode.IDENTIFICATION_MISMATCH and result.authenticated:
             again = self._exchange(lifetime, flags)
             return _with(again, result.attempts + again.attempts, retried=True)
         return result
@@ -232,7 +240,8 @@ class RegistrationClient:
                     continue
                 reply = check.reply
                 assert reply is not None
-                self.ids.learn(reply, time.time())
+                if check.authenticated:
+                    self.ids.learn(reply, time.time())
                 return RegistrationResult(
                     reply.code,
                     meaning(reply.code),
@@ -241,6 +250,7 @@ class RegistrationClient:
                     str(reply.home_agent),
                     attempt,
                     invalid_replies=tuple(invalid),
+                    authenticated=check.authenticated,
                 )
             wait *= 2
         return RegistrationResult(
@@ -270,6 +280,7 @@ def _with(result: RegistrationResult, attempts: int, retried: bool) -> Registrat
         attempts,
         retried,
         result.invalid_replies,
+        result.authenticated,
     )
 
 
