@@ -472,7 +472,8 @@ def parse_config(text: str, name: str = "<config>") -> Config:
 
     for key in data:
         if key not in _SECTIONS:
-            raise ConfigError(f"{name}: line {loc.line(('', 0), key)}: {key}: unknown section")
+            line = loc.headers.get((key, 0)) or loc.line(("", 0), key)
+            raise ConfigError(f"{name}: line {line}: {key}: unknown section")
     del top
 
     ha_table = table("homeagent", True)
