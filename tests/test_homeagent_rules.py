@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 import pytest
 import vectors as v
@@ -32,9 +33,7 @@ COA3 = IPv4Address("203.0.113.3")
 COA4 = IPv4Address("203.0.113.4")
 
 
-def make_core(
-    *, next_nonce: Callable[[], int] | None = None, **overrides: object
-) -> ha.HomeAgentCore:
+def make_core(*, next_nonce: Callable[[], int] | None = None, **overrides: Any) -> ha.HomeAgentCore:
     settings = replace(ha.HomeAgentSettings(address=v.HA, node_id=NODE_ID), **overrides)
     return ha.HomeAgentCore(
         settings, SecurityAssociations([HMAC_SA, PS_SA, OTHER_SA]), next_nonce=next_nonce
