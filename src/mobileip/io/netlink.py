@@ -1,0 +1,115 @@
+"""Interface facts, virtual address add/remove (pyroute2 netlink) and gratuitous ARP.
+
+Nothing here shells out: addresses go through rtnetlink with :class:`pyroute2.AsyncIPRoute`,
+gratuitous ARP through a raw ``AF_PACKET`` socket sent from the interface's own MAC (no virtual
+MAC, as keepalived does without ``use_vmac``).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+ETH_P_ARP = 0x0806
+ETH_P_IP = 0x0800
+BROADCAST_MAC = b"\xff" * 6
+
+
+class NetlinkFailure(RuntimeError):
+    """A netlink request failed (unknown interface, no permission, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceInfo:
+    name: str
+    index: int
+    mac: bytes
+    primary_address: IPv4Address | None  # first IPv4 address that is not secondary
+
+
+async def interface_info(ifname: str) -> InterfaceInfo:
+    """Index, MAC and primary IPv4 address of ``ifname`` in the current namespace."""
+    try:
+        async with AsyncIPRoute() as ipr:
+            found = await ipr.link_lookup(ifname=ifname)
+            if not found:
+                raise NetlinkFailure(f"no interface named {ifname!r}")
+            index = found[0]
+            mac = b""
+            async for link in await ipr.get_links(index):
+                mac = bytes.fromhex((link.get("address") or "").replace(":", ""))
+            primary: IPv4Address | None = None
+            async for addr in await ipr.addr("dump", index=index, family=socket.AF_INET):
+                if addr["flags"] & 0x01:  # IFA_F_SECONDARY
+                    continue
+                local = addr.get("local") or addr.get("address")
+                if local and primary is None:
+                    primary = IPv4Address(local)
+    except NetlinkError as exc:
+        raise NetlinkFailure(f"{ifname}: {exc}") from exc
+    return InterfaceInfo(ifname, index, mac, primary)
+
+
+async def add_address(index: int, address: IPv4Interface) -> bool:
+    """Add ``address`` to interface ``index``; False if it was already there."""
+    try:
+        async with AsyncIPRoute() as ipr:
+            await ipr.addr(
+                "add",
+                index=index,
+                address=str(address.ip),
+                prefixlen=address.network.prefixlen,
+            )
+    except NetlinkError as exc:
+        if exc.code == errno.EEXIST:
+            return False
+        raise NetlinkFailure(f"add {address} to ifindex {index}: {exc}") from exc
+    return True
+
+
+async def remove_address(index: int, address: IPv4Interface) -> bool:
+    """Remove ``address`` from interface ``index``; False if it was not there."""
+    try:
+        async with AsyncIPRoute() as ipr:
+            await ipr.addr(
+                "del",
+                index=index,
+                address=str(address.ip),
+                prefixlen=address.network.prefixlen,
+            )
+    except NetlinkError as exc:
+        if exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
+            return False
+        raise NetlinkFailure(f"remove {address} from ifindex {index}: {exc}") from exc
+    return True
+
+
+async def has_address(index: int, address: IPv4Address) -> bool:
+    async with AsyncIPRoute() as ipr:
+        async for addr in await ipr.addr("dump", index=index, family=socket.AF_INET):
+            if addr.get("local") == str(address) or addr.get("address") == str(address):
+                return True
+    return False
+
+
+def gratuitous_arp_frame(mac: bytes, address: IPv4Address) -> bytes:
+    """An Ethernet broadcast ARP request announcing ``address`` at ``mac`` (RFC 5227 style)."""
+    if len(mac) != 6:
+        raise ValueError(f"MAC must be 6 bytes, got {len(mac)}")
+    ether = BROADCAST_MAC + mac + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, 1)  # Ethernet, IPv4, request
+    arp += mac + address.packed + b"\x00" * 6 + address.packed
+    return ether + arp
+
+
+def send_gratuitous_arp(ifname: str, mac: bytes, address: IPv4Address) -> None:
+    """Broadcast one gratuitous ARP for ``address`` on ``ifname`` (raw AF_PACKET, root)."""
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sock:
+        sock.bind((ifname, ETH_P_ARP))
+        sock.send(gratuitous_arp_frame(mac, address))
