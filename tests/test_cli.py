@@ -233,3 +233,28 @@ def test_ci_fails_the_session_when_root_tests_skip(
     assert result.ret == status
     if status:
         result.stdout.fnmatch_lines(["*SKIPPED root test (CI must run it): *test_needs_root*"])
+
+
+def test_identification_source_adopts_the_ha_clock_and_nonce() -> None:
+    from ipaddress import IPv4Address
+
+    from mobileip.core.replay import ntp_from_unix
+    from mobileip.io.client import IdentificationSource
+    from mobileip.wire.registration import RegistrationReply
+
+    ids = IdentificationSource("timestamp")
+    wall = 1_700_000_000.25
+    first = ids.next(wall)
+    assert first == ntp_from_unix(wall)
+    assert ids.next(wall) == first + 1  # strictly increasing even on the same clock reading
+    ha_now = ntp_from_unix(wall + 500.7)
+    home, ha = IPv4Address("10.1.0.5"), IPv4Address("10.1.0.1")
+    mismatch = RegistrationReply(133, 0, home, ha, (ha_now & ~0xFFFFFFFF) | (first & 0xFFFFFFFF))
+    ids.learn(mismatch, wall)
+    adopted = ids.next(wall)
+    assert ha_now < adopted <= ha_now + (1 << 32)  # within a second after the HA's time
+
+    nonces = IdentificationSource("nonce")
+    low = nonces.next(wall) & 0xFFFFFFFF
+    nonces.learn(RegistrationReply(133, 0, home, ha, (0xCAFE << 32) | low), wall)
+    assert nonces.next(wall) >> 32 == 0xCAFE

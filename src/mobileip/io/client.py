@@ -125,8 +125,9 @@ class IdentificationSource:
             self.nonce = reply.identification >> 32
         elif reply.code == ReplyCode.IDENTIFICATION_MISMATCH:
             ha_seconds = (reply.identification >> 32) - NTP_EPOCH_OFFSET
-            # the HA's clock is known to a second: aim at the middle of that second
-            self.clock_offset = ha_seconds + 0.5 - wall
+            # The HA's clock is known to the second: take the end of that second, so that the
+            # next identification exceeds any the HA accepted before it sent this reply.
+            self.clock_offset = ha_seconds + 1.0 - wall
             self.last = 0
 
 
