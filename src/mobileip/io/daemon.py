@@ -95,7 +95,7 @@ class HomeAgentDaemon:
             outcome = self.core.handle_request(data, now=now, wall=time.time())
             self.publish(outcome.events, now, src)
             if outcome.reply is not None:
-                pending = PendingReply(outcome.reply, src, dst, outcome.code)
+                pending = PendingReply(outcome.reply, src, _reply_source(dst), outcome.code)
                 if self.reply_policy is None or not self.reply_policy(outcome, pending):
                     self.send_reply(pending)
             self._reschedule()
@@ -190,6 +190,7 @@ class HomeAgentDaemon:
         loop = asyncio.get_running_loop()
         ha = self.config.homeagent
         self.endpoint = UdpEndpoint.bind(loop, str(ha.listen), ha.port, self.datagram_received)
+        self.endpoint.on_handler_error = self._on_handler_error
         await self.control.start()
         for hook in self.startup_hooks:
             await hook(self)
@@ -201,8 +202,12 @@ class HomeAgentDaemon:
             control=f"{self.control.host}:{self.control.port}",
             replay=ha.replay,
             max_lifetime=ha.max_lifetime,
+            loop=type(loop).__module__.split(".")[0],
             config=self.config.path,
         )
+
+    def _on_handler_error(self, exc: Exception) -> None:
+        self.log.error("datagram.handler_failed", error=repr(exc))
 
     async def stop(self) -> None:
         for hook in reversed(self.shutdown_hooks):
@@ -240,6 +245,20 @@ class HomeAgentDaemon:
     def _on_signal(self, sig: signal.Signals) -> None:
         self.log.info("homeagent.signal", signal=sig.name)
         self.request_stop()
+
+
+def _reply_source(dst: str | None) -> str | None:
+    """Reply from the address the request was sent to, unless that was multicast or broadcast
+    (RFC 5944 3.8.3.1: then the kernel picks our unicast address)."""
+    if dst is None:
+        return None
+    addr = IPv4Address(dst)
+    if addr.is_multicast or addr == _LIMITED_BROADCAST or addr.is_unspecified:
+        return None
+    return dst
+
+
+_LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 
 
 def _fmt(addr: Address | None) -> str:

@@ -44,6 +44,8 @@ class UdpEndpoint:
         self.handler = handler
         self.batch = batch
         self.counters: Counter[str] = Counter()
+        # told about exceptions escaping ``handler`` (they are counted and swallowed)
+        self.on_handler_error: Callable[[Exception], None] | None = None
         self._reading = False
 
     @classmethod
@@ -113,9 +115,11 @@ class UdpEndpoint:
                     dst = socket.inet_ntoa(addr)
             try:
                 self.handler(data, (str(src[0]), int(src[1])), dst)
-            except Exception:
-                # a bug in a handler must not stop the socket; the daemon logs its own errors
+            except Exception as exc:
+                # a bug in a handler must not stop the socket
                 self.counters["handler_errors"] += 1
+                if self.on_handler_error is not None:
+                    self.on_handler_error(exc)
 
     # --- sending ---------------------------------------------------------------------------
 
