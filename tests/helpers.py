@@ -90,6 +90,32 @@ def homeagent_config(host: str = "127.0.0.1", **sections: Any) -> dict[str, Any]
     return _merge(data, sections)
 
 
+def mobile_node_for(
+    config: Mapping[str, Any],
+    home: str = "10.1.0.5",
+    coa: str = "192.0.2.10",
+    *,
+    sa: int = 0,
+    key: str | None = None,
+    ha_field: str | None = None,
+) -> MobileNode:
+    """A mobile node using the config's ``sa``-th SA (optionally with a different key)."""
+    sa_cfg = config["security_association"][sa]
+    the_sa = SecurityAssociation(
+        int(sa_cfg["spi"]),
+        str(sa_cfg.get("algorithm", "hmac-md5")),
+        bytes.fromhex(key or sa_cfg["key"]),
+        tuple(IPv4Network(p) for p in sa_cfg["home_addresses"]),
+    )
+    return MobileNode(
+        IPv4Address(home),
+        IPv4Address(coa),
+        IPv4Address(ha_field or config["homeagent"]["address"]),
+        the_sa,
+        str(config["homeagent"].get("replay", "timestamp")),
+    )
+
+
 @dataclass
 class DaemonHandle:
     """A running ``mobileip homeagent`` subprocess."""
@@ -135,31 +161,9 @@ class DaemonHandle:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def mobile_node(
-        self,
-        home: str = "10.1.0.5",
-        coa: str = "192.0.2.10",
-        *,
-        sa: int = 0,
-        key: str | None = None,
-        ha_field: str | None = None,
-    ) -> MobileNode:
-        """A mobile node using the daemon's ``sa``-th SA (optionally with a different key)."""
-        sa_cfg = self.config["security_association"][sa]
-        the_sa = SecurityAssociation(
-            int(sa_cfg["spi"]),
-            str(sa_cfg.get("algorithm", "hmac-md5")),
-            bytes.fromhex(key or sa_cfg["key"]),
-            tuple(IPv4Network(p) for p in sa_cfg["home_addresses"]),
-        )
-        replay = str(self.config["homeagent"].get("replay", "timestamp"))
-        return MobileNode(
-            IPv4Address(home),
-            IPv4Address(coa),
-            IPv4Address(ha_field or self.config["homeagent"]["address"]),
-            the_sa,
-            replay,
-        )
+    def mobile_node(self, home: str = "10.1.0.5", coa: str = "192.0.2.10", **kw: Any) -> MobileNode:
+        """A mobile node for this daemon (see :func:`mobile_node_for`)."""
+        return mobile_node_for(self.config, home, coa, **kw)
 
     def client(self, *args: Any, timeout: float = 0.3, retries: int = 2, **kw: Any) -> Any:
         """A :class:`RegistrationClient` for :meth:`mobile_node`, closed with the daemon."""
