@@ -17,6 +17,7 @@ Members' interface is named ``<prefix>e<n>``; :attr:`Member.ifname` holds it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -220,6 +221,12 @@ class Segment:
                 if proc.popen.poll() is None:
                     proc.popen.kill()
         for netns in reversed(self._namespaces):
+            # Children our processes left behind (e.g. keepalived's VRRP child after its parent
+            # was SIGKILLed) live only in our namespaces: kill them so nothing outlives the test.
+            pids = ip("netns", "pids", netns, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             ip("netns", "del", netns, check=False)
         self._namespaces.clear()
         self._open = False

@@ -230,7 +230,9 @@ def keepalived(
 
 def capture(seg: Segment, pcap: Path) -> Process:
     proc = seg.spawn(
-        seg.hub, ["tshark", "-i", seg.bridge, "-f", "ip proto 112", "-w", str(pcap)], "tshark"
+        seg.hub,
+        ["tshark", "-i", seg.bridge, "-f", "ip proto 112 or arp", "-w", str(pcap)],
+        "tshark",
     )
     proc.wait_for(r"Capturing on", 15)
     return proc
@@ -262,6 +264,25 @@ def check_our_packets(pcap: Path, our_ip: str) -> list[int]:
     ).stdout  # fmt: skip
     assert bad.strip() == "", f"tshark flags our packets:\n{bad}"
     return [int(r[3]) for r in rows]
+
+
+def mac_of(seg: Segment, member: Member) -> str:
+    out = seg.run(member, ["cat", f"/sys/class/net/{member.ifname}/address"]).stdout
+    return out.strip()
+
+
+def our_gratuitous_arps(pcap: Path, mac: str) -> int:
+    """Gratuitous ARPs for the virtual address sent from ``mac`` (our interface's own MAC)."""
+    vip = VIP.split("/")[0]
+    flt = (
+        f"arp.isgratuitous && arp.src.proto_ipv4 == {vip} && arp.src.hw_mac == {mac}"
+        f" && eth.src == {mac} && eth.dst == ff:ff:ff:ff:ff:ff"
+    )
+    out = subprocess.run(
+        ["tshark", "-r", str(pcap), "-Y", flt],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    return len(out.strip().splitlines())
 
 
 def need_keepalived() -> None:
@@ -308,6 +329,7 @@ def test_keepalived_yields_to_us_and_takes_over_on_our_clean_shutdown(
     priorities = check_our_packets(pcap, a.ip)
     assert set(priorities[:-1]) == {200}
     assert priorities[-1] == 0
+    assert our_gratuitous_arps(pcap, mac_of(seg, a)) >= 3  # garp_repeat on takeover
 
 
 def test_we_yield_to_keepalived_and_take_over_on_its_clean_shutdown(
@@ -401,3 +423,26 @@ def test_example_keepalived_conf_is_accepted_by_keepalived(seg: Segment, tmp_pat
     conf.write_text(example.read_text().replace("eth0", member.ifname))
     result = seg.run(member, ["keepalived", "-t", "-f", str(conf)])
     assert result.returncode == 0, result.stderr
+
+
+def test_segment_removes_everything_even_when_the_test_fails() -> None:
+    reason = root_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with pytest.raises(RuntimeError, match="boom"), Segment() as doomed:
+        member = doomed.add_member("x", "10.77.0.9/24")
+        proc = doomed.spawn(member, ["sh", "-c", "sleep 300 & echo started; wait"])
+        proc.wait_for("started", 5)
+        pids = seg_pids(member.netns)
+        assert pids
+        raise RuntimeError("boom")
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert doomed.prefix not in listed
+    for pid in pids:
+        state = Path(f"/proc/{pid}/stat")
+        assert not state.exists() or state.read_text().split()[2] == "Z"
+
+
+def seg_pids(netns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
