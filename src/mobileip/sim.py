@@ -1,0 +1,436 @@
+"""A deterministic simulator of a redundancy group: virtual time, seeded faults, no sockets.
+
+``Simulation(seed).run()`` drives N members (each a :class:`HomeAgentCore` and a
+:class:`SyncEngine` over one :class:`BindingTable`) and a population of mobile nodes through
+random registrations, renewals and deregistrations, while a seeded schedule injects loss,
+duplication, reordering, delay, partitions that heal, and crashes with restarts (a restarted
+member loses its table and must download it again). After the faults heal and the group goes
+quiet it checks the invariants and returns a :class:`Report` whose ``violations`` list is empty
+when all held. The same seed always replays the same run.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+from mobileip.core.bindings import BindingTable
+from mobileip.core.homeagent import BindingChanged, HomeAgentCore, HomeAgentSettings
+from mobileip.core.replay import ntp_from_unix
+from mobileip.core.security import SecurityAssociation, SecurityAssociations, append_auth
+from mobileip.sync.engine import (
+    Protected,
+    SyncEngine,
+    SyncSettings,
+    SyncState,
+    SyncStateChanged,
+)
+from mobileip.sync.members import Endpoint
+from mobileip.wire import registration as reg
+from mobileip.wire import sync as wire
+
+WALL_BASE = 1_800_000_000.0  # virtual wall clock at t=0 (2027)
+HA_ADDRESS = IPv4Address("10.1.0.1")
+SA = SecurityAssociation(256, "hmac-md5", bytes(range(16)), (IPv4Network("10.1.0.0/16"),))
+GROUP_KEY = wire.GroupKey(1000, "hmac-sha256", b"k" * 32)
+
+
+@dataclass
+class Faults:
+    loss: float
+    duplicate: float
+    max_delay: float
+    partitions: list[tuple[float, float, int]]  # (start, end, isolated member)
+    crashes: list[tuple[float, float, int]]  # (down at, up at, member)
+
+
+@dataclass
+class Report:
+    seed: int
+    mode: str
+    members: int
+    registrations: int = 0
+    deregistrations: int = 0
+    replied: int = 0
+    protected: int = 0
+    datagrams: int = 0
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+class Member:
+    def __init__(self, sim: Simulation, index: int) -> None:
+        self.sim = sim
+        self.index = index
+        self.endpoint: Endpoint = (f"10.1.0.{11 + index}", 434)
+        self.node_id = int(IPv4Address(self.endpoint[0]))
+        self.alive = False
+        self.boots = 0
+        self.versions_seen: dict[int, int] = {}
+        self.pending_replies: dict[tuple[int, int], int] = {}  # (home, version) -> mn index
+        self.armed: float | None = None  # the timer event in the queue
+        self.core: HomeAgentCore
+        self.engine: SyncEngine
+
+    def boot(self, now: float) -> None:
+        self.boots += 1
+        table = BindingTable(tombstone_ttl=self.sim.tombstone_ttl)
+        settings = HomeAgentSettings(
+            HA_ADDRESS, max_lifetime=1800, replay="timestamp", node_id=self.node_id
+        )
+        self.core = HomeAgentCore(settings, SecurityAssociations([SA]), table)
+        peers = tuple(m.endpoint for m in self.sim.members if m is not self)
+        sync = SyncSettings(
+            node_id=self.node_id,
+            peers=peers,
+            mode=self.sim.mode,
+            boot_wait=0.5,
+            digest_interval=1.0,
+            unreachable_after=3.5,
+        )
+        epoch = int(WALL_BASE + now) + self.boots  # a later boot always has a later epoch
+        self.engine = SyncEngine(sync, table, wire.GroupAuth([GROUP_KEY], 1000), epoch)
+        self.alive = True
+        self.armed = None
+        self.versions_seen = {}
+        self.pending_replies = {}
+        self.engine.start(now)
+
+
+class Simulation:
+    def __init__(
+        self,
+        seed: int,
+        members: int = 3,
+        mobile_nodes: int = 20,
+        mode: str = "async",
+        duration: float = 30.0,
+        quiet: float = 40.0,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.mode = mode
+        self.duration = duration
+        self.quiet = quiet
+        self.tombstone_ttl = 1900.0  # > max_lifetime: an older binding expires first
+        self.members: list[Member] = []
+        self.members = [Member(self, i) for i in range(members)]
+        self.by_endpoint = {m.endpoint: m for m in self.members}
+        self.mobile_nodes = mobile_nodes
+        self.report = Report(seed, mode, members)
+        self.now = 0.0
+        self._queue: list[tuple[float, int, str, object]] = []
+        self._seq = 0
+        self.faults = self._draw_faults()
+        # oracle: per MN, the accepted operations in order: (version, deregistration, replied)
+        self.accepted: dict[int, list[tuple[int, bool]]] = {}
+        self.protected_by: list[tuple[int, int, int, float]] = []  # home, version, node, time
+        self.crash_times: dict[int, list[float]] = {m.node_id: [] for m in self.members}
+        # (requester, identification, responder) -> the responder's table when asked
+        self.snapshots: dict[tuple[Endpoint, int, Endpoint], dict[int, int]] = {}
+        self.mn_last_id: dict[int, int] = {}
+
+    # --- scheduling ---------------------------------------------------------------------------
+
+    def _at(self, when: float, kind: str, payload: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (when, self._seq, kind, payload))
+
+    def _draw_faults(self) -> Faults:
+        r = self.rng
+        n = len(self.members)
+        partitions = []
+        for _ in range(r.randint(0, 2)):
+            start = r.uniform(1.0, self.duration - 2)
+            partitions.append((start, start + r.uniform(0.5, 8.0), r.randrange(n)))
+        crashes = []
+        for _ in range(r.randint(0, 2)):
+            down = r.uniform(1.0, self.duration - 2)
+            crashes.append((down, down + r.uniform(0.2, 6.0), r.randrange(n)))
+        return Faults(
+            loss=r.choice([0.0, 0.01, 0.05, 0.15]),
+            duplicate=r.choice([0.0, 0.02, 0.1]),
+            max_delay=r.choice([0.0005, 0.005, 0.03]),
+            partitions=partitions,
+            crashes=crashes,
+        )
+
+    def _faulty(self) -> bool:
+        return self.now < self.duration
+
+    def _partitioned(self, a: Member, b: Member) -> bool:
+        for start, end, who in self.faults.partitions:
+            if start <= self.now < end and (a.index == who) != (b.index == who):
+                return True
+        return False
+
+    # --- network ------------------------------------------------------------------------------
+
+    def _drain(self, m: Member) -> None:
+        for data, dest in m.engine.datagrams_to_send():
+            self.report.datagrams += 1
+            target = self.by_endpoint.get(dest)
+            if target is None or target is m:
+                continue
+            if self._faulty():
+                if self._partitioned(m, target) or self.rng.random() < self.faults.loss:
+                    continue
+                copies = 2 if self.rng.random() < self.faults.duplicate else 1
+            else:
+                copies = 1
+            for _ in range(copies):
+                delay = self.rng.uniform(0.0001, self.faults.max_delay)
+                self._at(self.now + delay, "deliver", (data, m.endpoint, target))
+        self._after_events(m)
+        self._arm(m)
+
+    def _arm(self, m: Member) -> None:
+        deadlines = [t for t in (m.engine.next_timer(), m.core.next_deadline()) if t is not None]
+        if deadlines:
+            when = max(min(deadlines), self.now)
+            if m.armed is None or when < m.armed:
+                m.armed = when
+                self._at(when, "timer", (m, m.boots))
+
+    def _after_events(self, m: Member) -> None:
+        for ev in m.engine.events():
+            if isinstance(ev, Protected):
+                mn = m.pending_replies.pop((ev.home_address, ev.version), None)
+                if mn is not None:
+                    self._replied(mn, ev.home_address, ev.version, ev.acked, m, ev.node_id)
+            elif isinstance(ev, SyncStateChanged) and ev.state is SyncState.SYNCED:
+                self._check_download(m, ev.reason)
+
+    # --- mobile nodes -------------------------------------------------------------------------
+
+    def _active(self) -> Member | None:
+        alive = [m for m in self.members if m.alive]
+        synced = [m for m in alive if m.engine.state is SyncState.SYNCED]
+        pool = synced or alive
+        return pool[0] if pool else None
+
+    def _mn_op(self, mn: int) -> None:
+        m = self._active()
+        home = int(IPv4Address("10.1.1.0")) + mn
+        if m is not None:
+            r = self.rng.random()
+            if r < 0.25:
+                lifetime, coa = 0, IPv4Address(home)  # deregister all
+            else:
+                lifetime = self.rng.choice([3, 20, 600, 1800])
+                coa = IPv4Address(f"192.0.{2 + self.rng.randrange(3)}.{1 + mn}")
+            wall = WALL_BASE + self.now
+            ident = max(ntp_from_unix(wall), self.mn_last_id.get(mn, 0) + 1)
+            self.mn_last_id[mn] = ident
+            req = reg.RegistrationRequest(
+                reg.Flags(0), lifetime, IPv4Address(home), HA_ADDRESS, coa, ident
+            )
+            raw = append_auth(reg.encode(req), reg.EXT_MN_HA_AUTH, SA)
+            out = m.core.handle_request(raw, self.now, wall)
+            for ev in out.events:
+                if isinstance(ev, BindingChanged):
+                    rec = ev.record
+                    self.accepted.setdefault(home, []).append((rec.version, ev.deregistration))
+                    if ev.deregistration:
+                        self.report.deregistrations += 1
+                    else:
+                        self.report.registrations += 1
+                    m.engine.local_change(rec, self.now)
+                    if self.mode == "semisync":
+                        m.pending_replies[(home, rec.version)] = mn
+                        m.engine.watch(home, rec.version, self.now)
+                    else:
+                        self.report.replied += 1
+            self._drain(m)
+        if self.now < self.duration:
+            self._at(self.now + self.rng.expovariate(1 / 3.0), "mn", mn)
+
+    def _replied(self, mn: int, home: int, version: int, acked: bool, m: Member, node: int) -> None:
+        self.report.replied += 1
+        if acked:
+            self.report.protected += 1
+            self.protected_by.append((home, version, node, self.now))
+
+    # --- faults -------------------------------------------------------------------------------
+
+    def _crash(self, idx: int, up_at: float) -> None:
+        m = self.members[idx]
+        if not m.alive:
+            return
+        m.alive = False
+        self.crash_times[m.node_id].append(self.now)
+        self._at(up_at, "boot", idx)
+
+    def _boot(self, idx: int) -> None:
+        m = self.members[idx]
+        if m.alive:
+            return
+        m.boot(self.now)
+        self._drain(m)
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        for i in range(len(self.members)):
+            self._at(self.rng.uniform(0.0, 0.3), "boot", i)
+        for mn in range(self.mobile_nodes):
+            self._at(self.rng.uniform(1.0, 3.0), "mn", mn)
+        for down, up, who in self.faults.crashes:
+            self._at(down, "crash", (who, up))
+        end = self.duration + self.quiet
+        self._at(end, "end", None)
+        next_check = 1.0
+        while self._queue:
+            when, _, kind, payload = heapq.heappop(self._queue)
+            self.now = when
+            if kind == "end":
+                break
+            if kind == "boot":
+                assert isinstance(payload, int)
+                self._boot(payload)
+            elif kind == "crash":
+                assert isinstance(payload, tuple)
+                self._crash(payload[0], payload[1])
+            elif kind == "mn":
+                assert isinstance(payload, int)
+                self._mn_op(payload)
+            elif kind == "deliver":
+                assert isinstance(payload, tuple)
+                data, src, target = payload
+                if target.alive:
+                    self._deliver(target, data, src)
+            elif kind == "timer":
+                assert isinstance(payload, tuple)
+                m, boots = payload
+                if m.alive and m.boots == boots and m.armed == when:
+                    m.armed = None
+                    self._timer(m)
+            if self.now >= next_check:
+                next_check = self.now + 1.0
+                self._check_monotonic()
+        self._final_checks()
+        return self.report
+
+    def _deliver(self, m: Member, data: bytes, src: Endpoint) -> None:
+        if data[0] == wire.MsgType.TABLE_REQUEST and m.engine.state is SyncState.SYNCED:
+            msg = wire.decode(data, m.engine.auth)
+            self.snapshots[(src, msg.identification, m.endpoint)] = {
+                r.home_address: r.version for r in m.core.table.records()
+            }
+        m.engine.handle_datagram(data, src, self.now)
+        self._drain(m)
+
+    def _timer(self, m: Member) -> None:
+        deadline = m.core.next_deadline()
+        if deadline is not None and deadline <= self.now:
+            m.core.tick(self.now)
+        timer = m.engine.next_timer()
+        if timer is not None and timer <= self.now:
+            m.engine.handle_timer(self.now)
+        self._drain(m)
+
+    # --- invariants ---------------------------------------------------------------------------
+
+    def _violation(self, text: str) -> None:
+        if len(self.report.violations) < 20:
+            self.report.violations.append(f"t={self.now:.3f} {text}")
+
+    def _check_monotonic(self) -> None:
+        """A member's version of a record never goes back (no older update wins)."""
+        for m in self.members:
+            if not m.alive:
+                continue
+            for rec in m.core.table.records():
+                seen = m.versions_seen.get(rec.home_address, -1)
+                if rec.version < seen:
+                    self._violation(f"{m.endpoint[0]} home {rec.home_address} went back")
+                m.versions_seen[rec.home_address] = rec.version
+
+    def _check_download(self, m: Member, reason: str) -> None:
+        last = m.engine.last_download
+        if last is None or not reason.startswith("table downloaded"):
+            return
+        snap = self.snapshots.get((m.endpoint, *last))
+        if snap is None:
+            self._violation(f"{m.endpoint[0]} SYNCED from a download nobody snapshotted")
+            return
+        table = m.core.table
+        for home, version in snap.items():
+            rec = table.get(home)
+            if rec is None or rec.version < version:
+                self._violation(f"{m.endpoint[0]} SYNCED without home {home} v{version}")
+                return
+
+    def _final_checks(self) -> None:
+        alive = [m for m in self.members if m.alive]
+        for m in alive:
+            if m.engine.state is not SyncState.SYNCED:
+                self._violation(f"{m.endpoint[0]} not SYNCED after the quiet period")
+        synced = [m for m in alive if m.engine.state is SyncState.SYNCED]
+        views = {m.endpoint[0]: self._live_view(m) for m in synced}
+        first = next(iter(views.values()), None)
+        for name, view in views.items():
+            if view != first:
+                diff = set(view.items()) ^ set((first or {}).items())
+                self._violation(f"{name} table differs: {sorted(diff)[:3]}")
+        # no deregistered binding comes back; semisync: nothing acked by a survivor is lost
+        for home, ops in self.accepted.items():
+            version, dereg = ops[-1]
+            for m in synced:
+                rec = m.core.table.get(home)
+                held = rec.version if rec is not None else -1
+                if dereg and rec is not None and rec.bindings and held < version:
+                    has_tomb = any(
+                        (x.core.table.get(home) or rec).version >= version for x in synced
+                    )
+                    if has_tomb:
+                        self._violation(f"home {home}: deregistered binding came back")
+        for home, version, node, when in self.protected_by:
+            if any(t > when for t in self.crash_times.get(node, [])):
+                continue
+            if node not in {m.node_id for m in synced}:
+                continue
+            for m in synced:
+                rec = m.core.table.get(home)
+                if rec is None or rec.version < version:
+                    self._violation(f"home {home} v{version} acked by a survivor but lost")
+                    break
+
+    def _live_view(self, m: Member) -> dict[int, tuple[int, tuple[int, ...]]]:
+        view = {}
+        for rec in m.core.table.records():
+            live = tuple(
+                sorted(b.care_of_address for b in rec.bindings if b.expires > self.now + 1.0)
+            )
+            if live:
+                view[rec.home_address] = (rec.version, live)
+        return view
+
+
+def run_seed(seed: int, mode: str = "async", members: int = 3) -> Report:
+    return Simulation(seed, members=members, mode=mode).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mobileip.sim --seed N [--mode semisync] [--members 3]``: replay one seed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mobileip.sim", description=main.__doc__)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--mode", choices=("async", "semisync"), default="async")
+    parser.add_argument("--members", type=int, default=3)
+    args = parser.parse_args(argv)
+    sim = Simulation(args.seed, members=args.members, mode=args.mode)
+    print(f"faults: {sim.faults}")
+    report = sim.run()
+    print(report)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,850 @@
+"""The binding-table sync protocol of one redundancy group member, sans-IO.
+
+Feed it datagrams (:meth:`SyncEngine.handle_datagram`), local changes from the registration rules
+(:meth:`local_change`), and timer ticks (:meth:`handle_timer`); take back the datagrams to send
+(:meth:`datagrams_to_send`) and the events (:meth:`events`). Time is the caller's monotonic
+``now``; the boot epoch that starts the sequence numbers is passed in; nothing here reads a clock,
+opens a socket or draws a random number.
+
+What it does, by the patent's figures (see docs/sync-protocol.md for the choices we made):
+
+* FIG 4: boot NOT SYNCED; with no other member, SYNCED at once; otherwise request the table from
+  the group. If only NOT SYNCED members answer for ``cold_start_rounds`` rounds (a cold start),
+  the member with the lowest node id among those heard declares itself SYNCED; the rest download
+  from it.
+* FIG 5: a SYNCED member answers a request with the peer list first, then acked chunks; a NOT
+  SYNCED member answers with the NOT_SYNCED code. The requester takes the first member that
+  answers ACCEPTED and declines the others, so one member (not every member) sends the table.
+* FIG 6, 7: every accepted local change is sent to the group (multicast when configured, else
+  unicast to every member); each member acks; whoever did not ack gets the *current* state of the
+  record again by unicast, with exponential backoff; after ``max_retransmits`` silent rounds the
+  member is marked unreachable and repaired by anti-entropy when it is heard again.
+* FIG 8, 9: records are merged by version, so an older update never wins; a deregistration
+  leaves a tombstone that travels like any record and is purged after the safe period.
+* Anti-entropy: SYNCED members exchange per-bucket digests every ``digest_interval`` (also the
+  heartbeat); a bucket that differs in two digests in a row, with neither side's value moving,
+  is pushed record by record through the reliable update path; merges take the newer version.
+* semisync: :meth:`watch` a change; a :class:`Protected` event says when a peer acked it (or the
+  timeout passed, ``acked=False``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from mobileip.core.bindings import BindingTable, MobilityRecord
+from mobileip.sync import records as rec_codec
+from mobileip.sync.bulk import BulkReceiver, BulkSender, Chunk
+from mobileip.sync.members import Endpoint, Member
+from mobileip.sync.replay import ReplayWindow
+from mobileip.wire import sync as wire
+from mobileip.wire.errors import DecodeError
+
+_M = TypeVar("_M", bound=wire.SyncMessage)
+
+
+class SyncState(enum.Enum):
+    NOT_SYNCED = "NOT SYNCED"
+    SYNCED = "SYNCED"
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStateChanged:
+    state: SyncState
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChanged:
+    endpoint: Endpoint
+    node_id: int
+    reachable: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsApplied:
+    """Records learned from a peer that changed our table (the data plane follows these)."""
+
+    records: tuple[MobilityRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Protected:
+    """semisync: a watched change was acked by a peer (or the wait timed out)."""
+
+    home_address: int
+    version: int
+    acked: bool
+    node_id: int = 0  # the member whose ack protected it (0 on timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncViolation:
+    reason: str
+    endpoint: Endpoint
+
+
+Event = SyncStateChanged | MemberChanged | RecordsApplied | Protected | SyncViolation
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    node_id: int
+    group: int = 1
+    peers: tuple[Endpoint, ...] = ()
+    multicast: Endpoint | None = None  # (group address, port)
+    mode: str = "async"  # or "semisync"
+    retransmit_interval: float = 0.2
+    max_retransmits: int = 8
+    boot_wait: float = 1.0
+    cold_start_rounds: int = 3
+    unreachable_after: float = 3.5
+    digest_interval: float = 1.0
+    semisync_timeout: float = 0.5
+    max_queue: int = 100_000
+    bulk_window: int = 16
+    payload_budget: int = wire.MAX_PAYLOAD
+    max_sent_log: int = 65_536
+
+
+@dataclass
+class SyncCounters:
+    """Named after CISCO-MOBILE-IP-MIB's cmiHaRedun* objects where one exists."""
+
+    sent_bu: int = 0  # cmiHaRedunSentBUs: updates sent the first time (messages)
+    sent_bu_total: int = 0  # cmiHaRedunTotalSentBUs: including retransmissions
+    failed_bu: int = 0  # cmiHaRedunFailedBUs: records given up on (member unreachable)
+    received_bu_acks: int = 0  # cmiHaRedunReceivedBUAcks
+    received_bus: int = 0  # cmiHaRedunReceivedBUs
+    sent_bu_acks: int = 0  # cmiHaRedunSentBUAcks
+    sent_bi_reqs: int = 0  # cmiHaRedunSentBIReqs: table requests (rounds)
+    total_sent_bi_reqs: int = 0  # cmiHaRedunTotalSentBIReqs
+    failed_bi_reqs: int = 0  # cmiHaRedunFailedBIReqs: rounds with no usable answer
+    received_bi_reqs: int = 0  # cmiHaRedunReceivedBIReqs
+    sent_bi_reps: int = 0  # cmiHaRedunSentBIReps: table sync messages, first sends
+    total_sent_bi_reps: int = 0  # cmiHaRedunTotalSentBIReps
+    failed_bi_reps: int = 0  # cmiHaRedunFailedBIReps: downloads abandoned
+    received_bi_reps: int = 0  # cmiHaRedunReceivedBIReps
+    dropped_bi_reps: int = 0  # cmiHaRedunDroppedBIReps: no request outstanding / out of order
+    sent_bi_acks: int = 0  # cmiHaRedunSentBIAcks
+    received_bi_acks: int = 0  # cmiHaRedunReceivedBIAcks
+    dropped_bi_acks: int = 0  # cmiHaRedunDroppedBIAcks
+    sec_violations: int = 0  # cmiHaRedunSecViolations
+    unprotected: int = 0  # semisync replies sent without a peer's ack
+    repaired_records: int = 0  # records pushed by anti-entropy
+    queue_dropped: int = 0  # pending updates dropped because a queue was full
+    dropped: Counter[str] = field(default_factory=Counter)  # datagrams dropped, by reason
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {k: v for k, v in vars(self).items() if k != "dropped"}
+        out["dropped"] = dict(self.dropped)
+        return out
+
+
+class SyncEngine:
+    def __init__(
+        self, settings: SyncSettings, table: BindingTable, auth: wire.GroupAuth, epoch: int
+    ) -> None:
+        self.settings = settings
+        self.table = table
+        self.auth = auth
+        self.counters = SyncCounters()
+        self.state = SyncState.NOT_SYNCED
+        self._epoch = epoch & 0xFFFFFFFF
+        self._seq = 0
+        self._ident = 0
+        self._now = 0.0
+        self._members: dict[Endpoint, Member] = {}
+        for ep in settings.peers:
+            self._members[ep] = Member(ep, configured=True, reachable=False)
+        self._replay = ReplayWindow()
+        self._out: list[tuple[bytes, Endpoint]] = []
+        self._events: list[Event] = []
+        self._fresh: dict[int, None] = {}  # homes changed locally, not yet sent
+        self._sent_log: dict[int, tuple[tuple[tuple[int, int], ...], float]] = {}
+        self._watches: dict[int, list[tuple[int, float]]] = {}
+        self._senders: dict[Endpoint, BulkSender] = {}
+        self._receiver: BulkReceiver | None = None
+        self._next_digest: float | None = None
+        self._started = False
+        # (identification, responder) of the last completed download
+        self.last_download: tuple[int, Endpoint] | None = None
+
+    # --- public API ------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        self._now = now
+        self._started = True
+        self._next_digest = now + self.settings.digest_interval
+        if not self._members and self.settings.multicast is None:
+            self._set_state(SyncState.SYNCED, "no other member configured")
+            return
+        self._request_table(now, first=True)
+
+    def local_change(self, rec: MobilityRecord, now: float) -> None:
+        """A registration or deregistration was accepted here: tell the group (FIG 6, FIG 8)."""
+        self._now = now
+        self._fresh[rec.home_address] = None
+
+    def watch(self, home: int, version: int, now: float) -> None:
+        """semisync: emit :class:`Protected` once a peer acked ``version`` (or on timeout)."""
+        self._now = now
+        if not any(m.reachable for m in self._members.values()):
+            self.counters.unprotected += 1
+            self._events.append(Protected(home, version, False))
+            return
+        self._watches.setdefault(home, []).append((version, now + self.settings.semisync_timeout))
+
+    def handle_datagram(self, data: bytes, src: Endpoint, now: float) -> None:
+        self._now = now
+        try:
+            msg = wire.decode(data, self.auth)
+        except DecodeError as exc:
+            self.counters.dropped[exc.reason] += 1
+            if exc.reason in ("bad-spi", "bad-authenticator", "missing-auth"):
+                self.counters.sec_violations += 1
+                self._events.append(SyncViolation(exc.reason, src))
+            return
+        if msg.sender == self.settings.node_id:
+            self.counters.dropped["own-message"] += 1
+            return
+        if msg.group != self.settings.group:
+            self.counters.dropped["wrong-group"] += 1
+            return
+        if not self._replay.check(msg.sender, msg.sequence):
+            self.counters.dropped["replayed"] += 1
+            self.counters.sec_violations += 1
+            self._events.append(SyncViolation("replayed", src))
+            return
+        self._replay.accept(msg.sender, msg.sequence)
+        member = self._learn(src, msg.sender, msg.sequence >> 32, now)
+        if isinstance(msg, wire.BindingUpdate):
+            self._on_update(msg, member, now)
+        elif isinstance(msg, wire.BindingUpdateAck):
+            self._on_update_ack(msg, member, now)
+        elif isinstance(msg, wire.TableRequest):
+            self._on_table_request(msg, member, now)
+        elif isinstance(msg, wire.TableSync):
+            self._on_table_sync(msg, member, now)
+        elif isinstance(msg, wire.TableSyncAck):
+            self._on_table_sync_ack(msg, member, now)
+        else:
+            self._on_digest(msg, member, now)
+
+    def handle_timer(self, now: float) -> None:
+        self._now = now
+        self._flush(now)
+        for m in list(self._members.values()):
+            if m.next_retx is not None and now >= m.next_retx:
+                self._retransmit(m, now)
+            if (
+                m.reachable
+                and m.last_heard is not None
+                and now >= m.last_heard + self.settings.unreachable_after
+            ):
+                self._mark_unreachable(m, "silent", now)
+        for sender in list(self._senders.values()):
+            if (sender.in_flight or not sender.peers_acked) and now >= sender.deadline:
+                self._bulk_timeout(sender, now)
+        self._receiver_timer(now)
+        self._watch_timeouts(now)
+        if self._next_digest is not None and now >= self._next_digest:
+            self._next_digest = now + self.settings.digest_interval
+            if self.state is SyncState.SYNCED:
+                self._send_digest(now)
+
+    def next_timer(self) -> float | None:
+        times: list[float] = []
+        if self._fresh:
+            times.append(self._now)
+        times.extend(m.next_retx for m in self._members.values() if m.next_retx is not None)
+        times.extend(
+            m.last_heard + self.settings.unreachable_after
+            for m in self._members.values()
+            if m.reachable and m.last_heard is not None
+        )
+        times.extend(s.deadline for s in self._senders.values() if s.in_flight or not s.peers_acked)
+        if self._receiver is not None:
+            times.append(self._receiver_deadline(self._receiver))
+        for watches in self._watches.values():
+            times.extend(deadline for _, deadline in watches)
+        if self._next_digest is not None:
+            times.append(self._next_digest)
+        return min(times) if times else None
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        self._flush(self._now)
+        out, self._out = self._out, []
+        return out
+
+    def events(self) -> list[Event]:
+        ev, self._events = self._events, []
+        return ev
+
+    @property
+    def members(self) -> list[Member]:
+        return list(self._members.values())
+
+    def queue_depth(self) -> int:
+        return sum(len(m.pending) for m in self._members.values()) + len(self._fresh)
+
+    def status(self, now: float) -> dict[str, object]:
+        return {
+            "state": self.state.value,
+            "node_id": _dotted(self.settings.node_id),
+            "mode": self.settings.mode,
+            "members": [m.describe(now) for m in self._members.values()],
+            "queues": {
+                "fresh": len(self._fresh),
+                "pending": {
+                    f"{m.endpoint[0]}:{m.endpoint[1]}": len(m.pending)
+                    for m in self._members.values()
+                },
+                "bulk_senders": len(self._senders),
+                "semisync_waiting": sum(len(w) for w in self._watches.values()),
+            },
+            "counters": self.counters.as_dict(),
+        }
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _next_sequence(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        return (self._epoch << 32) | self._seq
+
+    def _next_ident(self) -> int:
+        self._ident += 1
+        return (self._epoch << 32) | (self._ident & 0xFFFFFFFF)
+
+    def _send(self, msg: wire.SyncMessage, dest: Endpoint) -> None:
+        self._out.append((wire.encode(msg, self.auth), dest))
+
+    def _fanout(self) -> list[Member]:
+        return [m for m in self._members.values() if m.reachable]
+
+    def _flush(self, now: float) -> None:
+        """Send the fresh local changes to the group, batched into as few messages as fit."""
+        if not self._fresh:
+            return
+        homes = list(self._fresh)
+        self._fresh.clear()
+        targets = self._fanout()
+        if not targets and self.settings.multicast is None:
+            return
+        states = []
+        for home in homes:
+            rec = self.table.get(home)
+            if rec is not None:
+                states.append(rec_codec.to_state(rec, now))
+        for batch in rec_codec.pack(states, self._budget()):
+            ident = self._log_sent(batch, now)
+            self.counters.sent_bu += 1
+            msg = wire.BindingUpdate(
+                self.settings.group, self.settings.node_id, 0, ident, tuple(batch)
+            )
+            unicast = targets
+            if self.settings.multicast is not None:
+                # LAN members hear the group; configured (WAN) peers get their own copy
+                self.counters.sent_bu_total += 1
+                self._send(_with_seq(msg, self._next_sequence()), self.settings.multicast)
+                unicast = [m for m in targets if m.configured]
+            for m in unicast:
+                self.counters.sent_bu_total += 1
+                self._send(_with_seq(msg, self._next_sequence()), m.endpoint)
+        for m in targets:
+            for st in states:
+                self._add_pending(m, st.home_address, st.version, now)
+
+    def _budget(self) -> int:
+        return self.settings.payload_budget - wire.HEADER_LEN - wire.auth_trailer_len(self.auth)
+
+    def _log_sent(self, batch: Iterable[wire.RecordState], now: float) -> int:
+        ident = self._next_ident()
+        self._sent_log[ident] = (tuple((s.home_address, s.version) for s in batch), now)
+        while len(self._sent_log) > self.settings.max_sent_log:
+            self._sent_log.pop(next(iter(self._sent_log)))
+        return ident
+
+    def _add_pending(self, m: Member, home: int, version: int, now: float) -> None:
+        if home not in m.pending and len(m.pending) >= self.settings.max_queue:
+            self.counters.queue_dropped += 1
+            return
+        if m.pending.get(home, -1) < version:
+            m.pending[home] = version
+        if m.next_retx is None:
+            m.next_retx = now + self.settings.retransmit_interval
+
+    def _retransmit(self, m: Member, now: float) -> None:
+        """Resend by unicast the current state of every record ``m`` has not acked (FIG 6 614)."""
+        if not m.pending:
+            m.next_retx = None
+            m.retx_count = 0
+            return
+        m.retx_count += 1
+        if m.retx_count > self.settings.max_retransmits:
+            self._mark_unreachable(m, "no ack after retransmissions", now)
+            return
+        states: list[wire.RecordState] = []
+        for home in list(m.pending):
+            rec = self.table.get(home)
+            if rec is None:  # purged tombstone: nothing left to tell
+                del m.pending[home]
+                continue
+            m.pending[home] = max(m.pending[home], rec.version)
+            states.append(rec_codec.to_state(rec, now))
+            if len(states) >= 2048:
+                break
+        for batch in rec_codec.pack(states, self._budget()):
+            ident = self._log_sent(batch, now)
+            self.counters.sent_bu_total += 1
+            msg = wire.BindingUpdate(
+                self.settings.group,
+                self.settings.node_id,
+                self._next_sequence(),
+                ident,
+                tuple(batch),
+            )
+            self._send(msg, m.endpoint)
+        backoff = self.settings.retransmit_interval * (1 << min(m.retx_count, 5))
+        m.next_retx = now + backoff if m.pending else None
+
+    def _mark_unreachable(self, m: Member, reason: str, now: float) -> None:
+        if m.pending:
+            self.counters.failed_bu += len(m.pending)
+            m.pending.clear()
+        m.next_retx = None
+        m.retx_count = 0
+        if m.reachable:
+            m.reachable = False
+            self._events.append(MemberChanged(m.endpoint, m.node_id, False, reason))
+        self._senders.pop(m.endpoint, None)
+        if self._receiver is not None and self._receiver.responder == m.endpoint:
+            self._abandon_download(now, "responder unreachable")
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    def _learn(self, src: Endpoint, node_id: int, epoch: int, now: float) -> Member:
+        """Every authenticated message tells us a member exists and is alive (FIG 5 504)."""
+        m = self._members.get(src)
+        if m is None:
+            m = Member(src, node_id=node_id)
+            self._members[src] = m
+            self._events.append(MemberChanged(src, node_id, True, "learned"))
+        m.node_id = node_id
+        if epoch > m.epoch:
+            if m.epoch:  # it restarted: it lost its table, so it is not synced any more
+                m.synced = False
+            m.epoch = epoch
+        first = m.last_heard is None
+        m.heard(now)
+        if not m.reachable:
+            m.reachable = True
+            self._events.append(
+                MemberChanged(src, node_id, True, "heard" if first else "heard again")
+            )
+            if self.state is SyncState.SYNCED:
+                # it may have missed updates while away: start a digest exchange right away
+                self._send_digest(now, only=m)
+        return m
+
+    def _on_update(self, msg: wire.BindingUpdate, m: Member, now: float) -> None:
+        self.counters.received_bus += 1
+        applied = []
+        for st in msg.records:
+            rec = rec_codec.from_state(st, now)
+            if self.table.merge(rec, now):
+                applied.append(self.table.get(rec.home_address) or rec)
+        if applied:
+            self._events.append(RecordsApplied(tuple(applied)))
+        self.counters.sent_bu_acks += 1
+        ack = wire.BindingUpdateAck(
+            self.settings.group,
+            self.settings.node_id,
+            self._next_sequence(),
+            msg.identification,
+            wire.SyncCode.ACCEPTED,
+            tuple(st.home_address for st in msg.records),
+        )
+        self._send(ack, m.endpoint)
+
+    def _on_update_ack(self, msg: wire.BindingUpdateAck, m: Member, now: float) -> None:
+        sent = self._sent_log.get(msg.identification)
+        if sent is None or msg.code != wire.SyncCode.ACCEPTED:
+            self.counters.dropped["unmatched-ack"] += 1
+            return
+        self.counters.received_bu_acks += 1
+        progress = False
+        for home, version in sent[0]:
+            if home in m.pending and m.pending[home] <= version:
+                del m.pending[home]
+                progress = True
+            watches = self._watches.get(home)
+            if watches:
+                left = [(v, d) for v, d in watches if v > version]
+                for v, _ in watches:
+                    if v <= version:
+                        self._events.append(Protected(home, v, True, m.node_id))
+                if left:
+                    self._watches[home] = left
+                else:
+                    del self._watches[home]
+        if progress:
+            m.retx_count = 0
+            m.next_retx = now + self.settings.retransmit_interval if m.pending else None
+
+    # --- bulk sync: requester -------------------------------------------------------------
+
+    def _request_table(self, now: float, first: bool = False) -> None:
+        ident = self._next_ident()
+        rounds = 1 if first or self._receiver is None else self._receiver.rounds + 1
+        self._receiver = BulkReceiver(ident, now, last_progress=now, rounds=rounds)
+        self.counters.sent_bi_reqs += 1
+        msg = wire.TableRequest(self.settings.group, self.settings.node_id, 0, ident, None)
+        dests = [m.endpoint for m in self._members.values()]
+        if self.settings.multicast is not None:
+            dests.append(self.settings.multicast)
+        for dest in dests:
+            self.counters.total_sent_bi_reqs += 1
+            self._send(_with_seq(msg, self._next_sequence()), dest)
+
+    def _receiver_deadline(self, r: BulkReceiver) -> float:
+        if r.responder is None:
+            return r.started + self.settings.boot_wait
+        return r.last_progress + self.settings.unreachable_after
+
+    def _receiver_timer(self, now: float) -> None:
+        r = self._receiver
+        if r is None or now < self._receiver_deadline(r):
+            return
+        if r.responder is not None:
+            self._abandon_download(now, "download stalled")
+            return
+        self.counters.failed_bi_reqs += 1
+        heard = [
+            m
+            for m in self._members.values()
+            if m.last_heard is not None and m.last_heard >= r.started - self.settings.boot_wait
+        ]
+        synced_alive = [
+            m
+            for m in heard
+            if m.synced
+            and m.last_heard is not None
+            and now - m.last_heard < self.settings.unreachable_after
+        ]
+        lowest = min([self.settings.node_id, *(m.node_id for m in heard)])
+        if (
+            not synced_alive
+            and r.rounds >= self.settings.cold_start_rounds
+            and lowest == self.settings.node_id
+        ):
+            self._receiver = None
+            self._set_state(SyncState.SYNCED, f"cold start: lowest node id of {len(heard) + 1}")
+            return
+        if not heard and r.rounds >= self.settings.cold_start_rounds:
+            self._receiver = None
+            self._set_state(SyncState.SYNCED, "no member answered")
+            return
+        self._request_table(now)
+
+    def _abandon_download(self, now: float, reason: str) -> None:
+        self.counters.failed_bi_reps += 1
+        self._events.append(SyncStateChanged(self.state, f"download restarted: {reason}"))
+        self._request_table(now, first=True)
+
+    def _on_table_sync(self, msg: wire.TableSync, m: Member, now: float) -> None:
+        self.counters.received_bi_reps += 1
+        r = self._receiver
+        if r is None or msg.identification != r.identification:
+            self.counters.dropped_bi_reps += 1
+            if msg.code == wire.SyncCode.ACCEPTED and r is None:
+                # a download we no longer want (e.g. already SYNCED): tell it to stop
+                self._ack_table_sync(msg, m, wire.SyncCode.UNSPECIFIED, msg.more_bind)
+            return
+        r.answers[m.endpoint] = msg.code
+        if msg.code != wire.SyncCode.ACCEPTED:
+            m.synced = False
+            return
+        m.synced = True
+        if r.responder is None:
+            r.responder = m.endpoint
+            r.last_progress = now
+        if r.responder != m.endpoint:
+            self._ack_table_sync(msg, m, wire.SyncCode.UNSPECIFIED, msg.more_bind)
+            return
+        for peer in msg.peers:
+            self._learn_peer(peer)
+        expected = r.received + len(msg.records)
+        if msg.more_bind != expected:
+            self.counters.dropped_bi_reps += 1
+            self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received)
+            return
+        applied = []
+        for st in msg.records:
+            rec = rec_codec.from_state(st, now)
+            if self.table.merge(rec, now):
+                applied.append(self.table.get(rec.home_address) or rec)
+        if applied:
+            self._events.append(RecordsApplied(tuple(applied)))
+        r.received = expected
+        r.last_progress = now
+        self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received)
+        if msg.final:
+            self._receiver = None
+            self.last_download = (r.identification, m.endpoint)
+            self._set_state(SyncState.SYNCED, f"table downloaded: {r.received} records")
+
+    def _ack_table_sync(self, msg: wire.TableSync, m: Member, code: int, more: int) -> None:
+        self.counters.sent_bi_acks += 1
+        ack = wire.TableSyncAck(
+            self.settings.group,
+            self.settings.node_id,
+            self._next_sequence(),
+            msg.identification,
+            code,
+            more,
+        )
+        self._send(ack, m.endpoint)
+
+    def _learn_peer(self, peer: wire.PeerInfo) -> None:
+        if peer.node_id == self.settings.node_id:
+            return
+        ep = (_dotted(peer.address), peer.port)
+        if ep not in self._members:
+            self._members[ep] = Member(ep, node_id=peer.node_id, synced=bool(peer.flags & 1))
+            self._events.append(MemberChanged(ep, peer.node_id, True, "learned from peer list"))
+
+    # --- bulk sync: responder -------------------------------------------------------------
+
+    def _on_table_request(self, msg: wire.TableRequest, m: Member, now: float) -> None:
+        self.counters.received_bi_reqs += 1
+        m.synced = False  # a member that asks for the table does not have it
+        if self.state is not SyncState.SYNCED:
+            self.counters.sent_bi_reps += 1
+            self.counters.total_sent_bi_reps += 1
+            reply = wire.TableSync(
+                self.settings.group,
+                self.settings.node_id,
+                self._next_sequence(),
+                msg.identification,
+                wire.SyncCode.NOT_SYNCED,
+                0,
+                True,
+                (),
+                (),
+            )
+            self._send(reply, m.endpoint)
+            return
+        homes = [r.home_address for r in self.table.records()]
+        sender = BulkSender(m.endpoint, msg.identification, homes)
+        self._senders[m.endpoint] = sender
+        self._send_peer_list(sender, now, first=True)
+
+    def _peer_infos(self) -> tuple[wire.PeerInfo, ...]:
+        infos = []
+        for mem in self._members.values():
+            if mem.node_id == 0:
+                continue
+            addr = _int_addr(mem.endpoint[0])
+            infos.append(wire.PeerInfo(mem.node_id, addr, mem.endpoint[1], int(mem.synced)))
+        return tuple(infos)
+
+    def _send_peer_list(self, sender: BulkSender, now: float, first: bool) -> None:
+        if first:
+            self.counters.sent_bi_reps += 1
+        self.counters.total_sent_bi_reps += 1
+        # With nothing to send, the peer list is also the last message of the download.
+        final = not sender.snapshot
+        msg = wire.TableSync(
+            self.settings.group,
+            self.settings.node_id,
+            self._next_sequence(),
+            sender.identification,
+            wire.SyncCode.ACCEPTED,
+            0,
+            final,
+            self._peer_infos(),
+            (),
+        )
+        self._send(msg, sender.requester)
+        sender.deadline = now + self._bulk_rto(sender)
+
+    def _bulk_rto(self, sender: BulkSender) -> float:
+        return self.settings.retransmit_interval * (1 << min(sender.timeouts, 5))
+
+    def _chunk_states(self, sender: BulkSender, chunk: Chunk, now: float) -> list[wire.RecordState]:
+        states = []
+        for home in sender.snapshot[chunk.start : chunk.end]:
+            rec = self.table.get(home)
+            if rec is not None:
+                states.append(rec_codec.to_state(rec, now))
+        return states
+
+    def _fill_window(self, sender: BulkSender, now: float) -> None:
+        budget = self._budget() - 4  # more_bind
+        while not sender.done_sending and len(sender.in_flight) < self.settings.bulk_window:
+            start = sender.position
+            states: list[wire.RecordState] = []
+            used = 0
+            pos = start
+            while pos < len(sender.snapshot):
+                rec = self.table.get(sender.snapshot[pos])
+                if rec is not None:
+                    st = rec_codec.to_state(rec, now)
+                    size = wire.record_size(st)
+                    if states and used + size > budget:
+                        break
+                    states.append(st)
+                    used += size
+                pos += 1
+            final = pos >= len(sender.snapshot)
+            sender.position = pos
+            sender.sent_records += len(states)
+            chunk = Chunk(start, pos, sender.sent_records, final)
+            sender.done_sending = final
+            sender.in_flight.append(chunk)
+            self.counters.sent_bi_reps += 1
+            self._send_chunk(sender, chunk, states)
+            if len(sender.in_flight) == 1:
+                sender.deadline = now + self._bulk_rto(sender)
+
+    def _send_chunk(self, sender: BulkSender, chunk: Chunk, states: list[wire.RecordState]) -> None:
+        self.counters.total_sent_bi_reps += 1
+        msg = wire.TableSync(
+            self.settings.group,
+            self.settings.node_id,
+            self._next_sequence(),
+            sender.identification,
+            wire.SyncCode.ACCEPTED,
+            chunk.more_bind,
+            chunk.final,
+            (),
+            tuple(states),
+        )
+        self._send(msg, sender.requester)
+
+    def _on_table_sync_ack(self, msg: wire.TableSyncAck, m: Member, now: float) -> None:
+        sender = self._senders.get(m.endpoint)
+        if sender is None or sender.identification != msg.identification:
+            self.counters.dropped_bi_acks += 1
+            return
+        self.counters.received_bi_acks += 1
+        if msg.code != wire.SyncCode.ACCEPTED:
+            del self._senders[m.endpoint]  # declined: another member serves it
+            return
+        progress = False
+        if not sender.peers_acked:
+            sender.peers_acked = True
+            progress = True
+            if not sender.snapshot:
+                del self._senders[m.endpoint]
+                return
+        while sender.in_flight and sender.in_flight[0].more_bind <= msg.more_bind:
+            chunk = sender.in_flight.pop(0)
+            progress = True
+            if chunk.final and chunk.more_bind == msg.more_bind:
+                del self._senders[m.endpoint]
+                return
+        if progress:
+            sender.timeouts = 0
+            sender.deadline = now + self._bulk_rto(sender)
+        self._fill_window(sender, now)
+
+    def _bulk_timeout(self, sender: BulkSender, now: float) -> None:
+        sender.timeouts += 1
+        if sender.timeouts > self.settings.max_retransmits:
+            self.counters.failed_bi_reps += 1
+            self._senders.pop(sender.requester, None)
+            return
+        if not sender.peers_acked:
+            self._send_peer_list(sender, now, first=False)
+            return
+        for chunk in sender.in_flight:  # go back N
+            self._send_chunk(sender, chunk, self._chunk_states(sender, chunk, now))
+        sender.deadline = now + self._bulk_rto(sender)
+
+    # --- anti-entropy ------------------------------------------------------------------------
+
+    def _send_digest(self, now: float, only: Member | None = None) -> None:
+        digest = self.table.digest()
+        msg = wire.Digest(
+            self.settings.group,
+            self.settings.node_id,
+            0,
+            self._next_ident(),
+            self.state is SyncState.SYNCED,
+            digest,
+        )
+        targets = [only] if only is not None else list(self._members.values())
+        if only is None and self.settings.multicast is not None:
+            self._send(_with_seq(msg, self._next_sequence()), self.settings.multicast)
+            targets = [m for m in targets if m.configured]
+        for m in targets:
+            self._send(_with_seq(msg, self._next_sequence()), m.endpoint)
+
+    def _on_digest(self, msg: wire.Digest, m: Member, now: float) -> None:
+        m.synced = msg.synced
+        if self.state is not SyncState.SYNCED or not msg.synced:
+            return
+        ours = self.table.digest()
+        if len(msg.buckets) != len(ours):
+            self.counters.dropped["digest-size"] += 1
+            return
+        stable = [
+            i
+            for i, (theirs, mine) in enumerate(zip(msg.buckets, ours, strict=True))
+            if theirs != mine
+            and m.last_digest
+            and m.last_digest[i] == theirs
+            and m.our_digest_then[i] == mine
+        ]
+        m.last_digest, m.our_digest_then = msg.buckets, ours
+        if not stable:
+            return
+        for rec in self.table.bucket_records(stable):
+            self._add_pending(m, rec.home_address, rec.version, now)
+            self.counters.repaired_records += 1
+        m.next_retx = now
+        m.retx_count = 0
+
+    # --- misc ----------------------------------------------------------------------------------
+
+    def _watch_timeouts(self, now: float) -> None:
+        for home in list(self._watches):
+            left = []
+            for version, deadline in self._watches[home]:
+                if deadline <= now:
+                    self.counters.unprotected += 1
+                    self._events.append(Protected(home, version, False))
+                else:
+                    left.append((version, deadline))
+            if left:
+                self._watches[home] = left
+            else:
+                del self._watches[home]
+
+    def _set_state(self, state: SyncState, reason: str) -> None:
+        if state is not self.state:
+            self.state = state
+            self._events.append(SyncStateChanged(state, reason))
+
+
+def _with_seq(msg: _M, seq: int) -> _M:
+    return replace(msg, sequence=seq)
+
+
+def _dotted(n: int) -> str:
+    return ".".join(str((n >> s) & 0xFF) for s in (24, 16, 8, 0))
+
+
+def _int_addr(dotted: str) -> int:
+    a, b, c, d = (int(x) for x in dotted.split("."))
+    return (a << 24) | (b << 16) | (c << 8) | d
