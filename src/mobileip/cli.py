@@ -3,6 +3,7 @@
     mobileip homeagent --config FILE [--log-format text|json]
     mobileip show bindings [--control HOST:PORT] [--json]
     mobileip show stats [--control HOST:PORT]
+    mobileip show redundancy [--control HOST:PORT] [--json]
     mobileip register --ha HOST[:PORT] --home-address A --care-of-address C --spi N --key HEX ...
     mobileip config check FILE
     mobileip demo
@@ -111,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="show the daemon's state (control API)")
     show_sub = show.add_subparsers(dest="what", required=True)
-    for name, text in (("bindings", "the mobility binding table"), ("stats", "counters")):
+    for name, text in (
+        ("bindings", "the mobility binding table"),
+        ("stats", "counters"),
+        ("redundancy", "the redundancy group: sync state, members, counters"),
+    ):
         p = show_sub.add_parser(name, help=text)
         p.add_argument(
             "--control",
@@ -202,8 +207,34 @@ def format_bindings(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_redundancy(data: dict[str, Any]) -> str:
+    """Text like Cisco's ``show ip mobile redundancy``."""
+    lines = [
+        f"Redundancy state {data.get('state')}, node {data.get('node_id')}, "
+        f"mode {data.get('mode')}, bindings {data.get('bindings')}",
+        "Members:",
+    ]
+    for m in data.get("members", []):
+        contact = m.get("last_contact")
+        seen = "never" if contact is None else f"{contact:.1f}s ago"
+        lines.append(
+            f"  {m.get('address')}:{m.get('port')} node {m.get('node_id') or '-'} "
+            f"{'reachable' if m.get('reachable') else 'UNREACHABLE'}, "
+            f"{'SYNCED' if m.get('synced') else 'NOT SYNCED'}, last contact {seen}, "
+            f"pending {m.get('pending_updates')}"
+        )
+    lines.append("Counters:")
+    for key, value in sorted(data.get("counters", {}).items()):
+        lines.append(f"  {key}: {value}")
+    return "\n".join(lines)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    path = "/api/v1/bindings" if args.what == "bindings" else "/api/v1/stats"
+    path = {
+        "bindings": "/api/v1/bindings",
+        "stats": "/api/v1/stats",
+        "redundancy": "/api/v1/redundancy",
+    }[args.what]
     try:
         data = fetch_json(args.control, path, args.token)
     except ControlError as exc:
@@ -211,6 +242,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_CONTROL
     if args.json or args.what == "stats":
         print(json.dumps(data, indent=2))
+    elif args.what == "redundancy":
+        assert isinstance(data, dict)
+        print(format_redundancy(data))
     else:
         assert isinstance(data, list)
         print(format_bindings(data))

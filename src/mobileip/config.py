@@ -85,8 +85,8 @@ class RedundancyConfig:
     max_retransmits: int = 8
     boot_wait: float = 1.0
     tombstone_ttl: float = 600.0
-    digest_interval: float = 5.0
-    unreachable_after: float = 3.0
+    digest_interval: float = 1.0
+    unreachable_after: float = 3.5
     max_queue: int = 100_000
 
 
@@ -383,8 +383,8 @@ def _redundancy(t: _Table, ha: HomeAgentConfig) -> RedundancyConfig:
         max_retransmits=t.integer("max_retransmits", 8, 0, 1000) or 0,
         boot_wait=t.number("boot_wait", 1.0, 0.0, 3600.0),
         tombstone_ttl=t.number("tombstone_ttl", 600.0, 0.0, 86400.0 * 30),
-        digest_interval=t.number("digest_interval", 5.0, 0.01, 86400.0),
-        unreachable_after=t.number("unreachable_after", 3.0, 0.01, 3600.0),
+        digest_interval=t.number("digest_interval", 1.0, 0.01, 86400.0),
+        unreachable_after=t.number("unreachable_after", 3.5, 0.01, 3600.0),
         max_queue=t.integer("max_queue", 100_000, 1, 100_000_000) or 1,
     )
     if group is None and not peers:

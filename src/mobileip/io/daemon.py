@@ -275,6 +275,16 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
+def build_daemon(config: Config, logger: Logger | None = None) -> HomeAgentDaemon:
+    """The daemon with every service its config asks for (redundancy, ...)."""
+    daemon = HomeAgentDaemon(config, logger)
+    if config.redundancy is not None:
+        from mobileip.io.redundancy import RedundancyService
+
+        RedundancyService(daemon, config.redundancy)
+    return daemon
+
+
 def run_homeagent(config_path: str, log_format: str = "text", log_level: str = "info") -> int:
     """``mobileip homeagent``: 0 after a clean stop, 2 on a bad config, 1 on a start failure."""
     try:
@@ -283,7 +293,7 @@ def run_homeagent(config_path: str, log_format: str = "text", log_level: str = "
         print(f"mobileip: config error: {exc}", file=sys.stderr)
         return 2
     logger = Logger(log_format, log_level)
-    daemon = HomeAgentDaemon(config, logger)
+    daemon = build_daemon(config, logger)
     try:
         run_event_loop(daemon.serve())
     except OSError as exc:

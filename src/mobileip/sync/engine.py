@@ -134,6 +134,7 @@ class SyncCounters:
     failed_bi_reps: int = 0  # cmiHaRedunFailedBIReps: downloads abandoned
     received_bi_reps: int = 0  # cmiHaRedunReceivedBIReps
     dropped_bi_reps: int = 0  # cmiHaRedunDroppedBIReps: no request outstanding / out of order
+    sent_bi_records: int = 0  # records sent in table downloads (first transmissions)
     sent_bi_acks: int = 0  # cmiHaRedunSentBIAcks
     received_bi_acks: int = 0  # cmiHaRedunReceivedBIAcks
     dropped_bi_acks: int = 0  # cmiHaRedunDroppedBIAcks
@@ -708,6 +709,7 @@ class SyncEngine:
             final = pos >= len(sender.snapshot)
             sender.position = pos
             sender.sent_records += len(states)
+            self.counters.sent_bi_records += len(states)
             chunk = Chunk(start, pos, sender.sent_records, final)
             sender.done_sending = final
             sender.in_flight.append(chunk)
