@@ -197,7 +197,7 @@ def test_redundancy_section() -> None:
     )
     assert (red.mode, red.semisync_timeout, red.algorithm) == ("semisync", 0.25, "hmac-sha256")
     assert (red.retransmit_interval, red.max_retransmits, red.boot_wait) == (0.2, 8, 1.0)
-    assert (red.tombstone_ttl, red.digest_interval, red.unreachable_after) == (600.0, 5.0, 3.0)
+    assert (red.tombstone_ttl, red.digest_interval, red.unreachable_after) == (600.0, 1.0, 3.5)
     assert (red.max_queue, red.ttl, red.group) == (100_000, 1, None)
 
 
