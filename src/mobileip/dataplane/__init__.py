@@ -1,0 +1,1 @@
+"""The data plane: tunnel codecs, tunnel backends and ARP duties of the active Home Agent."""

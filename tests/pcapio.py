@@ -1,0 +1,31 @@
+"""Write raw IPv4 packets to a pcap file and read fields back with tshark (tests only)."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+LINKTYPE_IPV4 = 228
+
+
+def write_pcap(path: Path, packets: Iterable[bytes]) -> None:
+    with path.open("wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_IPV4))
+        for n, pkt in enumerate(packets):
+            f.write(struct.pack("<IIII", n, 0, len(pkt), len(pkt)) + pkt)
+
+
+def tshark_fields(path: Path, fields: Sequence[str], *prefs: str) -> list[list[str]]:
+    """One row per frame, one column per field (multiple occurrences joined by commas)."""
+    tshark = shutil.which("tshark")
+    assert tshark is not None
+    cmd = [tshark, "-r", str(path), "-T", "fields", "-E", "occurrence=a", "-E", "separator=\t"]
+    for pref in prefs:
+        cmd += ["-o", pref]
+    for name in fields:
+        cmd += ["-e", name]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
