@@ -7,9 +7,11 @@ Values with spaces, quotes or ``=`` are double-quoted (logfmt style). Field orde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -38,8 +40,13 @@ class Logger:
         self.fmt = fmt
         self.threshold = LEVELS[level]
         self.stream = stream
+        # called with every event, whatever the level (the status page keeps recent ones)
+        self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
 
     def log(self, level: str, event: str, **fields: Any) -> None:
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):  # a listener must not break logging
+                listener(level, event, fields)
         if LEVELS[level] < self.threshold:
             return
         record: dict[str, Any] = {"ts": _timestamp(time.time()), "level": level, "event": event}

@@ -145,6 +145,19 @@ class HomeAgentCore:
     def next_deadline(self) -> float | None:
         return self.table.next_deadline()
 
+    def administrative_deregister(self, home: IPv4Address, now: float) -> list[Event]:
+        """The operator's ``clear binding``: drop every binding of ``home`` as if the mobile node
+        had deregistered them all (a tombstone with a new version, so the deregistration reaches
+        the group like any other). No event when ``home`` has no live binding."""
+        key = int(home)
+        rec = self.table.get(key)
+        if rec is None or not rec.bindings:
+            return []
+        version = self.table.next_version(key, self._node_id)
+        new = MobilityRecord(key, version, rec.last_id, rec.home_agent, (), 0.0)
+        self.table.put(new, now)
+        return [BindingChanged(self.table.get(key) or new, rec, True)]
+
     # --- the rules -----------------------------------------------------------------------
 
     def _undecodable(self, data: bytes, exc: DecodeError) -> Outcome:

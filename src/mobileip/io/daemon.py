@@ -62,6 +62,9 @@ ReplyPolicy = Callable[[Outcome, PendingReply], bool]
 # Called with the core's events and the monotonic time they happened at.
 EventSubscriber = Callable[[Sequence[Event], float], None]
 Hook = Callable[["HomeAgentDaemon"], Awaitable[None]]
+# Called with a request's (source, local address it was sent to); a returned reason drops it
+# unanswered and counts it under that reason (a standby ignores the virtual address).
+RequestGate = Callable[[Address, str | None], str | None]
 
 
 class HomeAgentDaemon:
@@ -77,9 +80,13 @@ class HomeAgentDaemon:
         self.extra_handler: DatagramHandler | None = None
         self.subscribers: list[EventSubscriber] = []
         self.reply_policy: ReplyPolicy | None = None
+        self.request_gates: list[RequestGate] = []
         self.startup_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
         self.control = ControlServer(self)
+        # services build_daemon attached (read by the metrics and the status page)
+        self.redundancy: Any = None
+        self.roles: Any = None
         # garbage seen before the core (first byte is not a request and nobody else wants it)
         self.dropped: Counter[str] = Counter()
         self.endpoint: UdpEndpoint | None = None
@@ -91,6 +98,12 @@ class HomeAgentDaemon:
 
     def datagram_received(self, data: bytes, src: Address, dst: str | None) -> None:
         if data and data[0] == TYPE_REQUEST:
+            for gate in self.request_gates:
+                gated = gate(src, dst)
+                if gated is not None:
+                    self.dropped[gated] += 1
+                    self.log.debug("datagram.dropped", reason=gated, src=_fmt(src), size=len(data))
+                    return
             now = time.monotonic()
             outcome = self.core.handle_request(data, now=now, wall=time.time())
             self.publish(outcome.events, now, src)
@@ -165,6 +178,10 @@ class HomeAgentDaemon:
 
     # --- expiry timer --------------------------------------------------------------------
 
+    def reschedule_expiry(self) -> None:
+        """Re-arm the expiry timer after a change made outside a datagram (``clear binding``)."""
+        self._reschedule()
+
     def _reschedule(self) -> None:
         deadline = self.core.next_deadline()
         if deadline is None:
@@ -236,11 +253,19 @@ class HomeAgentDaemon:
             await self.start()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             await self._stopping.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self.stop()
+
+    def _on_sighup(self) -> None:
+        """SIGHUP: reload the security associations, keep the bindings."""
+        from mobileip.io.admin import reload_security_associations
+
+        self.log.info("homeagent.signal", signal="SIGHUP")
+        reload_security_associations(self)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self.log.info("homeagent.signal", signal=sig.name)
@@ -278,10 +303,21 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 def build_daemon(config: Config, logger: Logger | None = None) -> HomeAgentDaemon:
     """The daemon with every service its config asks for (redundancy, ...)."""
     daemon = HomeAgentDaemon(config, logger)
+    redundancy = None
     if config.redundancy is not None:
         from mobileip.io.redundancy import RedundancyService
 
-        RedundancyService(daemon, config.redundancy)
+        redundancy = daemon.redundancy = RedundancyService(daemon, config.redundancy)
+    if config.vrrp is not None:
+        from mobileip.io.roles import RoleService
+
+        daemon.roles = RoleService(daemon, config.vrrp, redundancy)
+    from mobileip.io.admin import AdminService
+    from mobileip.io.metrics import MetricsService
+    from mobileip.io.status_page import StatusPage
+
+    AdminService(daemon)
+    StatusPage(daemon, MetricsService(daemon))
     return daemon
 
 

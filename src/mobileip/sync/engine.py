@@ -45,6 +45,7 @@ from mobileip.wire import sync as wire
 from mobileip.wire.errors import DecodeError
 
 _M = TypeVar("_M", bound=wire.SyncMessage)
+_MAX_LATENCY_SAMPLES = 100_000  # ack latency samples kept until the metrics drain them
 
 
 class SyncState(enum.Enum):
@@ -178,6 +179,9 @@ class SyncEngine:
         self._started = False
         # (identification, responder) of the last completed download
         self.last_download: tuple[int, Endpoint] | None = None
+        # seconds from a Binding Update's first send (the local change's acceptance, or the
+        # retransmission) to each member's ack; the metrics drain it (bounded)
+        self.ack_latencies: list[float] = []
 
     # --- public API ------------------------------------------------------------------------
 
@@ -482,6 +486,8 @@ class SyncEngine:
             self.counters.dropped["unmatched-ack"] += 1
             return
         self.counters.received_bu_acks += 1
+        if len(self.ack_latencies) < _MAX_LATENCY_SAMPLES:
+            self.ack_latencies.append(max(0.0, now - sent[1]))
         progress = False
         for home, version in sent[0]:
             if home in m.pending and m.pending[home] <= version:

@@ -1,0 +1,182 @@
+"""Operator actions on a running daemon: ``clear binding`` and reloading the security associations.
+
+* ``POST /api/v1/bindings/{home}/clear`` (``mobileip clear binding HOME``): an administrative
+  deregistration of every binding of ``home``. The core writes a tombstone with a new version and
+  publishes a :class:`~mobileip.core.homeagent.BindingChanged` event, so the redundancy group
+  hears it exactly like a deregistration from the mobile node.
+* SIGHUP (``systemctl reload``) and ``POST /api/v1/reload``: read the configuration file again
+  and swap in its security associations without touching the bindings. A bad file keeps the old
+  SAs and logs ``config.reload_failed``; sections other than the SAs need a restart, and the
+  reload says which of them differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from dataclasses import dataclass, fields, replace
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from mobileip.config import (
+    ConfigError,
+    SecurityAssociationConfig,
+    load_config,
+    security_associations,
+)
+from mobileip.io.client import ControlError
+
+if TYPE_CHECKING:
+    from mobileip.io.daemon import HomeAgentDaemon
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    ok: bool
+    added: tuple[int, ...] = ()
+    removed: tuple[int, ...] = ()
+    changed: tuple[int, ...] = ()
+    restart_needed: tuple[str, ...] = ()
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "changed": list(self.changed),
+            "restart_needed": list(self.restart_needed),
+            "error": self.error,
+        }
+
+
+def diff_sas(
+    old: tuple[SecurityAssociationConfig, ...], new: tuple[SecurityAssociationConfig, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """SPIs added, removed, and changed (key, algorithm or home addresses)."""
+    a = {sa.spi: sa for sa in old}
+    b = {sa.spi: sa for sa in new}
+    added = tuple(sorted(set(b) - set(a)))
+    removed = tuple(sorted(set(a) - set(b)))
+    changed = tuple(sorted(spi for spi in set(a) & set(b) if a[spi] != b[spi]))
+    return added, removed, changed
+
+
+def reload_security_associations(daemon: HomeAgentDaemon) -> ReloadResult:
+    """Re-read ``daemon.config.path`` and install its SAs; keep the old ones on any error."""
+    path = daemon.config.path
+    try:
+        config = load_config(path)
+        sas = security_associations(config)
+    except (ConfigError, ValueError, OSError) as exc:
+        daemon.log.error("config.reload_failed", config=path, error=str(exc), kept="old SAs")
+        return ReloadResult(False, error=str(exc))
+    old = daemon.config
+    added, removed, changed = diff_sas(old.security_associations, config.security_associations)
+    daemon.core.sas = sas
+    daemon.config = replace(old, security_associations=config.security_associations)
+    restart = tuple(
+        f.name
+        for f in fields(config)
+        if f.name not in ("path", "security_associations")
+        and getattr(config, f.name) != getattr(old, f.name)
+    )
+    daemon.log.info(
+        "config.reloaded",
+        config=path,
+        sas=len(sas),
+        added=",".join(map(str, added)) or "-",
+        removed=",".join(map(str, removed)) or "-",
+        changed=",".join(map(str, changed)) or "-",
+        restart_needed=",".join(restart) or "-",
+        bindings=len(daemon.core.table),
+    )
+    if restart:
+        daemon.log.warning(
+            "config.restart_needed",
+            sections=",".join(restart),
+            reason="only the security associations are reloaded by SIGHUP",
+        )
+    return ReloadResult(True, added, removed, changed, restart)
+
+
+def clear_binding(daemon: HomeAgentDaemon, home: IPv4Address) -> int:
+    """Deregister every binding of ``home``; return how many bindings were dropped."""
+    now = time.monotonic()
+    rec = daemon.core.table.get(int(home))
+    count = len(rec.bindings) if rec is not None else 0
+    events = daemon.core.administrative_deregister(home, now)
+    if not events:
+        return 0
+    daemon.log.info("binding.cleared", home=home, bindings=count, by="operator")
+    daemon.publish(events, now)
+    daemon.reschedule_expiry()
+    return count
+
+
+class AdminService:
+    """The control routes for :func:`clear_binding` and :func:`reload_security_associations`."""
+
+    def __init__(self, daemon: HomeAgentDaemon) -> None:
+        self.daemon = daemon
+        daemon.control.add_json_route("POST", "/api/v1/bindings/{home}/clear", self._clear)
+        daemon.control.add_json_route("POST", "/api/v1/reload", self._reload)
+
+    def _clear(self, request: web.Request) -> Any:
+        text = request.match_info["home"]
+        try:
+            home = IPv4Address(text)
+        except ValueError:
+            return web.json_response({"error": f"not an IPv4 address: {text!r}"}, status=400)
+        cleared = clear_binding(self.daemon, home)
+        if cleared == 0:
+            return web.json_response(
+                {"error": f"no binding for {home}", "home_address": str(home)}, status=404
+            )
+        return {"home_address": str(home), "cleared": cleared}
+
+    def _reload(self, request: web.Request) -> Any:
+        result = reload_security_associations(self.daemon)
+        return web.json_response(result.as_dict(), status=200 if result.ok else 400)
+
+
+def post_json(control: tuple[str, int], path: str, token: str | None, timeout: float = 5.0) -> Any:
+    """POST to the control API; the decoded JSON answer, or :class:`ControlError`."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{control[0]}:{control[1]}{path}"
+    request = urllib.request.Request(url, data=b"", method="POST")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace").strip()
+        with contextlib.suppress(ValueError, AttributeError):
+            body = json.loads(body).get("error", body)
+        raise ControlError(f"{url}: HTTP {exc.code}: {body}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ControlError(f"{url}: cannot connect: {reason}") from None
+
+
+def cmd_clear_binding(
+    control: tuple[str, int], home: IPv4Address, token: str | None, as_json: bool
+) -> int:
+    """``mobileip clear binding HOME``: 0 cleared, 1 no such binding, 4 control API error."""
+    try:
+        data = post_json(control, f"/api/v1/bindings/{home}/clear", token)
+    except ControlError as exc:
+        print(f"mobileip: {exc}", file=sys.stderr)
+        return 1 if "HTTP 404" in str(exc) else 4
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"cleared {data['cleared']} binding(s) of {data['home_address']}")
+    return 0

@@ -1,0 +1,315 @@
+"""Prometheus metrics on ``GET /metrics`` of the control listener (prometheus-client).
+
+Every daemon has its own :class:`~prometheus_client.CollectorRegistry` (never the global one),
+so several daemons in one process (tests) do not share numbers. Almost everything is read from
+the live state at scrape time by :class:`DaemonCollector` (the core's reply and violation
+counters, the binding table, the sync engine's ``cmiHaRedun*`` counters, members, queues, the
+role driver when there is one), so a metric can never drift from what ``/api/v1/stats`` and
+``/api/v1/redundancy`` say. The one real observation stream, the sync lag (seconds from a local
+change's acceptance to each member's ack of it), is drained from ``SyncEngine.ack_latencies``
+into a histogram every second and at each scrape.
+
+Names: ``mobileip_*`` for the Home Agent, ``mobileip_ha_redun_*`` for the redundancy group,
+after CISCO-MOBILE-IP-MIB's ``cmiHaRedun*`` objects (``cmiHaRedunSentBUs`` is
+``mobileip_ha_redun_sent_bus_total``). ``docs/operations.md`` lists them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mobileip.wire.codes import meaning
+
+if TYPE_CHECKING:
+    from mobileip.io.daemon import HomeAgentDaemon
+    from mobileip.sync.engine import SyncEngine
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+VIOLATION_REASONS = (
+    "no-sa",
+    "bad-authenticator",
+    "bad-identification",
+    "bad-spi",
+    "missing-extension",
+)
+SYNC_STATES = ("NOT SYNCED", "SYNCED")
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DRAIN_INTERVAL = 1.0
+RECENT_LAGS = 1000
+
+# SyncCounters field -> metric name after the cmiHaRedun* object (plural "BUs" kept)
+_REDUN_NAMES = {
+    "sent_bu": "sent_bus",  # cmiHaRedunSentBUs
+    "sent_bu_total": "total_sent_bus",  # cmiHaRedunTotalSentBUs
+    "failed_bu": "failed_bus",  # cmiHaRedunFailedBUs
+}
+
+
+def redun_metric_name(field: str) -> str:
+    """``mobileip_ha_redun_<name>`` for a :class:`~mobileip.sync.engine.SyncCounters` field."""
+    return "mobileip_ha_redun_" + _REDUN_NAMES.get(field, field)
+
+
+class MetricsService:
+    """``GET /metrics`` for one daemon; also keeps recent sync lag samples for the status page."""
+
+    def __init__(self, daemon: HomeAgentDaemon) -> None:
+        self.daemon = daemon
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.sync_lag = Histogram(
+            "mobileip_ha_redun_sync_lag_seconds",
+            "Time from a local change's acceptance (or its retransmission) to a member's ack",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.recent_lags: deque[float] = deque(maxlen=RECENT_LAGS)
+        self.registry.register(DaemonCollector(self))
+        self._task: asyncio.Task[None] | None = None
+        daemon.control.add_json_route("GET", "/metrics", self._scrape)
+        daemon.startup_hooks.append(self._start)
+        daemon.shutdown_hooks.append(self._stop)
+
+    def engine(self) -> SyncEngine | None:
+        service = getattr(self.daemon, "redundancy", None)
+        return getattr(service, "engine", None) if service is not None else None
+
+    def drain(self) -> int:
+        """Move the engine's ack latency samples into the histogram; return how many."""
+        engine = self.engine()
+        if engine is None or not engine.ack_latencies:
+            return 0
+        samples, engine.ack_latencies = engine.ack_latencies, []
+        for s in samples:
+            self.sync_lag.observe(s)
+        self.recent_lags.extend(samples)
+        return len(samples)
+
+    def lag_summary(self) -> dict[str, float | int | None]:
+        """Recent sync lag (last :data:`RECENT_LAGS` acks), in milliseconds."""
+        self.drain()
+        lags = sorted(self.recent_lags)
+        if not lags:
+            return {"samples": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+
+        def pick(q: float) -> float:
+            return round(lags[min(len(lags) - 1, int(q * len(lags)))] * 1000, 3)
+
+        return {
+            "samples": len(lags),
+            "p50_ms": pick(0.5),
+            "p99_ms": pick(0.99),
+            "max_ms": round(lags[-1] * 1000, 3),
+        }
+
+    def exposition(self) -> bytes:
+        self.drain()
+        return generate_latest(self.registry)
+
+    def _scrape(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _start(self, daemon: HomeAgentDaemon) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._drain_loop())
+
+    async def _stop(self, daemon: HomeAgentDaemon) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _drain_loop(self) -> None:
+        while True:
+            await asyncio.sleep(DRAIN_INTERVAL)
+            self.drain()
+
+
+class DaemonCollector(Collector):
+    """Reads the daemon's live state at scrape time."""
+
+    def __init__(self, service: MetricsService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterable[Metric]:
+        daemon = self.service.daemon
+        yield from _core_metrics(daemon)
+        yield from _udp_metrics(daemon)
+        engine = self.service.engine()
+        if engine is not None:
+            yield from _redundancy_metrics(engine, time.monotonic())
+        yield from _role_metrics(getattr(daemon, "roles", None))
+
+
+def _core_metrics(daemon: HomeAgentDaemon) -> Iterator[Metric]:
+    core = daemon.core
+    replies = CounterMetricFamily(
+        "mobileip_registration_replies",
+        "Registration replies sent (or held) by reply code",
+        labels=["code", "meaning"],
+    )
+    for code, n in sorted(core.stats.replies.items()):
+        replies.add_metric([str(code), meaning(code)], n)
+    yield replies
+    violations = CounterMetricFamily(
+        "mobileip_security_violations",
+        "Registration requests refused for security reasons, by reason",
+        labels=["reason"],
+    )
+    for reason in sorted(set(VIOLATION_REASONS) | set(core.stats.violations)):
+        violations.add_metric([reason], core.stats.violations.get(reason, 0))
+    yield violations
+    dropped = CounterMetricFamily(
+        "mobileip_datagrams_dropped",
+        "Datagrams dropped without a reply, by reason",
+        labels=["reason"],
+    )
+    merged = dict(core.stats.dropped)
+    for reason, n in daemon.dropped.items():
+        merged[reason] = merged.get(reason, 0) + n
+    for reason, n in sorted(merged.items()):
+        dropped.add_metric([reason], n)
+    yield dropped
+    yield GaugeMetricFamily("mobileip_bindings", "Live bindings", value=len(core.table))
+    yield GaugeMetricFamily(
+        "mobileip_binding_records",
+        "Mobility records, tombstones included",
+        value=core.table.record_count,
+    )
+    yield CounterMetricFamily(
+        "mobileip_bindings_expired", "Records whose bindings expired", value=core.stats.expired
+    )
+    yield GaugeMetricFamily(
+        "mobileip_security_associations", "Mobile node security associations", value=len(core.sas)
+    )
+
+
+def _udp_metrics(daemon: HomeAgentDaemon) -> Iterator[Metric]:
+    endpoints: list[tuple[str, Any]] = []
+    if daemon.endpoint is not None:
+        endpoints.append(("registration", daemon.endpoint))
+    service = getattr(daemon, "redundancy", None)
+    sync_ep = getattr(service, "endpoint", None)
+    if sync_ep is not None and sync_ep is not daemon.endpoint:
+        endpoints.append(("sync", sync_ep))
+    family = CounterMetricFamily(
+        "mobileip_udp_datagrams",
+        "UDP socket events by socket and event",
+        labels=["socket", "event"],
+    )
+    for name, ep in endpoints:
+        for event, n in sorted(ep.counters.items()):
+            family.add_metric([name, str(event)], n)
+    yield family
+
+
+def _redundancy_metrics(engine: SyncEngine, now: float) -> Iterator[Metric]:
+    counters = engine.counters
+    for field, value in vars(counters).items():
+        if field == "dropped" or not isinstance(value, int):
+            continue
+        yield CounterMetricFamily(
+            redun_metric_name(field), f"SyncCounters.{field} (see docs/operations.md)", value=value
+        )
+    dropped = CounterMetricFamily(
+        "mobileip_ha_redun_dropped", "Sync datagrams dropped, by reason", labels=["reason"]
+    )
+    for reason, n in sorted(counters.dropped.items()):
+        dropped.add_metric([reason], n)
+    yield dropped
+    state = GaugeMetricFamily(
+        "mobileip_ha_redun_state", "1 for this member's current sync state", labels=["state"]
+    )
+    current = engine.state.value
+    for name in sorted(set(SYNC_STATES) | {current}):
+        state.add_metric([name], 1.0 if name == current else 0.0)
+    yield state
+    labels = ["member", "node_id"]
+    reachable = GaugeMetricFamily(
+        "mobileip_ha_redun_member_reachable", "Member reachable", labels=labels
+    )
+    synced = GaugeMetricFamily(
+        "mobileip_ha_redun_member_synced", "Member says SYNCED", labels=labels
+    )
+    contact = GaugeMetricFamily(
+        "mobileip_ha_redun_member_last_contact_seconds", "Seconds since heard from", labels=labels
+    )
+    pending = GaugeMetricFamily(
+        "mobileip_ha_redun_member_pending_updates",
+        "Records the member has not acked",
+        labels=labels,
+    )
+    for m in engine.members:
+        d = m.describe(now)
+        key = [f"{m.endpoint[0]}:{m.endpoint[1]}", str(d["node_id"] or "")]
+        reachable.add_metric(key, 1.0 if m.reachable else 0.0)
+        synced.add_metric(key, 1.0 if m.synced else 0.0)
+        if m.last_heard is not None:
+            contact.add_metric(key, max(0.0, now - m.last_heard))
+        pending.add_metric(key, len(m.pending))
+    yield from (reachable, synced, contact, pending)
+    queues = engine.status(now)["queues"]
+    depth = GaugeMetricFamily(
+        "mobileip_ha_redun_queue_depth", "Sync queues: total and by kind", labels=["queue"]
+    )
+    depth.add_metric(["total"], engine.queue_depth())
+    if isinstance(queues, dict):
+        for name in ("fresh", "bulk_senders", "semisync_waiting"):
+            value = queues.get(name)
+            if isinstance(value, int):
+                depth.add_metric([name], value)
+    yield depth
+
+
+def _role_metrics(roles: object) -> Iterator[Metric]:
+    """The role service (src/mobileip/io/roles.py), read defensively through its ``status()``:
+    role, transitions, VRRP state, priorities and speaker counters when the driver has them."""
+    status = getattr(roles, "status", None)
+    if not callable(status):
+        return
+    data = status()
+    if not isinstance(data, dict):
+        return
+    role = data.get("role")
+    if isinstance(role, str):
+        yield _one_hot("mobileip_role", "1 for this member's role", role, ("active", "standby"))
+    if isinstance(data.get("transitions"), int):
+        yield CounterMetricFamily(
+            "mobileip_role_transitions", "Role changes since start", value=data["transitions"]
+        )
+    vrrp = data.get("vrrp_state")
+    if isinstance(vrrp, str):
+        yield _one_hot(
+            "mobileip_vrrp_state", "1 for the VRRP state", vrrp, ("INITIALIZE", "BACKUP", "MASTER")
+        )
+    priority = data.get("priority")
+    if isinstance(priority, int):
+        priority = {"advertised": priority}
+    if isinstance(priority, dict):
+        family = GaugeMetricFamily("mobileip_vrrp_priority", "VRRP priority", labels=["kind"])
+        for kind, value in sorted(priority.items()):
+            if isinstance(value, int):
+                family.add_metric([str(kind)], value)
+        yield family
+    counters = data.get("counters")
+    if isinstance(counters, dict):
+        events = CounterMetricFamily(
+            "mobileip_vrrp_events", "VRRP speaker counters", labels=["event"]
+        )
+        for event, n in sorted(counters.items()):
+            if isinstance(n, int):
+                events.add_metric([str(event)], n)
+        yield events
+
+
+def _one_hot(name: str, doc: str, current: str, known: tuple[str, ...]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=["state"])
+    for s in sorted({*known, current}):
+        family.add_metric([s], 1.0 if s == current else 0.0)
+    return family
