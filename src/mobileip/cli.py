@@ -4,6 +4,8 @@
     mobileip show bindings [--control HOST:PORT] [--json]
     mobileip show stats [--control HOST:PORT]
     mobileip show redundancy [--control HOST:PORT] [--json]
+    mobileip show vrrp [--control HOST:PORT] [--json]
+    mobileip role active|standby [--control HOST:PORT] [--json]
     mobileip register --ha HOST[:PORT] --home-address A --care-of-address C --spi N --key HEX ...
     mobileip config check FILE
     mobileip demo
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("bindings", "the mobility binding table"),
         ("stats", "counters"),
         ("redundancy", "the redundancy group: sync state, members, counters"),
+        ("vrrp", "the role: driver, VRRP state, priority, transitions"),
     ):
         p = show_sub.add_parser(name, help=text)
         p.add_argument(
@@ -126,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--token", default=os.environ.get("MOBILEIP_TOKEN"), help="bearer token")
         p.add_argument("--json", action="store_true", help="print JSON")
+
+    role = sub.add_parser("role", help="switch the static role driver (active or standby)")
+    role.add_argument("role", choices=("active", "standby"))
+    role.add_argument(
+        "--control",
+        type=lambda s: _host_port(s, 8434),
+        default=("127.0.0.1", 8434),
+        help="control API HOST:PORT (default 127.0.0.1:8434)",
+    )
+    role.add_argument("--token", default=os.environ.get("MOBILEIP_TOKEN"), help="bearer token")
+    role.add_argument("--json", action="store_true", help="print JSON")
 
     reg = sub.add_parser("register", help="register a mobile node (one request, one reply)")
     reg.add_argument("--ha", required=True, type=lambda s: _host_port(s, UDP_PORT))
@@ -165,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_show(args)
     if args.command == "register":
         return cmd_register(args)
+    if args.command == "role":
+        return cmd_role(args)
     if args.command == "config":
         return cmd_config_check(args.file)
     if args.command == "demo":
@@ -234,6 +250,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         "bindings": "/api/v1/bindings",
         "stats": "/api/v1/stats",
         "redundancy": "/api/v1/redundancy",
+        "vrrp": "/api/v1/vrrp",
     }[args.what]
     try:
         data = fetch_json(args.control, path, args.token)
@@ -245,9 +262,28 @@ def cmd_show(args: argparse.Namespace) -> int:
     elif args.what == "redundancy":
         assert isinstance(data, dict)
         print(format_redundancy(data))
+    elif args.what == "vrrp":
+        from mobileip.io.roles import format_vrrp
+
+        assert isinstance(data, dict)
+        print(format_vrrp(data))
     else:
         assert isinstance(data, list)
         print(format_bindings(data))
+    return 0
+
+
+def cmd_role(args: argparse.Namespace) -> int:
+    """``mobileip role active|standby``: switch the static driver through the control API."""
+    from mobileip.io.roles import format_vrrp, post_json
+
+    try:
+        data = post_json(args.control, "/api/v1/role", {"role": args.role}, args.token)
+    except ControlError as exc:
+        print(f"mobileip: {exc}", file=sys.stderr)
+        return EXIT_CONTROL
+    assert isinstance(data, dict)
+    print(json.dumps(data, indent=2) if args.json else format_vrrp(data))
     return 0
 
 
