@@ -8,6 +8,7 @@
     mobileip role active|standby [--control HOST:PORT] [--json]
     mobileip register --ha HOST[:PORT] --home-address A --care-of-address C --spi N --key HEX ...
     mobileip config check FILE
+    mobileip clear binding HOME [--control HOST:PORT] [--json]
     mobileip demo
 
 Exit status: 0 success; 1 registration denied or a runtime failure; 2 bad usage or bad config;
@@ -141,6 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
     role.add_argument("--token", default=os.environ.get("MOBILEIP_TOKEN"), help="bearer token")
     role.add_argument("--json", action="store_true", help="print JSON")
 
+    clear = sub.add_parser("clear", help="administrative actions (control API)")
+    clear_sub = clear.add_subparsers(dest="what", required=True)
+    cb = clear_sub.add_parser(
+        "binding", help="deregister every binding of a home address, group-wide"
+    )
+    cb.add_argument("home", type=_ipv4, metavar="HOME")
+    cb.add_argument(
+        "--control",
+        type=lambda s: _host_port(s, 8434),
+        default=("127.0.0.1", 8434),
+        help="control API HOST:PORT (default 127.0.0.1:8434)",
+    )
+    cb.add_argument("--token", default=os.environ.get("MOBILEIP_TOKEN"), help="bearer token")
+    cb.add_argument("--json", action="store_true", help="print JSON")
+
     reg = sub.add_parser("register", help="register a mobile node (one request, one reply)")
     reg.add_argument("--ha", required=True, type=lambda s: _host_port(s, UDP_PORT))
     reg.add_argument("--home-address", required=True, type=_ipv4)
@@ -179,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_show(args)
     if args.command == "register":
         return cmd_register(args)
+    if args.command == "clear":
+        from mobileip.io.admin import cmd_clear_binding
+
+        return cmd_clear_binding(args.control, args.home, args.token, args.json)
     if args.command == "role":
         return cmd_role(args)
     if args.command == "config":
