@@ -131,17 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--token", default=os.environ.get("MOBILEIP_TOKEN"), help="bearer token")
         p.add_argument("--json", action="store_true", help="print JSON")
 
-    role = sub.add_parser("role", help="switch the static role driver (active or standby)")
-    role.add_argument("role", choices=("active", "standby"))
-    role.add_argument(
-        "--control",
-        type=lambda s: _host_port(s, 8434),
-        default=("127.0.0.1", 8434),
-        help="control API HOST:PORT (default 127.0.0.1:8434)",
-    )
-    role.add_argument("--token", default=os.environ.get("MOBILEIP_TOKEN"), help="bearer token")
-    role.add_argument("--json", action="store_true", help="print JSON")
-
     clear = sub.add_parser("clear", help="administrative actions (control API)")
     clear_sub = clear.add_subparsers(dest="what", required=True)
     cb = clear_sub.add_parser(
@@ -156,6 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cb.add_argument("--token", default=os.environ.get("MOBILEIP_TOKEN"), help="bearer token")
     cb.add_argument("--json", action="store_true", help="print JSON")
+
+    role = sub.add_parser("role", help="switch the static role driver (active or standby)")
+    role.add_argument("role", choices=("active", "standby"))
+    role.add_argument(
+        "--control",
+        type=lambda s: _host_port(s, 8434),
+        default=("127.0.0.1", 8434),
+        help="control API HOST:PORT (default 127.0.0.1:8434)",
+    )
+    role.add_argument("--token", default=os.environ.get("MOBILEIP_TOKEN"), help="bearer token")
+    role.add_argument("--json", action="store_true", help="print JSON")
 
     reg = sub.add_parser("register", help="register a mobile node (one request, one reply)")
     reg.add_argument("--ha", required=True, type=lambda s: _host_port(s, UDP_PORT))
@@ -182,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a Home Agent and a mobile node, end to end")
     demo.add_argument("--config", help="config to start from (default examples/homeagent.toml)")
+
+    from mobileip import bench as _bench
+    from mobileip.io import loadgen as _loadgen
+
+    lg = sub.add_parser("loadgen", help="load a Home Agent with many authenticated mobile nodes")
+    _loadgen.add_arguments(lg)
+    bn = sub.add_parser("bench", help="benchmark suite (echo baseline, HA, sync) on this machine")
+    _bench.add_arguments(bn)
     return parser
 
 
@@ -205,6 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_config_check(args.file)
     if args.command == "demo":
         return cmd_demo(args.config)
+    if args.command == "loadgen":
+        from mobileip.io.loadgen import main as loadgen_main
+
+        return loadgen_main(args)
+    if args.command == "bench":
+        from mobileip.bench import main as bench_main
+
+        return bench_main(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 
