@@ -12,6 +12,7 @@ Sections: ``[homeagent]``, ``[[security_association]]``, ``[control]``, and the 
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 import tomllib
@@ -44,6 +45,9 @@ class HomeAgentConfig:
     replay_window: float = 7.0
     max_bindings: int = 1_000_000
     max_simultaneous: int = 5
+    rate_limit: float = 0.0  # requests per second per source address; 0: no limit
+    rate_burst: int = 10
+    rate_sources: int = 65_536  # sources tracked by the rate limiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,13 @@ class RedundancyConfig:
     digest_interval: float = 1.0
     unreachable_after: float = 3.5
     max_queue: int = 100_000
+    # key rollover: the old key signs until key_switch (Unix time), both verify until
+    # key_switch + key_overlap, then only the new one (docs/robustness.md)
+    previous_spi: int | None = None
+    previous_key: bytes | None = None
+    previous_algorithm: str = "hmac-sha256"
+    key_switch: float | None = None
+    key_overlap: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +117,25 @@ class VrrpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DataplaneConfig:
+    backend: str = "auto"  # auto | userspace | kernel | none
+    home_interface: str | None = None  # proxy/gratuitous ARP here (none: no ARP duties)
+    tun_name: str = "mip0"
+    tunnel_source: IPv4Address | None = None  # default: [vrrp] virtual address, else HA address
+    ttl: int = 64
+    garp_rounds: int = 2
+    garp_interval: float = 1.0
+    garp_batch: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class PersistenceConfig:
+    path: str
+    snapshot_interval: float = 60.0
+    fsync: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     homeagent: HomeAgentConfig
@@ -113,6 +143,8 @@ class Config:
     control: ControlConfig
     redundancy: RedundancyConfig | None = None
     vrrp: VrrpConfig | None = None
+    dataplane: DataplaneConfig | None = None
+    persistence: PersistenceConfig | None = None
 
 
 # --- locating keys in the text ---------------------------------------------------------------
@@ -310,6 +342,9 @@ def _homeagent(t: _Table) -> HomeAgentConfig:
         replay_window=t.number("replay_window", 7.0, 0.001, 86400.0),
         max_bindings=t.integer("max_bindings", 1_000_000, 1, 100_000_000) or 1,
         max_simultaneous=t.integer("max_simultaneous", 5, 1, 255) or 1,
+        rate_limit=t.number("rate_limit", 0.0, 0.0, 1e9),
+        rate_burst=t.integer("rate_burst", 10, 1, 1_000_000) or 1,
+        rate_sources=t.integer("rate_sources", 65_536, 1, 100_000_000) or 1,
     )
     t.finish()
     return cfg
@@ -386,9 +421,53 @@ def _redundancy(t: _Table, ha: HomeAgentConfig) -> RedundancyConfig:
         digest_interval=t.number("digest_interval", 1.0, 0.01, 86400.0),
         unreachable_after=t.number("unreachable_after", 3.5, 0.01, 3600.0),
         max_queue=t.integer("max_queue", 100_000, 1, 100_000_000) or 1,
+        **_key_rollover(t),
     )
     if group is None and not peers:
         raise t.error(None, "needs peers, a multicast group, or both")
+    t.finish()
+    return cfg
+
+
+def _key_rollover(t: _Table) -> dict[str, Any]:
+    """``previous_spi``/``previous_key``/``key_switch``/``key_overlap`` (all or none)."""
+    keys = ("previous_spi", "previous_key", "previous_algorithm", "key_switch", "key_overlap")
+    if not any(t.has(k) for k in keys):
+        return {}
+    for key in ("previous_spi", "previous_key", "key_switch"):
+        if not t.has(key):
+            raise t.error(key, "required for a key rollover (with previous_key)")
+    switch = t.raw("key_switch", True)
+    if isinstance(switch, datetime.datetime):
+        if switch.tzinfo is None:
+            raise t.error("key_switch", "needs a time zone (e.g. 2025-06-01T12:00:00Z)")
+        when = switch.timestamp()
+    elif isinstance(switch, int | float) and not isinstance(switch, bool) and switch >= 0:
+        when = float(switch)
+    else:
+        raise t.error("key_switch", "must be a date-time with a zone or Unix seconds")
+    spi = t.integer("previous_spi", None, 256, 0xFFFFFFFF, required=True)
+    if spi == t.data.get("spi"):
+        raise t.error("previous_spi", "must differ from spi")
+    return {
+        "previous_spi": spi,
+        "previous_key": t.hex_key("previous_key"),
+        "previous_algorithm": t.choice(
+            "previous_algorithm", ("hmac-sha256", "hmac-md5"), "hmac-sha256"
+        ),
+        "key_switch": when,
+        "key_overlap": t.number("key_overlap", 300.0, 0.0, 86400.0 * 30),
+    }
+
+
+def _persistence(t: _Table) -> PersistenceConfig:
+    path = t.string("path", required=True)
+    assert path is not None
+    cfg = PersistenceConfig(
+        path=path,
+        snapshot_interval=t.number("snapshot_interval", 60.0, 0.1, 86400.0),
+        fsync=t.boolean("fsync", True),
+    )
     t.finish()
     return cfg
 
@@ -430,9 +509,34 @@ def _vrrp(t: _Table) -> VrrpConfig:
     return cfg
 
 
+def _dataplane(t: _Table) -> DataplaneConfig:
+    cfg = DataplaneConfig(
+        backend=t.choice("backend", ("auto", "userspace", "kernel", "none"), "auto") or "auto",
+        home_interface=t.string("home_interface"),
+        tun_name=t.string("tun_name", "mip0") or "mip0",
+        tunnel_source=t.ipv4("tunnel_source"),
+        ttl=t.integer("ttl", 64, 1, 255) or 64,
+        garp_rounds=t.integer("garp_rounds", 2, 0, 10) or 0,
+        garp_interval=t.number("garp_interval", 1.0, 0.01, 60.0),
+        garp_batch=t.integer("garp_batch", 64, 1, 10_000) or 64,
+    )
+    if len(cfg.tun_name) > 15:
+        raise t.error("tun_name", "interface names are at most 15 characters")
+    t.finish()
+    return cfg
+
+
 # --- loading ---------------------------------------------------------------------------------
 
-_SECTIONS = ("homeagent", "security_association", "control", "redundancy", "vrrp")
+_SECTIONS = (
+    "homeagent",
+    "security_association",
+    "control",
+    "redundancy",
+    "vrrp",
+    "dataplane",
+    "persistence",
+)
 
 
 def load_config(path: str | Path) -> Config:
@@ -512,7 +616,15 @@ def parse_config(text: str, name: str = "<config>") -> Config:
     vrrp_table = table("vrrp", False)
     vrrp = _vrrp(vrrp_table) if vrrp_table is not None else None
 
-    return Config(name, homeagent, tuple(sas), control, redundancy, vrrp)
+    dp_table = table("dataplane", False)
+    dataplane = _dataplane(dp_table) if dp_table is not None else None
+
+    persist_table = table("persistence", False)
+    persistence = _persistence(persist_table) if persist_table is not None else None
+
+    return Config(
+        name, homeagent, tuple(sas), control, redundancy, vrrp, dataplane, persistence=persistence
+    )
 
 
 # --- building the core's objects -------------------------------------------------------------

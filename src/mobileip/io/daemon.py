@@ -40,6 +40,7 @@ from mobileip.core.homeagent import (
     RequestDenied,
     SecurityViolation,
 )
+from mobileip.core.ratelimit import RateLimiter
 from mobileip.io.control import ControlServer
 from mobileip.io.udp import Address, DatagramHandler, UdpEndpoint
 from mobileip.log import Logger
@@ -87,8 +88,16 @@ class HomeAgentDaemon:
         # services build_daemon attached (read by the metrics and the status page)
         self.redundancy: Any = None
         self.roles: Any = None
+        self.dataplane: Any = None
         # garbage seen before the core (first byte is not a request and nobody else wants it)
         self.dropped: Counter[str] = Counter()
+        # per-source token buckets checked before the core ([homeagent] rate_limit; 0: off)
+        ha_cfg = config.homeagent
+        self.rate_limiter = (
+            RateLimiter(ha_cfg.rate_limit, ha_cfg.rate_burst, ha_cfg.rate_sources)
+            if ha_cfg.rate_limit > 0
+            else None
+        )
         self.endpoint: UdpEndpoint | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -105,6 +114,9 @@ class HomeAgentDaemon:
                     self.log.debug("datagram.dropped", reason=gated, src=_fmt(src), size=len(data))
                     return
             now = time.monotonic()
+            if self.rate_limiter is not None and not self.rate_limiter.allow(src[0], now):
+                self.dropped["rate-limited"] += 1
+                return
             outcome = self.core.handle_request(data, now=now, wall=time.time())
             self.publish(outcome.events, now, src)
             if outcome.reply is not None:
@@ -303,15 +315,25 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 def build_daemon(config: Config, logger: Logger | None = None) -> HomeAgentDaemon:
     """The daemon with every service its config asks for (redundancy, ...)."""
     daemon = HomeAgentDaemon(config, logger)
+    if config.persistence is not None:  # first: it replaces the core's table
+        from mobileip.io.persist import attach
+
+        attach(daemon, config.persistence)
     redundancy = None
     if config.redundancy is not None:
+        from mobileip.io.keyroll import KeyRolloverService
         from mobileip.io.redundancy import RedundancyService
 
         redundancy = daemon.redundancy = RedundancyService(daemon, config.redundancy)
+        KeyRolloverService(daemon, redundancy)
     if config.vrrp is not None:
         from mobileip.io.roles import RoleService
 
         daemon.roles = RoleService(daemon, config.vrrp, redundancy)
+    if config.dataplane is not None:
+        from mobileip.dataplane.service import DataPlaneService
+
+        daemon.dataplane = DataPlaneService(daemon, config.dataplane)
     from mobileip.io.admin import AdminService
     from mobileip.io.metrics import MetricsService
     from mobileip.io.status_page import StatusPage
