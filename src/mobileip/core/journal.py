@@ -69,7 +69,7 @@ def _decode_body(body: bytes) -> MobilityRecord:
     if len(body) != _RECORD.size + nbind * _BINDING.size:
         raise ValueError("entry length does not match its binding count")
     bindings = tuple(
-        Binding(coa, granted, flags, expires)
+        Binding(coa, granted, expires, flags)
         for coa, granted, flags, expires in (
             _BINDING.unpack_from(body, _RECORD.size + i * _BINDING.size) for i in range(nbind)
         )
