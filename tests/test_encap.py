@@ -129,6 +129,11 @@ def test_outer_ttl_is_ours_and_inner_ttl_is_decremented() -> None:
     assert (outer.ttl, inner.ttl) == (17, 1)
 
 
+def test_packet_the_kernel_already_forwarded_keeps_its_ttl() -> None:
+    out = encapsulate(_inner(ttl=1), Encapsulation.IPIP, HA, COA, forwarding=False)
+    assert parse_ipv4(parse_ipv4(out)[1])[0].ttl == 1
+
+
 @pytest.mark.parametrize("ttl", [0, 1])
 def test_expiring_ttl_is_not_tunnelled(ttl: int) -> None:
     with pytest.raises(TunnelRefused) as info:

@@ -224,12 +224,19 @@ def encapsulate(
     ttl: int = DEFAULT_TTL,
     own: frozenset[IPv4Address] = frozenset(),
     gre_checksum: bool = False,
+    forwarding: bool = True,
 ) -> bytes:
     """Tunnel ``inner`` from ``src`` (the encapsulator) to ``dst`` (the care-of address).
 
+    ``forwarding=False`` when the kernel already forwarded ``inner`` (routed it into a TUN
+    device, decrementing its TTL): then the TTL is left alone.
+
     Raises :class:`TunnelRefused` (loop, ttl-exceeded, fragment, too-big) or
     :class:`DecodeError` (``inner`` is not an IPv4 packet)."""
-    header, payload = forwarded(inner)
+    if forwarding:
+        header, payload = forwarded(inner)
+    else:
+        header, payload = parse_ipv4(inner)
     if header.src == dst or header.src in own:
         # RFC 2003 4: a source that is the tunnel exit or one of our own addresses means a loop
         raise TunnelRefused("loop", f"inner source {header.src}")
