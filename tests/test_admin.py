@@ -4,12 +4,14 @@ the security associations without dropping bindings."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+import pytest
 from helpers import KEY, SPI, DaemonHandle, running_homeagent, start_homeagent
 from test_redundancy_loopback import member_configs, wait_until
 
@@ -114,3 +116,33 @@ def test_sighup_reloads_security_associations_and_keeps_bindings(tmp_path: Path)
         result = post_json(ha.control, "/api/v1/reload", ha.token)
         assert result["ok"] is True and result["added"] == [] and result["changed"] == []
         assert ha.stop() == 0
+
+
+UNIT = Path(__file__).resolve().parent.parent / "contrib" / "systemd" / "mobileip-homeagent.service"
+
+
+def test_systemd_unit_has_only_the_needed_capabilities_and_verifies(tmp_path: Path) -> None:
+    text = UNIT.read_text()
+    settings = [line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#"]
+    values = dict(settings)
+    caps = {"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"}
+    assert set(values["CapabilityBoundingSet"].split()) == caps
+    assert set(values["AmbientCapabilities"].split()) == caps
+    assert values["Restart"] == "on-failure"
+    assert values["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert values["StandardError"] == "journal"
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed")
+    mobileip = shutil.which("mobileip") or str(Path(sys.executable).parent / "mobileip")
+    unit = tmp_path / "mobileip-homeagent.service"
+    unit.write_text(text.replace("/usr/local/bin/mobileip", mobileip))
+    done = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    problems = [
+        line
+        for line in done.stderr.splitlines()
+        if "mobileip-homeagent" in line and "Documentation" not in line
+    ]
+    assert done.returncode == 0 and not problems, done.stderr
