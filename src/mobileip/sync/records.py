@@ -16,16 +16,19 @@ _INF_MS = wire.INFINITE_MS
 
 
 def to_state(rec: MobilityRecord, now: float) -> wire.RecordState:
+    # list comprehensions, not generators: this runs once per record in a bulk download
     bindings = tuple(
-        wire.BindingState(
-            b.care_of_address,
-            b.granted_lifetime,
-            b.flags,
-            _INF_MS
-            if b.expires == INFINITE
-            else max(0, min(_INF_MS - 1, int((b.expires - now) * 1000))),
-        )
-        for b in rec.bindings
+        [
+            wire.BindingState(
+                b.care_of_address,
+                b.granted_lifetime,
+                b.flags,
+                _INF_MS
+                if b.expires == INFINITE
+                else max(0, min(_INF_MS - 1, int((b.expires - now) * 1000))),
+            )
+            for b in rec.bindings
+        ]
     )
     age = 0 if rec.bindings else max(0, min(0xFFFFFFFF, int((now - rec.deleted_at) * 1000)))
     return wire.RecordState(
@@ -35,14 +38,16 @@ def to_state(rec: MobilityRecord, now: float) -> wire.RecordState:
 
 def from_state(st: wire.RecordState, now: float) -> MobilityRecord:
     bindings = tuple(
-        Binding(
-            b.care_of_address,
-            b.granted_lifetime,
-            INFINITE if b.remaining_ms == _INF_MS else now + b.remaining_ms / 1000.0,
-            b.flags,
-        )
-        for b in st.bindings
-        if b.remaining_ms > 0
+        [
+            Binding(
+                b.care_of_address,
+                _shared(b.granted_lifetime),
+                INFINITE if b.remaining_ms == _INF_MS else now + b.remaining_ms / 1000.0,
+                b.flags,
+            )
+            for b in st.bindings
+            if b.remaining_ms > 0
+        ]
     )
     deleted_at = 0.0
     if not bindings:
@@ -50,8 +55,23 @@ def from_state(st: wire.RecordState, now: float) -> MobilityRecord:
         deleted_at = now - st.tombstone_age_ms / 1000.0 if not st.bindings else now
         deleted_at = math.nextafter(deleted_at, math.inf) if deleted_at == 0.0 else deleted_at
     return MobilityRecord(
-        st.home_address, st.version, st.last_id, st.home_agent, bindings, deleted_at
+        st.home_address, st.version, st.last_id, _shared(st.home_agent), bindings, deleted_at
     )
+
+
+# Values that repeat across the whole table (the home agent address, granted lifetimes) share
+# one int object instead of 28 bytes each per record. Bounded: values beyond it are not shared.
+_SHARED: dict[int, int] = {}
+_MAX_SHARED = 4096
+
+
+def _shared(value: int) -> int:
+    got = _SHARED.get(value)
+    if got is not None:
+        return got
+    if len(_SHARED) < _MAX_SHARED:
+        _SHARED[value] = value
+    return value
 
 
 def pack(states: Iterable[wire.RecordState], budget: int) -> Iterator[list[wire.RecordState]]:

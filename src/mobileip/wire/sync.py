@@ -66,6 +66,7 @@ class RecordFlag(enum.IntFlag):
 
 
 PEER_FLAG_SYNCED = 0x0001
+_TOMBSTONE = int(RecordFlag.TOMBSTONE)  # a plain int: IntFlag arithmetic is slow per record
 
 _HEADER = struct.Struct("!BBBBHHIQQ")  # type version code flags group count sender seq ident
 _RECORD = struct.Struct("!IIQQBBHI")  # home ha version last_id state nbind reserved tomb_age
@@ -369,6 +370,35 @@ def _check_count(name: str, n: int, limit: int = 0xFFFF) -> None:
 
 
 def _encode_record(rec: RecordState, out: list[bytes]) -> None:
+    bindings = rec.bindings
+    if bindings and rec.tombstone_age_ms:
+        _check_record(rec)  # raises the precise error
+    if len(bindings) > MAX_BINDINGS:
+        _check_record(rec)
+    try:
+        # struct refuses every out-of-range field: the checks only run to name the culprit
+        out.append(
+            _RECORD.pack(
+                rec.home_address,
+                rec.home_agent,
+                rec.version,
+                rec.last_id,
+                0 if bindings else _TOMBSTONE,
+                len(bindings),
+                0,
+                rec.tombstone_age_ms,
+            )
+        )
+        for b in bindings:
+            out.append(
+                _BINDING.pack(b.care_of_address, b.granted_lifetime, b.flags, 0, b.remaining_ms)
+            )
+    except struct.error:
+        _check_record(rec)
+        raise  # pragma: no cover - _check_record raised already
+
+
+def _check_record(rec: RecordState) -> None:
     _check("home_address", rec.home_address, 32)
     _check("home_agent", rec.home_agent, 32)
     _check("version", rec.version, 64)
@@ -377,25 +407,11 @@ def _encode_record(rec: RecordState, out: list[bytes]) -> None:
     _check_count("bindings in a record", len(rec.bindings), MAX_BINDINGS)
     if rec.bindings and rec.tombstone_age_ms:
         raise ValueError("a live record (with bindings) must have tombstone_age_ms 0")
-    state = 0 if rec.bindings else RecordFlag.TOMBSTONE
-    out.append(
-        _RECORD.pack(
-            rec.home_address,
-            rec.home_agent,
-            rec.version,
-            rec.last_id,
-            state,
-            len(rec.bindings),
-            0,
-            rec.tombstone_age_ms,
-        )
-    )
     for b in rec.bindings:
         _check("care_of_address", b.care_of_address, 32)
         _check("granted_lifetime", b.granted_lifetime, 16)
         _check("binding flags", b.flags, 8)
         _check("remaining_ms", b.remaining_ms, 32)
-        out.append(_BINDING.pack(b.care_of_address, b.granted_lifetime, b.flags, 0, b.remaining_ms))
 
 
 def _encode_addresses(name: str, addrs: tuple[int, ...], out: list[bytes]) -> None:
@@ -513,20 +529,25 @@ def _decode_record(r: _Reader) -> RecordState:
     home, ha, version, last_id, state, nbind, reserved, tomb_age = r.take(_RECORD, "a record")
     if reserved:
         raise SyncDecodeError("bad-reserved", "record reserved field is not zero")
-    if state & ~int(RecordFlag.TOMBSTONE):  # ~ on the IntFlag itself would be 0
+    if state & ~_TOMBSTONE:
         raise SyncDecodeError("bad-record", f"unknown record state bits {state:#04x}")
-    tombstone = bool(state & RecordFlag.TOMBSTONE)
+    tombstone = state == _TOMBSTONE
     if tombstone != (nbind == 0):
         raise SyncDecodeError("bad-record", f"tombstone bit {int(tombstone)} with {nbind} bindings")
     if not tombstone and tomb_age:
         raise SyncDecodeError("bad-record", "live record with a tombstone age")
+    if nbind == 0:
+        return RecordState(home, ha, version, last_id, tomb_age, ())
     r.need(BINDING_LEN * nbind, "bindings")
     bindings = []
+    data, pos = r.data, r.pos
     for _ in range(nbind):
-        coa, granted, flags, bres, remaining = r.take(_BINDING, "a binding")
+        coa, granted, flags, bres, remaining = _BINDING.unpack_from(data, pos)
+        pos += BINDING_LEN
         if bres:
             raise SyncDecodeError("bad-reserved", "binding reserved field is not zero")
         bindings.append(BindingState(coa, granted, flags, remaining))
+    r.pos = pos
     return RecordState(home, ha, version, last_id, tomb_age, tuple(bindings))
 
 

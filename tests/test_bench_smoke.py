@@ -1,0 +1,40 @@
+"""``mobileip bench --quick`` runs end to end (issue 7). Its numbers are printed, never asserted:
+the machine is shared and noisy. What is asserted is that every measurement produced a value."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_bench_quick_smoke() -> None:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "mobileip", "bench", "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    took = time.monotonic() - start
+    print(proc.stderr)
+    print(proc.stdout)
+    print(f"bench --quick took {took:.0f} s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    for name in ("echo", "ha", "async", "semisync"):
+        row = report["throughput"][name]
+        assert row["median_per_s"] > 0 and len(row["runs_per_s"]) == 2
+        assert not math.isnan(row["median_per_s"])
+    for size in ("20000", "100000"):
+        bulk = report["bulk_sync"][size]
+        assert bulk["bindings"] == int(size)  # every record reached the booting member
+        assert bulk["sync_s"] > 0
+    assert report["sync_lag"]["acks"] > 0
+    assert report["failover_outage"].startswith("not measured")
