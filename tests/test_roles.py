@@ -103,7 +103,13 @@ def test_keepalived_driver_writes_the_track_file_weight(tmp_path: Path) -> None:
         assert weight.read_text() == "0\n"
         driver.set_synced(False)
         assert weight.read_text() == f"{TRACK_FILE_DEMOTION}\n"
-        await driver.stop()
+        driver.set_synced(True)
+        weight.write_text("-100\n")  # keepalived's `init_file ... overwrite` on its restart
+        driver._next_check = 0.0
+        driver.tick()
+        assert weight.read_text() == "0\n"
+        await driver.stop()  # a stopped daemon leaves keepalived demoted
+        assert weight.read_text() == f"{TRACK_FILE_DEMOTION}\n"
 
     asyncio.run(run())
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

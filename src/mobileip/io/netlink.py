@@ -1,19 +1,21 @@
 """Interface facts, virtual address add/remove (pyroute2 netlink) and gratuitous ARP.
 
-Nothing here shells out: addresses go through rtnetlink with :class:`pyroute2.AsyncIPRoute`,
-gratuitous ARP through a raw ``AF_PACKET`` socket sent from the interface's own MAC (no virtual
-MAC, as keepalived does without ``use_vmac``).
+Nothing here shells out: addresses go through rtnetlink with :class:`pyroute2.IPRoute` (in a
+worker thread, so any event loop works, uvloop included), gratuitous ARP through a raw
+``AF_PACKET`` socket sent from the interface's own MAC (no virtual MAC, as keepalived does
+without ``use_vmac``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
-from pyroute2 import AsyncIPRoute
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 ETH_P_ARP = 0x0806
@@ -35,17 +37,40 @@ class InterfaceInfo:
 
 async def interface_info(ifname: str) -> InterfaceInfo:
     """Index, MAC and primary IPv4 address of ``ifname`` in the current namespace."""
+    return await asyncio.to_thread(_interface_info, ifname)
+
+
+async def add_address(index: int, address: IPv4Interface) -> bool:
+    """Add ``address`` to interface ``index``; False if it was already there."""
+    return await asyncio.to_thread(_add_address, index, address)
+
+
+async def remove_address(index: int, address: IPv4Interface) -> bool:
+    """Remove ``address`` from interface ``index``; False if it was not there."""
+    return await asyncio.to_thread(_remove_address, index, address)
+
+
+async def has_address(index: int, address: IPv4Address) -> bool:
+    return await asyncio.to_thread(_has_address, index, address)
+
+
+# pyroute2's AsyncIPRoute opens its AF_NETLINK socket through the running loop's
+# create_datagram_endpoint, which uvloop (the daemon's loop) refuses ("invalid family 16"); the
+# synchronous IPRoute in a worker thread works under any loop.
+
+
+def _interface_info(ifname: str) -> InterfaceInfo:
     try:
-        async with AsyncIPRoute() as ipr:
-            found = await ipr.link_lookup(ifname=ifname)
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=ifname)
             if not found:
                 raise NetlinkFailure(f"no interface named {ifname!r}")
             index = found[0]
             mac = b""
-            async for link in await ipr.get_links(index):
+            for link in ipr.get_links(index):
                 mac = bytes.fromhex((link.get("address") or "").replace(":", ""))
             primary: IPv4Address | None = None
-            async for addr in await ipr.addr("dump", index=index, family=socket.AF_INET):
+            for addr in ipr.addr("dump", index=index, family=socket.AF_INET):
                 if addr["flags"] & 0x01:  # IFA_F_SECONDARY
                     continue
                 local = addr.get("local") or addr.get("address")
@@ -56,11 +81,10 @@ async def interface_info(ifname: str) -> InterfaceInfo:
     return InterfaceInfo(ifname, index, mac, primary)
 
 
-async def add_address(index: int, address: IPv4Interface) -> bool:
-    """Add ``address`` to interface ``index``; False if it was already there."""
+def _add_address(index: int, address: IPv4Interface) -> bool:
     try:
-        async with AsyncIPRoute() as ipr:
-            await ipr.addr(
+        with IPRoute() as ipr:
+            ipr.addr(
                 "add",
                 index=index,
                 address=str(address.ip),
@@ -73,11 +97,10 @@ async def add_address(index: int, address: IPv4Interface) -> bool:
     return True
 
 
-async def remove_address(index: int, address: IPv4Interface) -> bool:
-    """Remove ``address`` from interface ``index``; False if it was not there."""
+def _remove_address(index: int, address: IPv4Interface) -> bool:
     try:
-        async with AsyncIPRoute() as ipr:
-            await ipr.addr(
+        with IPRoute() as ipr:
+            ipr.addr(
                 "del",
                 index=index,
                 address=str(address.ip),
@@ -90,9 +113,9 @@ async def remove_address(index: int, address: IPv4Interface) -> bool:
     return True
 
 
-async def has_address(index: int, address: IPv4Address) -> bool:
-    async with AsyncIPRoute() as ipr:
-        async for addr in await ipr.addr("dump", index=index, family=socket.AF_INET):
+def _has_address(index: int, address: IPv4Address) -> bool:
+    with IPRoute() as ipr:
+        for addr in ipr.addr("dump", index=index, family=socket.AF_INET):
             if addr.get("local") == str(address) or addr.get("address") == str(address):
                 return True
     return False

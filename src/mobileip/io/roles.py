@@ -47,6 +47,7 @@ DEMOTED_PRIORITY = 1  # advertised by the native driver while NOT SYNCED
 TRACK_FILE_DEMOTION = -100  # written to keepalived's track_file while NOT SYNCED
 SYNC_POLL_INTERVAL = 0.05  # seconds between looks at the redundancy service's state
 TRACK_FILE_CHECK = 1.0  # seconds between checks that the track file still holds our weight
+GARP_REFRESH = 1.0  # seconds between gratuitous ARPs while active (native driver)
 KEPT_TRANSITIONS = 20
 
 
@@ -100,6 +101,9 @@ class RoleDriver:
         """The redundancy service's state changed (drivers demote while not synced)."""
         self.synced = synced
 
+    def tick(self) -> None:
+        """Called every :data:`SYNC_POLL_INTERVAL` for periodic chores."""
+
     async def start(self) -> None:
         pass
 
@@ -142,6 +146,7 @@ class NativeDriver(RoleDriver):
         self.cfg = cfg
         self.synced = synced
         self.speaker: VrrpSpeaker | None = None
+        self._next_garp = 0.0
 
     @property
     def advertised_priority(self) -> int:
@@ -183,9 +188,20 @@ class NativeDriver(RoleDriver):
                 self.log("vrrp.demoted", priority=prio, configured=self.cfg.priority)
             self.speaker.set_priority(prio)
 
+    def tick(self) -> None:
+        """Re-announce the address now and then while active (as keepalived's
+        ``vrrp_garp_master_refresh``): after a partition heals, the other master may step down
+        before it ever hears us, and hosts would keep its MAC for the address."""
+        now = time.monotonic()
+        if self.role is not Role.ACTIVE or self.speaker is None or now < self._next_garp:
+            return
+        self._next_garp = now + GARP_REFRESH
+        self.speaker._send_garp()  # one round; the speaker skips it unless MASTER
+
     def _on_state(self, state: State, reason: str) -> None:
         from mobileip.vrrp.machine import State
 
+        self._next_garp = time.monotonic() + GARP_REFRESH  # the speaker announces a takeover
         self.set_role(Role.ACTIVE if state is State.MASTER else Role.STANDBY, f"vrrp-{reason}")
 
     def _speaker_log(self, event: str, **fields: object) -> None:
@@ -240,12 +256,17 @@ class KeepalivedDriver(RoleDriver):
     async def stop(self) -> None:
         if self.reader is not None:
             self.reader.close()
+        # A stopped Home Agent must not leave keepalived promoted: demote until we are back.
+        self.synced = False
+        self._write_track_file()
 
     def set_synced(self, synced: bool) -> None:
         if synced != self.synced:
             self.synced = synced
             self._write_track_file()
-        elif time.monotonic() >= self._next_check:
+
+    def tick(self) -> None:
+        if time.monotonic() >= self._next_check:
             # keepalived's `init_file ... overwrite` rewrites the file when keepalived restarts
             self._write_track_file(only_if_changed=True)
 
@@ -352,8 +373,7 @@ class RoleService:
             synced=self.driver.synced,
             virtual_address=self.virtual or "-",
         )
-        if self.redundancy is not None:
-            self._watch_sync()
+        self._tick()
 
     async def _stop(self, daemon: HomeAgentDaemon) -> None:
         if self._poll is not None:
@@ -361,10 +381,11 @@ class RoleService:
             self._poll = None
         await self.driver.stop()
 
-    def _watch_sync(self) -> None:
+    def _tick(self) -> None:
         self.driver.set_synced(self._synced_now())
+        self.driver.tick()
         loop = asyncio.get_running_loop()
-        self._poll = loop.call_later(SYNC_POLL_INTERVAL, self._watch_sync)
+        self._poll = loop.call_later(SYNC_POLL_INTERVAL, self._tick)
 
     # --- control API -------------------------------------------------------------------------
 
