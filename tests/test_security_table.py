@@ -391,3 +391,35 @@ def test_stranger_datagram_struct_sanity() -> None:
     data = sw.encode(update(), STRANGER)
     (spi,) = struct.unpack_from("!I", data, len(data) - 32 - 4)
     assert spi == 777
+
+
+# --- the control API's write calls ------------------------------------------------------------
+
+
+def _post(control: tuple[str, int], path: str, token: str | None) -> int:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{control[0]}:{control[1]}{path}", data=b"", method="POST")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_control_write_calls_need_the_token(tmp_path: Path) -> None:
+    from helpers import running_homeagent
+
+    with running_homeagent(tmp_path, control={"token": "s3cret"}) as ha:
+        ha.token = "s3cret"
+        assert ha.client(home="10.1.0.5").register(300).code == 0
+        clear = "/api/v1/bindings/10.1.0.5/clear"
+        assert _post(ha.control, clear, None) == 401
+        assert _post(ha.control, clear, "wrong") == 401
+        assert _post(ha.control, "/api/v1/reload", None) == 401
+        assert len(ha.bindings()) == 1  # nothing was cleared by the refused calls
+        assert _post(ha.control, clear, "s3cret") == 200
+        assert ha.bindings() == []
