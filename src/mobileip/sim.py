@@ -169,6 +169,13 @@ class Simulation:
                 return True
         return False
 
+    def _cut_off(self, a: Member, b: Member, start: float, end: float) -> bool:
+        """Whether a partition separated ``a`` and ``b`` at any time in [start, end]."""
+        return any(
+            s < end and e > start and (a.index == who) != (b.index == who)
+            for s, e, who in self.faults.partitions
+        )
+
     # --- network ------------------------------------------------------------------------------
 
     def _drain(self, m: Member) -> None:
@@ -352,6 +359,21 @@ class Simulation:
                 m.versions_seen[rec.home_address] = rec.version
 
     def _check_download(self, m: Member, reason: str) -> None:
+        if not reason.startswith("table downloaded"):
+            # declared itself SYNCED: no SYNCED member with a table may be reachable from it
+            for other in self.members:
+                if (
+                    other is not m
+                    and other.alive
+                    and other.engine.state is SyncState.SYNCED
+                    and other.core.table.record_count
+                    and not self._cut_off(m, other, self.now - 2.0, self.now)
+                ):
+                    self._violation(
+                        f"{m.endpoint[0]} declared SYNCED ({reason}) while "
+                        f"{other.endpoint[0]} was SYNCED and reachable"
+                    )
+            return
         last = m.engine.last_download
         if last is None or not reason.startswith("table downloaded"):
             return
@@ -402,13 +424,14 @@ class Simulation:
                     break
 
     def _live_view(self, m: Member) -> dict[int, tuple[int, tuple[int, ...]]]:
+        """Every record's version (tombstones too) and its care-of addresses not about to expire
+        (expiry times differ between members by transmission delays)."""
         view = {}
         for rec in m.core.table.records():
             live = tuple(
                 sorted(b.care_of_address for b in rec.bindings if b.expires > self.now + 1.0)
             )
-            if live:
-                view[rec.home_address] = (rec.version, live)
+            view[rec.home_address] = (rec.version, live)
         return view
 
 

@@ -85,7 +85,7 @@ def bucket_of(home: int) -> int:
 
 
 def record_hash(home: int, version: int) -> int:
-    """A 64-bit mix (splitmix64) of a live record's identity, XORed into its bucket's digest."""
+    """A 64-bit mix (splitmix64) of a record's identity, XORed into its bucket's digest."""
     z = (home * 0x9E3779B97F4A7C15 + version) & _M64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
@@ -102,7 +102,7 @@ class BindingTable:
         # expiry wheel: whole second -> home addresses that may expire in it (checked lazily)
         self._wheel: dict[int, list[int]] = {}
         self._next_slot = math.inf
-        # anti-entropy digest: XOR of record_hash over the live records of each bucket
+        # anti-entropy digest: XOR of record_hash over the records (tombstones too) of each bucket
         self._digest = [0] * DIGEST_BUCKETS
 
     # --- reads ---------------------------------------------------------------------------
@@ -144,7 +144,7 @@ class BindingTable:
         return make_version(max(counter, floor), origin)
 
     def digest(self) -> tuple[int, ...]:
-        """Per-bucket digests of the live records (tombstones are not included)."""
+        """Per-bucket digests of every record, tombstones included."""
         return tuple(self._digest)
 
     def bucket_records(self, buckets: Iterable[int]) -> list[MobilityRecord]:
@@ -183,15 +183,17 @@ class BindingTable:
 
     def discard(self, home: int) -> MobilityRecord | None:
         old = self._records.pop(home, None)
-        if old is not None and old.bindings:
-            self._live -= 1
+        if old is not None:
+            self._live -= 1 if old.bindings else 0
             self._redigest(old, None)
         return old
 
     def _redigest(self, old: MobilityRecord | None, new: MobilityRecord | None) -> None:
-        if old is not None and old.bindings:
+        # Tombstones count too: a member holding an older tombstone also holds an older last
+        # identification. Expiry keeps the version, so it does not change the digest.
+        if old is not None:
             self._digest[bucket_of(old.home_address)] ^= record_hash(old.home_address, old.version)
-        if new is not None and new.bindings:
+        if new is not None:
             self._digest[bucket_of(new.home_address)] ^= record_hash(new.home_address, new.version)
 
     def clear(self) -> None:
