@@ -186,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     from mobileip import bench as _bench
     from mobileip.io import loadgen as _loadgen
 
+    for name, text in (
+        ("foreignagent", "run a foreign agent (relay, visitor list, advertisements, tunnels)"),
+        ("mobilenode", "run a mobile node (agent discovery, registration, renewal, movement)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", required=True, help="TOML configuration file")
+        p.add_argument("--log-format", choices=FORMATS, default="text")
+        p.add_argument("--log-level", choices=tuple(LEVELS), default="info")
+    from mobileip import lab as _lab
+
+    _lab.add_arguments(sub.add_parser("lab", help="the FIG 1A world in namespaces: failover test"))
     lg = sub.add_parser("loadgen", help="load a Home Agent with many authenticated mobile nodes")
     _loadgen.add_arguments(lg)
     bn = sub.add_parser("bench", help="benchmark suite (echo baseline, HA, sync) on this machine")
@@ -213,6 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_config_check(args.file)
     if args.command == "demo":
         return cmd_demo(args.config)
+    if args.command == "foreignagent":
+        from mobileip.fa.daemon import run_foreignagent
+
+        return run_foreignagent(args.config, args.log_format, args.log_level)
+    if args.command == "mobilenode":
+        from mobileip.mn.daemon import run_mobilenode
+
+        return run_mobilenode(args.config, args.log_format, args.log_level)
+    if args.command == "lab":
+        from mobileip.lab import main as lab_main
+
+        return lab_main(args)
     if args.command == "loadgen":
         from mobileip.io.loadgen import main as loadgen_main
 

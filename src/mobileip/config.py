@@ -126,6 +126,7 @@ class DataplaneConfig:
     garp_rounds: int = 2
     garp_interval: float = 1.0
     garp_batch: int = 64
+    advertisement_interval: float = 0.0  # home agent advertisements on home_interface (0: off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,6 +520,7 @@ def _dataplane(t: _Table) -> DataplaneConfig:
         garp_rounds=t.integer("garp_rounds", 2, 0, 10) or 0,
         garp_interval=t.number("garp_interval", 1.0, 0.01, 60.0),
         garp_batch=t.integer("garp_batch", 64, 1, 10_000) or 64,
+        advertisement_interval=t.number("advertisement_interval", 0.0, 0.0, 600.0),
     )
     if len(cfg.tun_name) > 15:
         raise t.error("tun_name", "interface names are at most 15 characters")

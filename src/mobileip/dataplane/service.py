@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import socket
 import time
 from collections.abc import Sequence
 from ipaddress import IPv4Address
@@ -34,9 +36,19 @@ from mobileip.dataplane.tunnels import (
     NoBackend,
     TunnelBackend,
     TunnelSpec,
+    UserspaceBackend,
     desired_tunnels,
     kernel_supports_tunnels,
     make_backend,
+)
+from mobileip.wire.agent_adv import (
+    ALL_SYSTEMS,
+    CODE_MOBILITY_ONLY,
+    FLAG_G,
+    FLAG_H,
+    FLAG_M,
+    FLAG_T,
+    AgentAdvertisement,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +77,8 @@ class DataPlaneService:
         self.active = roles is None or _role_name(roles.driver.role) == "active"
         self.installed: dict[IPv4Address, TunnelSpec] = {}
         self.takeovers = 0
+        self.advertisements = 0
+        self.advertisement_errors = 0
         self.last_takeover_ms: float | None = None
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -89,7 +103,14 @@ class DataPlaneService:
             ok, why = await kernel_supports_tunnels()
             name = "kernel" if ok else "userspace"
             self._log("dataplane.backend_chosen", backend=name, reason=why)
-        self.backend = make_backend(name, self._log, self.cfg.tun_name, self.source, self.own)
+        self.backend = make_backend(
+            name,
+            self._log,
+            self.cfg.tun_name,
+            self.source,
+            self.own,
+            home_interface=self.cfg.home_interface,
+        )
         try:
             await self.backend.start()
             if self.arp is not None:
@@ -99,6 +120,8 @@ class DataPlaneService:
             raise OSError(str(exc)) from None
         self._wake = asyncio.Event()
         self._tasks = [asyncio.create_task(self._worker()), asyncio.create_task(self._poll())]
+        if self.cfg.advertisement_interval > 0 and self.cfg.home_interface:
+            self._tasks.append(asyncio.create_task(self._advertiser(self.cfg.home_interface)))
         self._wake.set()
         self._log("dataplane.started", backend=name, active=self.active, source=self.source)
 
@@ -117,7 +140,14 @@ class DataPlaneService:
     # --- inputs ----------------------------------------------------------------------------
 
     def _on_events(self, events: Sequence[Event], now: float) -> None:
-        if any(isinstance(e, BindingChanged | BindingsExpired) for e in events):
+        changed = False
+        for e in events:
+            if isinstance(e, BindingChanged | BindingsExpired):
+                changed = True
+                if not e.record.bindings and isinstance(self.backend, UserspaceBackend):
+                    # gone home or expired: stop tunnelling before the reply is even sent
+                    self.backend.forget(IPv4Address(e.record.home_address))
+        if changed:
             self.wake()
 
     def _on_role(self, role: object, reason: str) -> None:
@@ -202,6 +232,38 @@ class DataPlaneService:
                 return
             await self.arp.announce(sorted(self.arp.proxied), lambda: self.active)
 
+    async def _advertiser(self, interface: str) -> None:
+        """Home agent advertisements (H flag) on the home link while active, from the tunnel
+        source (the virtual address): a mobile node that hears them knows it is home."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            interval = self.cfg.advertisement_interval
+            seq = 0
+            while True:
+                if self.active:
+                    message = AgentAdvertisement(
+                        sequence=seq,
+                        registration_lifetime=self.daemon.config.homeagent.max_lifetime,
+                        flags=FLAG_H | FLAG_G | FLAG_M | FLAG_T,
+                        lifetime=min(0xFFFF, max(1, math.ceil(3 * interval))),
+                        code=CODE_MOBILITY_ONLY,
+                    )
+                    seq = seq + 1 if seq < 0xFFFF else 256
+                    try:
+                        sock.setsockopt(
+                            socket.IPPROTO_IP, socket.IP_MULTICAST_IF, self.source.packed
+                        )
+                        sock.sendto(message.encode(), (str(ALL_SYSTEMS), 0))
+                        self.advertisements += 1
+                    except OSError:
+                        self.advertisement_errors += 1  # the virtual address is not ours yet
+                await asyncio.sleep(interval)
+        finally:
+            sock.close()
+
     # --- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -210,6 +272,7 @@ class DataPlaneService:
             "source": str(self.source),
             "tunnels": len(self.installed),
             "takeovers": self.takeovers,
+            "advertisements": self.advertisements,
             "last_takeover_ms": self.last_takeover_ms,
             "backend": self.backend.status(),
             "homes": sorted(str(h) for h in self.installed),

@@ -172,8 +172,11 @@ class UserspaceBackend(TunnelBackend):
         own: frozenset[IPv4Address] = frozenset(),
         ttl: int = 64,
         mtu: int = 1500 - OUTER_OVERHEAD,
+        home_interface: str | None = None,
     ) -> None:
         super().__init__(log)
+        self.home_interface = home_interface
+        self.home_sock: socket.socket | None = None
         self.tun_name = tun_name
         self.source = source
         self.own = own
@@ -203,6 +206,13 @@ class UserspaceBackend(TunnelBackend):
                 write_sysctl(f"net/ipv6/conf/{self.tun_name}/disable_ipv6", "1")
             self.send_sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
             self.send_sock.setblocking(False)
+            if self.home_interface:
+                # for packets still routed into the TUN for a mobile node that just came home
+                self.home_sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                self.home_sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.home_interface.encode()
+                )
+                self.home_sock.setblocking(False)
             for proto in (IPPROTO_IPIP, IPPROTO_GRE, IPPROTO_MINENC):
                 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
                 s.setblocking(False)
@@ -227,8 +237,11 @@ class UserspaceBackend(TunnelBackend):
     async def remove(self, home: IPv4Address) -> None:
         spec = self.specs.pop(home, None)
         self._index(spec, remove=True)
-        if spec is not None:
-            await self._route("del", home)
+        await self._route("del", home)
+
+    def forget(self, home: IPv4Address) -> None:
+        """Stop tunnelling for ``home`` now (its route goes at the next reconcile)."""
+        self._index(self.specs.pop(home, None), remove=True)
 
     def _index(self, spec: TunnelSpec | None, remove: bool) -> None:
         if spec is None:
@@ -266,9 +279,10 @@ class UserspaceBackend(TunnelBackend):
             loop.remove_reader(s.fileno())
             s.close()
         self.recv_socks.clear()
-        if self.send_sock is not None:
-            self.send_sock.close()
-            self.send_sock = None
+        for sock in (self.send_sock, self.home_sock):
+            if sock is not None:
+                sock.close()
+        self.send_sock = self.home_sock = None
 
     # --- the packet paths -----------------------------------------------------------------
 
@@ -296,6 +310,15 @@ class UserspaceBackend(TunnelBackend):
             return
         spec = self.specs.get(header.dst)
         if spec is None:
+            # the binding is gone but the route not yet (e.g. the reply to a deregistration
+            # from home): the mobile node is on the home link, deliver it there
+            if self.home_sock is not None:
+                try:
+                    self.home_sock.sendto(packet, (str(header.dst), 0))
+                    self.counters["delivered-home"] += 1
+                    return
+                except OSError:
+                    pass
             self.counters["drop-no-binding"] += 1
             return
         for coa, kind in spec.exits:
@@ -466,9 +489,12 @@ def make_backend(
     source: IPv4Address,
     own: Iterable[IPv4Address] = (),
     ttl: int = 64,
+    home_interface: str | None = None,
 ) -> TunnelBackend:
     if name == "userspace":
-        return UserspaceBackend(log, tun_name, source, frozenset(own), ttl)
+        return UserspaceBackend(
+            log, tun_name, source, frozenset(own), ttl, home_interface=home_interface
+        )
     if name == "kernel":
         return KernelBackend(log, source, ttl=ttl)
     return NoBackend(log)

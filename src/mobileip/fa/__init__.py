@@ -1,0 +1,1 @@
+"""Foreign agent: relay rules, visitor list, daemon."""

@@ -1,0 +1,91 @@
+"""``mobileip foreignagent`` configuration: one ``[foreignagent]`` table.
+
+Errors name the file, key and line, through :mod:`mobileip.config`'s machinery. Keys::
+
+    [foreignagent]
+    interface = "eth1"              # the foreign link: visitors, advertisements (required)
+    care_of_address = "10.2.0.1"    # our address on it, advertised as the CoA (required)
+    listen = "0.0.0.0"
+    port = 434
+    max_lifetime = 1800             # longer requests are denied 69
+    advertisement_interval = 1.0    # seconds; 0: answer solicitations only
+    reverse_tunnel = true           # offer RFC 3024 (T flag)
+    gre = true
+    minimal_encapsulation = true
+    pending_timeout = 7.0           # a request unanswered this long is answered 78
+    tun_name = "mipfa0"             # reverse tunnel device
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from mobileip.config import ConfigError, _Locator, _Table
+
+ANY = IPv4Address("0.0.0.0")
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignAgentConfig:
+    path: str
+    interface: str
+    care_of_address: IPv4Address
+    listen: IPv4Address = ANY
+    port: int = 434
+    max_lifetime: int = 1800
+    advertisement_interval: float = 1.0
+    reverse_tunnel: bool = True
+    gre: bool = True
+    minimal_encapsulation: bool = True
+    pending_timeout: float = 7.0
+    tun_name: str = "mipfa0"
+
+
+def read_table(path: str | Path, section: str) -> _Table:
+    """The one table ``section`` of a TOML file, with located errors; nothing else allowed."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: not UTF-8 text") from None
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+    loc = _Locator(text)
+    for key in data:
+        if key != section:
+            line = loc.headers.get((key, 0)) or loc.line(("", 0), key)
+            raise ConfigError(f"{name}: line {line}: {key}: unknown section")
+    value = data.get(section)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: line 1: [{section}]: required section is missing")
+    return _Table(name, loc, section, None, value)
+
+
+def load_fa_config(path: str | Path) -> ForeignAgentConfig:
+    t = read_table(path, "foreignagent")
+    cfg = ForeignAgentConfig(
+        path=str(path),
+        interface=t.string("interface", required=True) or "",
+        care_of_address=t.ipv4("care_of_address", required=True),
+        listen=t.ipv4("listen", ANY),
+        port=t.integer("port", 434, 1, 65535) or 434,
+        max_lifetime=t.integer("max_lifetime", 1800, 1, 0xFFFF) or 1800,
+        advertisement_interval=t.number("advertisement_interval", 1.0, 0.0, 600.0),
+        reverse_tunnel=t.boolean("reverse_tunnel", True),
+        gre=t.boolean("gre", True),
+        minimal_encapsulation=t.boolean("minimal_encapsulation", True),
+        pending_timeout=t.number("pending_timeout", 7.0, 0.1, 600.0),
+        tun_name=t.string("tun_name", "mipfa0") or "mipfa0",
+    )
+    if len(cfg.tun_name) > 15:
+        raise t.error("tun_name", "interface names are at most 15 characters")
+    t.finish()
+    return cfg

@@ -1,0 +1,436 @@
+"""``mobileip foreignagent``: :class:`~mobileip.fa.rules.ForeignAgentCore` on asyncio.
+
+* UDP port 434: requests from visiting mobile nodes and replies from home agents go through the
+  core; a host route ``HOME/32 dev <interface>`` is installed while a mobile node has a request
+  pending or is a visitor, so replies and decapsulated packets reach it on the foreign link
+  (the kernel ARPs for its home address there);
+* raw sockets for IP protocols 4, 47 and 55: a tunnelled packet from a visitor's home agent for
+  that visitor is decapsulated, its TTL decremented, and sent on (IP_HDRINCL) to the visitor;
+* reverse tunnelling (T flag): a policy rule sends packets *from* the visitor's home address
+  arriving on the foreign link into a TUN device; we encapsulate them to its home agent;
+* agent advertisements (ICMP type 9 + extension 16) to 224.0.0.1 on the foreign link every
+  ``advertisement_interval``, and at once in answer to a solicitation (ICMP type 10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import math
+import os
+import socket
+import sys
+import time
+from collections.abc import Coroutine
+from ipaddress import IPv4Address
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from mobileip.config import ConfigError
+from mobileip.dataplane.encap import (
+    IPPROTO_GRE,
+    IPPROTO_IPIP,
+    IPPROTO_MINENC,
+    Encapsulation,
+    TunnelRefused,
+    decapsulate,
+    encapsulate,
+    forwarded,
+    parse_ipv4,
+)
+from mobileip.dataplane.tunnels import MAX_PACKET, OUTER_OVERHEAD, open_tun, rtnl, write_sysctl
+from mobileip.fa.config import ForeignAgentConfig, load_fa_config
+from mobileip.fa.rules import (
+    Denied,
+    ForeignAgentCore,
+    ForeignAgentSettings,
+    Output,
+    VisitorAdded,
+    VisitorRemoved,
+)
+from mobileip.io.udp import Address, UdpEndpoint
+from mobileip.log import Logger
+from mobileip.wire import agent_adv as adv
+from mobileip.wire.errors import DecodeError
+from mobileip.wire.registration import TYPE_REPLY, TYPE_REQUEST
+
+REVERSE_TABLE = 434  # routing table for reverse-tunnelled visitors
+RULE_PRIORITY = 434
+ROUTE_LINGER = 2.0  # seconds a route stays after a denial (the reply is still being delivered)
+
+
+class ForeignAgentDaemon:
+    def __init__(self, cfg: ForeignAgentConfig, log: Logger) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.core = ForeignAgentCore(
+            ForeignAgentSettings(
+                care_of_addresses=frozenset({cfg.care_of_address}),
+                max_lifetime=cfg.max_lifetime,
+                minimal_encapsulation=cfg.minimal_encapsulation,
+                gre=cfg.gre,
+                reverse_tunnel=cfg.reverse_tunnel,
+                pending_timeout=cfg.pending_timeout,
+            )
+        )
+        self.endpoint: UdpEndpoint | None = None
+        self.raw_out: socket.socket | None = None
+        self.raw_in: list[socket.socket] = []
+        self.icmp: socket.socket | None = None
+        self.tun_fd = -1
+        self.tun_index = 0
+        self.ifindex = 0
+        self.routes: set[IPv4Address] = set()
+        self.rules: set[IPv4Address] = set()
+        self.sequence = 0
+        self.delivered = 0
+        self.reverse_tunnelled = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        self.ifindex = socket.if_nametoindex(cfg.interface)
+        write_sysctl("net/ipv4/ip_forward", "1")
+        write_sysctl(f"net/ipv4/conf/{cfg.interface}/rp_filter", "0")
+        write_sysctl("net/ipv4/conf/all/rp_filter", "0")
+        self.endpoint = UdpEndpoint.bind(loop, str(cfg.listen), cfg.port, self._on_datagram)
+        self.raw_out = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        for proto in (IPPROTO_IPIP, IPPROTO_GRE, IPPROTO_MINENC):
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+            s.setblocking(False)
+            self.raw_in.append(s)
+            loop.add_reader(s.fileno(), self._on_tunnelled, s)
+        if cfg.reverse_tunnel:
+            self.tun_fd, name = open_tun(cfg.tun_name)
+
+            def up(ipr: IPRoute) -> int:
+                index: int = ipr.link_lookup(ifname=name)[0]
+                ipr.link("set", index=index, state="up", mtu=1500 - OUTER_OVERHEAD)
+                with contextlib.suppress(NetlinkError):
+                    ipr.route("replace", dst="0.0.0.0/0", oif=index, table=REVERSE_TABLE)
+                return index
+
+            self.tun_index = await rtnl(up)
+            write_sysctl(f"net/ipv4/conf/{name}/rp_filter", "0")
+            loop.add_reader(self.tun_fd, self._on_tun)
+        self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        self.icmp.setblocking(False)
+        self.icmp.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, cfg.interface.encode())
+        self.icmp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, cfg.care_of_address.packed)
+        self.icmp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        self.icmp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+        loop.add_reader(self.icmp.fileno(), self._on_icmp)
+        self._tasks = [asyncio.create_task(self._ticker())]
+        if cfg.advertisement_interval > 0:
+            self._tasks.append(asyncio.create_task(self._advertiser()))
+        self.log.info(
+            "foreignagent.started",
+            interface=cfg.interface,
+            care_of_address=cfg.care_of_address,
+            listen=f"{cfg.listen}:{cfg.port}",
+            reverse_tunnel=cfg.reverse_tunnel,
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        loop = asyncio.get_running_loop()
+        for home in list(self.rules):
+            await self._rule(home, add=False)
+        for home in list(self.routes):
+            await self._route(home, add=False)
+        if self.tun_fd >= 0:
+            loop.remove_reader(self.tun_fd)
+            os.close(self.tun_fd)
+            self.tun_fd = -1
+        for s in self.raw_in:
+            loop.remove_reader(s.fileno())
+            s.close()
+        if self.icmp is not None:
+            loop.remove_reader(self.icmp.fileno())
+            self.icmp.close()
+        if self.raw_out is not None:
+            self.raw_out.close()
+        if self.endpoint is not None:
+            self.endpoint.close()
+        self.log.info("foreignagent.stopped", visitors=len(self.core.visitors))
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        import signal
+
+        try:
+            await self.start()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stopping.set)
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+
+    # --- registration relay ------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, src: Address, dst: str | None) -> None:
+        now = time.monotonic()
+        if data[:1] == bytes([TYPE_REQUEST]):
+            out = self.core.handle_request(data, src, now)
+            home = _home_of_request(data)
+            if home is not None and out.sends:
+                # the reply (ours or the HA's) goes to the MN on the link: a route first
+                self._spawn(self._then_send(home, out))
+                return
+        elif data[:1] == bytes([TYPE_REPLY]):
+            out = self.core.handle_reply(data, src, now)
+        else:
+            self.core.counters["dropped-unknown-type"] += 1
+            return
+        self._emit(out)
+
+    async def _then_send(self, home: IPv4Address, out: Output) -> None:
+        await self._route(home, add=True)
+        self._emit(out)
+
+    def _emit(self, out: Output) -> None:
+        assert self.endpoint is not None
+        for send in out.sends:
+            self.endpoint.send(send.data, send.dest, str(self.cfg.care_of_address))
+        for ev in out.events:
+            if isinstance(ev, VisitorAdded):
+                v = ev.visitor
+                self.log.info(
+                    "visitor.added" if not ev.renewed else "visitor.renewed",
+                    home=v.home_address,
+                    home_agent=v.home_agent,
+                    lifetime=v.lifetime,
+                    reverse_tunnel=v.reverse_tunnel,
+                )
+                task = self._sync_routes(v.home_address)
+            elif isinstance(ev, VisitorRemoved):
+                self.log.info("visitor.removed", home=ev.home_address, reason=ev.reason)
+                task = self._sync_routes(ev.home_address)
+            elif isinstance(ev, Denied):
+                self.log.info("registration.denied", home=ev.home_address, code=ev.code)
+                if ev.home_address is not None:
+                    asyncio.get_running_loop().call_later(
+                        ROUTE_LINGER, self._linger_done, ev.home_address
+                    )
+                continue
+            else:
+                continue
+            self._spawn(task)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _linger_done(self, home: IPv4Address) -> None:
+        self._spawn(self._sync_routes(home))
+
+    async def _sync_routes(self, home: IPv4Address) -> None:
+        visitor = self.core.visitors.get(home)
+        wanted = visitor is not None or self.core.is_pending(home)
+        await self._route(home, add=wanted)
+        await self._rule(home, add=visitor is not None and visitor.reverse_tunnel)
+
+    async def _route(self, home: IPv4Address, add: bool) -> None:
+        if add == (home in self.routes):
+            return
+        index = self.ifindex
+        cmd = "replace" if add else "del"
+        try:
+            await rtnl(lambda ipr: ipr.route(cmd, dst=f"{home}/32", oif=index, scope=253))
+        except NetlinkError as exc:
+            if add or exc.code not in (errno.ESRCH, errno.ENOENT):
+                self.log.warning("foreignagent.route_failed", home=home, error=str(exc))
+                return
+        (self.routes.add if add else self.routes.discard)(home)
+
+    async def _rule(self, home: IPv4Address, add: bool) -> None:
+        if add == (home in self.rules) or (add and self.tun_fd < 0):
+            return
+        cmd = "add" if add else "del"
+        iif = self.cfg.interface
+
+        def rule(ipr: IPRoute) -> None:
+            ipr.rule(
+                cmd,
+                src=str(home),
+                src_len=32,
+                iifname=iif,
+                table=REVERSE_TABLE,
+                priority=RULE_PRIORITY,
+            )
+
+        try:
+            await rtnl(rule)
+        except NetlinkError as exc:
+            if exc.code not in (errno.EEXIST, errno.ENOENT, errno.ESRCH):
+                self.log.warning("foreignagent.rule_failed", home=home, error=str(exc))
+                return
+        (self.rules.add if add else self.rules.discard)(home)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            self._emit(self.core.tick(time.monotonic()))
+
+    # --- tunnels -------------------------------------------------------------------------------
+
+    def _on_tunnelled(self, sock: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                packet = sock.recv(MAX_PACKET)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            self.deliver(packet)
+
+    def deliver(self, packet: bytes) -> None:
+        """Decapsulate a packet a home agent tunnelled to us and hand it to the visitor."""
+        c = self.core.counters
+        try:
+            d = decapsulate(packet)
+            visitor = self.core.visitors.get(d.inner_dst)
+            if visitor is None or d.outer_dst != self.cfg.care_of_address:
+                c["decap-dropped-no-visitor"] += 1
+                return
+            if d.outer_src != visitor.home_agent:
+                c["decap-dropped-wrong-home-agent"] += 1
+                return
+            header, payload = forwarded(d.inner)  # we forward it: one hop
+        except DecodeError as exc:
+            c[f"decap-dropped-{exc.reason}"] += 1
+            return
+        except TunnelRefused as exc:
+            c[f"decap-dropped-{exc.reason}"] += 1
+            return
+        assert self.raw_out is not None
+        try:
+            self.raw_out.sendto(header.pack() + payload, (str(d.inner_dst), 0))
+        except OSError:
+            c["deliver-errors"] += 1
+            return
+        self.delivered += 1
+        c[f"delivered-{d.kind.name.lower()}"] += 1
+
+    def _on_tun(self) -> None:
+        for _ in range(64):
+            try:
+                packet = os.read(self.tun_fd, MAX_PACKET)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            self.reverse(packet)
+
+    def reverse(self, packet: bytes) -> None:
+        """A visitor's packet (policy-routed into our TUN): tunnel it to its home agent."""
+        c = self.core.counters
+        try:
+            header, _ = parse_ipv4(packet)
+        except DecodeError:
+            c["reverse-dropped-not-ipv4"] += 1
+            return
+        visitor = self.core.visitor_for_reverse(header.src)
+        if visitor is None:
+            c["reverse-dropped-no-visitor"] += 1
+            return
+        kind = Encapsulation.for_flags(visitor.flags)
+        try:
+            outer = encapsulate(
+                packet, kind, self.cfg.care_of_address, visitor.home_agent, forwarding=False
+            )
+        except (TunnelRefused, DecodeError) as exc:
+            c[f"reverse-dropped-{exc.reason}"] += 1
+            return
+        assert self.raw_out is not None
+        try:
+            self.raw_out.sendto(outer, (str(visitor.home_agent), 0))
+        except OSError:
+            c["reverse-send-errors"] += 1
+            return
+        self.reverse_tunnelled += 1
+        c[f"reverse-{kind.name.lower()}"] += 1
+
+    # --- agent advertisements --------------------------------------------------------------
+
+    def advertisement(self) -> bytes:
+        flags = adv.FLAG_R | adv.FLAG_F
+        if self.cfg.minimal_encapsulation:
+            flags |= adv.FLAG_M
+        if self.cfg.gre:
+            flags |= adv.FLAG_G
+        if self.cfg.reverse_tunnel:
+            flags |= adv.FLAG_T
+        interval = self.cfg.advertisement_interval or 1.0
+        message = adv.AgentAdvertisement(
+            sequence=self.sequence,
+            registration_lifetime=self.cfg.max_lifetime,
+            flags=flags,
+            care_of_addresses=(self.cfg.care_of_address,),
+            lifetime=min(0xFFFF, max(1, math.ceil(3 * interval))),
+            code=adv.CODE_MOBILITY_ONLY,
+        )
+        # RFC 5944 2.3.2: after 0xffff the sequence number wraps to 256
+        self.sequence = self.sequence + 1 if self.sequence < 0xFFFF else 256
+        return message.encode()
+
+    def _advertise(self) -> None:
+        if self.icmp is None:
+            return
+        try:
+            self.icmp.sendto(self.advertisement(), (str(adv.ALL_SYSTEMS), 0))
+        except OSError as exc:
+            self.core.counters["advertisement-errors"] += 1
+            self.log.debug("foreignagent.advertise_failed", error=str(exc))
+            return
+        self.core.counters["advertisements-sent"] += 1
+
+    async def _advertiser(self) -> None:
+        while True:
+            self._advertise()
+            await asyncio.sleep(self.cfg.advertisement_interval)
+
+    def _on_icmp(self) -> None:
+        assert self.icmp is not None
+        for _ in range(64):
+            try:
+                data = self.icmp.recv(2048)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            icmp = data[(data[0] & 0x0F) * 4 :] if data else b""
+            if adv.is_solicitation(icmp):
+                self.core.counters["solicitations-received"] += 1
+                self._advertise()
+
+
+def _home_of_request(data: bytes) -> IPv4Address | None:
+    if len(data) < 8:
+        return None
+    return IPv4Address(data[4:8])
+
+
+def run_foreignagent(path: str, log_format: str = "text", log_level: str = "info") -> int:
+    try:
+        cfg = load_fa_config(path)
+    except ConfigError as exc:
+        print(f"mobileip: config error: {exc}", file=sys.stderr)
+        return 2
+    log = Logger(log_format, log_level)
+    try:
+        asyncio.run(ForeignAgentDaemon(cfg, log).serve())
+    except OSError as exc:
+        log.error("foreignagent.failed", error=str(exc))
+        return 1
+    return 0

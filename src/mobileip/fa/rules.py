@@ -1,0 +1,251 @@
+"""Foreign agent relay rules (RFC 5944 3.7) and the visitor list, sans-IO.
+
+:class:`ForeignAgentCore` takes datagrams and ``now`` and returns :class:`Send` instructions and
+events; it never touches a socket or a clock.
+
+From a mobile node (a Registration Request arriving on the foreign link, 3.7.1-3.7.2):
+
+* undecodable -> reply 70 (poorly formed request) when the bytes hold a request header, else drop;
+* care-of address not one of ours -> 77; lifetime over ``max_lifetime`` -> 69 (the reply's
+  lifetime says what we would accept); M or G asked but not offered -> 72; T asked but reverse
+  tunnelling is off -> 74; more than ``max_pending`` in flight -> 66;
+* otherwise the request is relayed *unchanged* to the home agent's port 434 and remembered as
+  pending (home address, identification, the MN's source address and port) for
+  ``pending_timeout`` seconds; a pending request that times out is answered 78.
+
+From a home agent (a Registration Reply, 3.7.3): a reply that matches no pending request (home
+address and the low 32 bits of the identification) is dropped; otherwise it is relayed unchanged
+to the MN's address and port, and an accepted one (code 0 or 1) updates the visitor list (lifetime
+0 removes the visitor). Denials the FA generates itself carry no MN-HA authenticator (the FA has
+no key for it), as the RFC says.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address
+
+from mobileip.wire import registration as wire
+from mobileip.wire.errors import DecodeError
+
+Address = tuple[str, int]
+
+FA_UNSPECIFIED = 64
+FA_INSUFFICIENT_RESOURCES = 66
+FA_LIFETIME_TOO_LONG = 69
+FA_POORLY_FORMED_REQUEST = 70
+FA_ENCAPSULATION_UNAVAILABLE = 72
+FA_REVERSE_TUNNEL_UNAVAILABLE = 74  # RFC 3024
+FA_INVALID_COA = 77
+FA_REGISTRATION_TIMEOUT = 78
+LOW32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignAgentSettings:
+    care_of_addresses: frozenset[IPv4Address]
+    max_lifetime: int = 1800
+    minimal_encapsulation: bool = True
+    gre: bool = True
+    reverse_tunnel: bool = True
+    pending_timeout: float = 7.0
+    max_pending: int = 1000
+    max_visitors: int = 100_000
+    ha_port: int = wire.UDP_PORT
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    home_address: IPv4Address
+    home_agent: IPv4Address
+    care_of_address: IPv4Address
+    mn_address: Address  # where the MN's requests came from (its home address, its port)
+    flags: int
+    lifetime: int
+    expires: float
+
+    @property
+    def reverse_tunnel(self) -> bool:
+        return bool(self.flags & wire.Flags.T)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    request: wire.RegistrationRequest
+    mn_address: Address
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    data: bytes
+    dest: Address
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorAdded:
+    visitor: Visitor
+    renewed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorRemoved:
+    home_address: IPv4Address
+    reason: str  # deregistered | expired
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    home_address: IPv4Address | None
+    code: int
+    reason: str
+
+
+Event = VisitorAdded | VisitorRemoved | Denied
+
+
+@dataclass
+class Output:
+    sends: list[Send] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+class ForeignAgentCore:
+    def __init__(self, settings: ForeignAgentSettings) -> None:
+        self.settings = settings
+        self.visitors: dict[IPv4Address, Visitor] = {}
+        self.pending: dict[tuple[IPv4Address, int], Pending] = {}
+        self.counters: Counter[str] = Counter()
+
+    # --- from the mobile node ------------------------------------------------------------
+
+    def handle_request(self, data: bytes, src: Address, now: float) -> Output:
+        out = Output()
+        try:
+            req = wire.decode_request(data)
+        except DecodeError as exc:
+            self.counters[f"request-dropped-{exc.reason}"] += 1
+            if exc.code is not None and len(data) >= wire.REQUEST_HEADER_LEN:
+                raw = wire.RegistrationRequest(
+                    wire.Flags(0),
+                    0,
+                    IPv4Address(data[4:8]),
+                    IPv4Address(data[8:12]),
+                    IPv4Address(data[12:16]),
+                    int.from_bytes(data[16:24], "big"),
+                )
+                self._deny(out, raw, src, FA_POORLY_FORMED_REQUEST, exc.reason)
+            return out
+        s = self.settings
+        if req.care_of_address not in s.care_of_addresses:
+            return self._deny(out, req, src, FA_INVALID_COA, "care-of address not ours")
+        if req.lifetime > s.max_lifetime and not req.is_deregistration:
+            return self._deny(out, req, src, FA_LIFETIME_TOO_LONG, "lifetime", s.max_lifetime)
+        if (req.flags & wire.Flags.M and not s.minimal_encapsulation) or (
+            req.flags & wire.Flags.G and not s.gre
+        ):
+            return self._deny(out, req, src, FA_ENCAPSULATION_UNAVAILABLE, "encapsulation")
+        if req.flags & wire.Flags.T and not s.reverse_tunnel:
+            return self._deny(out, req, src, FA_REVERSE_TUNNEL_UNAVAILABLE, "reverse tunnel")
+        key = (req.home_address, req.identification & LOW32)
+        if key not in self.pending and len(self.pending) >= s.max_pending:
+            return self._deny(out, req, src, FA_INSUFFICIENT_RESOURCES, "too many pending")
+        if (
+            req.home_address not in self.visitors
+            and not req.is_deregistration
+            and len(self.visitors) >= s.max_visitors
+        ):
+            return self._deny(out, req, src, FA_INSUFFICIENT_RESOURCES, "visitor list full")
+        self.pending[key] = Pending(req, src, now + s.pending_timeout)
+        self.counters["requests-relayed"] += 1
+        out.sends.append(Send(data, (str(req.home_agent), s.ha_port)))
+        return out
+
+    def _deny(
+        self,
+        out: Output,
+        req: wire.RegistrationRequest,
+        src: Address,
+        code: int,
+        reason: str,
+        lifetime: int = 0,
+    ) -> Output:
+        reply = wire.RegistrationReply(
+            code, lifetime, req.home_address, req.home_agent, req.identification
+        )
+        self.counters[f"denied-{code}"] += 1
+        out.sends.append(Send(wire.encode(reply), src))
+        out.events.append(Denied(req.home_address, code, reason))
+        return out
+
+    # --- from the home agent -------------------------------------------------------------
+
+    def handle_reply(self, data: bytes, src: Address, now: float) -> Output:
+        out = Output()
+        try:
+            reply = wire.decode_reply(data)
+        except DecodeError as exc:
+            self.counters[f"reply-dropped-{exc.reason}"] += 1
+            return out
+        key = (reply.home_address, reply.identification & LOW32)
+        pending = self.pending.pop(key, None)
+        if pending is None:
+            self.counters["reply-dropped-unexpected"] += 1
+            return out
+        req = pending.request
+        out.sends.append(Send(data, pending.mn_address))
+        self.counters["replies-relayed"] += 1
+        if reply.code not in (0, 1):
+            return out
+        if reply.lifetime == 0:
+            if self.visitors.pop(req.home_address, None) is not None:
+                out.events.append(VisitorRemoved(req.home_address, "deregistered"))
+            return out
+        lifetime = min(reply.lifetime, req.lifetime)
+        expires = math.inf if lifetime == wire.INFINITE_LIFETIME else now + lifetime
+        visitor = Visitor(
+            req.home_address,
+            req.home_agent,
+            req.care_of_address,
+            pending.mn_address,
+            int(req.flags),
+            lifetime,
+            expires,
+        )
+        renewed = req.home_address in self.visitors
+        self.visitors[req.home_address] = visitor
+        out.events.append(VisitorAdded(visitor, renewed))
+        return out
+
+    # --- time ----------------------------------------------------------------------------
+
+    def tick(self, now: float) -> Output:
+        out = Output()
+        for key, p in list(self.pending.items()):
+            if p.deadline <= now:
+                del self.pending[key]
+                self.counters["pending-timeouts"] += 1
+                self._deny(out, p.request, p.mn_address, FA_REGISTRATION_TIMEOUT, "timeout")
+        for home, v in list(self.visitors.items()):
+            if v.expires <= now:
+                del self.visitors[home]
+                out.events.append(VisitorRemoved(home, "expired"))
+        return out
+
+    def next_deadline(self) -> float | None:
+        times = [p.deadline for p in self.pending.values()]
+        times += [v.expires for v in self.visitors.values() if v.expires != math.inf]
+        return min(times) if times else None
+
+    def is_pending(self, home: IPv4Address) -> bool:
+        return any(k[0] == home for k in self.pending)
+
+    def visitor_for_reverse(self, home: IPv4Address) -> Visitor | None:
+        v = self.visitors.get(home)
+        return v if v is not None and v.reverse_tunnel else None
+
+
+def with_lifetime(visitor: Visitor, lifetime: int, now: float) -> Visitor:
+    return replace(visitor, lifetime=lifetime, expires=now + lifetime)

@@ -1,0 +1,1 @@
+"""Mobile node daemon."""

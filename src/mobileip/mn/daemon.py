@@ -1,0 +1,353 @@
+"""``mobileip mobilenode``: find an agent (or use a co-located care-of address), register,
+renew before expiry, re-register on movement, deregister on return home.
+
+Configuration (one ``[mobilenode]`` table; errors name file, key and line)::
+
+    [mobilenode]
+    interface = "eth0"
+    home_address = "10.1.0.100"
+    home_agent = "10.1.0.1"
+    home_network = "10.1.0.0/24"      # an advertisement from here with the H flag means home
+    spi = 256
+    algorithm = "hmac-md5"
+    key = "00112233445566778899aabbccddeeff"
+    lifetime = 60                     # asked for; renewed at 3/4 of what was granted
+    replay = "timestamp"
+    reverse_tunnel = false            # T flag
+    encapsulation = "ipip"            # or "gre" (G flag), "minimal" (M flag)
+    agent_timeout = 3.0               # an agent silent this long is gone: solicit
+    manage_routes = true              # default route via the current agent
+    # home_gateway = "10.1.0.254"    # default route at home (default: the advertising HA)
+    # colocated_care_of_address = "10.2.0.50"   # no agent: register straight with the HA (D)
+
+Movement detection (RFC 5944 2.4.2): a foreign agent advertisement with another care-of address
+than the one we registered, or the current agent falling silent for ``agent_timeout``. The
+daemon is a small state machine around :class:`~mobileip.io.client.RegistrationClient`, whose
+blocking exchanges run in a worker thread. Log lines: ``mn.agent``, ``mn.registered``,
+``mn.denied``, ``mn.home``, ``mn.deregistered``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from mobileip.config import ConfigError
+from mobileip.core.security import SecurityAssociation
+from mobileip.dataplane.tunnels import rtnl
+from mobileip.fa.config import read_table
+from mobileip.io.client import MobileNode, RegistrationClient, RegistrationResult
+from mobileip.io.netlink import send_gratuitous_arp
+from mobileip.log import Logger
+from mobileip.wire import agent_adv as adv
+from mobileip.wire.errors import DecodeError
+from mobileip.wire.registration import Flags
+
+ENCAPSULATION_FLAGS = {"ipip": 0, "gre": int(Flags.G), "minimal": int(Flags.M)}
+
+
+@dataclass(frozen=True, slots=True)
+class MobileNodeConfig:
+    path: str
+    interface: str
+    home_address: IPv4Address
+    home_agent: IPv4Address
+    home_network: IPv4Network
+    spi: int
+    key: bytes
+    algorithm: str = "hmac-md5"
+    lifetime: int = 60
+    replay: str = "timestamp"
+    reverse_tunnel: bool = False
+    encapsulation: str = "ipip"
+    agent_timeout: float = 3.0
+    manage_routes: bool = True
+    colocated_care_of_address: IPv4Address | None = None
+    home_gateway: IPv4Address | None = None
+    port: int = 434
+
+    @property
+    def flags(self) -> int:
+        flags = ENCAPSULATION_FLAGS[self.encapsulation]
+        if self.reverse_tunnel:
+            flags |= int(Flags.T)
+        if self.colocated_care_of_address is not None:
+            flags |= int(Flags.D)
+        return flags
+
+
+def load_mn_config(path: str) -> MobileNodeConfig:
+    t = read_table(path, "mobilenode")
+    net_text = t.string("home_network", required=True) or ""
+    try:
+        network = IPv4Network(net_text, strict=False)
+    except ValueError:
+        raise t.error("home_network", f"{net_text!r} is not ADDRESS/PREFIXLEN") from None
+    cfg = MobileNodeConfig(
+        path=path,
+        interface=t.string("interface", required=True) or "",
+        home_address=t.ipv4("home_address", required=True),
+        home_agent=t.ipv4("home_agent", required=True),
+        home_network=network,
+        spi=t.integer("spi", None, 256, 0xFFFFFFFF, required=True) or 0,
+        key=t.hex_key("key"),
+        algorithm=t.choice("algorithm", ("hmac-md5", "prefix-suffix-md5"), "hmac-md5")
+        or "hmac-md5",
+        lifetime=t.integer("lifetime", 60, 1, 0xFFFE) or 60,
+        replay=t.choice("replay", ("timestamp", "nonce"), "timestamp") or "timestamp",
+        reverse_tunnel=t.boolean("reverse_tunnel", False),
+        encapsulation=t.choice("encapsulation", tuple(ENCAPSULATION_FLAGS), "ipip") or "ipip",
+        agent_timeout=t.number("agent_timeout", 3.0, 0.1, 600.0),
+        manage_routes=t.boolean("manage_routes", True),
+        colocated_care_of_address=t.ipv4("colocated_care_of_address"),
+        home_gateway=t.ipv4("home_gateway"),
+        port=t.integer("port", 434, 1, 65535) or 434,
+    )
+    if cfg.home_address not in cfg.home_network:
+        raise t.error("home_network", f"does not contain home_address {cfg.home_address}")
+    t.finish()
+    return cfg
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    address: IPv4Address  # the advertisement's source
+    care_of_address: IPv4Address | None  # None for a home agent advertisement
+    home: bool
+
+
+class MobileNodeDaemon:
+    def __init__(self, cfg: MobileNodeConfig, log: Logger) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.sa = SecurityAssociation(cfg.spi, cfg.algorithm, cfg.key, (cfg.home_network,))
+        self.agent: Agent | None = None
+        self.heard_at = 0.0
+        self.registered_coa: IPv4Address | None = None
+        self.renew_at = float("inf")
+        self.client: RegistrationClient | None = None
+        self._client_key: tuple[str, IPv4Address] | None = None
+        self._busy = False
+        self._background: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.icmp: socket.socket | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        if self.cfg.colocated_care_of_address is None:
+            self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            self.icmp.setsockopt(
+                socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.cfg.interface.encode()
+            )
+            self.icmp.setblocking(False)
+            loop.add_reader(self.icmp.fileno(), self._on_icmp)
+        self.log.info(
+            "mn.started",
+            home=self.cfg.home_address,
+            home_agent=self.cfg.home_agent,
+            mode="colocated" if self.cfg.colocated_care_of_address else "agent",
+        )
+        runner = asyncio.create_task(self._run())
+        await self._stopping.wait()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        if self.registered_coa is not None and self.agent is not None:
+            with contextlib.suppress(Exception):  # best effort: deregister on the way out
+                await self._register(self.agent, 0)
+        if self.icmp is not None:
+            loop.remove_reader(self.icmp.fileno())
+            self.icmp.close()
+        if self.client is not None:
+            self.client.close()
+        self.log.info("mn.stopped")
+
+    async def _run(self) -> None:
+        colocated = self.cfg.colocated_care_of_address
+        if colocated is not None:
+            self.agent = Agent(self.cfg.home_agent, colocated, home=False)
+        while True:
+            now = time.monotonic()
+            silent = now - self.heard_at > self.cfg.agent_timeout
+            if colocated is None and self.agent is not None and silent:
+                self.log.info("mn.agent_lost", agent=self.agent.address)
+                self.agent = None
+            if self.agent is None and colocated is None:
+                self._solicit()
+            elif (
+                self.agent is not None
+                and not self.agent.home
+                and (self.registered_coa != self.agent.care_of_address or now >= self.renew_at)
+            ):
+                await self._register(self.agent, self.cfg.lifetime)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                wait = min(1.0, max(0.05, self.renew_at - time.monotonic()))
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    # --- agent discovery -------------------------------------------------------------------
+
+    def _solicit(self) -> None:
+        if self.icmp is None:
+            return
+        with contextlib.suppress(OSError):
+            self.icmp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            self.icmp.setsockopt(
+                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, self.cfg.home_address.packed
+            )
+            self.icmp.sendto(adv.AgentSolicitation().encode(), ("224.0.0.2", 0))
+
+    def _on_icmp(self) -> None:
+        assert self.icmp is not None
+        for _ in range(32):
+            try:
+                data, src = self.icmp.recvfrom(2048)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                continue
+            try:
+                message = adv.decode_advertisement(data[(data[0] & 0x0F) * 4 :])
+            except DecodeError:
+                continue
+            self._heard(IPv4Address(src[0]), message)
+
+    def _heard(self, source: IPv4Address, message: adv.AgentAdvertisement) -> None:
+        home = message.is_home_agent and source in self.cfg.home_network
+        if message.is_foreign_agent and message.care_of_addresses and not home:
+            agent = Agent(source, message.care_of_addresses[0], home=False)
+        elif home:
+            agent = Agent(source, None, home=True)
+        else:
+            return
+        self.heard_at = time.monotonic()
+        if agent == self.agent:
+            return
+        self.log.info(
+            "mn.agent", agent=agent.address, care_of_address=agent.care_of_address or "-", home=home
+        )
+        self.agent = agent
+        task = asyncio.get_running_loop().create_task(self._moved(agent))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _moved(self, agent: Agent) -> None:
+        if agent.home:
+            await self._route_via(self.cfg.home_gateway or agent.address)
+            # RFC 5944 4.6: gratuitous ARP so the home link forgets the HA's proxy answers
+            self._gratuitous_arp()
+            if self.registered_coa is not None:
+                await self._register(agent, 0)
+            self._gratuitous_arp()
+            self.log.info("mn.home", gateway=self.cfg.home_gateway or agent.address)
+        else:
+            await self._route_via(agent.address)
+        self._wake.set()
+
+    def _gratuitous_arp(self) -> None:
+        try:
+            with open(f"/sys/class/net/{self.cfg.interface}/address", encoding="ascii") as f:
+                mac = bytes.fromhex(f.read().strip().replace(":", ""))
+            send_gratuitous_arp(self.cfg.interface, mac, self.cfg.home_address)
+        except (OSError, ValueError) as exc:
+            self.log.warning("mn.garp_failed", error=str(exc))
+
+    async def _route_via(self, gateway: IPv4Address) -> None:
+        if not self.cfg.manage_routes:
+            return
+        ifname = self.cfg.interface
+        src = str(self.cfg.home_address)
+
+        def route(ipr: IPRoute) -> None:
+            index = ipr.link_lookup(ifname=ifname)[0]
+            ipr.route(
+                "replace", dst="0.0.0.0/0", gateway=str(gateway), oif=index, flags=4, prefsrc=src
+            )  # flags 4: RTNH_F_ONLINK, the agent is on our link whatever our address
+
+        try:
+            await rtnl(route)
+        except NetlinkError as exc:
+            self.log.warning("mn.route_failed", gateway=gateway, error=str(exc))
+
+    # --- registration ----------------------------------------------------------------------
+
+    async def _register(self, agent: Agent, lifetime: int) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            result = await asyncio.to_thread(self._exchange, agent, lifetime)
+        finally:
+            self._busy = False
+        now = time.monotonic()
+        if lifetime == 0 or agent.home:
+            self.log.info("mn.deregistered", code=result.code, meaning=result.meaning)
+            self.registered_coa = None
+            self.renew_at = float("inf")
+            return
+        if result.accepted:
+            granted = result.lifetime
+            self.registered_coa = agent.care_of_address
+            self.renew_at = now + max(1.0, min(granted * 0.75, granted - 3.0))
+            self.log.info(
+                "mn.registered",
+                care_of_address=agent.care_of_address,
+                via=agent.address,
+                lifetime=granted,
+                code=result.code,
+            )
+        else:
+            self.registered_coa = None
+            self.renew_at = now + 1.0  # retry in a second
+            self.log.warning(
+                "mn.denied", code=result.code, meaning=result.meaning, via=agent.address
+            )
+
+    def _exchange(self, agent: Agent, lifetime: int) -> RegistrationResult:
+        cfg = self.cfg
+        if agent.home:  # returning home: straight to the HA, CoA = home address, all bindings
+            coa, dest = cfg.home_address, str(cfg.home_agent)
+        elif cfg.colocated_care_of_address is not None:
+            coa, dest = cfg.colocated_care_of_address, str(cfg.home_agent)
+        else:
+            assert agent.care_of_address is not None
+            coa, dest = agent.care_of_address, str(agent.address)
+        mn = MobileNode(cfg.home_address, coa, cfg.home_agent, self.sa, cfg.replay)
+        key = (dest, coa)
+        if self.client is None:
+            bind = str(cfg.colocated_care_of_address or cfg.home_address)
+            self.client = RegistrationClient(
+                mn, (dest, cfg.port), timeout=0.5, retries=3, bind=(bind, 0)
+            )
+        self.client.mn, self.client.ha = mn, (dest, cfg.port)
+        self._client_key = key
+        return self.client.register(lifetime, 0 if lifetime == 0 else cfg.flags)
+
+
+def run_mobilenode(path: str, log_format: str = "text", log_level: str = "info") -> int:
+    try:
+        cfg = load_mn_config(path)
+    except ConfigError as exc:
+        print(f"mobileip: config error: {exc}", file=sys.stderr)
+        return 2
+    log = Logger(log_format, log_level)
+    try:
+        asyncio.run(MobileNodeDaemon(cfg, log).serve())
+    except OSError as exc:
+        log.error("mn.failed", error=str(exc))
+        return 1
+    return 0
