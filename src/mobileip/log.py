@@ -62,6 +62,18 @@ class Logger:
         except (OSError, ValueError):
             pass  # a closed stderr must not take the daemon down
 
+    def wants(self, level: str, event: str) -> bool:
+        """Would :meth:`log` write ``event`` or hand it to a listener that keeps it? Hot paths
+        ask first and skip building fields nobody reads. A listener with a ``notable(level,
+        event)`` method is asked; one without it wants everything."""
+        if LEVELS[level] >= self.threshold:
+            return True
+        for listener in self.listeners:
+            notable = getattr(listener, "notable", None)
+            if notable is None or notable(level, event):
+                return True
+        return False
+
     def debug(self, event: str, **fields: Any) -> None:
         self.log("debug", event, **fields)
 

@@ -149,6 +149,10 @@ class HomeAgentDaemon:
                 self.log.error("subscriber.failed", error=repr(exc))
 
     def _log_event(self, event: Event, src: Address | None) -> None:
+        if isinstance(event, BindingChanged):
+            name = "deregistration.accepted" if event.deregistration else "registration.accepted"
+            if not self.log.wants("info", name):
+                return  # one per registration: skip building fields nobody reads (profiled)
         where = {"src": _fmt(src)} if src is not None else {}
         if isinstance(event, BindingChanged):
             rec = event.record
@@ -289,10 +293,19 @@ def _reply_source(dst: str | None) -> str | None:
     (RFC 5944 3.8.3.1: then the kernel picks our unicast address)."""
     if dst is None:
         return None
+    try:
+        return _REPLY_SOURCES[dst]  # a handful of our own addresses: parse each once
+    except KeyError:
+        pass
     addr = IPv4Address(dst)
-    if addr.is_multicast or addr == _LIMITED_BROADCAST or addr.is_unspecified:
-        return None
-    return dst
+    ours = not (addr.is_multicast or addr == _LIMITED_BROADCAST or addr.is_unspecified)
+    source = dst if ours else None
+    if len(_REPLY_SOURCES) < 1024:
+        _REPLY_SOURCES[dst] = source
+    return source
+
+
+_REPLY_SOURCES: dict[str, str | None] = {}
 
 
 _LIMITED_BROADCAST = IPv4Address("255.255.255.255")
