@@ -7,6 +7,7 @@ elsewhere the test skips with that reason. Never ``playwright install``.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -116,3 +117,33 @@ def test_status_page_shows_members_and_updates_after_registration(
             "document.getElementById('lag').textContent.startsWith('p50')", timeout=10_000
         )
         assert errors == []
+
+
+def test_event_ring_keeps_notable_events_and_the_page_escapes_them() -> None:
+    from mobileip.io.status_page import EventRing, render_page
+    from mobileip.log import Logger
+
+    log = Logger(level="error", stream=io.StringIO())
+    ring = EventRing(size=3)
+    log.listeners.append(ring)
+    log.info("registration.accepted", home="10.1.0.5")  # routine: not kept
+    log.info("sync.state", state="SYNCED", reason="no member answered")  # below the level: kept
+    log.warning("security.violation", reason="bad-spi", home="</script><b>x</b>")
+    assert [e["event"] for e in ring.recent()] == ["security.violation", "sync.state"]
+    for i in range(5):
+        log.error("datagram.handler_failed", error=str(i))
+    assert len(ring.recent()) == 3  # bounded
+    log.warning("security.violation", reason="bad-spi", home="</script><b>x</b>")
+    status = {
+        "address": "10.1.0.1",
+        "bindings": 0,
+        "members": [],
+        "events": ring.recent(),
+        "sync": None,
+        "role": None,
+        "sync_lag": None,
+    }
+    page = render_page(status, [])
+    assert "<b>x</b>" not in page
+    assert page.count("</script>") == 2  # the JSON block and the script, nothing injected
+    assert "&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in page
