@@ -17,7 +17,7 @@ from test_redundancy_loopback import member_configs, wait_until
 
 from mobileip.core.replay import ntp_from_unix
 from mobileip.io.client import build_request
-from mobileip.io.metrics import _role_metrics, redun_metric_name
+from mobileip.io.metrics import _dataplane_metrics, _role_metrics, redun_metric_name
 from mobileip.wire import registration as wire
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -236,3 +236,25 @@ def test_role_metrics_read_the_role_service_status() -> None:
     assert role == {"active": 0.0, "standby": 1.0}
     assert fams["mobileip_role_transitions"].samples[0].value == 4
     assert list(_role_metrics(None)) == []
+
+
+def test_dataplane_metrics_read_the_dataplane_status() -> None:
+    status: dict[str, Any] = {
+        "active": True,
+        "tunnels": 2,
+        "takeovers": 1,
+        "backend": {"backend": "userspace", "counters": {"encap-ipip": 5, "drop-no-binding": 1}},
+        "arp": {"counters": {"garp-sent": 3}},
+    }
+    fams = {f.name: f for f in _dataplane_metrics(SimpleNamespace(status=lambda: status))}
+    packets = {s.labels["event"]: s.value for s in fams["mobileip_dataplane_packets"].samples}
+    assert packets == {"encap-ipip": 5, "drop-no-binding": 1}
+    assert fams["mobileip_dataplane_tunnels"].samples[0].value == 2
+    assert fams["mobileip_dataplane_active"].samples[0].value == 1
+    assert fams["mobileip_dataplane_takeovers"].samples[0].value == 1
+    assert fams["mobileip_dataplane_arp"].samples[0].value == 3
+    status["backend"]["counters"]["encap-ipip"] = 6
+    fams = {f.name: f for f in _dataplane_metrics(SimpleNamespace(status=lambda: status))}
+    packets = {s.labels["event"]: s.value for s in fams["mobileip_dataplane_packets"].samples}
+    assert packets["encap-ipip"] == 6
+    assert list(_dataplane_metrics(None)) == []

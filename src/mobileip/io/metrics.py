@@ -145,6 +145,7 @@ class DaemonCollector(Collector):
         if engine is not None:
             yield from _redundancy_metrics(engine, time.monotonic())
         yield from _role_metrics(getattr(daemon, "roles", None))
+        yield from _dataplane_metrics(getattr(daemon, "dataplane", None))
 
 
 def _core_metrics(daemon: HomeAgentDaemon) -> Iterator[Metric]:
@@ -313,3 +314,50 @@ def _one_hot(name: str, doc: str, current: str, known: tuple[str, ...]) -> Gauge
     for s in sorted({*known, current}):
         family.add_metric([s], 1.0 if s == current else 0.0)
     return family
+
+
+def _dataplane_metrics(dataplane: object) -> Iterator[Metric]:
+    """The data plane (src/mobileip/dataplane/service.py) through its ``status()``: packets by
+    event (``encap-ipip``, ``decap-*``, ``drop-*``, errors) per backend, tunnels, takeovers,
+    proxy-ARP counters. It counts packets, not bytes, so no byte metric is exported."""
+    status = getattr(dataplane, "status", None)
+    if not callable(status):
+        return
+    data = status()
+    if not isinstance(data, dict):
+        return
+    if isinstance(data.get("active"), bool):
+        yield GaugeMetricFamily(
+            "mobileip_dataplane_active", "1 when the data plane forwards", value=data["active"]
+        )
+    if isinstance(data.get("tunnels"), int):
+        yield GaugeMetricFamily(
+            "mobileip_dataplane_tunnels",
+            "Tunnels installed (one per home address)",
+            value=data["tunnels"],
+        )
+    if isinstance(data.get("takeovers"), int):
+        yield CounterMetricFamily(
+            "mobileip_dataplane_takeovers", "Data plane takeovers", value=data["takeovers"]
+        )
+    backend = data.get("backend")
+    if isinstance(backend, dict) and isinstance(backend.get("counters"), dict):
+        packets = CounterMetricFamily(
+            "mobileip_dataplane_packets",
+            "Data plane packets by event (encap-*, decap-*, delivered-home, drop-*, errors)",
+            labels=["backend", "event"],
+        )
+        name = str(backend.get("backend", "-"))
+        for event, n in sorted(backend["counters"].items()):
+            if isinstance(n, int):
+                packets.add_metric([name, str(event)], n)
+        yield packets
+    arp = data.get("arp")
+    if isinstance(arp, dict) and isinstance(arp.get("counters"), dict):
+        arp_family = CounterMetricFamily(
+            "mobileip_dataplane_arp", "Proxy and gratuitous ARP events", labels=["event"]
+        )
+        for event, n in sorted(arp["counters"].items()):
+            if isinstance(n, int):
+                arp_family.add_metric([str(event)], n)
+        yield arp_family
