@@ -23,12 +23,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from mobileip.core.bindings import INFINITE, Binding, BindingTable, MobilityRecord
+from mobileip.core.dynamic_ha import DynamicAssignment, Redirect
 from mobileip.core.replay import check_nonce, check_timestamp
 from mobileip.core.security import SecurityAssociations, append_auth, verify_auth
+from mobileip.wire import dynamic_ha as dha
 from mobileip.wire import registration as wire
 from mobileip.wire.codes import ReplyCode
 from mobileip.wire.errors import DecodeError
@@ -125,6 +127,9 @@ class HomeAgentCore:
         self._node_id = settings.node_id or int(settings.address)
         # nonces handed out in 133 replies to mobile nodes without a record
         self._pending_nonces: dict[int, int] = {}
+        # RFC 4433 dynamic HA assignment (core/dynamic_ha.py); None: an ALL-ZERO-ONE-ADDR
+        # Home Agent field is denied 136 like any address that is not ours
+        self.dynamic: DynamicAssignment | None = None
         if settings.replay == "nonce" and next_nonce is None:
             raise ValueError("nonce replay protection needs a next_nonce source")
 
@@ -205,8 +210,9 @@ class HomeAgentCore:
         if not ok:
             return violation("bad-authenticator", None)
 
-        # 4. home agent field
-        if req.home_agent not in self._addresses:
+        # 4. home agent field (or a request for dynamic assignment, RFC 4433)
+        dynamic = self.dynamic is not None and self.dynamic.wanted(req.home_agent)
+        if not dynamic and req.home_agent not in self._addresses:
             return deny(ReplyCode.UNKNOWN_HOME_AGENT, "unknown-home-agent", req.identification, spi)
 
         # 5. identification
@@ -232,6 +238,13 @@ class HomeAgentCore:
             )
         self._pending_nonces.pop(key, None)
         reply_id = verdict.reply_identification
+
+        # 5b. dynamic assignment: serve here under our address, or redirect (143)
+        if dynamic:
+            assigned = self._assign_dynamic(req, rec, found[0], reply_id, spi, events)
+            if isinstance(assigned, Outcome):
+                return assigned
+            req = assigned
 
         # 6. deregistration
         if req.lifetime == 0:
@@ -272,6 +285,42 @@ class HomeAgentCore:
         self.stats.replies[code] += 1
         return Outcome(self._reply(req, code, lifetime, reply_id, spi), code, tuple(events))
 
+    def _assign_dynamic(
+        self,
+        req: wire.RegistrationRequest,
+        rec: MobilityRecord | None,
+        auth_index: int,
+        reply_id: int,
+        spi: int,
+        events: list[Event],
+    ) -> wire.RegistrationRequest | Outcome:
+        """The request with our address in its Home Agent field, or the 143 redirect outcome."""
+        assert self.dynamic is not None
+        home = req.home_address
+        try:  # only an authenticated (before the MN-HA authenticator) Requested HA counts
+            requested = dha.find(req, dha.SUBTYPE_REQUESTED_HA, before=auth_index)
+        except DecodeError as exc:
+            self.stats.replies[ReplyCode.POORLY_FORMED] += 1
+            events.append(RequestDenied(ReplyCode.POORLY_FORMED, exc.reason, home))
+            reply = self._reply(req, ReplyCode.POORLY_FORMED, 0, reply_id, spi)
+            return Outcome(reply, ReplyCode.POORLY_FORMED, tuple(events))
+        decision = self.dynamic.decide(
+            deregistration=req.lifetime == 0,
+            bound_here=rec is not None and bool(rec.bindings),
+            requested=requested.home_agent if requested is not None else None,
+            bindings=len(self.table),
+        )
+        ours = replace(req, home_agent=self.dynamic.settings.assigned)
+        if isinstance(decision, Redirect):
+            code = ReplyCode.REDIRECTED_HA
+            self.stats.replies[code] += 1
+            events.append(RequestDenied(code, f"redirected-to-{decision.home_agent}", home))
+            ext = dha.to_extension(
+                dha.DynamicHaExtension(dha.SUBTYPE_REDIRECTED_HA, decision.home_agent)
+            )
+            return Outcome(self._reply(ours, code, 0, reply_id, spi, (ext,)), code, tuple(events))
+        return ours
+
     def _version(self, key: int, req: wire.RegistrationRequest) -> int:
         # Timestamps grow with each request of a mobile node whatever member answered it, so
         # they order changes even across a member that missed an update (docs/sync-protocol.md).
@@ -290,6 +339,7 @@ class HomeAgentCore:
         lifetime: int,
         ident: int,
         spi: int | None,
+        extra: tuple[wire.Extension, ...] = (),
     ) -> bytes:
         ha = req.home_agent if req.home_agent in self._addresses else self.settings.address
         reply = wire.RegistrationReply(code, lifetime, req.home_address, ha, ident)
@@ -297,6 +347,7 @@ class HomeAgentCore:
         nai = next((e for e in req.extensions if isinstance(e, wire.NaiExtension)), None)
         if nai is not None:
             body += wire.encode_extension(nai)
+        body += wire.encode_extensions(extra)
         sa = self.sas.get(spi) if spi is not None else None
         if sa is None:
             return body
