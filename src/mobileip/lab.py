@@ -210,8 +210,12 @@ def remove_namespaces(names: Sequence[str]) -> None:
 
 
 def lab_down(prefix: str | None) -> list[str]:
+    """Remove the namespaces (and processes, and work directories) of one lab or of all."""
     names = lab_namespaces(prefix)
     remove_namespaces(names)
+    for work in Path(tempfile.gettempdir()).glob(f"{prefix or 'mlab'}*-*"):
+        if PREFIX_RE.match(work.name.split("-", 1)[0]) and work.is_dir():
+            shutil.rmtree(work, ignore_errors=True)
     return names
 
 

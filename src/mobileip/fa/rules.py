@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from mobileip.wire import registration as wire
@@ -245,7 +245,3 @@ class ForeignAgentCore:
     def visitor_for_reverse(self, home: IPv4Address) -> Visitor | None:
         v = self.visitors.get(home)
         return v if v is not None and v.reverse_tunnel else None
-
-
-def with_lifetime(visitor: Visitor, lifetime: int, now: float) -> Visitor:
-    return replace(visitor, lifetime=lifetime, expires=now + lifetime)

@@ -1,0 +1,95 @@
+"""``mobileip lab`` end to end: FIG 1A in namespaces, SIGKILL of the active Home Agent under a
+ping and a UDP stream, roaming, return home; the report, the capture, and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from pcapio import tshark_fields
+
+from mobileip.lab import lab_namespaces
+
+pytestmark = pytest.mark.root
+
+
+def mobileip(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mobileip", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.timeout(200)
+def test_lab_failover_roam_and_return_home(tmp_path: Path) -> None:
+    before = set(lab_namespaces())
+    pcap = tmp_path / "f1.pcap"
+    res = mobileip("lab", "--json", "--capture", str(pcap))
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    print(f"\nlab: killed {report['killed']}, new active {report['new_active']}, "
+          f"outage {report['outage_ms']} ms (UDP {report['udp_outage_ms']} ms), "
+          f"lost {report['packets_lost']}, roam {report['roam']}, "
+          f"home {report['home']}")  # fmt: skip
+    assert report["mode"] == "netns" and report["ok"], report
+    assert report["killed"] == "ha1" and report["new_active"] == "ha2"  # priorities 150 > 100
+    assert report["bindings_before"] == report["bindings_after"] == 1
+    # traffic flowed before and after the kill, through the tunnel
+    assert report["ping"]["received"] > 100 and report["udp"]["received"] > 100
+    # VRRP with 0.1 s adverts: master down after ~0.36 s; loose bound for a loaded machine
+    assert 0 < report["outage_ms"] < 3000
+    assert report["packets_lost"] < report["ping"]["sent"] // 4
+    assert report["roam"]["received"] > 0 and report["home"]["received"] > 0
+    assert report["home"]["proxy_arp_left"] is False
+    # nothing left behind
+    assert set(lab_namespaces()) == before
+    assert not list(Path(tempfile.gettempdir()).glob(f"{report['prefix']}-*"))
+
+    # the capture of the foreign link: IP-in-IP from the virtual address to fa1, the inner
+    # packets (echo requests and UDP from the correspondent to the home address) intact
+    rows = tshark_fields(
+        pcap,
+        ["ip.proto", "ip.src", "ip.dst", "ip.ttl", "icmp.type", "udp.dstport", "_ws.malformed"],
+        "ip.check_checksum:TRUE",
+    )
+    tunnelled = [r for r in rows if r[0].startswith("4,")]
+    assert len(tunnelled) > 100
+    assert sum(r[3] == "63,62" for r in tunnelled) > len(tunnelled) // 2
+    for _proto, src, dst, ttl, icmp_type, port, malformed in tunnelled:
+        assert src == "10.1.0.1,192.0.2.10" and dst == "10.2.0.1,10.1.0.100"
+        outer_ttl, inner_ttl = ttl.split(",")
+        # outer: the HA's 64 less the router hop; inner: CN's 64 less router and HA (61 for
+        # packets the killed member's kernel, still up, forwarded once more to the new active)
+        assert outer_ttl == "63" and inner_ttl in ("62", "61")
+        assert icmp_type == "8" or port == "9999"
+        assert not malformed
+    # the FA delivered the inner packets on the link, one more hop
+    delivered = [r for r in rows if r[1] == "192.0.2.10" and r[2] == "10.1.0.100"]
+    assert len(delivered) > 100 and all(r[3] in ("61", "60") for r in delivered)
+    assert {r[0] for r in delivered} == {"1", "17"}  # the echo requests and the UDP stream
+
+
+def test_lab_down_removes_a_kept_lab() -> None:
+    res = mobileip("lab", "--keep", "--no-roam", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    prefix = json.loads(res.stdout)["prefix"]
+    assert lab_namespaces(prefix), "--keep must leave the lab up"
+    down = mobileip("lab", "down", "--prefix", prefix)
+    assert down.returncode == 0 and "removed 9 namespaces" in down.stdout, down.stdout
+    assert lab_namespaces(prefix) == []
+    assert not list(Path(tempfile.gettempdir()).glob(f"{prefix}-*"))
+
+
+def test_loopback_fallback_keeps_the_bindings() -> None:
+    res = mobileip("lab", "--loopback", "--json", timeout=90)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "running the loopback fallback" in res.stderr
+    assert "data-plane figures not measured" in res.stderr
+    report = json.loads(res.stdout)
+    assert report["mode"] == "loopback" and report["ok"]
+    assert report["outage_ms"] is None and report["packets_lost"] is None
+    assert report["bindings_before"] == report["bindings_after"] == 10
+    assert report["new_active"] == "ha2"
