@@ -11,6 +11,7 @@ and forwarded to the correspondent, and everything withdrawn on deregistration a
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -224,3 +225,103 @@ def test_userspace_tunnels_proxy_arp_reverse_tunnel_and_withdrawal(
     assert replies, arps  # proxy ARP answered the correspondent
     ha_mac = {r[3] for r in garps}
     assert len(ha_mac) == 1 and {r[3] for r in replies} == ha_mac
+
+
+def test_colocated_mobile_node_decapsulates_itself(
+    segment_fixture: Segment,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """``mobileip mobilenode`` with a co-located care-of address registers straight with the HA
+    (D flag) and is its own tunnel exit: the correspondent's pings to the home address come
+    back."""
+    seg = segment_fixture
+    ha = seg.add_member("ha", f"{HA}/24")
+    cn = seg.add_member("cn", f"{CN}/24")
+    mn = seg.add_member("mn", "10.77.0.50/24")  # the co-located care-of address
+    seg.run(mn, ["ip", "addr", "add", f"{HOME}/32", "dev", "lo"])
+    seg.run(mn, ["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"])  # HA proxies .100
+    conf = tmp_path / "ha.toml"
+    conf.write_text(to_toml(ha_config(ha)))
+    daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
+    daemon.wait_for(r"dataplane.started", 15)
+    mn_conf = tmp_path / "mn.toml"
+    mn_conf.write_text(
+        to_toml(
+            {
+                "mobilenode": {
+                    "interface": mn.ifname,
+                    "home_address": HOME,
+                    "home_agent": HA,
+                    "home_network": "10.77.0.0/24",
+                    "spi": SPI,
+                    "key": KEY,
+                    "lifetime": 30,
+                    "colocated_care_of_address": "10.77.0.50",
+                    "manage_routes": False,
+                }
+            }
+        )
+    )
+    node = seg.spawn(mn, [PY, "-m", "mobileip", "mobilenode", "--config", str(mn_conf)], "mn")
+    node.wait_for(r"mn\.registered care_of_address=10\.77\.0\.50", 15)
+    wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1)
+    argv = [PY, "-m", "mobileip.traffic", "ping", HOME, "--interval", "0.1", "--duration", "1"]
+    result = json.loads(seg.run(cn, argv).stdout.strip().splitlines()[-1])
+    assert result["received"] >= result["sent"] - 1 > 0, result
+    node.stop()
+    line = node.wait_for(r"mn\.decapsulated", 10).text
+    assert "packets=0" not in line
+
+
+PROBE = (
+    "import asyncio; from mobileip.dataplane.tunnels import kernel_supports_tunnels as k; "
+    "ok, why = asyncio.run(k()); print(ok); print(why)"
+)
+
+
+def _probe(seg: Segment, member: Member) -> tuple[bool, str]:
+    out = seg.run(member, [PY, "-c", PROBE]).stdout.splitlines()
+    return out[0] == "True", out[1]
+
+
+def test_auto_backend_follows_what_the_kernel_can(
+    segment_fixture: Segment,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    seg = segment_fixture
+    ha = seg.add_member("ha", f"{HA}/24")
+    ok, why = _probe(seg, ha)
+    cfg = ha_config(ha)
+    cfg["dataplane"]["backend"] = "auto"
+    conf = tmp_path / "ha.toml"
+    conf.write_text(to_toml(cfg))
+    daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
+    line = daemon.wait_for(r"dataplane.backend_chosen", 15).text
+    print(f"\nkernel tunnels: {ok} ({why}); {line}")
+    assert f"backend={'kernel' if ok else 'userspace'}" in line
+    # the probe leaves no device behind
+    assert "mipprobe" not in seg.run(ha, ["ip", "link"]).stdout
+
+
+def test_kernel_backend(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    with Segment() as seg:
+        ha = seg.add_member("ha", f"{HA}/24")
+        far = seg.add_member("far", f"{FAR}/24")
+        ok, why = _probe(seg, ha)
+        if not ok:
+            pytest.skip(f"kernel backend unavailable here: {why}")
+        cfg = ha_config(ha)
+        cfg["dataplane"]["backend"] = "kernel"
+        conf = tmp_path / "ha.toml"
+        conf.write_text(to_toml(cfg))
+        daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
+        daemon.wait_for(r"dataplane.started backend=kernel", 15)
+        register(seg, far, FAR)
+        wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1)
+        route = seg.run(ha, ["ip", "route", "show", HOME]).stdout
+        assert "dev mip" in route, route
+        register(seg, far, HOME, lifetime=0)
+        wait_dataplane(seg, ha, lambda d: d["tunnels"] == 0)
+        assert "ipip" not in seg.run(ha, ["ip", "-d", "link"]).stdout

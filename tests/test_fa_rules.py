@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -157,3 +158,29 @@ def test_garbage_never_crashes(req: bytes, rep: bytes) -> None:
     c.handle_request(b"\x01" + req, MN, 0.0)
     c.handle_reply(b"\x03" + rep, HA_PORT, 0.0)
     c.tick(100.0)
+
+
+def test_example_configs_load_and_errors_are_located(tmp_path: Path) -> None:
+    from mobileip.config import ConfigError, load_config
+    from mobileip.fa.config import load_fa_config
+    from mobileip.mn.daemon import load_mn_config
+
+    root = Path(__file__).parent.parent / "examples"
+    fa_cfg = load_fa_config(root / "foreignagent.toml")
+    assert fa_cfg.care_of_address == A("10.2.0.1") and fa_cfg.reverse_tunnel
+    mn_cfg = load_mn_config(str(root / "mobilenode.toml"))
+    assert mn_cfg.home_address == A("10.1.0.100") and mn_cfg.flags == 0
+    dp = load_config(root / "homeagent-dataplane.toml").dataplane
+    assert dp is not None and dp.backend == "auto" and dp.home_interface == "eth0"
+    bad = tmp_path / "fa.toml"
+    bad.write_text('[foreignagent]\ninterface = "eth1"\ncare_of_address = "10.2.0.1"\nport = 0\n')
+    with pytest.raises(ConfigError, match=r"fa.toml: line 4: foreignagent.port: 0 is out of range"):
+        load_fa_config(bad)
+    bad.write_text('[mobilenode]\ninterface = "e"\nhome_address = "10.9.0.1"\n'
+                   'home_agent = "10.1.0.1"\nhome_network = "10.1.0.0/24"\nspi = 256\n'
+                   'key = "00"\n')  # fmt: skip
+    with pytest.raises(ConfigError, match="home_network: does not contain home_address"):
+        load_mn_config(str(bad))
+    bad.write_text('[foreignagent]\ninterface = "eth1"\ncare_of_address = "10.2.0.1"\nx = 1\n')
+    with pytest.raises(ConfigError, match=r"line 4: foreignagent\.x: unknown key"):
+        load_fa_config(bad)

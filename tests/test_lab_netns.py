@@ -93,3 +93,28 @@ def test_loopback_fallback_keeps_the_bindings() -> None:
     assert report["outage_ms"] is None and report["packets_lost"] is None
     assert report["bindings_before"] == report["bindings_after"] == 10
     assert report["new_active"] == "ha2"
+
+
+def test_a_failing_lab_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A step fails after the namespaces exist and a process runs in them: ``mobileip lab``
+    says what failed, exits 1, and removes everything."""
+    from mobileip import lab
+
+    before = set(lab_namespaces())
+    seen: dict[str, str] = {}
+
+    def broken_start(self: lab.NetnsLab, node: str, command: str, config: object) -> object:
+        seen["prefix"] = self.prefix
+        self.spawn(node, ["sleep", "60"], "sleeper")
+        raise lab.LabError(f"{node}: simulated failure")
+
+    monkeypatch.setattr(lab.NetnsLab, "start_daemon", broken_start)
+    parser = __import__("argparse").ArgumentParser()
+    lab.add_arguments(parser)
+    assert lab.main(parser.parse_args([])) == 1
+    err = capsys.readouterr().err
+    assert "mobileip lab: failed: ha1: simulated failure" in err
+    assert set(lab_namespaces()) == before
+    assert not list(Path(tempfile.gettempdir()).glob(f"{seen['prefix']}-*"))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
@@ -43,7 +44,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from mobileip.config import ConfigError
 from mobileip.core.security import SecurityAssociation
-from mobileip.dataplane.tunnels import rtnl
+from mobileip.dataplane.encap import IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_MINENC, decapsulate
+from mobileip.dataplane.tunnels import open_tun, rtnl, write_sysctl
 from mobileip.fa.config import read_table
 from mobileip.io.client import MobileNode, RegistrationClient, RegistrationResult
 from mobileip.io.netlink import send_gratuitous_arp
@@ -141,6 +143,10 @@ class MobileNodeDaemon:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self.icmp: socket.socket | None = None
+        self.raw: list[socket.socket] = []
+        self.tun_fd = -1
+        self.decapsulated = 0
+        self.dropped = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -148,7 +154,9 @@ class MobileNodeDaemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        if self.cfg.colocated_care_of_address is None:
+        if self.cfg.colocated_care_of_address is not None:
+            await self._start_decapsulator()
+        else:
             self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
             self.icmp.setsockopt(
                 socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.cfg.interface.encode()
@@ -172,6 +180,12 @@ class MobileNodeDaemon:
         if self.icmp is not None:
             loop.remove_reader(self.icmp.fileno())
             self.icmp.close()
+        for sock in self.raw:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        if self.tun_fd >= 0:
+            os.close(self.tun_fd)
+        self.log.info("mn.decapsulated", packets=self.decapsulated, dropped=self.dropped)
         if self.client is not None:
             self.client.close()
         self.log.info("mn.stopped")
@@ -198,6 +212,44 @@ class MobileNodeDaemon:
             with contextlib.suppress(TimeoutError):
                 wait = min(1.0, max(0.05, self.renew_at - time.monotonic()))
                 await asyncio.wait_for(self._wake.wait(), wait)
+
+    # --- co-located care-of address: we are the tunnel exit ---------------------------------
+
+    async def _start_decapsulator(self) -> None:
+        """Raw sockets for protocols 4/47/55; inner packets for our home address from our home
+        agent go into a TUN device, so the kernel delivers them to us locally."""
+        loop = asyncio.get_running_loop()
+        self.tun_fd, name = open_tun("mipmn0")
+
+        def up(ipr: IPRoute) -> None:
+            ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+
+        await rtnl(up)
+        write_sysctl(f"net/ipv4/conf/{name}/rp_filter", "0")
+        write_sysctl("net/ipv4/conf/all/rp_filter", "0")
+        for proto in (IPPROTO_IPIP, IPPROTO_GRE, IPPROTO_MINENC):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+            sock.setblocking(False)
+            self.raw.append(sock)
+            loop.add_reader(sock.fileno(), self._on_tunnelled, sock)
+
+    def _on_tunnelled(self, sock: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                packet = sock.recv(65535)
+            except OSError:
+                return
+            try:
+                d = decapsulate(packet)
+            except DecodeError:
+                self.dropped += 1
+                continue
+            if d.outer_src != self.cfg.home_agent or d.inner_dst != self.cfg.home_address:
+                self.dropped += 1
+                continue
+            with contextlib.suppress(OSError):
+                os.write(self.tun_fd, d.inner)
+                self.decapsulated += 1
 
     # --- agent discovery -------------------------------------------------------------------
 
