@@ -5,6 +5,7 @@
     mobileip show stats [--control HOST:PORT]
     mobileip show redundancy [--control HOST:PORT] [--json]
     mobileip show vrrp [--control HOST:PORT] [--json]
+    mobileip show groups|dynamic-ha [--control HOST:PORT] [--json]   (any show: --group NAME)
     mobileip role active|standby [--control HOST:PORT] [--json]
     mobileip register --ha HOST[:PORT] --home-address A --care-of-address C --spi N --key HEX ...
     mobileip config check FILE
@@ -120,8 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("stats", "counters"),
         ("redundancy", "the redundancy group: sync state, members, counters"),
         ("vrrp", "the role: driver, VRRP state, priority, transitions"),
+        ("groups", "every group of a daemon with [[group]]: role, bindings, load"),
+        ("dynamic-ha", "RFC 4433 dynamic HA assignment: load, peers, counters"),
     ):
         p = show_sub.add_parser(name, help=text)
+        p.add_argument("--group", help="one group of a daemon with [[group]] (by name)")
         p.add_argument(
             "--control",
             type=lambda s: _host_port(s, 8434),
@@ -310,14 +314,23 @@ def cmd_show(args: argparse.Namespace) -> int:
         "stats": "/api/v1/stats",
         "redundancy": "/api/v1/redundancy",
         "vrrp": "/api/v1/vrrp",
+        "groups": "/api/v1/groups",
+        "dynamic-ha": "/api/v1/dynamic_ha",
     }[args.what]
+    if args.group and args.what != "groups":
+        path = f"/group/{args.group}{path}"
     try:
         data = fetch_json(args.control, path, args.token)
     except ControlError as exc:
         print(f"mobileip: {exc}", file=sys.stderr)
         return EXIT_CONTROL
-    if args.json or args.what == "stats":
+    if args.json or args.what in ("stats", "dynamic-ha"):
         print(json.dumps(data, indent=2))
+    elif args.what == "groups":
+        from mobileip.io.groups import format_groups
+
+        assert isinstance(data, list)
+        print(format_groups(data))
     elif args.what == "redundancy":
         assert isinstance(data, dict)
         print(format_redundancy(data))

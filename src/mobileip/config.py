@@ -17,7 +17,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,14 @@ class PersistenceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DynamicHaConfig:
+    """RFC 4433 dynamic HA assignment (docs/load-sharing.md)."""
+
+    redirect_above: float = 1.0  # load (bindings / max_bindings) from which new MNs are redirected
+    peers: tuple[IPv4Address, ...] = ()  # Home Agents to redirect to, in turn
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     homeagent: HomeAgentConfig
@@ -146,6 +154,24 @@ class Config:
     vrrp: VrrpConfig | None = None
     dataplane: DataplaneConfig | None = None
     persistence: PersistenceConfig | None = None
+    dynamic_ha: DynamicHaConfig | None = None
+    # [[group]]: several binding sets in one daemon (docs/load-sharing.md); each is a whole
+    # single-group Config sharing this file's [homeagent] socket, [control] and SAs
+    groups: tuple[GroupConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GroupConfig:
+    name: str
+    config: Config
+
+    @property
+    def address(self) -> IPv4Address:
+        """The group's own address: its virtual address, else its [homeagent] address."""
+        vrrp = self.config.vrrp
+        if vrrp is not None and vrrp.virtual_address is not None:
+            return vrrp.virtual_address.ip
+        return self.config.homeagent.address
 
 
 # --- locating keys in the text ---------------------------------------------------------------
@@ -174,8 +200,9 @@ class _Locator:
                 if m.group(1) == "[[":
                     idx = counts.get(name, 0)
                     counts[name] = idx + 1
-                else:
-                    idx = 0
+                else:  # [group.vrrp] belongs to the last [[group]]
+                    parent = name.rsplit(".", 1)[0]
+                    idx = counts[parent] - 1 if "." in name and parent in counts else 0
                 current = (name, idx)
                 self.headers.setdefault(current, lineno)
                 self.keys.setdefault(current, {})
@@ -528,6 +555,104 @@ def _dataplane(t: _Table) -> DataplaneConfig:
     return cfg
 
 
+def _dynamic_ha(t: _Table) -> DynamicHaConfig:
+    peers: list[IPv4Address] = []
+    for text in t.string_list("peers"):
+        try:
+            addr = IPv4Address(text)
+        except ValueError:
+            raise t.error("peers", f"{text!r} is not an IPv4 address") from None
+        if int(addr) in (0, 0xFFFFFFFF):
+            raise t.error("peers", f"{text} is not a Home Agent address")
+        peers.append(addr)
+    cfg = DynamicHaConfig(
+        redirect_above=t.number("redirect_above", 1.0, 0.001, 1.0), peers=tuple(peers)
+    )
+    t.finish()
+    return cfg
+
+
+_GROUP_SECTIONS = ("homeagent", "redundancy", "vrrp", "dynamic_ha", "persistence")
+_NOT_WITH_GROUPS = ("redundancy", "vrrp", "dynamic_ha", "persistence", "dataplane")
+
+
+def _groups(
+    raw: object, top: Config, ha_raw: Mapping[str, Any], loc: _Locator
+) -> tuple[GroupConfig, ...]:
+    """``[[group]]`` tables: each a whole Config on the shared socket, control API and SAs."""
+    name = top.path
+    if not isinstance(raw, list) or not all(isinstance(g, dict) for g in raw):
+        line = loc.line(("", 0), "group")
+        raise ConfigError(f"{name}: line {line}: group: must be [[group]] tables")
+    groups: list[GroupConfig] = []
+    for i, data in enumerate(raw):
+        t = _Table(name, loc, "group", i, data)
+        gname = t.string("name", required=True)
+        assert gname is not None
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", gname):
+            raise t.error("name", f"{gname!r}: use 1-32 letters, digits, '-' or '_'")
+        sub: dict[str, _Table] = {}
+        for key, value in data.items():
+            if key == "name":
+                continue
+            if key not in _GROUP_SECTIONS:
+                raise t.error(key, "unknown key (a group has " + ", ".join(_GROUP_SECTIONS) + ")")
+            if not isinstance(value, dict):
+                raise t.error(key, "must be a table")
+            sub[key] = _Table(name, loc, f"group.{key}", i, value)
+        own_ha = sub.get("homeagent")
+        for key in ("listen", "port"):
+            if own_ha is not None and own_ha.has(key):
+                raise own_ha.error(key, "groups share the [homeagent] socket: set it there")
+        merged = {**ha_raw, **(own_ha.data if own_ha is not None else {})}
+        homeagent = _homeagent(_Table(name, loc, "group.homeagent", i, merged))
+        redundancy = _redundancy(sub["redundancy"], homeagent) if "redundancy" in sub else None
+        if redundancy is not None and (redundancy.listen, redundancy.port) == (
+            homeagent.listen,
+            homeagent.port,
+        ):
+            raise sub["redundancy"].error(
+                "port", "each group syncs on its own port (not the registration socket's)"
+            )
+        cfg = Config(
+            name,
+            homeagent,
+            top.security_associations,
+            top.control,
+            redundancy=redundancy,
+            vrrp=_vrrp(sub["vrrp"]) if "vrrp" in sub else None,
+            persistence=_persistence(sub["persistence"]) if "persistence" in sub else None,
+            dynamic_ha=_dynamic_ha(sub["dynamic_ha"]) if "dynamic_ha" in sub else None,
+        )
+        group = GroupConfig(gname, cfg)
+        for j, other in enumerate(groups):
+            clash = _group_clash(group, other)
+            if clash:
+                raise t.error(None, f"{clash} (also group[{j}] {other.name!r})")
+        groups.append(group)
+    if not groups:
+        raise ConfigError(f"{name}: line {loc.line(('', 0), 'group')}: group: list no groups")
+    return tuple(groups)
+
+
+def _group_clash(a: GroupConfig, b: GroupConfig) -> str | None:
+    if a.name == b.name:
+        return f"name {a.name!r} is taken"
+    if a.address == b.address:
+        return f"address {a.address} is taken"
+    ra, rb = a.config.redundancy, b.config.redundancy
+    if ra is not None and rb is not None and (ra.listen, ra.port) == (rb.listen, rb.port):
+        return f"sync port {ra.port} is taken"
+    va, vb = a.config.vrrp, b.config.vrrp
+    native = va is not None and vb is not None and va.driver == vb.driver == "native"
+    if native and va and vb and (va.interface, va.vrid) == (vb.interface, vb.vrid):
+        return f"VRID {va.vrid} on {va.interface} is taken"
+    pa, pb = a.config.persistence, b.config.persistence
+    if pa is not None and pb is not None and pa.path == pb.path:
+        return f"persistence path {pa.path} is taken"
+    return None
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 _SECTIONS = (
@@ -538,6 +663,8 @@ _SECTIONS = (
     "vrrp",
     "dataplane",
     "persistence",
+    "dynamic_ha",
+    "group",
 )
 
 
@@ -624,9 +751,29 @@ def parse_config(text: str, name: str = "<config>") -> Config:
     persist_table = table("persistence", False)
     persistence = _persistence(persist_table) if persist_table is not None else None
 
-    return Config(
-        name, homeagent, tuple(sas), control, redundancy, vrrp, dataplane, persistence=persistence
+    dyn_table = table("dynamic_ha", False)
+    dynamic_ha = _dynamic_ha(dyn_table) if dyn_table is not None else None
+
+    config = Config(
+        name,
+        homeagent,
+        tuple(sas),
+        control,
+        redundancy,
+        vrrp,
+        dataplane,
+        persistence=persistence,
+        dynamic_ha=dynamic_ha,
     )
+    if "group" not in data:
+        return config
+    for section in _NOT_WITH_GROUPS:
+        if section in data:
+            line = loc.headers.get((section, 0), 1)
+            where = "inside each [[group]]" if section != "dataplane" else "not with [[group]]"
+            raise ConfigError(f"{name}: line {line}: [{section}]: {where} (docs/load-sharing.md)")
+    assert ha_table is not None
+    return replace(config, groups=_groups(data["group"], config, ha_table.data, loc))
 
 
 # --- building the core's objects -------------------------------------------------------------

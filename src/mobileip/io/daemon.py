@@ -99,6 +99,9 @@ class HomeAgentDaemon:
             else None
         )
         self.endpoint: UdpEndpoint | None = None
+        # True when io/groups.py runs this daemon as one group of several: it sets ``endpoint``
+        # to the shared socket before start() and serves ``control.app`` under /group/NAME/
+        self.embedded = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._stopping: asyncio.Event | None = None
@@ -222,9 +225,11 @@ class HomeAgentDaemon:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         ha = self.config.homeagent
-        self.endpoint = UdpEndpoint.bind(loop, str(ha.listen), ha.port, self.datagram_received)
-        self.endpoint.on_handler_error = self._on_handler_error
-        await self.control.start()
+        if not self.embedded:
+            self.endpoint = UdpEndpoint.bind(loop, str(ha.listen), ha.port, self.datagram_received)
+            self.endpoint.on_handler_error = self._on_handler_error
+            await self.control.start()
+        assert self.endpoint is not None
         for hook in self.startup_hooks:
             await hook(self)
         host, port = self.endpoint.local_address
@@ -248,12 +253,14 @@ class HomeAgentDaemon:
                 await hook(self)
             except Exception as exc:
                 self.log.error("shutdown_hook.failed", error=repr(exc))
-        await self.control.stop()
+        if not self.embedded:
+            await self.control.stop()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self.endpoint is not None:
-            self.endpoint.close()
+            if not self.embedded:
+                self.endpoint.close()
             self.endpoint = None
         self.log.info("homeagent.stopped", bindings=len(self.core.table))
 
@@ -343,6 +350,10 @@ def build_daemon(config: Config, logger: Logger | None = None) -> HomeAgentDaemo
         from mobileip.io.roles import RoleService
 
         daemon.roles = RoleService(daemon, config.vrrp, redundancy)
+    if config.dynamic_ha is not None:
+        from mobileip.io.groups import attach_dynamic_ha
+
+        attach_dynamic_ha(daemon, config.dynamic_ha)
     if config.dataplane is not None:
         from mobileip.dataplane.service import DataPlaneService
 
@@ -364,6 +375,10 @@ def run_homeagent(config_path: str, log_format: str = "text", log_level: str = "
         print(f"mobileip: config error: {exc}", file=sys.stderr)
         return 2
     logger = Logger(log_format, log_level)
+    if config.groups:
+        from mobileip.io.groups import run_groups
+
+        return run_groups(config, logger)
     daemon = build_daemon(config, logger)
     try:
         run_event_loop(daemon.serve())
