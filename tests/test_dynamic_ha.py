@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import socket
 import struct
+import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
 import vectors as v
+from helpers import free_port, homeagent_config, start_homeagent
 from hypothesis import given
 from hypothesis import strategies as st
 from pcapio import tshark_fields, write_pcap
@@ -19,9 +23,12 @@ from mobileip.core.dynamic_ha import (
     DynamicAssignment,
     DynamicHaSettings,
     Redirect,
+    dynamic_request,
+    redirected_to,
 )
 from mobileip.core.replay import ntp_from_unix
 from mobileip.core.security import SecurityAssociation, SecurityAssociations, append_auth
+from mobileip.io.client import MobileNode, build_request, check_reply
 from mobileip.wire import dynamic_ha as dha
 from mobileip.wire import registration as wire
 from mobileip.wire.codes import ReplyCode, meaning
@@ -364,3 +371,90 @@ def test_core_dynamic_deregistration_is_served_here() -> None:
     assert reply(out).code == 0
     rec = core.table.get(int(HOMES[0]))
     assert rec is not None and rec.bindings == ()
+
+
+# --- two real daemons on loopback: the loaded one redirects -------------------------------------
+
+
+def exchange(dest: tuple[str, int], data: bytes, timeout: float = 1.0) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        for _ in range(3):
+            s.sendto(data, dest)
+            try:
+                return s.recvfrom(2048)[0]
+            except TimeoutError:
+                continue
+    raise AssertionError(f"no reply from {dest}")
+
+
+def test_two_daemons_loaded_one_redirects_new_mobile_nodes(tmp_path: Path) -> None:
+    port = free_port("127.0.0.2")
+    sa_cfg = {"spi": v.HMAC_SPI, "algorithm": "hmac-md5", "key": v.HMAC_KEY.hex(),
+              "home_addresses": [v.HOME_PREFIX]}  # fmt: skip
+    a_cfg = homeagent_config(
+        "127.0.0.2",
+        homeagent={"address": "127.0.0.2", "port": port, "max_bindings": 4},
+        security_association=[sa_cfg],
+        dynamic_ha={"redirect_above": 0.5, "peers": ["127.0.0.3"]},
+    )
+    b_cfg = homeagent_config(
+        "127.0.0.3",
+        homeagent={"address": "127.0.0.3", "port": port},
+        security_association=[sa_cfg],
+        dynamic_ha={"redirect_above": 0.9},
+    )
+    a = start_homeagent(tmp_path / "a", a_cfg, name="a")
+    try:
+        b = start_homeagent(tmp_path / "b", b_cfg, name="b")
+    except BaseException:
+        a.stop(signal.SIGKILL)
+        raise
+    try:
+        served: dict[str, str] = {}
+        redirects = 0
+        for n in range(4):
+            home = IPv4Address(f"10.1.0.{20 + n}")
+            mn = MobileNode(home, v.COA, ANY, SA)
+            ident = ntp_from_unix(time.time())
+            data = exchange(a.address, dynamic_request(home, v.COA, SA, 600, ident))
+            check = check_reply(mn, data, ident)
+            assert check.ok and check.reply is not None, check.error
+            if check.reply.code == 0:
+                served[str(home)] = str(check.reply.home_agent)
+                continue
+            assert check.reply.code == ReplyCode.REDIRECTED_HA
+            target = redirected_to(check.reply)
+            assert target == IPv4Address("127.0.0.3")
+            redirects += 1
+            # follow it: ask the peer, naming it in an authenticated Requested HA extension
+            ident2 = ident + 1
+            req = dynamic_request(home, v.COA, SA, 600, ident2, requested=target)
+            again = check_reply(mn, exchange((str(target), port), req), ident2)
+            assert again.ok and again.reply is not None and again.reply.code == 0, again
+            served[str(home)] = str(again.reply.home_agent)
+        # load 2/4 = 0.5 reached after two: the other two were sent to b
+        assert served == {
+            "10.1.0.20": "127.0.0.2",
+            "10.1.0.21": "127.0.0.2",
+            "10.1.0.22": "127.0.0.3",
+            "10.1.0.23": "127.0.0.3",
+        }
+        assert redirects == 2
+        assert {r["home_address"] for r in a.bindings()} == {"10.1.0.20", "10.1.0.21"}
+        assert {r["home_agent"] for r in b.bindings()} == {"127.0.0.3"}
+        status = a.get("/api/v1/dynamic_ha")
+        assert status["load"] == 0.5 and status["counters"]["redirected-loaded"] == 2
+        assert b.get("/api/v1/dynamic_ha")["counters"]["assigned-requested"] == 2
+        # a bound MN renews under its assigned address as usual
+        mn = MobileNode(IPv4Address("10.1.0.22"), v.COA, IPv4Address("127.0.0.3"), SA)
+        ident = ntp_from_unix(time.time()) + 10
+        renewed = check_reply(mn, exchange(b.address, build_request(mn, 600, ident)), ident)
+        assert renewed.ok and renewed.reply is not None and renewed.reply.code == 0
+        assert "registration.denied" in a.log() and "redirected-to-127.0.0.3" in a.log()
+    except BaseException:
+        print(a.log(), b.log())
+        raise
+    finally:
+        a.stop()
+        b.stop()

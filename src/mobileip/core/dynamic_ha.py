@@ -28,6 +28,10 @@ from collections import Counter
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from mobileip.core.security import SecurityAssociation, append_auth
+from mobileip.wire import dynamic_ha as dha
+from mobileip.wire import registration as wire
+from mobileip.wire.codes import ReplyCode
 from mobileip.wire.dynamic_ha import is_all_zero_one
 
 
@@ -128,3 +132,39 @@ class DynamicAssignment:
             "peers": [str(p) for p in self.peers],
             "counters": dict(sorted(self.counters.items())),
         }
+
+
+# --- the mobile node's side (tests, loadgen, the demo) ------------------------------------------
+
+
+def dynamic_request(
+    home: IPv4Address,
+    care_of: IPv4Address,
+    sa: SecurityAssociation,
+    lifetime: int,
+    identification: int,
+    requested: IPv4Address | None = None,
+    any_ha: IPv4Address = dha.ALL_ONE_ADDR,
+    flags: int = 0,
+) -> bytes:
+    """A Registration Request asking for any HA (``any_ha`` in the Home Agent field), with an
+    authenticated Requested HA extension when ``requested`` is given (e.g. after a redirect)."""
+    exts: tuple[wire.Extension, ...] = ()
+    if requested is not None:
+        exts = (dha.to_extension(dha.DynamicHaExtension(dha.SUBTYPE_REQUESTED_HA, requested)),)
+    req = wire.RegistrationRequest(
+        wire.Flags(flags), lifetime, home, any_ha, care_of, identification, exts
+    )
+    return append_auth(wire.encode(req), wire.EXT_MN_HA_AUTH, sa)
+
+
+def redirected_to(reply: wire.RegistrationReply) -> IPv4Address | None:
+    """The HA a 143 reply redirects to, from its authenticated Redirected HA extension (the
+    caller has verified the authenticator, e.g. with ``io.client.check_reply``)."""
+    if reply.code != ReplyCode.REDIRECTED_HA:
+        return None
+    auth = wire.find_auth(reply, wire.EXT_MN_HA_AUTH)
+    if auth is None:
+        return None
+    ext = dha.find(reply, dha.SUBTYPE_REDIRECTED_HA, before=auth[0])
+    return ext.home_agent if ext is not None else None
