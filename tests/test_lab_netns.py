@@ -55,7 +55,8 @@ def test_lab_failover_roam_and_return_home(tmp_path: Path) -> None:
         ["ip.proto", "ip.src", "ip.dst", "ip.ttl", "icmp.type", "udp.dstport", "_ws.malformed"],
         "ip.check_checksum:TRUE",
     )
-    tunnelled = [r for r in rows if r[0].startswith("4,")]
+    tunnelled = [r for r in rows if r[0].startswith("4,") and r[1].startswith("10.1.0.1,")]
+    reverse = [r for r in rows if r[0].startswith("4,") and r[1].startswith("10.2.0.1,")]
     assert len(tunnelled) > 100
     assert sum(r[3] == "63,62" for r in tunnelled) > len(tunnelled) // 2
     for _proto, src, dst, ttl, icmp_type, port, malformed in tunnelled:
@@ -66,6 +67,12 @@ def test_lab_failover_roam_and_return_home(tmp_path: Path) -> None:
         assert outer_ttl == "63" and inner_ttl in ("62", "61")
         assert icmp_type == "8" or port == "9999"
         assert not malformed
+    # RFC 3024: the mobile node asked for reverse tunnelling: fa1 tunnels its echo replies to
+    # the virtual address, and the active Home Agent decapsulated them
+    assert len(reverse) > 100
+    for row in reverse:
+        assert row[1:3] == ["10.2.0.1,10.1.0.100", "10.1.0.1,192.0.2.10"] and row[4] == "0"
+    assert report["reverse_tunnel"] and report["new_active_counters"]["decap-ipip"] > 100
     # the FA delivered the inner packets on the link, one more hop
     delivered = [r for r in rows if r[1] == "192.0.2.10" and r[2] == "10.1.0.100"]
     assert len(delivered) > 100 and all(r[3] in ("61", "60") for r in delivered)

@@ -249,6 +249,7 @@ class NetnsLab:
         self.namespaces: list[str] = []
         self.built = False
         self.python = sys.executable
+        self.reverse_tunnel = True  # the MN asks for RFC 3024: its replies come back tunnelled
 
     def ns(self, node: str) -> str:
         return f"{self.prefix}-{node}"
@@ -355,6 +356,7 @@ class NetnsLab:
                 "interface": "eth0", "home_address": HOME, "home_agent": VIRTUAL,
                 "home_network": "10.1.0.0/24", "spi": SPI, "key": KEY, "lifetime": 30,
                 "agent_timeout": 1.6, "home_gateway": "10.1.0.254",
+                "reverse_tunnel": self.reverse_tunnel,
             }
         }  # fmt: skip
 
@@ -461,6 +463,9 @@ class NetnsLab:
         time.sleep(3.0)
         ping, sent, recv = self.finish(flows)
         after = self.bindings(new_active) if new_active else 0
+        counters: dict[str, int] = {}
+        if new_active:
+            counters = self.control(new_active, "/api/v1/dataplane")["backend"]["counters"]
         report: dict[str, Any] = {
             "mode": "netns",
             "prefix": self.prefix,
@@ -474,6 +479,8 @@ class NetnsLab:
             "udp_outage_ms": recv["outage_ms"],
             "bindings_before": before,
             "bindings_after": after,
+            "reverse_tunnel": self.reverse_tunnel,
+            "new_active_counters": counters,
             "advert_interval": self.advert_interval,
             "traffic_interval": self.interval,
         }
