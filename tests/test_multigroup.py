@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,16 @@ import pytest
 from helpers import KEY, SPI, DaemonHandle, free_port, wait_for_control
 
 from mobileip.config import ConfigError, parse_config, to_toml
-from mobileip.io.client import ControlError, MobileNode, RegistrationClient, fetch_json
+from mobileip.core.dynamic_ha import dynamic_request, redirected_to
+from mobileip.core.replay import ntp_from_unix
+from mobileip.core.security import SecurityAssociation
+from mobileip.io.client import (
+    ControlError,
+    MobileNode,
+    RegistrationClient,
+    check_reply,
+    fetch_json,
+)
 
 PREFIX = "10.1.0.0/16"
 SYNC_KEY = "5a" * 32
@@ -156,10 +167,6 @@ def daemons() -> Iterator[list[DaemonHandle]]:
 
 
 def mn(home: str, ha_field: str) -> MobileNode:
-    from ipaddress import IPv4Address, IPv4Network
-
-    from mobileip.core.security import SecurityAssociation
-
     sa = SecurityAssociation(SPI, "hmac-md5", bytes.fromhex(KEY), (IPv4Network(PREFIX),))
     return MobileNode(IPv4Address(home), IPv4Address("192.0.2.10"), IPv4Address(ha_field), sa)
 
@@ -266,4 +273,57 @@ def test_each_group_syncs_its_own_table_to_its_own_peers(
             assert client.register(600).code == 0
     except BaseException:
         print(a.log(), b.log())
+        raise
+
+
+def test_a_loaded_group_redirects_new_mobile_nodes_to_the_other_group(
+    tmp_path: Path, daemons: list[DaemonHandle]
+) -> None:
+    """RFC 4433 between groups: g1 (load 1/2 reaches redirect_above) sends newcomers to g2."""
+    host, port, control = "127.0.0.1", free_port(), free_port()
+    groups = [
+        {
+            "name": "g1",
+            "homeagent": {"address": "10.9.1.1", "max_bindings": 2},
+            "dynamic_ha": {"redirect_above": 0.5, "peers": ["10.9.2.1"]},
+        },
+        {"name": "g2", "homeagent": {"address": "10.9.2.1"}, "dynamic_ha": {}},
+    ]
+    h = start(tmp_path, "dyn", group_file(shared(host, port, control), groups), host, port, control)
+    daemons.append(h)
+
+    def exchange(data: bytes) -> bytes:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(1.0)
+            s.sendto(data, (host, port))
+            return s.recvfrom(2048)[0]
+
+    try:
+        got = {}
+        for home in ("10.1.0.5", "10.1.0.6"):
+            node = mn(home, "255.255.255.255")
+            ident = ntp_from_unix(time.time())
+            req = dynamic_request(node.home_address, node.care_of_address, node.sa, 600, ident)
+            check = check_reply(node, exchange(req), ident)
+            assert check.ok and check.reply is not None, check.error
+            target = redirected_to(check.reply)
+            if target is not None:
+                ident += 1
+                req = dynamic_request(
+                    node.home_address, node.care_of_address, node.sa, 600, ident, target
+                )
+                check = check_reply(node, exchange(req), ident)
+                assert check.ok and check.reply is not None, check.error
+            assert check.reply.code == 0
+            got[home] = (str(check.reply.home_agent), target)
+        assert got == {
+            "10.1.0.5": ("10.9.1.1", None),
+            "10.1.0.6": ("10.9.2.1", IPv4Address("10.9.2.1")),
+        }
+        assert homes(h, "g1") == {"10.1.0.5"} and homes(h, "g2") == {"10.1.0.6"}
+        rows = {r["name"]: r for r in h.get("/api/v1/groups")}
+        assert rows["g1"]["dynamic_ha"]["counters"]["redirected"] == 1
+        assert rows["g2"]["dynamic_ha"]["counters"]["assigned-requested"] == 1
+    except BaseException:
+        print(h.log())
         raise

@@ -7,9 +7,10 @@ on its own sync port, role service with its own VRRP instance, metrics, status p
 *embedded*: :class:`GroupsDaemon` owns
 
 * the one registration socket (``[homeagent] listen:port``): a request goes to the group whose
-  address is in its Home Agent field; a request for dynamic assignment (ALL-ZERO-ONE-ADDR) or
-  naming an address no group owns goes to the group whose address it was sent to, else to the
-  first group (which answers it by its own rules, e.g. 136);
+  address is in its Home Agent field; a request for dynamic assignment (ALL-ZERO-ONE-ADDR) to
+  the group its Requested HA extension names; else (or naming an address no group owns) to the
+  group whose address it was sent to, else to the first group (which answers by its own rules,
+  e.g. 136);
 * the one control API (``[control] listen``): ``GET /api/v1/groups`` lists every group and each
   group's own API is mounted under ``/group/NAME/`` (``/group/g1/api/v1/bindings``,
   ``/group/g1/api/v1/vrrp``, ``/group/g1/metrics``, the status page at ``/group/g1/``);
@@ -45,7 +46,11 @@ from mobileip.io.control import _is_loopback
 from mobileip.io.daemon import HomeAgentDaemon, build_daemon, run_event_loop
 from mobileip.io.udp import Address, UdpEndpoint
 from mobileip.log import Logger
-from mobileip.wire.registration import TYPE_REQUEST
+from mobileip.wire import dynamic_ha as dha
+from mobileip.wire.errors import DecodeError
+from mobileip.wire.registration import TYPE_REQUEST, decode_request
+
+_ALL_ZERO_ONE = frozenset(a.packed for a in dha.ALL_ZERO_ONE_ADDRS)
 
 # --- RFC 4433 in one daemon ----------------------------------------------------------------------
 
@@ -134,10 +139,22 @@ class GroupsDaemon:
 
     def unit_for(self, data: bytes, dst: str | None) -> HomeAgentDaemon:
         """The group a registration request belongs to (see the module docstring)."""
-        unit = self._by_field.get(data[8:12])
+        field = data[8:12]
+        unit = self._by_field.get(field)
+        if unit is None and field in _ALL_ZERO_ONE:
+            unit = self._by_requested_ha(data)
         if unit is None and dst is not None:
             unit = self._by_dst.get(dst)
         return unit if unit is not None else self.default
+
+    def _by_requested_ha(self, data: bytes) -> HomeAgentDaemon | None:
+        """A request for any HA naming a group's address in a Requested HA extension (e.g. one
+        following a redirect to another group of this daemon); the group re-checks it."""
+        try:
+            ext = dha.find(decode_request(data), dha.SUBTYPE_REQUESTED_HA)
+        except DecodeError:
+            return None  # the default group answers the garbage by the core's rules
+        return self._by_field.get(ext.home_agent.packed) if ext is not None else None
 
     def datagram_received(self, data: bytes, src: Address, dst: str | None) -> None:
         if data and data[0] == TYPE_REQUEST:
