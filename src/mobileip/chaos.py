@@ -385,12 +385,12 @@ def _on_reply(
     idle: list[int],
     registered: list[bool],
 ) -> None:
-    if len(data) < 24 or data[0] != 3:
+    if len(data) < 20 or data[0] != 3:
         return
     node = index.get(int.from_bytes(data[4:8], "big"))
     if node is None:
         return
-    req = asked.get((node, int.from_bytes(data[20:24], "big")))
+    req = asked.get((node, int.from_bytes(data[16:20], "big")))
     if req is None or req.replied is not None:
         return  # not ours, or a duplicate reply
     check = check_reply(nodes[node], data, req.ident)

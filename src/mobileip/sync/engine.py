@@ -505,7 +505,14 @@ class SyncEngine:
                     del self._watches[home]
         if progress:
             m.retx_count = 0
-            m.next_retx = now + self.settings.retransmit_interval if m.pending else None
+            # Progress resets the backoff but must not postpone the timer: under steady load an
+            # ack for a newer update arrives every few ms, and a lost older one would never be
+            # retransmitted (found by tests/test_chaos_netns.py).
+            if not m.pending:
+                m.next_retx = None
+            else:
+                soon = now + self.settings.retransmit_interval
+                m.next_retx = soon if m.next_retx is None else min(m.next_retx, soon)
 
     # --- bulk sync: requester -------------------------------------------------------------
 
