@@ -38,3 +38,29 @@ def test_bench_quick_smoke() -> None:
         assert bulk["sync_s"] > 0
     assert report["sync_lag"]["acks"] > 0
     assert report["failover_outage"].startswith("not measured")
+
+
+def test_bulk_sync_knobs_reach_the_engine() -> None:
+    from mobileip.config import ConfigError, parse_config
+    from mobileip.io.redundancy import sync_settings
+
+    base = """
+[homeagent]
+address = "10.1.0.1"
+[[security_association]]
+spi = 256
+key = "00112233445566778899aabbccddeeff"
+home_addresses = ["10.1.0.0/16"]
+[redundancy]
+node_id = "127.0.0.1"
+spi = 1000
+key = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
+peers = ["127.0.0.2"]
+"""
+    default = sync_settings(parse_config(base).redundancy)  # type: ignore[arg-type]
+    assert (default.payload_budget, default.bulk_window) == (1400, 16)
+    cfg = parse_config(base + "payload_budget = 8000\nbulk_window = 64\n")
+    tuned = sync_settings(cfg.redundancy)  # type: ignore[arg-type]
+    assert (tuned.payload_budget, tuned.bulk_window) == (8000, 64)
+    with pytest.raises(ConfigError, match="payload_budget"):
+        parse_config(base + "payload_budget = 100\n")

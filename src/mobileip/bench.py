@@ -72,10 +72,12 @@ class BenchPlan:
     lag_rate: float
     lag_duration: float
     log_level: str = "warning"
+    # also bulk-sync the largest table with this [redundancy] payload_budget (loopback MTU)
+    tuned_budget: int | None = None
 
     @classmethod
     def full(cls) -> BenchPlan:
-        return cls(5, 5.0, 20_000, 128, (100_000, 1_000_000), 5000.0, 10.0)
+        return cls(5, 5.0, 20_000, 128, (100_000, 1_000_000), 5000.0, 10.0, tuned_budget=8000)
 
     @classmethod
     def quick(cls) -> BenchPlan:
@@ -88,8 +90,10 @@ class BenchReport:
     loop: str
     machine: str
     throughput: dict[str, list[float]] = field(default_factory=dict)
+    # CPU time all the scenario's servers used per verified reply (user + system, microseconds)
+    cpu_us: dict[str, list[float]] = field(default_factory=dict)
     load_details: dict[str, list[dict[str, object]]] = field(default_factory=dict)
-    bulk: dict[int, dict[str, float]] = field(default_factory=dict)
+    bulk: dict[str, dict[str, float]] = field(default_factory=dict)
     lag: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -103,8 +107,10 @@ class BenchReport:
         rows = {}
         for name in SCENARIOS:
             med = self.median(name)
+            cpu = self.cpu_us.get(name) or []
             rows[name] = {
                 "median_per_s": round(med, 1),
+                "server_cpu_us_per_reg": round(statistics.median(cpu), 1) if cpu else None,
                 "runs_per_s": [round(x, 1) for x in self.throughput.get(name, [])],
                 "ratio_to_echo": round(med / base, 3) if base else None,
                 "ratio_to_ha_alone": round(med / alone, 3) if alone else None,
@@ -120,7 +126,7 @@ class BenchReport:
                 "log_level": self.plan.log_level,
             },
             "throughput": rows,
-            "bulk_sync": {str(n): v for n, v in self.bulk.items()},
+            "bulk_sync": self.bulk,
             "sync_lag": self.lag,
             "failover_outage": "not measured (needs the lab)",
             "notes": self.notes,
@@ -260,7 +266,9 @@ class Children:
                 self.children.remove(child)
 
 
-def member_config(host: str, sync_port: int, peers: list[str], mode: str | None) -> dict[str, Any]:
+def member_config(
+    host: str, sync_port: int, peers: list[str], mode: str | None, budget: int | None = None
+) -> dict[str, Any]:
     """A daemon on ``host`` with free ports; with ``mode``, a [redundancy] section."""
     cfg: dict[str, Any] = {
         "homeagent": {
@@ -286,7 +294,20 @@ def member_config(host: str, sync_port: int, peers: list[str], mode: str | None)
             "mode": mode,
             "boot_wait": 0.3,
         }
+        if budget is not None:
+            cfg["redundancy"]["payload_budget"] = budget
     return cfg
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far (/proc/PID/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
 
 
 def _wait_control(child: Child, timeout: float) -> None:
@@ -352,20 +373,29 @@ def _summary(res: LoadResult) -> dict[str, object]:
 
 
 def measure_throughput(kids: Children, plan: BenchPlan, report: BenchReport, say: Any) -> None:
-    targets: dict[str, Child] = {}
-    targets["echo"] = kids.echo()
-    targets["ha"] = kids.group("alone", 1, None)[0]
-    targets["async"] = kids.group("async", 3, "async")[0]
-    targets["semisync"] = kids.group("semi", 3, "semisync")[0]
+    groups: dict[str, list[Child]] = {
+        "echo": [kids.echo()],
+        "ha": kids.group("alone", 1, None),
+        "async": kids.group("async", 3, "async"),
+        "semisync": kids.group("semi", 3, "semisync"),
+    }
+    targets = {name: members[0] for name, members in groups.items()}
     # warm up each once (first registrations create records; later runs re-register)
     for name, child in targets.items():
         run_load(_spec(child.udp, plan, echo=name == "echo", duration=min(1.0, plan.duration)))
     for r in range(plan.repeats):
         for name in SCENARIOS:
+            pids = [m.proc.pid for m in groups[name]]
+            cpu0 = cpu_seconds(pids)
             res = run_load(_spec(targets[name].udp, plan, echo=name == "echo"))
+            cpu_us = (cpu_seconds(pids) - cpu0) / max(1, res.replies) * 1e6
             report.throughput.setdefault(name, []).append(res.throughput)
+            report.cpu_us.setdefault(name, []).append(cpu_us)
             report.load_details.setdefault(name, []).append(_summary(res))
-            say(f"  run {r + 1}/{plan.repeats} {LABELS[name]:<28} {res.throughput:10,.0f}/s")
+            say(
+                f"  run {r + 1}/{plan.repeats} {LABELS[name]:<28} {res.throughput:10,.0f}/s"
+                f"  servers' CPU {cpu_us:6.1f} us/registration"
+            )
             if res.invalid or res.timeouts:
                 say(f"    invalid {dict(res.invalid)} timeouts {res.timeouts}")
     kids.stop()
@@ -398,12 +428,14 @@ def measure_lag(kids: Children, plan: BenchPlan, report: BenchReport, say: Any) 
     kids.stop()
 
 
-def measure_bulk(kids: Children, size: int, report: BenchReport, say: Any) -> None:
+def measure_bulk(
+    kids: Children, size: int, report: BenchReport, say: Any, budget: int | None = None
+) -> None:
     """A member filled with ``size`` records, then a booting member that downloads them."""
     src_host, boot_host = kids.host(), kids.host()
     src_port, boot_port = _free_port(src_host), _free_port(boot_host)
-    src_cfg = member_config(src_host, src_port, [f"{boot_host}:{boot_port}"], "async")
-    boot_cfg = member_config(boot_host, boot_port, [f"{src_host}:{src_port}"], "async")
+    src_cfg = member_config(src_host, src_port, [f"{boot_host}:{boot_port}"], "async", budget)
+    boot_cfg = member_config(boot_host, boot_port, [f"{src_host}:{src_port}"], "async", budget)
     t0 = time.monotonic()
     source = kids.start_member(f"fill{size}", src_cfg, size)
     _wait_state(source, "SYNCED", 60.0)  # nobody answers its table request: SYNCED alone
@@ -427,10 +459,12 @@ def measure_bulk(kids: Children, size: int, report: BenchReport, say: Any) -> No
         "rss_synced_mb": round(info["rss_synced"] / 1e6, 1),
         "bytes_per_binding": round(rss_delta / records, 1) if records else math.nan,
         "fill_s": round(fill_s, 1),
+        "payload_budget": budget or 1400,
     }
-    report.bulk[size] = row
+    report.bulk[str(size) if budget is None else f"{size}@{budget}"] = row
     say(
-        f"  bulk sync of {records:,} bindings: {row['sync_s']} s; "
+        f"  bulk sync of {records:,} bindings (payload_budget {budget or 1400}): "
+        f"{row['sync_s']} s; "
         f"{row['bytes_per_binding']} bytes/binding (source filled in {fill_s:.1f} s)"
     )
     kids.stop()
@@ -445,6 +479,8 @@ def run_bench(plan: BenchPlan, say: Any = print) -> BenchReport:
     report.notes.append(
         f"daemons run with --log-level {plan.log_level}; the load generator shares the machine"
     )
+    load = os.getloadavg()
+    report.notes.append(f"load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     with tempfile.TemporaryDirectory(prefix="mobileip-bench-") as tmp:
         kids = Children(Path(tmp), plan.log_level)
         try:
@@ -456,8 +492,12 @@ def run_bench(plan: BenchPlan, say: Any = print) -> BenchReport:
             say("bulk sync:")
             for size in plan.bulk_sizes:
                 measure_bulk(kids, size, report, say)
+            if plan.tuned_budget is not None:
+                measure_bulk(kids, max(plan.bulk_sizes), report, say, plan.tuned_budget)
         finally:
             kids.stop()
+    load = os.getloadavg()
+    report.notes.append(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return report
 
 
@@ -471,22 +511,24 @@ def format_report(report: BenchReport) -> str:
         f"{report.plan.duration:g} s, {report.plan.mobile_nodes} mobile nodes, "
         f"window {report.plan.window}",
         "",
-        f"{'scenario':<30}{'reg/s':>10}{'x echo':>9}{'x HA':>8}",
+        f"{'scenario':<30}{'reg/s':>10}{'x echo':>9}{'x HA':>8}{'server CPU us/reg':>19}",
     ]
     for name in SCENARIOS:
         r = rows[name]
         ratio_e = r["ratio_to_echo"]
         ratio_h = r["ratio_to_ha_alone"]
+        cpu = r["server_cpu_us_per_reg"]
         out.append(
             f"{LABELS[name]:<30}{r['median_per_s']:>10,.0f}"
             f"{'' if ratio_e is None else f'{ratio_e:.2f}':>9}"
             f"{'' if ratio_h is None else f'{ratio_h:.2f}':>8}"
+            f"{'' if cpu is None else f'{cpu:.1f}':>19}"
         )
     out.append("")
-    for size, b in report.bulk.items():
+    for b in report.bulk.values():
         out.append(
-            f"bulk sync {size:>9,} bindings: {b['sync_s']:.2f} s to SYNCED, "
-            f"{b['bytes_per_binding']:.0f} bytes/binding (RSS)"
+            f"bulk sync {b['bindings']:>9,} bindings (payload_budget {b['payload_budget']:>4}): "
+            f"{b['sync_s']:.2f} s to SYNCED, {b['bytes_per_binding']:.0f} bytes/binding (RSS)"
         )
     lag = report.lag
     if lag:

@@ -92,6 +92,8 @@ class RedundancyConfig:
     digest_interval: float = 1.0
     unreachable_after: float = 3.5
     max_queue: int = 100_000
+    payload_budget: int = 1400
+    bulk_window: int = 16
     # key rollover: the old key signs until key_switch (Unix time), both verify until
     # key_switch + key_overlap, then only the new one (docs/robustness.md)
     previous_spi: int | None = None
@@ -449,6 +451,8 @@ def _redundancy(t: _Table, ha: HomeAgentConfig) -> RedundancyConfig:
         digest_interval=t.number("digest_interval", 1.0, 0.01, 86400.0),
         unreachable_after=t.number("unreachable_after", 3.5, 0.01, 3600.0),
         max_queue=t.integer("max_queue", 100_000, 1, 100_000_000) or 1,
+        payload_budget=t.integer("payload_budget", 1400, 512, 65000) or 1400,
+        bulk_window=t.integer("bulk_window", 16, 1, 1024) or 16,
         **_key_rollover(t),
     )
     if group is None and not peers:

@@ -57,6 +57,8 @@ def sync_settings(cfg: RedundancyConfig) -> SyncSettings:
         digest_interval=cfg.digest_interval,
         semisync_timeout=cfg.semisync_timeout,
         max_queue=cfg.max_queue,
+        payload_budget=cfg.payload_budget,
+        bulk_window=cfg.bulk_window,
     )
 
 
