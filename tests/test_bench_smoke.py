@@ -64,3 +64,34 @@ peers = ["127.0.0.2"]
     assert (tuned.payload_budget, tuned.bulk_window) == (8000, 64)
     with pytest.raises(ConfigError, match="payload_budget"):
         parse_config(base + "payload_budget = 100\n")
+
+
+def test_report_table_has_every_row_and_the_ratios() -> None:
+    from mobileip.bench import BenchPlan, BenchReport, format_report
+
+    report = BenchReport(BenchPlan.quick(), "uvloop", "test machine")
+    for name, runs in {
+        "echo": [20000.0, 30000.0],
+        "ha": [10000.0, 12000.0],
+        "async": [8000.0, 9000.0],
+        "semisync": [5000.0, 6000.0],
+    }.items():
+        report.throughput[name] = runs
+        report.cpu_us[name] = [10.0, 20.0]
+    report.bulk["100000"] = {
+        "bindings": 100000,
+        "sync_s": 2.5,
+        "bytes_per_binding": 440.0,
+        "payload_budget": 1400,
+    }
+    report.lag = {"offered_per_s": 5000.0, "achieved_per_s": 4990.0, "p50_ms": 1.5, "p99_ms": 9.0}
+    text = format_report(report)
+    print(text)
+    assert "asyncio UDP echo (baseline)" in text and "25,000" in text
+    assert "HA alone" in text and "0.44" in text  # 11000 / 25000
+    assert "HA + 2 peers, semisync" in text and "0.50" in text  # 5500 / 11000
+    assert "bulk sync   100,000 bindings (payload_budget 1400): 2.50 s" in text
+    assert "p99 9.0 ms" in text
+    assert "failover outage: not measured" in text
+    data = report.as_dict()
+    assert data["throughput"]["async"]["server_cpu_us_per_reg"] == 15.0  # type: ignore[index]
