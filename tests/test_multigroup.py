@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from helpers import KEY, SPI, DaemonHandle, free_port, wait_for_control
 
-from mobileip.config import ConfigError, parse_config, to_toml
+from mobileip.config import ConfigError, load_config, parse_config, to_toml
 from mobileip.core.dynamic_ha import dynamic_request, redirected_to
 from mobileip.core.replay import ntp_from_unix
 from mobileip.core.security import SecurityAssociation
@@ -327,3 +327,16 @@ def test_a_loaded_group_redirects_new_mobile_nodes_to_the_other_group(
     except BaseException:
         print(h.log())
         raise
+
+
+def test_the_example_two_groups_file_is_valid() -> None:
+    path = Path(__file__).parent.parent / "examples" / "two-groups.toml"
+    config = load_config(path)
+    assert [(g.name, str(g.address)) for g in config.groups] == [
+        ("g1", "10.1.0.101"),
+        ("g2", "10.1.0.102"),
+    ]
+    prios = [g.config.vrrp.priority for g in config.groups if g.config.vrrp is not None]
+    assert prios == [200, 100]
+    dyn = [g.config.dynamic_ha for g in config.groups]
+    assert [str(d.peers[0]) for d in dyn if d is not None] == ["10.1.0.102", "10.1.0.101"]

@@ -420,6 +420,8 @@ def cmd_config_check(path: str) -> int:
         extra.append(f"redundancy {config.redundancy.mode}")
     if config.vrrp is not None:
         extra.append(f"vrrp {config.vrrp.driver}")
+    if config.groups:
+        extra.append("groups " + " ".join(f"{g.name}={g.address}" for g in config.groups))
     print(
         f"{path}: ok (home agent {ha.address} on {ha.listen}:{ha.port}, "
         f"{len(config.security_associations)} SA(s), control "
