@@ -468,7 +468,8 @@ def print_summary() -> None:
             f"    requests {r['requests']}, accepted deregistrations {r['deregs']}, "
             f"no reply {r['no_reply']} (late accepted replies {r['late']}), "
             f"unprotected semisync replies {len(r['unprotected'])}, "
-            f"resurrected {r['resurrected']}, master failures {r['failures']}, bindings at the end {r['bindings']}"
+            f"resurrected {r['resurrected']}, master failures {r['failures']}, "
+            f"bindings at the end {r['bindings']}"
         )
 
 
