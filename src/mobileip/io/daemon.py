@@ -274,6 +274,8 @@ class HomeAgentDaemon:
         loop = asyncio.get_running_loop()
         try:
             await self.start()
+            if self.config.homeagent.drop_privileges:
+                self._drop_privileges()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -282,6 +284,15 @@ class HomeAgentDaemon:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self.stop()
+
+    def _drop_privileges(self) -> None:
+        """Every socket is open now: keep only the capabilities the daemon still needs."""
+        from mobileip.io.privileges import drop_capabilities
+
+        try:
+            self.log.info("homeagent.privileges", result=drop_capabilities())
+        except OSError as exc:
+            self.log.warning("homeagent.privileges_failed", error=str(exc))
 
     def _on_sighup(self) -> None:
         """SIGHUP: reload the security associations, keep the bindings."""

@@ -20,6 +20,7 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 from aiohttp import web
@@ -79,6 +80,7 @@ class RedundancyService:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._pump_scheduled = False
+        self._announced = SyncState.NOT_SYNCED
         daemon.subscribers.append(self._on_core_events)
         if cfg.mode == "semisync":
             daemon.reply_policy = self._hold_reply
@@ -93,7 +95,10 @@ class RedundancyService:
         # until the wall clock passes it makes every restart's epoch larger than the last one.
         epoch = math.floor(time.time()) + 1
         await asyncio.sleep(max(0.0, epoch - time.time()))
-        self.engine = SyncEngine(sync_settings(self.cfg), daemon.core.table, self.auth, epoch)
+        settings = sync_settings(self.cfg)
+        if daemon.config.homeagent.replay == "timestamp":  # identifications are ordered
+            settings = replace(settings, ordered_identifications=True)
+        self.engine = SyncEngine(settings, daemon.core.table, self.auth, epoch)
         loop = asyncio.get_running_loop()
         ha = daemon.config.homeagent
         if self.cfg.port == ha.port and self.cfg.listen == ha.listen and daemon.endpoint:
@@ -201,6 +206,7 @@ class RedundancyService:
                     reason="no peer acked within semisync_timeout",
                 )
         elif isinstance(ev, SyncStateChanged):
+            self._announced = ev.state
             self.log.info("sync.state", state=ev.state.value, reason=ev.reason)
         elif isinstance(ev, MemberChanged):
             self.log.info(
@@ -223,7 +229,8 @@ class RedundancyService:
 
     @property
     def synced(self) -> bool:
-        return self.engine is not None and self.engine.state is SyncState.SYNCED
+        """SYNCED as announced (logged): whoever acts on it never runs ahead of the log."""
+        return self._announced is SyncState.SYNCED
 
     def _status(self, request: web.Request) -> dict[str, object]:
         if self.engine is None:
