@@ -74,10 +74,12 @@ class BenchPlan:
     log_level: str = "warning"
     # also bulk-sync the largest table with this [redundancy] payload_budget (loopback MTU)
     tuned_budget: int | None = None
+    failover: bool = False  # run the lab (``mobileip lab``) once
 
     @classmethod
     def full(cls) -> BenchPlan:
-        return cls(5, 5.0, 20_000, 128, (100_000, 1_000_000), 5000.0, 10.0, tuned_budget=8000)
+        sizes = (100_000, 1_000_000)
+        return cls(5, 5.0, 20_000, 128, sizes, 5000.0, 10.0, tuned_budget=8000, failover=True)
 
     @classmethod
     def quick(cls) -> BenchPlan:
@@ -95,6 +97,7 @@ class BenchReport:
     load_details: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     bulk: dict[str, dict[str, float]] = field(default_factory=dict)
     lag: dict[str, float] = field(default_factory=dict)
+    failover: str | dict[str, object] = "not measured (skipped by --quick)"
     notes: list[str] = field(default_factory=list)
 
     def median(self, name: str) -> float:
@@ -128,7 +131,7 @@ class BenchReport:
             "throughput": rows,
             "bulk_sync": self.bulk,
             "sync_lag": self.lag,
-            "failover_outage": "not measured (needs the lab)",
+            "failover_outage": self.failover,
             "notes": self.notes,
         }
 
@@ -470,6 +473,36 @@ def measure_bulk(
     kids.stop()
 
 
+def measure_failover(report: BenchReport, say: Any) -> None:
+    """``mobileip lab --json`` (namespaces, needs root): SIGKILL of the active HA under traffic."""
+    if os.geteuid() != 0:
+        report.failover = "not measured (the lab needs root)"
+        say(f"  {report.failover}")
+        return
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mobileip", "lab", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        lab = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError) as exc:
+        lab, proc_err = None, str(exc)
+    else:
+        proc_err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    if not lab or not lab.get("ok"):
+        report.failover = f"not measured (the lab failed: {proc_err})"
+    else:
+        report.failover = {
+            "outage_ms": lab.get("outage_ms"),
+            "udp_outage_ms": lab.get("udp_outage_ms"),
+            "packets_lost": lab.get("packets_lost"),
+            "mode": lab.get("mode"),
+        }
+    say(f"  failover outage: {report.failover}")
+
+
 def run_bench(plan: BenchPlan, say: Any = print) -> BenchReport:
     report = BenchReport(plan, loop_name(), machine_description())
     report.notes.append(
@@ -494,6 +527,11 @@ def run_bench(plan: BenchPlan, say: Any = print) -> BenchReport:
                 measure_bulk(kids, size, report, say)
             if plan.tuned_budget is not None:
                 measure_bulk(kids, max(plan.bulk_sizes), report, say, plan.tuned_budget)
+            say("failover (the lab):")
+            if plan.failover:
+                measure_failover(report, say)
+            else:
+                say(f"  {report.failover}")
         finally:
             kids.stop()
     load = os.getloadavg()
@@ -537,7 +575,14 @@ def format_report(report: BenchReport) -> str:
             f"({lag['achieved_per_s']:,.0f}/s answered), 2 async peers: "
             f"p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms (engine ack latency)"
         )
-    out.append("failover outage: not measured (needs the lab)")
+    fo = report.failover
+    if isinstance(fo, dict):
+        out.append(
+            f"failover outage (lab, SIGKILL of the active HA): {fo['outage_ms']} ms ping, "
+            f"{fo['udp_outage_ms']} ms UDP, {fo['packets_lost']} packets lost"
+        )
+    else:
+        out.append(f"failover outage: {fo}")
     out.extend(f"note: {n}" for n in report.notes)
     return "\n".join(out)
 
