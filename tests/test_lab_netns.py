@@ -25,7 +25,6 @@ def mobileip(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[st
 
 @pytest.mark.timeout(200)
 def test_lab_failover_roam_and_return_home(tmp_path: Path) -> None:
-    before = set(lab_namespaces())
     pcap = tmp_path / "f1.pcap"
     res = mobileip("lab", "--json", "--capture", str(pcap))
     assert res.returncode == 0, res.stdout + res.stderr
@@ -45,7 +44,7 @@ def test_lab_failover_roam_and_return_home(tmp_path: Path) -> None:
     assert report["roam"]["received"] > 0 and report["home"]["received"] > 0
     assert report["home"]["proxy_arp_left"] is False
     # nothing left behind
-    assert set(lab_namespaces()) == before
+    assert lab_namespaces(report["prefix"]) == []
     assert not list(Path(tempfile.gettempdir()).glob(f"{report['prefix']}-*"))
 
     # the capture of the foreign link: IP-in-IP from the virtual address to fa1, the inner
@@ -109,7 +108,6 @@ def test_a_failing_lab_leaves_nothing_behind(
     says what failed, exits 1, and removes everything."""
     from mobileip import lab
 
-    before = set(lab_namespaces())
     seen: dict[str, str] = {}
 
     def broken_start(self: lab.NetnsLab, node: str, command: str, config: object) -> object:
@@ -123,5 +121,5 @@ def test_a_failing_lab_leaves_nothing_behind(
     assert lab.main(parser.parse_args([])) == 1
     err = capsys.readouterr().err
     assert "mobileip lab: failed: ha1: simulated failure" in err
-    assert set(lab_namespaces()) == before
+    assert lab_namespaces(seen["prefix"]) == []
     assert not list(Path(tempfile.gettempdir()).glob(f"{seen['prefix']}-*"))
