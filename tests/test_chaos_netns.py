@@ -54,7 +54,8 @@ VIP_CIDR = f"{VIP}/24"
 RELAY_IP = "10.77.0.9"
 PREFIX = "10.1.0.0/16"
 SYNC_KEY = "5a" * 32
-WINDOW = 8
+WINDOW = 12
+RATE = 120
 SEED = int(os.environ.get("CHAOS_SEED", "8"))
 ACTIVE = r"event=role\.changed role=active"
 SUMMARY: list[dict[str, Any]] = []
@@ -384,11 +385,11 @@ def run_chaos(seg: Segment, tmp: Path, mode: str, seed: int) -> dict[str, Any]:
         g.start(name)
     try:
         wait_until(lambda: g.master() == "c" and all(map(g.synced, "abc")), 30, "c master, synced")
-        duration = 22.0
+        duration = 20.0
         argv = [
             sys.executable, "-m", "mobileip.chaos", "load", "--ha", f"{VIP}:434",
-            "--mobile-nodes", "60", "--spi", str(SPI), "--key", KEY,
-            "--duration", str(duration), "--rate", "60", "--window", str(WINDOW),
+            "--mobile-nodes", "80", "--spi", str(SPI), "--key", KEY,
+            "--duration", str(duration), "--rate", str(RATE), "--window", str(WINDOW),
             "--timeout", "0.5", "--dereg", "0.25", "--seed", str(seed),
         ]  # fmt: skip
         client = seg.spawn(g.mn, argv, label="load")
@@ -558,3 +559,90 @@ def test_a_lost_update_is_retransmitted_while_later_updates_are_acked() -> None:
     assert b.table.get(100) is not None, "the lost update was never retransmitted"
     print(f"\nlost update repaired {now - lost_at:.2f}s later ({home - 101} newer updates acked)")
     assert now - lost_at <= 0.5
+
+
+# --- regression: a stalled master's late acceptance of an older request cannot undo a newer one
+
+
+def test_an_older_request_accepted_late_does_not_undo_a_deregistration() -> None:
+    """Found by reasoning about the stalled master of the chaos run, reproduced here without
+    a network: the mobile node's registration R1 waits in a stalled master's socket; the client
+    gives up, deregisters (D, a newer identification) through the new master; the old master
+    wakes and accepts R1 (it never heard of D). Both versions fall in the same second of the
+    timestamps, so the tie went to the higher node id: R1 won everywhere, the deregistered
+    binding came back and the last identification went backwards. With timestamps the
+    identification orders a mobile node's requests: the newer one now wins."""
+    from mobileip.core.bindings import BindingTable
+    from mobileip.core.homeagent import BindingChanged, HomeAgentCore, HomeAgentSettings
+    from mobileip.core.replay import ntp_from_unix
+    from mobileip.core.security import SecurityAssociation, SecurityAssociations
+    from mobileip.io.client import MobileNode, build_request
+    from mobileip.sync.engine import SyncEngine, SyncSettings, SyncState
+    from mobileip.wire import sync as wire
+
+    ha = IPv4Address("10.1.0.1")
+    sa = SecurityAssociation(256, "hmac-md5", bytes(range(16)), (IPv4Network("10.1.0.0/16"),))
+    auth = wire.GroupAuth([wire.GroupKey(1000, "hmac-sha256", b"k" * 32)], 1000)
+    ends = [("10.0.0.2", 434), ("10.0.0.3", 434)]  # b (node 2) and c (node 3)
+    cores, engines = [], []
+    for i in range(2):
+        table = BindingTable()
+        settings = HomeAgentSettings(ha, node_id=i + 2)
+        cores.append(HomeAgentCore(settings, SecurityAssociations([sa]), table))
+        sync = SyncSettings(
+            node_id=i + 2,
+            peers=(ends[1 - i],),
+            boot_wait=0.2,
+            ordered_identifications=True,
+        )
+        engines.append(SyncEngine(sync, table, auth, 1000 + i))
+
+    def step(now: float, up: bool = True) -> None:
+        for _ in range(10):
+            moved = False
+            for src, eng in zip(ends, engines, strict=True):
+                when = eng.next_timer()
+                if when is not None and when <= now:
+                    eng.handle_timer(now)
+                for data, dest in eng.datagrams_to_send():
+                    moved = True
+                    if up:
+                        engines[ends.index(dest)].handle_datagram(data, src, now)
+            if not moved:
+                return
+
+    def request(i: int, data: bytes, now: float, wall: float) -> int:
+        out = cores[i].handle_request(data, now, wall)
+        for ev in out.events:
+            if isinstance(ev, BindingChanged):
+                engines[i].local_change(ev.record, now)
+        assert out.code is not None
+        return out.code
+
+    now, wall = 0.0, 1_800_000_000.0
+    for eng in engines:
+        eng.start(now)
+    while now < 3.0:
+        step(now)
+        now += 0.01
+    assert all(e.state is SyncState.SYNCED for e in engines)
+    mn = MobileNode(IPv4Address("10.1.0.9"), IPv4Address("192.0.2.10"), ha, sa)
+    home = int(mn.home_address)
+    assert request(1, build_request(mn, 600, ntp_from_unix(wall + 0.05)), now, wall + 0.05) == 0
+    step(now)
+    r1 = build_request(mn, 600, ntp_from_unix(wall + 0.10))  # waits in stalled c's socket
+    d_id = ntp_from_unix(wall + 0.70)
+    assert request(0, build_request(mn, 0, d_id), now + 0.7, wall + 0.7) == 0  # b: deregistered
+    assert request(1, r1, now + 2.0, wall + 2.0) == 0  # c wakes up and accepts R1
+    t = now + 2.0
+    while t < now + 6.0:
+        step(t)
+        t += 0.05
+    for core in cores:
+        rec = core.table.get(home)
+        assert rec is not None
+        assert rec.last_id == d_id, "the last identification went backwards"
+        assert not rec.bindings, "the deregistered binding came back"
+    same = [(r.version, r.last_id, r.bindings) for c in cores if (r := c.table.get(home))]
+    assert same[0] == same[1]
+    assert request(0, build_request(mn, 0, d_id), t, wall + 6.0) == 133  # D is not replayable

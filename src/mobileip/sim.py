@@ -92,6 +92,7 @@ class Member:
             boot_wait=0.5,
             digest_interval=1.0,
             unreachable_after=3.5,
+            ordered_identifications=True,  # timestamps
         )
         epoch = int(WALL_BASE + now) + self.boots  # a later boot always has a later epoch
         self.engine = SyncEngine(sync, table, wire.GroupAuth([GROUP_KEY], 1000), epoch)

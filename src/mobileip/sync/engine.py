@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from mobileip.core.bindings import BindingTable, MobilityRecord
+from mobileip.core.bindings import BindingTable, MobilityRecord, make_version
 from mobileip.sync import records as rec_codec
 from mobileip.sync.bulk import BulkReceiver, BulkSender, Chunk
 from mobileip.sync.members import Endpoint, Member
@@ -114,6 +114,9 @@ class SyncSettings:
     bulk_window: int = 16
     payload_budget: int = wire.MAX_PAYLOAD
     max_sent_log: int = 65_536
+    # The last identifications of a mobile node are ordered (RFC 5944 timestamps, not nonces):
+    # a peer's record that answered an older request than ours never replaces ours.
+    ordered_identifications: bool = False
 
 
 @dataclass
@@ -465,7 +468,7 @@ class SyncEngine:
         applied = []
         for st in msg.records:
             rec = rec_codec.from_state(st, now)
-            if self.table.merge(rec, now):
+            if self._merge(rec, now):
                 applied.append(self.table.get(rec.home_address) or rec)
         if applied:
             self._events.append(RecordsApplied(tuple(applied)))
@@ -479,6 +482,30 @@ class SyncEngine:
             tuple(st.home_address for st in msg.records),
         )
         self._send(ack, m.endpoint)
+
+    def _merge(self, rec: MobilityRecord, now: float) -> bool:
+        """Apply a peer's record if it is newer than ours (FIG 7, FIG 9); True if ours changed.
+
+        With ordered identifications, a record newer by version that answered an *older*
+        request than ours lost a race the versions cannot see: a member that was stalled or cut
+        off accepted a request its mobile node had already superseded elsewhere within the same
+        second of the timestamps (the versions' counters tie, the higher node id wins). Ours
+        stands, re-issued with a version above both, so the whole group settles on it
+        (found by tests/test_chaos_netns.py).
+        """
+        old = self.table.get(rec.home_address)
+        if (
+            self.settings.ordered_identifications
+            and old is not None
+            and rec.version > old.version
+            and rec.last_id < old.last_id
+        ):
+            self.counters.dropped["older-identification"] += 1
+            version = make_version(max(old.counter, rec.counter) + 1, self.settings.node_id)
+            self.table.put(replace(old, version=version), now)
+            self._fresh[rec.home_address] = None
+            return True
+        return self.table.merge(rec, now)
 
     def _on_update_ack(self, msg: wire.BindingUpdateAck, m: Member, now: float) -> None:
         sent = self._sent_log.get(msg.identification)
@@ -604,7 +631,7 @@ class SyncEngine:
         applied = []
         for st in msg.records:
             rec = rec_codec.from_state(st, now)
-            if self.table.merge(rec, now):
+            if self._merge(rec, now):
                 applied.append(self.table.get(rec.home_address) or rec)
         if applied:
             self._events.append(RecordsApplied(tuple(applied)))
