@@ -714,10 +714,12 @@ def _serve(config_path: str, fill: int, log_level: str) -> int:
     if fill:
         fill_table(daemon.core.table, fill, time.monotonic(), int(daemon.core.settings.address))
         gc.collect()
-    service = None
+    from mobileip.io.redundancy import RedundancyService
+
+    service: Any = getattr(daemon, "redundancy", None)
     for sub in daemon.subscribers:
         owner = getattr(sub, "__self__", None)
-        if owner is not None and hasattr(owner, "engine"):
+        if service is None and isinstance(owner, RedundancyService):
             service = owner
     info: dict[str, Any] = {"started_at": None, "synced_at": None}
     taken = [0]
