@@ -11,7 +11,6 @@ and forwarded to the correspondent, and everything withdrawn on deregistration a
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -301,27 +300,3 @@ def test_auto_backend_follows_what_the_kernel_can(
     assert f"backend={'kernel' if ok else 'userspace'}" in line
     # the probe leaves no device behind
     assert "mipprobe" not in seg.run(ha, ["ip", "link"]).stdout
-
-
-def test_kernel_backend(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for network namespaces")
-    with Segment() as seg:
-        ha = seg.add_member("ha", f"{HA}/24")
-        far = seg.add_member("far", f"{FAR}/24")
-        ok, why = _probe(seg, ha)
-        if not ok:
-            pytest.skip(f"kernel backend unavailable here: {why}")
-        cfg = ha_config(ha)
-        cfg["dataplane"]["backend"] = "kernel"
-        conf = tmp_path / "ha.toml"
-        conf.write_text(to_toml(cfg))
-        daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
-        daemon.wait_for(r"dataplane.started backend=kernel", 15)
-        register(seg, far, FAR)
-        wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1)
-        route = seg.run(ha, ["ip", "route", "show", HOME]).stdout
-        assert "dev mip" in route, route
-        register(seg, far, HOME, lifetime=0)
-        wait_dataplane(seg, ha, lambda d: d["tunnels"] == 0)
-        assert "ipip" not in seg.run(ha, ["ip", "-d", "link"]).stdout
