@@ -333,7 +333,7 @@ class ChaosGroup:
 
     # --- faults --------------------------------------------------------------------------
 
-    def inject(self, kind: str, stop_at: float) -> None:
+    def inject(self, kind: str) -> None:
         """One fault; returns when it is over (the process restarted, resumed, link up)."""
         rng = self.rng
         master = self.master()
@@ -401,7 +401,7 @@ def run_chaos(seg: Segment, tmp: Path, mode: str, seed: int) -> dict[str, Any]:
             time.sleep(g.rng.uniform(0.8, 2.0))
             if time.monotonic() - began > duration - 4:
                 break
-            g.inject(kind, began + duration)
+            g.inject(kind)
             # let the group settle on one master (a restarted member waits until SYNCED)
             end = time.monotonic() + 10
             while time.monotonic() < end and g.master() is None:
