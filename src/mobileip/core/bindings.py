@@ -23,6 +23,7 @@ Times are monotonic seconds passed in by the caller (``now``); nothing here read
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
@@ -92,12 +93,53 @@ def record_hash(home: int, version: int) -> int:
     return z ^ (z >> 31)
 
 
+# Records are stored packed, one ``bytes`` object per mobile node (about 170 bytes per binding
+# with the dict entry, against about 430 as Python objects): home, home agent, version, last
+# identification, deleted_at, binding count; then per binding: care-of address, granted
+# lifetime, flags, expiry. ``get`` unpacks into the frozen dataclasses above.
+_HEAD = struct.Struct("=IIQQdB")
+_BIND = struct.Struct("=IHBd")
+_HEAD_SIZE = _HEAD.size
+_BIND_SIZE = _BIND.size
+
+
+def _pack(rec: MobilityRecord) -> bytes:
+    parts = [
+        _HEAD.pack(
+            rec.home_address,
+            rec.home_agent,
+            rec.version,
+            rec.last_id,
+            rec.deleted_at,
+            len(rec.bindings),
+        )
+    ]
+    for b in rec.bindings:
+        parts.append(_BIND.pack(b.care_of_address, b.granted_lifetime, b.flags, b.expires))
+    return b"".join(parts)
+
+
+def _unpack(blob: bytes) -> MobilityRecord:
+    home, ha, version, last_id, deleted_at, n = _HEAD.unpack_from(blob)
+    bindings = []
+    for i in range(n):
+        coa, granted, flags, expires = _BIND.unpack_from(blob, _HEAD_SIZE + i * _BIND_SIZE)
+        bindings.append(Binding(coa, granted, expires, flags))
+    return MobilityRecord(home, version, last_id, ha, tuple(bindings), deleted_at)
+
+
+def _head(blob: bytes) -> tuple[int, int, int, int, float, int]:
+    """(home, home agent, version, last_id, deleted_at, binding count) without unpacking."""
+    head: tuple[int, int, int, int, float, int] = _HEAD.unpack_from(blob)
+    return head
+
+
 class BindingTable:
     """All mobility records of one home agent, with expiry and tombstone purging."""
 
     def __init__(self, tombstone_ttl: float = 600.0) -> None:
         self.tombstone_ttl = tombstone_ttl
-        self._records: dict[int, MobilityRecord] = {}
+        self._records: dict[int, bytes] = {}
         self._live = 0  # records with at least one binding
         # expiry wheel: whole second -> home addresses that may expire in it (checked lazily)
         self._wheel: dict[int, list[int]] = {}
@@ -108,10 +150,16 @@ class BindingTable:
     # --- reads ---------------------------------------------------------------------------
 
     def get(self, home: int) -> MobilityRecord | None:
-        return self._records.get(home)
+        blob = self._records.get(home)
+        return None if blob is None else _unpack(blob)
+
+    def version_of(self, home: int) -> int | None:
+        """The record's version, without unpacking the record."""
+        blob = self._records.get(home)
+        return None if blob is None else _head(blob)[2]
 
     def live(self, home: int) -> MobilityRecord | None:
-        rec = self._records.get(home)
+        rec = self.get(home)
         return rec if rec is not None and rec.bindings else None
 
     def __len__(self) -> int:
@@ -124,10 +172,15 @@ class BindingTable:
         return len(self._records)
 
     def records(self) -> Iterator[MobilityRecord]:
-        return iter(list(self._records.values()))
+        for blob in list(self._records.values()):
+            yield _unpack(blob)
+
+    def homes(self) -> list[int]:
+        """Every home address with a record (tombstones included), without unpacking."""
+        return list(self._records)
 
     def bindings(self) -> Iterator[tuple[MobilityRecord, Binding]]:
-        for rec in list(self._records.values()):
+        for rec in self.records():
             for b in rec.bindings:
                 yield rec, b
 
@@ -139,8 +192,8 @@ class BindingTable:
         request of that mobile node, so a member that missed an update still orders the next
         registration after it.
         """
-        rec = self._records.get(home)
-        counter = rec.counter + 1 if rec is not None else 1
+        version = self.version_of(home)
+        counter = (version >> 32) + 1 if version is not None else 1
         return make_version(max(counter, floor), origin)
 
     def digest(self) -> tuple[int, ...]:
@@ -150,16 +203,17 @@ class BindingTable:
     def bucket_records(self, buckets: Iterable[int]) -> list[MobilityRecord]:
         """Every record (tombstones included) whose home address falls in ``buckets``."""
         wanted = set(buckets)
-        return [r for h, r in self._records.items() if bucket_of(h) in wanted]
+        return [_unpack(b) for h, b in self._records.items() if bucket_of(h) in wanted]
 
     # --- writes --------------------------------------------------------------------------
 
     def put(self, rec: MobilityRecord, now: float) -> MobilityRecord | None:
         """Store ``rec`` unconditionally; return what it replaced."""
-        old = self._records.get(rec.home_address)
+        blob = self._records.get(rec.home_address)
+        old = None if blob is None else _unpack(blob)
         if not rec.bindings and rec.deleted_at == 0.0:
             rec = replace(rec, deleted_at=now)
-        self._records[rec.home_address] = rec
+        self._records[rec.home_address] = _pack(rec)
         self._live += (1 if rec.bindings else 0) - (1 if old is not None and old.bindings else 0)
         self._redigest(old, rec)
         if rec.bindings:
@@ -175,17 +229,19 @@ class BindingTable:
 
         Returns True when it was applied. Equal versions are the same change: not re-applied.
         """
-        old = self._records.get(rec.home_address)
-        if old is not None and old.version >= rec.version:
+        version = self.version_of(rec.home_address)
+        if version is not None and version >= rec.version:
             return False
         self.put(rec, now)
         return True
 
     def discard(self, home: int) -> MobilityRecord | None:
-        old = self._records.pop(home, None)
-        if old is not None:
-            self._live -= 1 if old.bindings else 0
-            self._redigest(old, None)
+        blob = self._records.pop(home, None)
+        if blob is None:
+            return None
+        old = _unpack(blob)
+        self._live -= 1 if old.bindings else 0
+        self._redigest(old, None)
         return old
 
     def _redigest(self, old: MobilityRecord | None, new: MobilityRecord | None) -> None:
@@ -238,7 +294,7 @@ class BindingTable:
             if home in seen:
                 continue
             seen.add(home)
-            rec = self._records.get(home)
+            rec = self.get(home)
             if rec is None:
                 continue
             if not rec.bindings:

@@ -684,7 +684,7 @@ class SyncEngine:
             )
             self._send(reply, m.endpoint)
             return
-        homes = [r.home_address for r in self.table.records()]
+        homes = self.table.homes()
         sender = BulkSender(m.endpoint, msg.identification, homes)
         self._senders[m.endpoint] = sender
         self._send_peer_list(sender, now, first=True)
