@@ -16,8 +16,7 @@ from helpers import KEY, SPI, DaemonHandle, running_homeagent, start_homeagent
 from test_redundancy_loopback import member_configs, wait_until
 
 from mobileip.config import to_toml
-from mobileip.io.admin import post_json
-from mobileip.io.client import ControlError
+from mobileip.io.client import ControlError, post_json
 
 NEW_KEY = "ffeeddccbbaa99887766554433221100"
 
@@ -108,12 +107,12 @@ def test_sighup_reloads_security_associations_and_keeps_bindings(tmp_path: Path)
 
         # the same through the control API
         try:
-            post_json(ha.control, "/api/v1/reload", ha.token)
+            post_json(ha.control, "/api/v1/reload", token=ha.token)
             raise AssertionError("a bad config must answer 400")
         except ControlError as exc:
             assert "HTTP 400" in str(exc)
         ha.config_path.write_text(to_toml(ha.config))
-        result = post_json(ha.control, "/api/v1/reload", ha.token)
+        result = post_json(ha.control, "/api/v1/reload", token=ha.token)
         assert result["ok"] is True and result["added"] == [] and result["changed"] == []
         assert ha.stop() == 0
 

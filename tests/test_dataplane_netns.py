@@ -176,7 +176,7 @@ def test_userspace_tunnels_proxy_arp_reverse_tunnel_and_withdrawal(
 
     # 5. standby withdraws routes and proxy entries; active again re-announces
     post = (
-        "import sys, json; from mobileip.io.roles import post_json; "
+        "import sys, json; from mobileip.io.client import post_json; "
         "print(json.dumps(post_json(('127.0.0.1', 8434), '/api/v1/role', {'role': sys.argv[1]})))"
     )
     assert seg.run(ha, [PY, "-c", post, "standby"]).returncode == 0

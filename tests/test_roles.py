@@ -15,7 +15,7 @@ import pytest
 from helpers import running_homeagent
 
 from mobileip.config import VrrpConfig
-from mobileip.io.client import ControlError
+from mobileip.io.client import ControlError, post_json
 from mobileip.io.keepalived import FifoReader, NotifyLine, parse_notify_line, write_track_file
 from mobileip.io.roles import (
     TRACK_FILE_DEMOTION,
@@ -23,7 +23,6 @@ from mobileip.io.roles import (
     Role,
     StaticDriver,
     format_vrrp,
-    post_json,
 )
 
 # --- the notify FIFO line parser ---------------------------------------------------------------

@@ -347,7 +347,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_role(args: argparse.Namespace) -> int:
     """``mobileip role active|standby``: switch the static driver through the control API."""
-    from mobileip.io.roles import format_vrrp, post_json
+    from mobileip.io.client import post_json
+    from mobileip.io.roles import format_vrrp
 
     try:
         data = post_json(args.control, "/api/v1/role", {"role": args.role}, args.token)

@@ -605,8 +605,7 @@ def loopback_configs() -> dict[str, dict[str, Any]]:
 
 def run_loopback() -> dict[str, Any]:
     from mobileip.core.security import SecurityAssociation
-    from mobileip.io.client import MobileNode, RegistrationClient, fetch_json
-    from mobileip.io.roles import post_json
+    from mobileip.io.client import MobileNode, RegistrationClient, fetch_json, post_json
 
     work = Path(tempfile.mkdtemp(prefix="mobileip-lab-"))
     configs = loopback_configs()

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -28,7 +27,7 @@ from mobileip.config import (
     load_config,
     security_associations,
 )
-from mobileip.io.client import ControlError
+from mobileip.io.client import ControlError, post_json
 
 if TYPE_CHECKING:
     from mobileip.io.daemon import HomeAgentDaemon
@@ -144,34 +143,12 @@ class AdminService:
         return web.json_response(result.as_dict(), status=200 if result.ok else 400)
 
 
-def post_json(control: tuple[str, int], path: str, token: str | None, timeout: float = 5.0) -> Any:
-    """POST to the control API; the decoded JSON answer, or :class:`ControlError`."""
-    import urllib.error
-    import urllib.request
-
-    url = f"http://{control[0]}:{control[1]}{path}"
-    request = urllib.request.Request(url, data=b"", method="POST")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace").strip()
-        with contextlib.suppress(ValueError, AttributeError):
-            body = json.loads(body).get("error", body)
-        raise ControlError(f"{url}: HTTP {exc.code}: {body}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ControlError(f"{url}: cannot connect: {reason}") from None
-
-
 def cmd_clear_binding(
     control: tuple[str, int], home: IPv4Address, token: str | None, as_json: bool
 ) -> int:
     """``mobileip clear binding HOME``: 0 cleared, 1 no such binding, 4 control API error."""
     try:
-        data = post_json(control, f"/api/v1/bindings/{home}/clear", token)
+        data = post_json(control, f"/api/v1/bindings/{home}/clear", token=token)
     except ControlError as exc:
         print(f"mobileip: {exc}", file=sys.stderr)
         return 1 if "HTTP 404" in str(exc) else 4

@@ -16,6 +16,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Any
 
 from mobileip.core.replay import NTP_EPOCH_OFFSET, ntp_from_unix
 from mobileip.core.security import SecurityAssociation, append_auth, verify_auth
@@ -292,26 +293,60 @@ class ControlError(Exception):
     """The control API could not be reached or refused the request."""
 
 
-def fetch_json(
-    control: tuple[str, int], path: str, token: str | None = None, timeout: float = 5.0
+def control_request(
+    control: tuple[str, int],
+    path: str,
+    token: str | None = None,
+    *,
+    method: str = "GET",
+    body: object | None = None,
+    timeout: float = 5.0,
 ) -> object:
-    """GET ``path`` from the control API at ``control`` and decode its JSON body."""
+    """Call the control API at ``control``; the decoded JSON answer, or :class:`ControlError`
+    (with the API's own ``error`` text when it sent one)."""
     import json
     import urllib.error
     import urllib.request
 
     url = f"http://{control[0]}:{control[1]}{path}"
-    request = urllib.request.Request(url)
+    data = None if method == "GET" else json.dumps(body).encode() if body is not None else b""
+    request = urllib.request.Request(url, data=data, method=method)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read().decode())
     except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace").strip()
-        raise ControlError(f"{url}: HTTP {exc.code}: {body}") from None
+        text = exc.read().decode(errors="replace").strip()
+        try:
+            answer = json.loads(text)
+            if isinstance(answer, dict) and "error" in answer:
+                text = str(answer["error"])
+        except ValueError:
+            pass
+        raise ControlError(f"{url}: HTTP {exc.code}: {text}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ControlError(f"{url}: cannot connect: {reason}") from None
     except ValueError as exc:
         raise ControlError(f"{url}: not JSON: {exc}") from None
+
+
+def fetch_json(
+    control: tuple[str, int], path: str, token: str | None = None, timeout: float = 5.0
+) -> object:
+    """GET ``path`` from the control API at ``control`` and decode its JSON body."""
+    return control_request(control, path, token, timeout=timeout)
+
+
+def post_json(
+    control: tuple[str, int],
+    path: str,
+    body: object | None = None,
+    token: str | None = None,
+    timeout: float = 5.0,
+) -> Any:
+    """POST ``body`` (JSON, or nothing) to the control API; the decoded JSON answer."""
+    return control_request(control, path, token, method="POST", body=body, timeout=timeout)

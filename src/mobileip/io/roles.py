@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -419,32 +418,6 @@ def _error(status: int, message: str) -> web.StreamResponse:
 
 
 # --- command line helpers (``mobileip role``, ``mobileip show vrrp``) -------------------------
-
-
-def post_json(
-    control: tuple[str, int], path: str, body: object, token: str | None = None, timeout: float = 5
-) -> object:
-    """POST ``body`` as JSON to the control API; :class:`ControlError` on any failure."""
-    import urllib.error
-    import urllib.request
-
-    from mobileip.io.client import ControlError
-
-    url = f"http://{control[0]}:{control[1]}{path}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read().decode())
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode(errors="replace").strip()
-        raise ControlError(f"{url}: HTTP {exc.code}: {text}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ControlError(f"{url}: cannot connect: {getattr(exc, 'reason', exc)}") from None
-    except ValueError as exc:
-        raise ControlError(f"{url}: not JSON: {exc}") from None
 
 
 def format_vrrp(data: dict[str, Any]) -> str:

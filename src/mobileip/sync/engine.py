@@ -465,13 +465,7 @@ class SyncEngine:
 
     def _on_update(self, msg: wire.BindingUpdate, m: Member, now: float) -> None:
         self.counters.received_bus += 1
-        applied = []
-        for st in msg.records:
-            rec = rec_codec.from_state(st, now)
-            if self._merge(rec, now):
-                applied.append(self.table.get(rec.home_address) or rec)
-        if applied:
-            self._events.append(RecordsApplied(tuple(applied)))
+        self._apply(msg.records, now)
         self.counters.sent_bu_acks += 1
         ack = wire.BindingUpdateAck(
             self.settings.group,
@@ -482,6 +476,16 @@ class SyncEngine:
             tuple(st.home_address for st in msg.records),
         )
         self._send(ack, m.endpoint)
+
+    def _apply(self, states: Iterable[wire.RecordState], now: float) -> None:
+        """Merge a peer's records (updates or a download chunk); announce what changed."""
+        applied = []
+        for st in states:
+            rec = rec_codec.from_state(st, now)
+            if self._merge(rec, now):
+                applied.append(self.table.get(rec.home_address) or rec)
+        if applied:
+            self._events.append(RecordsApplied(tuple(applied)))
 
     def _merge(self, rec: MobilityRecord, now: float) -> bool:
         """Apply a peer's record if it is newer than ours (FIG 7, FIG 9); True if ours changed.
@@ -628,13 +632,7 @@ class SyncEngine:
             self.counters.dropped_bi_reps += 1
             self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received)
             return
-        applied = []
-        for st in msg.records:
-            rec = rec_codec.from_state(st, now)
-            if self._merge(rec, now):
-                applied.append(self.table.get(rec.home_address) or rec)
-        if applied:
-            self._events.append(RecordsApplied(tuple(applied)))
+        self._apply(msg.records, now)
         r.received = expected
         r.last_progress = now
         self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received)
