@@ -186,6 +186,7 @@ def test_userspace_tunnels_proxy_arp_reverse_tunnel_and_withdrawal(
     assert seg.run(ha, [PY, "-c", post, "active"]).returncode == 0
     data = wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1 and d["active"])
     assert data["takeovers"] == 1 and data["last_takeover_ms"] is not None
+    time.sleep(0.3 * 2 + 0.2)  # let both paced re-announcement rounds go out (garp_interval)
 
     # 6. the mobile node returns home: deregister all (CoA = home address), proxying stops
     register(seg, far, HOME, lifetime=0)
