@@ -92,6 +92,7 @@ def test_pending_nonces_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert out.code == 133
     assert len(core._pending_nonces) == 8
     assert core.stats.violations["bad-identification"] == 20
+    assert core.stats.dropped["nonce-evicted"] == 12  # what the bound refused is counted
 
 
 def test_replay_window_senders_are_bounded() -> None:
@@ -100,6 +101,7 @@ def test_replay_window_senders_are_bounded() -> None:
         assert w.accept(sender, (1 << 32) | 1)
     assert len(w) == 4
     assert 9 in w and 0 not in w
+    assert w.evicted == 6
 
 
 def test_udp_reader_takes_at_most_a_batch_per_wakeup() -> None:

@@ -328,8 +328,9 @@ class HomeAgentCore:
         return self.table.next_version(key, self._node_id, floor)
 
     def _remember_nonce(self, key: int, nonce: int) -> None:
-        if len(self._pending_nonces) >= _MAX_PENDING_NONCES:
+        if key not in self._pending_nonces and len(self._pending_nonces) >= _MAX_PENDING_NONCES:
             self._pending_nonces.pop(next(iter(self._pending_nonces)))
+            self.stats.dropped["nonce-evicted"] += 1  # that MN gets a fresh nonce next time
         self._pending_nonces[key] = nonce
 
     def _reply(

@@ -146,6 +146,7 @@ class SyncCounters:
     unprotected: int = 0  # semisync replies sent without a peer's ack
     repaired_records: int = 0  # records pushed by anti-entropy
     queue_dropped: int = 0  # pending updates dropped because a queue was full
+    replay_senders_evicted: int = 0  # senders the replay window forgot (max_senders)
     dropped: Counter[str] = field(default_factory=Counter)  # datagrams dropped, by reason
 
     def as_dict(self) -> dict[str, object]:
@@ -233,6 +234,7 @@ class SyncEngine:
             self._events.append(SyncViolation("replayed", src))
             return
         self._replay.accept(msg.sender, msg.sequence)
+        self.counters.replay_senders_evicted = self._replay.evicted
         member = self._learn(src, msg.sender, msg.sequence >> 32, now)
         if isinstance(msg, wire.BindingUpdate):
             self._on_update(msg, member, now)

@@ -77,6 +77,7 @@ class ReplayWindow:
             raise ValueError(f"max_senders {max_senders} < 1")
         self.size = size
         self.max_senders = max_senders
+        self.evicted = 0  # senders forgotten to stay within max_senders
         self._senders: OrderedDict[int, _SenderWindow] = OrderedDict()
 
     def verdict(self, sender: int, sequence: int) -> str | None:
@@ -113,6 +114,7 @@ class ReplayWindow:
             self._senders.move_to_end(sender)
             while len(self._senders) > self.max_senders:
                 self._senders.popitem(last=False)
+                self.evicted += 1
             return True
         mask = (1 << self.size) - 1
         if counter > w.highest:
