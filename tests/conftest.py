@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import DaemonHandle, homeagent_config, start_homeagent
+from netns import Segment, root_skip_reason
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 _root_skips: list[str] = []
@@ -72,3 +74,20 @@ def homeagent(tmp_path: Path) -> Iterator[Any]:
     yield start
     for handle in started:
         handle.stop()
+
+
+@pytest.fixture
+def seg() -> Iterator[Segment]:
+    """A fresh network-namespace :class:`Segment` (root), torn down whatever the outcome;
+    processes a test stopped with SIGSTOP are continued first so they can act on SIGTERM."""
+    reason = root_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    segment = Segment()
+    try:
+        segment.open()
+        yield segment
+    finally:
+        for proc in segment.processes:
+            proc.signal(signal.SIGCONT)
+        segment.close()

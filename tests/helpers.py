@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -246,3 +246,15 @@ def running_homeagent(
             handle.stop(signal.SIGKILL)
         else:
             handle.stop()
+
+
+def wait_until(
+    cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> float:
+    """Poll ``cond`` until it holds; return how long that took, or fail naming ``what``."""
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic() - start

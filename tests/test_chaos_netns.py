@@ -27,14 +27,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import HA_ADDRESS, HOME_PREFIX, KEY, SPI
-from netns import Member, Process, Segment, root_skip_reason
+from helpers import HA_ADDRESS, HOME_PREFIX, KEY, SPI, wait_until
+from netns import Member, Process, Segment
 
 from mobileip.chaos import (
     ChaosCore,
@@ -204,30 +204,6 @@ def test_load_client_against_a_real_daemon_is_judged_clean(homeagent: Any) -> No
 
 
 # --- chaos under load in namespaces ------------------------------------------------------------
-
-
-@pytest.fixture
-def seg() -> Iterator[Segment]:
-    reason = root_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    segment = Segment()
-    try:
-        segment.open()
-        yield segment
-    finally:
-        for proc in segment.processes:  # a stopped process cannot act on SIGTERM
-            proc.signal(signal.SIGCONT)
-        segment.close()
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not cond():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-    return time.monotonic() - start
 
 
 class ChaosGroup:

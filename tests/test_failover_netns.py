@@ -14,13 +14,12 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import KEY, SPI
-from netns import Member, Process, Segment, root_skip_reason
+from helpers import KEY, SPI, wait_until
+from netns import Member, Process, Segment
 
 from mobileip.config import to_toml
 from mobileip.core.replay import ntp_from_unix
@@ -62,28 +61,6 @@ for attempt in range(4):
     break
 print(json.dumps(result))
 """
-
-
-@pytest.fixture
-def seg() -> Iterator[Segment]:
-    reason = root_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    segment = Segment()
-    try:
-        segment.open()
-        yield segment
-    finally:
-        segment.close()
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not cond():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 class Group:

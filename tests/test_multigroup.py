@@ -12,13 +12,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import KEY, SPI, DaemonHandle, free_port, wait_for_control
+from helpers import KEY, SPI, DaemonHandle, free_port, wait_for_control, wait_until
 
 from mobileip.config import ConfigError, load_config, parse_config, to_toml
 from mobileip.core.dynamic_ha import dynamic_request, redirected_to
@@ -181,14 +181,6 @@ def homes(handle: DaemonHandle, group: str) -> set[str]:
     rows = fetch_json(handle.control, f"/group/{group}/api/v1/bindings")
     assert isinstance(rows, list)
     return {r["home_address"] for r in rows}
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_requests_go_to_the_group_their_home_agent_field_names(

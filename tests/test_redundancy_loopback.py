@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 from helpers import KEY, SPI, DaemonHandle, free_port, homeagent_config, start_homeagent
 
@@ -61,12 +62,7 @@ def redundancy(ha: DaemonHandle) -> dict[str, Any]:
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return helpers.wait_until(check, timeout, what)
 
 
 def table(ha: DaemonHandle) -> set[tuple[str, str, int]]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 from helpers import KEY, SPI
 from netns import Member, Segment, segment_fixture  # noqa: F401  (fixture)
@@ -53,12 +53,7 @@ def status(seg: Segment, m: Member) -> dict[str, Any]:
 
 
 def wait_until(what: str, check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    helpers.wait_until(check, timeout, what, interval=0.2)
 
 
 def test_three_members_sync_over_multicast(segment_fixture: Segment, tmp_path: Path) -> None:  # noqa: F811
