@@ -43,7 +43,8 @@ class SecurityAssociation:
     prefixes: tuple[IPv4Network, ...]
 
     def covers(self, home: IPv4Address) -> bool:
-        return any(home in net for net in self.prefixes)
+        addr = int(home)
+        return any(addr & int(net.netmask) == int(net.network_address) for net in self.prefixes)
 
     def authenticator(self, protected: bytes) -> bytes:
         return compute_authenticator(self.algorithm, self.key, protected)
