@@ -13,14 +13,16 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from netns import Segment
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import DaemonHandle, homeagent_config, start_homeagent
-from netns import Segment, root_skip_reason
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 _root_skips: list[str] = []
@@ -80,6 +82,8 @@ def homeagent(tmp_path: Path) -> Iterator[Any]:
 def seg() -> Iterator[Segment]:
     """A fresh network-namespace :class:`Segment` (root), torn down whatever the outcome;
     processes a test stopped with SIGSTOP are continued first so they can act on SIGTERM."""
+    from netns import Segment, root_skip_reason
+
     reason = root_skip_reason()
     if reason:
         pytest.skip(reason)

@@ -205,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     _loadgen.add_arguments(lg)
     bn = sub.add_parser("bench", help="benchmark suite (echo baseline, HA, sync) on this machine")
     _bench.add_arguments(bn)
+    comp = sub.add_parser("completion", help="print a shell completion script")
+    comp.add_argument("shell", choices=("bash",), help="the shell (bash; zsh reads it too)")
+    from mobileip import manual
+
+    manual.install(parser)
     return parser
 
 
@@ -216,6 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_homeagent(args.config, args.log_format, args.log_level)
     if args.command == "show":
         return cmd_show(args)
+    if args.command == "completion":
+        from mobileip.manual import bash_completion
+
+        print(bash_completion(build_parser()), end="")
+        return 0
     if args.command == "register":
         return cmd_register(args)
     if args.command == "clear":
