@@ -99,22 +99,26 @@ def record_hash(home: int, version: int) -> int:
 # lifetime, flags, expiry. ``get`` unpacks into the frozen dataclasses above.
 _HEAD = struct.Struct("=IIQQdB")
 _BIND = struct.Struct("=IHBd")
+_ONE = struct.Struct("=IIQQdBIHBd")  # a record with exactly one binding
 _HEAD_SIZE = _HEAD.size
 _BIND_SIZE = _BIND.size
 
 
 def _pack(rec: MobilityRecord) -> bytes:
-    parts = [
-        _HEAD.pack(
-            rec.home_address,
-            rec.home_agent,
-            rec.version,
-            rec.last_id,
-            rec.deleted_at,
-            len(rec.bindings),
-        )
-    ]
-    for b in rec.bindings:
+    bindings = rec.bindings
+    head = (
+        rec.home_address,
+        rec.home_agent,
+        rec.version,
+        rec.last_id,
+        rec.deleted_at,
+        len(bindings),
+    )
+    if len(bindings) == 1:  # the common case in one struct call
+        b = bindings[0]
+        return _ONE.pack(*head, b.care_of_address, b.granted_lifetime, b.flags, b.expires)
+    parts = [_HEAD.pack(*head)]
+    for b in bindings:
         parts.append(_BIND.pack(b.care_of_address, b.granted_lifetime, b.flags, b.expires))
     return b"".join(parts)
 
@@ -132,6 +136,11 @@ def _head(blob: bytes) -> tuple[int, int, int, int, float, int]:
     """(home, home agent, version, last_id, deleted_at, binding count) without unpacking."""
     head: tuple[int, int, int, int, float, int] = _HEAD.unpack_from(blob)
     return head
+
+
+# (care-of address, granted lifetime, flags, expires) and a whole record as plain tuples
+BindingFields = tuple[int, int, int, float]
+RecordFields = tuple[int, int, int, int, float, tuple[BindingFields, ...]]
 
 
 class BindingTable:
@@ -152,6 +161,24 @@ class BindingTable:
     def get(self, home: int) -> MobilityRecord | None:
         blob = self._records.get(home)
         return None if blob is None else _unpack(blob)
+
+    def fields(self, home: int) -> RecordFields | None:
+        """The record as plain tuples, no dataclasses: (home, home agent, version, last_id,
+        deleted_at, ((care-of, granted, flags, expires), ...)). For the bulk-sync hot path."""
+        blob = self._records.get(home)
+        if blob is None:
+            return None
+        home_, ha, version, last_id, deleted_at, n = _HEAD.unpack_from(blob)
+        bindings = tuple([_BIND.unpack_from(blob, _HEAD_SIZE + i * _BIND_SIZE) for i in range(n)])
+        return home_, ha, version, last_id, deleted_at, bindings
+
+    def order_of(self, home: int) -> tuple[int, int] | None:
+        """(version, last identification) of the record, without unpacking it."""
+        blob = self._records.get(home)
+        if blob is None:
+            return None
+        head = _head(blob)
+        return head[2], head[3]
 
     def version_of(self, home: int) -> int | None:
         """The record's version, without unpacking the record."""

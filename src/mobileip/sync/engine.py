@@ -485,7 +485,7 @@ class SyncEngine:
         for st in states:
             rec = rec_codec.from_state(st, now)
             if self._merge(rec, now):
-                applied.append(self.table.get(rec.home_address) or rec)
+                applied.append(rec)  # as stored (from_state already set a tombstone's time)
         if applied:
             self._events.append(RecordsApplied(tuple(applied)))
 
@@ -499,13 +499,12 @@ class SyncEngine:
         stands, re-issued with a version above both, so the whole group settles on it
         (found by tests/test_chaos_netns.py).
         """
-        old = self.table.get(rec.home_address)
-        if (
-            self.settings.ordered_identifications
-            and old is not None
-            and rec.version > old.version
-            and rec.last_id < old.last_id
-        ):
+        order = (
+            self.table.order_of(rec.home_address) if self.settings.ordered_identifications else None
+        )
+        if order is not None and rec.version > order[0] and rec.last_id < order[1]:
+            old = self.table.get(rec.home_address)
+            assert old is not None
             self.counters.dropped["older-identification"] += 1
             version = make_version(max(old.counter, rec.counter) + 1, self.settings.node_id)
             self.table.put(replace(old, version=version), now)
@@ -724,9 +723,9 @@ class SyncEngine:
     def _chunk_states(self, sender: BulkSender, chunk: Chunk, now: float) -> list[wire.RecordState]:
         states = []
         for home in sender.snapshot[chunk.start : chunk.end]:
-            rec = self.table.get(home)
-            if rec is not None:
-                states.append(rec_codec.to_state(rec, now))
+            st = rec_codec.state_of(self.table, home, now)
+            if st is not None:
+                states.append(st)
         return states
 
     def _fill_window(self, sender: BulkSender, now: float) -> None:
@@ -737,9 +736,8 @@ class SyncEngine:
             used = 0
             pos = start
             while pos < len(sender.snapshot):
-                rec = self.table.get(sender.snapshot[pos])
-                if rec is not None:
-                    st = rec_codec.to_state(rec, now)
+                st = rec_codec.state_of(self.table, sender.snapshot[pos], now)
+                if st is not None:
                     size = wire.record_size(st)
                     if states and used + size > budget:
                         break

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 
-from mobileip.core.bindings import INFINITE, Binding, MobilityRecord
+from mobileip.core.bindings import INFINITE, Binding, BindingTable, MobilityRecord
 from mobileip.wire import sync as wire
 
 _INF_MS = wire.INFINITE_MS
@@ -34,6 +34,30 @@ def to_state(rec: MobilityRecord, now: float) -> wire.RecordState:
     return wire.RecordState(
         rec.home_address, rec.home_agent, rec.version, rec.last_id, age, bindings
     )
+
+
+def state_of(table: BindingTable, home: int, now: float) -> wire.RecordState | None:
+    """``to_state(table.get(home), now)`` without building the dataclasses in between (the
+    bulk download sends every record of the table through here)."""
+    fields = table.fields(home)
+    if fields is None:
+        return None
+    home_, ha, version, last_id, deleted_at, raw = fields
+    bindings = tuple(
+        [
+            wire.BindingState(
+                coa,
+                granted,
+                flags,
+                _INF_MS
+                if expires == INFINITE
+                else max(0, min(_INF_MS - 1, int((expires - now) * 1000))),
+            )
+            for coa, granted, flags, expires in raw
+        ]
+    )
+    age = 0 if raw else max(0, min(0xFFFFFFFF, int((now - deleted_at) * 1000)))
+    return wire.RecordState(home_, ha, version, last_id, age, bindings)
 
 
 def from_state(st: wire.RecordState, now: float) -> MobilityRecord:
