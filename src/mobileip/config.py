@@ -454,7 +454,7 @@ def _redundancy(t: _Table, ha: HomeAgentConfig) -> RedundancyConfig:
         unreachable_after=t.number("unreachable_after", 3.5, 0.01, 3600.0),
         max_queue=t.integer("max_queue", 100_000, 1, 100_000_000) or 1,
         payload_budget=t.integer("payload_budget", 1400, 512, 65000) or 1400,
-        bulk_window=t.integer("bulk_window", 16, 1, 1024) or 16,
+        bulk_window=t.integer("bulk_window", 16, 4, 1024) or 16,
         **_key_rollover(t),
     )
     if group is None and not peers:

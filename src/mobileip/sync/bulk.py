@@ -49,6 +49,7 @@ class BulkReceiver:
     started: float
     responder: Endpoint | None = None
     received: int = 0
+    chunks: int = 0  # chunks with records accepted in order
     last_progress: float = 0.0
     answers: dict[Endpoint, int] = field(default_factory=dict)  # endpoint -> code of its answer
     rounds: int = 1

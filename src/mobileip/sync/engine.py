@@ -45,6 +45,7 @@ from mobileip.wire import sync as wire
 from mobileip.wire.errors import DecodeError
 
 _M = TypeVar("_M", bound=wire.SyncMessage)
+BULK_ACK_EVERY = 4  # a table download's receiver acks every this many chunks
 _MAX_LATENCY_SAMPLES = 100_000  # ack latency samples kept until the metrics drain them
 
 
@@ -111,7 +112,7 @@ class SyncSettings:
     digest_interval: float = 1.0
     semisync_timeout: float = 0.5
     max_queue: int = 100_000
-    bulk_window: int = 16
+    bulk_window: int = 16  # at least BULK_ACK_EVERY (the config enforces it)
     payload_budget: int = wire.MAX_PAYLOAD
     max_sent_log: int = 65_536
     # The last identifications of a mobile node are ordered (RFC 5944 timestamps, not nonces):
@@ -636,7 +637,12 @@ class SyncEngine:
         self._apply(msg.records, now)
         r.received = expected
         r.last_progress = now
-        self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received)
+        if msg.records:
+            r.chunks += 1
+        # Cumulative acks for every BULK_ACK_EVERY-th chunk, the peer list and the last chunk:
+        # a quarter of the datagrams, and the sender's window (>= BULK_ACK_EVERY) never stalls.
+        if not msg.records or msg.final or r.chunks % BULK_ACK_EVERY == 0:
+            self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received)
         if msg.final:
             self._receiver = None
             self.last_download = (r.identification, m.endpoint)
