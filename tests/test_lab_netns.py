@@ -70,7 +70,17 @@ def test_lab_failover_roam_and_return_home(tmp_path: Path) -> None:
     # the virtual address, and the active Home Agent decapsulated them
     assert len(reverse) > 100
     for row in reverse:
-        assert row[1:3] == ["10.2.0.1,10.1.0.100", "10.1.0.1,192.0.2.10"] and row[4] == "0"
+        # echo replies; or, rarely, an ICMP error of the mobile node about a UDP datagram that
+        # arrived while its sink was not listening (it quotes the datagram: a third IP header)
+        assert row[1].startswith("10.2.0.1,10.1.0.100") and row[2].startswith("10.1.0.1,192.0.2.10")
+        assert row[4].split(",")[0] in ("0", "3"), row
+    assert (
+        sum(
+            r[1:3] == ["10.2.0.1,10.1.0.100", "10.1.0.1,192.0.2.10"] and r[4] == "0"
+            for r in reverse
+        )
+        > 100
+    )
     assert report["reverse_tunnel"] and report["new_active_counters"]["decap-ipip"] > 100
     # the FA delivered the inner packets on the link, one more hop
     delivered = [r for r in rows if r[1] == "192.0.2.10" and r[2] == "10.1.0.100"]
