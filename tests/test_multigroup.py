@@ -332,3 +332,19 @@ def test_the_example_two_groups_file_is_valid() -> None:
     assert prios == [200, 100]
     dyn = [g.config.dynamic_ha for g in config.groups]
     assert [str(d.peers[0]) for d in dyn if d is not None] == ["10.1.0.102", "10.1.0.101"]
+
+
+@pytest.mark.root
+def test_a_groups_daemon_drops_privileges_too(tmp_path: Path, daemons: list[DaemonHandle]) -> None:
+    from mobileip.io.privileges import KEEP, capability_sets, keep_mask
+
+    host, port, control = "127.0.0.1", free_port(), free_port()
+    text = group_file(
+        shared(host, port, control),
+        [*GOOD[:1], {"name": "g2", "homeagent": {"address": "10.9.2.1"}}],
+    )
+    h = start(tmp_path, "caps", text, host, port, control)
+    daemons.append(h)
+    assert register(h, "10.1.0.5", "10.9.1.1") == 0  # serves after the drop
+    wait_until(lambda: "homeagent.privileges" in h.log(), 5, "the privileges log line")
+    assert capability_sets(h.proc.pid)["CapEff"] == keep_mask(KEEP)

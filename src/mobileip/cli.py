@@ -105,6 +105,18 @@ def _lifetime(text: str) -> int:
     return value
 
 
+def _control_options(p: argparse.ArgumentParser) -> None:
+    """--control, --token and --json: every command that talks to a daemon's control API."""
+    p.add_argument(
+        "--control",
+        type=lambda s: _host_port(s, 8434),
+        default=("127.0.0.1", 8434),
+        help="control API HOST:PORT (default 127.0.0.1:8434)",
+    )
+    p.add_argument("--token", default=os.environ.get("MOBILEIP_TOKEN"), help="bearer token")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobileip", description="Mobile IPv4 Home Agent")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,14 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = show_sub.add_parser(name, help=text)
         p.add_argument("--group", help="one group of a daemon with [[group]] (by name)")
-        p.add_argument(
-            "--control",
-            type=lambda s: _host_port(s, 8434),
-            default=("127.0.0.1", 8434),
-            help="control API HOST:PORT (default 127.0.0.1:8434)",
-        )
-        p.add_argument("--token", default=os.environ.get("MOBILEIP_TOKEN"), help="bearer token")
-        p.add_argument("--json", action="store_true", help="print JSON")
+        _control_options(p)
 
     clear = sub.add_parser("clear", help="administrative actions (control API)")
     clear_sub = clear.add_subparsers(dest="what", required=True)
@@ -141,25 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         "binding", help="deregister every binding of a home address, group-wide"
     )
     cb.add_argument("home", type=_ipv4, metavar="HOME")
-    cb.add_argument(
-        "--control",
-        type=lambda s: _host_port(s, 8434),
-        default=("127.0.0.1", 8434),
-        help="control API HOST:PORT (default 127.0.0.1:8434)",
-    )
-    cb.add_argument("--token", default=os.environ.get("MOBILEIP_TOKEN"), help="bearer token")
-    cb.add_argument("--json", action="store_true", help="print JSON")
+    _control_options(cb)
 
     role = sub.add_parser("role", help="switch the static role driver (active or standby)")
     role.add_argument("role", choices=("active", "standby"))
-    role.add_argument(
-        "--control",
-        type=lambda s: _host_port(s, 8434),
-        default=("127.0.0.1", 8434),
-        help="control API HOST:PORT (default 127.0.0.1:8434)",
-    )
-    role.add_argument("--token", default=os.environ.get("MOBILEIP_TOKEN"), help="bearer token")
-    role.add_argument("--json", action="store_true", help="print JSON")
+    _control_options(role)
 
     reg = sub.add_parser("register", help="register a mobile node (one request, one reply)")
     reg.add_argument("--ha", required=True, type=lambda s: _host_port(s, UDP_PORT))

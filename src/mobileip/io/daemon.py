@@ -286,13 +286,9 @@ class HomeAgentDaemon:
             await self.stop()
 
     def _drop_privileges(self) -> None:
-        """Every socket is open now: keep only the capabilities the daemon still needs."""
-        from mobileip.io.privileges import drop_capabilities
+        from mobileip.io.privileges import drop_and_log
 
-        try:
-            self.log.info("homeagent.privileges", result=drop_capabilities())
-        except OSError as exc:
-            self.log.warning("homeagent.privileges_failed", error=str(exc))
+        drop_and_log(self.log)
 
     def _on_sighup(self) -> None:
         """SIGHUP: reload the security associations, keep the bindings."""

@@ -218,6 +218,10 @@ class GroupsDaemon:
         loop = asyncio.get_running_loop()
         try:
             await self.start()
+            if self.config.homeagent.drop_privileges:
+                from mobileip.io.privileges import drop_and_log
+
+                drop_and_log(self.log)  # every group's sockets are open now
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
             loop.add_signal_handler(signal.SIGHUP, self.reload_security_associations)

@@ -17,6 +17,10 @@ import ctypes
 import ctypes.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mobileip.log import Logger
 
 CAP_NET_BIND_SERVICE = 10
 CAP_NET_ADMIN = 12
@@ -90,3 +94,11 @@ def drop_capabilities(keep: dict[str, int] = KEEP) -> str:
         raise OSError(err, f"capset: {os.strerror(err)}")
     kept = [name for name, bit in keep.items() if effective & (1 << bit)]
     return "kept " + (",".join(kept) if kept else "none")
+
+
+def drop_and_log(log: Logger) -> None:
+    """Every socket is open now: keep only the capabilities the daemon still needs, and say so."""
+    try:
+        log.info("homeagent.privileges", result=drop_capabilities())
+    except OSError as exc:
+        log.warning("homeagent.privileges_failed", error=str(exc))
