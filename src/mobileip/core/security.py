@@ -14,13 +14,14 @@ authentication extension itself (RFC 5944 3.5.1).
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import hmac
 import struct
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
+from mobileip.wire.mac import Hmac, keyed_md5
 from mobileip.wire.registration import AuthExtension, Message, find_auth
 
 ALGORITHMS = ("hmac-md5", "prefix-suffix-md5")
@@ -31,7 +32,16 @@ def compute_authenticator(algorithm: str, key: bytes, protected: bytes) -> bytes
     if algorithm == "hmac-md5":
         return hmac.digest(key, protected, "md5")
     if algorithm == "prefix-suffix-md5":
-        return hashlib.md5(key + protected + key, usedforsecurity=False).digest()
+        return keyed_md5(key, protected)
+    raise ValueError(f"unknown algorithm {algorithm!r}")
+
+
+def authenticator_function(algorithm: str, key: bytes) -> Callable[[bytes], bytes]:
+    """``compute_authenticator`` with algorithm and key bound (HMAC's key schedule done once)."""
+    if algorithm == "hmac-md5":
+        return Hmac(key, "md5").digest
+    if algorithm == "prefix-suffix-md5":
+        return functools.partial(keyed_md5, key)
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 
@@ -41,13 +51,27 @@ class SecurityAssociation:
     algorithm: str
     key: bytes
     prefixes: tuple[IPv4Network, ...]
+    # (netmask, network) as ints, one per prefix: the hot path's form of ``prefixes``
+    masks: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+    # the algorithm with this key bound (see authenticator_function)
+    _sign: Callable[[bytes], bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        masks = tuple((int(n.netmask), int(n.network_address)) for n in self.prefixes)
+        object.__setattr__(self, "masks", masks)
+        object.__setattr__(self, "_sign", authenticator_function(self.algorithm, self.key))
 
     def covers(self, home: IPv4Address) -> bool:
-        addr = int(home)
-        return any(addr & int(net.netmask) == int(net.network_address) for net in self.prefixes)
+        return self.covers_int(int(home))
+
+    def covers_int(self, home: int) -> bool:
+        for mask, network in self.masks:  # noqa: SIM110 (any() of a generator: slower, hot path)
+            if home & mask == network:
+                return True
+        return False
 
     def authenticator(self, protected: bytes) -> bytes:
-        return compute_authenticator(self.algorithm, self.key, protected)
+        return self._sign(protected)
 
 
 class SecurityAssociations:

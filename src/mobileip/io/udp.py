@@ -6,7 +6,10 @@ tells us the address the datagram was sent to, so a reply can go out *from that 
 address is a virtual one that moves between members.
 
 The reader drains the socket until EAGAIN (at most ``batch`` datagrams per wake-up, so one busy
-socket cannot starve the loop). Errors are counted, never raised into the loop.
+socket cannot starve the loop). Datagrams sent while a batch is being handled are held and sent
+together, every ``flush_every`` and at the end of the batch: a client waiting on many replies is
+then woken once per burst instead of once per reply (the wake-ups cost the sender more CPU than
+the sends themselves; docs/performance.md). Errors are counted, never raised into the loop.
 """
 
 from __future__ import annotations
@@ -38,15 +41,19 @@ class UdpEndpoint:
         sock: socket.socket,
         handler: DatagramHandler,
         batch: int = 256,
+        flush_every: int = 32,
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.handler = handler
         self.batch = batch
+        self.flush_every = flush_every
         self.counters: Counter[str] = Counter()
         # told about exceptions escaping ``handler`` (they are counted and swallowed)
         self.on_handler_error: Callable[[Exception], None] | None = None
         self._reading = False
+        # datagrams to send at the end of the batch being read (None: not reading)
+        self._held: list[tuple[bytes, Address, str | None]] | None = None
 
     @classmethod
     def bind(
@@ -97,6 +104,21 @@ class UdpEndpoint:
     # --- receiving -------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        self._held = []
+        try:
+            self._read_batch()
+        finally:
+            self._flush()
+            self._held = None
+
+    def _flush(self) -> None:
+        held = self._held
+        if held:
+            self._held = []
+            for data, addr, src_ip in held:
+                self._send_now(data, addr, src_ip)
+
+    def _read_batch(self) -> None:
         for _ in range(self.batch):
             try:
                 data, ancdata, _flags, src = self.sock.recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
@@ -124,7 +146,19 @@ class UdpEndpoint:
     # --- sending ---------------------------------------------------------------------------
 
     def send(self, data: bytes, addr: Address, src_ip: str | None = None) -> bool:
-        """Send ``data`` to ``addr`` from ``src_ip`` (when given); False when it failed."""
+        """Send ``data`` to ``addr`` from ``src_ip`` (when given); False when it failed.
+
+        While a batch of received datagrams is being handled the datagram is held (True) and sent
+        with the others after at most ``flush_every`` more (or at the end of the batch)."""
+        held = self._held
+        if held is not None:
+            held.append((data, addr, src_ip))
+            if len(held) >= self.flush_every:
+                self._flush()
+            return True
+        return self._send_now(data, addr, src_ip)
+
+    def _send_now(self, data: bytes, addr: Address, src_ip: str | None) -> bool:
         ancdata = []
         if src_ip is not None and src_ip != "0.0.0.0":
             try:
