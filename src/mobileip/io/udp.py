@@ -29,6 +29,36 @@ _CMSG_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
 _MAX_DATAGRAM = 65535
 
 Address = tuple[str, int]
+
+
+def _destination(ancdata: list[tuple[int, int, bytes]]) -> str | None:
+    """The datagram's destination address from its IP_PKTINFO (None without one)."""
+    for level, ctype, cdata in ancdata:
+        if level == socket.IPPROTO_IP and ctype == IP_PKTINFO and len(cdata) >= _PKTINFO.size:
+            raw = cdata[8:12]  # ipi_addr
+            dst = _ADDRESSES.get(raw)
+            if dst is None:
+                dst = socket.inet_ntoa(raw)
+                if len(_ADDRESSES) < 1024:
+                    _ADDRESSES[raw] = dst
+            return dst
+    return None
+
+
+def _pktinfo(src_ip: str) -> tuple[int, int, bytes]:
+    """The IP_PKTINFO control message that makes a datagram leave from ``src_ip``."""
+    cmsg = _PKTINFOS.get(src_ip)
+    if cmsg is None:
+        spec = socket.inet_aton(src_ip)  # OSError for a bad address: counted by the caller
+        cmsg = (socket.IPPROTO_IP, IP_PKTINFO, _PKTINFO.pack(0, spec, b"\0" * 4))
+        if len(_PKTINFOS) < 1024:
+            _PKTINFOS[src_ip] = cmsg
+    return cmsg
+
+
+# a few of our own addresses, converted once
+_ADDRESSES: dict[bytes, str] = {}
+_PKTINFOS: dict[str, tuple[int, int, bytes]] = {}
 DatagramHandler = Callable[[bytes, Address, str | None], None]
 
 
@@ -54,6 +84,9 @@ class UdpEndpoint:
         self._reading = False
         # datagrams to send at the end of the batch being read (None: not reading)
         self._held: list[tuple[bytes, Address, str | None]] | None = None
+        # the address the socket is bound to, when it is one unicast address (not 0.0.0.0)
+        host = sock.getsockname()[0] if sock.family == socket.AF_INET else "0.0.0.0"
+        self._fixed_dst: str | None = None if host == "0.0.0.0" else str(host)
 
     @classmethod
     def bind(
@@ -119,29 +152,35 @@ class UdpEndpoint:
                 self._send_now(data, addr, src_ip)
 
     def _read_batch(self) -> None:
-        for _ in range(self.batch):
-            try:
-                data, ancdata, _flags, src = self.sock.recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                # e.g. ECONNREFUSED queued by an ICMP error for an earlier send
-                self.counters["recv_errors"] += 1
-                continue
-            self.counters["received"] += 1
-            dst = None
-            for level, ctype, cdata in ancdata:
-                ours = level == socket.IPPROTO_IP and ctype == IP_PKTINFO
-                if ours and len(cdata) >= _PKTINFO.size:
-                    _ifindex, _spec, addr = _PKTINFO.unpack_from(cdata)
-                    dst = socket.inet_ntoa(addr)
-            try:
-                self.handler(data, (str(src[0]), int(src[1])), dst)
-            except Exception as exc:
-                # a bug in a handler must not stop the socket
-                self.counters["handler_errors"] += 1
-                if self.on_handler_error is not None:
-                    self.on_handler_error(exc)
+        sock = self.sock
+        handler = self.handler
+        fixed = self._fixed_dst
+        received = 0
+        try:
+            for _ in range(self.batch):
+                try:
+                    if fixed is not None:  # bound to one address: every datagram was sent to it
+                        data, src = sock.recvfrom(_MAX_DATAGRAM)
+                        dst: str | None = fixed
+                    else:
+                        data, ancdata, _flags, src = sock.recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
+                        dst = _destination(ancdata)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    # e.g. ECONNREFUSED queued by an ICMP error for an earlier send
+                    self.counters["recv_errors"] += 1
+                    continue
+                received += 1
+                try:
+                    handler(data, src, dst)
+                except Exception as exc:
+                    # a bug in a handler must not stop the socket
+                    self.counters["handler_errors"] += 1
+                    if self.on_handler_error is not None:
+                        self.on_handler_error(exc)
+        finally:
+            self.counters["received"] += received
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -159,16 +198,11 @@ class UdpEndpoint:
         return self._send_now(data, addr, src_ip)
 
     def _send_now(self, data: bytes, addr: Address, src_ip: str | None) -> bool:
-        ancdata = []
-        if src_ip is not None and src_ip != "0.0.0.0":
-            try:
-                spec = socket.inet_aton(src_ip)
-            except OSError:
-                self.counters["send_errors"] += 1
-                return False
-            ancdata.append((socket.IPPROTO_IP, IP_PKTINFO, _PKTINFO.pack(0, spec, b"\0" * 4)))
         try:
-            self.sock.sendmsg([data], ancdata, 0, addr)
+            if src_ip is None or src_ip == self._fixed_dst or src_ip == "0.0.0.0":
+                self.sock.sendto(data, addr)  # the kernel picks the source (our bound address)
+            else:
+                self.sock.sendmsg([data], [_pktinfo(src_ip)], 0, addr)
         except (BlockingIOError, InterruptedError):
             self.counters["send_dropped"] += 1
             return False
