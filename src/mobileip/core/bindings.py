@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 INFINITE = math.inf
@@ -102,6 +102,12 @@ _BIND = struct.Struct("=IHBd")
 _ONE = struct.Struct("=IIQQdBIHBd")  # a record with exactly one binding
 _HEAD_SIZE = _HEAD.size
 _BIND_SIZE = _BIND.size
+# The packed layout, for the bulk-sync codec (sync/records.py), which converts between it and
+# the wire format without building a MobilityRecord per record.
+PACKED_HEAD = _HEAD
+PACKED_BINDING = _BIND
+PACKED_ONE = _ONE
+PACKED_ONE_SIZE = _ONE.size
 
 
 def _pack(rec: MobilityRecord) -> bytes:
@@ -172,6 +178,11 @@ class BindingTable:
         bindings = tuple([_BIND.unpack_from(blob, _HEAD_SIZE + i * _BIND_SIZE) for i in range(n)])
         return home_, ha, version, last_id, deleted_at, bindings
 
+    def packed_getter(self) -> Callable[[int], bytes | None]:
+        """``home -> its packed record`` (layout ``PACKED_HEAD`` + ``PACKED_BINDING`` x n), or
+        None: the bulk sender reads every record of the table through it."""
+        return self._records.get
+
     def order_of(self, home: int) -> tuple[int, int] | None:
         """(version, last identification) of the record, without unpacking it."""
         blob = self._records.get(home)
@@ -205,6 +216,15 @@ class BindingTable:
     def homes(self) -> list[int]:
         """Every home address with a record (tombstones included), without unpacking."""
         return list(self._records)
+
+    def homes_one_binding_first(self) -> list[int]:
+        """:meth:`homes`, the records with exactly one binding first, then the others."""
+        one = _ONE.size
+        items = self._records.items()
+        first = [h for h, b in items if len(b) == one]
+        if len(first) == len(self._records):
+            return first
+        return first + [h for h, b in items if len(b) != one]
 
     def bindings(self) -> Iterator[tuple[MobilityRecord, Binding]]:
         for rec in self.records():
@@ -250,6 +270,50 @@ class BindingTable:
         else:
             self._schedule(rec.deleted_at + self.tombstone_ttl, rec.home_address)
         return old
+
+    def insert_new(
+        self,
+        homes: Sequence[int],
+        blobs: Sequence[bytes],
+        versions: Sequence[int],
+        wakeups: Sequence[float],
+        live: int,
+    ) -> None:
+        """Store records for home addresses that have no record here (a bulk download into an
+        empty table), in one pass: the table, the live count, the digest and the expiry wheel.
+
+        ``blobs`` are packed records (``PACKED_ONE`` or ``PACKED_HEAD`` + bindings) with these
+        ``versions``; ``wakeups`` is when the expiry wheel must look at each (its soonest expiry,
+        or ``deleted_at + tombstone_ttl`` for a tombstone; ``math.inf``: never); ``live`` counts
+        those with bindings. The caller guarantees the homes are distinct and absent; a subclass
+        that overrides :meth:`put` (to note changes) must override this too.
+        """
+        records = self._records
+        before = len(records)
+        records.update(zip(homes, blobs, strict=True))
+        if len(records) != before + len(homes):
+            raise ValueError("insert_new: a home address was already in the table, or repeated")
+        self._live += live
+        digest = self._digest
+        wheel = self._wheel
+        nxt = self._next_slot
+        ceil = math.ceil
+        for home, version, wake in zip(homes, versions, wakeups, strict=True):
+            # record_hash and bucket_of, inlined (this runs once per record of a download)
+            z = (home * 0x9E3779B97F4A7C15 + version) & _M64
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+            digest[((home * 0x9E3779B1) >> 16) % DIGEST_BUCKETS] ^= z ^ (z >> 31)
+            if wake != INFINITE:
+                slot = ceil(wake)
+                bucket = wheel.get(slot)
+                if bucket is None:
+                    wheel[slot] = [home]
+                    if slot < nxt:
+                        nxt = slot
+                else:
+                    bucket.append(home)
+        self._next_slot = nxt
 
     def merge(self, rec: MobilityRecord, now: float) -> bool:
         """Apply a record learned from a peer if it is newer than ours (FIG 7, FIG 9).

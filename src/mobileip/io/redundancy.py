@@ -223,7 +223,7 @@ class RedundancyService:
                 src=f"{ev.endpoint[0]}:{ev.endpoint[1]}",
             )
         elif isinstance(ev, RecordsApplied):
-            self.log.debug("sync.applied", records=len(ev.records))
+            self.log.debug("sync.applied", records=len(ev.homes))
 
     # --- status ------------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from mobileip.wire.errors import DecodeError
 _M = TypeVar("_M", bound=wire.SyncMessage)
 BULK_ACK_EVERY = 4  # a table download's receiver acks every this many chunks
 _MAX_LATENCY_SAMPLES = 100_000  # ack latency samples kept until the metrics drain them
+_NO_LIMIT = 1 << 62  # a resent chunk carries every record of its range, as they are now
 
 
 class SyncState(enum.Enum):
@@ -73,9 +74,10 @@ class MemberChanged:
 
 @dataclass(frozen=True, slots=True)
 class RecordsApplied:
-    """Records learned from a peer that changed our table (the data plane follows these)."""
+    """Home addresses of the records learned from a peer that changed our table (read them
+    from the table; a table download applies up to millions, so no record objects here)."""
 
-    records: tuple[MobilityRecord, ...]
+    homes: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +218,7 @@ class SyncEngine:
     def handle_datagram(self, data: bytes, src: Endpoint, now: float) -> None:
         self._now = now
         try:
-            msg = wire.decode(data, self.auth)
+            msg = wire.decode_chunked(data, self.auth)
         except DecodeError as exc:
             self.counters.dropped[exc.reason] += 1
             if exc.reason in ("bad-spi", "bad-authenticator", "missing-auth"):
@@ -243,7 +245,7 @@ class SyncEngine:
             self._on_update_ack(msg, member, now)
         elif isinstance(msg, wire.TableRequest):
             self._on_table_request(msg, member, now)
-        elif isinstance(msg, wire.TableSync):
+        elif isinstance(msg, wire.TableSync | wire.TableSyncChunk):
             self._on_table_sync(msg, member, now)
         elif isinstance(msg, wire.TableSyncAck):
             self._on_table_sync_ack(msg, member, now)
@@ -484,9 +486,20 @@ class SyncEngine:
         """Merge a peer's records (updates or a download chunk); announce what changed."""
         applied = []
         for st in states:
-            rec = rec_codec.from_state(st, now)
-            if self._merge(rec, now):
-                applied.append(rec)  # as stored (from_state already set a tombstone's time)
+            if self._merge(rec_codec.from_state(st, now), now):
+                applied.append(st.home_address)
+        if applied:
+            self._events.append(RecordsApplied(tuple(applied)))
+
+    def _apply_chunk(self, chunk: wire.TableSyncChunk, now: float) -> None:
+        """A download chunk of one-binding records: new homes in bulk, the rest merged."""
+        table = self.table
+        cls = type(table)
+        if cls.put is not BindingTable.put and cls.insert_new is BindingTable.insert_new:
+            # a table that notes its changes in put (persistence) but not in bulk inserts
+            self._apply(chunk.as_table_sync().records, now)
+            return
+        applied = rec_codec.apply_chunk(table, chunk, now, self._merge)
         if applied:
             self._events.append(RecordsApplied(tuple(applied)))
 
@@ -607,17 +620,21 @@ class SyncEngine:
         self._events.append(SyncStateChanged(self.state, f"download restarted: {reason}"))
         self._request_table(now, first=True)
 
-    def _on_table_sync(self, msg: wire.TableSync, m: Member, now: float) -> None:
+    def _on_table_sync(
+        self, msg: wire.TableSync | wire.TableSyncChunk, m: Member, now: float
+    ) -> None:
         self.counters.received_bi_reps += 1
+        chunk = msg if isinstance(msg, wire.TableSyncChunk) else None
+        code = msg.code
         r = self._receiver
         if r is None or msg.identification != r.identification:
             self.counters.dropped_bi_reps += 1
-            if msg.code == wire.SyncCode.ACCEPTED and r is None:
+            if code == wire.SyncCode.ACCEPTED and r is None:
                 # a download we no longer want (e.g. already SYNCED): tell it to stop
                 self._ack_table_sync(msg, m, wire.SyncCode.UNSPECIFIED, msg.more_bind)
             return
-        r.answers[m.endpoint] = msg.code
-        if msg.code != wire.SyncCode.ACCEPTED:
+        r.answers[m.endpoint] = code
+        if code != wire.SyncCode.ACCEPTED:
             m.synced = False
             return
         m.synced = True
@@ -627,28 +644,39 @@ class SyncEngine:
         if r.responder != m.endpoint:
             self._ack_table_sync(msg, m, wire.SyncCode.UNSPECIFIED, msg.more_bind)
             return
-        for peer in msg.peers:
-            self._learn_peer(peer)
-        expected = r.received + len(msg.records)
+        if chunk is None:
+            assert isinstance(msg, wire.TableSync)
+            for peer in msg.peers:
+                self._learn_peer(peer)
+            count = len(msg.records)
+        else:
+            count = chunk.count
+        expected = r.received + count
         if msg.more_bind != expected:
             self.counters.dropped_bi_reps += 1
             self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received)
             return
-        self._apply(msg.records, now)
+        if chunk is not None:
+            self._apply_chunk(chunk, now)
+        else:
+            assert isinstance(msg, wire.TableSync)
+            self._apply(msg.records, now)
         r.received = expected
         r.last_progress = now
-        if msg.records:
+        if count:
             r.chunks += 1
         # Cumulative acks for every BULK_ACK_EVERY-th chunk, the peer list and the last chunk:
         # a quarter of the datagrams, and the sender's window (>= BULK_ACK_EVERY) never stalls.
-        if not msg.records or msg.final or r.chunks % BULK_ACK_EVERY == 0:
+        if not count or msg.final or r.chunks % BULK_ACK_EVERY == 0:
             self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received)
         if msg.final:
             self._receiver = None
             self.last_download = (r.identification, m.endpoint)
             self._set_state(SyncState.SYNCED, f"table downloaded: {r.received} records")
 
-    def _ack_table_sync(self, msg: wire.TableSync, m: Member, code: int, more: int) -> None:
+    def _ack_table_sync(
+        self, msg: wire.TableSync | wire.TableSyncChunk, m: Member, code: int, more: int
+    ) -> None:
         self.counters.sent_bi_acks += 1
         ack = wire.TableSyncAck(
             self.settings.group,
@@ -689,7 +717,8 @@ class SyncEngine:
             )
             self._send(reply, m.endpoint)
             return
-        homes = self.table.homes()
+        # one-binding records first: their chunks are uniform, which the receiver applies fastest
+        homes = self.table.homes_one_binding_first()
         sender = BulkSender(m.endpoint, msg.identification, homes)
         self._senders[m.endpoint] = sender
         self._send_peer_list(sender, now, first=True)
@@ -726,56 +755,39 @@ class SyncEngine:
     def _bulk_rto(self, sender: BulkSender) -> float:
         return self.settings.retransmit_interval * (1 << min(sender.timeouts, 5))
 
-    def _chunk_states(self, sender: BulkSender, chunk: Chunk, now: float) -> list[wire.RecordState]:
-        states = []
-        for home in sender.snapshot[chunk.start : chunk.end]:
-            st = rec_codec.state_of(self.table, home, now)
-            if st is not None:
-                states.append(st)
-        return states
-
     def _fill_window(self, sender: BulkSender, now: float) -> None:
         budget = self._budget() - 4  # more_bind
+        get = self.table.packed_getter()
+        snapshot = sender.snapshot
         while not sender.done_sending and len(sender.in_flight) < self.settings.bulk_window:
             start = sender.position
-            states: list[wire.RecordState] = []
-            used = 0
-            pos = start
-            while pos < len(sender.snapshot):
-                st = rec_codec.state_of(self.table, sender.snapshot[pos], now)
-                if st is not None:
-                    size = wire.record_size(st)
-                    if states and used + size > budget:
-                        break
-                    states.append(st)
-                    used += size
-                pos += 1
-            final = pos >= len(sender.snapshot)
+            body, count, pos = rec_codec.chunk_body(get, snapshot, start, budget, now)
+            final = pos >= len(snapshot)
             sender.position = pos
-            sender.sent_records += len(states)
-            self.counters.sent_bi_records += len(states)
+            sender.sent_records += count
+            self.counters.sent_bi_records += count
             chunk = Chunk(start, pos, sender.sent_records, final)
             sender.done_sending = final
             sender.in_flight.append(chunk)
             self.counters.sent_bi_reps += 1
-            self._send_chunk(sender, chunk, states)
+            self._send_chunk(sender, chunk, body, count)
             if len(sender.in_flight) == 1:
                 sender.deadline = now + self._bulk_rto(sender)
 
-    def _send_chunk(self, sender: BulkSender, chunk: Chunk, states: list[wire.RecordState]) -> None:
+    def _send_chunk(self, sender: BulkSender, chunk: Chunk, body: bytes, count: int) -> None:
         self.counters.total_sent_bi_reps += 1
-        msg = wire.TableSync(
+        data = wire.encode_table_sync_records(
             self.settings.group,
             self.settings.node_id,
             self._next_sequence(),
             sender.identification,
-            wire.SyncCode.ACCEPTED,
             chunk.more_bind,
             chunk.final,
-            (),
-            tuple(states),
+            count,
+            body,
+            self.auth,
         )
-        self._send(msg, sender.requester)
+        self._out.append((data, sender.requester))
 
     def _on_table_sync_ack(self, msg: wire.TableSyncAck, m: Member, now: float) -> None:
         sender = self._senders.get(m.endpoint)
@@ -813,8 +825,11 @@ class SyncEngine:
         if not sender.peers_acked:
             self._send_peer_list(sender, now, first=False)
             return
-        for chunk in sender.in_flight:  # go back N
-            self._send_chunk(sender, chunk, self._chunk_states(sender, chunk, now))
+        get = self.table.packed_getter()
+        for chunk in sender.in_flight:  # go back N, with the records as they are now
+            homes = sender.snapshot[chunk.start : chunk.end]
+            body, count, _ = rec_codec.chunk_body(get, homes, 0, _NO_LIMIT, now)
+            self._send_chunk(sender, chunk, body, count)
         sender.deadline = now + self._bulk_rto(sender)
 
     # --- anti-entropy ------------------------------------------------------------------------

@@ -7,12 +7,24 @@ clock sync between members is needed: the receiver adds them to its own ``now``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+import struct
+from collections.abc import Callable, Iterable, Iterator
 
-from mobileip.core.bindings import INFINITE, Binding, BindingTable, MobilityRecord
+from mobileip.core.bindings import (
+    INFINITE,
+    PACKED_BINDING,
+    PACKED_HEAD,
+    PACKED_ONE,
+    PACKED_ONE_SIZE,
+    Binding,
+    BindingTable,
+    MobilityRecord,
+)
 from mobileip.wire import sync as wire
 
 _INF_MS = wire.INFINITE_MS
+_HEAD_SIZE = PACKED_HEAD.size
+_BIND_SIZE = PACKED_BINDING.size
 
 
 def to_state(rec: MobilityRecord, now: float) -> wire.RecordState:
@@ -37,11 +49,22 @@ def to_state(rec: MobilityRecord, now: float) -> wire.RecordState:
 
 
 def state_of(table: BindingTable, home: int, now: float) -> wire.RecordState | None:
-    """``to_state(table.get(home), now)`` without building the dataclasses in between (the
-    bulk download sends every record of the table through here)."""
+    """``to_state(table.get(home), now)`` without building the dataclasses in between."""
     fields = table.fields(home)
     if fields is None:
         return None
+    return _state_of_fields(fields, now)
+
+
+def _state_of_blob(blob: bytes, now: float) -> wire.RecordState:
+    home, ha, version, last_id, deleted_at, n = PACKED_HEAD.unpack_from(blob)
+    raw = tuple([PACKED_BINDING.unpack_from(blob, _HEAD_SIZE + i * _BIND_SIZE) for i in range(n)])
+    return _state_of_fields((home, ha, version, last_id, deleted_at, raw), now)
+
+
+def _state_of_fields(
+    fields: tuple[int, int, int, int, float, tuple[tuple[int, int, int, float], ...]], now: float
+) -> wire.RecordState:
     home_, ha, version, last_id, deleted_at, raw = fields
     bindings = tuple(
         [
@@ -81,6 +104,117 @@ def from_state(st: wire.RecordState, now: float) -> MobilityRecord:
     return MobilityRecord(
         st.home_address, st.version, st.last_id, _shared(st.home_agent), bindings, deleted_at
     )
+
+
+def chunk_body(
+    get: Callable[[int], bytes | None], homes: list[int], pos: int, budget: int, now: float
+) -> tuple[bytes, int, int]:
+    """The records of ``homes[pos:]`` (looked up with ``get``, a table's packed getter; homes
+    without a record are skipped) in wire form, as many as fit in ``budget`` bytes (at least
+    one): (body, records in it, index of the next home). The same bytes as encoding
+    ``state_of`` of each record, without building them: the bulk download's sender."""
+    parts: list[bytes] = []
+    append = parts.append
+    pack_one = wire.RECORD_ONE.pack
+    one_len = PACKED_ONE_SIZE
+    unpack_one = PACKED_ONE.unpack
+    inf_ms = _INF_MS
+    used = 0
+    end = len(homes)
+    while pos < end:
+        blob = get(homes[pos])
+        if blob is None:
+            pos += 1
+            continue
+        if len(blob) == one_len:
+            if parts and used + wire.RECORD_ONE_LEN > budget:
+                break
+            home, ha, version, last_id, _deleted, _n, coa, granted, flags, expires = unpack_one(
+                blob
+            )
+            if expires == INFINITE:
+                remaining = inf_ms
+            else:
+                remaining = int((expires - now) * 1000)
+                remaining = 0 if remaining < 0 else inf_ms - 1 if remaining >= inf_ms else remaining
+            try:
+                append(
+                    pack_one(
+                        home, ha, version, last_id, 0, 1, 0, 0, coa, granted, flags, 0, remaining
+                    )
+                )
+            except struct.error:  # names the field that does not fit (ValueError)
+                append(wire.encode_record(_state_of_blob(blob, now)))
+            used += wire.RECORD_ONE_LEN
+        else:
+            state = _state_of_blob(blob, now)
+            size = wire.record_size(state)
+            if parts and used + size > budget:
+                break
+            append(wire.encode_record(state))
+            used += size
+        pos += 1
+    return b"".join(parts), len(parts), pos
+
+
+def apply_chunk(
+    table: BindingTable,
+    chunk: wire.TableSyncChunk,
+    now: float,
+    merge: Callable[[MobilityRecord, float], bool],
+) -> list[int]:
+    """Apply a chunk of one-binding records; return the home addresses that changed our table.
+
+    A record for a home address we hold no record of is packed straight from the wire and
+    stored with the others in one :meth:`BindingTable.insert_new` (a booting member's table is
+    empty); any other record (we hold one, or its binding ran out in flight) goes through
+    ``merge`` (the engine's merge by version) exactly as a decoded record would. The result is
+    the same table as ``merge(from_state(st, now), now)`` for each record in order.
+    """
+    get = table.packed_getter()
+    pack = PACKED_ONE.pack
+    inf_ms = _INF_MS
+    homes: list[int] = []
+    blobs: list[bytes] = []
+    versions: list[int] = []
+    wakeups: list[float] = []
+    others: list[wire.RecordState] = []
+    for (
+        home,
+        ha,
+        version,
+        last_id,
+        _s,
+        _n,
+        _r,
+        _a,
+        coa,
+        granted,
+        flags,
+        _b,
+        remaining,
+    ) in wire.RECORD_ONE.iter_unpack(chunk.body):
+        if remaining == 0 or get(home) is not None:
+            binding = wire.BindingState(coa, granted, flags, remaining)
+            others.append(wire.RecordState(home, ha, version, last_id, 0, (binding,)))
+            continue
+        expires = INFINITE if remaining == inf_ms else now + remaining / 1000.0
+        homes.append(home)
+        blobs.append(pack(home, ha, version, last_id, 0.0, 1, coa, granted, flags, expires))
+        versions.append(version)
+        wakeups.append(expires)
+    if len(set(homes).union([st.home_address for st in others])) != chunk.count:
+        # a home address twice in one chunk (no sender of ours does that): one by one, in order
+        return [
+            st.home_address
+            for st in chunk.as_table_sync().records
+            if merge(from_state(st, now), now)
+        ]
+    table.insert_new(homes, blobs, versions, wakeups, len(homes))
+    for st in others:
+        if merge(from_state(st, now), now):
+            homes.append(st.home_address)
+    return homes
 
 
 # Values that repeat across the whole table (the home agent address, granted lifetimes) share

@@ -71,12 +71,16 @@ _TOMBSTONE = int(RecordFlag.TOMBSTONE)  # a plain int: IntFlag arithmetic is slo
 _HEADER = struct.Struct("!BBBBHHIQQ")  # type version code flags group count sender seq ident
 _RECORD = struct.Struct("!IIQQBBHI")  # home ha version last_id state nbind reserved tomb_age
 _BINDING = struct.Struct("!IHBBI")  # coa granted flags reserved remaining_ms
+# a record with exactly one binding, in one struct call (the bulk download's common case)
+_RECORD_ONE = struct.Struct("!IIQQBBHIIHBBI")
 _PEER = struct.Struct("!IIHH")  # node_id address port flags
 _PEERS_HEAD = struct.Struct("!HH")  # npeers reserved
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
 _AUTH_HEAD = struct.Struct("!BBI")  # type length spi
 
+RECORD_ONE = _RECORD_ONE  # for the bulk codec (sync/records.py)
+RECORD_ONE_LEN = _RECORD_ONE.size  # 44
 HEADER_LEN = _HEADER.size  # 28
 RECORD_HEADER_LEN = _RECORD.size  # 32
 BINDING_LEN = _BINDING.size  # 12
@@ -219,6 +223,53 @@ class Digest:
 
 
 SyncMessage = BindingUpdate | BindingUpdateAck | TableRequest | TableSync | TableSyncAck | Digest
+
+
+@dataclass(frozen=True, slots=True)
+class TableSyncChunk:
+    """A Table Sync (code ACCEPTED, no peer list, at least one record) whose records all have
+    exactly one binding, left in wire form: ``body`` is ``count`` records of ``RECORD_ONE_LEN``
+    bytes (``RECORD_ONE`` layout), already checked as :func:`decode` checks them.
+
+    Only :func:`decode_chunked` returns it: the bulk download applies such chunks without
+    building a :class:`RecordState` per record. :meth:`as_table_sync` gives what :func:`decode`
+    returns for the same bytes.
+    """
+
+    group: int
+    sender: int
+    sequence: int
+    identification: int
+    more_bind: int
+    final: bool
+    count: int
+    body: bytes
+
+    @property
+    def code(self) -> int:
+        return SyncCode.ACCEPTED
+
+    def as_table_sync(self) -> TableSync:
+        records = tuple(
+            [
+                RecordState(home, ha, version, last_id, 0, (BindingState(coa, g, f, rem),))
+                for home, ha, version, last_id, _s, _n, _r, _a, coa, g, f, _b, rem in (
+                    _RECORD_ONE.iter_unpack(self.body)
+                )
+            ]
+        )
+        return TableSync(
+            self.group,
+            self.sender,
+            self.sequence,
+            self.identification,
+            SyncCode.ACCEPTED,
+            self.more_bind,
+            self.final,
+            (),
+            records,
+        )
+
 
 _TYPE_OF: dict[type, MsgType] = {
     BindingUpdate: MsgType.BINDING_UPDATE,
@@ -398,6 +449,47 @@ def _encode_record(rec: RecordState, out: list[bytes]) -> None:
         raise  # pragma: no cover - _check_record raised already
 
 
+def encode_record_one(
+    home: int,
+    home_agent: int,
+    version: int,
+    last_id: int,
+    care_of_address: int,
+    granted_lifetime: int,
+    flags: int,
+    remaining_ms: int,
+) -> bytes:
+    """The wire form of a live record with one binding: the same bytes as encoding
+    ``RecordState(home, home_agent, version, last_id, 0, (BindingState(...),))``."""
+    try:
+        return _RECORD_ONE.pack(
+            home,
+            home_agent,
+            version,
+            last_id,
+            0,
+            1,
+            0,
+            0,
+            care_of_address,
+            granted_lifetime,
+            flags,
+            0,
+            remaining_ms,
+        )
+    except struct.error:
+        binding = BindingState(care_of_address, granted_lifetime, flags, remaining_ms)
+        _check_record(RecordState(home, home_agent, version, last_id, 0, (binding,)))
+        raise  # pragma: no cover - _check_record raised already
+
+
+def encode_record(rec: RecordState) -> bytes:
+    """The wire form of one record (as it appears in a Binding Update or Table Sync body)."""
+    out: list[bytes] = []
+    _encode_record(rec, out)
+    return b"".join(out)
+
+
 def _check_record(rec: RecordState) -> None:
     _check("home_address", rec.home_address, 32)
     _check("home_agent", rec.home_agent, 32)
@@ -495,6 +587,43 @@ def encode(msg: SyncMessage, auth: GroupAuth) -> bytes:
     return data
 
 
+def encode_table_sync_records(
+    group: int,
+    sender: int,
+    sequence: int,
+    identification: int,
+    more_bind: int,
+    final: bool,
+    count: int,
+    body: bytes,
+    auth: GroupAuth,
+) -> bytes:
+    """A Table Sync chunk (code ACCEPTED, no peer list) whose ``count`` records are already
+    encoded in ``body`` (:func:`encode_record_one`, :func:`encode_record`): the same bytes as
+    :func:`encode` of the :class:`TableSync` with those records."""
+    _check("group", group, 16)
+    _check("sender", sender, 32)
+    _check("sequence", sequence, 64)
+    _check("identification", identification, 64)
+    _check("more_bind", more_bind, 32)
+    _check_count("items in a TABLE_SYNC message", count)
+    head = _HEADER.pack(
+        MsgType.TABLE_SYNC,
+        SYNC_VERSION,
+        SyncCode.ACCEPTED,
+        int(HeaderFlag.FINAL) if final else 0,
+        group,
+        count,
+        sender,
+        sequence,
+        identification,
+    )
+    data = auth.sign(head + _U32.pack(more_bind) + body)
+    if len(data) > MAX_DATAGRAM:
+        raise ValueError(f"message of {len(data)} bytes exceeds a UDP datagram ({MAX_DATAGRAM})")
+    return data
+
+
 # --- decoding ---------------------------------------------------------------------------------
 
 
@@ -567,6 +696,35 @@ def decode(data: bytes, auth: GroupAuth) -> SyncMessage:
     Raises :class:`SyncDecodeError` (and nothing else) for any bytes that are not an authentic,
     well-formed sync message.
     """
+    msg = _decode(data, auth, False)
+    assert not isinstance(msg, TableSyncChunk)
+    return msg
+
+
+def decode_chunked(data: bytes, auth: GroupAuth) -> SyncMessage | TableSyncChunk:
+    """:func:`decode`, except that a Table Sync whose records all have one binding (the bulk
+    download's common case) comes back as a :class:`TableSyncChunk`. Accepts and refuses
+    exactly the same bytes as :func:`decode`, for the same reasons."""
+    return _decode(data, auth, True)
+
+
+def _one_binding_body(data: bytes, start: int, end: int, count: int) -> bytes | None:
+    """``data[start:end]`` when it is exactly ``count`` well-formed one-binding records, else
+    None (then the general decoder parses it, and names what is wrong)."""
+    if count == 0 or end - start != RECORD_ONE_LEN * count:
+        return None
+    body = data[start:end]
+    zeros = bytes(count)
+    # state 0 (live), nbind 1, record reserved 0, tombstone age 0, binding reserved 0
+    for offset in (24, 26, 27, 28, 29, 30, 31, 39):
+        if body[offset::RECORD_ONE_LEN] != zeros:
+            return None
+    if body[25::RECORD_ONE_LEN] != b"\x01" * count:
+        return None
+    return body
+
+
+def _decode(data: bytes, auth: GroupAuth, chunked: bool) -> SyncMessage | TableSyncChunk:
     data = bytes(data)
     if len(data) < HEADER_LEN:
         raise SyncDecodeError("truncated", f"{len(data)} bytes < {HEADER_LEN}-byte header")
@@ -597,6 +755,11 @@ def decode(data: bytes, auth: GroupAuth) -> SyncMessage:
         msg = TableRequest(group, sender, seq, ident, has)
     elif mtype is MsgType.TABLE_SYNC:
         (more_bind,) = r.take(_U32, "MoreBind")
+        if chunked and code == SyncCode.ACCEPTED and not flags & HeaderFlag.PEERS:
+            body = _one_binding_body(data, r.pos, end, count)
+            if body is not None:
+                final = bool(flags & HeaderFlag.FINAL)
+                return TableSyncChunk(group, sender, seq, ident, more_bind, final, count, body)
         peers: tuple[PeerInfo, ...] = ()
         if flags & HeaderFlag.PEERS:
             npeers, reserved = r.take(_PEERS_HEAD, "the peer list header")

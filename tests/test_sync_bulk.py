@@ -1,0 +1,394 @@
+"""The bulk download's fast paths give exactly what the general codec and merge give.
+
+* wire: ``decode_chunked`` accepts and refuses the same bytes as ``decode`` (same reasons), and
+  its :class:`TableSyncChunk` expands to the same :class:`TableSync`; ``encode_table_sync_records``
+  and ``encode_record_one`` produce the bytes ``encode`` produces;
+* sender: ``chunk_body`` (packed table -> wire) gives the bytes of ``encode`` over ``state_of``;
+* receiver: ``apply_chunk`` leaves the table (packed records, live count, digest, expiry wheel)
+  as merging ``from_state`` record by record does, existing records included;
+* engine: a download of a mixed table (tombstones, several bindings, infinite lifetimes) into a
+  member that holds some newer and some older records: every record ends at the newer version,
+  no tombstone is resurrected, and a persisting table notes every downloaded record.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mobileip.core.bindings import Binding, BindingTable, MobilityRecord, make_version
+from mobileip.io.persist import JournaledTable
+from mobileip.sync import records as codec
+from mobileip.sync.engine import RecordsApplied, SyncEngine, SyncSettings, SyncState
+from mobileip.wire import sync as w
+
+KEY = bytes(range(32))
+AUTH = w.GroupAuth([w.GroupKey(1000, "hmac-sha256", KEY)], 1000)
+HA = 0x0A000001
+NOW = 5000.0
+A = ("127.0.0.1", 1)
+B = ("127.0.0.2", 2)
+
+u8 = st.integers(0, 255)
+u16 = st.integers(0, 2**16 - 1)
+u32 = st.integers(0, 2**32 - 1)
+u64 = st.integers(0, 2**64 - 1)
+one_binding = st.builds(
+    w.RecordState,
+    u32,
+    u32,
+    u64,
+    u64,
+    st.just(0),
+    st.tuples(st.builds(w.BindingState, u32, u16, u8, u32)),
+)
+
+
+def _sync(records: tuple[w.RecordState, ...], final: bool = False) -> w.TableSync:
+    return w.TableSync(7, 0x0A000002, 99, 1234, 0, 77, final, (), records)
+
+
+# --- wire ---------------------------------------------------------------------------------------
+
+
+@given(st.lists(one_binding, min_size=1, max_size=6).map(tuple), st.booleans())
+def test_one_binding_chunk_round_trip(records: tuple[w.RecordState, ...], final: bool) -> None:
+    msg = _sync(records, final)
+    data = w.encode(msg, AUTH)
+    chunk = w.decode_chunked(data, AUTH)
+    assert isinstance(chunk, w.TableSyncChunk)
+    assert chunk.count == len(records) and chunk.code == w.SyncCode.ACCEPTED
+    assert chunk.as_table_sync() == msg == w.decode(data, AUTH)
+    body = b"".join(
+        w.encode_record_one(
+            r.home_address,
+            r.home_agent,
+            r.version,
+            r.last_id,
+            r.bindings[0].care_of_address,
+            r.bindings[0].granted_lifetime,
+            r.bindings[0].flags,
+            r.bindings[0].remaining_ms,
+        )
+        for r in records
+    )
+    assert body == b"".join(w.encode_record(r) for r in records) == chunk.body
+    assert w.encode_table_sync_records(7, 0x0A000002, 99, 1234, 77, final, len(records), body, AUTH)
+    assert (
+        w.encode_table_sync_records(7, 0x0A000002, 99, 1234, 77, final, len(records), body, AUTH)
+        == data
+    )
+
+
+def test_other_table_syncs_decode_as_before() -> None:
+    tomb = w.RecordState(5, HA, 9, 1, 100, ())
+    two = w.RecordState(6, HA, 9, 1, 0, (w.BindingState(1, 2, 3, 4), w.BindingState(5, 6, 7, 8)))
+    one = w.RecordState(7, HA, 9, 1, 0, (w.BindingState(1, 2, 3, 4),))
+    peers = (w.PeerInfo(1, 2, 3, 1),)
+    for msg in (
+        _sync(()),
+        _sync((tomb,)),
+        _sync((one, two)),
+        _sync((one, tomb)),
+        w.TableSync(7, 2, 99, 1234, 0, 77, False, peers, (one,)),  # peer list
+        w.TableSync(7, 2, 99, 1234, 131, 0, True, (), ()),  # NOT_SYNCED
+        w.TableSync(7, 2, 99, 1234, 128, 1, False, (), (one,)),  # a code other than ACCEPTED
+    ):
+        data = w.encode(msg, AUTH)
+        assert w.decode_chunked(data, AUTH) == msg
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "reason"),
+    [
+        (24, 1, "bad-record"),  # tombstone bit on a record with a binding
+        (24, 2, "bad-record"),  # unknown state bit
+        (25, 2, None),  # says two bindings: whatever the general decoder finds next
+        (25, 0, "bad-record"),  # no binding, not a tombstone
+        (26, 1, "bad-reserved"),
+        (27, 1, "bad-reserved"),
+        (31, 1, "bad-record"),  # live record with a tombstone age
+        (39, 1, "bad-reserved"),  # binding reserved
+    ],
+)
+def test_malformed_chunks_fail_as_in_decode(offset: int, value: int, reason: str | None) -> None:
+    one = w.RecordState(7, HA, 9, 1, 0, (w.BindingState(1, 2, 3, 4),))
+    plain = w.encode(_sync((one, one, one)), AUTH)
+    body = bytearray(plain[: -w.auth_trailer_len(AUTH)])
+    body[w.HEADER_LEN + 4 + w.RECORD_ONE_LEN + offset] = value  # in the second record
+    k = AUTH.send_key
+    head = struct.pack("!BBI", 40, 36, k.spi)
+    data = bytes(body) + head + k.authenticator(bytes(body) + head)
+    reasons = []
+    for decoder in (w.decode, w.decode_chunked):
+        with pytest.raises(w.SyncDecodeError) as exc:
+            decoder(data, AUTH)
+        reasons.append(exc.value.reason)
+    assert reasons[0] == reasons[1]
+    assert reason is None or reasons[0] == reason
+
+
+@given(st.binary(min_size=28, max_size=200))
+@settings(max_examples=300)
+def test_decode_chunked_agrees_with_decode_on_authentic_garbage(raw: bytes) -> None:
+    k = AUTH.send_key
+    header = bytes([w.MsgType.TABLE_SYNC, 1]) + raw[2:28]
+    body = header + raw[28:]
+    head = struct.pack("!BBI", 40, 36, k.spi)
+    data = body + head + k.authenticator(body + head)
+    outcomes = []
+    for decoder in (w.decode, w.decode_chunked):
+        try:
+            msg = decoder(data, AUTH)
+        except w.SyncDecodeError as exc:
+            outcomes.append(exc.reason)
+        else:
+            outcomes.append(msg.as_table_sync() if isinstance(msg, w.TableSyncChunk) else msg)
+    assert outcomes[0] == outcomes[1]
+
+
+# --- sender and receiver --------------------------------------------------------------------------
+
+
+def _mixed_table(n: int = 200) -> BindingTable:
+    """One-binding records (finite and infinite lifetimes, some about to run out), tombstones,
+    records with several bindings."""
+    t = BindingTable(tombstone_ttl=900.0)
+    for i in range(n):
+        home = 0x0A010000 + i
+        version = make_version(10 + i % 7, 0x0A000005)
+        kind = i % 10
+        if kind == 0:
+            bindings: tuple[Binding, ...] = ()
+        elif kind == 1:
+            bindings = (Binding(0xC0000001, 0xFFFF, math.inf, 0x40),)
+        elif kind == 2:
+            bindings = (Binding(0xC0000001, 300, NOW + 300, 0), Binding(0xC0000002, 60, NOW + 5, 0))
+        elif kind == 3:
+            bindings = (Binding(0xC0000001, 30, NOW + 0.0004, 0),)  # 0 ms left on the wire
+        else:
+            bindings = (Binding(0xC0000100 + i, 1800, NOW + 17.25 + i, i & 0xFF),)
+        t.put(MobilityRecord(home, version, 1000 + i, HA, bindings, 0.0), NOW - 40.0)
+    return t
+
+
+def _wire_of_chunks(table: BindingTable, budget: int) -> list[bytes]:
+    homes = table.homes_one_binding_first()
+    get = table.packed_getter()
+    out, pos = [], 0
+    while pos < len(homes):
+        body, _, pos = codec.chunk_body(get, homes, pos, budget, NOW)
+        out.append(body)
+    return out
+
+
+def test_chunk_body_is_the_general_encoding() -> None:
+    table = _mixed_table()
+    homes = table.homes_one_binding_first()
+    assert sorted(homes) == sorted(table.homes())
+    get = table.packed_getter()
+    pos = 0
+    while pos < len(homes):
+        body, count, nxt = codec.chunk_body(get, homes, pos, 1330, NOW)
+        states = [codec.state_of(table, h, NOW) for h in homes[pos:nxt]]
+        assert count == len(states) >= 1
+        assert body == b"".join(w.encode_record(s) for s in states if s is not None)
+        assert len(body) <= 1330
+        pos = nxt
+    # homes without a record are skipped; a record bigger than the budget travels alone
+    body, count, nxt = codec.chunk_body(get, [1, 2, homes[0]], 0, 10, NOW)
+    assert (count, nxt) == (1, 3) and len(body) == w.RECORD_ONE_LEN
+
+
+def _state(table: BindingTable) -> tuple[object, ...]:
+    wheel = {slot: sorted(homes) for slot, homes in table._wheel.items()}
+    return (
+        dict(table._records),
+        len(table),
+        table.digest(),
+        wheel,
+        table.next_deadline(),
+    )
+
+
+def _prefilled(tombstone_ttl: float = 900.0) -> BindingTable:
+    """A receiver that already holds some of the homes: newer, older and equal versions."""
+    t = BindingTable(tombstone_ttl)
+    src = _mixed_table()
+    for i, home in enumerate(src.homes()[::3]):
+        rec = src.get(home)
+        assert rec is not None
+        bump = (-1, 0, 1, 5)[i % 4]
+        tomb = i % 5 == 0
+        t.put(
+            MobilityRecord(
+                home,
+                make_version(rec.counter + bump, 0x0A000009),
+                rec.last_id,
+                HA,
+                () if tomb else (Binding(0xC6336401, 100, NOW + 100, 0),),
+            ),
+            NOW - 1.0,
+        )
+    return t
+
+
+@pytest.mark.parametrize("prefill", [False, True])
+def test_apply_chunk_equals_merging_one_by_one(prefill: bool) -> None:
+    src = _mixed_table()
+    fast = _prefilled() if prefill else BindingTable(900.0)
+    slow = _prefilled() if prefill else BindingTable(900.0)
+    chunks = 0
+    for body in _wire_of_chunks(src, 1330):
+        data = w.encode_table_sync_records(1, 2, 3, 4, 5, False, _count(body), body, AUTH)
+        msg = w.decode_chunked(data, AUTH)
+        general = w.decode(data, AUTH)
+        assert isinstance(general, w.TableSync)
+        want = [st.home_address for st in general.records if slow.merge(_rec(st), NOW)]
+        if isinstance(msg, w.TableSyncChunk):
+            chunks += 1
+            got = codec.apply_chunk(fast, msg, NOW, fast.merge)
+            assert sorted(got) == sorted(want)
+        else:
+            for st in msg.records:  # type: ignore[union-attr]
+                fast.merge(_rec(st), NOW)
+    assert chunks >= 3
+    assert _state(fast) == _state(slow)
+
+
+def _rec(st: w.RecordState) -> MobilityRecord:
+    return codec.from_state(st, NOW)
+
+
+def _count(body: bytes) -> int:
+    n, pos = 0, 0
+    while pos < len(body):
+        pos += w.RECORD_HEADER_LEN + w.BINDING_LEN * body[pos + 25]
+        n += 1
+    return n
+
+
+def test_apply_chunk_with_a_home_twice_merges_in_order() -> None:
+    old = w.RecordState(9, HA, make_version(5, 1), 1, 0, (w.BindingState(1, 60, 0, 60_000),))
+    new = w.RecordState(9, HA, make_version(6, 1), 2, 0, (w.BindingState(2, 60, 0, 60_000),))
+    other = w.RecordState(10, HA, make_version(1, 1), 1, 0, (w.BindingState(3, 60, 0, 1),))
+    for order in ((old, new, other), (new, old, other)):
+        data = w.encode(_sync(order), AUTH)
+        chunk = w.decode_chunked(data, AUTH)
+        assert isinstance(chunk, w.TableSyncChunk)
+        fast, slow = BindingTable(), BindingTable()
+        got = codec.apply_chunk(fast, chunk, NOW, fast.merge)
+        want = [st.home_address for st in order if slow.merge(_rec(st), NOW)]
+        assert got == want
+        assert _state(fast) == _state(slow)
+        held = fast.get(9)
+        assert held is not None and held.version == make_version(6, 1)
+
+
+def test_insert_new_refuses_a_home_it_holds() -> None:
+    t = BindingTable()
+    t.put(MobilityRecord(9, 1, 1, HA, ()), NOW)
+    with pytest.raises(ValueError):
+        t.insert_new([9], [b"x"], [2], [math.inf], 0)
+
+
+# --- engine -----------------------------------------------------------------------------------
+
+
+def _engines(
+    src_table: BindingTable, dst_table: BindingTable, **kw: object
+) -> tuple[SyncEngine, SyncEngine]:
+    src = SyncEngine(SyncSettings(node_id=1, peers=(B,), **kw), src_table, AUTH, epoch=100)  # type: ignore[arg-type]
+    src.start(NOW)
+    t = NOW
+    while src.state is not SyncState.SYNCED:
+        t += 0.5
+        src.handle_timer(t)
+    src.datagrams_to_send()
+    dst = SyncEngine(SyncSettings(node_id=2, peers=(A,), **kw), dst_table, AUTH, epoch=200)  # type: ignore[arg-type]
+    return src, dst
+
+
+def _download(src: SyncEngine, dst: SyncEngine, drop_every: int = 0) -> int:
+    """Pass datagrams by hand until ``dst`` is SYNCED; returns the records it applied."""
+    applied = 0
+    dst.start(NOW)
+    out_dst = dst.datagrams_to_send()
+    t, sent = NOW, 0
+    for _ in range(100_000):
+        if dst.state is SyncState.SYNCED:
+            break
+        for data, _ in out_dst:
+            src.handle_datagram(data, B, t)
+        out_src = src.datagrams_to_send()
+        for data, _ in out_src:
+            sent += 1
+            if drop_every and sent % drop_every == 0:
+                continue
+            dst.handle_datagram(data, A, t)
+        out_dst = dst.datagrams_to_send()
+        applied += sum(len(e.homes) for e in dst.events() if isinstance(e, RecordsApplied))
+        if not out_src and not out_dst:
+            t += 0.25
+            src.handle_timer(t)
+            dst.handle_timer(t)
+            out_dst = dst.datagrams_to_send()
+    assert dst.state is SyncState.SYNCED
+    return applied
+
+
+def _versions(t: BindingTable) -> dict[int, tuple[int, bool]]:
+    out = {}
+    for home in t.homes():
+        rec = t.get(home)
+        assert rec is not None
+        out[home] = (rec.version, bool(rec.bindings))
+    return out
+
+
+@pytest.mark.parametrize("drop_every", [0, 7])
+def test_download_into_a_table_with_newer_and_older_records(drop_every: int) -> None:
+    src_table = _mixed_table(1000)
+    dst_table = _prefilled()
+    before = _versions(dst_table)
+    theirs = _versions(src_table)
+    src, dst = _engines(src_table, dst_table)
+    _download(src, dst, drop_every)
+    got = _versions(dst_table)
+    assert set(got) == set(theirs) | set(before)
+    for home, (version, live) in got.items():
+        # the newer version wins on every home, whichever side held it; a newer tombstone here
+        # is never resurrected by an older live record there
+        mine, sent = before.get(home), theirs.get(home)
+        assert version == max(x[0] for x in (mine, sent) if x is not None)
+        if mine is not None and (sent is None or mine[0] >= sent[0]):
+            assert live == mine[1]  # ours stood
+        else:
+            assert sent is not None and live <= sent[1]  # (a binding may run out in flight)
+    assert dst.counters.received_bi_reps > 0
+
+
+def test_download_of_a_million_like_table_matches_digest() -> None:
+    """A plain table of one-binding records: the receiver ends with the same digest."""
+    src_table = BindingTable()
+    for i in range(5000):
+        b = Binding(0xC0000001 + (i & 0xFF), 1800, NOW + 1800, 0)
+        src_table.put(MobilityRecord(0x0A000002 + i, make_version(7, 1), i, HA, (b,)), NOW)
+    dst_table = BindingTable()
+    src, dst = _engines(src_table, dst_table)
+    assert _download(src, dst) == 5000
+    assert dst_table.digest() == src_table.digest()
+    assert len(dst_table) == 5000
+    assert dst_table.next_deadline() == src_table.next_deadline()
+
+
+def test_a_persisting_table_notes_every_downloaded_record() -> None:
+    src_table = _mixed_table(300)
+    dst_table = JournaledTable(900.0)
+    src, dst = _engines(src_table, dst_table)
+    _download(src, dst)
+    assert set(dst_table.drain()) == set(src_table.homes())
