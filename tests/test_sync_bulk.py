@@ -313,8 +313,11 @@ def _engines(
     return src, dst
 
 
-def _download(src: SyncEngine, dst: SyncEngine, drop_every: int = 0) -> int:
-    """Pass datagrams by hand until ``dst`` is SYNCED; returns the records it applied."""
+def _download(
+    src: SyncEngine, dst: SyncEngine, drop_every: int = 0, at_once: list[bytes] | None = None
+) -> int:
+    """Pass datagrams by hand until ``dst`` is SYNCED; returns the records it applied. With
+    ``at_once``, ``dst`` sends through ``send_now`` into that list (delivered with the rest)."""
     applied = 0
     dst.start(NOW)
     out_dst = dst.datagrams_to_send()
@@ -331,6 +334,9 @@ def _download(src: SyncEngine, dst: SyncEngine, drop_every: int = 0) -> int:
                 continue
             dst.handle_datagram(data, A, t)
         out_dst = dst.datagrams_to_send()
+        if at_once:
+            out_dst = [(d, B) for d in at_once] + out_dst
+            at_once.clear()
         applied += sum(len(e.homes) for e in dst.events() if isinstance(e, RecordsApplied))
         if not out_src and not out_dst:
             t += 0.25
@@ -392,3 +398,27 @@ def test_a_persisting_table_notes_every_downloaded_record() -> None:
     src, dst = _engines(src_table, dst_table)
     _download(src, dst)
     assert set(dst_table.drain()) == set(src_table.homes())
+
+
+def test_send_now_acks_a_chunk_before_applying_it() -> None:
+    src_table = _mixed_table(2000)
+    dst_table = BindingTable(900.0)
+    src, dst = _engines(src_table, dst_table)
+    sent: list[bytes] = []
+    held_then: list[int] = []
+
+    def send_now(data: bytes, dest: tuple[str, int]) -> None:
+        assert dest == A
+        ack = w.decode(data, AUTH)
+        assert isinstance(ack, w.TableSyncAck)
+        held_then.append(dst_table.record_count)
+        if ack.more_bind:  # the records it acknowledges are not applied yet
+            assert dst_table.record_count < ack.more_bind
+        sent.append(data)
+
+    dst.send_now = send_now
+    _download(src, dst, at_once=sent)
+    assert len(held_then) >= 2000 // 30 // 4
+    got, want = _versions(dst_table), _versions(src_table)
+    assert {h: v[0] for h, v in got.items()} == {h: v[0] for h, v in want.items()}
+    assert dst_table.digest() == src_table.digest()

@@ -108,6 +108,9 @@ class RedundancyService:
             self.endpoint = UdpEndpoint.bind(
                 loop, str(self.cfg.listen), self.cfg.port, self._on_datagram
             )
+            # the only datagrams sent while its batch is read are the engine's send_now ones
+            self.endpoint.flush_every = 1
+        self.engine.send_now = self.endpoint.send
         if self.cfg.group is not None:
             self.endpoint.join_group(str(self.cfg.group), self.cfg.interface, self.cfg.ttl)
         host, port = self.endpoint.local_address

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -186,6 +186,11 @@ class SyncEngine:
         self._started = False
         # (identification, responder) of the last completed download
         self.last_download: tuple[int, Endpoint] | None = None
+        # Optional: the transport's send, for a datagram that should leave before this call
+        # returns. A table download's receiver acks through it *before* applying the chunk, so
+        # the responder builds the next chunks while we apply these (without it, every datagram
+        # waits for datagrams_to_send).
+        self.send_now: Callable[[bytes, Endpoint], object] | None = None
         # seconds from a Binding Update's first send (the local change's acceptance, or the
         # retransmission) to each member's ack; the metrics drain it (bounded)
         self.ack_latencies: list[float] = []
@@ -656,18 +661,23 @@ class SyncEngine:
             self.counters.dropped_bi_reps += 1
             self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received)
             return
-        if chunk is not None:
-            self._apply_chunk(chunk, now)
-        else:
-            assert isinstance(msg, wire.TableSync)
-            self._apply(msg.records, now)
         r.received = expected
         r.last_progress = now
         if count:
             r.chunks += 1
         # Cumulative acks for every BULK_ACK_EVERY-th chunk, the peer list and the last chunk:
         # a quarter of the datagrams, and the sender's window (>= BULK_ACK_EVERY) never stalls.
-        if not count or msg.final or r.chunks % BULK_ACK_EVERY == 0:
+        ack = not count or msg.final or r.chunks % BULK_ACK_EVERY == 0
+        early = ack and self.send_now is not None
+        if early:
+            # before applying: the responder builds the next chunks while we apply these
+            self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received, at_once=True)
+        if chunk is not None:
+            self._apply_chunk(chunk, now)
+        else:
+            assert isinstance(msg, wire.TableSync)
+            self._apply(msg.records, now)
+        if ack and not early:
             self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received)
         if msg.final:
             self._receiver = None
@@ -675,7 +685,12 @@ class SyncEngine:
             self._set_state(SyncState.SYNCED, f"table downloaded: {r.received} records")
 
     def _ack_table_sync(
-        self, msg: wire.TableSync | wire.TableSyncChunk, m: Member, code: int, more: int
+        self,
+        msg: wire.TableSync | wire.TableSyncChunk,
+        m: Member,
+        code: int,
+        more: int,
+        at_once: bool = False,
     ) -> None:
         self.counters.sent_bi_acks += 1
         ack = wire.TableSyncAck(
@@ -686,7 +701,10 @@ class SyncEngine:
             code,
             more,
         )
-        self._send(ack, m.endpoint)
+        if at_once and self.send_now is not None:
+            self.send_now(wire.encode(ack, self.auth), m.endpoint)
+        else:
+            self._send(ack, m.endpoint)
 
     def _learn_peer(self, peer: wire.PeerInfo) -> None:
         if peer.node_id == self.settings.node_id:
