@@ -166,3 +166,53 @@ def test_next_version_floor() -> None:
     # the floor never lets a version go backwards
     assert t.next_version(HOME, NODE_B, floor=100) == make_version(501, NODE_B)
     assert t.next_version(HOME, NODE_B, floor=900) == make_version(900, NODE_B)
+
+
+def test_live_count_digest_and_wheel_follow_random_changes() -> None:
+    """After any sequence of puts (one or two bindings, tombstones, infinite lifetimes),
+    discards and expiries, the incremental live count and digest equal a recount, every live
+    record is read back as stored, and the wheel still expires what is due."""
+    import random
+
+    from mobileip.core.bindings import DIGEST_BUCKETS, bucket_of, record_hash
+
+    rng = random.Random(7)
+    t = BindingTable(tombstone_ttl=50.0)
+    now = 0.0
+    for step in range(3000):
+        now += rng.random()
+        home = HOME + rng.randrange(40)
+        op = rng.random()
+        if op < 0.6:
+            n = rng.choice((0, 1, 1, 1, 2))
+            bindings = tuple(
+                Binding(
+                    COA + i,
+                    rng.choice((30, 0xFFFF)),
+                    math.inf if rng.random() < 0.1 else now + rng.uniform(0.5, 30),
+                    i,
+                )
+                for i in range(n)
+            )
+            new = rec(home, make_version(step + 1, NODE_A), bindings, last_id=step)
+            before = t.get(home)
+            assert t.put(new, now) == before
+            got = t.get(home)
+            assert got is not None and got.bindings == bindings and got.version == new.version
+            assert got.deleted_at == (0.0 if bindings else now)
+        elif op < 0.7:
+            t.discard(home)
+        else:
+            t.expire(now)
+        digest = [0] * DIGEST_BUCKETS
+        live = 0
+        for r in t.records():
+            digest[bucket_of(r.home_address)] ^= record_hash(r.home_address, r.version)
+            live += bool(r.bindings)
+        assert t.digest() == tuple(digest)
+        assert len(t) == live
+    t.expire(now + 10_000)  # what is due expires; tombstones are purged after the ttl
+    t.expire(now + 20_000)
+    left = list(t.records())
+    assert all(r.bindings and all(b.expires == math.inf for b in r.bindings) for r in left)
+    assert len(t) == len(left)

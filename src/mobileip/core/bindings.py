@@ -102,6 +102,8 @@ _BIND = struct.Struct("=IHBd")
 _ONE = struct.Struct("=IIQQdBIHBd")  # a record with exactly one binding
 _HEAD_SIZE = _HEAD.size
 _BIND_SIZE = _BIND.size
+_ONE_SIZE = _ONE.size
+_VERSION = struct.Struct("=Q")  # at offset 8 of a packed record
 # The packed layout, for the bulk-sync codec (sync/records.py), which converts between it and
 # the wire format without building a MobilityRecord per record.
 PACKED_HEAD = _HEAD
@@ -130,18 +132,16 @@ def _pack(rec: MobilityRecord) -> bytes:
 
 
 def _unpack(blob: bytes) -> MobilityRecord:
+    if len(blob) == _ONE_SIZE:  # the common case in one struct call
+        home, ha, version, last_id, deleted_at, _n, coa, granted, flags, expires = _ONE.unpack(blob)
+        binding = Binding(coa, granted, expires, flags)
+        return MobilityRecord(home, version, last_id, ha, (binding,), deleted_at)
     home, ha, version, last_id, deleted_at, n = _HEAD.unpack_from(blob)
     bindings = []
     for i in range(n):
         coa, granted, flags, expires = _BIND.unpack_from(blob, _HEAD_SIZE + i * _BIND_SIZE)
         bindings.append(Binding(coa, granted, expires, flags))
     return MobilityRecord(home, version, last_id, ha, tuple(bindings), deleted_at)
-
-
-def _head(blob: bytes) -> tuple[int, int, int, int, float, int]:
-    """(home, home agent, version, last_id, deleted_at, binding count) without unpacking."""
-    head: tuple[int, int, int, int, float, int] = _HEAD.unpack_from(blob)
-    return head
 
 
 # (care-of address, granted lifetime, flags, expires) and a whole record as plain tuples
@@ -188,13 +188,13 @@ class BindingTable:
         blob = self._records.get(home)
         if blob is None:
             return None
-        head = _head(blob)
-        return head[2], head[3]
+        _home, _ha, version, last_id, _deleted, _n = _HEAD.unpack_from(blob)
+        return version, last_id
 
     def version_of(self, home: int) -> int | None:
         """The record's version, without unpacking the record."""
         blob = self._records.get(home)
-        return None if blob is None else _head(blob)[2]
+        return None if blob is None else int(_VERSION.unpack_from(blob, 8)[0])
 
     def live(self, home: int) -> MobilityRecord | None:
         rec = self.get(home)
@@ -256,19 +256,36 @@ class BindingTable:
 
     def put(self, rec: MobilityRecord, now: float) -> MobilityRecord | None:
         """Store ``rec`` unconditionally; return what it replaced."""
-        blob = self._records.get(rec.home_address)
-        old = None if blob is None else _unpack(blob)
-        if not rec.bindings and rec.deleted_at == 0.0:
-            rec = replace(rec, deleted_at=now)
-        self._records[rec.home_address] = _pack(rec)
-        self._live += (1 if rec.bindings else 0) - (1 if old is not None and old.bindings else 0)
-        self._redigest(old, rec)
-        if rec.bindings:
-            soonest = min(b.expires for b in rec.bindings)
-            if soonest != INFINITE:
-                self._schedule(soonest, rec.home_address)
+        home = rec.home_address
+        records = self._records
+        blob = records.get(home)
+        bindings = rec.bindings
+        if not bindings and rec.deleted_at == 0.0:
+            if type(rec) is MobilityRecord:  # dataclasses.replace costs 2 us
+                rec = MobilityRecord(home, rec.version, rec.last_id, rec.home_agent, (), now)
+            else:
+                rec = replace(rec, deleted_at=now)
+        records[home] = _pack(rec)
+        # the old and the new record fall in the same digest bucket (same home address)
+        change = record_hash(home, rec.version)
+        if blob is None:
+            old = None
+            if bindings:
+                self._live += 1
         else:
-            self._schedule(rec.deleted_at + self.tombstone_ttl, rec.home_address)
+            old = _unpack(blob)
+            self._live += (1 if bindings else 0) - (1 if old.bindings else 0)
+            change ^= record_hash(home, old.version)
+        self._digest[bucket_of(home)] ^= change
+        if len(bindings) == 1:
+            if bindings[0].expires != INFINITE:
+                self._schedule(bindings[0].expires, home)
+        elif bindings:
+            soonest = min([b.expires for b in bindings])
+            if soonest != INFINITE:
+                self._schedule(soonest, home)
+        else:
+            self._schedule(rec.deleted_at + self.tombstone_ttl, home)
         return old
 
     def insert_new(
