@@ -7,7 +7,9 @@ counts the records received in order), a timeout resends every chunk in flight. 
 rebuilt from the table at each (re)send, so they carry the current state, never a stale copy.
 
 The requester (:class:`BulkReceiver`) accepts chunks only in order, applies them by version
-(:meth:`BindingTable.merge`), and is done when the chunk flagged ``final`` arrives in order.
+(records for homes it holds nothing of are stored in bulk, the others merged: see
+:func:`mobileip.sync.records.apply_chunk`), and is done when the chunk flagged ``final`` arrives
+in order.
 """
 
 from __future__ import annotations
