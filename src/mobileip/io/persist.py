@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +57,23 @@ class JournaledTable(BindingTable):
         old = super().put(rec, now)
         self._mark(rec.home_address)
         return old
+
+    def insert_new(
+        self,
+        homes: Sequence[int],
+        blobs: Sequence[bytes],
+        versions: Sequence[int],
+        wakeups: Sequence[float],
+        live: int,
+    ) -> None:
+        """A bulk download's new records: stored in one pass, each noted for the journal."""
+        super().insert_new(homes, blobs, versions, wakeups, live)
+        if homes:
+            first = not self.dirty
+            self.dirty.update(dict.fromkeys(homes))
+            if first:
+                for callback in self.on_dirty:
+                    callback()
 
     def discard(self, home: int) -> MobilityRecord | None:
         old = super().discard(home)

@@ -149,7 +149,7 @@ class UdpEndpoint:
         if held:
             self._held = []
             for data, addr, src_ip in held:
-                self._send_now(data, addr, src_ip)
+                self.send_now(data, addr, src_ip)
 
     def _read_batch(self) -> None:
         sock = self.sock
@@ -195,9 +195,12 @@ class UdpEndpoint:
             if len(held) >= self.flush_every:
                 self._flush()
             return True
-        return self._send_now(data, addr, src_ip)
+        return self.send_now(data, addr, src_ip)
 
-    def _send_now(self, data: bytes, addr: Address, src_ip: str | None) -> bool:
+    def send_now(self, data: bytes, addr: Address, src_ip: str | None = None) -> bool:
+        """:meth:`send` without holding: the datagram leaves before this returns, even while a
+        batch is being handled (a table download's ack, so the sender need not wait for the
+        rest of the batch)."""
         try:
             if src_ip is None or src_ip == self._fixed_dst or src_ip == "0.0.0.0":
                 self.sock.sendto(data, addr)  # the kernel picks the source (our bound address)
