@@ -105,6 +105,9 @@ class HomeAgentDaemon:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._stopping: asyncio.Event | None = None
+        # True when the logger would neither write nor keep an accepted (de)registration: set
+        # at start, when every service has attached its listeners
+        self._quiet_accepts = False
 
     # --- the datagram path ---------------------------------------------------------------
 
@@ -120,11 +123,14 @@ class HomeAgentDaemon:
             if self.rate_limiter is not None and not self.rate_limiter.allow(src[0], now):
                 self.dropped["rate-limited"] += 1
                 return
-            outcome = self.core.handle_request(data, now=now, wall=time.time())
-            self.publish(outcome.events, now, src)
-            if outcome.reply is not None:
-                pending = PendingReply(outcome.reply, src, _reply_source(dst), outcome.code)
-                if self.reply_policy is None or not self.reply_policy(outcome, pending):
+            outcome = self.core.handle_request(data, now, time.time())
+            if outcome.events:
+                self.publish(outcome.events, now, src)
+            reply = outcome.reply
+            if reply is not None:
+                pending = PendingReply(reply, src, _reply_source(dst), outcome.code)
+                policy = self.reply_policy
+                if policy is None or not policy(outcome, pending):
                     self.send_reply(pending)
             self._reschedule()
             return
@@ -143,7 +149,10 @@ class HomeAgentDaemon:
     def publish(self, events: Sequence[Event], now: float, src: Address | None = None) -> None:
         if not events:
             return
+        quiet = self._quiet_accepts
         for event in events:
+            if quiet and type(event) is BindingChanged:
+                continue  # one per registration and nobody reads the line (profiled)
             self._log_event(event, src)
         for subscriber in list(self.subscribers):
             try:
@@ -232,6 +241,10 @@ class HomeAgentDaemon:
         assert self.endpoint is not None
         for hook in self.startup_hooks:
             await hook(self)
+        self._quiet_accepts = not any(
+            self.log.wants("info", name)
+            for name in ("registration.accepted", "deregistration.accepted")
+        )
         host, port = self.endpoint.local_address
         self.log.info(
             "homeagent.started",
