@@ -422,3 +422,52 @@ def test_send_now_acks_a_chunk_before_applying_it() -> None:
     got, want = _versions(dst_table), _versions(src_table)
     assert {h: v[0] for h, v in got.items()} == {h: v[0] for h, v in want.items()}
     assert dst_table.digest() == src_table.digest()
+
+
+@pytest.mark.parametrize("early_acks", [False, True])
+def test_a_chunk_that_fails_to_apply_restarts_the_download(early_acks: bool) -> None:
+    """The receiver counts (and may ack) a chunk before applying it: if applying raises, the
+    download starts over (never SYNCED without those records), and the error is not hidden."""
+    src_table = _mixed_table(2000)
+
+    class Failing(BindingTable):
+        fail = 1  # the first bulk insert raises
+
+        def insert_new(self, *args: object, **kw: object) -> None:
+            if self.fail:
+                self.fail -= 1
+                raise MemoryError("injected")
+            super().insert_new(*args, **kw)  # type: ignore[arg-type]
+
+    dst_table = Failing(900.0)
+    src, dst = _engines(src_table, dst_table)
+    sent: list[bytes] = []
+    if early_acks:
+        dst.send_now = lambda data, dest: sent.append(data)
+    dst.start(NOW)
+    raised = 0
+    out_dst = dst.datagrams_to_send()
+    for _ in range(100_000):
+        if dst.state is SyncState.SYNCED:
+            break
+        for data, _ in out_dst:
+            src.handle_datagram(data, B, NOW)
+        for data, _ in src.datagrams_to_send():
+            try:
+                dst.handle_datagram(data, A, NOW)
+            except MemoryError:
+                raised += 1
+                # a download never ends SYNCED past the failed chunk
+                assert dst.state is SyncState.NOT_SYNCED
+        out_dst = [(d, B) for d in sent] + dst.datagrams_to_send()
+        sent.clear()
+        if not out_dst:
+            src.handle_timer(NOW + 1)
+            out_dst = dst.datagrams_to_send()
+    assert raised == 1
+    assert dst.state is SyncState.SYNCED
+    assert dst.counters.failed_bi_reps == 1 and dst.counters.dropped["apply-failed"] == 1
+    assert dst.counters.sent_bi_reqs >= 2  # the download was requested again
+    assert dst_table.digest() == src_table.digest()
+    got, want = _versions(dst_table), _versions(src_table)
+    assert {h: v[0] for h, v in got.items()} == {h: v[0] for h, v in want.items()}

@@ -672,11 +672,18 @@ class SyncEngine:
         if early:
             # before applying: the responder builds the next chunks while we apply these
             self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received, at_once=True)
-        if chunk is not None:
-            self._apply_chunk(chunk, now)
-        else:
-            assert isinstance(msg, wire.TableSync)
-            self._apply(msg.records, now)
+        try:
+            if chunk is not None:
+                self._apply_chunk(chunk, now)
+            else:
+                assert isinstance(msg, wire.TableSync)
+                self._apply(msg.records, now)
+        except Exception as exc:
+            # Already counted as received (and maybe acked): never go on to SYNCED without
+            # these records. Start the download over, then let the caller see the bug.
+            self.counters.dropped["apply-failed"] += 1
+            self._abandon_download(now, f"applying a chunk failed: {type(exc).__name__}")
+            raise
         if ack and not early:
             self._ack_table_sync(msg, m, wire.SyncCode.ACCEPTED, r.received)
         if msg.final:
