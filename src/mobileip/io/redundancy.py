@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -183,8 +184,11 @@ class RedundancyService:
             return
         for data, dest in engine.datagrams_to_send():
             self.endpoint.send(data, dest)
-        for ev in engine.events():
-            self._on_engine_event(ev)
+        replies = self.daemon.endpoint
+        # semisync: the replies the acks released leave as one burst
+        with replies.holding() if replies is not None else contextlib.nullcontext():
+            for ev in engine.events():
+                self._on_engine_event(ev)
         when = engine.next_timer()
         if when is None:
             return

@@ -19,7 +19,7 @@ import contextlib
 import socket
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 # Linux values; the socket module does not export them.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -137,9 +137,20 @@ class UdpEndpoint:
     # --- receiving -------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        with self.holding():
+            self._read_batch()
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold what is sent inside the block and send it as one burst (every ``flush_every``
+        and at the end): for code outside a read batch that sends many datagrams in a loop with
+        work in between (semisync releasing the replies a peer's ack protected). Nests."""
+        if self._held is not None:
+            yield
+            return
         self._held = []
         try:
-            self._read_batch()
+            yield
         finally:
             self._flush()
             self._held = None
