@@ -109,3 +109,52 @@ def test_multicast_group_on_a_bridge() -> None:
         seg.spawn(a, [sys.executable, "-c", SENDER, a.ifname], label="tx")
         line = receiver.wait_for("got ", timeout=10)
         assert line.text == "got hello-group from 10.77.9.1 to 239.1.2.3"
+
+
+def test_bound_to_one_address_and_sends_held_in_bursts() -> None:
+    """A socket bound to one address reports it as every datagram's destination; sends inside
+    ``holding()`` (and inside a read batch) leave at the end of the block, in order."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        seen: list[str | None] = []
+        ep: UdpEndpoint | None = None
+
+        def handler(data: bytes, src: Address, dst: str | None) -> None:
+            seen.append(dst)
+            assert ep is not None
+            ep.send(b"re:" + data, src, dst)  # held until the batch ends
+
+        ep = UdpEndpoint.bind(loop, "127.0.0.3", 0, handler)
+        port = ep.local_address[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind(("127.0.0.1", 0))
+            client.setblocking(False)
+            for i in range(40):  # more than flush_every (32)
+                client.sendto(b"%d" % i, ("127.0.0.3", port))
+            got: list[tuple[bytes, str]] = []
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                while True:
+                    try:
+                        data, addr = client.recvfrom(100)
+                    except BlockingIOError:
+                        break
+                    got.append((data, addr[0]))
+                if len(got) == 40:
+                    break
+            assert got == [(b"re:%d" % i, "127.0.0.3") for i in range(40)]
+            assert seen == ["127.0.0.3"] * 40
+            # outside a batch: held inside the block only (nested blocks flush once, at the end)
+            me = client.getsockname()
+            with ep.holding():
+                with ep.holding():
+                    assert ep.send(b"a", me) and ep.send(b"b", me)
+                with pytest.raises(BlockingIOError):
+                    client.recvfrom(100)
+            assert [client.recvfrom(100)[0] for _ in range(2)] == [b"a", b"b"]
+            assert ep.send_now(b"c", me) and client.recvfrom(100)[0] == b"c"
+        assert ep.counters["sent"] == 43 and ep.counters["received"] == 40
+        ep.close()
+
+    asyncio.run(main())
