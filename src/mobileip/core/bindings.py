@@ -288,6 +288,27 @@ class BindingTable:
             self._schedule(rec.deleted_at + self.tombstone_ttl, home)
         return old
 
+    def put_packed(self, home: int, blob: bytes, version: int, wake: float, live: bool) -> None:
+        """:meth:`put` of a record already packed (``PACKED_ONE``, or ``PACKED_HEAD`` + its
+        bindings, with its ``deleted_at`` set): ``version`` is the one in ``blob``, ``wake``
+        when the expiry wheel must look at it (as in :meth:`insert_new`), ``live`` whether it
+        has bindings. A peer's Binding Update is merged through it without a MobilityRecord;
+        a subclass that overrides :meth:`put` (to note changes) must override this too."""
+        records = self._records
+        old = records.get(home)
+        records[home] = blob
+        change = record_hash(home, version)
+        if old is None:
+            if live:
+                self._live += 1
+        else:
+            # the binding count is the last byte of the head (offset 32)
+            self._live += (1 if live else 0) - (1 if old[32] else 0)
+            change ^= record_hash(home, _VERSION.unpack_from(old, 8)[0])
+        self._digest[bucket_of(home)] ^= change
+        if wake != INFINITE:
+            self._schedule(wake, home)
+
     def insert_new(
         self,
         homes: Sequence[int],

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -178,7 +178,8 @@ class SyncEngine:
         self._out: list[tuple[bytes, Endpoint]] = []
         self._events: list[Event] = []
         self._fresh: dict[int, None] = {}  # homes changed locally, not yet sent
-        self._sent_log: dict[int, tuple[tuple[tuple[int, int], ...], float]] = {}
+        # identification of a Binding Update -> (its homes, their versions, when first sent)
+        self._sent_log: dict[int, tuple[list[int], list[int], float]] = {}
         self._watches: dict[int, list[tuple[int, float]]] = {}
         self._senders: dict[Endpoint, BulkSender] = {}
         self._receiver: BulkReceiver | None = None
@@ -244,7 +245,7 @@ class SyncEngine:
         self._replay.accept(msg.sender, msg.sequence)
         self.counters.replay_senders_evicted = self._replay.evicted
         member = self._learn(src, msg.sender, msg.sequence >> 32, now)
-        if isinstance(msg, wire.BindingUpdate):
+        if isinstance(msg, wire.BindingUpdate | wire.BindingUpdateChunk):
             self._on_update(msg, member, now)
         elif isinstance(msg, wire.BindingUpdateAck):
             self._on_update_ack(msg, member, now)
@@ -357,36 +358,34 @@ class SyncEngine:
         targets = self._fanout()
         if not targets and self.settings.multicast is None:
             return
-        states = []
-        for home in homes:
-            rec = self.table.get(home)
-            if rec is not None:
-                states.append(rec_codec.to_state(rec, now))
-        for batch in rec_codec.pack(states, self._budget()):
-            ident = self._log_sent(batch, now)
+        # straight from the packed table to the wire (no MobilityRecord, no RecordState)
+        batches = rec_codec.update_bodies(self.table.packed_getter(), homes, self._budget(), now)
+        group, node_id, auth, out = self.settings.group, self.settings.node_id, self.auth, self._out
+        encode = wire.encode_binding_update_records
+        multicast = self.settings.multicast
+        unicast = targets if multicast is None else [m for m in targets if m.configured]
+        for body, count, sent_homes, versions in batches:
+            ident = self._log_sent(sent_homes, versions, now)
             self.counters.sent_bu += 1
-            msg = wire.BindingUpdate(
-                self.settings.group, self.settings.node_id, 0, ident, tuple(batch)
-            )
-            unicast = targets
-            if self.settings.multicast is not None:
+            if multicast is not None:
                 # LAN members hear the group; configured (WAN) peers get their own copy
                 self.counters.sent_bu_total += 1
-                self._send(_with_seq(msg, self._next_sequence()), self.settings.multicast)
-                unicast = [m for m in targets if m.configured]
+                seq = self._next_sequence()
+                out.append((encode(group, node_id, seq, ident, count, body, auth), multicast))
             for m in unicast:
                 self.counters.sent_bu_total += 1
-                self._send(_with_seq(msg, self._next_sequence()), m.endpoint)
+                seq = self._next_sequence()
+                out.append((encode(group, node_id, seq, ident, count, body, auth), m.endpoint))
         for m in targets:
-            for st in states:
-                self._add_pending(m, st.home_address, st.version, now)
+            for _body, _count, sent_homes, versions in batches:
+                self._add_pending_many(m, sent_homes, versions, now)
 
     def _budget(self) -> int:
         return self.settings.payload_budget - wire.HEADER_LEN - wire.auth_trailer_len(self.auth)
 
-    def _log_sent(self, batch: Iterable[wire.RecordState], now: float) -> int:
+    def _log_sent(self, homes: list[int], versions: list[int], now: float) -> int:
         ident = self._next_ident()
-        self._sent_log[ident] = (tuple((s.home_address, s.version) for s in batch), now)
+        self._sent_log[ident] = (homes, versions, now)
         while len(self._sent_log) > self.settings.max_sent_log:
             self._sent_log.pop(next(iter(self._sent_log)))
         return ident
@@ -400,6 +399,22 @@ class SyncEngine:
         if m.next_retx is None:
             m.next_retx = now + self.settings.retransmit_interval
 
+    def _add_pending_many(
+        self, m: Member, homes: list[int], versions: list[int], now: float
+    ) -> None:
+        """:meth:`_add_pending` of each (home, version), in order."""
+        pending = m.pending
+        if len(pending) + len(homes) > self.settings.max_queue:
+            for home, version in zip(homes, versions, strict=True):
+                self._add_pending(m, home, version, now)
+            return
+        get = pending.get
+        for home, version in zip(homes, versions, strict=True):
+            if get(home, -1) < version:
+                pending[home] = version
+        if homes and m.next_retx is None:
+            m.next_retx = now + self.settings.retransmit_interval
+
     def _retransmit(self, m: Member, now: float) -> None:
         """Resend by unicast the current state of every record ``m`` has not acked (FIG 6 614)."""
         if not m.pending:
@@ -410,27 +425,35 @@ class SyncEngine:
         if m.retx_count > self.settings.max_retransmits:
             self._mark_unreachable(m, "no ack after retransmissions", now)
             return
-        states: list[wire.RecordState] = []
-        for home in list(m.pending):
-            rec = self.table.get(home)
-            if rec is None:  # purged tombstone: nothing left to tell
-                del m.pending[home]
+        homes: list[int] = []
+        pending = m.pending
+        version_of = self.table.version_of
+        for home in list(pending):
+            version = version_of(home)
+            if version is None:  # purged tombstone: nothing left to tell
+                del pending[home]
                 continue
-            m.pending[home] = max(m.pending[home], rec.version)
-            states.append(rec_codec.to_state(rec, now))
-            if len(states) >= 2048:
+            if pending[home] < version:
+                pending[home] = version
+            homes.append(home)
+            if len(homes) >= 2048:
                 break
-        for batch in rec_codec.pack(states, self._budget()):
-            ident = self._log_sent(batch, now)
+        get = self.table.packed_getter()
+        for body, count, sent_homes, versions in rec_codec.update_bodies(
+            get, homes, self._budget(), now
+        ):
+            ident = self._log_sent(sent_homes, versions, now)
             self.counters.sent_bu_total += 1
-            msg = wire.BindingUpdate(
+            data = wire.encode_binding_update_records(
                 self.settings.group,
                 self.settings.node_id,
                 self._next_sequence(),
                 ident,
-                tuple(batch),
+                count,
+                body,
+                self.auth,
             )
-            self._send(msg, m.endpoint)
+            self._out.append((data, m.endpoint))
         backoff = self.settings.retransmit_interval * (1 << min(m.retx_count, 5))
         m.next_retx = now + backoff if m.pending else None
 
@@ -473,19 +496,42 @@ class SyncEngine:
                 self._send_digest(now, only=m)
         return m
 
-    def _on_update(self, msg: wire.BindingUpdate, m: Member, now: float) -> None:
+    def _on_update(
+        self, msg: wire.BindingUpdate | wire.BindingUpdateChunk, m: Member, now: float
+    ) -> None:
         self.counters.received_bus += 1
-        self._apply(msg.records, now)
+        homes: Sequence[int]
+        if isinstance(msg, wire.BindingUpdateChunk):
+            if self._packed_puts():
+                homes, applied = rec_codec.apply_update(
+                    self.table, msg.body, now, self._merge, self.settings.ordered_identifications
+                )
+                if applied:
+                    self._events.append(RecordsApplied(tuple(applied)))
+            else:
+                records = msg.as_binding_update().records
+                self._apply(records, now)
+                homes = [st.home_address for st in records]
+        else:
+            self._apply(msg.records, now)
+            homes = [st.home_address for st in msg.records]
         self.counters.sent_bu_acks += 1
-        ack = wire.BindingUpdateAck(
+        ack = wire.encode_binding_update_ack(
             self.settings.group,
             self.settings.node_id,
             self._next_sequence(),
             msg.identification,
             wire.SyncCode.ACCEPTED,
-            tuple(st.home_address for st in msg.records),
+            homes,
+            self.auth,
         )
-        self._send(ack, m.endpoint)
+        self._out.append((ack, m.endpoint))
+
+    def _packed_puts(self) -> bool:
+        """Whether records may go into the table packed (``put_packed``): not into a table
+        that notes its changes in ``put`` (persistence) but does not override ``put_packed``."""
+        cls = type(self.table)
+        return cls.put is BindingTable.put or cls.put_packed is not BindingTable.put_packed
 
     def _apply(self, states: Iterable[wire.RecordState], now: float) -> None:
         """Merge a peer's records (updates or a download chunk); announce what changed."""
@@ -537,23 +583,30 @@ class SyncEngine:
             self.counters.dropped["unmatched-ack"] += 1
             return
         self.counters.received_bu_acks += 1
+        homes, versions, sent_at = sent
         if len(self.ack_latencies) < _MAX_LATENCY_SAMPLES:
-            self.ack_latencies.append(max(0.0, now - sent[1]))
+            self.ack_latencies.append(max(0.0, now - sent_at))
         progress = False
-        for home, version in sent[0]:
-            if home in m.pending and m.pending[home] <= version:
-                del m.pending[home]
-                progress = True
-            watches = self._watches.get(home)
-            if watches:
-                left = [(v, d) for v, d in watches if v > version]
-                for v, _ in watches:
-                    if v <= version:
-                        self._events.append(Protected(home, v, True, m.node_id))
-                if left:
-                    self._watches[home] = left
-                else:
-                    del self._watches[home]
+        pending = m.pending
+        if pending:
+            for home, version in zip(homes, versions, strict=True):
+                waiting = pending.get(home)
+                if waiting is not None and waiting <= version:
+                    del pending[home]
+                    progress = True
+        all_watches = self._watches
+        if all_watches:
+            for home, version in zip(homes, versions, strict=True):
+                watches = all_watches.get(home)
+                if watches:
+                    left = [(v, d) for v, d in watches if v > version]
+                    for v, _ in watches:
+                        if v <= version:
+                            self._events.append(Protected(home, v, True, m.node_id))
+                    if left:
+                        all_watches[home] = left
+                    else:
+                        del all_watches[home]
         if progress:
             m.retx_count = 0
             # Progress resets the backoff but must not postpone the timer: under steady load an

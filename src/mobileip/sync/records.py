@@ -23,6 +23,7 @@ from mobileip.core.bindings import (
 from mobileip.wire import sync as wire
 
 _INF_MS = wire.INFINITE_MS
+_ORDER = struct.Struct("=QQ")  # version, last identification: offset 8 of a packed record
 _HEAD_SIZE = PACKED_HEAD.size
 _BIND_SIZE = PACKED_BINDING.size
 
@@ -155,6 +156,122 @@ def chunk_body(
             used += size
         pos += 1
     return b"".join(parts), len(parts), pos
+
+
+def update_bodies(
+    get: Callable[[int], bytes | None], homes: Iterable[int], budget: int, now: float
+) -> list[tuple[bytes, int, list[int], list[int]]]:
+    """The records of ``homes`` (looked up with ``get``, a table's packed getter; homes without
+    a record are skipped) in wire form, grouped into Binding Update bodies of at most ``budget``
+    bytes (at least one record each): (body, records in it, their homes, their versions). The
+    same bodies as ``pack([state_of(...) for each home], budget)`` encoded, without building
+    them: every local change leaves through here."""
+    out: list[tuple[bytes, int, list[int], list[int]]] = []
+    parts: list[bytes] = []
+    sent_homes: list[int] = []
+    versions: list[int] = []
+    pack_one = wire.RECORD_ONE.pack
+    one_len = PACKED_ONE_SIZE
+    unpack_one = PACKED_ONE.unpack
+    inf_ms = _INF_MS
+    used = 0
+    for home in homes:
+        blob = get(home)
+        if blob is None:
+            continue
+        if len(blob) == one_len:
+            size = wire.RECORD_ONE_LEN
+            _h, ha, version, last_id, _deleted, _n, coa, granted, flags, expires = unpack_one(blob)
+            if expires == INFINITE:
+                remaining = inf_ms
+            else:
+                remaining = int((expires - now) * 1000)
+                remaining = 0 if remaining < 0 else inf_ms - 1 if remaining >= inf_ms else remaining
+            try:
+                data = pack_one(
+                    home, ha, version, last_id, 0, 1, 0, 0, coa, granted, flags, 0, remaining
+                )
+            except struct.error:  # names the field that does not fit (ValueError)
+                data = wire.encode_record(_state_of_blob(blob, now))
+        else:
+            state = _state_of_blob(blob, now)
+            version = state.version
+            size = wire.record_size(state)
+            data = wire.encode_record(state)
+        if parts and used + size > budget:
+            out.append((b"".join(parts), len(parts), sent_homes, versions))
+            parts, sent_homes, versions, used = [], [], [], 0
+        parts.append(data)
+        sent_homes.append(home)
+        versions.append(version)
+        used += size
+    if parts:
+        out.append((b"".join(parts), len(parts), sent_homes, versions))
+    return out
+
+
+def apply_update(
+    table: BindingTable,
+    body: bytes,
+    now: float,
+    merge: Callable[[MobilityRecord, float], bool],
+    ordered_identifications: bool,
+) -> tuple[list[int], list[int]]:
+    """Merge a Binding Update's one-binding records (``body``, ``RECORD_ONE`` layout), in
+    order: (every home address in it, the ones that changed our table). A record newer by
+    version than ours (or for a home we hold nothing of) is packed straight from the wire and
+    stored with :meth:`BindingTable.put_packed`; a record not newer is skipped; the rare cases
+    (its binding ran out in flight; with ``ordered_identifications``, a newer version that
+    answered an older request than ours) go through ``merge`` (the engine's merge by version)
+    as a decoded record would. The result is the same table as
+    ``merge(from_state(st, now), now)`` for each record in order."""
+    get = table.packed_getter()
+    put_packed = table.put_packed
+    pack = PACKED_ONE.pack
+    order_at = _ORDER.unpack_from
+    inf_ms = _INF_MS
+    homes: list[int] = []
+    applied: list[int] = []
+    for (
+        home,
+        ha,
+        version,
+        last_id,
+        _s,
+        _n,
+        _r,
+        _a,
+        coa,
+        granted,
+        flags,
+        _b,
+        remaining,
+    ) in wire.RECORD_ONE.iter_unpack(body):
+        homes.append(home)
+        old = get(home)
+        if old is not None:
+            old_version, old_last_id = order_at(old, 8)
+            if old_version >= version:
+                continue  # ours is as new or newer: merge would not apply it
+            general = ordered_identifications and last_id < old_last_id
+        else:
+            general = False
+        if general or remaining == 0:
+            binding = wire.BindingState(coa, granted, flags, remaining)
+            state = wire.RecordState(home, ha, version, last_id, 0, (binding,))
+            if merge(from_state(state, now), now):
+                applied.append(home)
+            continue
+        expires = INFINITE if remaining == inf_ms else now + remaining / 1000.0
+        put_packed(
+            home,
+            pack(home, ha, version, last_id, 0.0, 1, coa, granted, flags, expires),
+            version,
+            expires,
+            True,
+        )
+        applied.append(home)
+    return homes, applied
 
 
 def apply_chunk(

@@ -24,9 +24,10 @@ import enum
 import hmac
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mobileip.wire.errors import DecodeError
+from mobileip.wire.mac import Hmac
 
 SYNC_VERSION = 1
 INFINITE_MS = 0xFFFFFFFF
@@ -271,6 +272,40 @@ class TableSyncChunk:
         )
 
 
+_HOME_OF_ONE = struct.Struct("!I40x")  # the home address of a RECORD_ONE record
+
+
+@dataclass(frozen=True, slots=True)
+class BindingUpdateChunk:
+    """A Binding Update whose records all have exactly one binding (registrations: the common
+    case), left in wire form: ``body`` is ``count`` records in the ``RECORD_ONE`` layout, already
+    checked as :func:`decode` checks them. Only :func:`decode_chunked` returns it, so a member
+    merges Binding Updates without a :class:`RecordState` per record; :meth:`as_binding_update`
+    gives what :func:`decode` returns for the same bytes."""
+
+    group: int
+    sender: int
+    sequence: int
+    identification: int
+    count: int
+    body: bytes
+
+    @property
+    def homes(self) -> tuple[int, ...]:
+        return tuple([h for (h,) in _HOME_OF_ONE.iter_unpack(self.body)])
+
+    def as_binding_update(self) -> BindingUpdate:
+        records = tuple(
+            [
+                RecordState(home, ha, version, last_id, 0, (BindingState(coa, g, f, rem),))
+                for home, ha, version, last_id, _s, _n, _r, _a, coa, g, f, _b, rem in (
+                    _RECORD_ONE.iter_unpack(self.body)
+                )
+            ]
+        )
+        return BindingUpdate(self.group, self.sender, self.sequence, self.identification, records)
+
+
 _TYPE_OF: dict[type, MsgType] = {
     BindingUpdate: MsgType.BINDING_UPDATE,
     BindingUpdateAck: MsgType.BINDING_UPDATE_ACK,
@@ -298,6 +333,8 @@ class GroupKey:
     spi: int
     algorithm: str
     key: bytes
+    # the key schedule, done once (hmac.digest fetches the hash by name at every call: 3 us)
+    _mac: Hmac = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 256 <= self.spi <= 0xFFFFFFFF:
@@ -306,13 +343,14 @@ class GroupKey:
             raise ValueError(f"unknown algorithm {self.algorithm!r}; expected one of {ALGORITHMS}")
         if not self.key:
             raise ValueError(f"empty key for SPI {self.spi}")
+        object.__setattr__(self, "_mac", Hmac(self.key, _DIGEST_NAME[self.algorithm]))
 
     @property
     def authenticator_len(self) -> int:
         return AUTHENTICATOR_LEN[self.algorithm]
 
     def authenticator(self, protected: bytes) -> bytes:
-        return hmac.digest(self.key, protected, _DIGEST_NAME[self.algorithm])
+        return self._mac.digest(protected)
 
     def __repr__(self) -> str:  # never print the key
         return (
@@ -624,6 +662,65 @@ def encode_table_sync_records(
     return data
 
 
+def encode_binding_update_records(
+    group: int,
+    sender: int,
+    sequence: int,
+    identification: int,
+    count: int,
+    body: bytes,
+    auth: GroupAuth,
+) -> bytes:
+    """A Binding Update whose ``count`` records are already encoded in ``body``
+    (:func:`encode_record_one`, :func:`encode_record`): the same bytes as :func:`encode` of the
+    :class:`BindingUpdate` with those records."""
+    _check("group", group, 16)
+    _check("sender", sender, 32)
+    _check("sequence", sequence, 64)
+    _check("identification", identification, 64)
+    _check_count("items in a BINDING_UPDATE message", count)
+    head = _HEADER.pack(
+        MsgType.BINDING_UPDATE, SYNC_VERSION, 0, 0, group, count, sender, sequence, identification
+    )
+    data = auth.sign(head + body)
+    if len(data) > MAX_DATAGRAM:
+        raise ValueError(f"message of {len(data)} bytes exceeds a UDP datagram ({MAX_DATAGRAM})")
+    return data
+
+
+def encode_binding_update_ack(
+    group: int,
+    sender: int,
+    sequence: int,
+    identification: int,
+    code: int,
+    homes: Sequence[int],
+    auth: GroupAuth,
+) -> bytes:
+    """The same bytes as :func:`encode` of ``BindingUpdateAck(group, sender, sequence,
+    identification, code, tuple(homes))``, in two ``struct`` calls."""
+    try:
+        head = _HEADER.pack(
+            MsgType.BINDING_UPDATE_ACK,
+            SYNC_VERSION,
+            code,
+            0,
+            group,
+            len(homes),
+            sender,
+            sequence,
+            identification,
+        )
+        body = struct.pack(f"!{len(homes)}I", *homes)
+    except struct.error:
+        msg = BindingUpdateAck(group, sender, sequence, identification, code, tuple(homes))
+        return encode(msg, auth)  # raises the precise ValueError
+    data = auth.sign(head + body)
+    if len(data) > MAX_DATAGRAM:
+        raise ValueError(f"message of {len(data)} bytes exceeds a UDP datagram ({MAX_DATAGRAM})")
+    return data
+
+
 # --- decoding ---------------------------------------------------------------------------------
 
 
@@ -687,7 +784,9 @@ def _decode_records(r: _Reader, count: int) -> tuple[RecordState, ...]:
 
 def _decode_u32s(r: _Reader, count: int, what: str) -> tuple[int, ...]:
     r.need(4 * count, what)
-    return tuple(r.take(_U32, what)[0] for _ in range(count))
+    values: tuple[int, ...] = struct.unpack_from(f"!{count}I", r.data, r.pos)
+    r.pos += 4 * count
+    return values
 
 
 def decode(data: bytes, auth: GroupAuth) -> SyncMessage:
@@ -697,14 +796,17 @@ def decode(data: bytes, auth: GroupAuth) -> SyncMessage:
     well-formed sync message.
     """
     msg = _decode(data, auth, False)
-    assert not isinstance(msg, TableSyncChunk)
+    assert not isinstance(msg, TableSyncChunk | BindingUpdateChunk)
     return msg
 
 
-def decode_chunked(data: bytes, auth: GroupAuth) -> SyncMessage | TableSyncChunk:
-    """:func:`decode`, except that a Table Sync whose records all have one binding (the bulk
-    download's common case) comes back as a :class:`TableSyncChunk`. Accepts and refuses
-    exactly the same bytes as :func:`decode`, for the same reasons."""
+def decode_chunked(
+    data: bytes, auth: GroupAuth
+) -> SyncMessage | TableSyncChunk | BindingUpdateChunk:
+    """:func:`decode`, except that a Table Sync or a Binding Update whose records all have one
+    binding (the bulk download's and the registrations' common case) comes back as a
+    :class:`TableSyncChunk` or a :class:`BindingUpdateChunk`. Accepts and refuses exactly the
+    same bytes as :func:`decode`, for the same reasons."""
     return _decode(data, auth, True)
 
 
@@ -724,7 +826,9 @@ def _one_binding_body(data: bytes, start: int, end: int, count: int) -> bytes | 
     return body
 
 
-def _decode(data: bytes, auth: GroupAuth, chunked: bool) -> SyncMessage | TableSyncChunk:
+def _decode(
+    data: bytes, auth: GroupAuth, chunked: bool
+) -> SyncMessage | TableSyncChunk | BindingUpdateChunk:
     data = bytes(data)
     if len(data) < HEADER_LEN:
         raise SyncDecodeError("truncated", f"{len(data)} bytes < {HEADER_LEN}-byte header")
@@ -744,6 +848,10 @@ def _decode(data: bytes, auth: GroupAuth, chunked: bool) -> SyncMessage | TableS
     r = _Reader(data, HEADER_LEN, end)
     msg: SyncMessage
     if mtype is MsgType.BINDING_UPDATE:
+        if chunked:
+            body = _one_binding_body(data, r.pos, end, count)
+            if body is not None:
+                return BindingUpdateChunk(group, sender, seq, ident, count, body)
         msg = BindingUpdate(group, sender, seq, ident, _decode_records(r, count))
     elif mtype is MsgType.BINDING_UPDATE_ACK:
         msg = BindingUpdateAck(group, sender, seq, ident, code, _decode_u32s(r, count, "homes"))
