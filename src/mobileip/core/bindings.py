@@ -297,15 +297,23 @@ class BindingTable:
         records = self._records
         old = records.get(home)
         records[home] = blob
-        change = record_hash(home, version)
+        # record_hash and bucket_of, inlined (once per record of every peer's update)
+        mixed = home * 0x9E3779B97F4A7C15
+        z = (mixed + version) & _M64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        change = z ^ (z >> 31)
         if old is None:
             if live:
                 self._live += 1
         else:
             # the binding count is the last byte of the head (offset 32)
             self._live += (1 if live else 0) - (1 if old[32] else 0)
-            change ^= record_hash(home, _VERSION.unpack_from(old, 8)[0])
-        self._digest[bucket_of(home)] ^= change
+            z = (mixed + _VERSION.unpack_from(old, 8)[0]) & _M64
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+            change ^= z ^ (z >> 31)
+        self._digest[((home * 0x9E3779B1) >> 16) % DIGEST_BUCKETS] ^= change
         if wake != INFINITE:
             self._schedule(wake, home)
 
