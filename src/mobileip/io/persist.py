@@ -58,6 +58,11 @@ class JournaledTable(BindingTable):
         self._mark(rec.home_address)
         return old
 
+    def put_packed(self, home: int, blob: bytes, version: int, wake: float, live: bool) -> None:
+        """A peer's update merged packed: stored, and noted for the journal."""
+        super().put_packed(home, blob, version, wake, live)
+        self._mark(home)
+
     def insert_new(
         self,
         homes: Sequence[int],
