@@ -21,33 +21,13 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sync_strategies import AUTH, HA, NOW, A, B, one_binding, u8, u32, u64
 
 from mobileip.core.bindings import Binding, BindingTable, MobilityRecord, make_version
 from mobileip.io.persist import JournaledTable
 from mobileip.sync import records as codec
 from mobileip.sync.engine import Protected, RecordsApplied, SyncEngine, SyncSettings, SyncState
 from mobileip.wire import sync as w
-
-KEY = bytes(range(32))
-AUTH = w.GroupAuth([w.GroupKey(1000, "hmac-sha256", KEY)], 1000)
-HA = 0x0A000001
-NOW = 5000.0
-A = ("127.0.0.1", 1)
-B = ("127.0.0.2", 2)
-
-u8 = st.integers(0, 255)
-u16 = st.integers(0, 2**16 - 1)
-u32 = st.integers(0, 2**32 - 1)
-u64 = st.integers(0, 2**64 - 1)
-one_binding = st.builds(
-    w.RecordState,
-    u32,
-    u32,
-    u64,
-    u64,
-    st.just(0),
-    st.tuples(st.builds(w.BindingState, u32, u16, u8, u32)),
-)
 
 
 def _update(records: tuple[w.RecordState, ...]) -> w.BindingUpdate:

@@ -15,6 +15,7 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sync_strategies import bindings, u8, u16, u32, u64
 
 from mobileip.wire import sync as w
 from mobileip.wire.errors import DecodeError
@@ -499,12 +500,6 @@ def test_max_bindings_record_encodes() -> None:
 
 # --- property tests ---------------------------------------------------------------------------
 
-u16 = st.integers(0, 2**16 - 1)
-u32 = st.integers(0, 2**32 - 1)
-u64 = st.integers(0, 2**64 - 1)
-u8 = st.integers(0, 255)
-
-bindings = st.builds(w.BindingState, u32, u16, u8, u32)
 live = st.builds(
     w.RecordState,
     u32,
