@@ -256,6 +256,14 @@ class BindingTable:
 
     def put(self, rec: MobilityRecord, now: float) -> MobilityRecord | None:
         """Store ``rec`` unconditionally; return what it replaced."""
+        blob = self._records.get(rec.home_address)
+        self.store(rec, now)
+        return None if blob is None else _unpack(blob)
+
+    def store(self, rec: MobilityRecord, now: float) -> None:
+        """:meth:`put` without building the record it replaced (the registration path). Every
+        write of a whole record goes through here: a subclass that notes changes (persistence)
+        overrides this, :meth:`put_packed`, :meth:`insert_new` and :meth:`discard`."""
         home = rec.home_address
         records = self._records
         blob = records.get(home)
@@ -269,13 +277,12 @@ class BindingTable:
         # the old and the new record fall in the same digest bucket (same home address)
         change = record_hash(home, rec.version)
         if blob is None:
-            old = None
             if bindings:
                 self._live += 1
         else:
-            old = _unpack(blob)
-            self._live += (1 if bindings else 0) - (1 if old.bindings else 0)
-            change ^= record_hash(home, old.version)
+            # the binding count is the last byte of the head (offset 32), the version at 8
+            self._live += (1 if bindings else 0) - (1 if blob[32] else 0)
+            change ^= record_hash(home, _VERSION.unpack_from(blob, 8)[0])
         self._digest[bucket_of(home)] ^= change
         if len(bindings) == 1:
             if bindings[0].expires != INFINITE:
@@ -286,14 +293,13 @@ class BindingTable:
                 self._schedule(soonest, home)
         else:
             self._schedule(rec.deleted_at + self.tombstone_ttl, home)
-        return old
 
     def put_packed(self, home: int, blob: bytes, version: int, wake: float, live: bool) -> None:
         """:meth:`put` of a record already packed (``PACKED_ONE``, or ``PACKED_HEAD`` + its
         bindings, with its ``deleted_at`` set): ``version`` is the one in ``blob``, ``wake``
         when the expiry wheel must look at it (as in :meth:`insert_new`), ``live`` whether it
         has bindings. A peer's Binding Update is merged through it without a MobilityRecord;
-        a subclass that overrides :meth:`put` (to note changes) must override this too."""
+        a subclass that overrides :meth:`store` (to note changes) must override this too."""
         records = self._records
         old = records.get(home)
         records[home] = blob
@@ -332,7 +338,7 @@ class BindingTable:
         ``versions``; ``wakeups`` is when the expiry wheel must look at each (its soonest expiry,
         or ``deleted_at + tombstone_ttl`` for a tombstone; ``math.inf``: never); ``live`` counts
         those with bindings. The caller guarantees the homes are distinct and absent; a subclass
-        that overrides :meth:`put` (to note changes) must override this too.
+        that overrides :meth:`store` (to note changes) must override this too.
         """
         records = self._records
         before = len(records)
@@ -369,7 +375,7 @@ class BindingTable:
         version = self.version_of(rec.home_address)
         if version is not None and version >= rec.version:
             return False
-        self.put(rec, now)
+        self.store(rec, now)
         return True
 
     def discard(self, home: int) -> MobilityRecord | None:
@@ -448,6 +454,6 @@ class BindingTable:
                     self._schedule(soonest, home)
                 continue
             new = replace(rec, bindings=keep, deleted_at=0.0 if keep else now)
-            self.put(new, now)
+            self.store(new, now)
             changed.append(new)
         return changed, purged

@@ -54,7 +54,6 @@ class BindingChanged:
     """A registration or deregistration was accepted; ``record`` is the new state."""
 
     record: MobilityRecord
-    previous: MobilityRecord | None
     deregistration: bool
 
 
@@ -189,8 +188,8 @@ class HomeAgentCore:
             return []
         version = self.table.next_version(key, self._node_id)
         new = MobilityRecord(key, version, rec.last_id, rec.home_agent, (), 0.0)
-        self.table.put(new, now)
-        return [BindingChanged(self.table.get(key) or new, rec, True)]
+        self.table.store(new, now)
+        return [BindingChanged(self.table.get(key) or new, True)]
 
     # --- the rules -----------------------------------------------------------------------
 
@@ -227,13 +226,13 @@ class HomeAgentCore:
         expires = INFINITE if lifetime == 0xFFFF else now + lifetime
         version = table.next_version(home, self._node_id, ident >> 32)
         new = MobilityRecord(home, version, ident, ha, (Binding(coa, lifetime, expires, flags),))
-        previous = table.put(new, now)
+        table.store(new, now)
         stats = self.stats
         stats.replies[0] += 1
         stats.predicted += 1
         body = _REPLY_HEAD.pack(wire.TYPE_REPLY, 0, lifetime, home, ha, ident)
         reply = append_auth(body, wire.EXT_MN_HA_AUTH, sa)
-        return Outcome(reply, 0, (BindingChanged(new, previous, False),))
+        return Outcome(reply, 0, (BindingChanged(new, False),))
 
     def _undecodable(self, data: bytes, exc: DecodeError) -> Outcome:
         self.stats.dropped[exc.reason] += 1
@@ -326,8 +325,8 @@ class HomeAgentCore:
             new = MobilityRecord(
                 key, self._version(key, req), reply_id, int(req.home_agent), keep, 0.0
             )
-            self.table.put(new, now)
-            events.append(BindingChanged(self.table.get(key) or new, rec, True))
+            self.table.store(new, now)
+            events.append(BindingChanged(self.table.get(key) or new, True))
             self.stats.replies[0] += 1
             return Outcome(self._reply(req, 0, 0, reply_id, spi), 0, tuple(events))
 
@@ -351,8 +350,8 @@ class HomeAgentCore:
                     return deny(ReplyCode.TOO_MANY_BINDINGS, "too-many-bindings", reply_id, spi)
                 bindings = (*others, binding)
         new = MobilityRecord(key, self._version(key, req), reply_id, int(req.home_agent), bindings)
-        self.table.put(new, now)
-        events.append(BindingChanged(new, rec, False))
+        self.table.store(new, now)
+        events.append(BindingChanged(new, False))
         self.stats.replies[code] += 1
         return Outcome(self._reply(req, code, lifetime, reply_id, spi), code, tuple(events))
 

@@ -53,10 +53,9 @@ class JournaledTable(BindingTable):
         # called when the first change after a drain is noted (the service schedules a flush)
         self.on_dirty: list[Callable[[], None]] = []
 
-    def put(self, rec: MobilityRecord, now: float) -> MobilityRecord | None:
-        old = super().put(rec, now)
+    def store(self, rec: MobilityRecord, now: float) -> None:
+        super().store(rec, now)
         self._mark(rec.home_address)
-        return old
 
     def put_packed(self, home: int, blob: bytes, version: int, wake: float, live: bool) -> None:
         """A peer's update merged packed: stored, and noted for the journal."""

@@ -529,9 +529,9 @@ class SyncEngine:
 
     def _packed_puts(self) -> bool:
         """Whether records may go into the table packed (``put_packed``): not into a table
-        that notes its changes in ``put`` (persistence) but does not override ``put_packed``."""
+        that notes its changes in ``store`` (persistence) but does not override ``put_packed``."""
         cls = type(self.table)
-        return cls.put is BindingTable.put or cls.put_packed is not BindingTable.put_packed
+        return cls.store is BindingTable.store or cls.put_packed is not BindingTable.put_packed
 
     def _apply(self, states: Iterable[wire.RecordState], now: float) -> None:
         """Merge a peer's records (updates or a download chunk); announce what changed."""
@@ -546,8 +546,8 @@ class SyncEngine:
         """A download chunk of one-binding records: new homes in bulk, the rest merged."""
         table = self.table
         cls = type(table)
-        if cls.put is not BindingTable.put and cls.insert_new is BindingTable.insert_new:
-            # a table that notes its changes in put (persistence) but not in bulk inserts
+        if cls.store is not BindingTable.store and cls.insert_new is BindingTable.insert_new:
+            # a table that notes its changes in store (persistence) but not in bulk inserts
             self._apply(chunk.as_table_sync().records, now)
             return
         applied = rec_codec.apply_chunk(table, chunk, now, self._merge)
