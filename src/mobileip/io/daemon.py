@@ -128,10 +128,14 @@ class HomeAgentDaemon:
                 self.publish(outcome.events, now, src)
             reply = outcome.reply
             if reply is not None:
-                pending = PendingReply(reply, src, _reply_source(dst), outcome.code)
                 policy = self.reply_policy
-                if policy is None or not policy(outcome, pending):
-                    self.send_reply(pending)
+                if policy is None:
+                    if self.endpoint is not None:
+                        self.endpoint.send(reply, src, _reply_source(dst))
+                else:
+                    pending = PendingReply(reply, src, _reply_source(dst), outcome.code)
+                    if not policy(outcome, pending):
+                        self.send_reply(pending)
             self._reschedule()
             return
         if self.extra_handler is not None:

@@ -11,8 +11,9 @@ Replies that fail are counted as ``invalid``; requests without a reply after ``-
 seconds as ``timeouts``.
 
 Built to be fast enough to load a Home Agent written in the same language: one connected UDP
-socket, the 16 fixed bytes of each mobile node's request precomputed, one ``hmac.digest`` per
-request and per reply, no object per packet beyond the bytes themselves.
+socket, the 16 fixed bytes of each mobile node's request precomputed, one keyed MAC per request
+and per reply (the key schedule done once, as in the Home Agent), no object per packet beyond
+the bytes themselves.
 
 ``echo=True`` (the benchmark's baseline) accepts the request itself echoed back: the same
 authenticator check runs on it, so the client does the same work per reply as against a Home Agent.
@@ -21,7 +22,6 @@ authenticator check runs on it, so the client does the same work per reply as ag
 from __future__ import annotations
 
 import argparse
-import hashlib
 import hmac
 import json
 import math
@@ -37,6 +37,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import TextIO
 
 from mobileip.core.replay import ntp_from_unix
+from mobileip.core.security import authenticator_function
 from mobileip.wire.codes import meaning
 
 _HEAD = struct.Struct("!BBHIII")  # type, flags, lifetime, home, ha, coa
@@ -149,9 +150,8 @@ class LoadResult:
 
 
 def _authenticator(algorithm: str, key: bytes) -> Callable[[bytes], bytes]:
-    if algorithm == "hmac-md5":
-        return lambda protected: hmac.digest(key, protected, "md5")
-    return lambda protected: hashlib.md5(key + protected + key, usedforsecurity=False).digest()
+    # the Home Agent's own keyed MAC (key schedule once: hmac.digest costs 3 us a call here)
+    return authenticator_function(algorithm, key)
 
 
 class LoadGenerator:
