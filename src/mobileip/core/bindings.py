@@ -76,6 +76,13 @@ def make_version(counter: int, origin: int) -> int:
     return ((counter & 0xFFFFFFFF) << 32) | (origin & 0xFFFFFFFF)
 
 
+def version_after(version: int | None, origin: int, floor: int = 0) -> int:
+    """The version of the change by ``origin`` that follows ``version`` (None: no record yet);
+    see :meth:`BindingTable.next_version`."""
+    counter = (version >> 32) + 1 if version is not None else 1
+    return make_version(max(counter, floor), origin)
+
+
 DIGEST_BUCKETS = 128
 _M64 = 0xFFFFFFFFFFFFFFFF
 
@@ -239,9 +246,7 @@ class BindingTable:
         request of that mobile node, so a member that missed an update still orders the next
         registration after it.
         """
-        version = self.version_of(home)
-        counter = (version >> 32) + 1 if version is not None else 1
-        return make_version(max(counter, floor), origin)
+        return version_after(self.version_of(home), origin, floor)
 
     def digest(self) -> tuple[int, ...]:
         """Per-bucket digests of every record, tombstones included."""

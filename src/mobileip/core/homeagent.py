@@ -37,9 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
-from mobileip.core.bindings import INFINITE, Binding, BindingTable, MobilityRecord
+from mobileip.core.bindings import INFINITE, Binding, BindingTable, MobilityRecord, version_after
 from mobileip.core.dynamic_ha import DynamicAssignment, Redirect
-from mobileip.core.replay import check_nonce, check_timestamp
+from mobileip.core.replay import check_nonce, check_timestamp, timestamp_acceptable
 from mobileip.core.security import SecurityAssociations, append_auth, verify_auth
 from mobileip.wire import dynamic_ha as dha
 from mobileip.wire import registration as wire
@@ -215,16 +215,19 @@ class HomeAgentCore:
             return None
         table = self.table
         order = table.order_of(home)
-        verdict = check_timestamp(
-            ident, order[1] if order is not None else None, wall, settings.replay_window
-        )
-        if not verdict.ok or len(table) >= settings.max_bindings:
+        if order is None:
+            version, last_id = None, None
+        else:
+            version, last_id = order
+        if not timestamp_acceptable(ident, last_id, wall, settings.replay_window):
+            return None
+        if len(table) >= settings.max_bindings:
             return None
         # accepted: from here on the same effects as _handle's step 7 without the S flag
         if lifetime > settings.max_lifetime:
             lifetime = settings.max_lifetime
         expires = INFINITE if lifetime == 0xFFFF else now + lifetime
-        version = table.next_version(home, self._node_id, ident >> 32)
+        version = version_after(version, self._node_id, ident >> 32)
         new = MobilityRecord(home, version, ident, ha, (Binding(coa, lifetime, expires, flags),))
         table.store(new, now)
         stats = self.stats

@@ -39,14 +39,17 @@ class ReplayVerdict:
 
 
 def check_timestamp(ident: int, last_id: int | None, wall: float, window: float) -> ReplayVerdict:
-    ha_now = ntp_from_unix(wall)
-    skew = abs(unix_from_ntp(ident) - wall)
-    mismatch = (ha_now & 0xFFFFFFFF00000000) | (ident & 0xFFFFFFFF)
-    if skew > window:
+    if timestamp_acceptable(ident, last_id, wall, window):
+        return ReplayVerdict(True, ident)
+    mismatch = (ntp_from_unix(wall) & 0xFFFFFFFF00000000) | (ident & 0xFFFFFFFF)
+    if abs(unix_from_ntp(ident) - wall) > window:
         return ReplayVerdict(False, mismatch, "timestamp-outside-window")
-    if last_id is not None and ident <= last_id:
-        return ReplayVerdict(False, mismatch, "identification-not-increasing")
-    return ReplayVerdict(True, ident)
+    return ReplayVerdict(False, mismatch, "identification-not-increasing")
+
+
+def timestamp_acceptable(ident: int, last_id: int | None, wall: float, window: float) -> bool:
+    """The timestamp rule alone: within ``window`` seconds of ``wall`` and above ``last_id``."""
+    return abs(unix_from_ntp(ident) - wall) <= window and (last_id is None or ident > last_id)
 
 
 def check_nonce(ident: int, expected_nonce: int | None, fresh_nonce: int) -> ReplayVerdict:
