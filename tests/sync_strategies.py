@@ -3,6 +3,8 @@ wire records (one-binding records are what the packed fast paths take)."""
 
 from __future__ import annotations
 
+import struct
+
 from hypothesis import strategies as st
 
 from mobileip.wire import sync as w
@@ -20,3 +22,30 @@ u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
 bindings = st.builds(w.BindingState, u32, u16, u8, u32)
 one_binding = st.builds(w.RecordState, u32, u32, u64, u64, st.just(0), st.tuples(bindings))
+
+
+def authentic(msg_type: int, raw: bytes) -> bytes:
+    """``raw`` (at least 28 bytes) as a message of ``msg_type``, version 1, signed with AUTH:
+    garbage that passes authentication, to compare the decoders on."""
+    k = AUTH.send_key
+    body = bytes([msg_type, 1]) + raw[2:]
+    head = struct.pack("!BBI", 40, 36, k.spi)
+    return body + head + k.authenticator(body + head)
+
+
+def both_decoders(data: bytes) -> list[object]:
+    """What ``decode`` and ``decode_chunked`` make of ``data`` (chunks as their general form)."""
+    outcomes: list[object] = []
+    for decoder in (w.decode, w.decode_chunked):
+        try:
+            msg = decoder(data, AUTH)
+        except w.SyncDecodeError as exc:
+            outcomes.append(exc.reason)
+            continue
+        if isinstance(msg, w.TableSyncChunk):
+            outcomes.append(msg.as_table_sync())
+        elif isinstance(msg, w.BindingUpdateChunk):
+            outcomes.append(msg.as_binding_update())
+        else:
+            outcomes.append(msg)
+    return outcomes

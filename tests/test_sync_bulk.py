@@ -19,7 +19,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sync_strategies import AUTH, HA, NOW, A, B, one_binding
+from sync_strategies import AUTH, HA, NOW, A, B, authentic, both_decoders, one_binding
 
 from mobileip.core.bindings import Binding, BindingTable, MobilityRecord, make_version
 from mobileip.io.persist import JournaledTable
@@ -115,19 +115,7 @@ def test_malformed_chunks_fail_as_in_decode(offset: int, value: int, reason: str
 @given(st.binary(min_size=28, max_size=200))
 @settings(max_examples=300)
 def test_decode_chunked_agrees_with_decode_on_authentic_garbage(raw: bytes) -> None:
-    k = AUTH.send_key
-    header = bytes([w.MsgType.TABLE_SYNC, 1]) + raw[2:28]
-    body = header + raw[28:]
-    head = struct.pack("!BBI", 40, 36, k.spi)
-    data = body + head + k.authenticator(body + head)
-    outcomes = []
-    for decoder in (w.decode, w.decode_chunked):
-        try:
-            msg = decoder(data, AUTH)
-        except w.SyncDecodeError as exc:
-            outcomes.append(exc.reason)
-        else:
-            outcomes.append(msg.as_table_sync() if isinstance(msg, w.TableSyncChunk) else msg)
+    outcomes = both_decoders(authentic(w.MsgType.TABLE_SYNC, raw))
     assert outcomes[0] == outcomes[1]
 
 
