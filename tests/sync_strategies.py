@@ -3,10 +3,12 @@ wire records (one-binding records are what the packed fast paths take)."""
 
 from __future__ import annotations
 
+import math
 import struct
 
 from hypothesis import strategies as st
 
+from mobileip.core.bindings import Binding, BindingTable, MobilityRecord, make_version
 from mobileip.wire import sync as w
 
 KEY = bytes(range(32))
@@ -49,3 +51,28 @@ def both_decoders(data: bytes) -> list[object]:
         else:
             outcomes.append(msg)
     return outcomes
+
+
+def mixed_table(n: int = 200, expired: bool = False) -> BindingTable:
+    """One-binding records (finite and infinite lifetimes, some about to run out), tombstones,
+    records with several bindings; with ``expired``, also bindings that ran out but were not yet
+    swept by the expiry wheel."""
+    t = BindingTable(tombstone_ttl=900.0)
+    for i in range(n):
+        home = 0x0A010000 + i
+        version = make_version(10 + i % 7, 0x0A000005)
+        kind = i % 10
+        if kind == 0:
+            bindings: tuple[Binding, ...] = ()
+        elif kind == 1:
+            bindings = (Binding(0xC0000001, 0xFFFF, math.inf, 0x40),)
+        elif kind == 2:
+            bindings = (Binding(0xC0000001, 300, NOW + 300, 0), Binding(0xC0000002, 60, NOW + 5, 0))
+        elif kind == 3:
+            bindings = (Binding(0xC0000001, 30, NOW + 0.0004, 0),)  # 0 ms left on the wire
+        elif kind == 4 and expired:
+            bindings = (Binding(0xC0000001, 30, NOW - 3, 0),)  # expired, not yet swept
+        else:
+            bindings = (Binding(0xC0000100 + i, 1800, NOW + 17.25 + i, i & 0xFF),)
+        t.put(MobilityRecord(home, version, 1000 + i, HA, bindings, 0.0), NOW - 40.0)
+    return t

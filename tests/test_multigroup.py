@@ -183,16 +183,23 @@ def homes(handle: DaemonHandle, group: str) -> set[str]:
     return {r["home_address"] for r in rows}
 
 
-def test_requests_go_to_the_group_their_home_agent_field_names(
-    tmp_path: Path, daemons: list[DaemonHandle]
-) -> None:
+def start_two_groups(tmp_path: Path, daemons: list[DaemonHandle], name: str) -> DaemonHandle:
+    """One daemon on loopback serving g1 (10.9.1.1) and g2 (10.9.2.1) on one shared socket."""
     host, port, control = "127.0.0.1", free_port(), free_port()
     text = group_file(
         shared(host, port, control),
         [*GOOD[:1], {"name": "g2", "homeagent": {"address": "10.9.2.1"}}],
     )
-    h = start(tmp_path, "two", text, host, port, control)
+    h = start(tmp_path, name, text, host, port, control)
     daemons.append(h)
+    return h
+
+
+def test_requests_go_to_the_group_their_home_agent_field_names(
+    tmp_path: Path, daemons: list[DaemonHandle]
+) -> None:
+    h = start_two_groups(tmp_path, daemons, "two")
+    host, control = h.control
     try:
         assert register(h, "10.1.0.5", "10.9.1.1") == 0
         assert register(h, "10.1.0.6", "10.9.2.1") == 0
@@ -338,13 +345,7 @@ def test_the_example_two_groups_file_is_valid() -> None:
 def test_a_groups_daemon_drops_privileges_too(tmp_path: Path, daemons: list[DaemonHandle]) -> None:
     from mobileip.io.privileges import KEEP, capability_sets, keep_mask
 
-    host, port, control = "127.0.0.1", free_port(), free_port()
-    text = group_file(
-        shared(host, port, control),
-        [*GOOD[:1], {"name": "g2", "homeagent": {"address": "10.9.2.1"}}],
-    )
-    h = start(tmp_path, "caps", text, host, port, control)
-    daemons.append(h)
+    h = start_two_groups(tmp_path, daemons, "caps")
     assert register(h, "10.1.0.5", "10.9.1.1") == 0  # serves after the drop
     wait_until(lambda: "homeagent.privileges" in h.log(), 5, "the privileges log line")
     assert capability_sets(h.proc.pid)["CapEff"] == keep_mask(KEEP)

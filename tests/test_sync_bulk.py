@@ -19,7 +19,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sync_strategies import AUTH, HA, NOW, A, B, authentic, both_decoders, one_binding
+from sync_strategies import AUTH, HA, NOW, A, B, authentic, both_decoders, mixed_table, one_binding
 
 from mobileip.core.bindings import Binding, BindingTable, MobilityRecord, make_version
 from mobileip.io.persist import JournaledTable
@@ -122,28 +122,6 @@ def test_decode_chunked_agrees_with_decode_on_authentic_garbage(raw: bytes) -> N
 # --- sender and receiver --------------------------------------------------------------------------
 
 
-def _mixed_table(n: int = 200) -> BindingTable:
-    """One-binding records (finite and infinite lifetimes, some about to run out), tombstones,
-    records with several bindings."""
-    t = BindingTable(tombstone_ttl=900.0)
-    for i in range(n):
-        home = 0x0A010000 + i
-        version = make_version(10 + i % 7, 0x0A000005)
-        kind = i % 10
-        if kind == 0:
-            bindings: tuple[Binding, ...] = ()
-        elif kind == 1:
-            bindings = (Binding(0xC0000001, 0xFFFF, math.inf, 0x40),)
-        elif kind == 2:
-            bindings = (Binding(0xC0000001, 300, NOW + 300, 0), Binding(0xC0000002, 60, NOW + 5, 0))
-        elif kind == 3:
-            bindings = (Binding(0xC0000001, 30, NOW + 0.0004, 0),)  # 0 ms left on the wire
-        else:
-            bindings = (Binding(0xC0000100 + i, 1800, NOW + 17.25 + i, i & 0xFF),)
-        t.put(MobilityRecord(home, version, 1000 + i, HA, bindings, 0.0), NOW - 40.0)
-    return t
-
-
 def _wire_of_chunks(table: BindingTable, budget: int) -> list[bytes]:
     homes = table.homes_one_binding_first()
     get = table.packed_getter()
@@ -155,7 +133,7 @@ def _wire_of_chunks(table: BindingTable, budget: int) -> list[bytes]:
 
 
 def test_chunk_body_is_the_general_encoding() -> None:
-    table = _mixed_table()
+    table = mixed_table()
     homes = table.homes_one_binding_first()
     assert sorted(homes) == sorted(table.homes())
     get = table.packed_getter()
@@ -186,7 +164,7 @@ def _state(table: BindingTable) -> tuple[object, ...]:
 def _prefilled(tombstone_ttl: float = 900.0) -> BindingTable:
     """A receiver that already holds some of the homes: newer, older and equal versions."""
     t = BindingTable(tombstone_ttl)
-    src = _mixed_table()
+    src = mixed_table()
     for i, home in enumerate(src.homes()[::3]):
         rec = src.get(home)
         assert rec is not None
@@ -207,7 +185,7 @@ def _prefilled(tombstone_ttl: float = 900.0) -> BindingTable:
 
 @pytest.mark.parametrize("prefill", [False, True])
 def test_apply_chunk_equals_merging_one_by_one(prefill: bool) -> None:
-    src = _mixed_table()
+    src = mixed_table()
     fast = _prefilled() if prefill else BindingTable(900.0)
     slow = _prefilled() if prefill else BindingTable(900.0)
     chunks = 0
@@ -326,7 +304,7 @@ def _versions(t: BindingTable) -> dict[int, tuple[int, bool]]:
 
 @pytest.mark.parametrize("drop_every", [0, 7])
 def test_download_into_a_table_with_newer_and_older_records(drop_every: int) -> None:
-    src_table = _mixed_table(1000)
+    src_table = mixed_table(1000)
     dst_table = _prefilled()
     before = _versions(dst_table)
     theirs = _versions(src_table)
@@ -361,7 +339,7 @@ def test_download_of_a_million_like_table_matches_digest() -> None:
 
 
 def test_a_persisting_table_notes_every_downloaded_record() -> None:
-    src_table = _mixed_table(300)
+    src_table = mixed_table(300)
     dst_table = JournaledTable(900.0)
     src, dst = _engines(src_table, dst_table)
     _download(src, dst)
@@ -369,7 +347,7 @@ def test_a_persisting_table_notes_every_downloaded_record() -> None:
 
 
 def test_send_now_acks_a_chunk_before_applying_it() -> None:
-    src_table = _mixed_table(2000)
+    src_table = mixed_table(2000)
     dst_table = BindingTable(900.0)
     src, dst = _engines(src_table, dst_table)
     sent: list[bytes] = []
@@ -396,7 +374,7 @@ def test_send_now_acks_a_chunk_before_applying_it() -> None:
 def test_a_chunk_that_fails_to_apply_restarts_the_download(early_acks: bool) -> None:
     """The receiver counts (and may ack) a chunk before applying it: if applying raises, the
     download starts over (never SYNCED without those records), and the error is not hidden."""
-    src_table = _mixed_table(2000)
+    src_table = mixed_table(2000)
 
     class Failing(BindingTable):
         fail = 1  # the first bulk insert raises

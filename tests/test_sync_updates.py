@@ -15,13 +15,25 @@
 
 from __future__ import annotations
 
-import math
 import struct
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sync_strategies import AUTH, HA, NOW, A, B, authentic, both_decoders, one_binding, u8, u32, u64
+from sync_strategies import (
+    AUTH,
+    HA,
+    NOW,
+    A,
+    B,
+    authentic,
+    both_decoders,
+    mixed_table,
+    one_binding,
+    u8,
+    u32,
+    u64,
+)
 
 from mobileip.core.bindings import Binding, BindingTable, MobilityRecord, make_version
 from mobileip.io.persist import JournaledTable
@@ -105,31 +117,9 @@ def test_malformed_updates_fail_as_in_decode(offset: int, value: int) -> None:
 # --- sender -------------------------------------------------------------------------------------
 
 
-def _mixed_table(n: int = 200) -> BindingTable:
-    t = BindingTable(tombstone_ttl=900.0)
-    for i in range(n):
-        home = 0x0A010000 + i
-        version = make_version(10 + i % 7, 0x0A000005)
-        kind = i % 10
-        if kind == 0:
-            bindings: tuple[Binding, ...] = ()
-        elif kind == 1:
-            bindings = (Binding(0xC0000001, 0xFFFF, math.inf, 0x40),)
-        elif kind == 2:
-            bindings = (Binding(0xC0000001, 300, NOW + 300, 0), Binding(0xC0000002, 60, NOW + 5, 0))
-        elif kind == 3:
-            bindings = (Binding(0xC0000001, 30, NOW + 0.0004, 0),)  # 0 ms left on the wire
-        elif kind == 4:
-            bindings = (Binding(0xC0000001, 30, NOW - 3, 0),)  # expired, not yet swept
-        else:
-            bindings = (Binding(0xC0000100 + i, 1800, NOW + 17.25 + i, i & 0xFF),)
-        t.put(MobilityRecord(home, version, 1000 + i, HA, bindings, 0.0), NOW - 40.0)
-    return t
-
-
 @pytest.mark.parametrize("budget", [10, 200, 1334])
 def test_update_bodies_are_the_general_encoding(budget: int) -> None:
-    table = _mixed_table()
+    table = mixed_table(expired=True)
     homes = [1, *table.homes()[::-1], 2]  # homes without a record are skipped
     got = codec.update_bodies(table.packed_getter(), homes, budget, NOW)
     states = [s for s in (codec.state_of(table, h, NOW) for h in homes) if s is not None]
@@ -159,7 +149,7 @@ def _prefilled() -> BindingTable:
     """Some of the homes held: newer, older and equal versions; newer and older
     identifications; tombstones."""
     t = BindingTable(900.0)
-    src = _mixed_table()
+    src = mixed_table(expired=True)
     for i, home in enumerate(src.homes()[::2]):
         rec = src.get(home)
         assert rec is not None
@@ -198,7 +188,7 @@ def _count(body: bytes) -> int:
 @pytest.mark.parametrize("prefill", [False, True])
 def test_apply_update_equals_merging_one_by_one(ordered: bool, prefill: bool) -> None:
     src = BindingTable(900.0)
-    for rec in _mixed_table().records():
+    for rec in mixed_table(expired=True).records():
         if len(rec.bindings) == 1:  # (the others make general Binding Updates)
             src.put(rec, NOW - 40.0)
     fast_t = _prefilled() if prefill else BindingTable(900.0)
@@ -241,7 +231,7 @@ def _rec(st_: w.RecordState) -> MobilityRecord:
 
 def test_put_packed_is_put() -> None:
     fast, slow = _prefilled(), _prefilled()
-    for rec in _mixed_table().records():
+    for rec in mixed_table(expired=True).records():
         if len(rec.bindings) != 1:
             continue
         b = rec.bindings[0]
