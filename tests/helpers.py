@@ -26,9 +26,9 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from mobileip.agents.client import ControlError, MobileNode, RegistrationClient, fetch_json
 from mobileip.config import to_toml
 from mobileip.core.security import SecurityAssociation
-from mobileip.io.client import ControlError, MobileNode, RegistrationClient, fetch_json
 
 KEY = "00112233445566778899aabbccddeeff"
 SPI = 256

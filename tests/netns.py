@@ -9,7 +9,7 @@ failed. Use it as a context manager or through :func:`segment_fixture`::
 
     with Segment() as seg:
         a = seg.add_member("a", "10.77.0.1/24")
-        proc = seg.spawn(a, [sys.executable, "-m", "mobileip.io.vrrp", ...])
+        proc = seg.spawn(a, [sys.executable, "-m", "mobileip.net.vrrp_socket", ...])
         proc.wait_for(r"state=MASTER", timeout=5)
 
 Members' interface is named ``<prefix>e<n>``; :attr:`Member.ifname` holds it.

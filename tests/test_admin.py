@@ -15,8 +15,8 @@ import pytest
 from helpers import KEY, SPI, DaemonHandle, running_homeagent, start_homeagent
 from test_redundancy_loopback import member_configs, wait_until
 
+from mobileip.agents.client import ControlError, post_json
 from mobileip.config import to_toml
-from mobileip.io.client import ControlError, post_json
 
 NEW_KEY = "ffeeddccbbaa99887766554433221100"
 

@@ -42,7 +42,7 @@ def test_bench_quick_smoke() -> None:
 
 def test_bulk_sync_knobs_reach_the_engine() -> None:
     from mobileip.config import ConfigError, parse_config
-    from mobileip.io.redundancy import sync_settings
+    from mobileip.daemon.redundancy import sync_settings
 
     base = """
 [homeagent]
@@ -67,7 +67,7 @@ peers = ["127.0.0.2"]
 
 
 def test_report_table_has_every_row_and_the_ratios() -> None:
-    from mobileip.bench import BenchPlan, BenchReport, format_report
+    from mobileip.tools.bench import BenchPlan, BenchReport, format_report
 
     report = BenchReport(BenchPlan.quick(), "uvloop", "test machine")
     for name, runs in {

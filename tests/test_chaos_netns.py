@@ -2,8 +2,9 @@
 
 Three ``mobileip homeagent`` daemons on one bridge elect the owner of a virtual address with
 native VRRP (advert 0.1 s) and sync their tables over unicast, every sync datagram going through
-our chaos relay (``python -m mobileip.chaos relay``, 10 % loss, 5 % duplicates, 10 % reordered,
-5 ms delay) in a namespace of its own. A recording load client (``python -m mobileip.chaos load``)
+our chaos relay (``python -m mobileip.tools.chaos relay``, 10 % loss, 5 % duplicates, 10 %
+reordered, 5 ms delay) in a namespace of its own. A recording load client
+(``python -m mobileip.tools.chaos load``)
 in a client namespace registers and deregisters many mobile nodes through the virtual address,
 while the test, at seeded random moments, SIGKILLs the master (and restarts it), SIGSTOPs it and
 SIGCONTs it later, and flaps a member's link. Afterwards every member's table (read with
@@ -36,7 +37,8 @@ import pytest
 from helpers import HA_ADDRESS, HOME_PREFIX, KEY, SPI, wait_until
 from netns import Member, Process, Segment
 
-from mobileip.chaos import (
+from mobileip.config import to_toml
+from mobileip.tools.chaos import (
     ChaosCore,
     ChaosSettings,
     LoadPlan,
@@ -47,7 +49,6 @@ from mobileip.chaos import (
     requests_from_json,
     run_load,
 )
-from mobileip.config import to_toml
 
 VIP = "10.77.0.100"
 VIP_CIDR = f"{VIP}/24"
@@ -134,7 +135,7 @@ def test_relay_on_loopback_keeps_member_endpoints_and_proxies_strangers(tmp_path
             faces.append(probe.getsockname())
             probe.close()
         x, y, stranger = socks
-        argv = [sys.executable, "-m", "mobileip.chaos", "relay", "--seed", "3"]
+        argv = [sys.executable, "-m", "mobileip.tools.chaos", "relay", "--seed", "3"]
         for face, real in zip(faces, (x, y), strict=True):
             argv += [
                 "--listen",
@@ -230,7 +231,7 @@ class ChaosGroup:
         return next(m for m in self.members if m.name == name)
 
     def start_relay(self) -> Process:
-        argv = [sys.executable, "-m", "mobileip.chaos", "relay", "--seed", str(self.seed)]
+        argv = [sys.executable, "-m", "mobileip.tools.chaos", "relay", "--seed", str(self.seed)]
         for m in self.members:
             host, port = self.face[m.name]
             argv += ["--listen", f"{host}:{port}", "--to", f"{m.ip}:434"]
@@ -363,7 +364,7 @@ def run_chaos(seg: Segment, tmp: Path, mode: str, seed: int) -> dict[str, Any]:
         wait_until(lambda: g.master() == "c" and all(map(g.synced, "abc")), 30, "c master, synced")
         duration = 20.0
         argv = [
-            sys.executable, "-m", "mobileip.chaos", "load", "--ha", f"{VIP}:434",
+            sys.executable, "-m", "mobileip.tools.chaos", "load", "--ha", f"{VIP}:434",
             "--mobile-nodes", "80", "--spi", str(SPI), "--key", KEY,
             "--duration", str(duration), "--rate", str(RATE), "--window", str(WINDOW),
             "--timeout", "0.5", "--dereg", "0.25", "--seed", str(seed),
@@ -548,11 +549,11 @@ def test_an_older_request_accepted_late_does_not_undo_a_deregistration() -> None
     timestamps, so the tie went to the higher node id: R1 won everywhere, the deregistered
     binding came back and the last identification went backwards. With timestamps the
     identification orders a mobile node's requests: the newer one now wins."""
+    from mobileip.agents.client import MobileNode, build_request
     from mobileip.core.bindings import BindingTable
     from mobileip.core.homeagent import BindingChanged, HomeAgentCore, HomeAgentSettings
     from mobileip.core.replay import ntp_from_unix
     from mobileip.core.security import SecurityAssociation, SecurityAssociations
-    from mobileip.io.client import MobileNode, build_request
     from mobileip.sync.engine import SyncEngine, SyncSettings, SyncState
     from mobileip.wire import sync as wire
 

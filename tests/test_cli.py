@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from helpers import KEY, SPI, free_port, homeagent_config
 
+from mobileip.agents.client import ControlError, fetch_json
 from mobileip.cli import _cisco_flags, format_bindings
 from mobileip.config import to_toml
-from mobileip.io.client import ControlError, fetch_json
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest_plugins = ["pytester"]
@@ -160,7 +160,7 @@ def test_control_token_is_required_when_configured(homeagent: Any) -> None:
 
 
 def test_non_loopback_clients_are_refused_without_a_token() -> None:
-    from mobileip.io.control import _is_loopback
+    from mobileip.web.control import _is_loopback
 
     assert _is_loopback("127.0.0.1") and _is_loopback("127.5.6.7") and _is_loopback("::1")
     assert not _is_loopback("10.1.0.1") and not _is_loopback(None) and not _is_loopback("x")
@@ -238,8 +238,8 @@ def test_ci_fails_the_session_when_root_tests_skip(
 def test_identification_source_adopts_the_ha_clock_and_nonce() -> None:
     from ipaddress import IPv4Address
 
+    from mobileip.agents.client import IdentificationSource
     from mobileip.core.replay import ntp_from_unix
-    from mobileip.io.client import IdentificationSource
     from mobileip.wire.registration import RegistrationReply
 
     ids = IdentificationSource("timestamp")

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 from helpers import homeagent_config, mobile_node_for
 
+from mobileip.agents.client import RegistrationClient, fetch_json
 from mobileip.config import parse_config, to_toml
 from mobileip.core.homeagent import BindingChanged, Event, Outcome
-from mobileip.io.client import RegistrationClient, fetch_json
-from mobileip.io.daemon import HomeAgentDaemon, PendingReply
+from mobileip.daemon.homeagent import HomeAgentDaemon, PendingReply
 from mobileip.log import Logger
 
 

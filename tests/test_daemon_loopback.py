@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from helpers import homeagent_config, running_homeagent, start_homeagent
 
+from mobileip.agents.client import MobileNode, build_request, check_reply
 from mobileip.config import to_toml
 from mobileip.core.replay import NTP_EPOCH_OFFSET, ntp_from_unix
-from mobileip.io.client import MobileNode, build_request, check_reply
 from mobileip.wire import registration as wire
 
 

@@ -51,7 +51,7 @@ REGISTER = f"""
 import sys
 from ipaddress import IPv4Address as A, IPv4Network as N
 from mobileip.core.security import SecurityAssociation
-from mobileip.io.client import MobileNode, RegistrationClient
+from mobileip.agents.client import MobileNode, RegistrationClient
 home, coa, flags, lifetime = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 sa = SecurityAssociation({SPI}, "hmac-md5", bytes.fromhex("{KEY}"), (N("10.77.0.0/24"),))
 mn = MobileNode(A(home), A(coa), A("{HA}"), sa)
@@ -63,7 +63,7 @@ sys.exit(0 if r.accepted else 1)
 
 FETCH = """
 import sys, json
-from mobileip.io.client import fetch_json
+from mobileip.agents.client import fetch_json
 print(json.dumps(fetch_json(("127.0.0.1", 8434), sys.argv[1])))
 """
 
@@ -114,7 +114,7 @@ def wait_dataplane(seg: Segment, ha: Member, check: Any, timeout: float = 10) ->
 
 
 def ping(seg: Segment, cn: Member, count: int = 2) -> None:
-    argv = [PY, "-m", "mobileip.traffic", "ping", HOME, "--interval", "0.2"]
+    argv = [PY, "-m", "mobileip.tools.traffic", "ping", HOME, "--interval", "0.2"]
     seg.run(cn, [*argv, "--duration", str(count * 0.2)], timeout=20)
 
 
@@ -176,7 +176,7 @@ def test_userspace_tunnels_proxy_arp_reverse_tunnel_and_withdrawal(
 
     # 5. standby withdraws routes and proxy entries; active again re-announces
     post = (
-        "import sys, json; from mobileip.io.client import post_json; "
+        "import sys, json; from mobileip.agents.client import post_json; "
         "print(json.dumps(post_json(('127.0.0.1', 8434), '/api/v1/role', {'role': sys.argv[1]})))"
     )
     assert seg.run(ha, [PY, "-c", post, "standby"]).returncode == 0
@@ -265,7 +265,17 @@ def test_colocated_mobile_node_decapsulates_itself(
     node = seg.spawn(mn, [PY, "-m", "mobileip", "mobilenode", "--config", str(mn_conf)], "mn")
     node.wait_for(r"mn\.registered care_of_address=10\.77\.0\.50", 15)
     wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1)
-    argv = [PY, "-m", "mobileip.traffic", "ping", HOME, "--interval", "0.1", "--duration", "1"]
+    argv = [
+        PY,
+        "-m",
+        "mobileip.tools.traffic",
+        "ping",
+        HOME,
+        "--interval",
+        "0.1",
+        "--duration",
+        "1",
+    ]
     result = json.loads(seg.run(cn, argv).stdout.strip().splitlines()[-1])
     assert result["received"] >= result["sent"] - 1 > 0, result
     node.stop()

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pcapio import tshark_fields, write_pcap
 
+from mobileip.agents.client import MobileNode, build_request, check_reply
 from mobileip.core import homeagent as ha
 from mobileip.core.dynamic_ha import (
     Assign,
@@ -28,7 +29,6 @@ from mobileip.core.dynamic_ha import (
 )
 from mobileip.core.replay import ntp_from_unix
 from mobileip.core.security import SecurityAssociation, SecurityAssociations, append_auth
-from mobileip.io.client import MobileNode, build_request, check_reply
 from mobileip.wire import dynamic_ha as dha
 from mobileip.wire import registration as wire
 from mobileip.wire.codes import ReplyCode, meaning

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mobileip.fa import rules as fa
+from mobileip.agents.fa import rules as fa
 from mobileip.wire import registration as wire
 
 A = IPv4Address
@@ -161,9 +161,9 @@ def test_garbage_never_crashes(req: bytes, rep: bytes) -> None:
 
 
 def test_example_configs_load_and_errors_are_located(tmp_path: Path) -> None:
+    from mobileip.agents.fa.config import load_fa_config
+    from mobileip.agents.mn.daemon import load_mn_config
     from mobileip.config import ConfigError, load_config
-    from mobileip.fa.config import load_fa_config
-    from mobileip.mn.daemon import load_mn_config
 
     root = Path(__file__).parent.parent / "examples"
     fa_cfg = load_fa_config(root / "foreignagent.toml")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pcapio import tshark_fields
 
-from mobileip.lab import lab_namespaces
+from mobileip.tools.lab import lab_namespaces
 
 pytestmark = pytest.mark.root
 
@@ -116,7 +116,7 @@ def test_a_failing_lab_leaves_nothing_behind(
 ) -> None:
     """A step fails after the namespaces exist and a process runs in them: ``mobileip lab``
     says what failed, exits 1, and removes everything."""
-    from mobileip import lab
+    from mobileip.tools import lab
 
     seen: dict[str, str] = {}
 

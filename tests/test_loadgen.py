@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import HA_ADDRESS, KEY, SPI, DaemonHandle, running_homeagent
 
-from mobileip.io.loadgen import LoadSpec, format_result, run_load
+from mobileip.tools.loadgen import LoadSpec, format_result, run_load
 
 PREFIX = "10.1.0.0/16"
 

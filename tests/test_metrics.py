@@ -15,9 +15,9 @@ from helpers import DaemonHandle, running_homeagent, start_homeagent
 from prometheus_client.parser import text_string_to_metric_families
 from test_redundancy_loopback import member_configs, wait_until
 
+from mobileip.agents.client import build_request
 from mobileip.core.replay import ntp_from_unix
-from mobileip.io.client import build_request
-from mobileip.io.metrics import _dataplane_metrics, _role_metrics, redun_metric_name
+from mobileip.web.metrics import _dataplane_metrics, _role_metrics, redun_metric_name
 from mobileip.wire import registration as wire
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

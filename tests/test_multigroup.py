@@ -20,17 +20,17 @@ from typing import Any
 import pytest
 from helpers import KEY, SPI, DaemonHandle, free_port, wait_for_control, wait_until
 
-from mobileip.config import ConfigError, load_config, parse_config, to_toml
-from mobileip.core.dynamic_ha import dynamic_request, redirected_to
-from mobileip.core.replay import ntp_from_unix
-from mobileip.core.security import SecurityAssociation
-from mobileip.io.client import (
+from mobileip.agents.client import (
     ControlError,
     MobileNode,
     RegistrationClient,
     check_reply,
     fetch_json,
 )
+from mobileip.config import ConfigError, load_config, parse_config, to_toml
+from mobileip.core.dynamic_ha import dynamic_request, redirected_to
+from mobileip.core.replay import ntp_from_unix
+from mobileip.core.security import SecurityAssociation
 
 PREFIX = "10.1.0.0/16"
 SYNC_KEY = "5a" * 32
@@ -343,7 +343,7 @@ def test_the_example_two_groups_file_is_valid() -> None:
 
 @pytest.mark.root
 def test_a_groups_daemon_drops_privileges_too(tmp_path: Path, daemons: list[DaemonHandle]) -> None:
-    from mobileip.io.privileges import KEEP, capability_sets, keep_mask
+    from mobileip.daemon.privileges import KEEP, capability_sets, keep_mask
 
     h = start_two_groups(tmp_path, daemons, "caps")
     assert register(h, "10.1.0.5", "10.9.1.1") == 0  # serves after the drop

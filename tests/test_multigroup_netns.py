@@ -42,7 +42,7 @@ SPI, KEY, PREFIX = {SPI}, {KEY!r}, {PREFIX!r}
 import json, socket, sys
 from ipaddress import IPv4Address, IPv4Network
 from mobileip.core.security import SecurityAssociation
-from mobileip.io.client import MobileNode, build_request, check_reply
+from mobileip.agents.client import MobileNode, build_request, check_reply
 vip, home, ident = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sa = SecurityAssociation(SPI, "hmac-md5", bytes.fromhex(KEY), (IPv4Network(PREFIX),))
 mn = MobileNode(IPv4Address(home), IPv4Address("192.0.2.10"), IPv4Address(vip), sa)

@@ -14,7 +14,7 @@ from helpers import running_homeagent, start_homeagent
 
 from mobileip.core import journal
 from mobileip.core.bindings import INFINITE, Binding, BindingTable, MobilityRecord, make_version
-from mobileip.io.persist import JOURNAL, SNAPSHOT, JournaledTable, TableStore
+from mobileip.daemon.persist import JOURNAL, SNAPSHOT, JournaledTable, TableStore
 from mobileip.sync.engine import SyncEngine, SyncSettings, SyncState
 from mobileip.wire import sync as sw
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import running_homeagent
 
-from mobileip.io.privileges import KEEP, capability_sets, keep_mask
+from mobileip.daemon.privileges import KEEP, capability_sets, keep_mask
 
 
 @pytest.mark.root

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from helpers import running_homeagent
 
+from mobileip.agents.client import RegistrationClient, build_request
 from mobileip.core.ratelimit import RateLimiter
 from mobileip.core.replay import ntp_from_unix
-from mobileip.io.client import RegistrationClient, build_request
 
 
 def test_burst_then_refill() -> None:

@@ -19,9 +19,9 @@ import helpers
 import pytest
 from helpers import KEY, SPI, DaemonHandle, free_port, homeagent_config, start_homeagent
 
+from mobileip.agents.client import MobileNode, build_request, check_reply
 from mobileip.core.replay import ntp_from_unix
 from mobileip.core.security import SecurityAssociation
-from mobileip.io.client import MobileNode, build_request, check_reply
 from mobileip.wire import sync as wire
 
 SYNC_KEY = "5a" * 32

@@ -15,7 +15,7 @@ from test_security_table import request
 
 from mobileip.core import homeagent as ha_module
 from mobileip.core.bindings import Binding, MobilityRecord, make_version
-from mobileip.io.udp import UdpEndpoint
+from mobileip.net.udp import UdpEndpoint
 from mobileip.sync.engine import SyncEngine, SyncSettings
 from mobileip.sync.replay import ReplayWindow
 from mobileip.wire import sync as sw

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from helpers import running_homeagent
 
+from mobileip.agents.client import ControlError, post_json
 from mobileip.config import VrrpConfig
-from mobileip.io.client import ControlError, post_json
-from mobileip.io.keepalived import FifoReader, NotifyLine, parse_notify_line, write_track_file
-from mobileip.io.roles import (
+from mobileip.daemon.keepalived import FifoReader, NotifyLine, parse_notify_line, write_track_file
+from mobileip.daemon.roles import (
     TRACK_FILE_DEMOTION,
     KeepalivedDriver,
     Role,

@@ -356,7 +356,7 @@ def test_key_rollover_config() -> None:
     from helpers import homeagent_config
 
     from mobileip.config import ConfigError, parse_config, to_toml
-    from mobileip.io.keyroll import rollover_from_config
+    from mobileip.daemon.keyroll import rollover_from_config
 
     red = {"node_id": "127.0.0.1", "spi": 5000, "key": "aa" * 16, "peers": ["127.0.0.2"]}
     roll = {

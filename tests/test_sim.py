@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from mobileip.sim import Simulation, run_seed
+from mobileip.tools.sim import Simulation, run_seed
 
 SEEDS = int(os.environ.get("SIM_SEEDS", "1000" if os.environ.get("CI") else "100"))
 BATCH = 50
@@ -29,7 +29,7 @@ def test_seeds_hold_invariants(mode: str, start: int) -> None:
         assert report.registrations > 0, f"seed {seed} registered nothing"
         if not report.ok:
             failures.append(
-                f"seed {seed}: python -m mobileip.sim --seed {seed} --mode {mode} "
+                f"seed {seed}: python -m mobileip.tools.sim --seed {seed} --mode {mode} "
                 f"--members {_members(seed)}\n  " + "\n  ".join(report.violations)
             )
     assert not failures, "\n".join(failures)

@@ -120,8 +120,8 @@ def test_status_page_shows_members_and_updates_after_registration(
 
 
 def test_event_ring_keeps_notable_events_and_the_page_escapes_them() -> None:
-    from mobileip.io.status_page import EventRing, render_page
     from mobileip.log import Logger
+    from mobileip.web.status_page import EventRing, render_page
 
     log = Logger(level="error", stream=io.StringIO())
     ring = EventRing(size=3)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sync_strategies import AUTH, HA, NOW, A, B, authentic, both_decoders, mixed_table, one_binding
 
 from mobileip.core.bindings import Binding, BindingTable, MobilityRecord, make_version
-from mobileip.io.persist import JournaledTable
+from mobileip.daemon.persist import JournaledTable
 from mobileip.sync import records as codec
 from mobileip.sync.engine import RecordsApplied, SyncEngine, SyncSettings, SyncState
 from mobileip.wire import sync as w

@@ -36,7 +36,7 @@ from sync_strategies import (
 )
 
 from mobileip.core.bindings import Binding, BindingTable, MobilityRecord, make_version
-from mobileip.io.persist import JournaledTable
+from mobileip.daemon.persist import JournaledTable
 from mobileip.sync import records as codec
 from mobileip.sync.engine import Protected, RecordsApplied, SyncEngine, SyncSettings, SyncState
 from mobileip.wire import sync as w

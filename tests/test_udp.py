@@ -11,7 +11,7 @@ import textwrap
 import pytest
 from netns import Segment, require_root
 
-from mobileip.io.udp import Address, UdpEndpoint
+from mobileip.net.udp import Address, UdpEndpoint
 
 
 def test_pktinfo_destination_source_choice_and_batches() -> None:
@@ -64,7 +64,7 @@ def test_pktinfo_destination_source_choice_and_batches() -> None:
 RECEIVER = textwrap.dedent(
     """
     import asyncio, sys
-    from mobileip.io.udp import UdpEndpoint
+    from mobileip.net.udp import UdpEndpoint
 
     async def main():
         got = asyncio.get_running_loop().create_future()
@@ -83,7 +83,7 @@ RECEIVER = textwrap.dedent(
 SENDER = textwrap.dedent(
     """
     import asyncio, sys
-    from mobileip.io.udp import UdpEndpoint
+    from mobileip.net.udp import UdpEndpoint
 
     async def main():
         ep = UdpEndpoint.bind(asyncio.get_running_loop(), "0.0.0.0", 4999, lambda *a: None)

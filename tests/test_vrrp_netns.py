@@ -47,7 +47,7 @@ def seg() -> Iterator[Segment]:
 
 def speaker(seg: Segment, member: Member, priority: int, *extra: str) -> Process:
     argv = [
-        sys.executable, "-m", "mobileip.io.vrrp",
+        sys.executable, "-m", "mobileip.net.vrrp_socket",
         "--interface", member.ifname, "--vrid", str(VRID), "--priority", str(priority),
         "--address", VIP, "--advert-interval", str(INTERVAL), *extra,
     ]  # fmt: skip

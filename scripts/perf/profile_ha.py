@@ -3,7 +3,7 @@
     .venv/bin/python scripts/perf/profile_ha.py alone|async|semisync \
         [--runs 2] [--duration 3] [--py-spy PREFIX]
 
-Starts the daemons exactly as `mobileip bench` does (mobileip.bench.Children), warms them up,
+Starts the daemons exactly as `mobileip bench` does (mobileip.tools.bench.Children), warms them up,
 then runs the load generator (`--max`, window 128) `--runs` times and prints throughput, each
 member's CPU per registration (user + system from /proc) and reply latency percentiles. With
 `--py-spy PREFIX` it also records the first member (and the first peer) with py-spy in raw
@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mobileip.bench import BenchPlan, Children, _spec, cpu_seconds
-from mobileip.io.loadgen import run_load
+from mobileip.tools.bench import BenchPlan, Children, _spec, cpu_seconds
+from mobileip.tools.loadgen import run_load
 
 
 def main() -> int:

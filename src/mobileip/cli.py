@@ -34,15 +34,15 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from mobileip.config import ConfigError, load_config, to_toml
-from mobileip.core.security import ALGORITHMS, SecurityAssociation
-from mobileip.io.client import (
+from mobileip.agents.client import (
     ControlError,
     MobileNode,
     RegistrationClient,
     RegistrationResult,
     fetch_json,
 )
+from mobileip.config import ConfigError, load_config, to_toml
+from mobileip.core.security import ALGORITHMS, SecurityAssociation
 from mobileip.log import FORMATS, LEVELS
 from mobileip.wire.registration import UDP_PORT, Flags
 
@@ -178,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="a Home Agent and a mobile node, end to end")
     demo.add_argument("--config", help="config to start from (default examples/homeagent.toml)")
 
-    from mobileip import bench as _bench
-    from mobileip.io import loadgen as _loadgen
+    from mobileip.tools import bench as _bench
+    from mobileip.tools import loadgen as _loadgen
 
     for name, text in (
         ("foreignagent", "run a foreign agent (relay, visitor list, advertisements, tunnels)"),
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True, help="TOML configuration file")
         p.add_argument("--log-format", choices=FORMATS, default="text")
         p.add_argument("--log-level", choices=tuple(LEVELS), default="info")
-    from mobileip import lab as _lab
+    from mobileip.tools import lab as _lab
 
     _lab.add_arguments(sub.add_parser("lab", help="the FIG 1A world in namespaces: failover test"))
     lg = sub.add_parser("loadgen", help="load a Home Agent with many authenticated mobile nodes")
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "homeagent":
-        from mobileip.io.daemon import run_homeagent
+        from mobileip.daemon.homeagent import run_homeagent
 
         return run_homeagent(args.config, args.log_format, args.log_level)
     if args.command == "show":
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "register":
         return cmd_register(args)
     if args.command == "clear":
-        from mobileip.io.admin import cmd_clear_binding
+        from mobileip.web.admin import cmd_clear_binding
 
         return cmd_clear_binding(args.control, args.home, args.token, args.json)
     if args.command == "role":
@@ -230,23 +230,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return cmd_demo(args.config)
     if args.command == "foreignagent":
-        from mobileip.fa.daemon import run_foreignagent
+        from mobileip.agents.fa.daemon import run_foreignagent
 
         return run_foreignagent(args.config, args.log_format, args.log_level)
     if args.command == "mobilenode":
-        from mobileip.mn.daemon import run_mobilenode
+        from mobileip.agents.mn.daemon import run_mobilenode
 
         return run_mobilenode(args.config, args.log_format, args.log_level)
     if args.command == "lab":
-        from mobileip.lab import main as lab_main
+        from mobileip.tools.lab import main as lab_main
 
         return lab_main(args)
     if args.command == "loadgen":
-        from mobileip.io.loadgen import main as loadgen_main
+        from mobileip.tools.loadgen import main as loadgen_main
 
         return loadgen_main(args)
     if args.command == "bench":
-        from mobileip.bench import main as bench_main
+        from mobileip.tools.bench import main as bench_main
 
         return bench_main(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
@@ -328,7 +328,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json or args.what in ("stats", "dynamic-ha"):
         print(json.dumps(data, indent=2))
     elif args.what == "groups":
-        from mobileip.io.groups import format_groups
+        from mobileip.daemon.groups import format_groups
 
         assert isinstance(data, list)
         print(format_groups(data))
@@ -336,7 +336,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         assert isinstance(data, dict)
         print(format_redundancy(data))
     elif args.what == "vrrp":
-        from mobileip.io.roles import format_vrrp
+        from mobileip.daemon.roles import format_vrrp
 
         assert isinstance(data, dict)
         print(format_vrrp(data))
@@ -348,8 +348,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_role(args: argparse.Namespace) -> int:
     """``mobileip role active|standby``: switch the static driver through the control API."""
-    from mobileip.io.client import post_json
-    from mobileip.io.roles import format_vrrp
+    from mobileip.agents.client import post_json
+    from mobileip.daemon.roles import format_vrrp
 
     try:
         data = post_json(args.control, "/api/v1/role", {"role": args.role}, args.token)

@@ -24,7 +24,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from mobileip.dataplane.tunnels import BackendError, rtnl, write_sysctl
-from mobileip.io import netlink
+from mobileip.net import netlink
 
 NTF_PROXY = 0x08
 Log = Callable[..., None]

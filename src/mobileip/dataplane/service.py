@@ -52,7 +52,7 @@ from mobileip.wire.agent_adv import (
 )
 
 if TYPE_CHECKING:
-    from mobileip.io.daemon import HomeAgentDaemon
+    from mobileip.daemon.homeagent import HomeAgentDaemon
 
 POLL_INTERVAL = 0.05
 

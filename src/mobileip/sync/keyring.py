@@ -12,8 +12,8 @@ Rolling the group key without a moment where two members cannot read each other:
    one is a security violation ("bad-spi").
 
 :meth:`KeyRollover.auth_at` gives the :class:`GroupAuth` for a wall-clock time and
-:meth:`KeyRollover.next_change` when it next changes; the caller (io/keyroll.py) swaps the engine's
-``auth`` at those times. Nothing here reads a clock.
+:meth:`KeyRollover.next_change` when it next changes; the caller (daemon/keyroll.py) swaps the
+engine's ``auth`` at those times. Nothing here reads a clock.
 """
 
 from __future__ import annotations

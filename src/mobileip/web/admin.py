@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from mobileip.agents.client import ControlError, post_json
 from mobileip.config import (
     ConfigError,
     SecurityAssociationConfig,
     load_config,
     security_associations,
 )
-from mobileip.io.client import ControlError, post_json
 
 if TYPE_CHECKING:
-    from mobileip.io.daemon import HomeAgentDaemon
+    from mobileip.daemon.homeagent import HomeAgentDaemon
 
 
 @dataclass(frozen=True, slots=True)

@@ -370,7 +370,7 @@ class NetnsLab:
 
     def control(self, node: str, path: str) -> Any:
         code = (
-            "import json, sys; from mobileip.io.client import fetch_json; "
+            "import json, sys; from mobileip.agents.client import fetch_json; "
             "print(json.dumps(fetch_json(('127.0.0.1', 8434), sys.argv[1])))"
         )
         return json.loads(self.run(node, [self.python, "-c", code, path]))
@@ -391,7 +391,7 @@ class NetnsLab:
     def traffic(self, tag: str) -> tuple[Proc, Proc, Proc, Path]:
         stop = self.work / f"stop-{tag}"
         common = ["--interval", str(self.interval), "--duration", "120", "--until-file", str(stop)]
-        mod = [self.python, "-m", "mobileip.traffic"]
+        mod = [self.python, "-m", "mobileip.tools.traffic"]
         recv = self.spawn("mn", [*mod, "udp-recv", str(UDP_PORT), *common], f"udp-recv-{tag}")
         recv.wait_for("ready", 10)
         ping = self.spawn("cn", [*mod, "ping", HOME, *common], f"ping-{tag}")
@@ -411,7 +411,7 @@ class NetnsLab:
 
     def reachable(self, tag: str, seconds: float = 1.5) -> dict[str, Any]:
         """A short ping: did the home address answer, and how much got lost."""
-        mod = [self.python, "-m", "mobileip.traffic"]
+        mod = [self.python, "-m", "mobileip.tools.traffic"]
         out = self.run("cn", [*mod, "ping", HOME, "--interval", "0.05", "--duration",
                               str(seconds)], timeout=30)  # fmt: skip
         return dict(json.loads(out.strip().splitlines()[-1]))
@@ -604,8 +604,8 @@ def loopback_configs() -> dict[str, dict[str, Any]]:
 
 
 def run_loopback() -> dict[str, Any]:
+    from mobileip.agents.client import MobileNode, RegistrationClient, fetch_json, post_json
     from mobileip.core.security import SecurityAssociation
-    from mobileip.io.client import MobileNode, RegistrationClient, fetch_json, post_json
 
     work = Path(tempfile.mkdtemp(prefix="mobileip-lab-"))
     configs = loopback_configs()

@@ -9,7 +9,7 @@ removes them on ``BecameBackup`` / shutdown.
 Standalone runner (logs ``key=value`` lines on stderr; SIGTERM/SIGINT shut down cleanly,
 sending priority 0)::
 
-    python -m mobileip.io.vrrp --interface eth0 --vrid 51 --priority 110 \\
+    python -m mobileip.net.vrrp_socket --interface eth0 --vrid 51 --priority 110 \\
         --address 10.1.0.1/24 --advert-interval 0.1 [--no-preempt]
 """
 
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
-from mobileip.io import netlink
+from mobileip.net import netlink
 from mobileip.vrrp.machine import (
     BecameBackup,
     BecameInitialize,
@@ -345,7 +345,7 @@ class VrrpSpeaker:
 
 
 def parse_args(argv: list[str] | None = None) -> VrrpSettings:
-    p = argparse.ArgumentParser(prog="python -m mobileip.io.vrrp", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m mobileip.net.vrrp_socket", description=__doc__)
     p.add_argument("--interface", required=True)
     p.add_argument("--vrid", type=int, required=True)
     p.add_argument("--priority", type=int, default=100)

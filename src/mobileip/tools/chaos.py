@@ -5,17 +5,18 @@ Three pieces, used by ``tests/test_chaos_netns.py`` and usable by hand:
 * :class:`ChaosCore` (sans-IO) decides the fate of each datagram: dropped, delivered once after a
   jittered delay, delivered late enough to be overtaken (reordered), or delivered twice. All
   randomness comes from the ``random.Random`` passed in, so a seed replays the same decisions.
-* ``python -m mobileip.chaos relay --listen A:P --to B:P [--listen C:Q --to D:Q ...]`` runs it
+* ``python -m mobileip.tools.chaos relay --listen A:P --to B:P [--listen C:Q --to D:Q ...]`` runs it
   on asyncio. Each ``--listen``/``--to`` pair is a *face*: the member whose real address is
   ``B:P`` is known to the others as ``A:P``. A datagram that reaches face ``A:P`` from the real
   address of another face ``C:Q``'s member leaves from ``C:Q`` (its sender's face) towards
   ``B:P``, so every member sees every other one at one stable endpoint, the one it configured,
   and answers go back through the relay too. A datagram from any other source gets its own
   ephemeral socket (a UDP proxy), and whatever comes back to that socket goes back to it.
-* ``python -m mobileip.chaos load`` is a windowed registration client that records every request
-  and its fate (accepted, denied, no reply), deregistrations included, as JSON; :func:`judge`
-  compares such a record with the members' binding tables: what was accepted and is missing
-  (lost), what was deregistered and came back (resurrected), what nobody asked for (foreign).
+* ``python -m mobileip.tools.chaos load`` is a windowed registration client that records every
+  request and its fate (accepted, denied, no reply), deregistrations included, as JSON;
+  :func:`judge` compares such a record with the members' binding tables: what was accepted
+  and is missing (lost), what was deregistered and came back (resurrected),
+  what nobody asked for (foreign).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import cast
 
+from mobileip.agents.client import MobileNode, build_request, check_reply
 from mobileip.core.replay import ntp_from_unix
 from mobileip.core.security import SecurityAssociation
-from mobileip.io.client import MobileNode, build_request, check_reply
 
 Address = tuple[str, int]
 
@@ -241,7 +242,7 @@ async def run_relay(faces: Sequence[Face], settings: ChaosSettings, seed: int) -
 
 def _relay_main(args: argparse.Namespace) -> int:
     if len(args.listen) != len(args.to):
-        print("mobileip.chaos relay: give one --to per --listen", file=sys.stderr)
+        print("mobileip.tools.chaos relay: give one --to per --listen", file=sys.stderr)
         return 2
     try:
         faces = [
@@ -251,12 +252,12 @@ def _relay_main(args: argparse.Namespace) -> int:
         settings = ChaosSettings(args.loss, args.dup, args.reorder, args.delay_ms / 1000.0)
         settings.check()
     except ValueError as exc:
-        print(f"mobileip.chaos relay: {exc}", file=sys.stderr)
+        print(f"mobileip.tools.chaos relay: {exc}", file=sys.stderr)
         return 2
     try:
         asyncio.run(run_relay(faces, settings, args.seed))
     except OSError as exc:
-        print(f"mobileip.chaos relay: {exc}", file=sys.stderr)
+        print(f"mobileip.tools.chaos relay: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -436,7 +437,7 @@ def _load_main(args: argparse.Namespace) -> int:
         if plan.mobile_nodes < 1 or plan.window < 1 or plan.rate <= 0 or plan.duration <= 0:
             raise ValueError("--mobile-nodes, --window, --rate and --duration must be positive")
     except ValueError as exc:
-        print(f"mobileip.chaos load: {exc}", file=sys.stderr)
+        print(f"mobileip.tools.chaos load: {exc}", file=sys.stderr)
         return 2
     requests = run_load(plan)
     out = {
@@ -511,7 +512,7 @@ def requests_from_json(data: Sequence[Mapping[str, object]]) -> list[Request]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mobileip.chaos", description=__doc__.split("\n")[0]
+        prog="python -m mobileip.tools.chaos", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     relay = sub.add_parser("relay", help="a lossy, reordering, duplicating UDP relay")

@@ -41,9 +41,9 @@ from mobileip.core.homeagent import (
     SecurityViolation,
 )
 from mobileip.core.ratelimit import RateLimiter
-from mobileip.io.control import ControlServer
-from mobileip.io.udp import Address, DatagramHandler, UdpEndpoint
 from mobileip.log import Logger
+from mobileip.net.udp import Address, DatagramHandler, UdpEndpoint
+from mobileip.web.control import ControlServer
 from mobileip.wire.codes import meaning
 from mobileip.wire.registration import TYPE_REQUEST
 
@@ -99,7 +99,7 @@ class HomeAgentDaemon:
             else None
         )
         self.endpoint: UdpEndpoint | None = None
-        # True when io/groups.py runs this daemon as one group of several: it sets ``endpoint``
+        # True when daemon/groups.py runs this daemon as one group of several: it sets ``endpoint``
         # to the shared socket before start() and serves ``control.app`` under /group/NAME/
         self.embedded = False
         self._timer: asyncio.TimerHandle | None = None
@@ -303,13 +303,13 @@ class HomeAgentDaemon:
             await self.stop()
 
     def _drop_privileges(self) -> None:
-        from mobileip.io.privileges import drop_and_log
+        from mobileip.daemon.privileges import drop_and_log
 
         drop_and_log(self.log)
 
     def _on_sighup(self) -> None:
         """SIGHUP: reload the security associations, keep the bindings."""
-        from mobileip.io.admin import reload_security_associations
+        from mobileip.web.admin import reload_security_associations
 
         self.log.info("homeagent.signal", signal="SIGHUP")
         reload_security_associations(self)
@@ -360,31 +360,31 @@ def build_daemon(config: Config, logger: Logger | None = None) -> HomeAgentDaemo
     """The daemon with every service its config asks for (redundancy, ...)."""
     daemon = HomeAgentDaemon(config, logger)
     if config.persistence is not None:  # first: it replaces the core's table
-        from mobileip.io.persist import attach
+        from mobileip.daemon.persist import attach
 
         attach(daemon, config.persistence)
     redundancy = None
     if config.redundancy is not None:
-        from mobileip.io.keyroll import KeyRolloverService
-        from mobileip.io.redundancy import RedundancyService
+        from mobileip.daemon.keyroll import KeyRolloverService
+        from mobileip.daemon.redundancy import RedundancyService
 
         redundancy = daemon.redundancy = RedundancyService(daemon, config.redundancy)
         KeyRolloverService(daemon, redundancy)
     if config.vrrp is not None:
-        from mobileip.io.roles import RoleService
+        from mobileip.daemon.roles import RoleService
 
         daemon.roles = RoleService(daemon, config.vrrp, redundancy)
     if config.dynamic_ha is not None:
-        from mobileip.io.groups import attach_dynamic_ha
+        from mobileip.daemon.groups import attach_dynamic_ha
 
         attach_dynamic_ha(daemon, config.dynamic_ha)
     if config.dataplane is not None:
         from mobileip.dataplane.service import DataPlaneService
 
         daemon.dataplane = DataPlaneService(daemon, config.dataplane)
-    from mobileip.io.admin import AdminService
-    from mobileip.io.metrics import MetricsService
-    from mobileip.io.status_page import StatusPage
+    from mobileip.web.admin import AdminService
+    from mobileip.web.metrics import MetricsService
+    from mobileip.web.status_page import StatusPage
 
     AdminService(daemon)
     StatusPage(daemon, MetricsService(daemon))
@@ -400,7 +400,7 @@ def run_homeagent(config_path: str, log_format: str = "text", log_level: str = "
         return 2
     logger = Logger(log_format, log_level)
     if config.groups:
-        from mobileip.io.groups import run_groups
+        from mobileip.daemon.groups import run_groups
 
         return run_groups(config, logger)
     daemon = build_daemon(config, logger)

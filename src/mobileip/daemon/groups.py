@@ -42,10 +42,10 @@ from mobileip.config import (
     security_associations,
 )
 from mobileip.core.dynamic_ha import DynamicAssignment, DynamicHaSettings
-from mobileip.io.control import _is_loopback
-from mobileip.io.daemon import HomeAgentDaemon, build_daemon, run_event_loop
-from mobileip.io.udp import Address, UdpEndpoint
+from mobileip.daemon.homeagent import HomeAgentDaemon, build_daemon, run_event_loop
 from mobileip.log import Logger
+from mobileip.net.udp import Address, UdpEndpoint
+from mobileip.web.control import _is_loopback
 from mobileip.wire import dynamic_ha as dha
 from mobileip.wire.errors import DecodeError
 from mobileip.wire.registration import TYPE_REQUEST, decode_request
@@ -219,7 +219,7 @@ class GroupsDaemon:
         try:
             await self.start()
             if self.config.homeagent.drop_privileges:
-                from mobileip.io.privileges import drop_and_log
+                from mobileip.daemon.privileges import drop_and_log
 
                 drop_and_log(self.log)  # every group's sockets are open now
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from mobileip.io.control import binding_rows
+from mobileip.web.control import binding_rows
 
 if TYPE_CHECKING:
-    from mobileip.io.daemon import HomeAgentDaemon
-    from mobileip.io.metrics import MetricsService
+    from mobileip.daemon.homeagent import HomeAgentDaemon
+    from mobileip.web.metrics import MetricsService
 
 RING_SIZE = 200
 NOTABLE_EVENTS = frozenset(

@@ -1,13 +1,13 @@
 """``mobileip bench``: the benchmark suite, in one process tree on this machine.
 
-The bench process runs the load generator (:mod:`mobileip.io.loadgen`) itself and starts every
+The bench process runs the load generator (:mod:`mobileip.tools.loadgen`) itself and starts every
 server as a subprocess on its own 127.0.0.x address:
 
-* ``python -m mobileip.bench echo HOST:PORT``: the baseline, a bare asyncio UDP echo server on the
-  same event loop the Home Agent uses (uvloop when installed); the load generator checks the
+* ``python -m mobileip.tools.bench echo HOST:PORT``: the baseline, a bare asyncio UDP echo server on
+  the same event loop the Home Agent uses (uvloop when installed); the load generator checks the
   authenticator of each echoed request, so it does the same work per reply as against a Home Agent;
-* ``python -m mobileip.bench serve --config FILE [--fill N]``: the real daemon
-  (:func:`mobileip.io.daemon.build_daemon`, the same code as ``mobileip homeagent``) plus two
+* ``python -m mobileip.tools.bench serve --config FILE [--fill N]``: the real daemon
+  (:func:`mobileip.daemon.homeagent.build_daemon`, the same code as ``mobileip homeagent``) plus two
   read-only routes for the measurements: ``/api/v1/bench/sync`` (when the sync engine started,
   when it first reported SYNCED, resident memory at both moments) and ``/api/v1/bench/ack-latency``
   (the engine's own Binding Update ack latencies). ``--fill N`` puts N synthetic records (one
@@ -48,7 +48,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from mobileip.io.loadgen import LoadResult, LoadSpec, run_load
+from mobileip.tools.loadgen import LoadResult, LoadSpec, run_load
 
 KEY = "00112233445566778899aabbccddeeff"
 SPI = 256
@@ -182,7 +182,7 @@ class Child:
     control: tuple[str, int] | None = None
 
     def get(self, path: str, timeout: float = 30.0) -> Any:
-        from mobileip.io.client import fetch_json
+        from mobileip.agents.client import fetch_json
 
         assert self.control is not None
         return fetch_json(self.control, path, timeout=timeout)
@@ -215,7 +215,7 @@ class Children:
         log_path = self.dir / f"{name}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "mobileip.bench", *args], stdout=log, stderr=log
+                [sys.executable, "-m", "mobileip.tools.bench", *args], stdout=log, stderr=log
             )
         return proc, log_path
 
@@ -314,7 +314,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def _wait_control(child: Child, timeout: float) -> None:
-    from mobileip.io.client import ControlError
+    from mobileip.agents.client import ControlError
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -706,7 +706,7 @@ def _serve(config_path: str, fill: int, log_level: str) -> int:
     import gc
 
     from mobileip.config import load_config
-    from mobileip.io.daemon import build_daemon, run_event_loop
+    from mobileip.daemon.homeagent import build_daemon, run_event_loop
     from mobileip.log import Logger
 
     config = load_config(config_path)
@@ -714,7 +714,7 @@ def _serve(config_path: str, fill: int, log_level: str) -> int:
     if fill:
         fill_table(daemon.core.table, fill, time.monotonic(), int(daemon.core.settings.address))
         gc.collect()
-    from mobileip.io.redundancy import RedundancyService
+    from mobileip.daemon.redundancy import RedundancyService
 
     service: Any = getattr(daemon, "redundancy", None)
     for sub in daemon.subscribers:
@@ -765,7 +765,7 @@ def _serve(config_path: str, fill: int, log_level: str) -> int:
 
 
 def child_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m mobileip.bench")
+    p = argparse.ArgumentParser(prog="python -m mobileip.tools.bench")
     sub = p.add_subparsers(dest="what", required=True)
     e = sub.add_parser("echo")
     e.add_argument("listen")
@@ -775,7 +775,7 @@ def child_main(argv: list[str]) -> int:
     s.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
     if args.what == "echo":
-        from mobileip.io.daemon import run_event_loop
+        from mobileip.daemon.homeagent import run_event_loop
 
         host, _, port = args.listen.rpartition(":")
         run_event_loop(_echo_server(host, int(port)))

@@ -11,8 +11,8 @@ from mobileip.wire.sync import GroupKey
 
 if TYPE_CHECKING:
     from mobileip.config import RedundancyConfig
-    from mobileip.io.daemon import HomeAgentDaemon
-    from mobileip.io.redundancy import RedundancyService
+    from mobileip.daemon.homeagent import HomeAgentDaemon
+    from mobileip.daemon.redundancy import RedundancyService
 
 
 def rollover_from_config(cfg: RedundancyConfig) -> KeyRollover:

@@ -441,10 +441,10 @@ def run_seed(seed: int, mode: str = "async", members: int = 3) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mobileip.sim --seed N [--mode semisync] [--members 3]``: replay one seed."""
+    """``python -m mobileip.tools.sim --seed N [--mode semisync] [--members 3]``: replay a seed."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m mobileip.sim", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mobileip.tools.sim", description=main.__doc__)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--mode", choices=("async", "semisync"), default="async")
     parser.add_argument("--members", type=int, default=3)

@@ -22,7 +22,7 @@ Configuration (one ``[mobilenode]`` table; errors name file, key and line)::
 
 Movement detection (RFC 5944 2.4.2): a foreign agent advertisement with another care-of address
 than the one we registered, or the current agent falling silent for ``agent_timeout``. The
-daemon is a small state machine around :class:`~mobileip.io.client.RegistrationClient`, whose
+daemon is a small state machine around :class:`~mobileip.agents.client.RegistrationClient`, whose
 blocking exchanges run in a worker thread. Log lines: ``mn.agent``, ``mn.registered``,
 ``mn.denied``, ``mn.home``, ``mn.deregistered``.
 """
@@ -42,14 +42,14 @@ from ipaddress import IPv4Address, IPv4Network
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from mobileip.agents.client import MobileNode, RegistrationClient, RegistrationResult
+from mobileip.agents.fa.config import read_table
 from mobileip.config import ConfigError
 from mobileip.core.security import SecurityAssociation
 from mobileip.dataplane.encap import IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_MINENC, decapsulate
 from mobileip.dataplane.tunnels import open_tun, rtnl, write_sysctl
-from mobileip.fa.config import read_table
-from mobileip.io.client import MobileNode, RegistrationClient, RegistrationResult
-from mobileip.io.netlink import send_gratuitous_arp
 from mobileip.log import Logger
+from mobileip.net.netlink import send_gratuitous_arp
 from mobileip.wire import agent_adv as adv
 from mobileip.wire.errors import DecodeError
 from mobileip.wire.registration import Flags

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from mobileip.wire.codes import meaning
 
 if TYPE_CHECKING:
-    from mobileip.io.daemon import HomeAgentDaemon
+    from mobileip.daemon.homeagent import HomeAgentDaemon
     from mobileip.sync.engine import SyncEngine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -269,7 +269,7 @@ def _redundancy_metrics(engine: SyncEngine, now: float) -> Iterator[Metric]:
 
 
 def _role_metrics(roles: object) -> Iterator[Metric]:
-    """The role service (src/mobileip/io/roles.py), read defensively through its ``status()``:
+    """The role service (src/mobileip/daemon/roles.py), read defensively through its ``status()``:
     role, transitions, VRRP state, priorities and speaker counters when the driver has them."""
     status = getattr(roles, "status", None)
     if not callable(status):

@@ -24,7 +24,7 @@ from mobileip.core.bindings import BindingTable
 from mobileip.wire.registration import Flags
 
 if TYPE_CHECKING:
-    from mobileip.io.daemon import HomeAgentDaemon
+    from mobileip.daemon.homeagent import HomeAgentDaemon
 
 JsonHandler = Callable[[web.Request], Any | Awaitable[Any]]
 

@@ -4,8 +4,9 @@ A :class:`RoleDriver` decides the role; :class:`RoleService` plugs one into the 
 
 * ``static``: the role comes from ``[vrrp] role`` and changes only by hand
   (``POST /api/v1/role {"role": "standby"}``, ``mobileip role standby``);
-* ``native``: our own VRRPv3 speaker (:class:`~mobileip.io.vrrp.VrrpSpeaker`) elects; MASTER is
-  active (the speaker adds the virtual address and sends gratuitous ARP), anything else standby;
+* ``native``: our own VRRPv3 speaker (:class:`~mobileip.net.vrrp_socket.VrrpSpeaker`) elects;
+  MASTER is active (the speaker adds the virtual address and sends gratuitous ARP), anything
+  else standby;
 * ``keepalived``: keepalived elects and owns the address; we follow the ``INSTANCE "name" STATE
   prio`` lines of its notify FIFO for the configured instance.
 
@@ -33,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from mobileip.config import VrrpConfig
-from mobileip.io.keepalived import FifoReader, parse_notify_line, write_track_file
-from mobileip.io.udp import Address
+from mobileip.daemon.keepalived import FifoReader, parse_notify_line, write_track_file
+from mobileip.net.udp import Address
 
 if TYPE_CHECKING:
-    from mobileip.io.daemon import HomeAgentDaemon
-    from mobileip.io.redundancy import RedundancyService
-    from mobileip.io.vrrp import VrrpSpeaker
+    from mobileip.daemon.homeagent import HomeAgentDaemon
+    from mobileip.daemon.redundancy import RedundancyService
+    from mobileip.net.vrrp_socket import VrrpSpeaker
     from mobileip.vrrp.machine import State
 
 DEMOTED_PRIORITY = 1  # advertised by the native driver while NOT SYNCED
@@ -154,7 +155,7 @@ class NativeDriver(RoleDriver):
         return min(DEMOTED_PRIORITY, self.cfg.priority)
 
     async def start(self) -> None:
-        from mobileip.io.vrrp import VrrpSettings, VrrpSpeaker
+        from mobileip.net.vrrp_socket import VrrpSettings, VrrpSpeaker
 
         cfg = self.cfg
         assert cfg.interface and cfg.vrid and cfg.virtual_address

@@ -1,7 +1,7 @@
 """Measured test traffic for the lab: ICMP echo and a UDP stream with sequence numbers.
 
-``python -m mobileip.traffic ping DEST --interval 0.01 --duration 10`` sends echo requests on a
-raw ICMP socket and prints one JSON line: sent, received, lost and the longest gap between two
+``python -m mobileip.tools.traffic ping DEST --interval 0.01 --duration 10`` sends echo requests on
+a raw ICMP socket and prints one JSON line: sent, received, lost and the longest gap between two
 consecutive replies (the outage, in ms). ``udp-send DEST PORT`` and ``udp-recv PORT`` do the same
 for a UDP stream (the receiver measures). ``--until-file F`` stops when F exists (the lab uses it
 to stop the traffic after the failover). One line ``ready`` on stderr when the socket is up.
@@ -159,7 +159,7 @@ def udp_recv(port: int, interval: float, duration: float, until: str | None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mobileip.traffic")
+    parser = argparse.ArgumentParser(prog="python -m mobileip.tools.traffic")
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("ping", "udp-send", "udp-recv"):
         p = sub.add_parser(name)

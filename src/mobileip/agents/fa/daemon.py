@@ -1,4 +1,4 @@
-"""``mobileip foreignagent``: :class:`~mobileip.fa.rules.ForeignAgentCore` on asyncio.
+"""``mobileip foreignagent``: :class:`~mobileip.agents.fa.rules.ForeignAgentCore` on asyncio.
 
 * UDP port 434: requests from visiting mobile nodes and replies from home agents go through the
   core; a host route ``HOME/32 dev <interface>`` is installed while a mobile node has a request
@@ -29,6 +29,15 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from mobileip.agents.fa.config import ForeignAgentConfig, load_fa_config
+from mobileip.agents.fa.rules import (
+    Denied,
+    ForeignAgentCore,
+    ForeignAgentSettings,
+    Output,
+    VisitorAdded,
+    VisitorRemoved,
+)
 from mobileip.config import ConfigError
 from mobileip.dataplane.encap import (
     IPPROTO_GRE,
@@ -42,17 +51,8 @@ from mobileip.dataplane.encap import (
     parse_ipv4,
 )
 from mobileip.dataplane.tunnels import MAX_PACKET, OUTER_OVERHEAD, open_tun, rtnl, write_sysctl
-from mobileip.fa.config import ForeignAgentConfig, load_fa_config
-from mobileip.fa.rules import (
-    Denied,
-    ForeignAgentCore,
-    ForeignAgentSettings,
-    Output,
-    VisitorAdded,
-    VisitorRemoved,
-)
-from mobileip.io.udp import Address, UdpEndpoint
 from mobileip.log import Logger
+from mobileip.net.udp import Address, UdpEndpoint
 from mobileip.wire import agent_adv as adv
 from mobileip.wire.errors import DecodeError
 from mobileip.wire.registration import TYPE_REPLY, TYPE_REQUEST

@@ -28,8 +28,8 @@ from aiohttp import web
 
 from mobileip.config import RedundancyConfig
 from mobileip.core.homeagent import BindingChanged, Event, Outcome
-from mobileip.io.daemon import HomeAgentDaemon, PendingReply
-from mobileip.io.udp import Address, UdpEndpoint
+from mobileip.daemon.homeagent import HomeAgentDaemon, PendingReply
+from mobileip.net.udp import Address, UdpEndpoint
 from mobileip.sync.engine import (
     MemberChanged,
     Protected,

@@ -38,7 +38,7 @@ from mobileip.core.bindings import BindingTable, MobilityRecord
 
 if TYPE_CHECKING:
     from mobileip.config import PersistenceConfig
-    from mobileip.io.daemon import HomeAgentDaemon
+    from mobileip.daemon.homeagent import HomeAgentDaemon
 
 SNAPSHOT = "snapshot.mipj"
 JOURNAL = "journal.mipj"
