@@ -160,10 +160,10 @@ def test_control_token_is_required_when_configured(homeagent: Any) -> None:
 
 
 def test_non_loopback_clients_are_refused_without_a_token() -> None:
-    from mobileip.web.control import _is_loopback
+    from mobileip.web.control import is_loopback
 
-    assert _is_loopback("127.0.0.1") and _is_loopback("127.5.6.7") and _is_loopback("::1")
-    assert not _is_loopback("10.1.0.1") and not _is_loopback(None) and not _is_loopback("x")
+    assert is_loopback("127.0.0.1") and is_loopback("127.5.6.7") and is_loopback("::1")
+    assert not is_loopback("10.1.0.1") and not is_loopback(None) and not is_loopback("x")
 
 
 def test_config_check(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from mobileip.config import parse_config, to_toml
 from mobileip.core.homeagent import BindingChanged, Event, Outcome
 from mobileip.daemon.homeagent import HomeAgentDaemon, PendingReply
 from mobileip.log import Logger
+from mobileip.web.control import ControlServer
 
 
 def test_subscribers_deferred_replies_extra_handler_and_routes() -> None:
@@ -23,7 +24,7 @@ def test_subscribers_deferred_replies_extra_handler_and_routes() -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        daemon = HomeAgentDaemon(config, Logger(level="error"))
+        daemon = HomeAgentDaemon(config, ControlServer(config.control), Logger(level="error"))
         events: list[Event] = []
         extra: list[tuple[bytes, str | None]] = []
         deferred: list[float] = []

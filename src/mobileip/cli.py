@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "homeagent":
-        from mobileip.daemon.homeagent import run_homeagent
+        from mobileip.compose.run import run_homeagent
 
         return run_homeagent(args.config, args.log_format, args.log_level)
     if args.command == "show":
@@ -328,7 +328,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json or args.what in ("stats", "dynamic-ha"):
         print(json.dumps(data, indent=2))
     elif args.what == "groups":
-        from mobileip.daemon.groups import format_groups
+        from mobileip.compose.groups import format_groups
 
         assert isinstance(data, list)
         print(format_groups(data))

@@ -20,15 +20,13 @@ import asyncio
 import math
 import secrets
 import signal
-import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
 from ipaddress import IPv4Address
 from typing import Any
 
-from mobileip.config import Config, ConfigError, build_core_settings, load_config
+from mobileip.config import Config, build_core_settings
 from mobileip.core.bindings import BindingTable
 from mobileip.core.homeagent import (
     BindingChanged,
@@ -36,40 +34,31 @@ from mobileip.core.homeagent import (
     DatagramDropped,
     Event,
     HomeAgentCore,
-    Outcome,
     RequestDenied,
     SecurityViolation,
 )
 from mobileip.core.ratelimit import RateLimiter
+from mobileip.daemon.ports import (
+    EventSubscriber,
+    Hook,
+    HttpSurface,
+    PendingReply,
+    ReplyPolicy,
+    RequestGate,
+)
 from mobileip.log import Logger
 from mobileip.net.udp import Address, DatagramHandler, UdpEndpoint
-from mobileip.web.control import ControlServer
 from mobileip.wire.codes import meaning
 from mobileip.wire.registration import TYPE_REQUEST
 
 
-@dataclass(frozen=True, slots=True)
-class PendingReply:
-    """A registration reply ready to go: ``data`` to ``dest`` from ``src_ip``."""
-
-    data: bytes
-    dest: Address
-    src_ip: str | None
-    code: int | None
-
-
-# Return True when the policy took the reply (it will call ``daemon.send_reply`` itself later).
-ReplyPolicy = Callable[[Outcome, PendingReply], bool]
-# Called with the core's events and the monotonic time they happened at.
-EventSubscriber = Callable[[Sequence[Event], float], None]
-Hook = Callable[["HomeAgentDaemon"], Awaitable[None]]
-# Called with a request's (source, local address it was sent to); a returned reason drops it
-# unanswered and counts it under that reason (a standby ignores the virtual address).
-RequestGate = Callable[[Address, str | None], str | None]
-
-
 class HomeAgentDaemon:
-    def __init__(self, config: Config, logger: Logger | None = None) -> None:
+    """The registration path and the daemon's lifecycle; services plug in through the extension
+    points below (typed for them in :mod:`mobileip.daemon.ports`). ``control`` is the control
+    API's server, started and stopped with the daemon unless embedded (the composition root,
+    :mod:`mobileip.compose.homeagent`, builds it)."""
+
+    def __init__(self, config: Config, control: HttpSurface, logger: Logger | None = None) -> None:
         self.config = config
         self.log = logger if logger is not None else Logger()
         settings, sas = build_core_settings(config)
@@ -84,11 +73,9 @@ class HomeAgentDaemon:
         self.request_gates: list[RequestGate] = []
         self.startup_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
-        self.control = ControlServer(self)
-        # services build_daemon attached (read by the metrics and the status page)
-        self.redundancy: Any = None
-        self.roles: Any = None
-        self.dataplane: Any = None
+        self.control = control
+        # called on SIGHUP (the admin service reloads the security associations)
+        self.reload_hooks: list[Callable[[], None]] = []
         # garbage seen before the core (first byte is not a request and nobody else wants it)
         self.dropped: Counter[str] = Counter()
         # per-source token buckets checked before the core ([homeagent] rate_limit; 0: off)
@@ -244,7 +231,7 @@ class HomeAgentDaemon:
             await self.control.start()
         assert self.endpoint is not None
         for hook in self.startup_hooks:
-            await hook(self)
+            await hook()
         self._quiet_accepts = not any(
             self.log.wants("info", name)
             for name in ("registration.accepted", "deregistration.accepted")
@@ -267,7 +254,7 @@ class HomeAgentDaemon:
     async def stop(self) -> None:
         for hook in reversed(self.shutdown_hooks):
             try:
-                await hook(self)
+                await hook()
             except Exception as exc:
                 self.log.error("shutdown_hook.failed", error=repr(exc))
         if not self.embedded:
@@ -308,11 +295,10 @@ class HomeAgentDaemon:
         drop_and_log(self.log)
 
     def _on_sighup(self) -> None:
-        """SIGHUP: reload the security associations, keep the bindings."""
-        from mobileip.web.admin import reload_security_associations
-
+        """SIGHUP: run the reload hooks (the admin service reloads the security associations)."""
         self.log.info("homeagent.signal", signal="SIGHUP")
-        reload_security_associations(self)
+        for reload in self.reload_hooks:
+            reload()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self.log.info("homeagent.signal", signal=sig.name)
@@ -354,59 +340,3 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
         return
     uvloop.run(main)
-
-
-def build_daemon(config: Config, logger: Logger | None = None) -> HomeAgentDaemon:
-    """The daemon with every service its config asks for (redundancy, ...)."""
-    daemon = HomeAgentDaemon(config, logger)
-    if config.persistence is not None:  # first: it replaces the core's table
-        from mobileip.daemon.persist import attach
-
-        attach(daemon, config.persistence)
-    redundancy = None
-    if config.redundancy is not None:
-        from mobileip.daemon.keyroll import KeyRolloverService
-        from mobileip.daemon.redundancy import RedundancyService
-
-        redundancy = daemon.redundancy = RedundancyService(daemon, config.redundancy)
-        KeyRolloverService(daemon, redundancy)
-    if config.vrrp is not None:
-        from mobileip.daemon.roles import RoleService
-
-        daemon.roles = RoleService(daemon, config.vrrp, redundancy)
-    if config.dynamic_ha is not None:
-        from mobileip.daemon.groups import attach_dynamic_ha
-
-        attach_dynamic_ha(daemon, config.dynamic_ha)
-    if config.dataplane is not None:
-        from mobileip.dataplane.service import DataPlaneService
-
-        daemon.dataplane = DataPlaneService(daemon, config.dataplane)
-    from mobileip.web.admin import AdminService
-    from mobileip.web.metrics import MetricsService
-    from mobileip.web.status_page import StatusPage
-
-    AdminService(daemon)
-    StatusPage(daemon, MetricsService(daemon))
-    return daemon
-
-
-def run_homeagent(config_path: str, log_format: str = "text", log_level: str = "info") -> int:
-    """``mobileip homeagent``: 0 after a clean stop, 2 on a bad config, 1 on a start failure."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        print(f"mobileip: config error: {exc}", file=sys.stderr)
-        return 2
-    logger = Logger(log_format, log_level)
-    if config.groups:
-        from mobileip.daemon.groups import run_groups
-
-        return run_groups(config, logger)
-    daemon = build_daemon(config, logger)
-    try:
-        run_event_loop(daemon.serve())
-    except OSError as exc:
-        logger.error("homeagent.failed", error=str(exc))
-        return 1
-    return 0

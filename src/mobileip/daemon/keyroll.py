@@ -6,12 +6,12 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from mobileip.daemon.ports import ServiceHost
 from mobileip.sync.keyring import KeyRollover
 from mobileip.wire.sync import GroupKey
 
 if TYPE_CHECKING:
     from mobileip.config import RedundancyConfig
-    from mobileip.daemon.homeagent import HomeAgentDaemon
     from mobileip.daemon.redundancy import RedundancyService
 
 
@@ -26,7 +26,7 @@ def rollover_from_config(cfg: RedundancyConfig) -> KeyRollover:
 class KeyRolloverService:
     """Sets the service's group keys for now, and swaps them at the switch and overlap end."""
 
-    def __init__(self, daemon: HomeAgentDaemon, service: RedundancyService) -> None:
+    def __init__(self, daemon: ServiceHost, service: RedundancyService) -> None:
         self.daemon = daemon
         self.service = service
         self.rollover = rollover_from_config(service.cfg)
@@ -36,10 +36,10 @@ class KeyRolloverService:
             daemon.startup_hooks.append(self._start)
             daemon.shutdown_hooks.append(self._stop)
 
-    async def _start(self, daemon: HomeAgentDaemon) -> None:
+    async def _start(self) -> None:
         self.apply()
 
-    async def _stop(self, daemon: HomeAgentDaemon) -> None:
+    async def _stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING
 
 from mobileip.core import journal
 from mobileip.core.bindings import BindingTable, MobilityRecord
+from mobileip.daemon.ports import ServiceHost
 
 if TYPE_CHECKING:
     from mobileip.config import PersistenceConfig
-    from mobileip.daemon.homeagent import HomeAgentDaemon
 
 SNAPSHOT = "snapshot.mipj"
 JOURNAL = "journal.mipj"
@@ -215,7 +215,7 @@ class TableStore:
 class PersistenceService:
     """Plugs a :class:`TableStore` into a daemon (see :func:`attach`)."""
 
-    def __init__(self, daemon: HomeAgentDaemon, cfg: PersistenceConfig) -> None:
+    def __init__(self, daemon: ServiceHost, cfg: PersistenceConfig) -> None:
         self.daemon = daemon
         self.cfg = cfg
         table = daemon.core.table
@@ -239,10 +239,11 @@ class PersistenceService:
             torn_bytes=self.store.stats.torn_bytes,
         )
 
-    async def _start(self, daemon: HomeAgentDaemon) -> None:
+    async def _start(self) -> None:
         self._arm_snapshot()
 
-    async def _stop(self, daemon: HomeAgentDaemon) -> None:
+    async def _stop(self) -> None:
+        daemon = self.daemon
         if self._snapshot_timer is not None:
             self._snapshot_timer.cancel()
             self._snapshot_timer = None
@@ -293,7 +294,7 @@ class PersistenceService:
         return out
 
 
-def attach(daemon: HomeAgentDaemon, cfg: PersistenceConfig) -> PersistenceService:
+def attach(daemon: ServiceHost, cfg: PersistenceConfig) -> PersistenceService:
     """Give the core a :class:`JournaledTable` loaded from ``cfg.path`` and persist it.
 
     Call before any other service takes a reference to ``daemon.core.table``.

@@ -1,7 +1,7 @@
 """The sync engine on asyncio: transport, timers, and its hooks into the Home Agent daemon.
 
 :class:`RedundancyService` owns one :class:`SyncEngine` and plugs it into a
-:class:`HomeAgentDaemon`:
+:class:`DatagramHost`:
 
 * transport: the daemon's socket when ``[redundancy]`` listens where registrations arrive (the
   daemon hands us every datagram whose first byte is not a registration request), else a socket
@@ -28,7 +28,7 @@ from aiohttp import web
 
 from mobileip.config import RedundancyConfig
 from mobileip.core.homeagent import BindingChanged, Event, Outcome
-from mobileip.daemon.homeagent import HomeAgentDaemon, PendingReply
+from mobileip.daemon.ports import DatagramHost, PendingReply
 from mobileip.net.udp import Address, UdpEndpoint
 from mobileip.sync.engine import (
     MemberChanged,
@@ -65,7 +65,7 @@ def sync_settings(cfg: RedundancyConfig) -> SyncSettings:
 
 
 class RedundancyService:
-    def __init__(self, daemon: HomeAgentDaemon, cfg: RedundancyConfig) -> None:
+    def __init__(self, daemon: DatagramHost, cfg: RedundancyConfig) -> None:
         self.daemon = daemon
         self.cfg = cfg
         self.log = daemon.log
@@ -91,7 +91,8 @@ class RedundancyService:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def _start(self, daemon: HomeAgentDaemon) -> None:
+    async def _start(self) -> None:
+        daemon = self.daemon
         # The boot epoch tags our sequence numbers; peers drop an epoch they saw before. Waiting
         # until the wall clock passes it makes every restart's epoch larger than the last one.
         epoch = math.floor(time.time()) + 1
@@ -124,7 +125,8 @@ class RedundancyService:
         self.engine.start(time.monotonic())
         self._pump()
 
-    async def _stop(self, daemon: HomeAgentDaemon) -> None:
+    async def _stop(self) -> None:
+        daemon = self.daemon
         if self._timer is not None:
             self._timer.cancel()
         if self.endpoint is not None and self.endpoint is not daemon.endpoint:

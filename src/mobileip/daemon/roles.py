@@ -35,11 +35,10 @@ from aiohttp import web
 
 from mobileip.config import VrrpConfig
 from mobileip.daemon.keepalived import FifoReader, parse_notify_line, write_track_file
+from mobileip.daemon.ports import GateHost, SyncStatus
 from mobileip.net.udp import Address
 
 if TYPE_CHECKING:
-    from mobileip.daemon.homeagent import HomeAgentDaemon
-    from mobileip.daemon.redundancy import RedundancyService
     from mobileip.net.vrrp_socket import VrrpSpeaker
     from mobileip.vrrp.machine import State
 
@@ -333,9 +332,9 @@ class RoleService:
 
     def __init__(
         self,
-        daemon: HomeAgentDaemon,
+        daemon: GateHost,
         cfg: VrrpConfig,
-        redundancy: RedundancyService | None = None,
+        redundancy: SyncStatus | None = None,
     ) -> None:
         self.daemon = daemon
         self.cfg = cfg
@@ -363,7 +362,8 @@ class RoleService:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def _start(self, daemon: HomeAgentDaemon) -> None:
+    async def _start(self) -> None:
+        daemon = self.daemon
         self.driver.synced = self._synced_now()
         await self.driver.start()
         daemon.log.info(
@@ -375,7 +375,7 @@ class RoleService:
         )
         self._tick()
 
-    async def _stop(self, daemon: HomeAgentDaemon) -> None:
+    async def _stop(self) -> None:
         if self._poll is not None:
             self._poll.cancel()
             self._poll = None

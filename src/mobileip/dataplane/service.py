@@ -24,12 +24,13 @@ import socket
 import time
 from collections.abc import Sequence
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from mobileip.config import DataplaneConfig
 from mobileip.core.homeagent import BindingChanged, BindingsExpired, Event
+from mobileip.daemon.ports import EventHost
 from mobileip.dataplane.arp import ArpDuties
 from mobileip.dataplane.tunnels import (
     BackendError,
@@ -51,14 +52,11 @@ from mobileip.wire.agent_adv import (
     AgentAdvertisement,
 )
 
-if TYPE_CHECKING:
-    from mobileip.daemon.homeagent import HomeAgentDaemon
-
 POLL_INTERVAL = 0.05
 
 
 class DataPlaneService:
-    def __init__(self, daemon: HomeAgentDaemon, cfg: DataplaneConfig) -> None:
+    def __init__(self, daemon: EventHost, cfg: DataplaneConfig) -> None:
         self.daemon = daemon
         self.cfg = cfg
         vrrp = daemon.config.vrrp
@@ -97,7 +95,8 @@ class DataPlaneService:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def _start(self, daemon: HomeAgentDaemon) -> None:
+    async def _start(self) -> None:
+        daemon = self.daemon
         name = self.cfg.backend
         if name == "auto":
             ok, why = await kernel_supports_tunnels()
@@ -125,7 +124,7 @@ class DataPlaneService:
         self._wake.set()
         self._log("dataplane.started", backend=name, active=self.active, source=self.source)
 
-    async def _stop(self, daemon: HomeAgentDaemon) -> None:
+    async def _stop(self) -> None:
         for task in [*self._tasks, self._announce]:
             if task is not None:
                 task.cancel()

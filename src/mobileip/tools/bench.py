@@ -7,8 +7,8 @@ server as a subprocess on its own 127.0.0.x address:
   the same event loop the Home Agent uses (uvloop when installed); the load generator checks the
   authenticator of each echoed request, so it does the same work per reply as against a Home Agent;
 * ``python -m mobileip.tools.bench serve --config FILE [--fill N]``: the real daemon
-  (:func:`mobileip.daemon.homeagent.build_daemon`, the same code as ``mobileip homeagent``) plus two
-  read-only routes for the measurements: ``/api/v1/bench/sync`` (when the sync engine started,
+  (:func:`mobileip.compose.homeagent.build_daemon`, the same code as ``mobileip homeagent``) plus
+  two read-only routes for the measurements: ``/api/v1/bench/sync`` (when the sync engine started,
   when it first reported SYNCED, resident memory at both moments) and ``/api/v1/bench/ack-latency``
   (the engine's own Binding Update ack latencies). ``--fill N`` puts N synthetic records (one
   binding each, the shape an accepted registration leaves) straight into the table before the
@@ -705,27 +705,24 @@ def fill_table(table: Any, n: int, now: float, node_id: int) -> None:
 def _serve(config_path: str, fill: int, log_level: str) -> int:
     import gc
 
+    from mobileip.compose.homeagent import build_home_agent
     from mobileip.config import load_config
-    from mobileip.daemon.homeagent import build_daemon, run_event_loop
+    from mobileip.daemon.homeagent import run_event_loop
     from mobileip.log import Logger
 
     config = load_config(config_path)
-    daemon = build_daemon(config, Logger("text", log_level))
+    agent = build_home_agent(config, Logger("text", log_level))
+    daemon = agent.daemon
     if fill:
         fill_table(daemon.core.table, fill, time.monotonic(), int(daemon.core.settings.address))
         gc.collect()
-    from mobileip.daemon.redundancy import RedundancyService
-
-    service: Any = getattr(daemon, "redundancy", None)
-    for sub in daemon.subscribers:
-        owner = getattr(sub, "__self__", None)
-        if service is None and isinstance(owner, RedundancyService):
-            service = owner
+    service = agent.redundancy
     info: dict[str, Any] = {"started_at": None, "synced_at": None}
     taken = [0]
 
-    async def watch_sync(_daemon: Any) -> None:
-        if service is None or service.engine is None:
+    async def watch_sync() -> None:
+        engine = service.engine if service is not None else None
+        if engine is None:
             return
         info["started_at"] = time.monotonic()
         info["rss_before"] = _rss()
@@ -733,7 +730,7 @@ def _serve(config_path: str, fill: int, log_level: str) -> int:
         async def poll() -> None:
             from mobileip.sync.engine import SyncState
 
-            while service.engine.state is not SyncState.SYNCED:
+            while engine.state is not SyncState.SYNCED:
                 await asyncio.sleep(0.002)
             info["synced_at"] = time.monotonic()
             gc.collect()

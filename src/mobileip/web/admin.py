@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, fields, replace
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -28,9 +28,7 @@ from mobileip.config import (
     load_config,
     security_associations,
 )
-
-if TYPE_CHECKING:
-    from mobileip.daemon.homeagent import HomeAgentDaemon
+from mobileip.daemon.ports import EventHost
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +63,7 @@ def diff_sas(
     return added, removed, changed
 
 
-def reload_security_associations(daemon: HomeAgentDaemon) -> ReloadResult:
+def reload_security_associations(daemon: EventHost) -> ReloadResult:
     """Re-read ``daemon.config.path`` and install its SAs; keep the old ones on any error."""
     path = daemon.config.path
     try:
@@ -103,7 +101,7 @@ def reload_security_associations(daemon: HomeAgentDaemon) -> ReloadResult:
     return ReloadResult(True, added, removed, changed, restart)
 
 
-def clear_binding(daemon: HomeAgentDaemon, home: IPv4Address) -> int:
+def clear_binding(daemon: EventHost, home: IPv4Address) -> int:
     """Deregister every binding of ``home``; return how many bindings were dropped."""
     now = time.monotonic()
     rec = daemon.core.table.get(int(home))
@@ -120,10 +118,14 @@ def clear_binding(daemon: HomeAgentDaemon, home: IPv4Address) -> int:
 class AdminService:
     """The control routes for :func:`clear_binding` and :func:`reload_security_associations`."""
 
-    def __init__(self, daemon: HomeAgentDaemon) -> None:
+    def __init__(self, daemon: EventHost) -> None:
         self.daemon = daemon
         daemon.control.add_json_route("POST", "/api/v1/bindings/{home}/clear", self._clear)
         daemon.control.add_json_route("POST", "/api/v1/reload", self._reload)
+        daemon.reload_hooks.append(self._on_sighup)
+
+    def _on_sighup(self) -> None:
+        reload_security_associations(self.daemon)
 
     def _clear(self, request: web.Request) -> Any:
         text = request.match_info["home"]

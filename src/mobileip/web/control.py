@@ -1,7 +1,9 @@
 """The HTTP JSON control API (aiohttp) on ``[control] listen``.
 
-Routes: ``GET /api/v1/bindings``, ``GET /api/v1/stats``, ``GET /healthz``. More are added with
-:meth:`ControlServer.add_json_route` before the server starts, e.g. ``/api/v1/redundancy``.
+:class:`ControlServer` is the server: routes, access guard, start and stop. Every service adds
+its own routes with :meth:`ControlServer.add_json_route` before the server starts (e.g.
+``/api/v1/redundancy``); :func:`add_core_routes` adds the Home Agent's own: ``GET
+/api/v1/bindings``, ``GET /api/v1/stats``, ``GET /healthz``.
 
 Access: without a token only loopback clients are served (403 otherwise); with ``[control]
 token`` every request must carry ``Authorization: Bearer TOKEN`` (401 otherwise).
@@ -16,17 +18,16 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address, ip_address
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from mobileip.config import ControlConfig
 from mobileip.core.bindings import BindingTable
+from mobileip.core.homeagent import HomeAgentCore
+from mobileip.daemon.ports import JsonHandler, JsonRoutes
+from mobileip.net.udp import UdpEndpoint
 from mobileip.wire.registration import Flags
-
-if TYPE_CHECKING:
-    from mobileip.daemon.homeagent import HomeAgentDaemon
-
-JsonHandler = Callable[[web.Request], Any | Awaitable[Any]]
 
 _FLAG_LETTERS = [(Flags.S, "S"), (Flags.B, "B"), (Flags.D, "D"), (Flags.M, "M")]
 _FLAG_LETTERS += [(Flags.G, "G"), (Flags.r, "r"), (Flags.T, "T"), (Flags.x, "x")]
@@ -64,17 +65,14 @@ def _counter(c: Counter[Any]) -> dict[str, int]:
 
 
 class ControlServer:
-    def __init__(self, daemon: HomeAgentDaemon) -> None:
-        self.daemon = daemon
-        cfg = daemon.config.control
+    """The control API's aiohttp server: JSON routes behind the access guard."""
+
+    def __init__(self, cfg: ControlConfig) -> None:
         self.host = cfg.host
         self.port = cfg.port
         self.token = cfg.token
         self.app = web.Application(middlewares=[self._guard])
         self._runner: web.AppRunner | None = None
-        self.add_json_route("GET", "/healthz", self._healthz)
-        self.add_json_route("GET", "/api/v1/bindings", self._bindings)
-        self.add_json_route("GET", "/api/v1/stats", self._stats)
 
     def add_json_route(self, method: str, path: str, func: JsonHandler) -> None:
         """Serve ``func(request)`` (sync or async) as JSON. Only before :meth:`start`."""
@@ -108,23 +106,38 @@ class ControlServer:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 return web.json_response({"error": "missing or wrong bearer token"}, status=401)
-        elif not _is_loopback(request.remote):
+        elif not is_loopback(request.remote):
             return web.json_response({"error": "loopback clients only (no token)"}, status=403)
         return await handler(request)
 
-    # --- routes ----------------------------------------------------------------------------
 
-    def _healthz(self, request: web.Request) -> Any:
-        return {"status": "ok", "bindings": len(self.daemon.core.table)}
+class CoreView(Protocol):
+    """What the core routes read of the daemon."""
 
-    def _bindings(self, request: web.Request) -> Any:
-        return binding_rows(self.daemon.core.table, time.monotonic())
+    @property
+    def core(self) -> HomeAgentCore: ...
 
-    def _stats(self, request: web.Request) -> Any:
-        core = self.daemon.core
+    @property
+    def endpoint(self) -> UdpEndpoint | None: ...
+
+    @property
+    def dropped(self) -> Counter[str]: ...
+
+
+def add_core_routes(routes: JsonRoutes, view: CoreView) -> None:
+    """``GET /healthz``, ``GET /api/v1/bindings`` and ``GET /api/v1/stats``."""
+
+    def healthz(request: web.Request) -> Any:
+        return {"status": "ok", "bindings": len(view.core.table)}
+
+    def bindings(request: web.Request) -> Any:
+        return binding_rows(view.core.table, time.monotonic())
+
+    def stats(request: web.Request) -> Any:
+        core = view.core
         dropped = Counter(core.stats.dropped)
-        dropped.update(self.daemon.dropped)
-        endpoint = self.daemon.endpoint
+        dropped.update(view.dropped)
+        endpoint = view.endpoint
         return {
             "bindings": len(core.table),
             "records": core.table.record_count,
@@ -137,8 +150,12 @@ class ControlServer:
             "udp": _counter(endpoint.counters) if endpoint is not None else {},
         }
 
+    routes.add_json_route("GET", "/healthz", healthz)
+    routes.add_json_route("GET", "/api/v1/bindings", bindings)
+    routes.add_json_route("GET", "/api/v1/stats", stats)
 
-def _is_loopback(remote: str | None) -> bool:
+
+def is_loopback(remote: str | None) -> bool:
     if not remote:
         return False
     try:

@@ -27,10 +27,11 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from mobileip.daemon.ports import ObservedHost, StatusSource
+from mobileip.daemon.redundancy import RedundancyService
 from mobileip.wire.codes import meaning
 
 if TYPE_CHECKING:
-    from mobileip.daemon.homeagent import HomeAgentDaemon
     from mobileip.sync.engine import SyncEngine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -62,8 +63,17 @@ def redun_metric_name(field: str) -> str:
 class MetricsService:
     """``GET /metrics`` for one daemon; also keeps recent sync lag samples for the status page."""
 
-    def __init__(self, daemon: HomeAgentDaemon) -> None:
+    def __init__(
+        self,
+        daemon: ObservedHost,
+        redundancy: RedundancyService | None = None,
+        roles: StatusSource | None = None,
+        dataplane: StatusSource | None = None,
+    ) -> None:
         self.daemon = daemon
+        self.redundancy = redundancy
+        self.roles = roles
+        self.dataplane = dataplane
         self.registry = CollectorRegistry(auto_describe=False)
         self.sync_lag = Histogram(
             "mobileip_ha_redun_sync_lag_seconds",
@@ -79,8 +89,7 @@ class MetricsService:
         daemon.shutdown_hooks.append(self._stop)
 
     def engine(self) -> SyncEngine | None:
-        service = getattr(self.daemon, "redundancy", None)
-        return getattr(service, "engine", None) if service is not None else None
+        return self.redundancy.engine if self.redundancy is not None else None
 
     def drain(self) -> int:
         """Move the engine's ack latency samples into the histogram; return how many."""
@@ -117,10 +126,10 @@ class MetricsService:
     def _scrape(self, request: web.Request) -> web.Response:
         return web.Response(body=self.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
-    async def _start(self, daemon: HomeAgentDaemon) -> None:
+    async def _start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._drain_loop())
 
-    async def _stop(self, daemon: HomeAgentDaemon) -> None:
+    async def _stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -140,15 +149,15 @@ class DaemonCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         daemon = self.service.daemon
         yield from _core_metrics(daemon)
-        yield from _udp_metrics(daemon)
+        yield from _udp_metrics(daemon, self.service.redundancy)
         engine = self.service.engine()
         if engine is not None:
             yield from _redundancy_metrics(engine, time.monotonic())
-        yield from _role_metrics(getattr(daemon, "roles", None))
-        yield from _dataplane_metrics(getattr(daemon, "dataplane", None))
+        yield from _role_metrics(self.service.roles)
+        yield from _dataplane_metrics(self.service.dataplane)
 
 
-def _core_metrics(daemon: HomeAgentDaemon) -> Iterator[Metric]:
+def _core_metrics(daemon: ObservedHost) -> Iterator[Metric]:
     core = daemon.core
     replies = CounterMetricFamily(
         "mobileip_registration_replies",
@@ -191,12 +200,11 @@ def _core_metrics(daemon: HomeAgentDaemon) -> Iterator[Metric]:
     )
 
 
-def _udp_metrics(daemon: HomeAgentDaemon) -> Iterator[Metric]:
+def _udp_metrics(daemon: ObservedHost, service: RedundancyService | None) -> Iterator[Metric]:
     endpoints: list[tuple[str, Any]] = []
     if daemon.endpoint is not None:
         endpoints.append(("registration", daemon.endpoint))
-    service = getattr(daemon, "redundancy", None)
-    sync_ep = getattr(service, "endpoint", None)
+    sync_ep = service.endpoint if service is not None else None
     if sync_ep is not None and sync_ep is not daemon.endpoint:
         endpoints.append(("sync", sync_ep))
     family = CounterMetricFamily(
@@ -268,15 +276,12 @@ def _redundancy_metrics(engine: SyncEngine, now: float) -> Iterator[Metric]:
     yield depth
 
 
-def _role_metrics(roles: object) -> Iterator[Metric]:
+def _role_metrics(roles: StatusSource | None) -> Iterator[Metric]:
     """The role service (src/mobileip/daemon/roles.py), read defensively through its ``status()``:
     role, transitions, VRRP state, priorities and speaker counters when the driver has them."""
-    status = getattr(roles, "status", None)
-    if not callable(status):
+    if roles is None:
         return
-    data = status()
-    if not isinstance(data, dict):
-        return
+    data = roles.status()
     role = data.get("role")
     if isinstance(role, str):
         yield _one_hot("mobileip_role", "1 for this member's role", role, ("active", "standby"))
@@ -316,16 +321,13 @@ def _one_hot(name: str, doc: str, current: str, known: tuple[str, ...]) -> Gauge
     return family
 
 
-def _dataplane_metrics(dataplane: object) -> Iterator[Metric]:
+def _dataplane_metrics(dataplane: StatusSource | None) -> Iterator[Metric]:
     """The data plane (src/mobileip/dataplane/service.py) through its ``status()``: packets by
     event (``encap-ipip``, ``decap-*``, ``drop-*``, errors) per backend, tunnels, takeovers,
     proxy-ARP counters. It counts packets, not bytes, so no byte metric is exported."""
-    status = getattr(dataplane, "status", None)
-    if not callable(status):
+    if dataplane is None:
         return
-    data = status()
-    if not isinstance(data, dict):
-        return
+    data = dataplane.status()
     if isinstance(data.get("active"), bool):
         yield GaugeMetricFamily(
             "mobileip_dataplane_active", "1 when the data plane forwards", value=data["active"]

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from mobileip.daemon.ports import ServiceHost, StatusSource
+from mobileip.daemon.redundancy import RedundancyService
 from mobileip.web.control import binding_rows
 
 if TYPE_CHECKING:
-    from mobileip.daemon.homeagent import HomeAgentDaemon
     from mobileip.web.metrics import MetricsService
 
 RING_SIZE = 200
@@ -70,8 +71,16 @@ class EventRing:
 
 
 class StatusPage:
-    def __init__(self, daemon: HomeAgentDaemon, metrics: MetricsService | None = None) -> None:
+    def __init__(
+        self,
+        daemon: ServiceHost,
+        metrics: MetricsService | None = None,
+        redundancy: RedundancyService | None = None,
+        roles: StatusSource | None = None,
+    ) -> None:
         self.daemon = daemon
+        self.redundancy = redundancy
+        self.roles = roles
         self.metrics = metrics
         self.ring = EventRing()
         self.started = time.time()
@@ -91,14 +100,14 @@ class StatusPage:
             "accepted": sum(n for code, n in core.stats.replies.items() if code in (0, 1)),
             "denied": sum(n for code, n in core.stats.replies.items() if code not in (0, 1)),
             "security_violations": sum(core.stats.violations.values()),
-            "role": _role(daemon),
+            "role": _role(self.roles),
             "sync": None,
             "members": [],
             "sync_lag": self.metrics.lag_summary() if self.metrics is not None else None,
             "events": self.ring.recent(),
         }
-        service = getattr(daemon, "redundancy", None)
-        engine = getattr(service, "engine", None)
+        service = self.redundancy
+        engine = service.engine if service is not None else None
         if service is not None:
             out["sync"] = {"state": "STARTING", "node_id": str(service.cfg.node_id), "mode": "-"}
         if engine is not None:
@@ -122,13 +131,11 @@ class StatusPage:
         return web.Response(text=body, content_type="text/html", charset="utf-8")
 
 
-def _role(daemon: HomeAgentDaemon) -> str | None:
+def _role(roles: StatusSource | None) -> str | None:
     """``active``/``standby`` (and the VRRP state) from the role service, if there is one."""
-    roles = getattr(daemon, "roles", None)
-    status = getattr(roles, "status", None)
-    if not callable(status):
+    if roles is None:
         return None
-    data = status()
+    data = roles.status()
     if not isinstance(data, dict) or data.get("role") is None:
         return None
     vrrp = data.get("vrrp_state")

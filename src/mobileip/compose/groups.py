@@ -16,8 +16,9 @@ on its own sync port, role service with its own VRRP instance, metrics, status p
   ``/group/g1/api/v1/vrrp``, ``/group/g1/metrics``, the status page at ``/group/g1/``);
 * the signals (SIGTERM/SIGINT stop every group; SIGHUP reloads the shared SAs into each).
 
-:func:`attach_dynamic_ha` plugs RFC 4433 dynamic assignment (core/dynamic_ha.py) into one
-daemon or group: ``GET /api/v1/dynamic_ha`` shows its load, peers and counters.
+:func:`~mobileip.daemon.dynamic_ha.attach_dynamic_ha` plugs RFC 4433 dynamic assignment
+(core/dynamic_ha.py) into one daemon or group: ``GET /api/v1/dynamic_ha`` shows its load,
+peers and counters.
 """
 
 from __future__ import annotations
@@ -33,44 +34,23 @@ from typing import Any
 
 from aiohttp import web
 
+from mobileip.compose.homeagent import HomeAgent, build_home_agent
 from mobileip.config import (
     Config,
     ConfigError,
-    DynamicHaConfig,
     GroupConfig,
     load_config,
     security_associations,
 )
-from mobileip.core.dynamic_ha import DynamicAssignment, DynamicHaSettings
-from mobileip.daemon.homeagent import HomeAgentDaemon, build_daemon, run_event_loop
+from mobileip.daemon.homeagent import HomeAgentDaemon, run_event_loop
 from mobileip.log import Logger
 from mobileip.net.udp import Address, UdpEndpoint
-from mobileip.web.control import _is_loopback
+from mobileip.web.control import ControlServer, is_loopback
 from mobileip.wire import dynamic_ha as dha
 from mobileip.wire.errors import DecodeError
 from mobileip.wire.registration import TYPE_REQUEST, decode_request
 
 _ALL_ZERO_ONE = frozenset(a.packed for a in dha.ALL_ZERO_ONE_ADDRS)
-
-# --- RFC 4433 in one daemon ----------------------------------------------------------------------
-
-
-def attach_dynamic_ha(daemon: HomeAgentDaemon, cfg: DynamicHaConfig) -> DynamicAssignment:
-    """Dynamic assignment for ``daemon``'s binding set: it hands out its virtual address (else
-    its own) and redirects above ``redirect_above`` of ``max_bindings``."""
-    ha = daemon.config.homeagent
-    vrrp = daemon.config.vrrp
-    assigned = vrrp.virtual_address.ip if vrrp and vrrp.virtual_address else ha.address
-    settings = DynamicHaSettings(assigned, ha.max_bindings, cfg.redirect_above, cfg.peers)
-    dynamic = DynamicAssignment(settings, daemon.core.settings.our_addresses())
-    daemon.core.dynamic = dynamic
-
-    def status(request: web.Request) -> dict[str, object]:
-        return dynamic.status(len(daemon.core.table))
-
-    daemon.control.add_json_route("GET", "/api/v1/dynamic_ha", status)
-    return dynamic
-
 
 # --- several groups -------------------------------------------------------------------------------
 
@@ -107,10 +87,13 @@ class GroupsDaemon:
         self.log = logger if logger is not None else Logger()
         self.groups: dict[str, GroupConfig] = {g.name: g for g in config.groups}
         self.units: dict[str, HomeAgentDaemon] = {}
+        self.agents: dict[str, HomeAgent] = {}
         for g in config.groups:
-            unit = build_daemon(g.config, GroupLogger(self.log, g.name))
-            unit.embedded = True
-            self.units[g.name] = unit
+            control = ControlServer(g.config.control)
+            agent = build_home_agent(g.config, GroupLogger(self.log, g.name), control)
+            agent.daemon.embedded = True
+            self.agents[g.name] = agent
+            self.units[g.name] = agent.daemon
         self.default = self.units[config.groups[0].name]
         # Home Agent field (packed) -> group: each group's own address first, then the others
         self._by_field: dict[bytes, HomeAgentDaemon] = {}
@@ -126,8 +109,8 @@ class GroupsDaemon:
         self.app = web.Application(middlewares=[self._guard])
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/api/v1/groups", self._groups)
-        for name, unit in self.units.items():
-            self.app.add_subapp(f"/group/{name}", unit.control.app)
+        for name, agent in self.agents.items():
+            self.app.add_subapp(f"/group/{name}", agent.control.app)
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
 
@@ -257,17 +240,17 @@ class GroupsDaemon:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return web.json_response({"error": "missing or wrong bearer token"}, status=401)
-        elif not _is_loopback(request.remote):
+        elif not is_loopback(request.remote):
             return web.json_response({"error": "loopback clients only (no token)"}, status=403)
         return await handler(request)
 
     def status(self) -> list[dict[str, Any]]:
         rows = []
         for g in self.config.groups:
-            unit = self.units[g.name]
-            core = unit.core
-            roles = unit.roles.status() if unit.roles is not None else None
-            red = unit.redundancy
+            agent = self.agents[g.name]
+            core = agent.daemon.core
+            roles = agent.roles.status() if agent.roles is not None else None
+            red = agent.redundancy
             rows.append(
                 {
                     "name": g.name,
