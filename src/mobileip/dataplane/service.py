@@ -10,7 +10,7 @@ are opened at start on every member, so a takeover only adds routes and proxy en
 re-announces every bound home address with paced gratuitous ARP (``garp_rounds`` rounds,
 ``garp_interval`` apart). ``GET /api/v1/dataplane`` shows it.
 
-The role comes from the daemon's role service when there is one (``[vrrp]``): its driver's
+The role comes from the role service when there is one (``[vrrp]``): its driver's
 callbacks tell us; without one this Home Agent is always active. :meth:`set_active` is public for
 tests and embedders.
 """
@@ -31,6 +31,7 @@ from aiohttp import web
 from mobileip.config import DataplaneConfig
 from mobileip.core.homeagent import BindingChanged, BindingsExpired, Event
 from mobileip.daemon.ports import EventHost
+from mobileip.daemon.roles import RoleService
 from mobileip.dataplane.arp import ArpDuties
 from mobileip.dataplane.tunnels import (
     BackendError,
@@ -56,7 +57,9 @@ POLL_INTERVAL = 0.05
 
 
 class DataPlaneService:
-    def __init__(self, daemon: EventHost, cfg: DataplaneConfig) -> None:
+    def __init__(
+        self, daemon: EventHost, cfg: DataplaneConfig, roles: RoleService | None = None
+    ) -> None:
         self.daemon = daemon
         self.cfg = cfg
         vrrp = daemon.config.vrrp
@@ -71,7 +74,6 @@ class DataPlaneService:
             if (cfg.home_interface)
             else None
         )
-        roles = getattr(daemon, "roles", None)
         self.active = roles is None or _role_name(roles.driver.role) == "active"
         self.installed: dict[IPv4Address, TunnelSpec] = {}
         self.takeovers = 0
