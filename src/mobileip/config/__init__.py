@@ -30,7 +30,7 @@ from mobileip.config.build import build_core_settings, home_agent_settings, secu
 from mobileip.config.control import ControlConfig
 from mobileip.config.dataplane import DataplaneConfig
 from mobileip.config.dynamic_ha import DynamicHaConfig
-from mobileip.config.errors import ConfigError, Locator, Table
+from mobileip.config.errors import ConfigError
 from mobileip.config.homeagent import ANY_ADDRESS, HomeAgentConfig
 from mobileip.config.load import load_config, parse_config
 from mobileip.config.model import Config, GroupConfig
@@ -39,11 +39,6 @@ from mobileip.config.redundancy import Peer, RedundancyConfig
 from mobileip.config.security import SecurityAssociationConfig
 from mobileip.config.vrrp import VrrpConfig
 from mobileip.config.write import to_toml
-
-# The old single module's private names, still imported by mobileip.agents.fa.config (which reads
-# its own TOML file with the same machinery); new code imports Locator/Table from .errors.
-_Locator = Locator
-_Table = Table
 
 __all__ = [
     "ANY_ADDRESS",

@@ -24,7 +24,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from mobileip.config import ConfigError, _Locator, _Table
+from mobileip.config.errors import ConfigError, Locator, Table
 
 ANY = IPv4Address("0.0.0.0")
 
@@ -45,7 +45,7 @@ class ForeignAgentConfig:
     tun_name: str = "mipfa0"
 
 
-def read_table(path: str | Path, section: str) -> _Table:
+def read_table(path: str | Path, section: str) -> Table:
     """The one table ``section`` of a TOML file, with located errors; nothing else allowed."""
     name = str(path)
     try:
@@ -58,7 +58,7 @@ def read_table(path: str | Path, section: str) -> _Table:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{name}: not valid TOML: {exc}") from None
-    loc = _Locator(text)
+    loc = Locator(text)
     for key in data:
         if key != section:
             line = loc.headers.get((key, 0)) or loc.line(("", 0), key)
@@ -66,7 +66,7 @@ def read_table(path: str | Path, section: str) -> _Table:
     value = data.get(section)
     if not isinstance(value, dict):
         raise ConfigError(f"{name}: line 1: [{section}]: required section is missing")
-    return _Table(name, loc, section, None, value)
+    return Table(name, loc, section, None, value)
 
 
 def load_fa_config(path: str | Path) -> ForeignAgentConfig:
