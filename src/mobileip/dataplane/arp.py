@@ -23,8 +23,9 @@ from ipaddress import IPv4Address
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from mobileip.dataplane.tunnels import BackendError, rtnl, write_sysctl
+from mobileip.dataplane.backend import BackendError
 from mobileip.net import netlink
+from mobileip.net.netlink import rtnl, write_sysctl
 
 NTF_PROXY = 0x08
 Log = Callable[..., None]

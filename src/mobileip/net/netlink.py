@@ -12,8 +12,10 @@ import asyncio
 import errno
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -136,3 +138,19 @@ def send_gratuitous_arp(ifname: str, mac: bytes, address: IPv4Address) -> None:
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sock:
         sock.bind((ifname, ETH_P_ARP))
         sock.send(gratuitous_arp_frame(mac, address))
+
+
+async def rtnl(call: Callable[[IPRoute], Any]) -> Any:
+    """Run ``call`` with a synchronous pyroute2 ``IPRoute`` in a worker thread (pyroute2's
+    ``AsyncIPRoute`` cannot run on uvloop, which has no netlink sockets)."""
+
+    def run() -> Any:
+        with IPRoute() as ipr:
+            return call(ipr)
+
+    return await asyncio.to_thread(run)
+
+
+def write_sysctl(path: str, value: str) -> None:
+    with open(f"/proc/sys/{path}", "w", encoding="ascii") as f:
+        f.write(value)

@@ -39,6 +39,7 @@ from mobileip.agents.fa.rules import (
     VisitorRemoved,
 )
 from mobileip.config import ConfigError
+from mobileip.dataplane.backend import OUTER_OVERHEAD
 from mobileip.dataplane.encap import (
     IPPROTO_GRE,
     IPPROTO_IPIP,
@@ -50,8 +51,9 @@ from mobileip.dataplane.encap import (
     forwarded,
     parse_ipv4,
 )
-from mobileip.dataplane.tunnels import MAX_PACKET, OUTER_OVERHEAD, open_tun, rtnl, write_sysctl
 from mobileip.log import Logger
+from mobileip.net.netlink import rtnl, write_sysctl
+from mobileip.net.tun import MAX_PACKET, open_tun
 from mobileip.net.udp import Address, UdpEndpoint
 from mobileip.wire import agent_adv as adv
 from mobileip.wire.errors import DecodeError

@@ -47,9 +47,9 @@ from mobileip.agents.fa.config import read_table
 from mobileip.config import ConfigError
 from mobileip.core.security import SecurityAssociation
 from mobileip.dataplane.encap import IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_MINENC, decapsulate
-from mobileip.dataplane.tunnels import open_tun, rtnl, write_sysctl
 from mobileip.log import Logger
-from mobileip.net.netlink import send_gratuitous_arp
+from mobileip.net.netlink import rtnl, send_gratuitous_arp, write_sysctl
+from mobileip.net.tun import open_tun
 from mobileip.wire import agent_adv as adv
 from mobileip.wire.errors import DecodeError
 from mobileip.wire.registration import Flags

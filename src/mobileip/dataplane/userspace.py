@@ -1,0 +1,272 @@
+"""The userspace tunnel backend: a TUN device and raw sockets, no tunnel modules needed.
+
+A TUN device (``tun_name``) carries the home addresses of away mobile nodes: a /32 route per bound
+home address points at it, so the kernel forwards packets for them into the TUN; we read each one,
+encapsulate it (:func:`~mobileip.dataplane.encap.encapsulate`: IP-in-IP, or minimal / GRE when the
+binding's M / G flag asked) and send it to the care-of address on an ``IPPROTO_RAW`` socket. Raw
+sockets for protocols 4, 47 and 55 receive reverse-tunnelled packets (RFC 3024); a packet whose
+outer source is the registered care-of address of its inner source's binding (with the T flag) is
+decapsulated and written to the TUN, and the kernel forwards it. The TUN's MTU leaves room for the
+outer header, so the kernel itself answers oversized DF packets with "fragmentation needed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import secrets
+import socket
+from ipaddress import IPv4Address
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from mobileip.dataplane.backend import (
+    OUTER_OVERHEAD,
+    BackendError,
+    Log,
+    TunnelBackend,
+    TunnelSpec,
+)
+from mobileip.dataplane.encap import (
+    IPPROTO_GRE,
+    IPPROTO_IPIP,
+    IPPROTO_MINENC,
+    TunnelRefused,
+    decapsulate,
+    encapsulate,
+    parse_ipv4,
+)
+from mobileip.net.netlink import rtnl, write_sysctl
+from mobileip.net.tun import MAX_PACKET, TunError, open_tun
+from mobileip.wire.errors import DecodeError
+
+
+class UserspaceBackend(TunnelBackend):
+    name = "userspace"
+
+    def __init__(
+        self,
+        log: Log,
+        tun_name: str,
+        source: IPv4Address,
+        own: frozenset[IPv4Address] = frozenset(),
+        ttl: int = 64,
+        mtu: int = 1500 - OUTER_OVERHEAD,
+        home_interface: str | None = None,
+    ) -> None:
+        super().__init__(log)
+        self.home_interface = home_interface
+        self.home_sock: socket.socket | None = None
+        self.tun_name = tun_name
+        self.source = source
+        self.own = own
+        self.ttl = ttl
+        self.mtu = mtu
+        self.tun_fd = -1
+        self.tun_index = 0
+        self.send_sock: socket.socket | None = None
+        self.recv_socks: list[socket.socket] = []
+        self.by_coa: dict[IPv4Address, set[IPv4Address]] = {}
+        self._ident = secrets.randbits(16)
+
+    async def start(self) -> None:
+        try:
+            self.tun_fd, self.tun_name = open_tun(self.tun_name)
+        except TunError as exc:
+            raise BackendError(str(exc)) from None
+        try:
+            name, mtu = self.tun_name, self.mtu
+
+            def up(ipr: IPRoute) -> int:
+                index: int = ipr.link_lookup(ifname=name)[0]
+                ipr.link("set", index=index, mtu=mtu, state="up")
+                return index
+
+            self.tun_index = await rtnl(up)
+            write_sysctl("net/ipv4/ip_forward", "1")
+            write_sysctl(f"net/ipv4/conf/{self.tun_name}/rp_filter", "0")
+            with contextlib.suppress(OSError):  # no IPv6 chatter into the tunnel device
+                write_sysctl(f"net/ipv6/conf/{self.tun_name}/disable_ipv6", "1")
+            self.send_sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            self.send_sock.setblocking(False)
+            if self.home_interface:
+                # for packets still routed into the TUN for a mobile node that just came home
+                self.home_sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                self.home_sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.home_interface.encode()
+                )
+                self.home_sock.setblocking(False)
+            for proto in (IPPROTO_IPIP, IPPROTO_GRE, IPPROTO_MINENC):
+                s = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+                s.setblocking(False)
+                self.recv_socks.append(s)
+        except (OSError, NetlinkError) as exc:
+            await self.stop()
+            raise BackendError(f"userspace tunnel backend: {exc}") from None
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.tun_fd, self._on_tun)
+        for s in self.recv_socks:
+            loop.add_reader(s.fileno(), self._on_tunnelled, s)
+        self.log("dataplane.tun", device=self.tun_name, mtu=self.mtu, source=self.source)
+
+    async def install(self, spec: TunnelSpec) -> None:
+        old = self.specs.get(spec.home)
+        self._index(old, remove=True)
+        self.specs[spec.home] = spec
+        self._index(spec, remove=False)
+        if old is None:
+            await self._route("replace", spec.home)
+
+    async def remove(self, home: IPv4Address) -> None:
+        spec = self.specs.pop(home, None)
+        self._index(spec, remove=True)
+        await self._route("del", home)
+
+    def forget(self, home: IPv4Address) -> None:
+        """Stop tunnelling for ``home`` now (its route goes at the next reconcile)."""
+        self._index(self.specs.pop(home, None), remove=True)
+
+    def _index(self, spec: TunnelSpec | None, remove: bool) -> None:
+        if spec is None:
+            return
+        for coa in spec.reverse:
+            homes = self.by_coa.setdefault(coa, set())
+            if remove:
+                homes.discard(spec.home)
+                if not homes:
+                    del self.by_coa[coa]
+            else:
+                homes.add(spec.home)
+
+    async def _route(self, command: str, home: IPv4Address) -> None:
+        if not self.tun_index:
+            return
+        try:
+            index = self.tun_index
+            await rtnl(lambda ipr: ipr.route(command, dst=f"{home}/32", oif=index))
+        except NetlinkError as exc:
+            if not (command == "del" and exc.code in (errno.ESRCH, errno.ENOENT)):
+                self.counters["route-errors"] += 1
+                self.log("dataplane.route_failed", command=command, home=home, error=str(exc))
+
+    async def stop(self) -> None:
+        for home in list(self.specs):
+            await self.remove(home)
+        loop = asyncio.get_running_loop()
+        if self.tun_fd >= 0:
+            loop.remove_reader(self.tun_fd)
+            os.close(self.tun_fd)  # the device goes away with its last file descriptor
+            self.tun_fd = -1
+            self.tun_index = 0
+        for s in self.recv_socks:
+            loop.remove_reader(s.fileno())
+            s.close()
+        self.recv_socks.clear()
+        for sock in (self.send_sock, self.home_sock):
+            if sock is not None:
+                sock.close()
+        self.send_sock = self.home_sock = None
+
+    # --- the packet paths -----------------------------------------------------------------
+
+    def _on_tun(self) -> None:
+        for _ in range(64):  # a batch per wake-up, then let the loop breathe
+            try:
+                packet = os.read(self.tun_fd, MAX_PACKET)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.counters["tun-read-errors"] += 1
+                self.log("dataplane.tun_read_failed", error=str(exc))
+                return
+            self.forward(packet)
+
+    def forward(self, packet: bytes) -> None:
+        """One packet the kernel routed to a home address: tunnel it to its care-of addresses."""
+        if packet[:1] and packet[0] >> 4 == 6:
+            self.counters["ignored-ipv6"] += 1
+            return
+        try:
+            header, _ = parse_ipv4(packet)
+        except DecodeError as exc:
+            self.counters[f"drop-{exc.reason}"] += 1
+            return
+        spec = self.specs.get(header.dst)
+        if spec is None:
+            # the binding is gone but the route not yet (e.g. the reply to a deregistration
+            # from home): the mobile node is on the home link, deliver it there
+            if self.home_sock is not None:
+                try:
+                    self.home_sock.sendto(packet, (str(header.dst), 0))
+                    self.counters["delivered-home"] += 1
+                    return
+                except OSError:
+                    pass
+            self.counters["drop-no-binding"] += 1
+            return
+        for coa, kind in spec.exits:
+            self._ident = (self._ident + 1) & 0xFFFF
+            try:
+                outer = encapsulate(
+                    packet,
+                    kind,
+                    self.source,
+                    coa,
+                    ident=self._ident,
+                    ttl=self.ttl,
+                    own=self.own,
+                    forwarding=False,  # the kernel routed it into the TUN: TTL already spent
+                )
+            except (TunnelRefused, DecodeError) as exc:
+                self.counters[f"drop-{exc.reason}"] += 1
+                return
+            self._send(outer, coa, f"encap-{kind.name.lower()}")
+
+    def _send(self, packet: bytes, dest: IPv4Address, counter: str) -> None:
+        if self.send_sock is None:
+            return
+        try:
+            self.send_sock.sendto(packet, (str(dest), 0))
+        except OSError as exc:
+            self.counters["send-errors"] += 1
+            self.log("dataplane.send_failed", dest=dest, error=str(exc))
+            return
+        self.counters[counter] += 1
+
+    def _on_tunnelled(self, sock: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                packet = sock.recv(MAX_PACKET)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.counters["recv-errors"] += 1
+                return
+            self.reverse(packet)
+
+    def reverse(self, packet: bytes) -> None:
+        """A tunnelled packet addressed to us: RFC 3024 checks, then forward the inner packet."""
+        try:
+            d = decapsulate(packet)
+        except DecodeError as exc:
+            self.counters[f"reverse-drop-{exc.reason}"] += 1
+            return
+        if d.inner_src not in self.by_coa.get(d.outer_src, ()):
+            # not a reverse tunnel we agreed to (unknown CoA, no T flag, or spoofed inner source)
+            self.counters["reverse-drop-unregistered"] += 1
+            return
+        try:
+            os.write(self.tun_fd, d.inner)
+        except OSError as exc:
+            self.counters["tun-write-errors"] += 1
+            self.log("dataplane.tun_write_failed", error=str(exc))
+            return
+        self.counters[f"decap-{d.kind.name.lower()}"] += 1
+
+    def status(self) -> dict[str, object]:
+        data = super().status()
+        data["device"] = self.tun_name
+        return data
