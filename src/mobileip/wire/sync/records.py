@@ -1,0 +1,229 @@
+"""HA-HA sync: records and bindings, the items of Binding Updates and Table Syncs
+(docs/sync-protocol.md, "Records and bindings").
+
+A record is one mobile node's entry (32 bytes), followed by its bindings (12 bytes each); a
+record without bindings is a tombstone. The hot paths (bulk download, registrations) move
+records of exactly one binding: :data:`RECORD_ONE` packs or unpacks such a record (44 bytes) in
+one ``struct`` call, and :func:`_one_binding_body` checks a whole body of them at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from mobileip.wire.sync.header import SyncDecodeError, _check, _check_count, _Reader
+
+INFINITE_MS = 0xFFFFFFFF
+INFINITE_LIFETIME = 0xFFFF
+
+
+class RecordFlag(enum.IntFlag):
+    TOMBSTONE = 0x01
+
+
+_TOMBSTONE = int(RecordFlag.TOMBSTONE)  # a plain int: IntFlag arithmetic is slow per record
+
+_RECORD = struct.Struct("!IIQQBBHI")  # home ha version last_id state nbind reserved tomb_age
+_BINDING = struct.Struct("!IHBBI")  # coa granted flags reserved remaining_ms
+# a record with exactly one binding, in one struct call (the bulk download's common case)
+_RECORD_ONE = struct.Struct("!IIQQBBHIIHBBI")
+_HOME_OF_ONE = struct.Struct("!I40x")  # the home address of a RECORD_ONE record
+
+RECORD_ONE = _RECORD_ONE  # for the bulk codec (mobileip.sync.records)
+RECORD_ONE_LEN = _RECORD_ONE.size  # 44
+RECORD_HEADER_LEN = _RECORD.size  # 32
+BINDING_LEN = _BINDING.size  # 12
+MAX_BINDINGS = 255
+
+
+@dataclass(frozen=True, slots=True)
+class BindingState:
+    """One care-of address binding, time-independent (remaining lifetime, not an expiry time)."""
+
+    care_of_address: int  # IPv4 as int
+    granted_lifetime: int  # u16 seconds (0xffff infinite)
+    flags: int  # u8, the registration request flags
+    remaining_ms: int  # u32 milliseconds left (INFINITE_MS = infinite)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordState:
+    """One mobile node's record; a tombstone when ``bindings == ()``."""
+
+    home_address: int  # u32
+    home_agent: int  # u32
+    version: int  # u64 (counter << 32 | origin node id)
+    last_id: int  # u64 last identification answered
+    tombstone_age_ms: int  # u32, ms since it became a tombstone (0 for live records)
+    bindings: tuple[BindingState, ...]  # up to 255
+
+    @property
+    def is_tombstone(self) -> bool:
+        return not self.bindings
+
+
+def record_size(rec: RecordState) -> int:
+    """Bytes ``rec`` takes on the wire."""
+    return RECORD_HEADER_LEN + BINDING_LEN * len(rec.bindings)
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+
+def _encode_record(rec: RecordState, out: list[bytes]) -> None:
+    bindings = rec.bindings
+    if bindings and rec.tombstone_age_ms:
+        _check_record(rec)  # raises the precise error
+    if len(bindings) > MAX_BINDINGS:
+        _check_record(rec)
+    try:
+        # struct refuses every out-of-range field: the checks only run to name the culprit
+        out.append(
+            _RECORD.pack(
+                rec.home_address,
+                rec.home_agent,
+                rec.version,
+                rec.last_id,
+                0 if bindings else _TOMBSTONE,
+                len(bindings),
+                0,
+                rec.tombstone_age_ms,
+            )
+        )
+        for b in bindings:
+            out.append(
+                _BINDING.pack(b.care_of_address, b.granted_lifetime, b.flags, 0, b.remaining_ms)
+            )
+    except struct.error:
+        _check_record(rec)
+        raise  # pragma: no cover - _check_record raised already
+
+
+def encode_record_one(
+    home: int,
+    home_agent: int,
+    version: int,
+    last_id: int,
+    care_of_address: int,
+    granted_lifetime: int,
+    flags: int,
+    remaining_ms: int,
+) -> bytes:
+    """The wire form of a live record with one binding: the same bytes as encoding
+    ``RecordState(home, home_agent, version, last_id, 0, (BindingState(...),))``."""
+    try:
+        return _RECORD_ONE.pack(
+            home,
+            home_agent,
+            version,
+            last_id,
+            0,
+            1,
+            0,
+            0,
+            care_of_address,
+            granted_lifetime,
+            flags,
+            0,
+            remaining_ms,
+        )
+    except struct.error:
+        binding = BindingState(care_of_address, granted_lifetime, flags, remaining_ms)
+        _check_record(RecordState(home, home_agent, version, last_id, 0, (binding,)))
+        raise  # pragma: no cover - _check_record raised already
+
+
+def encode_record(rec: RecordState) -> bytes:
+    """The wire form of one record (as it appears in a Binding Update or Table Sync body)."""
+    out: list[bytes] = []
+    _encode_record(rec, out)
+    return b"".join(out)
+
+
+def _check_record(rec: RecordState) -> None:
+    _check("home_address", rec.home_address, 32)
+    _check("home_agent", rec.home_agent, 32)
+    _check("version", rec.version, 64)
+    _check("last_id", rec.last_id, 64)
+    _check("tombstone_age_ms", rec.tombstone_age_ms, 32)
+    _check_count("bindings in a record", len(rec.bindings), MAX_BINDINGS)
+    if rec.bindings and rec.tombstone_age_ms:
+        raise ValueError("a live record (with bindings) must have tombstone_age_ms 0")
+    for b in rec.bindings:
+        _check("care_of_address", b.care_of_address, 32)
+        _check("granted_lifetime", b.granted_lifetime, 16)
+        _check("binding flags", b.flags, 8)
+        _check("remaining_ms", b.remaining_ms, 32)
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+def _decode_record(r: _Reader) -> RecordState:
+    home, ha, version, last_id, state, nbind, reserved, tomb_age = r.take(_RECORD, "a record")
+    if reserved:
+        raise SyncDecodeError("bad-reserved", "record reserved field is not zero")
+    if state & ~_TOMBSTONE:
+        raise SyncDecodeError("bad-record", f"unknown record state bits {state:#04x}")
+    tombstone = state == _TOMBSTONE
+    if tombstone != (nbind == 0):
+        raise SyncDecodeError("bad-record", f"tombstone bit {int(tombstone)} with {nbind} bindings")
+    if not tombstone and tomb_age:
+        raise SyncDecodeError("bad-record", "live record with a tombstone age")
+    if nbind == 0:
+        return RecordState(home, ha, version, last_id, tomb_age, ())
+    r.need(BINDING_LEN * nbind, "bindings")
+    bindings = []
+    data, pos = r.data, r.pos
+    for _ in range(nbind):
+        coa, granted, flags, bres, remaining = _BINDING.unpack_from(data, pos)
+        pos += BINDING_LEN
+        if bres:
+            raise SyncDecodeError("bad-reserved", "binding reserved field is not zero")
+        bindings.append(BindingState(coa, granted, flags, remaining))
+    r.pos = pos
+    return RecordState(home, ha, version, last_id, tomb_age, tuple(bindings))
+
+
+def _decode_records(r: _Reader, count: int) -> tuple[RecordState, ...]:
+    r.need(RECORD_HEADER_LEN * count, "records")
+    return tuple(_decode_record(r) for _ in range(count))
+
+
+# --- records of exactly one binding, left in wire form ----------------------------------------
+
+
+def _one_binding_body(data: bytes, start: int, end: int, count: int) -> bytes | None:
+    """``data[start:end]`` when it is exactly ``count`` well-formed one-binding records, else
+    None (then the general decoder parses it, and names what is wrong)."""
+    if count == 0 or end - start != RECORD_ONE_LEN * count:
+        return None
+    body = data[start:end]
+    zeros = bytes(count)
+    # state 0 (live), nbind 1, record reserved 0, tombstone age 0, binding reserved 0
+    for offset in (24, 26, 27, 28, 29, 30, 31, 39):
+        if body[offset::RECORD_ONE_LEN] != zeros:
+            return None
+    if body[25::RECORD_ONE_LEN] != b"\x01" * count:
+        return None
+    return body
+
+
+def _records_of_one(body: bytes) -> tuple[RecordState, ...]:
+    """The records of a body checked by :func:`_one_binding_body`, as :func:`_decode_records`
+    returns them."""
+    return tuple(
+        [
+            RecordState(home, ha, version, last_id, 0, (BindingState(coa, g, f, rem),))
+            for home, ha, version, last_id, _s, _n, _r, _a, coa, g, f, _b, rem in (
+                _RECORD_ONE.iter_unpack(body)
+            )
+        ]
+    )
+
+
+def _homes_of_one(body: bytes) -> tuple[int, ...]:
+    """The home addresses of a body checked by :func:`_one_binding_body`."""
+    return tuple([h for (h,) in _HOME_OF_ONE.iter_unpack(body)])
