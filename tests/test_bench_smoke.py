@@ -17,7 +17,7 @@ import pytest
 def test_bench_quick_smoke() -> None:
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "mobileip", "bench", "--quick", "--json"],
+        [sys.executable, "-m", "mobileip", "bench", "--quick", "--json", "--no-failover"],
         capture_output=True,
         text=True,
         timeout=230,
@@ -37,7 +37,7 @@ def test_bench_quick_smoke() -> None:
         assert bulk["bindings"] == int(size)  # every record reached the booting member
         assert bulk["sync_s"] > 0
     assert report["sync_lag"]["acks"] > 0
-    assert report["failover_outage"].startswith("not measured")
+    assert report["failover"]["skipped"].startswith("not measured")
 
 
 def test_bulk_sync_knobs_reach_the_engine() -> None:
@@ -92,6 +92,93 @@ def test_report_table_has_every_row_and_the_ratios() -> None:
     assert "HA + 2 peers, semisync" in text and "0.50" in text  # 5500 / 11000
     assert "bulk sync   100,000 bindings (payload_budget 1400): 2.50 s" in text
     assert "p99 9.0 ms" in text
-    assert "failover outage: not measured" in text
+    assert "failover: not measured" in text
     data = report.as_dict()
     assert data["throughput"]["async"]["server_cpu_us_per_reg"] == 15.0  # type: ignore[index]
+
+
+def test_failover_section_formatting() -> None:
+    """The failover section's lines: one row per size with the fill, the sampled outage (median,
+    worst, ratio to the first size), the booting standby's install cost; skipped sizes with
+    their reason; the after-load convergence per member. Formatting only, no speed."""
+    from mobileip.tools.bench import BenchPlan, BenchReport, format_report
+    from mobileip.tools.failover_bench import FailoverResult, format_failover, installed_count
+
+    def row(n: int, median: float, worst: float, per: float | None) -> dict[str, object]:
+        inst: dict[str, object] = {"installed": n if per else 0, "table": n, "field": "tunnels"}
+        if per is not None:
+            inst["us_per_binding"] = per
+        return {
+            "bindings": n,
+            "registration": {"accepted": n, "wall_s": n / 5000, "throughput_per_s": 5000.0},
+            "outage": {
+                "outage_ms": {"median": median, "worst": worst},
+                "recovered_after_kill_ms": {"median": median + 20, "worst": worst + 30},
+                "sampled": 50,
+                "recovered": 50,
+            },
+            "standby_install": inst,
+        }
+
+    result = FailoverResult(
+        sizes={
+            "1000": row(1000, 13000.0, 26000.0, None),
+            "10000": row(10000, 130000.0, 260000.0, 12.5),
+            "100000": {"bindings": 100000, "skipped": "skipped: 26.0 ms per binding predicts"},
+        },
+        load={
+            "registrations": 10000,
+            "offered_per_s": 5000.0,
+            "registration": {"throughput_per_s": 4990.0},
+            "members": {
+                "ha1": {"role": "active", "seconds": 1.5, "installed": 10000, "table": 10000},
+                "ha2": {
+                    "role": "standby",
+                    "seconds": None,
+                    "installed": 0,
+                    "table": 10000,
+                    "why": "no progress for 10 s",
+                },
+            },
+            "actives_after_load": ["ha1", "ha2"],
+        },
+        notes=["tables filled by registrations"],
+    )
+    lines = format_failover(result.as_dict())
+    text = "\n".join(lines)
+    print(text)
+    assert lines[0].startswith("failover (lab")
+    assert "     1,000" in text and "13,000 ms" in text and "26,000 ms" in text
+    assert "10.0" in text  # worst at 10,000 over worst at 1,000
+    assert "never (0/1,000)" in text and "12.5" in text  # standby install cost per binding
+    assert "100,000 skipped: 26.0 ms per binding" in text
+    assert "ha1 (active): 1.5 s after the load" in text
+    assert "ha2 (standby): not equal (0/10,000, no progress for 10 s)" in text
+    assert "split brain after the load" in text
+    assert "note: tables filled by registrations" in text
+
+    skipped = FailoverResult(skipped="not measured (not root: ...)")
+    assert format_failover(skipped.as_dict()) == ["failover: not measured (not root: ...)"]
+    report = BenchReport(BenchPlan.quick(), "asyncio", "test machine")
+    report.failover = result.as_dict()
+    assert "failover (lab" in format_report(report)  # no throughput rows: none measured
+    assert "scenario" not in format_report(report)
+
+    # the data plane's installed count: ``installed`` when the data plane has it, else tunnels
+    assert installed_count({"installed": 7, "tunnels": 3}) == (7, "installed")
+    assert installed_count({"tunnels": 3}) == (3, "tunnels")
+    assert installed_count({}) == (0, "none")
+
+
+def test_outage_arithmetic() -> None:
+    from mobileip.tools.simnodes import node_outage, sample_indices, summarize
+
+    arrivals = [0.0, 0.05, 0.10, 0.15, 1.20, 1.25]
+    got = node_outage(arrivals, kill_at=0.16, interval=0.05)
+    assert got == {"outage_s": 1.0, "recovered_s": 1.04}
+    assert node_outage([0.0, 0.05], kill_at=0.06, interval=0.05)["recovered_s"] is None
+    s = summarize({"a": got, "b": {"outage_s": None, "recovered_s": None}})
+    assert s["sampled"] == 2 and s["recovered"] == 1 and s["not_recovered"] == ["b"]
+    assert s["outage_ms"] == {"median": 1000.0, "worst": 1000.0}
+    assert sample_indices(200, 50)[0] == 0 and sample_indices(200, 50)[-1] == 199
+    assert len(sample_indices(199, 50)) == 50 and sample_indices(3, 50) == [0, 1, 2]

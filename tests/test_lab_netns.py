@@ -133,3 +133,32 @@ def test_a_failing_lab_leaves_nothing_behind(
     assert "mobileip lab: failed: ha1: simulated failure" in err
     assert lab_namespaces(seen["prefix"]) == []
     assert not list(Path(tempfile.gettempdir()).glob(f"{seen['prefix']}-*"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_lab_with_simulated_mobile_nodes() -> None:
+    """``--mobile-nodes 200``: 199 simulated nodes (co-located care-of addresses in one
+    namespace) registered through the virtual address; a UDP stream to 50 of them; each sampled
+    node's outage after the kill is reported, and every one of them recovered. Speed is printed,
+    never asserted."""
+    res = mobileip("lab", "--mobile-nodes", "200", "--no-roam", "--json", timeout=280)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    sample = report["sample"]
+    print(f"\nlab --mobile-nodes 200: registration {report['registration']['wall_s']} s, "
+          f"active installed all in {report['active_install_s']} s, sampled outage "
+          f"{sample['outage_ms']} ms, back after the kill {sample['recovered_after_kill_ms']} ms, "
+          f"new active's takeover {report['new_active_last_takeover_ms']} ms")  # fmt: skip
+    assert report["ok"], report["why"]
+    assert report["mobile_nodes"] == 200
+    assert report["bindings_before"] == report["bindings_after"] == 200
+    assert report["registration"]["accepted"] == 199
+    assert sample["sampled"] == 50 and len(sample["per_node"]) == 50
+    assert sample["recovered"] == 50 and sample["not_recovered"] == []
+    for home, node in sample["per_node"].items():
+        assert home.startswith("10.1")  # 10.128.0.0/9
+        assert node["outage_ms"] is not None and node["outage_ms"] >= 0
+        assert node["recovered_after_kill_ms"] is not None and node["recovered_after_kill_ms"] > 0
+    assert sample["outage_ms"]["median"] <= sample["outage_ms"]["worst"]
+    assert lab_namespaces(report["prefix"]) == []

@@ -25,7 +25,15 @@ Measurements (medians over ``repeats`` runs, interleaved so drift hits every sce
   download, divided by the records it downloaded;
 * sync lag: the sync engine's ack latency (from a Binding Update's first send to each peer's ack,
   which the peer sends after applying it) at a fixed offered rate to an ``async`` member;
-* failover outage: needs the lab, which does not exist yet: "not measured".
+* failover (root only; :mod:`mobileip.tools.failover_bench`): the lab's scaled machinery
+  (``mobileip lab --mobile-nodes N``) at 1,000 and 10,000 bindings (full: also 100,000 and
+  1,000,000): how the table was filled and how long it took, each sampled node's outage after
+  SIGKILL of the active (median, worst), a booting standby's install cost per binding (SYNCED to
+  installed = table), and after 10,000 registrations at 5,000/s the time until each member's
+  installed state equals its table. Without root it is skipped with the reason.
+
+``--only SECTION`` (repeatable: throughput, lag, bulk, failover) runs a part;
+``--failover-sizes 10,100,1000`` and ``--failover-budget S`` tune the failover section.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from mobileip.tools.failover_bench import FailoverPlan, format_failover, run_failover
 from mobileip.tools.loadgen import LoadResult, LoadSpec, run_load
 
 KEY = "00112233445566778899aabbccddeeff"
@@ -74,12 +83,18 @@ class BenchPlan:
     log_level: str = "warning"
     # also bulk-sync the largest table with this [redundancy] payload_budget (loopback MTU)
     tuned_budget: int | None = None
-    failover: bool = False  # run the lab (``mobileip lab``) once
+    failover: bool = True  # the failover section (root only)
+    failover_sizes: tuple[int, ...] = (1_000, 10_000)
+    failover_budget: float = 300.0  # seconds per size, predicted from the previous size
+    sections: tuple[str, ...] = ("throughput", "lag", "bulk", "failover")
 
     @classmethod
     def full(cls) -> BenchPlan:
         sizes = (100_000, 1_000_000)
-        return cls(5, 5.0, 20_000, 128, sizes, 5000.0, 10.0, tuned_budget=8000, failover=True)
+        return cls(
+            5, 5.0, 20_000, 128, sizes, 5000.0, 10.0, tuned_budget=8000,
+            failover_sizes=(1_000, 10_000, 100_000, 1_000_000), failover_budget=900.0,
+        )  # fmt: skip
 
     @classmethod
     def quick(cls) -> BenchPlan:
@@ -97,7 +112,7 @@ class BenchReport:
     load_details: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     bulk: dict[str, dict[str, float]] = field(default_factory=dict)
     lag: dict[str, float] = field(default_factory=dict)
-    failover: str | dict[str, object] = "not measured (skipped by --quick)"
+    failover: dict[str, Any] = field(default_factory=lambda: {"skipped": "not measured"})
     notes: list[str] = field(default_factory=list)
 
     def median(self, name: str) -> float:
@@ -131,7 +146,7 @@ class BenchReport:
             "throughput": rows,
             "bulk_sync": self.bulk,
             "sync_lag": self.lag,
-            "failover_outage": self.failover,
+            "failover": self.failover,
             "notes": self.notes,
         }
 
@@ -473,34 +488,10 @@ def measure_bulk(
     kids.stop()
 
 
-def measure_failover(report: BenchReport, say: Any) -> None:
-    """``mobileip lab --json`` (namespaces, needs root): SIGKILL of the active HA under traffic."""
-    if os.geteuid() != 0:
-        report.failover = "not measured (the lab needs root)"
-        say(f"  {report.failover}")
-        return
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "mobileip", "lab", "--json"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        lab = json.loads(proc.stdout) if proc.returncode == 0 else None
-    except (subprocess.TimeoutExpired, ValueError) as exc:
-        lab, proc_err = None, str(exc)
-    else:
-        proc_err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    if not lab or not lab.get("ok"):
-        report.failover = f"not measured (the lab failed: {proc_err})"
-    else:
-        report.failover = {
-            "outage_ms": lab.get("outage_ms"),
-            "udp_outage_ms": lab.get("udp_outage_ms"),
-            "packets_lost": lab.get("packets_lost"),
-            "mode": lab.get("mode"),
-        }
-    say(f"  failover outage: {report.failover}")
+def measure_failover(plan: BenchPlan, report: BenchReport, say: Any) -> None:
+    """The failover section (:mod:`mobileip.tools.failover_bench`; root only)."""
+    fplan = FailoverPlan(sizes=plan.failover_sizes, budget_s=plan.failover_budget)
+    report.failover = run_failover(fplan, say).as_dict()
 
 
 def run_bench(plan: BenchPlan, say: Any = print) -> BenchReport:
@@ -518,20 +509,24 @@ def run_bench(plan: BenchPlan, say: Any = print) -> BenchReport:
         kids = Children(Path(tmp), plan.log_level)
         try:
             say(f"machine: {report.machine}; loop: {report.loop}")
-            say("throughput (registrations/s):")
-            measure_throughput(kids, plan, report, say)
-            say("sync lag:")
-            measure_lag(kids, plan, report, say)
-            say("bulk sync:")
-            for size in plan.bulk_sizes:
-                measure_bulk(kids, size, report, say)
-            if plan.tuned_budget is not None:
-                measure_bulk(kids, max(plan.bulk_sizes), report, say, plan.tuned_budget)
-            say("failover (the lab):")
-            if plan.failover:
-                measure_failover(report, say)
+            if "throughput" in plan.sections:
+                say("throughput (registrations/s):")
+                measure_throughput(kids, plan, report, say)
+            if "lag" in plan.sections:
+                say("sync lag:")
+                measure_lag(kids, plan, report, say)
+            if "bulk" in plan.sections:
+                say("bulk sync:")
+                for size in plan.bulk_sizes:
+                    measure_bulk(kids, size, report, say)
+                if plan.tuned_budget is not None:
+                    measure_bulk(kids, max(plan.bulk_sizes), report, say, plan.tuned_budget)
+            say("failover (the lab, scaled):")
+            if plan.failover and "failover" in plan.sections:
+                measure_failover(plan, report, say)
             else:
-                say(f"  {report.failover}")
+                report.failover = {"skipped": "not measured (not asked for)"}
+                say("  not measured (not asked for)")
         finally:
             kids.stop()
     load = os.getloadavg()
@@ -549,9 +544,12 @@ def format_report(report: BenchReport) -> str:
         f"{report.plan.duration:g} s, {report.plan.mobile_nodes} mobile nodes, "
         f"window {report.plan.window}",
         "",
-        f"{'scenario':<30}{'reg/s':>10}{'x echo':>9}{'x HA':>8}{'server CPU us/reg':>19}",
     ]
-    for name in SCENARIOS:
+    if report.throughput:
+        out.append(
+            f"{'scenario':<30}{'reg/s':>10}{'x echo':>9}{'x HA':>8}{'server CPU us/reg':>19}"
+        )
+    for name in SCENARIOS if report.throughput else ():
         r = rows[name]
         ratio_e = r["ratio_to_echo"]
         ratio_h = r["ratio_to_ha_alone"]
@@ -575,14 +573,7 @@ def format_report(report: BenchReport) -> str:
             f"({lag['achieved_per_s']:,.0f}/s answered), 2 async peers: "
             f"p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms (engine ack latency)"
         )
-    fo = report.failover
-    if isinstance(fo, dict):
-        out.append(
-            f"failover outage (lab, SIGKILL of the active HA): {fo['outage_ms']} ms ping, "
-            f"{fo['udp_outage_ms']} ms UDP, {fo['packets_lost']} packets lost"
-        )
-    else:
-        out.append(f"failover outage: {fo}")
+    out.extend(format_failover(report.failover))
     out.extend(f"note: {n}" for n in report.notes)
     return "\n".join(out)
 
@@ -619,11 +610,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the results as JSON at the end")
     p.add_argument("--plot", metavar="FILE.png", help="write a chart (needs matplotlib)")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning"))
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=("throughput", "lag", "bulk", "failover"),
+        help="run only this section (repeatable)",
+    )
+    p.add_argument("--no-failover", action="store_true", help="skip the failover section")
+    p.add_argument(
+        "--failover-sizes",
+        help="bindings per failover run, comma-separated (default 1000,10000; full adds "
+        "100000,1000000)",
+    )
+    p.add_argument(
+        "--failover-budget",
+        type=float,
+        help="skip a failover size whose predicted time exceeds this (s; default 300, full 900)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     plan = BenchPlan.quick() if args.quick else BenchPlan.full()
-    plan = BenchPlan(**{**_fields(plan), "log_level": args.log_level})
+    changes: dict[str, Any] = {"log_level": args.log_level}
+    if args.only:
+        changes["sections"] = tuple(args.only)
+    if args.no_failover:
+        changes["failover"] = False
+    if args.failover_sizes:
+        try:
+            changes["failover_sizes"] = tuple(
+                int(x.replace("_", "")) for x in args.failover_sizes.split(",") if x.strip()
+            )
+        except ValueError:
+            print("mobileip bench: --failover-sizes: integers, comma-separated", file=sys.stderr)
+            return 2
+    if args.failover_budget is not None:
+        changes["failover_budget"] = args.failover_budget
+    plan = BenchPlan(**{**_fields(plan), **changes})
     if args.plot:
         try:
             import matplotlib  # noqa: F401

@@ -16,6 +16,17 @@ bindings before/after); the mobile node roams to fa2 (traffic must follow), then
 lab running (``mobileip lab down`` removes it); otherwise everything is removed, even on failure
 or Ctrl-C.
 
+``--mobile-nodes N`` (default 1: the demo stays quick) adds N-1 simulated mobile nodes to the real
+one (:mod:`mobileip.tools.simnodes`): a namespace ``sim`` behind the router holds every co-located
+care-of address (10.64.0.0/10, routed as local: one route, whatever N) and registers them through
+the virtual address with the load generator's code (home addresses from 10.128.0.0/9, which the
+router routes to the virtual address). The correspondent sends a UDP stream to a sample of them
+(``--sample``, 50 by default, every ``--sample-interval`` s each); a raw socket in ``sim`` records,
+per inner destination, when the tunnelled packets arrive. The report adds how long the
+registration of N took, the active's time to install them, and each sampled node's outage after
+the kill (median and worst; outage = the longest silence at its care-of address around the kill,
+less one interval; ``recovered_after_kill_ms``: from the kill to its first packet again).
+
 Without root: one line saying so, then the loopback fallback: the same redundancy group as
 processes on 127.0.0.x with static roles, a mobile node registered with the active, the active
 SIGKILLed and a standby switched to active through the control API; the bindings must survive.
@@ -26,12 +37,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import http.client
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from mobileip.config import to_toml
+from mobileip.tools import simnodes
 
 KEY = "00112233445566778899aabbccddeeff"
 SYNC_KEY = "a1" * 16
@@ -70,6 +85,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loopback", action="store_true", help="the fallback even when root")
     p.add_argument("--prefix", help="namespace prefix (lab down: only this lab)")
     p.add_argument("--capture", help="write a pcap of the first foreign link (tshark) here")
+    p.add_argument(
+        "--mobile-nodes",
+        type=int,
+        default=1,
+        help="mobile nodes in all: the real one + N-1 simulated (co-located care-of addresses)",
+    )
+    p.add_argument("--sample", type=int, default=50, help="simulated nodes that get traffic")
+    p.add_argument(
+        "--sample-interval", type=float, default=0.05, help="UDP period per sampled node (s)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -89,7 +114,17 @@ def main(args: argparse.Namespace) -> int:
         )
         report = run_loopback()
     else:
-        lab = NetnsLab(args.prefix, args.advert_interval, args.traffic_interval)
+        if args.mobile_nodes < 1:
+            print("mobileip lab: --mobile-nodes must be at least 1", file=sys.stderr)
+            return 2
+        lab = NetnsLab(
+            args.prefix,
+            args.advert_interval,
+            args.traffic_interval,
+            mobile_nodes=args.mobile_nodes,
+            sample=args.sample,
+            sample_interval=args.sample_interval,
+        )
         try:
             report = lab.scenario(roam=not args.no_roam, capture=args.capture)
         except (LabError, subprocess.SubprocessError, OSError) as exc:
@@ -134,11 +169,39 @@ def format_report(r: dict[str, Any]) -> str:
         "packets lost:     "
         + ("not measured" if r["packets_lost"] is None else str(r["packets_lost"])),
     ]
+    if r.get("mobile_nodes", 1) > 1:
+        lines.extend(format_scaled(r))
     for key in ("roam", "home"):
         if key in r:
             lines.append(f"{key + ':':<18}{json.dumps(r[key])}")
     lines.append("result:           " + ("OK" if r.get("ok") else "FAILED: " + r.get("why", "")))
     return "\n".join(lines)
+
+
+def format_scaled(r: dict[str, Any]) -> list[str]:
+    """The lines ``--mobile-nodes N`` adds to the report."""
+    reg = r.get("registration") or {}
+    s = r.get("sample") or {}
+    out = s.get("outage_ms") or {}
+    after = s.get("recovered_after_kill_ms") or {}
+
+    def v(x: object) -> str:
+        return "-" if x is None else f"{x:,}" if isinstance(x, int) else f"{x}"
+
+    lines = [
+        f"mobile nodes:     {r['mobile_nodes']:,} (1 real + {r['mobile_nodes'] - 1:,} simulated)",
+        f"registration:     {v(reg.get('accepted'))} accepted of {v(reg.get('sent'))} in "
+        f"{v(reg.get('wall_s'))} s ({v(reg.get('throughput_per_s'))}/s), "
+        f"timeouts {v(reg.get('timeouts'))}",
+        f"active installed: all {r['mobile_nodes']:,} in {v(r.get('active_install_s'))} s "
+        "after the registrations",
+        f"sampled outage:   median {v(out.get('median'))} ms, worst {v(out.get('worst'))} ms "
+        f"over {v(s.get('sampled'))} nodes ({v(s.get('recovered'))} recovered; back after the "
+        f"kill: median {v(after.get('median'))} ms, worst {v(after.get('worst'))} ms)",
+    ]
+    if s.get("not_recovered"):
+        lines.append(f"not recovered:    {', '.join(s['not_recovered'][:10])}")
+    return lines
 
 
 # --- processes with their output ------------------------------------------------------------
@@ -192,6 +255,59 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return res
 
 
+_CLONE_NEWNET = 0x40000000
+
+
+def netns_socket(
+    ns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM
+) -> socket.socket:
+    """A socket of the network namespace ``ns``: made in a short-lived thread that entered it
+    (setns changes the calling thread only), so no process is spawned per request."""
+    out: dict[str, Any] = {}
+
+    def enter() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY)
+        except OSError as exc:
+            out["error"] = exc
+            return
+        try:
+            if libc.setns(fd, _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                out["error"] = OSError(err, f"setns {ns}: {os.strerror(err)}")
+                return
+            out["sock"] = socket.socket(family, kind)
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=enter, name=f"setns-{ns}")
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    sock: socket.socket = out["sock"]
+    return sock
+
+
+def netns_get_json(ns: str, address: tuple[str, int], path: str, timeout: float = 10.0) -> Any:
+    """GET ``path`` from a control API listening at ``address`` inside ``ns``."""
+    sock = netns_socket(ns)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        conn = http.client.HTTPConnection(*address, timeout=timeout)
+        conn.sock = sock
+        conn.request("GET", path, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise LabError(f"{ns}: GET {path}: HTTP {resp.status}")
+        return json.loads(body)
+    finally:
+        sock.close()
+
+
 def lab_namespaces(prefix: str | None = None) -> list[str]:
     out = _ip("netns", "list", check=False).stdout
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
@@ -235,10 +351,40 @@ NODES = {
     "mn": ([("f1", f"{HOME}/32")], None),
 }  # fmt: skip
 HA_PRIORITIES = {"ha1": 150, "ha2": 100, "ha3": 50}
+SIM_NODE = ([("sim", "10.4.0.1/24")], "10.4.0.254")  # the simulated mobile nodes' namespace
+SIM_ROUTER = ("sim", "10.4.0.254/24")
+INSTALL_BUDGET_S = 0.06  # per binding: how long the lab waits for a data plane (26 ms today)
+
+
+def lab_nodes(members: int = 3, real_mn: bool = True, scaled: bool = False) -> dict[str, Any]:
+    """The namespaces of a lab: ``members`` Home Agents, the foreign agents and the mobile node
+    when ``real_mn``, the ``sim`` namespace (and the router's leg to it) when ``scaled``."""
+    keep = {"cn", "rt", *list(HA_PRIORITIES)[:members]}
+    if real_mn:
+        keep |= {"fa1", "fa2", "mn"}
+    nodes: dict[str, Any] = {n: v for n, v in NODES.items() if n in keep}
+    links = list(NODES["rt"][0])
+    if not real_mn:
+        links = [link for link in links if link[0] not in ("f1", "f2")]
+    if scaled:
+        links.append(SIM_ROUTER)
+        nodes["sim"] = SIM_NODE
+    nodes["rt"] = (links, None)
+    return nodes
 
 
 class NetnsLab:
-    def __init__(self, prefix: str | None, advert_interval: float, traffic_interval: float) -> None:
+    def __init__(
+        self,
+        prefix: str | None,
+        advert_interval: float,
+        traffic_interval: float,
+        mobile_nodes: int = 1,
+        sample: int = 50,
+        sample_interval: float = 0.05,
+        members: int = 3,
+        real_mn: bool = True,
+    ) -> None:
         self.prefix = prefix or f"mlab{secrets.token_hex(2)}"
         if not PREFIX_RE.match(self.prefix):
             raise LabError(f"prefix {self.prefix!r} must look like mlab + 4 hex digits")
@@ -250,6 +396,16 @@ class NetnsLab:
         self.built = False
         self.python = sys.executable
         self.reverse_tunnel = True  # the MN asks for RFC 3024: its replies come back tunnelled
+        self.real_mn = real_mn
+        self.mobile_nodes = mobile_nodes
+        self.simulated = mobile_nodes - 1 if real_mn else mobile_nodes
+        self.sample_interval = sample_interval
+        self.sample = [
+            str(simnodes.home_of(i)) for i in simnodes.sample_indices(self.simulated, sample)
+        ]
+        self.nodes = lab_nodes(members, real_mn, self.simulated > 0)
+        self.priorities = {n: p for n, p in HA_PRIORITIES.items() if n in self.nodes}
+        self.mark_file = self.work / "killed-at"
 
     def ns(self, node: str) -> str:
         return f"{self.prefix}-{node}"
@@ -260,11 +416,12 @@ class NetnsLab:
         hub = self.ns("hub")
         self._netns(hub)
         self.built = True
-        for br in ("wan", "home", "f1", "f2"):
+        bridges = sorted({b for links, _gw in self.nodes.values() for b, _a in links})
+        for br in bridges:
             _ip("-n", hub, "link", "add", f"br-{br}", "type", "bridge", "forward_delay", "0")
             _ip("-n", hub, "link", "set", f"br-{br}", "type", "bridge", "mcast_snooping", "0")
             _ip("-n", hub, "link", "set", f"br-{br}", "up")
-        for node, (links, gateway) in NODES.items():
+        for node, (links, gateway) in self.nodes.items():
             ns = self.ns(node)
             self._netns(ns)
             for i, (bridge, address) in enumerate(links):
@@ -279,6 +436,14 @@ class NetnsLab:
             if gateway:
                 _ip("-n", ns, "route", "add", "default", "via", gateway)
         self.sysctl("rt", "net.ipv4.ip_forward", "1")
+        if self.simulated:
+            # every care-of address of the simulated nodes is local in sim: one route, any N
+            _ip(
+                "-n", self.ns("sim"), "route", "add", "local", str(simnodes.COA_PREFIX), "dev", "lo"
+            )
+            _ip("-n", self.ns("rt"), "route", "add", str(simnodes.COA_PREFIX), "via", "10.4.0.1")
+            # their home addresses sit behind the group's virtual address
+            _ip("-n", self.ns("rt"), "route", "add", str(simnodes.HOME_PREFIX), "via", VIRTUAL)
 
     def _netns(self, name: str) -> None:
         _ip("netns", "add", name)
@@ -319,11 +484,15 @@ class NetnsLab:
 
     def ha_config(self, node: str) -> dict[str, Any]:
         me = NODES[node][0][0][1].split("/")[0]
-        peers = [NODES[n][0][0][1].split("/")[0] for n in HA_PRIORITIES if n != node]
+        peers = [NODES[n][0][0][1].split("/")[0] for n in self.priorities if n != node]
+        homes = ["10.1.0.0/24"] + ([str(simnodes.HOME_PREFIX)] if self.simulated else [])
+        lifetime = 7200 if self.simulated else 600
         return {
-            "homeagent": {"address": me, "listen": "0.0.0.0", "port": 434, "max_lifetime": 600},
+            "homeagent": {
+                "address": me, "listen": "0.0.0.0", "port": 434, "max_lifetime": lifetime,
+            },
             "security_association": [
-                {"spi": SPI, "algorithm": "hmac-md5", "key": KEY, "home_addresses": ["10.1.0.0/24"]}
+                {"spi": SPI, "algorithm": "hmac-md5", "key": KEY, "home_addresses": homes}
             ],
             "control": {"listen": "127.0.0.1:8434"},
             "redundancy": {
@@ -368,12 +537,15 @@ class NetnsLab:
 
     # --- looking at the Home Agents --------------------------------------------------------
 
-    def control(self, node: str, path: str) -> Any:
-        code = (
-            "import json, sys; from mobileip.agents.client import fetch_json; "
-            "print(json.dumps(fetch_json(('127.0.0.1', 8434), sys.argv[1])))"
-        )
-        return json.loads(self.run(node, [self.python, "-c", code, path]))
+    def control(self, node: str, path: str, timeout: float = 10.0) -> Any:
+        try:
+            return netns_get_json(self.ns(node), ("127.0.0.1", 8434), path, timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            raise LabError(f"{node}: GET {path}: {exc}") from None
+
+    def binding_count(self, node: str) -> int:
+        """Bindings in ``node``'s table (its redundancy status: no list of every binding)."""
+        return int(self.control(node, "/api/v1/redundancy").get("bindings", 0))
 
     def bindings(self, node: str) -> int:
         rows = self.control(node, "/api/v1/bindings")
@@ -385,6 +557,15 @@ class NetnsLab:
                 if self.control(node, "/api/v1/dataplane").get("active"):
                     return node
         return None
+
+    def actives(self) -> list[str]:
+        """Every member whose data plane says active (more than one: a split brain)."""
+        out = []
+        for node in self.priorities:
+            with contextlib.suppress(LabError, ValueError):
+                if self.control(node, "/api/v1/dataplane").get("active"):
+                    out.append(node)
+        return out
 
     # --- traffic -----------------------------------------------------------------------------
 
@@ -418,51 +599,167 @@ class NetnsLab:
 
     # --- the run -----------------------------------------------------------------------------
 
-    def scenario(self, roam: bool = True, capture: str | Path | None = None) -> dict[str, Any]:
-        """Build, start, measure the failover (and roam, return home); the report.
-
-        ``capture``: a pcap file for everything on the first foreign link (bridge ``br-f1``)."""
+    def start_group(self, capture: str | Path | None = None) -> str:
+        """Build the lab, start the Home Agents (and the foreign agents); the first active."""
         self.build()
         if capture is not None:
             argv = ["tshark", "-q", "-i", "br-f1", "-w", str(capture)]
             self.spawn("hub", argv, "capture").wait_for("Capturing on", 20)
-        has = self.start_daemon
-        for node in HA_PRIORITIES:
-            has(node, "homeagent", self.ha_config(node)).wait_for("dataplane.started", 20)
-        for node in ("fa1", "fa2"):
-            has(node, "foreignagent", self.fa_config(node)).wait_for("foreignagent.started", 20)
+        for node in self.priorities:
+            self.start_daemon(node, "homeagent", self.ha_config(node)).wait_for(
+                "dataplane.started", 20
+            )
+        if self.real_mn:
+            for node in ("fa1", "fa2"):
+                self.start_daemon(node, "foreignagent", self.fa_config(node)).wait_for(
+                    "foreignagent.started", 20
+                )
         deadline = time.monotonic() + 15
         first = None
         while first is None:
-            first = self.active(list(HA_PRIORITIES))
+            first = self.active(list(self.priorities))
             if time.monotonic() > deadline:
                 raise LabError("no Home Agent became active")
             time.sleep(0.2)
-        mn = has("mn", "mobilenode", self.mn_config())
-        mn.wait_for(r"mn\.registered care_of_address=10\.2\.0\.1", 20)
-        self._wait(lambda: self.control(first, "/api/v1/dataplane")["tunnels"] == 1, 10,
-                   "the active Home Agent never tunnelled")  # fmt: skip
-        warm = self.reachable("warm-up")
-        if not warm["received"]:
-            raise LabError(f"the mobile node does not answer through the tunnel: {warm}")
-        others = [n for n in HA_PRIORITIES if n != first]
-        self._wait(lambda: all(self.bindings(n) == 1 for n in others), 10,
-                   "the standbys never got the binding")  # fmt: skip
-        before = self.bindings(first)
+        return first
 
-        flows = self.traffic("failover")
-        time.sleep(2.0)
-        killed_at = time.time()
-        self.procs[first].popen.send_signal(signal.SIGKILL)
-        self.procs[first].popen.wait(5)
+    def register_simulated(
+        self, n: int | None = None, rate: float | None = None, window: int = 256
+    ) -> dict[str, Any]:
+        """Register the simulated mobile nodes through the virtual address (from ``sim``)."""
+        n = self.simulated if n is None else n
+        argv = [self.python, "-m", "mobileip.tools.simnodes", "register", "--ha", VIRTUAL,
+                "-n", str(n), "--spi", str(SPI), "--key", KEY, "--home-agent", VIRTUAL,
+                "--window", str(window)]  # fmt: skip
+        if rate:
+            argv += ["--rate", str(rate)]
+        res = subprocess.run(
+            ["ip", "netns", "exec", self.ns("sim"), *argv],
+            capture_output=True,
+            text=True,
+            timeout=600 + n / 500,
+        )
+        lines = res.stdout.strip().splitlines()
+        if not lines:
+            raise LabError(f"sim: registration printed nothing: {res.stderr.strip()[-400:]}")
+        return dict(json.loads(lines[-1]))
+
+    def install_timeout(self, bindings: int) -> float:
+        return 15.0 + INSTALL_BUDGET_S * bindings
+
+    def wait_tunnels(self, node: str, n: int, timeout: float, what: str) -> float:
+        """Seconds until ``node``'s data plane has ``n`` tunnels installed."""
+        since = time.monotonic()
+        self._wait(lambda: self.control(node, "/api/v1/dataplane")["tunnels"] >= n, timeout,
+                   what, poll=0.25)  # fmt: skip
+        return time.monotonic() - since
+
+    def start_sample(self) -> tuple[Proc, Proc, Path]:
+        """The UDP streams to the sampled simulated nodes and the sink that times them."""
+        homes = self.work / "sample-homes"
+        homes.write_text("\n".join(self.sample) + "\n")
+        stop = self.work / "stop-sample"
+        common = ["--homes-file", str(homes), "--interval", str(self.sample_interval),
+                  "--until-file", str(stop)]  # fmt: skip
+        mod = [self.python, "-m", "mobileip.tools.simnodes"]
+        sink = self.spawn("sim", [*mod, "sink", *common, "--mark-file", str(self.mark_file)],
+                          "sample-sink")  # fmt: skip
+        sink.wait_for("ready", 10)
+        send = self.spawn("cn", [*mod, "send", *common], "sample-send")
+        send.wait_for("ready", 10)
+        return sink, send, stop
+
+    def sample_status(self, sink: Proc) -> dict[str, Any]:
+        for _at, text in reversed(sink.lines):
+            if text.startswith('{"t"'):
+                return dict(json.loads(text))
+        return {}
+
+    def finish_sample(self, flows: tuple[Proc, Proc, Path]) -> dict[str, Any]:
+        sink, _send, stop = flows
+        stop.touch()
+        final: dict[str, Any] = json.loads(sink.wait_for(r'^\{"final"', 30))
+        per_node = final["per_node"]
+        summary = simnodes.summarize(per_node)
+        summary["interval_ms"] = round(self.sample_interval * 1000, 1)
+        summary["packets"] = sum(final["counts"].values())
+        summary["per_node"] = {
+            h: {
+                "outage_ms": None if v.get("outage_s") is None else round(v["outage_s"] * 1e3, 1),
+                "recovered_after_kill_ms": (
+                    None if v.get("recovered_s") is None else round(v["recovered_s"] * 1e3, 1)
+                ),
+            }
+            for h, v in per_node.items()
+        }
+        return summary
+
+    def kill(self, node: str) -> float:
+        """SIGKILL ``node``'s daemon; the kill time (monotonic), also written to the mark file."""
+        proc = self.procs[node].popen
+        killed = time.monotonic()
+        proc.send_signal(signal.SIGKILL)
+        self.mark_file.write_text(f"{killed:.6f}\n")
+        proc.wait(5)
+        return killed
+
+    def wait_new_active(self, others: Sequence[str], timeout: float = 15.0) -> str | None:
         new_active = None
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + timeout
         while new_active is None and time.monotonic() < deadline:
             new_active = self.active(others)
             time.sleep(0.05)
-        time.sleep(3.0)
+        return new_active
+
+    def wait_recovered(self, sink: Proc, timeout: float) -> None:
+        """Until every sampled node's packets reach its care-of address again (or timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sample_status(sink).get("recovered", -1) >= len(self.sample):
+                return
+            time.sleep(0.25)
+
+    # --- the run -----------------------------------------------------------------------------
+
+    def scenario(self, roam: bool = True, capture: str | Path | None = None) -> dict[str, Any]:
+        """Build, start, measure the failover (and roam, return home); the report.
+
+        ``capture``: a pcap file for everything on the first foreign link (bridge ``br-f1``)."""
+        first = self.start_group(capture)
+        total = self.simulated + 1
+        registration: dict[str, Any] | None = None
+        if self.simulated:
+            registration = self.register_simulated()
+        registered_at = time.monotonic()
+        mn = self.start_daemon("mn", "mobilenode", self.mn_config())
+        mn.wait_for(r"mn\.registered care_of_address=10\.2\.0\.1", 20)
+        self.wait_tunnels(
+            first, total, self.install_timeout(total), "the active Home Agent never tunnelled"
+        )
+        active_install_s = time.monotonic() - registered_at
+        warm = self.reachable("warm-up")
+        if not warm["received"]:
+            raise LabError(f"the mobile node does not answer through the tunnel: {warm}")
+        others = [n for n in self.priorities if n != first]
+        self._wait(lambda: all(self.binding_count(n) == total for n in others), 10 + total / 1000,
+                   "the standbys never got the bindings")  # fmt: skip
+        before = self.binding_count(first)
+
+        flows = self.traffic("failover")
+        sample = self.start_sample() if self.simulated else None
+        time.sleep(2.0)
+        active_before = self.actives()
+        killed_at = time.time()
+        killed_mono = self.kill(first)
+        new_active = self.wait_new_active(others)
+        if sample is not None and new_active:
+            self.wait_recovered(sample[0], self.install_timeout(total))
+            # and the real mobile node (its tunnel may come last): its ping must see the end
+            with contextlib.suppress(LabError):
+                self.wait_tunnels(new_active, total, self.install_timeout(total), "")
+        time.sleep(max(0.0, killed_mono + 3.5 - time.monotonic()))
         ping, sent, recv = self.finish(flows)
-        after = self.bindings(new_active) if new_active else 0
+        after = self.binding_count(new_active) if new_active else 0
         counters: dict[str, int] = {}
         if new_active:
             counters = self.control(new_active, "/api/v1/dataplane")["backend"]["counters"]
@@ -483,7 +780,17 @@ class NetnsLab:
             "new_active_counters": counters,
             "advert_interval": self.advert_interval,
             "traffic_interval": self.interval,
+            "mobile_nodes": total,
+            "active_before_kill": active_before,
         }
+        if sample is not None:
+            report["registration"] = registration
+            report["active_install_s"] = round(active_install_s, 2)
+            report["sample"] = self.finish_sample(sample)
+            if new_active:
+                report["new_active_last_takeover_ms"] = self.control(
+                    new_active, "/api/v1/dataplane"
+                ).get("last_takeover_ms")
         if roam and new_active:
             since = time.monotonic()
             self.move("mn", "f2")
@@ -497,7 +804,7 @@ class NetnsLab:
             self.move("mn", "home")
             mn.wait_for(r"mn\.deregistered code=0", 20, since)
             self._wait(
-                lambda: self.control(new_active, "/api/v1/dataplane")["tunnels"] == 0,
+                lambda: self.control(new_active, "/api/v1/dataplane")["tunnels"] == self.simulated,
                 10,
                 "the Home Agent kept tunnelling after the return home",
             )
@@ -515,7 +822,9 @@ class NetnsLab:
                 cap.wait(10)
         return report
 
-    def _wait(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+    def _wait(
+        self, check: Callable[[], bool], timeout: float, what: str, poll: float = 0.1
+    ) -> None:
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(LabError, KeyError, ValueError):
@@ -523,7 +832,7 @@ class NetnsLab:
                     return
             if time.monotonic() > deadline:
                 raise LabError(what)
-            time.sleep(0.1)
+            time.sleep(poll)
 
     def teardown(self) -> None:
         for proc in self.procs.values():
@@ -560,6 +869,16 @@ def _verdict(r: dict[str, Any], roam: bool) -> tuple[bool, str]:
         problems.append("bindings lost")
     if r["outage_ms"] is not None and r["ping"]["received"] == 0:
         problems.append("no traffic reached the mobile node")
+    sample = r.get("sample")
+    if sample is not None:
+        if sample["recovered"] < sample["sampled"]:
+            problems.append(
+                f"{sample['sampled'] - sample['recovered']} of {sample['sampled']} sampled "
+                "mobile nodes never recovered"
+            )
+        reg = r.get("registration") or {}
+        if reg.get("accepted") != r["mobile_nodes"] - 1:
+            problems.append(f"registration: {reg.get('accepted')} of {r['mobile_nodes'] - 1}")
     if roam and r.get("new_active"):
         if not r.get("roam", {}).get("received"):
             problems.append("traffic did not follow the roam")
