@@ -10,6 +10,8 @@ The requester (:class:`BulkReceiver`) accepts chunks only in order, applies them
 (records for homes it holds nothing of are stored in bulk, the others merged: see
 :func:`mobileip.sync.records.apply_chunk`), and is done when the chunk flagged ``final`` arrives
 in order.
+
+The protocol logic that drives them (both sides) is :mod:`mobileip.sync.download`.
 """
 
 from __future__ import annotations
