@@ -147,11 +147,13 @@ def test_userspace_tunnels_proxy_arp_reverse_tunnel_and_withdrawal(
     # 1. IP-in-IP: register, then the correspondent pings the home address
     register(seg, far, FAR)
     data = wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1)
-    assert data["active"] and data["homes"] == [HOME]
-    proxies = seg.run(ha, ["ip", "neigh", "show", "proxy"]).stdout
-    assert HOME in proxies
-    routes = seg.run(ha, ["ip", "route", "show", HOME]).stdout
-    assert "mip0" in routes
+    assert data["active"] and data["homes"] == [HOME] and data["rule_installed"]
+    assert data["installed"] == data["desired"] == 1 and data["pending"] == 0
+    assert not seg.run(ha, ["ip", "neigh", "show", "proxy"]).stdout.strip()  # no per-binding
+    routes = seg.run(ha, ["ip", "route", "show", "table", "100"]).stdout
+    assert f"{HOME} dev mip0" in routes
+    assert "lookup 100" in seg.run(ha, ["ip", "rule"]).stdout
+    assert "dev mip0" in seg.run(ha, ["ip", "route", "get", HOME]).stdout
     ping(seg, cn)
     # 2. GRE, 3. minimal encapsulation: re-register with the G, then the M flag
     register(seg, far, FAR, flags=0x08)
@@ -174,27 +176,32 @@ def test_userspace_tunnels_proxy_arp_reverse_tunnel_and_withdrawal(
     assert counters.get("encap-minimal", 0) >= 2, counters
     assert counters.get("decap-ipip") == 1, counters
 
-    # 5. standby withdraws routes and proxy entries; active again re-announces
+    # 5. a standby keeps its routes (hot) but drops the rule; active again re-announces
     post = (
         "import sys, json; from mobileip.agents.client import post_json; "
         "print(json.dumps(post_json(('127.0.0.1', 8434), '/api/v1/role', {'role': sys.argv[1]})))"
     )
     assert seg.run(ha, [PY, "-c", post, "standby"]).returncode == 0
-    wait_dataplane(seg, ha, lambda d: d["tunnels"] == 0 and not d["active"])
-    assert HOME not in seg.run(ha, ["ip", "neigh", "show", "proxy"]).stdout
-    assert "mip0" not in seg.run(ha, ["ip", "route", "show", HOME]).stdout
+    wait_dataplane(seg, ha, lambda d: not d["active"] and not d["rule_installed"])
+    assert f"{HOME} dev mip0" in seg.run(ha, ["ip", "route", "show", "table", "100"]).stdout
+    assert "lookup 100" not in seg.run(ha, ["ip", "rule"]).stdout
+    assert "mip0" not in seg.run(ha, ["ip", "route", "get", HOME]).stdout
     assert seg.run(ha, [PY, "-c", post, "active"]).returncode == 0
-    data = wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1 and d["active"])
+    data = wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1 and d["rule_installed"])
     assert data["takeovers"] == 1 and data["last_takeover_ms"] is not None
     time.sleep(0.3 * 2 + 0.2)  # let both paced re-announcement rounds go out (garp_interval)
 
     # 6. the mobile node returns home: deregister all (CoA = home address), proxying stops
     register(seg, far, HOME, lifetime=0)
     wait_dataplane(seg, ha, lambda d: d["tunnels"] == 0)
-    assert HOME not in seg.run(ha, ["ip", "neigh", "show", "proxy"]).stdout
+    assert HOME not in seg.run(ha, ["ip", "route", "show", "table", "100"]).stdout
     time.sleep(0.5)
     daemon.stop()
     cap.stop()
+    # a clean stop leaves nothing: no rule, no routes in table 100, sysctls as they were
+    assert "lookup 100" not in seg.run(ha, ["ip", "rule"]).stdout
+    assert not seg.run(ha, ["ip", "route", "show", "table", "100"]).stdout.strip()
+    assert seg.run(ha, ["sysctl", "-n", f"net.ipv4.conf.{ha.ifname}.proxy_arp"]).stdout == "0\n"
 
     # what went over the wire
     tunnels = tshark_fields(

@@ -65,7 +65,7 @@ def build_home_agent(
         attach_dynamic_ha(daemon, config.dynamic_ha)
     dataplane = None
     if config.dataplane is not None:
-        dataplane = DataPlaneService(daemon, config.dataplane, roles)
+        dataplane = DataPlaneService(daemon, config.dataplane, roles, redundancy)
     from mobileip.web.admin import AdminService
     from mobileip.web.metrics import MetricsService
     from mobileip.web.status_page import StatusPage

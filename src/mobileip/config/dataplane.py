@@ -1,6 +1,10 @@
 """``[dataplane]``: tunnelling to care-of addresses and proxy/gratuitous ARP (optional).
 
-Not allowed with ``[[group]]``: one dataplane serves every group.
+Not allowed with ``[[group]]``: one dataplane serves every group. Hot standby (docs/dataplane.md):
+every member keeps a route per away home address in routing ``table``; the active member adds
+``ip rule pref rule_priority lookup table``. ``virtual_mac``: the VRRP virtual MAC on a macvlan
+(``vmac_interface``, default ``vrrp.<[vrrp] vrid>``; with keepalived's ``use_vmac``, keepalived's
+interface name) answers for the home link.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ class DataplaneConfig:
     garp_interval: float = 1.0
     garp_batch: int = 64
     advertisement_interval: float = 0.0  # home agent advertisements on home_interface (0: off)
+    table: int = 100  # routing table of the per-binding routes (every member)
+    rule_priority: int = 1000  # preference of the one `ip rule ... lookup table` (active only)
+    batch: int = 500  # route messages per event-loop turn
+    virtual_mac: bool = False  # answer for the home link from the VRRP virtual MAC (macvlan)
+    vmac_interface: str | None = None  # default vrrp.<vrid>; keepalived use_vmac: its name
 
 
 def parse_dataplane(t: Table) -> DataplaneConfig:
@@ -35,8 +44,19 @@ def parse_dataplane(t: Table) -> DataplaneConfig:
         garp_interval=t.number("garp_interval", 1.0, 0.01, 60.0),
         garp_batch=t.integer("garp_batch", 64, 1, 10_000) or 64,
         advertisement_interval=t.number("advertisement_interval", 0.0, 0.0, 600.0),
+        table=t.integer("table", 100, 1, 0x7FFFFFFF) or 100,
+        rule_priority=t.integer("rule_priority", 1000, 1, 32765) or 1000,
+        batch=t.integer("batch", 500, 1, 100_000) or 500,
+        virtual_mac=t.boolean("virtual_mac", False),
+        vmac_interface=t.string("vmac_interface"),
     )
     if len(cfg.tun_name) > 15:
         raise t.error("tun_name", "interface names are at most 15 characters")
+    if cfg.table in (253, 254, 255):
+        raise t.error("table", "253-255 are the kernel's default, main and local tables")
+    if cfg.vmac_interface is not None and len(cfg.vmac_interface) > 15:
+        raise t.error("vmac_interface", "interface names are at most 15 characters")
+    if cfg.virtual_mac and not cfg.home_interface:
+        raise t.error("virtual_mac", "needs home_interface (the macvlan's base)")
     t.finish()
     return cfg

@@ -1,17 +1,28 @@
-"""The data plane in the Home Agent daemon: tunnels and ARP duties that follow the binding table.
+"""The data plane in the Home Agent daemon: a hot standby whose takeover is one ``ip rule``.
 
-:class:`DataPlaneService` is level-triggered: whenever the table may have changed (the core's
-events for local registrations and expiries; a change of the table's digest for records the sync
-engine applied from a peer, looked at every :data:`POLL_INTERVAL`; a role change) one worker
-compares what is installed with :func:`~mobileip.dataplane.tunnels.desired_tunnels` and fixes the
-difference. Only the *active* member installs anything: a standby's desired state is empty, so
-on losing mastership it withdraws every route and proxy ARP entry. The TUN device and raw sockets
-are opened at start on every member, so a takeover only adds routes and proxy entries, then
-re-announces every bound home address with paced gratuitous ARP (``garp_rounds`` rounds,
-``garp_interval`` apart). ``GET /api/v1/dataplane`` shows it.
+Every member, active or not, keeps one route per away home address in routing table ``T``
+(``[dataplane] table``), built by the backend (:meth:`TunnelBackend.add_messages`) and applied
+through one long-lived :class:`~mobileip.net.rtnl.RtnlSocket` in batches of ``batch`` messages,
+one batch per event-loop turn. What changed is tracked by home address, never by rebuilding the
+desired state of the whole table: the core's events (local registrations, deregistrations,
+expiries) and the sync engine's ``RecordsApplied`` (peers' updates, bulk downloads, tombstones)
+mark homes *dirty*; the worker looks each one up in the table, compares the backend's route key
+with what is installed and sends only the difference. A full reconcile (every home in the table
+plus every route of ours found in ``T``) runs at start, so a restart neither duplicates nor
+leaks, and after lost netlink error reports.
 
-The role comes from the role service when there is one (``[vrrp]``): its driver's
-callbacks tell us; without one this Home Agent is always active. :meth:`set_active` is public for
+Becoming active is O(1): one ``ip rule pref P lookup T`` (``rule_priority``), the virtual-MAC
+macvlan up and one gratuitous ARP from it; losing mastership deletes the rule and downs the
+macvlan. Without the rule a standby neither forwards for home addresses (they route by the main
+table, onto the home link) nor answers ARP for them: proxy ARP is the ``proxy_arp`` sysctl on
+the answering interface, which answers only for targets routed elsewhere (:mod:`.arp`). A clean
+stop deletes the rule, flushes ``T`` of our routes (protocol 77), removes the macvlan it made
+and restores the sysctls it changed. ``GET /api/v1/dataplane`` shows it (``installed``,
+``desired``, ``pending``, ``active``, ``rule_installed``, ``last_takeover_ms``, install cost).
+
+A *legacy* backend (one whose ``add_messages`` returns None) is driven as before: installed one
+binding at a time, only while active. The role comes from the role service when there is one
+(``[vrrp]``); without one this Home Agent is always active. :meth:`set_active` is public for
 tests and embedders.
 """
 
@@ -22,9 +33,9 @@ import contextlib
 import math
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -33,6 +44,7 @@ from mobileip.core.homeagent import BindingChanged, BindingsExpired, Event
 from mobileip.daemon.ports import EventHost
 from mobileip.daemon.roles import RoleService
 from mobileip.dataplane.arp import ArpDuties
+from mobileip.dataplane.backend import spec_for
 from mobileip.dataplane.tunnels import (
     BackendError,
     NoBackend,
@@ -43,6 +55,8 @@ from mobileip.dataplane.tunnels import (
     kernel_supports_tunnels,
     make_backend,
 )
+from mobileip.net import rtnl as nl
+from mobileip.net import vmac as vm
 from mobileip.wire.agent_adv import (
     ALL_SYSTEMS,
     CODE_MOBILITY_ONLY,
@@ -53,38 +67,81 @@ from mobileip.wire.agent_adv import (
     AgentAdvertisement,
 )
 
-POLL_INTERVAL = 0.05
+RETRY_INTERVAL = 1.0  # seconds before homes whose route failed are tried again
+VMAC_WATCH_INTERVAL = 1.0  # keepalived's macvlan: how often we look for it (re)appearing
+_MISSING = object()
+
+
+class _SyncSource(Protocol):
+    """What we read of the redundancy service: its engine, once started."""
+
+    @property
+    def engine(self) -> Any: ...
 
 
 class DataPlaneService:
     def __init__(
-        self, daemon: EventHost, cfg: DataplaneConfig, roles: RoleService | None = None
+        self,
+        daemon: EventHost,
+        cfg: DataplaneConfig,
+        roles: RoleService | None = None,
+        sync: _SyncSource | None = None,
     ) -> None:
         self.daemon = daemon
         self.cfg = cfg
+        self.sync = sync
         vrrp = daemon.config.vrrp
+        self.vrrp = vrrp
         virtual = vrrp.virtual_address.ip if vrrp and vrrp.virtual_address else None
+        self.virtual = virtual
         self.source: IPv4Address = cfg.tunnel_source or virtual or daemon.config.homeagent.address
         self.own = frozenset(
             a for a in (self.source, daemon.config.homeagent.address, virtual) if a
         )
         self.backend: TunnelBackend = NoBackend(self._log)
+        self.legacy = False
+        self.sysctls = vm.Sysctls()
+        self.vmac: vm.Vmac | None = None
+        # keepalived (use_vmac) creates its macvlan and drives its link; we only adopt it
+        self.vmac_external = bool(vrrp and vrrp.driver == "keepalived")
+        self.vmac_name: str | None = None
+        if cfg.virtual_mac:
+            vrid = vrrp.vrid if vrrp else None
+            self.vmac_name = cfg.vmac_interface or (vm.default_name(vrid) if vrid else None)
+            if self.vmac_name is None:
+                raise ValueError("[dataplane] virtual_mac needs [vrrp] vrid or vmac_interface")
+        answer = self.vmac_name or cfg.home_interface
         self.arp = (
-            ArpDuties(cfg.home_interface, self._log, cfg.garp_batch)
-            if (cfg.home_interface)
-            else None
+            ArpDuties(answer, self._log, cfg.garp_batch, sysctls=self.sysctls) if answer else None
         )
+        self._arp_ready = False
         self.active = roles is None or _role_name(roles.driver.role) == "active"
-        self.installed: dict[IPv4Address, TunnelSpec] = {}
+        self.rtnl: nl.RtnlSocket | None = None
+        self.installed: dict[int, Hashable] = {}  # home -> route key, what is in table T
+        self._dirty: set[int] = set()
+        self._failed: set[int] = set()
+        self._at_home: set[int] = set()  # live records with no binding away from home
+        self._legacy_specs: dict[IPv4Address, TunnelSpec] = {}
+        self.rule_installed = False
         self.takeovers = 0
         self.advertisements = 0
         self.advertisement_errors = 0
         self.last_takeover_ms: float | None = None
+        self.install_seconds = 0.0  # time spent building and applying route batches
+        self.routes_added = 0
+        self.routes_removed = 0
+        self.batches = 0
+        self.longest_batch_ms = 0.0
+        self.full_reconciles = 0
+        self.route_errors = 0
+        self.sync_tapped = False
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._announce: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
         self._digest: tuple[int, ...] = ()
         self._takeover_at: float | None = None
+        self._started = False
         daemon.subscribers.append(self._on_events)
         daemon.startup_hooks.append(self._start)
         daemon.shutdown_hooks.append(self._stop)
@@ -99,7 +156,8 @@ class DataPlaneService:
 
     async def _start(self) -> None:
         daemon = self.daemon
-        name = self.cfg.backend
+        cfg = self.cfg
+        name = cfg.backend
         if name == "auto":
             ok, why = await kernel_supports_tunnels()
             name = "kernel" if ok else "userspace"
@@ -107,24 +165,54 @@ class DataPlaneService:
         self.backend = make_backend(
             name,
             self._log,
-            self.cfg.tun_name,
+            cfg.tun_name,
             self.source,
             self.own,
-            home_interface=self.cfg.home_interface,
+            home_interface=cfg.home_interface,
         )
+        self.legacy = type(self.backend).add_messages is TunnelBackend.add_messages
         try:
+            if name != "none":
+                self.sysctls.set("net/ipv4/ip_forward", self._read("net/ipv4/ip_forward"))
             await self.backend.start()
-            if self.arp is not None:
+            self.rtnl = nl.RtnlSocket()
+            if self.vmac_name is not None:
+                self._adopt_vmac()
+            if self.arp is not None and (self.vmac_name is None or self.vmac is not None):
                 await self.arp.start()
-        except BackendError as exc:
+                self._arp_ready = True
+        except (BackendError, vm.VmacError, OSError) as exc:
             daemon.log.error("dataplane.failed", backend=name, error=str(exc))
+            await self._teardown()
             raise OSError(str(exc)) from None
         self._wake = asyncio.Event()
-        self._tasks = [asyncio.create_task(self._worker()), asyncio.create_task(self._poll())]
-        if self.cfg.advertisement_interval > 0 and self.cfg.home_interface:
-            self._tasks.append(asyncio.create_task(self._advertiser(self.cfg.home_interface)))
+        if not self.legacy:
+            self._reconcile_start()
+        self._tap_sync()
+        self._started = True
+        self._switch(self.active, "start")
+        self._tasks = [asyncio.create_task(self._worker())]
+        if not self.legacy and not self.sync_tapped and self.sync is not None:
+            self._tasks.append(asyncio.create_task(self._poll()))
+        if self.vmac_name is not None and self.vmac_external:
+            self._tasks.append(asyncio.create_task(self._watch_vmac()))
+        if cfg.advertisement_interval > 0 and cfg.home_interface:
+            self._tasks.append(asyncio.create_task(self._advertiser()))
         self._wake.set()
-        self._log("dataplane.started", backend=name, active=self.active, source=self.source)
+        self._log(
+            "dataplane.started",
+            backend=name,
+            active=self.active,
+            source=self.source,
+            table=cfg.table,
+            vmac=self.vmac_name or "-",
+            routes_found=len(self.installed),
+        )
+
+    @staticmethod
+    def _read(path: str) -> str:
+        with open(f"/proc/sys/{path}", encoding="ascii") as f:
+            return f.read().strip()
 
     async def _stop(self) -> None:
         for task in [*self._tasks, self._announce]:
@@ -134,22 +222,152 @@ class DataPlaneService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        for home in list(self.installed):
-            await self._uninstall(home)
-        await self.backend.stop()
+        if self._retry is not None:
+            self._retry.cancel()
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        """Nothing left installed: the rule, our routes in T, the macvlan we made, sysctls."""
+        self._started = False
+        sock = self.rtnl
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.apply([nl.rule_del(self.cfg.rule_priority, self.cfg.table)])
+            self.rule_installed = False
+        if self.legacy:
+            for home in list(self._legacy_specs):
+                self._legacy_specs.pop(home, None)
+                with contextlib.suppress(Exception):
+                    await self.backend.remove(home)
+        if sock is not None and not self.legacy:
+            with contextlib.suppress(OSError, InterruptedError):
+                routes = sock.dump_routes(self.cfg.table)
+                dels = [nl.route_del(r.dst, r.prefixlen, table=self.cfg.table) for r in routes]
+                await sock.apply_paced(dels, self.cfg.batch)
+            self.installed.clear()
+        with contextlib.suppress(Exception):
+            await self.backend.stop()
+        if self.vmac is not None:
+            v, self.vmac = self.vmac, None
+            try:
+                if not self.vmac_external:
+                    vm.set_up(v, False, sock=sock)
+                created = v.created
+                vm.release(v, sock=sock)
+                if created:  # its sysctls went with it
+                    self.sysctls.forget_prefix(f"net/ipv4/conf/{v.name}/")
+                    self.sysctls.forget_prefix(f"net/ipv4/neigh/{v.name}/")
+            except (vm.VmacError, OSError) as exc:
+                self.daemon.log.error("dataplane.vmac_release_failed", error=str(exc))
+        for path in self.sysctls.restore():
+            self.daemon.log.warning("dataplane.sysctl_not_restored", path=path)
+        if sock is not None:
+            sock.close()
+            self.rtnl = None
+
+    # --- the virtual MAC ---------------------------------------------------------------------
+
+    def _adopt_vmac(self) -> bool:
+        """Make (native, static) or adopt (keepalived) the macvlan; True once it is there."""
+        assert self.vmac_name is not None and self.cfg.home_interface is not None
+        vrid = self.vrrp.vrid if self.vrrp else None
+        try:
+            self.vmac = vm.ensure(
+                self.cfg.home_interface,
+                vrid,
+                self.vmac_name,
+                sock=self.rtnl,
+                create=not self.vmac_external,
+            )
+        except vm.VmacError:
+            if self.vmac_external:
+                self._log("dataplane.vmac_waiting", interface=self.vmac_name)
+                return False
+            raise
+        self._log(
+            "dataplane.vmac",
+            interface=self.vmac.name,
+            mac=vm.mac_text(self.vmac.mac),
+            created=self.vmac.created,
+        )
+        return True
+
+    async def _watch_vmac(self) -> None:
+        """keepalived makes its macvlan when it starts (and again after a restart): adopt it,
+        then turn proxy ARP on there."""
+        while True:
+            await asyncio.sleep(VMAC_WATCH_INTERVAL)
+            name = self.vmac_name
+            assert name is not None
+            present = vm.exists(name)
+            if self.vmac is not None and present:
+                with contextlib.suppress(OSError):
+                    if socket.if_nametoindex(name) == self.vmac.index:
+                        continue
+            if not present:
+                if self.vmac is not None:
+                    self._log("dataplane.vmac_gone", interface=name)
+                    self.vmac = None
+                    self._arp_ready = False
+                continue
+            try:
+                if self._adopt_vmac() and self.arp is not None:
+                    await self.arp.start()
+                    self._arp_ready = True
+            except (BackendError, vm.VmacError, OSError) as exc:
+                self.daemon.log.error("dataplane.vmac_failed", error=str(exc))
 
     # --- inputs ----------------------------------------------------------------------------
 
     def _on_events(self, events: Sequence[Event], now: float) -> None:
-        changed = False
+        dirty = self._dirty
+        n = len(dirty)
         for e in events:
             if isinstance(e, BindingChanged | BindingsExpired):
-                changed = True
+                dirty.add(e.record.home_address)
                 if not e.record.bindings and isinstance(self.backend, UserspaceBackend):
                     # gone home or expired: stop tunnelling before the reply is even sent
                     self.backend.forget(IPv4Address(e.record.home_address))
-        if changed:
+        if len(dirty) != n or self.legacy:
             self.wake()
+
+    def note_homes(self, homes: Iterable[int]) -> None:
+        """Home addresses whose records changed (the sync engine's ``RecordsApplied``)."""
+        n = len(self._dirty)
+        self._dirty.update(homes)
+        if len(self._dirty) != n or self.legacy:
+            self.wake()
+
+    def _tap_sync(self) -> None:
+        """Learn the homes of records applied from peers: the sync engine reports them as
+        ``RecordsApplied`` events, which the redundancy service drains through
+        ``engine.events()``; we see each batch as it is drained."""
+        engine = getattr(self.sync, "engine", None) if self.sync is not None else None
+        if engine is None or not hasattr(engine, "events"):
+            return
+        drain = engine.events
+
+        def events() -> list[Any]:
+            evs: list[Any] = drain()
+            for ev in evs:
+                # mobileip.sync.context.RecordsApplied (the data plane may not import sync)
+                if type(ev).__name__ == "RecordsApplied":
+                    self.note_homes(ev.homes)
+            return evs
+
+        engine.events = events
+        self.sync_tapped = True
+
+    async def _poll(self) -> None:
+        """Without the engine's events: a change of the table's digest means a full reconcile
+        (only when the tap could not be set up)."""
+        table = self.daemon.core.table
+        while True:
+            await asyncio.sleep(0.05)
+            digest = table.digest()
+            if digest != self._digest:
+                self._digest = digest
+                self.full_reconcile()
 
     def _on_role(self, role: object, reason: str) -> None:
         self.set_active(_role_name(role) == "active", reason)
@@ -161,25 +379,94 @@ class DataPlaneService:
         self._log("dataplane.role", active=active, reason=reason)
         if active:
             self.takeovers += 1
-            self._takeover_at = time.monotonic()
+        if self._started:
+            self._switch(active, reason)
         self.wake()
 
     def wake(self) -> None:
         if self._wake is not None:
             self._wake.set()
 
-    async def _poll(self) -> None:
-        """Records the sync engine applied do not pass through the core's events: watch the
-        table's digest."""
-        table = self.daemon.core.table
-        while True:
-            await asyncio.sleep(POLL_INTERVAL)
-            digest = table.digest()
-            if digest != self._digest:
-                self._digest = digest
-                self.wake()
+    # --- activation: O(1) ------------------------------------------------------------------
+
+    def _switch(self, active: bool, reason: str) -> None:
+        """The rule, the macvlan's link, one gratuitous ARP: nothing per binding."""
+        started = time.monotonic()
+        if self.legacy:
+            if active:
+                self._takeover_at = started  # the worker installs, then measures
+            return
+        sock = self.rtnl
+        assert sock is not None
+        cfg = self.cfg
+        if active:
+            failures = sock.apply([nl.rule_add(cfg.rule_priority, cfg.table)])
+        else:
+            failures = sock.apply([nl.rule_del(cfg.rule_priority, cfg.table)])
+            if self._announce is not None:
+                self._announce.cancel()
+                self._announce = None
+        for f in failures:
+            self.daemon.log.error("dataplane.rule_failed", active=active, error=str(f))
+        self.rule_installed = active and not failures
+        v = self.vmac
+        if v is not None and not self.vmac_external:
+            try:
+                vm.set_up(v, active, sock=sock)
+            except vm.VmacError as exc:
+                self.daemon.log.error("dataplane.vmac_link_failed", error=str(exc))
+        if active and v is not None and self.virtual is not None:
+            with contextlib.suppress(OSError):  # the link may still be coming up
+                vm.announce(v, self.virtual)
+        if not active:
+            return
+        self.last_takeover_ms = round((time.monotonic() - started) * 1000, 3)
+        self._log(
+            "dataplane.takeover",
+            ms=self.last_takeover_ms,
+            installed=len(self.installed),
+            pending=len(self._dirty),
+            reason=reason,
+        )
+        if self.arp is not None and self.vmac_name is None and self.cfg.garp_rounds > 0:
+            # no virtual MAC: neighbours still map home addresses to the old active's MAC
+            if self._announce is not None:
+                self._announce.cancel()
+            self._announce = asyncio.create_task(self._reannounce())
+
+    async def _reannounce(self) -> None:
+        assert self.arp is not None
+        for round_ in range(self.cfg.garp_rounds):
+            if round_:
+                await asyncio.sleep(self.cfg.garp_interval)
+            if not self.active:
+                return
+            homes = [IPv4Address(h) for h in list(self.installed)]
+            await self.arp.announce(homes, lambda: self.active)
 
     # --- reconciling -----------------------------------------------------------------------
+
+    def _reconcile_start(self) -> None:
+        """Routes of ours already in T (a restart): known, so none is duplicated or leaked."""
+        assert self.rtnl is not None
+        try:
+            for r in self.rtnl.dump_routes(self.cfg.table):
+                if r.prefixlen == 32:
+                    self.installed[int(IPv4Address(r.dst))] = self.backend.key_of_dumped(r)
+                else:
+                    self.rtnl.apply([nl.route_del(r.dst, r.prefixlen, table=self.cfg.table)])
+        except (OSError, InterruptedError) as exc:
+            self.daemon.log.warning("dataplane.dump_failed", error=str(exc))
+        # a rule of ours left by a crash: _switch re-adds it if we are active
+        self.rtnl.apply([nl.rule_del(self.cfg.rule_priority, self.cfg.table)])
+        self.full_reconcile()
+
+    def full_reconcile(self) -> None:
+        """Look at every home of the table and every route we hold (start, lost reports)."""
+        self.full_reconciles += 1
+        self._dirty.update(self.daemon.core.table.homes())
+        self._dirty.update(self.installed)
+        self.wake()
 
     async def _worker(self) -> None:
         assert self._wake is not None
@@ -187,62 +474,149 @@ class DataPlaneService:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self.reconcile()
+                if self.legacy:
+                    await self._reconcile_legacy()
+                else:
+                    await self._drain()
             except Exception as exc:  # keep the data plane alive; the next wake retries
                 self.daemon.log.error("dataplane.reconcile_failed", error=repr(exc))
 
-    async def reconcile(self) -> None:
+    async def _drain(self) -> None:
+        """Apply the dirty homes, ``batch`` route messages per event-loop turn."""
+        while self._dirty and self.rtnl is not None:
+            self._batch()
+            await asyncio.sleep(0)
+
+    def _batch(self) -> None:
+        started = time.perf_counter()
+        sock = self.rtnl
+        assert sock is not None
+        table = self.daemon.core.table
+        backend = self.backend
+        installed = self.installed
+        dirty = self._dirty
+        at_home = self._at_home
+        t = self.cfg.table
+        limit = self.cfg.batch
+        messages: list[bytes] = []
+        # (home, new key or None for a removal, spec, index of its last message + 1)
+        ops: list[tuple[int, Hashable | None, TunnelSpec | None, int]] = []
+        looked = 0
+        while dirty and len(messages) < limit and looked < 4 * limit:
+            looked += 1
+            home = dirty.pop()
+            rec = table.get(home)
+            spec = spec_for(rec)
+            old = installed.get(home, _MISSING)
+            if spec is None:
+                if rec is not None and rec.bindings:
+                    at_home.add(home)
+                else:
+                    at_home.discard(home)
+                if old is not _MISSING:
+                    messages += backend.del_messages(IPv4Address(home), t)
+                    ops.append((home, None, None, len(messages)))
+                else:
+                    backend.untrack(IPv4Address(home))
+                continue
+            at_home.discard(home)
+            key = backend.route_key(spec)
+            if old == key:
+                backend.track(spec)  # same route, maybe new care-of addresses or flags
+                continue
+            add = backend.add_messages(spec, t) or []
+            messages += add
+            ops.append((home, key, spec, len(messages)))
+        failed: dict[int, nl.Failure] = {}
+        lost = False
+        if messages:
+            for f in sock.apply(messages):
+                if f.index < 0:
+                    lost = True
+                else:
+                    failed[f.index] = f
+        first = 0
+        new: list[IPv4Address] = []
+        for home, key, spec, end in ops:
+            bad = next((failed[i] for i in range(first, end) if i in failed), None)
+            first = end
+            if bad is not None:
+                self.route_errors += 1
+                self._failed.add(home)
+                if self.route_errors <= 20 or self.route_errors % 1000 == 0:
+                    self.daemon.log.warning(
+                        "dataplane.route_failed", home=IPv4Address(home), error=str(bad)
+                    )
+                continue
+            if key is None:
+                installed.pop(home, None)
+                backend.untrack(IPv4Address(home))
+                self.routes_removed += 1
+            else:
+                assert spec is not None
+                if home not in installed:
+                    new.append(spec.home)
+                installed[home] = key
+                backend.track(spec)
+                self.routes_added += 1
+        if new and self.active and self.arp is not None and self._arp_ready:
+            # a binding created: neighbours on the home link must forget the mobile node's MAC
+            for address in new:
+                self.arp.gratuitous(address)
+        if lost:
+            self.daemon.log.warning("dataplane.reports_lost", action="full reconcile")
+            self.full_reconcile()
+        if self._failed and self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(RETRY_INTERVAL, self._retry_failed)
+        took = time.perf_counter() - started
+        self.install_seconds += took
+        self.batches += 1
+        self.longest_batch_ms = max(self.longest_batch_ms, took * 1000)
+
+    def _retry_failed(self) -> None:
+        self._retry = None
+        self.note_homes(self._failed)
+        self._failed.clear()
+
+    async def _reconcile_legacy(self) -> None:
+        """A backend without messages: install one by one, only while active (cold standby)."""
         active = self.active
         desired = desired_tunnels(self.daemon.core.table) if active else {}
-        for home in [h for h in self.installed if h not in desired]:
-            await self._uninstall(home)
+        for home in [h for h in self._legacy_specs if h not in desired]:
+            self._legacy_specs.pop(home, None)
+            await self.backend.remove(home)
         new: list[IPv4Address] = []
         for home, spec in desired.items():
-            old = self.installed.get(home)
+            old = self._legacy_specs.get(home)
             if old == spec:
                 continue
             await self.backend.install(spec)
-            self.installed[home] = spec
+            self._legacy_specs[home] = spec
             if old is None:
                 new.append(home)
-                if self.arp is not None:
-                    await self.arp.proxy(home)
-        if self.arp is not None and new:
-            # a binding created (or a takeover): neighbours must forget the mobile node's MAC
+        self.installed = {int(h): True for h in self._legacy_specs}
+        self._dirty.clear()
+        if self.arp is not None and self._arp_ready and new and active:
             await self.arp.announce(new, lambda: self.active)
         if active and self._takeover_at is not None:
             self.last_takeover_ms = round((time.monotonic() - self._takeover_at) * 1000, 1)
             self._takeover_at = None
             self._log("dataplane.takeover", tunnels=len(self.installed), ms=self.last_takeover_ms)
-            if self.arp is not None and self.cfg.garp_rounds > 1:
-                if self._announce is not None:
-                    self._announce.cancel()
-                self._announce = asyncio.create_task(self._reannounce())
 
-    async def _uninstall(self, home: IPv4Address) -> None:
-        self.installed.pop(home, None)
-        await self.backend.remove(home)
-        if self.arp is not None:
-            await self.arp.withdraw(home)
+    # --- home agent advertisements -----------------------------------------------------------
 
-    async def _reannounce(self) -> None:
-        assert self.arp is not None
-        for _ in range(self.cfg.garp_rounds - 1):
-            await asyncio.sleep(self.cfg.garp_interval)
-            if not self.active:
-                return
-            await self.arp.announce(sorted(self.arp.proxied), lambda: self.active)
-
-    async def _advertiser(self, interface: str) -> None:
+    async def _advertiser(self) -> None:
         """Home agent advertisements (H flag) on the home link while active, from the tunnel
         source (the virtual address): a mobile node that hears them knows it is home."""
+        interface = self.vmac_name or self.cfg.home_interface
+        assert interface is not None
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             interval = self.cfg.advertisement_interval
             seq = 0
+            bound = ""
             while True:
                 if self.active:
                     message = AgentAdvertisement(
@@ -254,6 +628,11 @@ class DataPlaneService:
                     )
                     seq = seq + 1 if seq < 0xFFFF else 256
                     try:
+                        if bound != interface:  # the macvlan may appear late (keepalived)
+                            sock.setsockopt(
+                                socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode()
+                            )
+                            bound = interface
                         sock.setsockopt(
                             socket.IPPROTO_IP, socket.IP_MULTICAST_IF, self.source.packed
                         )
@@ -267,21 +646,52 @@ class DataPlaneService:
 
     # --- status ----------------------------------------------------------------------------
 
+    @property
+    def pending(self) -> int:
+        """Homes not yet looked at since they changed, plus those whose route failed."""
+        return len(self._dirty) + len(self._failed)
+
+    @property
+    def desired(self) -> int:
+        """Away mobile nodes in the table (live records less those bound only at home)."""
+        return max(0, len(self.daemon.core.table) - len(self._at_home))
+
     def status(self) -> dict[str, Any]:
+        added = self.routes_added + self.routes_removed
         data: dict[str, Any] = {
             "active": self.active,
             "source": str(self.source),
+            "installed": len(self.installed),
+            "desired": self.desired,
+            "pending": self.pending,
+            "rule_installed": self.rule_installed,
+            "table": self.cfg.table,
+            "rule_priority": self.cfg.rule_priority,
+            "hot_standby": not self.legacy,
+            "vmac": self.vmac_name,
+            "vmac_mac": vm.mac_text(self.vmac.mac) if self.vmac is not None else None,
             "tunnels": len(self.installed),
             "takeovers": self.takeovers,
             "advertisements": self.advertisements,
             "last_takeover_ms": self.last_takeover_ms,
+            "install_seconds_total": round(self.install_seconds, 6),
+            "install_us_per_route": (
+                round(self.install_seconds / added * 1e6, 2) if added else None
+            ),
+            "routes_added": self.routes_added,
+            "routes_removed": self.routes_removed,
+            "route_errors": self.route_errors,
+            "batches": self.batches,
+            "longest_batch_ms": round(self.longest_batch_ms, 3),
+            "full_reconciles": self.full_reconciles,
+            "sync_tapped": self.sync_tapped,
             "backend": self.backend.status(),
-            "homes": sorted(str(h) for h in self.installed),
+            "homes": sorted(str(IPv4Address(h)) for h in list(self.installed)[:1000]),
         }
         if self.arp is not None:
             data["arp"] = {
                 "interface": self.arp.interface,
-                "proxied": len(self.arp.proxied),
+                "proxy_arp": self._arp_ready,
                 "counters": dict(self.arp.counters),
             }
         return data

@@ -1,7 +1,9 @@
 """The userspace tunnel backend: a TUN device and raw sockets, no tunnel modules needed.
 
 A TUN device (``tun_name``) carries the home addresses of away mobile nodes: a /32 route per bound
-home address points at it, so the kernel forwards packets for them into the TUN; we read each one,
+home address points at it (``HOA/32 dev TUN table T``, built by
+:meth:`UserspaceBackend.add_messages` and batched by the service; the ``ip rule`` to ``T`` exists
+only on the active member), so the kernel forwards packets for them into the TUN; we read each one,
 encapsulate it (:func:`~mobileip.dataplane.encap.encapsulate`: IP-in-IP, or minimal / GRE when the
 binding's M / G flag asked) and send it to the care-of address on an ``IPPROTO_RAW`` socket. Raw
 sockets for protocols 4, 47 and 55 receive reverse-tunnelled packets (RFC 3024); a packet whose
@@ -14,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import secrets
 import socket
+from collections.abc import Hashable
 from ipaddress import IPv4Address
 
 from pyroute2 import IPRoute
@@ -39,6 +41,7 @@ from mobileip.dataplane.encap import (
     encapsulate,
     parse_ipv4,
 )
+from mobileip.net import rtnl as nl
 from mobileip.net.netlink import rtnl, write_sysctl
 from mobileip.net.tun import MAX_PACKET, TunError, open_tun
 from mobileip.wire.errors import DecodeError
@@ -112,22 +115,33 @@ class UserspaceBackend(TunnelBackend):
             loop.add_reader(s.fileno(), self._on_tunnelled, s)
         self.log("dataplane.tun", device=self.tun_name, mtu=self.mtu, source=self.source)
 
-    async def install(self, spec: TunnelSpec) -> None:
-        old = self.specs.get(spec.home)
-        self._index(old, remove=True)
+    # --- the batched interface: routes into the TUN in table T ------------------------------
+
+    def route_key(self, spec: TunnelSpec) -> Hashable:
+        return True  # HOA/32 dev TUN: the same route whatever the care-of addresses
+
+    def add_messages(self, spec: TunnelSpec, table: int) -> list[bytes] | None:
+        return [nl.route_add(spec.home, table=table, oif=self.tun_index)]
+
+    def del_messages(self, home: IPv4Address, table: int) -> list[bytes]:
+        return [nl.route_del(home, table=table)]
+
+    def key_of_dumped(self, route: nl.Route) -> Hashable:
+        # a route through our TUN is right as it is (the TUN dies with the process, and its
+        # routes with it, so a route found at start only matches after an in-process restart)
+        return True if route.oif == self.tun_index and self.tun_index else "stale"
+
+    def track(self, spec: TunnelSpec) -> None:
+        self._index(self.specs.get(spec.home), remove=True)
         self.specs[spec.home] = spec
         self._index(spec, remove=False)
-        if old is None:
-            await self._route("replace", spec.home)
 
-    async def remove(self, home: IPv4Address) -> None:
-        spec = self.specs.pop(home, None)
-        self._index(spec, remove=True)
-        await self._route("del", home)
+    def untrack(self, home: IPv4Address) -> None:
+        self._index(self.specs.pop(home, None), remove=True)
 
     def forget(self, home: IPv4Address) -> None:
-        """Stop tunnelling for ``home`` now (its route goes at the next reconcile)."""
-        self._index(self.specs.pop(home, None), remove=True)
+        """Stop tunnelling for ``home`` now (its route goes with the next batch)."""
+        self.untrack(home)
 
     def _index(self, spec: TunnelSpec | None, remove: bool) -> None:
         if spec is None:
@@ -141,20 +155,10 @@ class UserspaceBackend(TunnelBackend):
             else:
                 homes.add(spec.home)
 
-    async def _route(self, command: str, home: IPv4Address) -> None:
-        if not self.tun_index:
-            return
-        try:
-            index = self.tun_index
-            await rtnl(lambda ipr: ipr.route(command, dst=f"{home}/32", oif=index))
-        except NetlinkError as exc:
-            if not (command == "del" and exc.code in (errno.ESRCH, errno.ENOENT)):
-                self.counters["route-errors"] += 1
-                self.log("dataplane.route_failed", command=command, home=home, error=str(exc))
-
     async def stop(self) -> None:
-        for home in list(self.specs):
-            await self.remove(home)
+        """Close the TUN (its routes go with it; the service flushes table T) and the sockets."""
+        self.specs.clear()
+        self.by_coa.clear()
         loop = asyncio.get_running_loop()
         if self.tun_fd >= 0:
             loop.remove_reader(self.tun_fd)
