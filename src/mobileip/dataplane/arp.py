@@ -47,6 +47,7 @@ class ArpDuties:
         self.index = 0
         self.mac = b""
         self.counters: Counter[str] = Counter()
+        self._sock: socket.socket | None = None
 
     async def start(self) -> None:
         """Look the interface up and turn proxy ARP on (answers only once routes say so)."""
@@ -57,15 +58,36 @@ class ArpDuties:
             self.sysctls.set(f"net/ipv4/conf/{name}/forwarding", "1")
             self.sysctls.set(f"net/ipv4/conf/{name}/proxy_arp", "1")
             self.sysctls.set(f"net/ipv4/neigh/{name}/proxy_delay", "0")
+            # one long-lived, non-blocking packet socket: opening and binding one per frame
+            # (net.netlink.send_gratuitous_arp) stalls the sender after ~500 frames in a row
+            self.close()
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(netlink.ETH_P_ARP))
+            sock.bind((name, netlink.ETH_P_ARP))
+            sock.setblocking(False)
+            self._sock = sock
         except OSError as exc:
             raise BackendError(f"ARP duties on {name}: {exc}") from None
 
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
     def gratuitous(self, home: IPv4Address) -> None:
+        """One gratuitous ARP for ``home`` from the interface's MAC; never blocks (a full
+        queue counts ``garp-dropped``)."""
+        if self._sock is None:
+            self.counters["garp-errors"] += 1
+            return
         try:
-            netlink.send_gratuitous_arp(self.interface, self.mac, home)
+            self._sock.send(netlink.gratuitous_arp_frame(self.mac, home))
+        except BlockingIOError:
+            self.counters["garp-dropped"] += 1
+            return
         except OSError as exc:
             self.counters["garp-errors"] += 1
-            self.log("dataplane.garp_failed", home=home, error=str(exc))
+            if self.counters["garp-errors"] <= 10:
+                self.log("dataplane.garp_failed", home=home, error=str(exc))
             return
         self.counters["garp-sent"] += 1
 

@@ -247,6 +247,8 @@ class DataPlaneService:
             self.installed.clear()
         with contextlib.suppress(Exception):
             await self.backend.stop()
+        if self.arp is not None:
+            self.arp.close()
         if self.vmac is not None:
             v, self.vmac = self.vmac, None
             try:

@@ -13,8 +13,10 @@ keepalived's) and sets, with :class:`Sysctls`:
 
 * on the macvlan: ``disable_ipv6=1`` (no frame with the virtual MAC from IPv6 autoconfiguration,
   DAD or MLD), ``arp_ignore=1`` (answer ARP only for addresses on the macvlan itself),
-  ``rp_filter=2`` (packets for the virtual MAC arrive here while their sources route by the base
-  interface), ``medium_id=1``;
+  ``rp_filter=0`` (the macvlan has no address on a standby, or only the virtual one, and its
+  senders route by the base interface: any reverse-path filter, loose included, drops the ARP
+  requests and packets it must take; ``all.rp_filter`` must be 0 too, the kernel uses the
+  maximum), ``medium_id=1``;
 * on the base interface: ``arp_ignore=1`` (never answer for the virtual address with the real
   MAC), ``medium_id=1``.
 
@@ -225,7 +227,7 @@ def ensure(
         with contextlib.suppress(FileNotFoundError):  # no IPv6 in this kernel: nothing to stop
             v.sysctls.set(f"net/ipv6/conf/{name}/disable_ipv6", "1")
         v.sysctls.set(f"net/ipv4/conf/{name}/arp_ignore", "1")
-        v.sysctls.set(f"net/ipv4/conf/{name}/rp_filter", "2")
+        v.sysctls.set(f"net/ipv4/conf/{name}/rp_filter", "0")
         v.sysctls.set(f"net/ipv4/conf/{name}/medium_id", str(MEDIUM_ID))
         v.sysctls.set(f"net/ipv4/conf/{base}/arp_ignore", "1")
         v.sysctls.set(f"net/ipv4/conf/{base}/medium_id", str(MEDIUM_ID))
