@@ -3,6 +3,9 @@
 * Tests marked ``@pytest.mark.root`` skip with a reason when not run as root.
 * When the environment variable ``CI`` is set (CI runs as root), a skipped ``root`` test makes
   the whole session fail, naming the test: CI must run them, a skip there is a hole.
+* Tests marked ``@pytest.mark.kernel`` need the real kernel (tunnels, netem, NAT): where the host
+  kernel lacks them they run inside User-Mode Linux, and CI fails when one did not run; see
+  tests/test_uml_tier.py (its KernelTier plugin is registered below).
 * ``homeagent`` fixture: a factory starting real daemons (tests/helpers.py), all stopped at the end.
 """
 
@@ -42,7 +45,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.skipped and "root" in report.keywords:
+    # kernel tests' skips are judged by the kernel tier's own CI guard (KernelTier)
+    if report.skipped and "root" in report.keywords and "kernel" not in report.keywords:
         _root_skips.append(report.nodeid)
 
 
@@ -59,6 +63,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(
             "CI is set: failing the session because root tests were skipped"
         )
+
+
+# --- the real-kernel tier: `kernel` tests run inside User-Mode Linux (tests/test_uml_tier.py) ---
+def pytest_configure(config: pytest.Config) -> None:
+    if (Path(__file__).parent / "test_uml_tier.py").exists():  # not in pytester's copies
+        from test_uml_tier import KernelTier
+
+        config.pluginmanager.register(KernelTier(), "kernel-tier")
+
+
+# --- end of the real-kernel tier ---
 
 
 @pytest.fixture

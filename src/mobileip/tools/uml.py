@@ -1,0 +1,356 @@
+"""Run a command under a real Linux kernel with User-Mode Linux (Debian's ``user-mode-linux``).
+
+Some tests need kernel features a host kernel may lack (ipip and gre devices, ``external``
+collect-metadata tunnels with ``encap ip`` routes, netem, NAT, dummy devices). Debian's
+``user-mode-linux`` package is a Linux 6.1 kernel that runs as an ordinary process, with those
+features as modules. :func:`run_in_uml` boots it with this machine's own filesystem as its root
+(``rootfstype=hostfs``), so the checkout, its ``.venv`` and the Debian tools run inside unchanged,
+runs one command there and powers the kernel off::
+
+    result = run_in_uml(["python", "-m", "pytest", "-m", "kernel"], cwd=checkout, timeout=600)
+    result.returncode, result.output
+
+How, step by step:
+
+* A private control directory (``mobileip-uml-*`` under the temp dir) holds the init script, the
+  command's output and exit status, and UML's own ``uml_dir`` (pid file, mconsole socket; so
+  nothing lands in ``~/.uml``). It is removed when the call returns, also after a timeout.
+* ``linux.uml mem=... rootfstype=hostfs rw quiet init=<script> con=null con0=null,fd:1`` runs in
+  its own process group; its console (the init script's stdout) is read line by line.
+* The init script, PID 1 of the guest, mounts proc, sysfs, devpts, a tmpfs on ``/run`` (so
+  ``ip netns add`` writes ``/run/netns`` inside the guest, not onto the host), on ``/tmp`` and on
+  ``/dev/shm`` (so tmp files, Unix sockets and pytest's temp dirs never meet the host's); the
+  control directory is bind-mounted to ``/run/uml-ctl`` first, so it stays reachable wherever it
+  lives. Only the checkout and the rest of ``/`` are shared with the host (read and written as
+  the user running ``linux.uml``).
+* Modules: the package keeps them in ``/usr/lib/uml/modules/<release>`` but modprobe looks in
+  ``/lib/modules/<release>``; instead of creating that path on the host, a tmpfs tree
+  ``/run/uml-modules/lib/modules/<release>`` links to them, ``modprobe -d /run/uml-modules``
+  loads :data:`MODULES` (a missing one is noted in ``modules-missing`` and not fatal) and a
+  wrapper installed as ``/proc/sys/kernel/modprobe`` lets the kernel auto-load the rest.
+* ``lo`` is brought up, ``PATH`` starts with the running virtualenv's ``bin``, ``MOBILEIP_IN_UML=1``
+  is set, then the command runs in ``cwd`` with stdin from ``/dev/null``; its stdout+stderr go to
+  the console and to ``output``, its exit status to ``status``; ``sync``, then
+  ``echo o > /proc/sysrq-trigger`` powers the guest off and ``linux.uml`` exits.
+* The host waits at most ``timeout`` seconds, then kills the whole process group
+  (:attr:`UmlResult.timed_out`, return code 124 like ``timeout(1)``).
+
+The guest has one CPU and boots in about 2 s; system calls cost more than on the host (UML
+traps them with ptrace), so Python starts several times slower there. Run by hand::
+
+    python -m mobileip.tools.uml -- ip -d link add t type ipip external
+    python -m mobileip.tools.uml --timeout 900 -- .venv/bin/pytest -m kernel
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+KERNEL = "linux.uml"
+MODULES_ROOT = Path("/usr/lib/uml/modules")
+# loaded before the command runs; anything else is auto-loaded through the modprobe wrapper
+MODULES = (
+    "ipip",
+    "ip_gre",
+    "dummy",
+    "veth",
+    "bridge",
+    "macvlan",
+    "tun",
+    "sch_netem",
+    "sch_tbf",
+    "nf_nat",
+    "iptable_nat",
+    "xt_MASQUERADE",
+)
+SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+START = "=== mobileip-uml: command starts ==="
+GUEST_CTL = "/run/uml-ctl"
+
+
+@dataclass
+class UmlResult:
+    returncode: int  # the command's exit status; 124 after a timeout, 125 if it never ran
+    output: str  # the command's stdout and stderr
+    console: str = ""  # everything the guest's console printed (kernel messages, init script)
+    boot_seconds: float | None = None  # from starting linux.uml to the command starting
+    seconds: float = 0.0  # from starting linux.uml to its exit
+    timed_out: bool = False
+    missing_modules: tuple[str, ...] = ()
+
+
+def _kernel_path() -> str | None:
+    return shutil.which(KERNEL) or shutil.which(KERNEL, path=SBIN_PATH)
+
+
+@functools.cache
+def kernel_release() -> str | None:
+    """The release of the installed UML kernel (``6.1.176``), or None."""
+    kernel = _kernel_path()
+    if kernel is None:
+        return None
+    try:
+        out = subprocess.run(
+            [kernel, "--version"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.splitlines()[-1].strip() if out else None
+
+
+def uml_available() -> str | None:
+    """Why :func:`run_in_uml` cannot run here, or None when it can (cheap checks, no boot)."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return "User-Mode Linux needs an x86_64 Linux host"
+    if _kernel_path() is None:
+        return f"no {KERNEL}: install Debian's user-mode-linux package"
+    release = kernel_release()
+    if release is None:
+        return f"{KERNEL} --version printed no release"
+    if not (MODULES_ROOT / release / "modules.dep").exists():
+        return f"no modules for the UML kernel in {MODULES_ROOT / release}"
+    for tool in ("modprobe", "mount", "ip"):
+        if shutil.which(tool, path=SBIN_PATH) is None:
+            package = {"modprobe": "kmod", "mount": "mount", "ip": "iproute2"}[tool]
+            return f"no {tool} (the guest runs the host's tools): install {package}"
+    return None
+
+
+def _venv_bin() -> str | None:
+    if sys.prefix != sys.base_prefix:
+        return str(Path(sys.prefix) / "bin")
+    return None
+
+
+def guest_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the command gets inside: a clean one, plus ``env``."""
+    venv = _venv_bin()
+    result = {
+        "PATH": f"{venv}:{SBIN_PATH}" if venv else SBIN_PATH,
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "TERM": "dumb",
+        "PYTHONUNBUFFERED": "1",
+        "MOBILEIP_IN_UML": "1",
+    }
+    if venv:
+        result["VIRTUAL_ENV"] = str(Path(venv).parent)
+    result.update(env or {})
+    return result
+
+
+def init_script(
+    command: str | Sequence[str], *, ctl: Path, cwd: Path, env: Mapping[str, str]
+) -> str:
+    """The guest's init script (PID 1, run by /bin/sh)."""
+    cmd = command if isinstance(command, str) else shlex.join(command)
+    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
+    q = shlex.quote
+    modules = " ".join(MODULES)
+    return f"""#!/bin/sh
+# written by mobileip.tools.uml: PID 1 of a User-Mode Linux guest whose root is the host's /
+export PATH={SBIN_PATH}
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p {GUEST_CTL}
+mount --bind {q(str(ctl))} {GUEST_CTL}
+ctl={GUEST_CTL}
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm 2>/dev/null
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts 2>/dev/null
+release=$(uname -r)
+mkdir -p /run/uml-modules/lib/modules
+ln -s {MODULES_ROOT}/"$release" /run/uml-modules/lib/modules/"$release"
+printf '#!/bin/sh\\nexec modprobe -d /run/uml-modules "$@"\\n' > /run/uml-modprobe
+chmod 0755 /run/uml-modprobe
+echo /run/uml-modprobe > /proc/sys/kernel/modprobe
+: > "$ctl/modules-missing"
+for m in {modules}; do
+    modprobe -q -d /run/uml-modules "$m" 2>>"$ctl/modules.log" || echo "$m" >>"$ctl/modules-missing"
+done
+ip link set lo up
+hostname uml 2>/dev/null
+{exports}
+echo {q(START)}
+{{ (cd {q(str(cwd))} && {cmd}); echo $? > "$ctl/status"; }} < /dev/null 2>&1 | tee "$ctl/output"
+sync
+echo o > /proc/sysrq-trigger
+sleep 5
+poweroff -f
+"""
+
+
+def run_in_uml(
+    command: str | Sequence[str],
+    *,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600.0,
+    mem: str = "1024M",
+    stream: TextIO | None = None,
+) -> UmlResult:
+    """Boot User-Mode Linux, run ``command`` (an argv list, or a shell command string) in
+    ``cwd`` (default: the current directory; must not be under /tmp, which the guest replaces)
+    with :func:`guest_env` (``env`` added), power off; see the module docstring.
+    ``stream`` gets the guest's console lines as they come from the command's start on (its
+    output, and any kernel message printed meanwhile)."""
+    reason = uml_available()
+    if reason:
+        raise RuntimeError(reason)
+    kernel = _kernel_path()
+    assert kernel is not None
+    workdir = Path(cwd or os.getcwd()).resolve()
+    if workdir == Path("/tmp") or Path("/tmp") in workdir.parents:
+        raise ValueError(f"{workdir}: the guest mounts its own /tmp, run from elsewhere")
+    ctl = Path(tempfile.mkdtemp(prefix="mobileip-uml-"))
+    try:
+        script = ctl / "init"
+        script.write_text(init_script(command, ctl=ctl, cwd=workdir, env=guest_env(env)))
+        script.chmod(0o755)
+        (ctl / "uml").mkdir()
+        argv = [
+            kernel,
+            f"mem={mem}",
+            "rootfstype=hostfs",
+            "rw",
+            "quiet",
+            f"init={script}",
+            f"uml_dir={ctl / 'uml'}",
+            "umid=mobileip",
+            "con=null",
+            "con0=null,fd:1",
+        ]
+        return _boot(argv, ctl, timeout, stream)
+    finally:
+        shutil.rmtree(ctl, ignore_errors=True)
+
+
+def _boot(argv: list[str], ctl: Path, timeout: float, stream: TextIO | None) -> UmlResult:
+    started = time.monotonic()
+    console: list[str] = []
+    command_started: list[float] = []
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").replace("\r", "")
+            if not command_started and line.rstrip("\n") == START:
+                command_started.append(time.monotonic())
+            console.append(line)
+            if stream is not None and command_started:
+                stream.write(line)
+                stream.flush()
+
+    reader = threading.Thread(target=read, daemon=True, name="uml-console")
+    reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        reader.join(5)
+    seconds = time.monotonic() - started
+    output = _read(ctl / "output")
+    status = _read(ctl / "status").strip()
+    if timed_out:
+        returncode = 124
+        output += f"\n[mobileip.tools.uml: timed out after {timeout:.0f} s, UML killed]\n"
+    elif re.fullmatch(r"\d+", status):
+        returncode = int(status)
+    else:
+        returncode = 125
+        output += "\n[mobileip.tools.uml: the command's exit status was not recorded]\n"
+    return UmlResult(
+        returncode=returncode,
+        output=output,
+        console="".join(console),
+        boot_seconds=command_started[0] - started if command_started else None,
+        seconds=seconds,
+        timed_out=timed_out,
+        missing_modules=tuple(_read(ctl / "modules-missing").split()),
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mobileip.tools.uml",
+        description="Run a command inside User-Mode Linux (host filesystem as root; see the "
+        "module docstring). One argument after -- is a shell command, several are an argv.",
+    )
+    parser.add_argument("--cwd", default=None, help="directory to run in (default: here)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    parser.add_argument("--mem", default="1024M", help="guest memory (default 1024M)")
+    parser.add_argument("--check", action="store_true", help="only say whether UML can run")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    args = parser.parse_args(argv)
+    reason = uml_available()
+    if args.check:
+        print(reason or f"User-Mode Linux {kernel_release()} can run here")
+        return 1 if reason else 0
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        parser.error("no command (python -m mobileip.tools.uml -- CMD...)")
+    if reason:
+        print(f"cannot run User-Mode Linux: {reason}", file=sys.stderr)
+        return 125
+    try:
+        result = run_in_uml(
+            command[0] if len(command) == 1 else command,
+            cwd=args.cwd,
+            timeout=args.timeout,
+            mem=args.mem,
+            stream=sys.stdout,
+        )
+    except ValueError as exc:
+        print(f"cannot run: {exc}", file=sys.stderr)
+        return 125
+    boot = f"{result.boot_seconds:.1f} s" if result.boot_seconds is not None else "-"
+    notes = [f"exit {result.returncode}", f"boot {boot}", f"total {result.seconds:.1f} s"]
+    if result.timed_out:
+        notes.append("TIMED OUT")
+    if result.missing_modules:
+        notes.append(f"modules missing: {' '.join(result.missing_modules)}")
+    print(f"[uml: {', '.join(notes)}]", file=sys.stderr)
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
