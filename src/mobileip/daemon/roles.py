@@ -46,7 +46,7 @@ DEMOTED_PRIORITY = 1  # advertised by the native driver while NOT SYNCED
 TRACK_FILE_DEMOTION = -100  # written to keepalived's track_file while NOT SYNCED
 SYNC_POLL_INTERVAL = 0.05  # seconds between looks at the redundancy service's state
 TRACK_FILE_CHECK = 1.0  # seconds between checks that the track file still holds our weight
-GARP_REFRESH = 1.0  # seconds between gratuitous ARPs while active (native driver)
+GARP_REFRESH = 1.0  # seconds between gratuitous ARPs while active (native driver's speaker)
 KEPT_TRANSITIONS = 20
 
 
@@ -145,7 +145,6 @@ class NativeDriver(RoleDriver):
         self.cfg = cfg
         self.synced = synced
         self.speaker: VrrpSpeaker | None = None
-        self._next_garp = 0.0
 
     @property
     def advertised_priority(self) -> int:
@@ -165,6 +164,11 @@ class NativeDriver(RoleDriver):
             addresses=(cfg.virtual_address,),
             advert_interval=cfg.advert_interval,
             preempt=cfg.preempt,
+            # Re-announce the address now and then while active (as keepalived's
+            # ``vrrp_garp_master_refresh``): after a partition heals, the other master may step
+            # down before it ever hears us, and hosts would keep its MAC for the address. The
+            # speaker thread does it, so a busy event loop cannot delay it.
+            garp_refresh=GARP_REFRESH,
         )
         if not self.synced:
             self.log("vrrp.demoted", priority=settings.priority, configured=cfg.priority)
@@ -187,20 +191,9 @@ class NativeDriver(RoleDriver):
                 self.log("vrrp.demoted", priority=prio, configured=self.cfg.priority)
             self.speaker.set_priority(prio)
 
-    def tick(self) -> None:
-        """Re-announce the address now and then while active (as keepalived's
-        ``vrrp_garp_master_refresh``): after a partition heals, the other master may step down
-        before it ever hears us, and hosts would keep its MAC for the address."""
-        now = time.monotonic()
-        if self.role is not Role.ACTIVE or self.speaker is None or now < self._next_garp:
-            return
-        self._next_garp = now + GARP_REFRESH
-        self.speaker._send_garp()  # one round; the speaker skips it unless MASTER
-
     def _on_state(self, state: State, reason: str) -> None:
         from mobileip.vrrp.machine import State
 
-        self._next_garp = time.monotonic() + GARP_REFRESH  # the speaker announces a takeover
         self.set_role(Role.ACTIVE if state is State.MASTER else Role.STANDBY, f"vrrp-{reason}")
 
     def _speaker_log(self, event: str, **fields: object) -> None:
@@ -220,7 +213,10 @@ class NativeDriver(RoleDriver):
             },
             "demoted": not self.synced and self.advertised_priority != self.cfg.priority,
             "master": str(machine.master_address) if machine and machine.master_address else None,
-            "counters": dict(speaker.counters) if speaker is not None else {},
+            "counters": speaker.counters_snapshot() if speaker is not None else {},
+            # gaps between our adverts while MASTER: p50/p99/p99.9/max over the last ones,
+            # worst and late (> 1.5 x the interval) since start
+            "advert_gap_ms": speaker.advert_gap_stats() if speaker is not None else None,
         }
 
 
@@ -433,6 +429,13 @@ def format_vrrp(data: dict[str, Any]) -> str:
         f"  synced {data.get('synced')}, transitions {data.get('transitions')}, "
         f"dropped as standby {data.get('dropped_standby')}",
     ]
+    gap = data.get("advert_gap_ms")
+    if isinstance(gap, dict) and gap.get("count"):
+        lines.append(
+            f"  advert gaps (ms) p50 {gap.get('p50')}, p99 {gap.get('p99')}, "
+            f"p99.9 {gap.get('p99.9')}, max {gap.get('max')}; worst {gap.get('worst')}, "
+            f"late {gap.get('late')} of {gap.get('count')}"
+        )
     for t in data.get("recent_transitions", []):
         when = time.strftime("%H:%M:%S", time.localtime(float(t["at"])))
         lines.append(f"    {when} -> {t['role']} ({t['reason']})")
