@@ -1,4 +1,4 @@
-"""The kernel tunnel backend (pyroute2 ipip/gre), in a network namespace.
+"""The kernel tunnel backend in the daemon (collect-metadata ipip/gre devices), in a namespace.
 
 Marked ``kernel``: where the host kernel lacks ipip and gre (as on our machines) it runs inside
 User-Mode Linux through tests/test_uml_tier.py; a skip in CI (no UML, no tunnel modules) fails
@@ -36,13 +36,19 @@ def test_kernel_backend(tmp_path: Path) -> None:
         daemon.wait_for(r"dataplane.started backend=kernel", 15)
         register(seg, far, FAR)
         wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1)
-        route = seg.run(ha, ["ip", "route", "show", HOME]).stdout
-        assert "dev mip" in route, route
+        # one encap route in the service's table through the one collect-metadata device
+        routes = seg.run(ha, ["ip", "route", "show", "table", "all", "proto", "77"]).stdout
+        route = " ".join(line for line in routes.splitlines() if line.startswith(f"{HOME} "))
+        assert "encap ip" in route and f"dst {FAR}" in route and "dev mip-ipip" in route, routes
         register(seg, far, HOME, lifetime=0)
         wait_dataplane(seg, ha, lambda d: d["tunnels"] == 0)
-        # the binding's device (mip<care-of hex>) is gone; the modules' per-namespace fallback
-        # devices (tunl0, gre0, ...) are the kernel's and stay
+        routes = seg.run(ha, ["ip", "route", "show", "table", "all", "proto", "77"]).stdout
+        assert HOME not in routes, routes
+        # a clean stop removes the two devices (and with them any route or filter through
+        # them); the modules' per-namespace fallback devices (tunl0, gre0, ...) stay
+        assert daemon.stop() is not None
         names = [
             line.split(": ")[1] for line in seg.run(ha, ["ip", "-o", "link"]).stdout.splitlines()
         ]
         assert not [name for name in names if name.startswith("mip")], names
+        assert seg.run(ha, ["ip", "route", "show", "table", "all", "proto", "77"]).stdout == ""
