@@ -3,8 +3,9 @@
 Some tests need kernel features a host kernel may lack (ipip and gre devices, ``external``
 collect-metadata tunnels with ``encap ip`` routes, netem, NAT, dummy devices). Debian's
 ``user-mode-linux`` package is a Linux 6.1 kernel that runs as an ordinary process, with those
-features as modules. :func:`run_in_uml` boots it with this machine's own filesystem as its root
-(``rootfstype=hostfs``), so the checkout, its ``.venv`` and the Debian tools run inside unchanged,
+features as modules (where it cannot run on this CPU, a newer one: mobileip.tools.uml_kernel).
+:func:`run_in_uml` boots it with this machine's own filesystem as its root (``rootfstype=hostfs``),
+so the checkout, its ``.venv`` and the Debian tools run inside unchanged,
 runs one command there and powers the kernel off::
 
     result = run_in_uml(["python", "-m", "pytest", "-m", "kernel"], cwd=checkout, timeout=600)
@@ -63,8 +64,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-KERNEL = "linux.uml"
-MODULES_ROOT = Path("/usr/lib/uml/modules")
+from mobileip.tools.uml_kernel import (
+    KERNEL,
+    KERNEL_PACKAGE,
+    SBIN_PATH,
+    XSTATE_FAILURE,
+    fetch_newer,
+    kernel_path,
+    modules_root,
+)
+
 # loaded before the command runs; anything else is auto-loaded through the modprobe wrapper
 MODULES = (
     "ipip",
@@ -77,10 +86,9 @@ MODULES = (
     "sch_netem",
     "sch_tbf",
     "nf_nat",
-    "iptable_nat",
+    "nft_masq",
     "xt_MASQUERADE",
 )
-SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 START = "=== mobileip-uml: command starts ==="
 GUEST_CTL = "/run/uml-ctl"
 
@@ -96,14 +104,10 @@ class UmlResult:
     missing_modules: tuple[str, ...] = ()
 
 
-def _kernel_path() -> str | None:
-    return shutil.which(KERNEL) or shutil.which(KERNEL, path=SBIN_PATH)
-
-
 @functools.cache
-def kernel_release() -> str | None:
-    """The release of the installed UML kernel (``6.1.176``), or None."""
-    kernel = _kernel_path()
+def kernel_release(kernel: str | None = None) -> str | None:
+    """The release of the UML kernel (default: :func:`kernel_path`'s; ``6.1.176``), or None."""
+    kernel = kernel or kernel_path()
     if kernel is None:
         return None
     try:
@@ -119,13 +123,14 @@ def uml_available() -> str | None:
     """Why :func:`run_in_uml` cannot run here, or None when it can (cheap checks, no boot)."""
     if sys.platform != "linux" or platform.machine() != "x86_64":
         return "User-Mode Linux needs an x86_64 Linux host"
-    if _kernel_path() is None:
+    kernel = kernel_path()
+    if kernel is None:
         return f"no {KERNEL}: install Debian's user-mode-linux package"
-    release = kernel_release()
+    release = kernel_release(kernel)
     if release is None:
-        return f"{KERNEL} --version printed no release"
-    if not (MODULES_ROOT / release / "modules.dep").exists():
-        return f"no modules for the UML kernel in {MODULES_ROOT / release}"
+        return f"{kernel} --version printed no release"
+    if not (modules_root(kernel) / release / "modules.dep").exists():
+        return f"no modules for the UML kernel in {modules_root(kernel) / release}"
     for tool in ("modprobe", "mount", "ip"):
         if shutil.which(tool, path=SBIN_PATH) is None:
             package = {"modprobe": "kmod", "mount": "mount", "ip": "iproute2"}[tool]
@@ -157,13 +162,18 @@ def guest_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def init_script(
-    command: str | Sequence[str], *, ctl: Path, cwd: Path, env: Mapping[str, str]
+    command: str | Sequence[str],
+    *,
+    ctl: Path,
+    cwd: Path,
+    env: Mapping[str, str],
+    modules: Path = Path("/usr/lib/uml/modules"),
 ) -> str:
     """The guest's init script (PID 1, run by /bin/sh)."""
     cmd = command if isinstance(command, str) else shlex.join(command)
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
     q = shlex.quote
-    modules = " ".join(MODULES)
+    load = " ".join(MODULES)
     return f"""#!/bin/sh
 # written by mobileip.tools.uml: PID 1 of a User-Mode Linux guest whose root is the host's /
 export PATH={SBIN_PATH}
@@ -178,12 +188,12 @@ mount -t tmpfs -o mode=1777 tmpfs /dev/shm 2>/dev/null
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts 2>/dev/null
 release=$(uname -r)
 mkdir -p /run/uml-modules/lib/modules
-ln -s {MODULES_ROOT}/"$release" /run/uml-modules/lib/modules/"$release"
+ln -s {q(str(modules))}/"$release" /run/uml-modules/lib/modules/"$release"
 printf '#!/bin/sh\\nexec modprobe -d /run/uml-modules "$@"\\n' > /run/uml-modprobe
 chmod 0755 /run/uml-modprobe
 echo /run/uml-modprobe > /proc/sys/kernel/modprobe
 : > "$ctl/modules-missing"
-for m in {modules}; do
+for m in {load}; do
     modprobe -q -d /run/uml-modules "$m" 2>>"$ctl/modules.log" || echo "$m" >>"$ctl/modules-missing"
 done
 ip link set lo up
@@ -206,16 +216,18 @@ def run_in_uml(
     timeout: float = 600.0,
     mem: str = "1024M",
     stream: TextIO | None = None,
+    kernel: str | None = None,
 ) -> UmlResult:
-    """Boot User-Mode Linux, run ``command`` (an argv list, or a shell command string) in
-    ``cwd`` (default: the current directory; must not be under /tmp, which the guest replaces)
-    with :func:`guest_env` (``env`` added), power off; see the module docstring.
-    ``stream`` gets the guest's console lines as they come from the command's start on (its
-    output, and any kernel message printed meanwhile)."""
-    reason = uml_available()
-    if reason:
-        raise RuntimeError(reason)
-    kernel = _kernel_path()
+    """Boot User-Mode Linux (``kernel``, default :func:`kernel_path`), run ``command`` (an argv
+    list, or a shell command string) in ``cwd`` (default: the current directory; must not be
+    under /tmp, which the guest replaces) with :func:`guest_env` (``env`` added), power off;
+    see the module docstring. ``stream`` gets the guest's console lines as they come from the
+    command's start on (its output, and any kernel message printed meanwhile)."""
+    if kernel is None:
+        reason = uml_available()
+        if reason:
+            raise RuntimeError(reason)
+        kernel = kernel_path()
     assert kernel is not None
     workdir = Path(cwd or os.getcwd()).resolve()
     if workdir == Path("/tmp") or Path("/tmp") in workdir.parents:
@@ -223,7 +235,11 @@ def run_in_uml(
     ctl = Path(tempfile.mkdtemp(prefix="mobileip-uml-"))
     try:
         script = ctl / "init"
-        script.write_text(init_script(command, ctl=ctl, cwd=workdir, env=guest_env(env)))
+        script.write_text(
+            init_script(
+                command, ctl=ctl, cwd=workdir, env=guest_env(env), modules=modules_root(kernel)
+            )
+        )
         script.chmod(0o755)
         (ctl / "uml").mkdir()
         argv = [
@@ -307,6 +323,35 @@ def _read(path: Path) -> str:
         return ""
 
 
+def boot_failure(kernel: str) -> str | None:
+    """Boot ``kernel`` with ``true``; None when it ran, else what went wrong."""
+    result = run_in_uml("true", cwd="/", timeout=120, kernel=kernel)
+    if result.returncode == 0:
+        return None
+    if XSTATE_FAILURE in result.console:
+        return f"{kernel}: {XSTATE_FAILURE} (this CPU's XSAVE area is too large for it)"
+    return f"{kernel}: `true` exited {result.returncode}: {result.console[-400:]}"
+
+
+def ensure_kernel() -> str:
+    """Make sure a UML kernel that runs here is in place (mobileip.tools.uml_kernel says why
+    Debian 12's may not); what was done, in one line."""
+    kernel = kernel_path()
+    if kernel is None:
+        return "no User-Mode Linux kernel installed: nothing to check"
+    failure = boot_failure(kernel)
+    if failure is None:
+        return f"{kernel} ({kernel_release(kernel)}) boots here"
+    if XSTATE_FAILURE not in failure:
+        raise RuntimeError(failure)
+    newer = str(fetch_newer())
+    again = boot_failure(newer)
+    if again is not None:
+        raise RuntimeError(f"{failure}; the newer kernel fails too: {again}")
+    name, suite = KERNEL_PACKAGE
+    return f"{failure}; using {newer} ({kernel_release(newer)}, Debian {suite}'s {name}) instead"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mobileip.tools.uml",
@@ -317,8 +362,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     parser.add_argument("--mem", default="1024M", help="guest memory (default 1024M)")
     parser.add_argument("--check", action="store_true", help="only say whether UML can run")
+    parser.add_argument(
+        "--ensure-kernel",
+        action="store_true",
+        help="boot the kernel once; fetch a newer one if it cannot run on this CPU",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     args = parser.parse_args(argv)
+    if args.ensure_kernel:
+        try:
+            print(ensure_kernel())
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            print(f"mobileip.tools.uml: {exc}", file=sys.stderr)
+            return 1
+        kernel_release.cache_clear()
+        return 0
     reason = uml_available()
     if args.check:
         print(reason or f"User-Mode Linux {kernel_release()} can run here")
