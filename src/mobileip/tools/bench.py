@@ -32,7 +32,12 @@ Measurements (medians over ``repeats`` runs, interleaved so drift hits every sce
   installed = table), and after 10,000 registrations at 5,000/s the time until each member's
   installed state equals its table. Without root it is skipped with the reason.
 
-``--only SECTION`` (repeatable: throughput, lag, bulk, failover) runs a part;
+* forwarding (root only; :mod:`mobileip.tools.forwarding_bench`): packets/s and Mbit/s at 64
+  and 1,400 bytes through plain kernel forwarding (the ceiling), the userspace backend and the
+  kernel backend (inside User-Mode Linux where this kernel lacks ipip/gre), each as a ratio to
+  the ceiling of the same kernel; install cost and memory per binding of both backends.
+
+``--only SECTION`` (repeatable: throughput, lag, bulk, failover, forwarding) runs a part;
 ``--failover-sizes 10,100,1000`` and ``--failover-budget S`` tune the failover section.
 """
 
@@ -57,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from mobileip.tools.failover_bench import FailoverPlan, format_failover, run_failover
+from mobileip.tools.forwarding_bench import ForwardingPlan, format_forwarding, run_forwarding
 from mobileip.tools.loadgen import LoadResult, LoadSpec, run_load
 
 KEY = "00112233445566778899aabbccddeeff"
@@ -86,7 +92,7 @@ class BenchPlan:
     failover: bool = True  # the failover section (root only)
     failover_sizes: tuple[int, ...] = (1_000, 10_000)
     failover_budget: float = 300.0  # seconds per size, predicted from the previous size
-    sections: tuple[str, ...] = ("throughput", "lag", "bulk", "failover")
+    sections: tuple[str, ...] = ("throughput", "lag", "bulk", "failover", "forwarding")
 
     @classmethod
     def full(cls) -> BenchPlan:
@@ -98,7 +104,9 @@ class BenchPlan:
 
     @classmethod
     def quick(cls) -> BenchPlan:
-        return cls(2, 1.5, 5_000, 128, (20_000, 100_000), 5000.0, 3.0)
+        # forwarding only when asked for (--only forwarding): it boots UML, ~25 s more
+        return cls(2, 1.5, 5_000, 128, (20_000, 100_000), 5000.0, 3.0,
+                   sections=("throughput", "lag", "bulk", "failover"))  # fmt: skip
 
 
 @dataclass
@@ -113,6 +121,7 @@ class BenchReport:
     bulk: dict[str, dict[str, float]] = field(default_factory=dict)
     lag: dict[str, float] = field(default_factory=dict)
     failover: dict[str, Any] = field(default_factory=lambda: {"skipped": "not measured"})
+    forwarding: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def median(self, name: str) -> float:
@@ -147,6 +156,7 @@ class BenchReport:
             "bulk_sync": self.bulk,
             "sync_lag": self.lag,
             "failover": self.failover,
+            "forwarding": self.forwarding,
             "notes": self.notes,
         }
 
@@ -527,6 +537,10 @@ def run_bench(plan: BenchPlan, say: Any = print) -> BenchReport:
             else:
                 report.failover = {"skipped": "not measured (not asked for)"}
                 say("  not measured (not asked for)")
+            if "forwarding" in plan.sections:
+                say("forwarding (data plane):")
+                fplan = ForwardingPlan.quick() if plan.repeats < 3 else ForwardingPlan()
+                report.forwarding = run_forwarding(fplan, say)
         finally:
             kids.stop()
     load = os.getloadavg()
@@ -574,6 +588,7 @@ def format_report(report: BenchReport) -> str:
             f"p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms (engine ack latency)"
         )
     out.extend(format_failover(report.failover))
+    out.extend(format_forwarding(report.forwarding))
     out.extend(f"note: {n}" for n in report.notes)
     return "\n".join(out)
 
@@ -613,7 +628,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--only",
         action="append",
-        choices=("throughput", "lag", "bulk", "failover"),
+        choices=("throughput", "lag", "bulk", "failover", "forwarding"),
         help="run only this section (repeatable)",
     )
     p.add_argument("--no-failover", action="store_true", help="skip the failover section")
