@@ -156,7 +156,9 @@ class GroupsDaemon:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         ha = self.config.homeagent
-        self.endpoint = UdpEndpoint.bind(loop, str(ha.listen), ha.port, self.datagram_received)
+        self.endpoint = UdpEndpoint.bind(
+            loop, str(ha.listen), ha.port, self.datagram_received, fair_queue=ha.overload_queue
+        )
         self.endpoint.on_handler_error = self._on_handler_error
         for unit in self.units.values():
             unit.endpoint = self.endpoint

@@ -26,6 +26,7 @@ class HomeAgentConfig:
     rate_limit: float = 0.0  # requests per second per source address; 0: no limit
     rate_burst: int = 10
     rate_sources: int = 65_536  # sources tracked by the rate limiter
+    overload_queue: int = 4096  # datagrams queued per source-fair while overloaded; 0: off
     drop_privileges: bool = True  # keep only CAP_NET_ADMIN/RAW/BIND_SERVICE once started
 
 
@@ -42,6 +43,7 @@ def parse_homeagent(t: Table) -> HomeAgentConfig:
         rate_limit=t.number("rate_limit", 0.0, 0.0, 1e9),
         rate_burst=t.integer("rate_burst", 10, 1, 1_000_000) or 1,
         rate_sources=t.integer("rate_sources", 65_536, 1, 100_000_000) or 1,
+        overload_queue=t.integer("overload_queue", 4096, 0, 1_000_000) or 0,
         drop_privileges=t.boolean("drop_privileges", True),
     )
     t.finish()

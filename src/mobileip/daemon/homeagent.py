@@ -226,8 +226,15 @@ class HomeAgentDaemon:
         loop = asyncio.get_running_loop()
         ha = self.config.homeagent
         if not self.embedded:
-            self.endpoint = UdpEndpoint.bind(loop, str(ha.listen), ha.port, self.datagram_received)
+            self.endpoint = UdpEndpoint.bind(
+                loop,
+                str(ha.listen),
+                ha.port,
+                self.datagram_received,
+                fair_queue=ha.overload_queue,
+            )
             self.endpoint.on_handler_error = self._on_handler_error
+            self.endpoint.on_dropped = self._on_overload_dropped
             await self.control.start()
         assert self.endpoint is not None
         for hook in self.startup_hooks:
@@ -247,6 +254,11 @@ class HomeAgentDaemon:
             loop=type(loop).__module__.split(".")[0],
             config=self.config.path,
         )
+
+    def _on_overload_dropped(self, reason: str, n: int) -> None:
+        """The endpoint's fair queue dropped ``n`` datagrams (a source over its share while
+        overloaded, or one that waited too long): counted with the other drops."""
+        self.dropped[reason] += n
 
     def _on_handler_error(self, exc: Exception) -> None:
         self.log.error("datagram.handler_failed", error=repr(exc))

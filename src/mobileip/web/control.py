@@ -148,6 +148,12 @@ def add_core_routes(routes: JsonRoutes, view: CoreView) -> None:
             "dropped": _counter(dropped),
             "expired": core.stats.expired,
             "udp": _counter(endpoint.counters) if endpoint is not None else {},
+            # the fair queue used while overloaded (None: [homeagent] overload_queue = 0)
+            "overload": (
+                endpoint.fair.status()
+                if endpoint is not None and endpoint.fair is not None
+                else None
+            ),
         }
 
     routes.add_json_route("GET", "/healthz", healthz)
