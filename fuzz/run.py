@@ -29,7 +29,11 @@ def main() -> int:
     parser.add_argument("--max-len", type=int, default=2048)
     args = parser.parse_args()
 
-    import atheris
+    try:
+        import atheris
+    except ImportError:
+        print("fuzz/run.py: needs atheris (pip install 'mobileip[fuzz]')", file=sys.stderr)
+        return 2
 
     with atheris.instrument_imports(include=["mobileip", "targets"]):
         import targets

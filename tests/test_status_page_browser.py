@@ -38,7 +38,7 @@ def browser() -> Iterator[Any]:
         if os.geteuid() == 0:
             pytest.fail(f"{CHROMIUM} missing: scripts/test installs Debian's chromium as root")
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium, as root)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'mobileip[browser]'")
     assert shutil.which("chromium") or os.path.exists(CHROMIUM)
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)

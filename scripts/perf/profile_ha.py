@@ -30,6 +30,12 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--py-spy", dest="pyspy")
     args = p.parse_args()
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    if args.pyspy and not Path(spy).exists():
+        print(
+            f"profile_ha.py: --py-spy needs {spy} (pip install 'mobileip[bench]')", file=sys.stderr
+        )
+        return 2
     kids = Children(Path(tempfile.mkdtemp()), "warning")
     try:
         if args.mode == "alone":
@@ -40,7 +46,6 @@ def main() -> int:
         run_load(_spec(members[0].udp, plan, duration=1.0))
         spies = []
         if args.pyspy:
-            spy = str(Path(sys.executable).with_name("py-spy"))
             for i, m in enumerate(members[:2]):
                 cmd = [spy, "record", "-p", str(m.proc.pid), "-d", str(int(args.duration) + 1)]
                 cmd += ["-r", "300", "-f", "raw", "-o", f"{args.pyspy}.{i}", "--nonblocking"]
