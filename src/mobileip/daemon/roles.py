@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from mobileip.config import VrrpConfig
+from mobileip.config import DataplaneConfig, VrrpConfig
 from mobileip.daemon.keepalived import FifoReader, parse_notify_line, write_track_file
 from mobileip.daemon.ports import GateHost, SyncStatus
 from mobileip.net.udp import Address
@@ -139,11 +139,14 @@ class NativeDriver(RoleDriver):
 
     name = "native"
 
-    def __init__(self, cfg: VrrpConfig, log: Log, synced: bool) -> None:
+    def __init__(
+        self, cfg: VrrpConfig, log: Log, synced: bool, vmac_interface: str | None = None
+    ) -> None:
         super().__init__(Role.STANDBY, "startup", log)
         assert cfg.interface and cfg.vrid and cfg.virtual_address  # config enforces these
         self.cfg = cfg
         self.synced = synced
+        self.vmac_interface = vmac_interface
         self.speaker: VrrpSpeaker | None = None
 
     @property
@@ -169,6 +172,9 @@ class NativeDriver(RoleDriver):
             # down before it ever hears us, and hosts would keep its MAC for the address. The
             # speaker thread does it, so a busy event loop cannot delay it.
             garp_refresh=GARP_REFRESH,
+            # the virtual MAC ([dataplane] virtual_mac): the speaker owns the macvlan, as
+            # keepalived does with use_vmac; the data plane adopts it
+            vmac_interface=self.vmac_interface,
         )
         if not self.synced:
             self.log("vrrp.demoted", priority=settings.priority, configured=cfg.priority)
@@ -217,6 +223,17 @@ class NativeDriver(RoleDriver):
             # gaps between our adverts while MASTER: p50/p99/p99.9/max over the last ones,
             # worst and late (> 1.5 x the interval) since start
             "advert_gap_ms": speaker.advert_gap_stats() if speaker is not None else None,
+            "vmac": self._vmac_status(speaker),
+        }
+
+    def _vmac_status(self, speaker: VrrpSpeaker | None) -> dict[str, Any] | None:
+        if self.vmac_interface is None:
+            return None
+        v = speaker.vmac if speaker is not None else None
+        return {
+            "interface": self.vmac_interface,
+            "mac": ":".join(f"{b:02x}" for b in v.mac) if v is not None else None,
+            "up": bool(speaker and speaker.vmac_ready),
         }
 
 
@@ -315,9 +332,20 @@ class KeepalivedDriver(RoleDriver):
         }
 
 
-def make_driver(cfg: VrrpConfig, log: Log, synced: bool) -> RoleDriver:
+def vmac_interface(cfg: VrrpConfig, dataplane: DataplaneConfig | None) -> str | None:
+    """The macvlan the native speaker owns: with ``[dataplane] virtual_mac``, its
+    ``vmac_interface`` or keepalived's default name ``vrrp.<vrid>``; None without it (and for
+    the other drivers: keepalived makes its own, static leaves it to the data plane)."""
+    if cfg.driver != "native" or dataplane is None or not dataplane.virtual_mac:
+        return None
+    return dataplane.vmac_interface or f"vrrp.{cfg.vrid}"
+
+
+def make_driver(
+    cfg: VrrpConfig, log: Log, synced: bool, dataplane: DataplaneConfig | None = None
+) -> RoleDriver:
     if cfg.driver == "native":
-        return NativeDriver(cfg, log, synced)
+        return NativeDriver(cfg, log, synced, vmac_interface(cfg, dataplane))
     if cfg.driver == "keepalived":
         return KeepalivedDriver(cfg, log, synced)
     return StaticDriver(Role(cfg.role or "standby"), log)
@@ -336,7 +364,7 @@ class RoleService:
         self.cfg = cfg
         self.redundancy = redundancy
         self.virtual = cfg.virtual_address.ip if cfg.virtual_address is not None else None
-        self.driver = make_driver(cfg, daemon.log.info, self._synced_now())
+        self.driver = make_driver(cfg, daemon.log.info, self._synced_now(), daemon.config.dataplane)
         self._poll: asyncio.TimerHandle | None = None
         daemon.request_gates.append(self._gate)
         daemon.startup_hooks.append(self._start)

@@ -102,8 +102,10 @@ class DataPlaneService:
         self.legacy = False
         self.sysctls = vm.Sysctls()
         self.vmac: vm.Vmac | None = None
-        # keepalived (use_vmac) creates its macvlan and drives its link; we only adopt it
-        self.vmac_external = bool(vrrp and vrrp.driver == "keepalived")
+        # the VRRP driver owns the macvlan (keepalived's use_vmac, or our native speaker: it
+        # creates it, drives its link and puts the virtual address on it); we only adopt it.
+        # With the static driver there is no speaker: we make it and drive its link ourselves.
+        self.vmac_external = bool(vrrp and vrrp.driver in ("keepalived", "native"))
         self.vmac_name: str | None = None
         if cfg.virtual_mac:
             vrid = vrrp.vrid if vrrp else None

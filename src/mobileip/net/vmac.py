@@ -18,7 +18,10 @@ keepalived's) and sets, with :class:`Sysctls`:
   requests and packets it must take; ``all.rp_filter`` must be 0 too, the kernel uses the
   maximum), ``medium_id=1``;
 * on the base interface: ``arp_ignore=1`` (never answer for the virtual address with the real
-  MAC), ``medium_id=1``.
+  MAC), ``arp_announce=2`` (its own ARP requests carry its own address as sender, never the
+  virtual one: registration replies leave from the virtual address through the base, and a
+  request saying "virtual address is at <real MAC>" would overwrite neighbours' entries;
+  seen on the wire before this), ``medium_id=1``.
 
 ``medium_id`` matters for proxy ARP (the data plane sets ``proxy_arp=1`` on the macvlan): Linux
 answers an ARP request arriving on a proxy-ARP interface when the target's route leaves by
@@ -26,17 +29,22 @@ another device, unless both devices carry the same non-zero ``medium_id`` (``arp
 The base interface and the macvlan are one medium: hosts of the home link, routed by the base
 interface, are never proxied; away home addresses, routed into the tunnel device (medium 0), are.
 
-Who brings it up: the owner of the role. A standby keeps it **down** (nothing ever leaves with
-the virtual MAC, and frames to it are not accepted); the member becoming active sets it up and
-sends one gratuitous ARP for the virtual address from it (:func:`announce`). With keepalived
-(``use_vmac``) keepalived creates it and drives its link; we only adopt it and add the sysctls.
+Who owns it: the VRRP driver, as in keepalived. The native speaker
+(:mod:`mobileip.net.vrrp_socket`, ``VrrpSettings.vmac_interface``) creates it at start, keeps it
+**down** while not MASTER (nothing ever leaves with the virtual MAC, frames to it are not
+accepted, and the VIP is absent), and on MASTER sets it up, adds the virtual address to it,
+sends its adverts from it (source MAC = the virtual MAC, RFC 5798 7.3) and gratuitous ARP for
+the virtual address from it. With keepalived (``use_vmac``) keepalived creates it, drives its
+link (keepalived keeps it up on a backup too) and adds the address; we only adopt it. The data
+plane (``[dataplane] virtual_mac``) adopts whichever exists and adds the proxy-ARP sysctls; only
+with the ``static`` driver does the data plane make the macvlan and drive its link itself.
 
 What the VRRP speaker (native driver) calls, all synchronous (its address thread is fine)::
 
-    v = vmac.ensure(base_interface, vrid)           # at start (idempotent; adopts an existing one)
+    v = vmac.ensure(base_interface, vrid, claim=True)  # at start (a leftover one becomes ours)
     vmac.set_up(v, True); add VIP to v.index; vmac.announce(v, vip)       # on BecameMaster
     remove VIP from v.index; vmac.set_up(v, False)                        # on BecameBackup
-    vmac.release(v)                                 # at stop: deletes it only if this call made it
+    vmac.release(v)                                 # at stop: deletes it if created or claimed
 """
 
 from __future__ import annotations
@@ -105,11 +113,14 @@ class Sysctls:
             del self.saved[path]
 
     def restore(self) -> list[str]:
-        """Restore everything; returns the paths that could not be written."""
+        """Restore everything; returns the paths that could not be written (a device that is
+        gone, e.g. keepalived's macvlan deleted by keepalived first, is skipped silently)."""
         failed = []
         for path, value in reversed(list(self.saved.items())):
             try:
                 netlink.write_sysctl(path, value)
+            except FileNotFoundError:
+                continue
             except OSError:
                 failed.append(path)
         self.saved.clear()
@@ -196,10 +207,15 @@ def ensure(
     *,
     sock: RtnlSocket | None = None,
     create: bool = True,
+    claim: bool = False,
 ) -> Vmac:
     """The macvlan ``name`` (default ``vrrp.<vrid>``) on ``base``: adopted when it exists
     (``created`` False), else made (down, virtual MAC of ``vrid``) unless ``create`` is False;
-    then the sysctls of the module docstring (remembered in ``Vmac.sysctls``)."""
+    then the sysctls of the module docstring (remembered in ``Vmac.sysctls``).
+
+    ``claim``: an existing one is ours to delete on :func:`release` (``created`` True). The
+    native VRRP speaker owns its macvlan, so one left by a killed run is taken over and removed
+    at the next clean stop; keepalived's (``use_vmac``) is never claimed."""
     if name is None:
         if vrid is None:
             raise VmacError("a virtual MAC needs a VRID or an interface name")
@@ -211,6 +227,10 @@ def ensure(
         raise VmacError(f"no interface named {base!r}")
     created = False
     index = _index(name)
+    if index is not None and claim:
+        if vrid is not None and read_mac(name) != virtual_mac(vrid):
+            raise VmacError(f"{name} exists and does not carry {mac_text(virtual_mac(vrid))}")
+        created = True
     if index is None:
         if not create or vrid is None:
             raise VmacError(f"no interface named {name!r} (the VRRP daemon creates it)")
@@ -230,6 +250,7 @@ def ensure(
         v.sysctls.set(f"net/ipv4/conf/{name}/rp_filter", "0")
         v.sysctls.set(f"net/ipv4/conf/{name}/medium_id", str(MEDIUM_ID))
         v.sysctls.set(f"net/ipv4/conf/{base}/arp_ignore", "1")
+        v.sysctls.set(f"net/ipv4/conf/{base}/arp_announce", "2")
         v.sysctls.set(f"net/ipv4/conf/{base}/medium_id", str(MEDIUM_ID))
     except OSError as exc:
         with contextlib.suppress(VmacError):

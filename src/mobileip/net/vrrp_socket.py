@@ -6,6 +6,16 @@ received advertisements (TTL 255 only, checksum verified) and timer expiries to
 addresses (and sends gratuitous ARP from the interface's own MAC) on ``BecameMaster`` and
 removes them on ``BecameBackup`` / shutdown.
 
+With ``vmac_interface`` (RFC 5798 7.3, keepalived's ``use_vmac``) the speaker owns a macvlan
+carrying the virtual MAC 00:00:5e:00:01:VRID (:mod:`mobileip.net.vmac`): made (down) at start,
+up with the virtual addresses on it while MASTER, down with none on it otherwise, deleted at a
+clean stop. While it is up the adverts leave from it (source MAC the virtual MAC, source
+address still the base interface's primary address) and so does gratuitous ARP; ARP for the
+virtual address is then answered from the virtual MAC only (``arp_ignore=1`` on both). Adverts
+are read on the base *and* on the macvlan: a multicast frame whose source MAC is a macvlan's
+own MAC (another master's advert) is handed by the macvlan driver to that macvlan, not to the
+base, so a master listening on the base alone would never hear a preempting peer.
+
 Why a thread (issue 13, "VRRP never starves")
 ---------------------------------------------
 
@@ -76,6 +86,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
 from mobileip.net import netlink
+from mobileip.net import vmac as vm
 from mobileip.vrrp.machine import (
     BecameBackup,
     BecameInitialize,
@@ -95,6 +106,7 @@ SO_BINDTODEVICE = 25
 GAP_WINDOW = 10_000  # advert gaps kept for the percentiles (~17 minutes at 0.1 s)
 LATE_FACTOR = 1.5  # a gap above this many advert intervals counts as late
 STOP_TIMEOUT = 5.0  # seconds to wait for the threads at shutdown
+DUP_WINDOW = 0.005  # the same advert read on both sockets within this is one advert
 
 Logger = Callable[..., None]
 RoleCallback = Callable[[State, str], None]
@@ -113,6 +125,9 @@ class VrrpSettings:
     garp_repeat: int = 3  # gratuitous ARPs per takeover
     garp_spacing: float = 0.2  # seconds between them
     garp_refresh: float | None = None  # seconds between re-announcements while MASTER
+    # RFC 5798 7.3 virtual MAC on a macvlan of this name (keepalived's use_vmac); None: the
+    # virtual addresses go on ``interface`` and everything leaves with its own MAC
+    vmac_interface: str | None = None
 
     @property
     def advert_interval_cs(self) -> int:
@@ -232,6 +247,12 @@ class VrrpSpeaker:
         self._addr_done = 0
         self._addr_stop = False
         self._addr_thread: threading.Thread | None = None
+        # the virtual MAC (vmac_interface): the macvlan, its socket, and whether it is up
+        # with the addresses on it (adverts leave from it only then)
+        self.vmac: vm.Vmac | None = None
+        self._vsock: socket.socket | None = None
+        self.vmac_ready = False
+        self._recent: deque[tuple[float, int, bytes]] = deque(maxlen=16)
 
     @property
     def state(self) -> State:
@@ -264,7 +285,18 @@ class VrrpSpeaker:
                 accept_mode=s.accept_mode,
             )
         )
-        self._sock = self._open_socket(self._info)
+        if s.vmac_interface:
+            self.vmac = await asyncio.to_thread(
+                vm.ensure, s.interface, s.vrid, s.vmac_interface, claim=True
+            )
+            try:
+                await asyncio.to_thread(vm.set_up, self.vmac, False)  # MASTER brings it up
+                self._vsock = self._open_socket(self.vmac.name, self.vmac.index)
+            except (vm.VmacError, OSError):
+                await asyncio.to_thread(vm.release, self.vmac)
+                self.vmac = None
+                raise
+        self._sock = self._open_socket(self._info.name, self._info.index)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -275,6 +307,7 @@ class VrrpSpeaker:
             priority=s.priority,
             primary=self._info.primary_address,
             interval=s.advert_interval,
+            vmac=f"{self.vmac.name}/{vm.mac_text(self.vmac.mac)}" if self.vmac else "-",
         )
         self._addr_thread = threading.Thread(
             target=self._address_thread, name=f"vrrp{s.vrid}-addresses", daemon=True
@@ -308,9 +341,18 @@ class VrrpSpeaker:
         if self._sock is not None and not thread.is_alive():
             self._sock.close()
             self._sock = None
+            if self._vsock is not None:
+                self._vsock.close()
+                self._vsock = None
             os.close(self._wake_r)
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1  # a late command must not write to a reused fd
+        if self.vmac is not None and not thread.is_alive():
+            v, self.vmac = self.vmac, None
+            try:  # the macvlan we made (or claimed) goes, the sysctls come back
+                await asyncio.to_thread(vm.release, v)
+            except (vm.VmacError, OSError) as exc:
+                self.log("vmac-release-failed", interface=v.name, error=exc)
         gap = self.gaps.summary()
         self.log(
             "stopped",
@@ -337,11 +379,14 @@ class VrrpSpeaker:
 
     # --- socket -------------------------------------------------------------------------------
 
-    def _open_socket(self, info: netlink.InterfaceInfo) -> socket.socket:
+    def _open_socket(self, name: str, index: int) -> socket.socket:
+        """Protocol 112 on one interface: the base, or the macvlan (with the virtual MAC up,
+        the macvlan driver hands frames whose source is the virtual MAC, i.e. another
+        master's adverts, to our macvlan and not to the base: we must listen on both)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, wire.IP_PROTO_VRRP)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, info.name.encode())
-            mreqn = wire.MULTICAST_GROUP.packed + bytes(4) + struct.pack("@i", info.index)
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name.encode())
+            mreqn = wire.MULTICAST_GROUP.packed + bytes(4) + struct.pack("@i", index)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, wire.REQUIRED_TTL)
@@ -353,9 +398,27 @@ class VrrpSpeaker:
         return sock
 
     def _send(self, data: bytes) -> bool:
+        """One advert: from the virtual MAC while the macvlan is up with the addresses (source
+        address still the base interface's primary one, RFC 5798 5.1.1.1), else from the base."""
         assert self._sock is not None and self._info is not None
         primary = self._info.primary_address
         assert primary is not None
+        if self.vmac_ready and self._vsock is not None and self.vmac is not None:
+            pktinfo = struct.pack("@i4s4s", self.vmac.index, primary.packed, bytes(4))
+            try:
+                self._vsock.sendmsg(
+                    [data],
+                    [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)],
+                    0,
+                    (str(wire.MULTICAST_GROUP), 0),
+                )
+            except OSError as exc:  # e.g. the link went down under us: the base still works
+                self._count("vmac-send-error")
+                self._log("vmac-send-error", error=exc)
+            else:
+                self._count("sent")
+                self._count("sent-vmac")
+                return True
         pktinfo = struct.pack("@i4s4s", self._info.index, primary.packed, bytes(4))
         try:
             self._sock.sendmsg(
@@ -371,17 +434,29 @@ class VrrpSpeaker:
         self._count("sent")
         return True
 
-    def _receive(self, now: float) -> None:
-        assert self._sock is not None and self.machine is not None
+    def _duplicate(self, fd: int, packet: bytes, now: float) -> bool:
+        """The same frame delivered to the base and to the macvlan (a multicast frame whose
+        source is not the virtual MAC reaches both while the macvlan is up): count it once."""
+        for at, other, seen in self._recent:
+            if other != fd and seen == packet and now - at <= DUP_WINDOW:
+                return True
+        self._recent.append((now, fd, packet))
+        return False
+
+    def _receive(self, sock: socket.socket, now: float) -> None:
+        assert self.machine is not None
         while True:
             try:
-                packet = self._sock.recv(65535)
+                packet = sock.recv(65535)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
                 self._count("recv-error")
                 self._log("recv-error", error=exc)
                 break
+            if self._vsock is not None and self._duplicate(sock.fileno(), packet, now):
+                self._count("received-twice")
+                continue
             try:
                 ttl, src, dst, payload = parse_ip_packet(packet)
                 if ttl != wire.REQUIRED_TTL:
@@ -402,6 +477,10 @@ class VrrpSpeaker:
         poller = select.poll()
         poller.register(self._sock.fileno(), select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
+        sockets = {self._sock.fileno(): self._sock}
+        if self._vsock is not None:
+            poller.register(self._vsock.fileno(), select.POLLIN)
+            sockets[self._vsock.fileno()] = self._vsock
         try:
             now = time.monotonic()
             self.machine.start(now)
@@ -413,8 +492,8 @@ class VrrpSpeaker:
                     if fd == self._wake_r:
                         with contextlib.suppress(BlockingIOError):
                             os.read(self._wake_r, 4096)
-                    else:
-                        self._receive(now)
+                    elif fd in sockets:
+                        self._receive(sockets[fd], now)
                 # adverts first: one heard now resets the Master_Down_Timer before it fires
                 self._process(now)
                 while self._commands:
@@ -477,6 +556,7 @@ class VrrpSpeaker:
             self._schedule_garp(time.monotonic())
 
     def _left_master(self) -> None:
+        self.vmac_ready = False  # adverts (none while not MASTER) go back to the base
         self._set_want_addresses(False)
         self.gaps.reset()
         self._garp_due = []
@@ -525,9 +605,12 @@ class VrrpSpeaker:
     def _send_garp(self) -> None:
         if self.state is not State.MASTER or self._info is None:
             return
+        name, mac = self._info.name, self._info.mac
+        if self.vmac is not None:
+            name, mac = self.vmac.name, self.vmac.mac
         for addr in self.settings.addresses:
             try:
-                netlink.send_gratuitous_arp(self._info.name, self._info.mac, addr.ip)
+                netlink.send_gratuitous_arp(name, mac, addr.ip)
                 self._count("garp-sent")
             except OSError as exc:
                 self._count("garp-error")
@@ -543,7 +626,8 @@ class VrrpSpeaker:
 
     def _address_thread(self) -> None:
         assert self._info is not None
-        index = self._info.index
+        v = self.vmac
+        index = v.index if v is not None else self._info.index
         present: bool | None = None  # unknown at start: removal is attempted once
         while True:
             with self._addr_cond:
@@ -553,21 +637,43 @@ class VrrpSpeaker:
                     return  # stopping, and everything asked for is done
                 generation, want = self._addr_wanted, self._want_addresses
             if want != present:
+                if v is not None and want:
+                    self._vmac_link(v, True)  # up first: the address then routes through it
+                # at start, also from the base: a run without the virtual MAC may have left it
+                indexes = [index, self._info.index] if present is None and v else [index]
                 for addr in self.settings.addresses:
-                    try:
-                        if want:
-                            netlink._add_address(index, addr)
-                        else:
-                            netlink._remove_address(index, addr)
-                    except (netlink.NetlinkFailure, OSError) as exc:
-                        self._log("address-error", address=addr, error=exc)
+                    for i in indexes:
+                        try:
+                            if want:
+                                netlink._add_address(i, addr)
+                            else:
+                                netlink._remove_address(i, addr)
+                        except (netlink.NetlinkFailure, OSError) as exc:
+                            self._log("address-error", address=addr, error=exc)
+                if v is not None and not want:
+                    self._vmac_link(v, False)
                 present = want
-                self._log("addresses", vrid=self.settings.vrid, present=want)
+                self._log(
+                    "addresses",
+                    vrid=self.settings.vrid,
+                    present=want,
+                    interface=v.name if v is not None else self._info.name,
+                )
                 if want:  # announce once the address is there
                     self._command(self._schedule_garp)
             with self._addr_cond:
+                if v is not None and self._addr_wanted == generation:
+                    # nothing newer asked for: adverts may leave from the virtual MAC now
+                    self.vmac_ready = want
                 self._addr_done = generation
                 self._addr_cond.notify_all()
+
+    def _vmac_link(self, v: vm.Vmac, up: bool) -> None:
+        try:
+            vm.set_up(v, up)
+        except (vm.VmacError, OSError) as exc:
+            self._count("vmac-link-error")
+            self._log("vmac-link-error", interface=v.name, up=up, error=exc)
 
     def _finish_addresses(self, timeout: float) -> None:
         """Wait (blocking) until the wanted addresses are in place, then end the thread."""
@@ -601,6 +707,11 @@ def parse_args(argv: list[str] | None = None) -> VrrpSettings:
     p.add_argument("--no-preempt", action="store_true")
     p.add_argument("--accept-mode", action="store_true")
     p.add_argument("--accept-v2-checksum", action="store_true")
+    p.add_argument(
+        "--vmac-interface",
+        metavar="NAME",
+        help="own the RFC 5798 virtual MAC on a macvlan of this name (e.g. vrrp.51)",
+    )
     a = p.parse_args(argv)
     try:
         settings = VrrpSettings(
@@ -612,6 +723,7 @@ def parse_args(argv: list[str] | None = None) -> VrrpSettings:
             preempt=not a.no_preempt,
             accept_mode=a.accept_mode,
             accept_v2_checksum=a.accept_v2_checksum,
+            vmac_interface=a.vmac_interface,
         )
         VrrpConfig(  # validate the ranges before touching the network
             settings.vrid,
@@ -642,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     try:
         asyncio.run(run(settings))
-    except (OSError, netlink.NetlinkFailure) as exc:
+    except (OSError, netlink.NetlinkFailure, vm.VmacError) as exc:
         log_kv("fatal", error=exc)
         return 1
     return 0
