@@ -419,9 +419,16 @@ class DataPlaneService:
                 vm.set_up(v, active, sock=sock)
             except vm.VmacError as exc:
                 self.daemon.log.error("dataplane.vmac_link_failed", error=str(exc))
-        if active and v is not None and self.virtual is not None:
-            with contextlib.suppress(OSError):  # the link may still be coming up
-                vm.announce(v, self.virtual)
+        if active and v is not None:
+            # one frame from the virtual MAC teaches the switches its new port: a gratuitous ARP
+            # for the virtual address, or without one (static driver) for an away home address
+            # (which maps to the virtual MAC anyway); else frames keep going to the old port
+            announce = self.virtual
+            if announce is None and self.installed:
+                announce = IPv4Address(next(iter(self.installed)))
+            if announce is not None:
+                with contextlib.suppress(OSError):  # the link may still be coming up
+                    vm.announce(v, announce)
         if not active:
             return
         self.last_takeover_ms = round((time.monotonic() - started) * 1000, 3)
