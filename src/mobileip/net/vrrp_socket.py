@@ -286,16 +286,20 @@ class VrrpSpeaker:
             )
         )
         if s.vmac_interface:
-            self.vmac = await asyncio.to_thread(
-                vm.ensure, s.interface, s.vrid, s.vmac_interface, claim=True
-            )
+            try:
+                self.vmac = await asyncio.to_thread(
+                    vm.ensure, s.interface, s.vrid, s.vmac_interface, claim=True
+                )
+            except vm.VmacError as exc:  # the daemon reports an OSError and exits
+                raise OSError(f"virtual MAC: {exc}") from None
             try:
                 await asyncio.to_thread(vm.set_up, self.vmac, False)  # MASTER brings it up
                 self._vsock = self._open_socket(self.vmac.name, self.vmac.index)
-            except (vm.VmacError, OSError):
-                await asyncio.to_thread(vm.release, self.vmac)
+            except (vm.VmacError, OSError) as exc:
+                with contextlib.suppress(vm.VmacError, OSError):
+                    await asyncio.to_thread(vm.release, self.vmac)
                 self.vmac = None
-                raise
+                raise OSError(f"virtual MAC {s.vmac_interface}: {exc}") from None
         self._sock = self._open_socket(self._info.name, self._info.index)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)

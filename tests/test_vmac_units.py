@@ -1,0 +1,76 @@
+"""Virtual MAC pieces that need no root: who owns the macvlan, the duplicate filter, sysctls."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+import pytest
+
+from mobileip.config import DataplaneConfig, VrrpConfig
+from mobileip.daemon.roles import NativeDriver, StaticDriver, make_driver, vmac_interface
+from mobileip.net import vmac as vm
+from mobileip.net.vrrp_socket import DUP_WINDOW, VrrpSettings, VrrpSpeaker
+
+NATIVE = VrrpConfig(
+    driver="native", interface="eth0", vrid=51, virtual_address=IPv4Interface("10.1.0.1/24")
+)
+
+
+def log(*args: object, **kw: object) -> None:
+    pass
+
+
+def test_the_native_speaker_owns_the_macvlan_only_with_virtual_mac() -> None:
+    assert vmac_interface(NATIVE, None) is None
+    assert vmac_interface(NATIVE, DataplaneConfig(home_interface="eth0")) is None
+    on = DataplaneConfig(home_interface="eth0", virtual_mac=True)
+    assert vmac_interface(NATIVE, on) == "vrrp.51"
+    named = DataplaneConfig(home_interface="eth0", virtual_mac=True, vmac_interface="vm51")
+    assert vmac_interface(NATIVE, named) == "vm51"
+    # keepalived makes its own; with static the data plane does
+    keepalived = VrrpConfig(driver="keepalived", notify_fifo="/f", instance="VI_1")
+    assert vmac_interface(keepalived, on) is None
+    assert vmac_interface(VrrpConfig(driver="static", role="active"), on) is None
+    driver = make_driver(NATIVE, log, True, on)
+    assert isinstance(driver, NativeDriver) and driver.vmac_interface == "vrrp.51"
+    assert driver.status()["vmac"] == {"interface": "vrrp.51", "mac": None, "up": False}
+    assert make_driver(NATIVE, log, True, None).status()["vmac"] is None
+    assert isinstance(make_driver(VrrpConfig(driver="static", role="standby"), log, True, on),
+                      StaticDriver)  # fmt: skip
+
+
+def test_an_advert_read_on_both_sockets_counts_once() -> None:
+    speaker = VrrpSpeaker(VrrpSettings("eth0", 51, 100, (IPv4Interface("10.1.0.1/24"),)))
+    frame = b"advert"
+    assert not speaker._duplicate(3, frame, 10.0)  # base
+    assert speaker._duplicate(4, frame, 10.001)  # the same frame on the macvlan
+    assert not speaker._duplicate(3, frame, 10.1)  # the next advert (same bytes) on the base
+    assert not speaker._duplicate(4, frame, 10.1 + 2 * DUP_WINDOW)  # too late: another one
+    assert not speaker._duplicate(4, b"other", 10.2)
+
+
+def test_virtual_mac_and_names() -> None:
+    assert vm.mac_text(vm.virtual_mac(51)) == "00:00:5e:00:01:33"
+    assert vm.default_name(51) == "vrrp.51"
+    with pytest.raises(ValueError):
+        vm.virtual_mac(0)
+
+
+def test_sysctls_restore_skips_a_device_that_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[tuple[str, str]] = []
+
+    def write(path: str, value: str) -> None:
+        if "gone" in path:
+            raise FileNotFoundError(path)
+        if "ro" in path:
+            raise PermissionError(path)
+        written.append((path, value))
+
+    monkeypatch.setattr(vm.netlink, "write_sysctl", write)
+    s = vm.Sysctls()
+    s.saved = {"net/ipv4/conf/eth0/x": "0", "net/ipv4/conf/gone/x": "0", "net/ro/x": "1"}
+    assert s.restore() == ["net/ro/x"]  # the vanished device is not a failure
+    assert written == [("net/ipv4/conf/eth0/x", "0")] and not s.saved
