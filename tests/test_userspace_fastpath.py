@@ -1,0 +1,169 @@
+"""The userspace backend's forward fast path (``UserspaceBackend._on_tun``) sends byte for byte
+what the codec (:func:`mobileip.dataplane.encap.encapsulate`, ``forwarding=False``) builds, and
+hands everything it does not handle itself to the general path with the same counters.
+
+No TUN needed: a non-blocking Unix datagram socket stands in for the TUN's file descriptor (one
+read, one packet) and a list stands in for the raw socket."""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Iterator
+from ipaddress import IPv4Address as A
+
+import pytest
+
+from mobileip.dataplane.backend import TunnelSpec
+from mobileip.dataplane.encap import (
+    Encapsulation,
+    IPv4Header,
+    TunnelRefused,
+    build_ipv4,
+    encapsulate,
+)
+from mobileip.dataplane.userspace import BATCH, UserspaceBackend
+from mobileip.wire.errors import DecodeError
+
+HA = A("10.0.0.1")
+E = Encapsulation
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.out: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+        self.out.append((bytes(data), addr))
+        return len(data)
+
+
+@pytest.fixture
+def rig() -> Iterator[tuple[UserspaceBackend, socket.socket, Sink]]:
+    backend = UserspaceBackend(lambda *a, **k: None, "x", HA, own=frozenset({HA}))
+    sink = Sink()
+    backend.send_sock = sink  # type: ignore[assignment]
+    r, w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    r.setblocking(False)
+    backend.tun_fd = r.fileno()
+    yield backend, w, sink
+    r.close()
+    w.close()
+
+
+CN = A("10.9.9.9")
+
+
+def packet(dst: A, size: int, rng: random.Random, src: A = CN, **kw: int) -> bytes:
+    header = IPv4Header(
+        kw.get("tos", rng.randrange(256)),
+        0,
+        rng.randrange(65536),
+        kw.get("ff", rng.choice([0, 0x4000, 0x2000, 0x4001])),
+        kw.get("ttl", rng.randrange(1, 256)),
+        17,
+        src,
+        dst,
+    )
+    return build_ipv4(header, rng.randbytes(max(0, size - 20)))
+
+
+def expected(inner: bytes, spec: TunnelSpec, ident: int) -> list[tuple[bytes, tuple[str, int]]]:
+    """What the general path sends for ``inner`` (stops at the first refused exit)."""
+    out = []
+    for coa, kind in spec.exits:
+        ident = (ident + 1) & 0xFFFF
+        try:
+            outer = encapsulate(
+                inner, kind, HA, coa, ident=ident, ttl=64, own=frozenset({HA}), forwarding=False
+            )
+        except (TunnelRefused, DecodeError):
+            break
+        out.append((outer, (str(coa), 0)))
+    return out
+
+
+def test_fast_path_matches_the_codec(rig: tuple[UserspaceBackend, socket.socket, Sink]) -> None:
+    backend, tun, sink = rig
+    rng = random.Random(14)
+    specs = [
+        TunnelSpec(A("10.1.0.5"), ((A("10.2.0.9"), E.IPIP),), ()),
+        TunnelSpec(A("10.1.0.6"), ((A("10.2.0.9"), E.GRE), (A("10.2.0.10"), E.IPIP)), ()),
+        TunnelSpec(A("10.1.0.7"), ((A("10.2.0.9"), E.MINIMAL),), ()),  # general path
+        TunnelSpec(A("10.1.0.8"), ((A("10.2.0.11"), E.GRE),), (A("10.2.0.11"),)),
+    ]
+    for spec in specs:
+        backend.track(spec)
+    want: list[tuple[bytes, tuple[str, int]]] = []
+    for _ in range(400):
+        spec = rng.choice(specs)
+        inner = packet(spec.home, rng.choice([20, 28, 64, 576, 1400, 1476]), rng)
+        want += expected(inner, spec, backend._ident)
+        tun.send(inner)
+        backend._on_tun()
+    assert sink.out == want
+    counters = backend.counters
+    assert counters["encap-ipip"] + counters["encap-gre"] + counters["encap-minimal"] == len(want)
+    assert counters["encap-gre"] > 0 and counters["encap-ipip"] > 0
+
+
+def test_general_path_cases(rig: tuple[UserspaceBackend, socket.socket, Sink]) -> None:
+    """Loops, unknown homes, IPv6, short and padded packets, header options: not the fast
+    path's; they are counted as before."""
+    backend, tun, sink = rig
+    rng = random.Random(3)
+    home, coa = A("10.1.0.5"), A("10.2.0.9")
+    backend.track(TunnelSpec(home, ((coa, E.IPIP),), ()))
+    tun.send(packet(home, 64, rng, src=coa))  # from the tunnel exit itself: a loop
+    tun.send(packet(home, 64, rng, src=HA))  # from our own address: a loop
+    tun.send(packet(A("10.1.0.99"), 64, rng))  # no binding (and no home socket)
+    tun.send(bytes([0x60]) + bytes(47))  # IPv6
+    tun.send(bytes([0x45]) + bytes(10))  # short
+    padded = packet(home, 64, rng)
+    tun.send(padded + b"\0\0\0\0")  # link padding beyond the total length: trimmed
+    with_options = IPv4Header(0, 0, 7, 0, 64, 17, A("10.9.9.9"), home, options=b"\x01" * 4)
+    opt_packet = build_ipv4(with_options, bytes(30))
+    tun.send(opt_packet)
+    backend._on_tun()
+    c = backend.counters
+    assert c["drop-loop"] == 2
+    assert c["drop-no-binding"] == 1
+    assert c["ignored-ipv6"] == 1
+    assert c["drop-ipv4-short"] == 1
+    assert c["encap-ipip"] == 2
+    assert [o[0][20:] for o in sink.out] == [padded, opt_packet]
+
+
+def test_untrack_and_retrack(rig: tuple[UserspaceBackend, socket.socket, Sink]) -> None:
+    backend, tun, sink = rig
+    rng = random.Random(5)
+    home = A("10.1.0.5")
+    backend.track(TunnelSpec(home, ((A("10.2.0.9"), E.IPIP),), ()))
+    backend.track(TunnelSpec(home, ((A("10.2.0.10"), E.GRE),), ()))  # moved
+    tun.send(packet(home, 64, rng))
+    backend._on_tun()
+    assert [addr for _, addr in sink.out] == [("10.2.0.10", 0)]
+    backend.track(TunnelSpec(home, ((A("10.2.0.10"), E.MINIMAL),), ()))  # general path now
+    tun.send(packet(home, 64, rng, ff=0))
+    backend._on_tun()
+    assert backend.counters["encap-minimal"] == 1
+    backend.untrack(home)
+    tun.send(packet(home, 64, rng))
+    backend._on_tun()
+    assert backend.counters["drop-no-binding"] == 1
+    assert not backend._fast
+
+
+def test_batch_per_wakeup(rig: tuple[UserspaceBackend, socket.socket, Sink]) -> None:
+    """At most BATCH packets per call; the rest wait for the next wake-up."""
+    backend, tun, sink = rig
+    rng = random.Random(6)
+    home = A("10.1.0.5")
+    backend.track(TunnelSpec(home, ((A("10.2.0.9"), E.IPIP),), ()))
+    tun.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    for _ in range(BATCH + 5):
+        tun.send(packet(home, 64, rng))
+    backend._on_tun()
+    assert len(sink.out) == BATCH
+    backend._on_tun()
+    assert len(sink.out) == BATCH + 5
