@@ -14,6 +14,10 @@
 
 Exit status: 0 success; 1 registration denied or a runtime failure; 2 bad usage or bad config;
 3 no valid reply from the home agent; 4 the control API could not be reached.
+
+Why one file of ~570 lines: it is the parser (one table of every command and flag, so the help
+and completion come from one place) and thin handlers, each a few lines calling the control API
+or a tool's ``main``; a split would scatter that table.
 """
 
 from __future__ import annotations

@@ -31,6 +31,11 @@ Without root: one line saying so, then the loopback fallback: the same redundanc
 processes on 127.0.0.x with static roles, a mobile node registered with the active, the active
 SIGKILLed and a standby switched to active through the control API; the bindings must survive.
 The data-plane figures are reported as not measured (``null`` in JSON).
+
+Why one file of ~1,000 lines: :class:`NetnsLab` is one scenario whose steps run in order
+(namespaces, daemons, registration, traffic, kill, roam, teardown) and share its state; the
+report, the loopback fallback and the process/namespace helpers are small and used by it.
+It is a tool, not part of the daemon; ``tools/failover_bench.py`` reuses :class:`NetnsLab`.
 """
 
 from __future__ import annotations
