@@ -262,6 +262,7 @@ class Topology:
         self.tag = tag or f"mfb{os.getpid() % 100000}"
         self.ns = {k: f"{self.tag}-{k}" for k in ("src", "ha", "coa")}
         self.sleeper: subprocess.Popen[bytes] | None = None
+        self.drops_at_ingress = False
         self.coa_dev = f"{self.tag}c"
 
     def __enter__(self) -> Topology:
@@ -312,9 +313,23 @@ class Topology:
         ):
             mac = self.mac(peer_ns, peer_dev)
             _ip("-n", name, "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
+        # the care-of side drops everything at tc ingress, right after the veth counted it:
+        # neither path pays for what coa would do next (a route lookup for the plain packets;
+        # decapsulation by the fallback tunl0/gre0, or an ICMP error, for the tunnelled ones)
+        self.drops_at_ingress = self._tc_drop(ns["coa"], self.coa_dev)
         self.sleeper = subprocess.Popen(
             self.exec("coa", ["sleep", "infinity"]), stdin=subprocess.DEVNULL
         )
+
+    @staticmethod
+    def _tc_drop(ns: str, dev: str) -> bool:
+        for argv in (
+            ["tc", "-n", ns, "qdisc", "add", "dev", dev, "clsact"],
+            ["tc", "-n", ns, "filter", "add", "dev", dev, "ingress", "matchall", "action", "drop"],
+        ):
+            if subprocess.run(argv, capture_output=True, check=False).returncode != 0:
+                return False
+        return True
 
     @staticmethod
     def sysctl(ns: str, key: str, value: str) -> None:
@@ -560,6 +575,11 @@ def measure_here(
     """Every path this kernel can run, ``plan.repeats`` interleaved rounds."""
     result = KernelResult(where)
     with Topology() as topo:
+        if not topo.drops_at_ingress:
+            result.notes.append(
+                "no tc matchall drop at the care-of side's ingress: what coa does with each "
+                "packet after counting it (route lookup, decapsulation, ICMP) is in the numbers"
+            )
         helpers: dict[str, BackendHelper] = {}
         try:
             for kind in plan.backends:
