@@ -42,13 +42,12 @@ from test_dataplane_standby_netns import (
     FETCH,
     RECEIVER,
     SENDER,
-    arp_repliers,
     dataplane,
     ha_config,
     link_flags,
     outages,
 )
-from test_vmac_wire_netns import addresses, has_link, register
+from test_vmac_wire_netns import addresses, arp_repliers, has_link, register
 
 from mobileip.config import to_toml
 
@@ -235,7 +234,14 @@ def test_keepalived_use_vmac_takeover(seg: Segment, tmp_path: Path) -> None:
         procs["ka-a"].signal(signal.SIGKILL)
         became = procs["b"].wait_for(ACTIVE, 5, since=killed)
         got = json.loads(rx.wait_for(r"^RESULT ", 20).text[len("RESULT ") :])
-        per_home = outages(got, homes, killed)
+        try:
+            per_home = outages(got, homes, killed)
+        except AssertionError:
+            for h in homes:
+                ts = [t - killed for t, dst, _ in got if dst == h and t > killed - 0.2]
+                gaps = sorted(((y - x, x) for x, y in itertools.pairwise(ts)), reverse=True)[:3]
+                print(h, len(ts), f"{ts[0]:.3f}..{ts[-1]:.3f}" if ts else "-", gaps)
+            raise
         worst, median = max(per_home.values()), statistics.median(per_home.values())
         seen: set[tuple[str, int]] = set()
         twice = 0

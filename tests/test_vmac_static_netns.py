@@ -27,13 +27,12 @@ from netns import Member, Process, Segment
 from test_dataplane_standby_netns import (
     RECEIVER,
     SENDER,
-    arp_repliers,
     dataplane,
     ha_config,
     link_flags,
 )
 from test_vmac_keepalived_netns import encapsulated, proc_sysctl
-from test_vmac_wire_netns import has_link
+from test_vmac_wire_netns import arp_repliers, has_link
 
 from mobileip.config import to_toml
 

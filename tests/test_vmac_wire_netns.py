@@ -35,7 +35,8 @@ import pytest
 from helpers import KEY, SPI, wait_until
 from netns import Member, Process, Segment
 from pcapio import tshark_fields
-from test_dataplane_standby_netns import arp_repliers, dataplane, ha_config, link_flags, sysctl
+from test_dataplane_standby_netns import arp_repliers as arp_once
+from test_dataplane_standby_netns import dataplane, ha_config, link_flags, sysctl
 
 from mobileip.config import to_toml
 
@@ -59,6 +60,17 @@ STANDBY = r"event=role\.changed role=standby"
 def addresses(seg: Segment, m: Member, dev: str) -> list[str]:
     out = seg.run(m, ["ip", "-o", "-4", "addr", "show", "dev", dev]).stdout
     return [w.split("/")[0] for w in out.split() if "/" in w and w[0].isdigit()]
+
+
+def arp_repliers(seg: Segment, who: Member, target: str) -> list[str]:
+    """Who answers ARP for ``target`` (one MAC per reply). A probe nobody answered within its
+    0.7 s is tried again, twice at most: on a loaded box the macvlan driver's broadcast work
+    queue can hold the request that long; what is checked is who answers, and how often."""
+    for _ in range(3):
+        replies = arp_once(seg, who, target)
+        if replies:
+            return replies
+    return []
 
 
 def own_mac(seg: Segment, m: Member) -> str:
