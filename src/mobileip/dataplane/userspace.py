@@ -67,6 +67,7 @@ def _fold(total: int) -> int:
 
 
 _Exit = tuple[tuple[str, int], int, int, bytes]  # (sendto address, protocol, sum, CoA packed)
+_Entry = tuple[frozenset[bytes], tuple[_Exit, ...]]  # (care-of addresses packed, exits)
 
 
 class UserspaceBackend(TunnelBackend):
@@ -103,8 +104,8 @@ class UserspaceBackend(TunnelBackend):
         self._iov = [self._view[HEADROOM:]]
         # home address (packed) -> (its care-of addresses packed, its exits) when every exit is
         # IP-in-IP or GRE; minimal encapsulation takes the general path (:meth:`forward`)
-        self._fast: dict[bytes, tuple[frozenset[bytes], tuple[_Exit, ...]]] = {}
-        self._exits: dict[tuple[IPv4Address, Encapsulation], _Exit] = {}  # shared by homes
+        self._fast: dict[bytes, _Entry] = {}
+        self._entries: dict[tuple[tuple[IPv4Address, Encapsulation], ...], _Entry] = {}
 
     async def start(self) -> None:
         try:
@@ -166,33 +167,40 @@ class UserspaceBackend(TunnelBackend):
         self._index(self.specs.get(spec.home), remove=True)
         self.specs[spec.home] = spec
         self._index(spec, remove=False)
-        key = spec.home.packed
-        if all(kind in _FAST_KINDS for _, kind in spec.exits):
-            coas = frozenset(coa.packed for coa, _ in spec.exits)
-            self._fast[key] = (coas, tuple(self._exit(coa, kind) for coa, kind in spec.exits))
+        entry = self._entry(spec.exits)
+        if entry is None:
+            self._fast.pop(spec.home.packed, None)
         else:
-            self._fast.pop(key, None)
+            self._fast[spec.home.packed] = entry
 
     def untrack(self, home: IPv4Address) -> None:
         self._index(self.specs.pop(home, None), remove=True)
         self._fast.pop(home.packed, None)
 
+    def _entry(self, exits: tuple[tuple[IPv4Address, Encapsulation], ...]) -> _Entry | None:
+        """The fast path's entry for ``exits``, shared by every home with the same exits (the
+        homes behind one foreign agent); None when an exit needs the general path."""
+        found = self._entries.get(exits)
+        if found is not None:
+            return found
+        if not all(kind in _FAST_KINDS for _, kind in exits):
+            return None
+        if len(self._entries) > 2 * len(self.specs) + 1024:
+            self._entries.clear()  # drop entries nobody uses any more (live ones are referenced)
+        coas = frozenset(coa.packed for coa, _ in exits)
+        found = (coas, tuple(self._exit(coa, kind) for coa, kind in exits))
+        self._entries[exits] = found
+        return found
+
     def _exit(self, coa: IPv4Address, kind: Encapsulation) -> _Exit:
         """What the fast path needs per tunnel exit: the address for ``sendto``, the protocol,
         the outer header's checksum sum over the fields that do not change per packet, and the
-        care-of address packed. Shared by every home with that exit."""
-        found = self._exits.get((coa, kind))
-        if found is not None:
-            return found
-        if len(self._exits) > 2 * len(self.specs) + 1024:
-            self._exits.clear()  # drop exits nobody uses any more (live ones are referenced)
+        care-of address packed."""
         src, dst = self.source.packed, coa.packed
         base = 0x4500 + (self.ttl << 8) + kind.value
         for a in (src, dst):
             base += (a[0] << 8 | a[1]) + (a[2] << 8 | a[3])
-        found = ((str(coa), 0), kind.value, base, dst)
-        self._exits[(coa, kind)] = found
-        return found
+        return ((str(coa), 0), kind.value, base, dst)
 
     def forget(self, home: IPv4Address) -> None:
         """Stop tunnelling for ``home`` now (its route goes with the next batch)."""
@@ -215,7 +223,7 @@ class UserspaceBackend(TunnelBackend):
         self.specs.clear()
         self.by_coa.clear()
         self._fast.clear()
-        self._exits.clear()
+        self._entries.clear()
         loop = asyncio.get_running_loop()
         if self.tun_fd >= 0:
             loop.remove_reader(self.tun_fd)
