@@ -63,14 +63,19 @@ class AntiEntropy:
         if len(msg.buckets) != len(ours):
             ctx.counters.dropped["digest-size"] += 1
             return
-        stable = [
-            i
-            for i, (theirs, mine) in enumerate(zip(msg.buckets, ours, strict=True))
-            if theirs != mine
-            and m.last_digest
-            and m.last_digest[i] == theirs
-            and m.our_digest_then[i] == mine
-        ]
+        # the common case, tables in sync, in one tuple comparison instead of 128
+        stable = (
+            []
+            if msg.buckets == ours
+            else [
+                i
+                for i, (theirs, mine) in enumerate(zip(msg.buckets, ours, strict=True))
+                if theirs != mine
+                and m.last_digest
+                and m.last_digest[i] == theirs
+                and m.our_digest_then[i] == mine
+            ]
+        )
         m.last_digest, m.our_digest_then = msg.buckets, ours
         if not stable:
             return
