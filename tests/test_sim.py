@@ -1,7 +1,9 @@
 """The seeded fault simulator over many seeds (issue 3's deterministic simulator).
 
 CI runs SIM_SEEDS (default 1000 when CI is set, else 100) seeds in each sync mode, with two to
-four members. A failing seed is printed with the command that replays it exactly.
+five members (``members_for``: 2 + seed % 4, as the nightly sweep). A failing seed is printed
+with the command that replays it exactly. The long sweep is ``python -m mobileip.tools.sim
+--sweep N`` (docs/robustness.md, "The simulator").
 """
 
 from __future__ import annotations
@@ -10,14 +12,10 @@ import os
 
 import pytest
 
-from mobileip.tools.sim import Simulation, run_seed
+from mobileip.tools.sim import Simulation, members_for, replay_command, run_seed, sweep
 
 SEEDS = int(os.environ.get("SIM_SEEDS", "1000" if os.environ.get("CI") else "100"))
 BATCH = 50
-
-
-def _members(seed: int) -> int:
-    return 2 + seed % 3
 
 
 @pytest.mark.parametrize("mode", ["async", "semisync"])
@@ -25,12 +23,12 @@ def _members(seed: int) -> int:
 def test_seeds_hold_invariants(mode: str, start: int) -> None:
     failures = []
     for seed in range(start, min(start + BATCH, SEEDS)):
-        report = run_seed(seed, mode=mode, members=_members(seed))
+        report = run_seed(seed, mode=mode, members=members_for(seed))
         assert report.registrations > 0, f"seed {seed} registered nothing"
         if not report.ok:
             failures.append(
-                f"seed {seed}: python -m mobileip.tools.sim --seed {seed} --mode {mode} "
-                f"--members {_members(seed)}\n  " + "\n  ".join(report.violations)
+                f"seed {seed}: {replay_command(seed, mode, members_for(seed))}\n  "
+                + "\n  ".join(report.violations)
             )
     assert not failures, "\n".join(failures)
 
@@ -61,3 +59,30 @@ def test_simulator_catches_an_older_update_winning(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(BindingTable, "merge", merge_blindly)
     assert any(not run_seed(seed).ok for seed in range(30))
+
+
+def test_ci_covers_two_to_five_members() -> None:
+    assert {members_for(seed) for seed in range(min(SEEDS, BATCH))} == {2, 3, 4, 5}
+
+
+def test_sweep_reports_each_failing_run_with_its_replay_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweep finds what single seeds find, in both modes, on two processes as on one."""
+    clean = sweep(102440, 8, jobs=2, batch=3)  # 102448 was the issue's repro
+    assert clean.ok and clean.seeds == 8 and clean.runs == 16
+    assert clean.members == {2: 4, 3: 4, 4: 4, 5: 4}
+
+    from mobileip.core.bindings import BindingTable, MobilityRecord
+
+    def merge_blindly(self: BindingTable, rec: MobilityRecord, now: float) -> bool:
+        self.put(rec, now)
+        return True
+
+    monkeypatch.setattr(BindingTable, "merge", merge_blindly)
+    broken = sweep(0, 6, jobs=1, batch=4)
+    assert broken.seeds == 6 and not broken.ok
+    for f in broken.failures:
+        assert not run_seed(f.seed, f.mode, f.members).ok
+        assert f.command == replay_command(f.seed, f.mode, f.members)
+        assert f.command in broken.text()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
@@ -361,11 +362,13 @@ class Simulation:
         for m in self.members:
             if not m.alive:
                 continue
-            for rec in m.core.table.records():
-                seen = m.versions_seen.get(rec.home_address, -1)
-                if rec.version < seen:
-                    self._violation(f"{m.endpoint[0]} home {rec.home_address} went back")
-                m.versions_seen[rec.home_address] = rec.version
+            table = m.core.table
+            for home in table.homes():
+                version = table.version_of(home)
+                assert version is not None
+                if version < m.versions_seen.get(home, -1):
+                    self._violation(f"{m.endpoint[0]} home {home} went back")
+                m.versions_seen[home] = version
 
     def _check_download(self, m: Member, reason: str) -> None:
         if not reason.startswith("table downloaded"):
@@ -444,24 +447,227 @@ class Simulation:
         return view
 
 
+MODES = ("async", "semisync")
+
+
+def members_for(seed: int) -> int:
+    """How many members a sweep runs ``seed`` with: 2 to 5, by the seed (CI and nightly)."""
+    return 2 + seed % 4
+
+
 def run_seed(seed: int, mode: str = "async", members: int = 3) -> Report:
     return Simulation(seed, members=members, mode=mode).run()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mobileip.tools.sim --seed N [--mode semisync] [--members 3]``: replay a seed."""
-    import argparse
+def replay_command(seed: int, mode: str, members: int) -> str:
+    return f"python -m mobileip.tools.sim --seed {seed} --mode {mode} --members {members}"
 
-    parser = argparse.ArgumentParser(prog="python -m mobileip.tools.sim", description=main.__doc__)
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--mode", choices=("async", "semisync"), default="async")
-    parser.add_argument("--members", type=int, default=3)
+
+@dataclass
+class Failure:
+    seed: int
+    mode: str
+    members: int
+    violations: list[str]
+
+    @property
+    def command(self) -> str:
+        return replay_command(self.seed, self.mode, self.members)
+
+
+@dataclass
+class SweepReport:
+    """What a sweep ran (seeds ``start`` .. ``start + seeds - 1`` in every mode) and found."""
+
+    start: int
+    seeds: int = 0
+    runs: int = 0
+    modes: tuple[str, ...] = MODES
+    jobs: int = 1
+    seconds: float = 0.0
+    members: dict[int, int] = field(default_factory=dict)  # members -> runs
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def text(self) -> str:
+        last = self.start + self.seeds - 1
+        spread = ", ".join(f"{n}: {c}" for n, c in sorted(self.members.items()))
+        rate = self.runs / self.seconds if self.seconds else 0.0
+        lines = [
+            f"sim sweep: seeds {self.start}..{last} ({self.seeds} seeds), "
+            f"modes {'+'.join(self.modes)}: {self.runs} runs",
+            f"members (runs): {spread}",
+            f"time: {self.seconds:.1f} s on {self.jobs} process(es), {rate:.1f} runs/s",
+            f"failures: {len(self.failures)}",
+        ]
+        for f in self.failures:
+            lines.append(f"  {f.command}")
+            lines.extend(f"    {v}" for v in f.violations[:3])
+        return "\n".join(lines)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "start": self.start,
+            "seeds": self.seeds,
+            "runs": self.runs,
+            "modes": list(self.modes),
+            "jobs": self.jobs,
+            "seconds": round(self.seconds, 3),
+            "members": {str(n): c for n, c in sorted(self.members.items())},
+            "failures": [
+                {
+                    "seed": f.seed,
+                    "mode": f.mode,
+                    "members": f.members,
+                    "command": f.command,
+                    "violations": f.violations,
+                }
+                for f in self.failures
+            ],
+        }
+
+
+def _run_batch(
+    seeds: range, modes: tuple[str, ...], members: int | None
+) -> tuple[int, dict[int, int], list[Failure]]:
+    """Run ``seeds`` in every mode: (runs, runs per member count, failures)."""
+    runs = 0
+    spread: dict[int, int] = {}
+    failures = []
+    for seed in seeds:
+        n = members if members is not None else members_for(seed)
+        for mode in modes:
+            report = run_seed(seed, mode=mode, members=n)
+            runs += 1
+            spread[n] = spread.get(n, 0) + 1
+            if not report.ok or report.registrations == 0:
+                failures.append(Failure(seed, mode, n, report.violations or ["registered nothing"]))
+    return runs, spread, failures
+
+
+def sweep(
+    start: int,
+    count: int,
+    jobs: int = 1,
+    modes: tuple[str, ...] = MODES,
+    members: int | None = None,
+    budget: float | None = None,
+    batch: int = 20,
+    progress: Callable[[SweepReport], None] | None = None,
+) -> SweepReport:
+    """Run seeds ``start`` .. ``start + count - 1`` in each of ``modes`` (members
+    :func:`members_for` the seed unless ``members`` is given) on ``jobs`` processes.
+
+    With ``budget`` (seconds), no batch starts after it has passed: the report then covers the
+    seeds actually run, always a prefix of the range. ``progress`` is called after each batch.
+    """
+    import time
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    report = SweepReport(start, modes=modes, jobs=jobs)
+    began = time.monotonic()
+    batches = [range(s, min(s + batch, start + count)) for s in range(start, start + count, batch)]
+
+    def absorb(seeds: range, result: tuple[int, dict[int, int], list[Failure]]) -> None:
+        runs, spread, failures = result
+        report.seeds += len(seeds)
+        report.runs += runs
+        for n, c in spread.items():
+            report.members[n] = report.members.get(n, 0) + c
+        report.failures.extend(failures)
+        report.seconds = time.monotonic() - began
+        if progress is not None:
+            progress(report)
+
+    def out_of_time() -> bool:
+        return budget is not None and time.monotonic() - began >= budget
+
+    if jobs <= 1:
+        for seeds in batches:
+            if out_of_time():
+                break
+            absorb(seeds, _run_batch(seeds, modes, members))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            # in order, at most 2 batches per process in flight: what is done is a prefix
+            pending: list[tuple[range, Future[tuple[int, dict[int, int], list[Failure]]]]] = []
+            queue = iter(batches)
+            while True:
+                while len(pending) < 2 * jobs and not out_of_time():
+                    todo = next(queue, None)
+                    if todo is None:
+                        break
+                    pending.append((todo, pool.submit(_run_batch, todo, modes, members)))
+                if not pending:
+                    break
+                seeds, future = pending.pop(0)
+                absorb(seeds, future.result())
+    report.seconds = time.monotonic() - began
+    report.failures.sort(key=lambda f: (f.seed, f.mode))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Replay one seed, or sweep a range of seeds.
+
+    ``python -m mobileip.tools.sim --seed N [--mode semisync] [--members 3]`` replays a seed.
+    ``python -m mobileip.tools.sim --sweep COUNT [--start S] [--jobs 2] [--minutes M]`` runs
+    COUNT seeds from S (a random start when not given) in both modes with 2-5 members, and
+    prints what ran, each failure with the command that replays it, and the time taken.
+    """
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mobileip.tools.sim",
+        description=main.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--seed", type=int, help="replay this seed")
+    what.add_argument("--sweep", type=int, metavar="COUNT", help="run COUNT seeds")
+    parser.add_argument("--mode", choices=MODES, help="one mode (sweep: both by default)")
+    parser.add_argument(
+        "--members", type=int, help="members (default: 3 for --seed, 2 + seed %% 4 for --sweep)"
+    )
+    parser.add_argument("--start", type=int, help="first seed of a sweep (default: random)")
+    parser.add_argument("--jobs", type=int, default=1, help="sweep processes (default 1)")
+    parser.add_argument("--minutes", type=float, help="sweep: start no batch after this")
+    parser.add_argument("--json", metavar="FILE", help="sweep: also write the report as JSON")
     args = parser.parse_args(argv)
-    sim = Simulation(args.seed, members=args.members, mode=args.mode)
-    print(f"faults: {sim.faults}")
-    report = sim.run()
-    print(report)
-    return 0 if report.ok else 1
+    if args.seed is not None:
+        mode = args.mode or "async"
+        sim = Simulation(args.seed, members=args.members or 3, mode=mode)
+        print(f"faults: {sim.faults}")
+        report = sim.run()
+        print(report)
+        return 0 if report.ok else 1
+    if args.sweep < 1 or args.jobs < 1:
+        parser.error("--sweep and --jobs take a positive count")
+    start = args.start if args.start is not None else random.SystemRandom().randrange(10**9)
+    modes = (args.mode,) if args.mode else MODES
+    total = args.sweep
+
+    def progress(r: SweepReport) -> None:
+        if r.seeds % max(1, total // 10) < 20 or r.seeds == total:
+            print(
+                f"  {r.seeds}/{total} seeds, {len(r.failures)} failing runs, {r.seconds:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    budget = args.minutes * 60 if args.minutes is not None else None
+    swept = sweep(start, total, args.jobs, modes, args.members, budget, progress=progress)
+    print(swept.text())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(swept.as_json(), f, indent=1)
+            f.write("\n")
+    return 0 if swept.ok else 1
 
 
 if __name__ == "__main__":
