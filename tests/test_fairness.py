@@ -178,6 +178,36 @@ def test_invariants(ops: list[tuple[str, int]], capacity: int) -> None:
     assert seq == st_.served + st_.dropped + st_.stale + len(q)  # every push accounted for
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["push", "pop"]), st.integers(0, 3), st.integers(0, 5)),
+        max_size=200,
+    ),
+    capacity=st.integers(1, 12),
+)
+def test_pop_many_is_pop_one_by_one(ops: list[tuple[str, int, int]], capacity: int) -> None:
+    """pop_many (the lone source's shortcut included) gives what as many pop() calls would, with
+    the same stats, staleness too (times move on by 0.3 s a step, max_wait 1 s)."""
+    one: FairQueue[int] = FairQueue(capacity=capacity, max_wait=1.0)
+    many: FairQueue[int] = FairQueue(capacity=capacity, max_wait=1.0)
+    now = 0.0
+    for i, (op, source, n) in enumerate(ops):
+        now += 0.3 * (i % 3 == 0)
+        if op == "push":
+            assert one.push(source, i, now) == many.push(source, i, now)
+            continue
+        singles = []
+        for _ in range(n):
+            popped = one.pop(now)
+            if popped is None:
+                break
+            singles.append(popped[1])
+        assert many.pop_many(now, n) == singles
+        assert one.stats == many.stats and len(one) == len(many) and one.sources == many.sources
+    assert [x for _, x in drain(one, now)] == many.pop_many(now, capacity)
+
+
 @settings(max_examples=100, deadline=None)
 @given(flood=st.integers(1, 2000), light=st.integers(1, 20), capacity=st.integers(2, 64))
 def test_a_light_source_is_never_dropped_behind_a_heavy_one(

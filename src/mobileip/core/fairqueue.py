@@ -21,6 +21,9 @@ A lone source keeps the whole capacity: fairness only matters when sources compe
 
 The longest queue is known exactly in O(1): sources are kept in buckets by queue length (a
 length changes by one at a time, so the longest only moves by one when its bucket empties).
+While one source is alone in the queue (the usual overload: one busy foreign agent) neither the
+buckets nor the round are kept, so that a lone source pays as little as possible for the
+queue; they are rebuilt when a second source arrives.
 
 Times are the caller's monotonic seconds; nothing here reads a clock.
 """
@@ -89,6 +92,22 @@ class FairQueue(Generic[T]):
         longer queue) had to be dropped to make room."""
         queues = self._queues
         queue = queues.get(source)
+        if queue is not None and len(queues) == 1:
+            # the lone source (one busy foreign agent): the longest queue is its own, and the
+            # length buckets are left alone until a second source arrives
+            n = self._len
+            if n >= self.capacity:
+                self._count_drop(source)
+                return False
+            queue.append((item, now))
+            self._len = n = n + 1
+            stats = self.stats
+            stats.queued += 1
+            if n > stats.max_depth:
+                stats.max_depth = n
+            return True
+        if len(queues) <= 1:
+            self._rebuild()  # a second source (or the first): the buckets count from here on
         mine = 0 if queue is None else len(queue)
         dropped = False
         if self._len >= self.capacity:
@@ -122,22 +141,60 @@ class FairQueue(Generic[T]):
         queues = self._queues
         round_ = self._round
         while round_:
-            source = round_.popleft()
-            queue = queues[source]
-            item, queued_at = queue.popleft()
-            self._len -= 1
-            n = len(queue)
-            self._resize(source, n + 1, n)
-            if n:
-                round_.append(source)  # to the back of the round
+            if len(queues) == 1:  # the lone source: no round, no buckets
+                source = round_[0]
+                queue = queues[source]
+                item, queued_at = queue.popleft()
+                self._len -= 1
+                if not queue:
+                    del queues[source]
+                    round_.clear()
             else:
-                del queues[source]
+                source = round_.popleft()
+                queue = queues[source]
+                item, queued_at = queue.popleft()
+                self._len -= 1
+                n = len(queue)
+                self._resize(source, n + 1, n)
+                if n:
+                    round_.append(source)  # to the back of the round
+                else:
+                    del queues[source]
             if now - queued_at > self.max_wait:
                 self.stats.stale += 1
                 continue
             self.stats.served += 1
             return source, item
         return None
+
+    def pop_many(self, now: float, n: int) -> list[T]:
+        """Up to ``n`` datagrams, as :meth:`pop` would give them one by one (fewer only when the
+        queue ran empty); the lone source's come straight off its queue."""
+        queues = self._queues
+        if len(queues) != 1:
+            out: list[T] = []
+            while len(out) < n and (popped := self.pop(now)) is not None:
+                out.append(popped[1])
+            return out
+        source = self._round[0]
+        queue = queues[source]
+        max_wait = self.max_wait
+        out = []
+        taken = stale = 0
+        while queue and len(out) < n:
+            item, queued_at = queue.popleft()
+            taken += 1
+            if now - queued_at > max_wait:
+                stale += 1
+            else:
+                out.append(item)
+        self._len -= taken
+        if not queue:
+            del queues[source]
+            self._round.clear()
+        self.stats.stale += stale
+        self.stats.served += len(out)
+        return out
 
     def clear(self) -> int:
         """Forget everything queued (the socket is closing); how many datagrams that was."""
@@ -147,6 +204,15 @@ class FairQueue(Generic[T]):
         self._by_len.clear()
         self._len = self._longest = 0
         return n
+
+    def _rebuild(self) -> None:
+        """The length buckets from scratch, with at most one source queued (in O(1))."""
+        assert len(self._queues) <= 1
+        self._by_len.clear()
+        self._longest = 0
+        for source, queue in self._queues.items():
+            self._by_len[len(queue)] = {source: None}
+            self._longest = len(queue)
 
     def _resize(self, source: Hashable, old: int, new: int) -> None:
         """``source``'s queue went from ``old`` to ``new`` datagrams (they differ by one)."""

@@ -208,22 +208,19 @@ class UdpEndpoint:
         now = time.monotonic()
         while handled < batch:
             self._fill(fair, now)
-            for _ in range(min(self.quantum, batch - handled)):
-                popped = fair.pop(now)
-                if popped is None:
-                    break
-                data, src, dst = popped[1]
-                handled += 1
+            want = min(self.quantum, batch - handled)
+            datagrams = fair.pop_many(now, want)
+            handled += len(datagrams)
+            for data, src, dst in datagrams:
                 try:
                     handler(data, src, dst)
                 except Exception as exc:
                     self.counters["handler_errors"] += 1
                     if self.on_handler_error is not None:
                         self.on_handler_error(exc)
-            else:
-                now = time.monotonic()
-                continue
-            break  # the queue is empty
+            if len(datagrams) < want:
+                break  # the queue is empty
+            now = time.monotonic()
         self.counters["overload_handled"] += handled
         self._after_pump(fair, now)
 
