@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Interface
+import os
+from errno import ENETDOWN
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 import pytest
 
 from mobileip.config import DataplaneConfig, VrrpConfig
 from mobileip.daemon.roles import NativeDriver, StaticDriver, make_driver, vmac_interface
+from mobileip.dataplane.arp import ArpDuties
 from mobileip.net import vmac as vm
 from mobileip.net.vrrp_socket import DUP_WINDOW, VrrpSettings, VrrpSpeaker
 
@@ -74,3 +77,28 @@ def test_sysctls_restore_skips_a_device_that_is_gone(
     s.saved = {"net/ipv4/conf/eth0/x": "0", "net/ipv4/conf/gone/x": "0", "net/ro/x": "1"}
     assert s.restore() == ["net/ro/x"]  # the vanished device is not a failure
     assert written == [("net/ipv4/conf/eth0/x", "0")] and not s.saved
+
+
+class FlakySocket:
+    """send() fails with the given errors first, then works."""
+
+    def __init__(self, *errors: int) -> None:
+        self.errors = list(errors)
+        self.sent = 0
+
+    def send(self, frame: bytes) -> int:
+        if self.errors:
+            raise OSError(self.errors.pop(0), os.strerror(ENETDOWN))
+        self.sent += 1
+        return len(frame)
+
+
+def test_gratuitous_arp_survives_the_pending_error_of_a_link_that_came_up() -> None:
+    arp = ArpDuties("vrrp.51", log)
+    arp.mac = vm.virtual_mac(51)
+    arp._sock = FlakySocket(ENETDOWN)  # type: ignore[assignment]
+    arp.gratuitous(IPv4Address("10.77.128.2"))  # the one pending ENETDOWN, then sent
+    assert arp.counters["garp-sent"] == 1 and not arp.counters["garp-errors"]
+    arp._sock = FlakySocket(ENETDOWN, ENETDOWN)  # type: ignore[assignment]
+    arp.gratuitous(IPv4Address("10.77.128.2"))  # really down: counted, not retried forever
+    assert arp.counters["garp-errors"] == 1 and arp.counters["garp-sent"] == 1

@@ -18,6 +18,7 @@ stop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -79,17 +80,24 @@ class ArpDuties:
         if self._sock is None:
             self.counters["garp-errors"] += 1
             return
-        try:
-            self._sock.send(netlink.gratuitous_arp_frame(self.mac, home))
-        except BlockingIOError:
-            self.counters["garp-dropped"] += 1
+        frame = netlink.gratuitous_arp_frame(self.mac, home)
+        for attempt in (1, 2):
+            try:
+                self._sock.send(frame)
+            except BlockingIOError:
+                self.counters["garp-dropped"] += 1
+                return
+            except OSError as exc:
+                # a packet socket bound to a link that was down (the virtual-MAC macvlan of a
+                # standby) keeps one pending ENETDOWN per down->up, reported by the next send
+                if exc.errno == errno.ENETDOWN and attempt == 1:
+                    continue
+                self.counters["garp-errors"] += 1
+                if self.counters["garp-errors"] <= 10:
+                    self.log("dataplane.garp_failed", home=home, error=str(exc))
+                return
+            self.counters["garp-sent"] += 1
             return
-        except OSError as exc:
-            self.counters["garp-errors"] += 1
-            if self.counters["garp-errors"] <= 10:
-                self.log("dataplane.garp_failed", home=home, error=str(exc))
-            return
-        self.counters["garp-sent"] += 1
 
     async def announce(self, homes: Sequence[IPv4Address], still: Callable[[], bool]) -> int:
         """Gratuitous ARP for each of ``homes``, ``batch`` at a time with a pause between, while
