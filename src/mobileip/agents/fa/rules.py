@@ -18,6 +18,15 @@ address and the low 32 bits of the identification) is dropped; otherwise it is r
 to the MN's address and port, and an accepted one (code 0 or 1) updates the visitor list (lifetime
 0 removes the visitor). Denials the FA generates itself carry no MN-HA authenticator (the FA has
 no key for it), as the RFC says.
+
+Registration revocation (RFC 3543, docs/revocation.md), when ``fa_ha`` (an FA-HA security
+association) is set: a relayed request gets a Revocation Support extension (I bit when
+``inform_mobile_node``) and an FA-HA authentication extension appended; a reply that carries the
+home agent's Revocation Support extension under a valid FA-HA authenticator marks the visitor as
+revocable. :meth:`ForeignAgentCore.handle_revocation` answers an authentic Registration
+Revocation from the home agent with a Revocation Acknowledgement, removes the visitor and, when
+the I bit asks for it, tells the mobile node with an unsolicited Registration Reply (code 65,
+lifetime 0, the identification of its last accepted request).
 """
 
 from __future__ import annotations
@@ -27,12 +36,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from mobileip.core.revocation import verify_fa_ha
+from mobileip.core.security import SecurityAssociation, append_auth
 from mobileip.wire import registration as wire
+from mobileip.wire import revocation as rw
 from mobileip.wire.errors import DecodeError
 
 Address = tuple[str, int]
 
 FA_UNSPECIFIED = 64
+FA_ADMINISTRATIVELY_PROHIBITED = 65
 FA_INSUFFICIENT_RESOURCES = 66
 FA_LIFETIME_TOO_LONG = 69
 FA_POORLY_FORMED_REQUEST = 70
@@ -41,6 +54,7 @@ FA_REVERSE_TUNNEL_UNAVAILABLE = 74  # RFC 3024
 FA_INVALID_COA = 77
 FA_REGISTRATION_TIMEOUT = 78
 LOW32 = 0xFFFFFFFF
+RECENT_ACKS = 4096  # (home, revocation id) pairs whose ack we resend on a retransmission
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +68,8 @@ class ForeignAgentSettings:
     max_pending: int = 1000
     max_visitors: int = 100_000
     ha_port: int = wire.UDP_PORT
+    fa_ha: SecurityAssociation | None = None  # set: registration revocation (RFC 3543) is on
+    inform_mobile_node: bool = True  # RFC 3543 I bit: we can tell the MN of a revocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +81,11 @@ class Visitor:
     flags: int
     lifetime: int
     expires: float
+    identification: int = 0  # of the accepted request (a revocation's reply to the MN uses it)
+    # RFC 3543: the home agent's Revocation Support timestamp (None: not negotiated) and the
+    # address and port its replies came from
+    revocation_since: int | None = None
+    ha_source: Address | None = None
 
     @property
     def reverse_tunnel(self) -> bool:
@@ -93,7 +114,7 @@ class VisitorAdded:
 @dataclass(frozen=True, slots=True)
 class VisitorRemoved:
     home_address: IPv4Address
-    reason: str  # deregistered | expired
+    reason: str  # deregistered | expired | revoked
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +139,11 @@ class ForeignAgentCore:
         self.visitors: dict[IPv4Address, Visitor] = {}
         self.pending: dict[tuple[IPv4Address, int], Pending] = {}
         self.counters: Counter[str] = Counter()
+        self.recent_acks: dict[tuple[IPv4Address, int], bytes] = {}
 
     # --- from the mobile node ------------------------------------------------------------
 
-    def handle_request(self, data: bytes, src: Address, now: float) -> Output:
+    def handle_request(self, data: bytes, src: Address, now: float, wall: float = 0.0) -> Output:
         out = Output()
         try:
             req = wire.decode_request(data)
@@ -160,6 +182,10 @@ class ForeignAgentCore:
             return self._deny(out, req, src, FA_INSUFFICIENT_RESOURCES, "visitor list full")
         self.pending[key] = Pending(req, src, now + s.pending_timeout)
         self.counters["requests-relayed"] += 1
+        if s.fa_ha is not None:
+            support = rw.make_support(inform=s.inform_mobile_node, timestamp=int(wall))
+            body = data + wire.encode_extension(support.extension())
+            data = append_auth(body, wire.EXT_FA_HA_AUTH, s.fa_ha)
         out.sends.append(Send(data, (str(req.home_agent), s.ha_port)))
         return out
 
@@ -205,6 +231,7 @@ class ForeignAgentCore:
             return out
         lifetime = min(reply.lifetime, req.lifetime)
         expires = math.inf if lifetime == wire.INFINITE_LIFETIME else now + lifetime
+        since = self._revocation_since(data, reply)
         visitor = Visitor(
             req.home_address,
             req.home_agent,
@@ -213,10 +240,93 @@ class ForeignAgentCore:
             int(req.flags),
             lifetime,
             expires,
+            req.identification,
+            since,
+            src if since is not None else None,
         )
         renewed = req.home_address in self.visitors
         self.visitors[req.home_address] = visitor
         out.events.append(VisitorAdded(visitor, renewed))
+        return out
+
+    def _revocation_since(self, data: bytes, reply: wire.RegistrationReply) -> int | None:
+        """The home agent's Revocation Support timestamp, if the reply negotiated revocation."""
+        sa = self.settings.fa_ha
+        if sa is None:
+            return None
+        support = rw.find_support(reply.extensions)
+        if support is None:
+            return None
+        if not verify_fa_ha(data, reply, sa):
+            self.counters["revocation-support-bad-auth"] += 1
+            return None
+        self.counters["revocation-negotiated"] += 1
+        return support.timestamp
+
+    # --- registration revocation (RFC 3543) ----------------------------------------------
+
+    def handle_revocation(self, data: bytes, src: Address, now: float) -> Output:
+        """A Registration Revocation from a home agent: ack it, drop the visitor, inform the MN."""
+        out = Output()
+        sa = self.settings.fa_ha
+        if sa is None:
+            self.counters["revocation-dropped-not-enabled"] += 1
+            return out
+        try:
+            msg = rw.decode(data)
+        except DecodeError as exc:
+            self.counters[f"revocation-dropped-{exc.reason}"] += 1
+            return out
+        if not isinstance(msg, rw.RegistrationRevocation):
+            self.counters["revocation-dropped-not-a-revocation"] += 1
+            return out
+        if not msg.by_home_agent:
+            self.counters["revocation-dropped-not-from-home-agent"] += 1
+            return out
+        if not verify_fa_ha(data, msg, sa):
+            self.counters["revocation-dropped-bad-auth"] += 1
+            return out
+        key = (msg.home_address, msg.revocation_id)
+        again = self.recent_acks.get(key)
+        if again is not None:  # a retransmission: our ack was lost
+            self.counters["revocation-duplicates"] += 1
+            out.sends.append(Send(again, src))
+            return out
+        visitor = self.visitors.get(msg.home_address)
+        informed = False
+        if visitor is not None:
+            if visitor.revocation_since is None:
+                self.counters["revocation-dropped-not-negotiated"] += 1
+                return out
+            if visitor.home_agent != msg.home_domain_address:
+                self.counters["revocation-dropped-wrong-home-agent"] += 1
+                return out
+            if msg.revocation_id < visitor.revocation_since:
+                self.counters["revocation-dropped-stale"] += 1  # older than the registration
+                return out
+            del self.visitors[msg.home_address]
+            out.events.append(VisitorRemoved(msg.home_address, "revoked"))
+            self.counters["visitors-revoked"] += 1
+            if msg.inform and self.settings.inform_mobile_node:
+                tell = wire.RegistrationReply(
+                    FA_ADMINISTRATIVELY_PROHIBITED,
+                    0,
+                    visitor.home_address,
+                    visitor.home_agent,
+                    visitor.identification,
+                )
+                out.sends.append(Send(wire.encode(tell), visitor.mn_address))
+                self.counters["revocation-mobile-nodes-informed"] += 1
+                informed = True
+        else:
+            self.counters["revocation-no-visitor"] += 1  # acked all the same: stop the HA
+        ack = rw.RevocationAck(rw.ACK_I if informed else 0, msg.home_address, msg.revocation_id)
+        ack_data = append_auth(rw.encode(ack), wire.EXT_FA_HA_AUTH, sa)
+        if len(self.recent_acks) >= RECENT_ACKS:
+            del self.recent_acks[next(iter(self.recent_acks))]
+        self.recent_acks[key] = ack_data
+        self.counters["revocation-acks-sent"] += 1
+        out.sends.append(Send(ack_data, src))
         return out
 
     # --- time ----------------------------------------------------------------------------
