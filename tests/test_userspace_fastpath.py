@@ -11,11 +11,13 @@ import random
 import socket
 from collections.abc import Iterator
 from ipaddress import IPv4Address as A
+from typing import Any
 
 import pytest
 
 from mobileip.dataplane.backend import TunnelSpec
 from mobileip.dataplane.encap import (
+    FLAG_DF,
     Encapsulation,
     IPv4Header,
     TunnelRefused,
@@ -167,3 +169,83 @@ def test_batch_per_wakeup(rig: tuple[UserspaceBackend, socket.socket, Sink]) -> 
     assert len(sink.out) == BATCH
     backend._on_tun()
     assert len(sink.out) == BATCH + 5
+
+
+def tunnelled(rng: random.Random, coa: A, home: A, kind: Encapsulation) -> bytes:
+    ff = rng.choice([0, FLAG_DF])  # minimal encapsulation refuses fragments
+    inner = packet(A("10.9.9.9"), rng.choice([20, 64, 1400]), rng, src=home, ttl=64, ff=ff)
+    return encapsulate(inner, kind, coa, HA, ident=rng.randrange(65536), forwarding=False)
+
+
+def test_reverse_fast_path_matches_the_general_path() -> None:
+    """Registered and unregistered pairs, bad inner checksums, GRE with a checksum, minimal
+    encapsulation, fragments, truncated and padded packets: the batch reader writes to the TUN
+    and counts exactly what :meth:`reverse` does packet by packet."""
+    rng = random.Random(21)
+    coas = [A("10.2.0.9"), A("10.2.0.10")]
+    homes = [A("10.1.0.5"), A("10.1.0.6"), A("10.1.0.7")]
+    cases: list[bytes] = []
+    for _ in range(300):
+        coa, home = rng.choice(coas), rng.choice(homes)
+        kind = rng.choice([E.IPIP, E.GRE, E.MINIMAL])
+        p = bytearray(tunnelled(rng, coa, home, kind))
+        twist = rng.randrange(8)
+        if twist == 0:  # bad inner checksum (IP-in-IP: inner header at 20)
+            p[30] ^= 0xFF
+        elif twist == 1:  # GRE with the C bit and a checksum
+            inner = bytes(p[20:]) if kind is E.IPIP else None
+            if inner is not None:
+                p = bytearray(
+                    encapsulate(inner, E.GRE, coa, HA, gre_checksum=True, forwarding=False)
+                )
+        elif twist == 2:  # truncated
+            p = p[: rng.randrange(1, len(p))]
+        elif twist == 3:  # padded
+            p += b"\0\0"
+        elif twist == 4:  # an outer fragment (MF)
+            p[6] |= 0x20
+        cases.append(bytes(p))
+    results = []
+    for fast in (True, False):
+        backend = UserspaceBackend(lambda *a, **k: None, "x", HA)
+        for i, home in enumerate(homes):
+            backend.track(TunnelSpec(home, ((coas[0], E.IPIP),), tuple(coas[: i + 1])))
+        tun_r, tun_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        raw_r, raw_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        tun_r.setblocking(False)
+        raw_r.setblocking(False)
+        for s in (tun_r, tun_w, raw_r, raw_w):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        backend.tun_fd = tun_w.fileno()
+        general = backend.reverse
+        calls = []
+
+        def spy(data: bytes, general: Any = general, calls: list[bytes] = calls) -> None:
+            calls.append(data)
+            general(data)
+
+        if fast:
+            backend.reverse = spy  # type: ignore[method-assign]
+        written = []
+        for case in cases:
+            if fast:
+                raw_w.send(case)
+                backend._on_tunnelled(raw_r)
+            else:
+                backend.reverse(case)
+            while True:
+                try:
+                    written.append(tun_r.recv(65536))
+                except BlockingIOError:
+                    break
+        results.append((written, dict(backend.counters), len(calls)))
+        for s in (tun_r, tun_w, raw_r, raw_w):
+            s.close()
+    (fast_out, fast_counters, fast_calls), (slow_out, slow_counters, _) = results
+    assert fast_out == slow_out
+    assert fast_counters == slow_counters
+    assert fast_counters["decap-ipip"] > 0 and fast_counters["decap-gre"] > 0
+    assert fast_counters["reverse-drop-unregistered"] > 0
+    assert fast_counters["reverse-drop-ipv4-checksum"] > 0
+    assert 0 < fast_calls < len(cases) - fast_counters["decap-ipip"] // 2  # most took the fast path
