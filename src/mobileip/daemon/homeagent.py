@@ -7,8 +7,13 @@ A datagram takes one path, :meth:`HomeAgentDaemon.datagram_received`:
   :class:`PendingReply` (to the request's source address and port, *from* the address the
   request was sent to), which :attr:`HomeAgentDaemon.reply_policy` may take over to send later
   (semisync mode answers only after a peer acked) or, by default, is sent at once;
+* a first byte in :attr:`HomeAgentDaemon.type_handlers` (RFC 3543 Revocation Acknowledgement, 15):
+  that handler;
 * any other first byte: :attr:`HomeAgentDaemon.extra_handler` when set (the sync protocol shares
   the socket when its port is the registration port), else counted as garbage and dropped.
+
+Before a reply is sent or held, each of :attr:`HomeAgentDaemon.reply_filters` may rewrite it (the
+revocation service appends its Revocation Support extension for a foreign agent).
 
 Expiry runs on one timer set from ``core.next_deadline()``. Nonces come from :mod:`secrets`.
 :meth:`HomeAgentDaemon.serve` runs until SIGTERM or SIGINT (or :meth:`request_stop`).
@@ -68,6 +73,12 @@ class HomeAgentDaemon:
         )
         # extension points (the sync engine, the data plane, metrics)
         self.extra_handler: DatagramHandler | None = None
+        # by first byte, before extra_handler (RFC 3543: the revocation service takes 15)
+        self.type_handlers: dict[int, DatagramHandler] = {}
+        # (request, source, reply) -> reply to send, in order, before the reply policy
+        self.reply_filters: list[Callable[[bytes, Address, bytes], bytes]] = []
+        # called with (home, by) after the operator's `clear binding` dropped bindings
+        self.cleared_hooks: list[Callable[[IPv4Address, str], None]] = []
         self.subscribers: list[EventSubscriber] = []
         self.reply_policy: ReplyPolicy | None = None
         self.request_gates: list[RequestGate] = []
@@ -115,6 +126,8 @@ class HomeAgentDaemon:
                 self.publish(outcome.events, now, src)
             reply = outcome.reply
             if reply is not None:
+                for rewrite in self.reply_filters:
+                    reply = rewrite(data, src, reply)
                 policy = self.reply_policy
                 if policy is None:
                     if self.endpoint is not None:
@@ -124,6 +137,10 @@ class HomeAgentDaemon:
                     if not policy(outcome, pending):
                         self.send_reply(pending)
             self._reschedule()
+            return
+        handler = self.type_handlers.get(data[0]) if data else None
+        if handler is not None:
+            handler(data, src, dst)
             return
         if self.extra_handler is not None:
             self.extra_handler(data, src, dst)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from typing import Any, Protocol
 
 from mobileip.config import Config
@@ -97,6 +98,8 @@ class ObservedHost(ServiceHost, Protocol):
 
 class EventHost(ServiceHost, Protocol):
     subscribers: list[EventSubscriber]
+    # called with (home, by) after the operator's `clear binding` dropped bindings (RFC 3543)
+    cleared_hooks: list[Callable[[IPv4Address, str], None]]
 
     def publish(self, events: Sequence[Event], now: float, src: Address | None = None) -> None:
         """Log ``events`` and hand them to every subscriber."""

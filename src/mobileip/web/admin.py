@@ -112,6 +112,8 @@ def clear_binding(daemon: EventHost, home: IPv4Address) -> int:
     daemon.log.info("binding.cleared", home=home, bindings=count, by="operator")
     daemon.publish(events, now)
     daemon.reschedule_expiry()
+    for hook in daemon.cleared_hooks:  # RFC 3543: revoke at the foreign agent
+        hook(home, "operator")
     return count
 
 

@@ -43,6 +43,11 @@ class ForeignAgentConfig:
     minimal_encapsulation: bool = True
     pending_timeout: float = 7.0
     tun_name: str = "mipfa0"
+    # RFC 3543 registration revocation: on when an FA-HA key is set (docs/revocation.md)
+    revocation_spi: int = 0
+    revocation_algorithm: str = "hmac-md5"
+    revocation_key: bytes = b""
+    inform_mobile_node: bool = True
 
 
 def read_table(path: str | Path, section: str) -> Table:
@@ -84,7 +89,16 @@ def load_fa_config(path: str | Path) -> ForeignAgentConfig:
         minimal_encapsulation=t.boolean("minimal_encapsulation", True),
         pending_timeout=t.number("pending_timeout", 7.0, 0.1, 600.0),
         tun_name=t.string("tun_name", "mipfa0") or "mipfa0",
+        revocation_spi=t.integer("revocation_spi", 0, 256, 0xFFFFFFFF) or 0,
+        revocation_algorithm=t.choice(
+            "revocation_algorithm", ("hmac-md5", "prefix-suffix-md5"), "hmac-md5"
+        )
+        or "hmac-md5",
+        revocation_key=t.hex_key("revocation_key") if t.has("revocation_key") else b"",
+        inform_mobile_node=t.boolean("inform_mobile_node", True),
     )
+    if bool(cfg.revocation_key) != bool(cfg.revocation_spi):
+        raise t.error("revocation_key", "revocation_key and revocation_spi go together")
     if len(cfg.tun_name) > 15:
         raise t.error("tun_name", "interface names are at most 15 characters")
     t.finish()

@@ -39,6 +39,7 @@ from mobileip.agents.fa.rules import (
     VisitorRemoved,
 )
 from mobileip.config import ConfigError
+from mobileip.core.security import SecurityAssociation
 from mobileip.dataplane.backend import OUTER_OVERHEAD
 from mobileip.dataplane.encap import (
     IPPROTO_GRE,
@@ -58,6 +59,7 @@ from mobileip.net.udp import Address, UdpEndpoint
 from mobileip.wire import agent_adv as adv
 from mobileip.wire.errors import DecodeError
 from mobileip.wire.registration import TYPE_REPLY, TYPE_REQUEST
+from mobileip.wire.revocation import TYPE_REVOCATION
 
 REVERSE_TABLE = 434  # routing table for reverse-tunnelled visitors
 RULE_PRIORITY = 434
@@ -76,6 +78,8 @@ class ForeignAgentDaemon:
                 gre=cfg.gre,
                 reverse_tunnel=cfg.reverse_tunnel,
                 pending_timeout=cfg.pending_timeout,
+                fa_ha=_fa_ha(cfg),
+                inform_mobile_node=cfg.inform_mobile_node,
             )
         )
         self.endpoint: UdpEndpoint | None = None
@@ -182,7 +186,7 @@ class ForeignAgentDaemon:
     def _on_datagram(self, data: bytes, src: Address, dst: str | None) -> None:
         now = time.monotonic()
         if data[:1] == bytes([TYPE_REQUEST]):
-            out = self.core.handle_request(data, src, now)
+            out = self.core.handle_request(data, src, now, time.time())
             home = _home_of_request(data)
             if home is not None and out.sends:
                 # the reply (ours or the HA's) goes to the MN on the link: a route first
@@ -190,6 +194,8 @@ class ForeignAgentDaemon:
                 return
         elif data[:1] == bytes([TYPE_REPLY]):
             out = self.core.handle_reply(data, src, now)
+        elif data[:1] == bytes([TYPE_REVOCATION]):
+            out = self.core.handle_revocation(data, src, now)
         else:
             self.core.counters["dropped-unknown-type"] += 1
             return
@@ -378,6 +384,7 @@ class ForeignAgentDaemon:
             sequence=self.sequence,
             registration_lifetime=self.cfg.max_lifetime,
             flags=flags,
+            flags2=adv.FLAG_X if self.core.settings.fa_ha is not None else 0,  # RFC 3543
             care_of_addresses=(self.cfg.care_of_address,),
             lifetime=min(0xFFFF, max(1, math.ceil(3 * interval))),
             code=adv.CODE_MOBILITY_ONLY,
@@ -415,6 +422,13 @@ class ForeignAgentDaemon:
             if adv.is_solicitation(icmp):
                 self.core.counters["solicitations-received"] += 1
                 self._advertise()
+
+
+def _fa_ha(cfg: ForeignAgentConfig) -> SecurityAssociation | None:
+    """The FA-HA security association for registration revocation, if configured."""
+    if not cfg.revocation_key:
+        return None
+    return SecurityAssociation(cfg.revocation_spi, cfg.revocation_algorithm, cfg.revocation_key, ())
 
 
 def _home_of_request(data: bytes) -> IPv4Address | None:
