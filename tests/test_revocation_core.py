@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 import vectors as v
@@ -245,3 +246,37 @@ def test_deregistration_and_a_move_to_another_fa_forget_the_negotiation() -> Non
     assert outcome.reply is not None and wire.decode_reply(outcome.reply).code == 0
     assert w.agent.on_reply(direct, ("203.0.113.50", 434), outcome.reply, WALL) == outcome.reply
     assert w.agent.bindings_of(v.HOME) == []
+
+
+def test_fa_config_turns_revocation_on_and_the_advertisement_carries_the_x_bit(
+    tmp_path: Path,
+) -> None:
+    from mobileip.agents.fa.config import load_fa_config
+    from mobileip.agents.fa.daemon import ForeignAgentDaemon
+    from mobileip.config import ConfigError
+    from mobileip.log import Logger
+    from mobileip.wire import agent_adv as adv
+
+    base = '[foreignagent]\ninterface = "eth1"\ncare_of_address = "10.2.0.1"\n'
+    path = tmp_path / "fa.toml"
+    path.write_text(base)
+    off = ForeignAgentDaemon(load_fa_config(path), Logger(level="error"))
+    assert off.core.settings.fa_ha is None
+    assert adv.decode_advertisement(off.advertisement()).flags2 & adv.FLAG_X == 0
+    path.write_text(
+        base + 'revocation_spi = 4096\nrevocation_key = "00112233445566778899aabbccddeeff"\n'
+        "inform_mobile_node = false\n"
+    )
+    cfg = load_fa_config(path)
+    on = ForeignAgentDaemon(cfg, Logger(level="error"))
+    sa = on.core.settings.fa_ha
+    assert sa is not None and (sa.spi, sa.algorithm, sa.key.hex()) == (
+        4096,
+        "hmac-md5",
+        "00112233445566778899aabbccddeeff",
+    )
+    assert on.core.settings.inform_mobile_node is False
+    assert adv.decode_advertisement(on.advertisement()).flags2 & adv.FLAG_X
+    path.write_text(base + "revocation_spi = 4096\n")
+    with pytest.raises(ConfigError, match="revocation_key and revocation_spi go together"):
+        load_fa_config(path)
