@@ -280,3 +280,20 @@ def test_fa_config_turns_revocation_on_and_the_advertisement_carries_the_x_bit(
     path.write_text(base + "revocation_spi = 4096\n")
     with pytest.raises(ConfigError, match="revocation_key and revocation_spi go together"):
         load_fa_config(path)
+
+
+def test_a_renewal_without_support_forgets_and_plain_requests_skip_decoding() -> None:
+    w = World()
+    w.register()
+    assert w.agent.negotiated_count == 1
+    plain = w.mn_request()  # straight from the MN: no Revocation Support, no FA-HA
+    outcome = w.core.handle_request(plain, NOW + 1, WALL + 1)
+    assert outcome.reply is not None
+    assert w.agent.on_reply(plain, FA_PORT, outcome.reply, WALL) is outcome.reply
+    assert w.agent.bindings_of(v.HOME) == [] and w.agent.negotiated_count == 0
+    assert w.agent.counters["negotiated-ended"] == 1
+    # nothing negotiated for this home and no marker: the reply is returned untouched
+    again = w.mn_request()
+    outcome = w.core.handle_request(again, NOW + 2, WALL + 2)
+    assert outcome.reply is not None
+    assert w.agent.on_reply(again, FA_PORT, outcome.reply, WALL) is outcome.reply

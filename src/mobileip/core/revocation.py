@@ -42,6 +42,8 @@ from mobileip.wire import revocation as rw
 from mobileip.wire.errors import DecodeError
 
 Address = tuple[str, int]
+# type and length of a Revocation Support extension, as they appear in a request
+_SUPPORT_MARK = bytes((rw.EXT_REVOCATION_SUPPORT, 6))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,9 @@ class RevocationAgent:
     def __init__(self, settings: RevocationSettings) -> None:
         self.settings = settings
         # (home, care-of address) -> binding
-        self.negotiated: dict[tuple[IPv4Address, IPv4Address], Negotiated] = {}
+        # home address (as an int) -> care-of address -> binding
+        self.negotiated: dict[int, dict[IPv4Address, Negotiated]] = {}
+        self.negotiated_count = 0
         self.pending: dict[tuple[IPv4Address, int], PendingRevocation] = {}
         self.counters: Counter[str] = Counter()
         self.last_id = 0
@@ -132,6 +136,14 @@ class RevocationAgent:
         """Note what a request/reply pair negotiated; return the reply to send (``reply`` itself
         or ``reply`` with Revocation Support and FA-HA authentication appended)."""
         if not self.settings.peers:
+            return reply
+        # the common case, a request with no Revocation Support for a home with nothing
+        # negotiated, costs two byte searches and no decoding (the marker may also occur by
+        # chance in other bytes: then the full path below decides)
+        if (
+            request.find(_SUPPORT_MARK, reg.REQUEST_HEADER_LEN) < 0
+            and int.from_bytes(request[4:8], "big") not in self.negotiated
+        ):
             return reply
         try:
             req = reg.decode_request(request)
@@ -145,8 +157,8 @@ class RevocationAgent:
                 if other.care_of_address != req.care_of_address:
                     self._forget((other.home_address, other.care_of_address))
         if rep.code not in (0, 1) or rep.lifetime == 0:
-            if rep.code in (0, 1) and self.negotiated.pop(key, None) is not None:
-                self.counters["negotiated-ended"] += 1
+            if rep.code in (0, 1):
+                self._forget(key)
             return reply
         if support is None:
             self._forget(key)
@@ -169,18 +181,29 @@ class RevocationAgent:
             support.inform and self.settings.inform,
             since,
         )
-        if key not in self.negotiated:
+        of_home = self.negotiated.setdefault(int(req.home_address), {})
+        if req.care_of_address not in of_home:
             self.counters["negotiated"] += 1
-        self.negotiated[key] = binding
+            self.negotiated_count += 1
+        of_home[req.care_of_address] = binding
         ours = rw.make_support(inform=self.settings.inform, timestamp=since).extension()
         return append_auth(reply + reg.encode_extension(ours), reg.EXT_FA_HA_AUTH, sa)
 
     def _forget(self, key: tuple[IPv4Address, IPv4Address]) -> None:
-        if self.negotiated.pop(key, None) is not None:
+        if self._remove(*key):
             self.counters["negotiated-ended"] += 1
 
+    def _remove(self, home: IPv4Address, coa: IPv4Address) -> bool:
+        of_home = self.negotiated.get(int(home))
+        if of_home is None or of_home.pop(coa, None) is None:
+            return False
+        if not of_home:
+            del self.negotiated[int(home)]
+        self.negotiated_count -= 1
+        return True
+
     def bindings_of(self, home: IPv4Address) -> list[Negotiated]:
-        return [b for (h, _), b in self.negotiated.items() if h == home]
+        return list(self.negotiated.get(int(home), {}).values())
 
     # --- revoking --------------------------------------------------------------------------
 
@@ -189,7 +212,7 @@ class RevocationAgent:
         agent of each one that negotiated revocation."""
         sends: list[Send] = []
         for binding in self.bindings_of(home):
-            del self.negotiated[(binding.home_address, binding.care_of_address)]
+            self._remove(binding.home_address, binding.care_of_address)
             sa = self.settings.peers.get(IPv4Address(binding.foreign_agent[0]))
             if sa is None:  # the peer's SA went away (reload) since the registration
                 self.counters["revocation-no-sa"] += 1
@@ -258,7 +281,7 @@ class RevocationAgent:
 
     def status(self) -> dict[str, object]:
         return {
-            "negotiated": len(self.negotiated),
+            "negotiated": self.negotiated_count,
             "pending": [
                 {
                     "home_address": str(p.binding.home_address),
