@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import vectors as v
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mobileip.agents.fa import rules as fa
 from mobileip.core import homeagent as ha
@@ -297,3 +299,19 @@ def test_a_renewal_without_support_forgets_and_plain_requests_skip_decoding() ->
     outcome = w.core.handle_request(again, NOW + 2, WALL + 2)
     assert outcome.reply is not None
     assert w.agent.on_reply(again, FA_PORT, outcome.reply, WALL) is outcome.reply
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([7, 15, 1, 3]),
+    st.binary(max_size=90),
+    st.sampled_from([b"", bytes((rw.EXT_REVOCATION_SUPPORT, 6))]),
+)
+def test_garbage_never_crashes_either_side(first: int, body: bytes, tail: bytes) -> None:
+    data = bytes([first]) + body + tail
+    w = World()
+    w.agent.handle_ack(data, FA_PORT)
+    w.fa.handle_revocation(data, (str(v.HA), 434), NOW)
+    w.fa.handle_reply(data, (str(v.HA), 434), NOW)
+    reply = wire.encode(wire.RegistrationReply(0, 600, v.HOME, v.HA, 1))
+    assert w.agent.on_reply(data, FA_PORT, reply, WALL) == reply  # nothing valid negotiates
