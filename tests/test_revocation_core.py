@@ -315,3 +315,18 @@ def test_garbage_never_crashes_either_side(first: int, body: bytes, tail: bytes)
     w.fa.handle_reply(data, (str(v.HA), 434), NOW)
     reply = wire.encode(wire.RegistrationReply(0, 600, v.HOME, v.HA, 1))
     assert w.agent.on_reply(data, FA_PORT, reply, WALL) == reply  # nothing valid negotiates
+
+
+def test_expired_bindings_are_forgotten_without_a_revocation() -> None:
+    w = World()
+    w.register(lifetime=10)
+    assert w.agent.negotiated_count == 1
+    assert w.core.tick(NOW + 5) == []  # not yet
+    events = w.core.tick(NOW + 11)
+    expired = [e for e in events if isinstance(e, ha.BindingsExpired)]
+    assert expired, events
+    for e in expired:  # what RevocationService's event subscriber does
+        w.agent.on_expired(e.record.home_address, (b.care_of_address for b in e.record.bindings))
+    assert w.agent.negotiated_count == 0 and w.agent.negotiated == {}
+    assert w.agent.counters["negotiated-expired"] == 1
+    assert w.agent.revoke(v.HOME, NOW + 12, WALL + 12, "operator") == []

@@ -136,10 +136,21 @@ def test_clear_binding_revokes_at_the_foreign_agent_with_a_retransmission() -> N
                 None, fetch_json, control, "/api/v1/revocation"
             )
             assert status["pending"] == [] and status["counters"]["revocations-acked"] == 1
-            assert (
-                daemon.core.table.get(int(home)) is None
-                or not daemon.core.table.get(int(home)).bindings
-            )  # type: ignore[union-attr]
+            rec = daemon.core.table.get(int(home))
+            assert rec is None or not rec.bindings
+
+            # a binding that simply expires is forgotten (the event subscriber), not revoked
+            ident = ntp_from_unix(time.time() + 1)
+            mn_sock.sendto(build_request(mn, 1, ident), (FA_IP, fa_port))
+            check = check_reply(mn, await loop.run_in_executor(None, mn_sock.recv, 2048), ident)
+            assert check.ok and check.reply is not None and check.reply.code == 0, check.error
+            assert service.agent.negotiated_count == 1
+            deadline = time.monotonic() + 10
+            while service.agent.negotiated_count and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert service.agent.negotiated_count == 0
+            assert service.agent.counters["negotiated-expired"] == 1
+            assert service.agent.counters["revocations-sent"] == 1  # still only the first one
         finally:
             mn_sock.close()
             transport.close()

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hmac
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -201,6 +201,20 @@ class RevocationAgent:
             del self.negotiated[int(home)]
         self.negotiated_count -= 1
         return True
+
+    def on_expired(self, home: int, live: Iterable[int]) -> int:
+        """Bindings of ``home`` expired (``live``: the care-of addresses it still has): forget the
+        negotiated ones that are gone, without revoking (the FA's copy expires too). Returns how
+        many were forgotten."""
+        of_home = self.negotiated.get(home)
+        if of_home is None:
+            return 0
+        keep = set(live)
+        gone = [coa for coa in of_home if int(coa) not in keep]
+        for coa in gone:
+            self._remove(IPv4Address(home), coa)
+        self.counters["negotiated-expired"] += len(gone)
+        return len(gone)
 
     def bindings_of(self, home: IPv4Address) -> list[Negotiated]:
         return list(self.negotiated.get(int(home), {}).values())

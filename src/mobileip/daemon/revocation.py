@@ -7,7 +7,9 @@ The service plugs into the daemon's extension points:
 * ``type_handlers[15]``: Revocation Acknowledgements go to ``agent.handle_ack``;
 * ``cleared_hooks``: after the operator's ``clear binding``, ``agent.revoke`` sends a Registration
   Revocation to each foreign agent that negotiated revocation for the home address;
-* one timer, at ``agent.next_deadline()``, for retransmissions.
+* one timer, at ``agent.next_deadline()``, for retransmissions;
+* an event subscriber: bindings that expire are forgotten (no revocation: the FA's copy expires
+  too).
 
 ``GET /api/v1/revocation`` shows the negotiated count, the pending revocations and the counters.
 Nothing of this is replicated to the other members yet (docs/revocation.md, "Failover").
@@ -17,17 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address
 from typing import Any, Protocol
 
+from mobileip.core.homeagent import BindingsExpired, Event
 from mobileip.core.revocation import RevocationAgent, RevocationSettings, Send
-from mobileip.daemon.ports import ServiceHost
+from mobileip.daemon.ports import EventHost
 from mobileip.net.udp import Address, DatagramHandler, UdpEndpoint
 from mobileip.wire.revocation import TYPE_REVOCATION_ACK
 
 
-class RevocationHost(ServiceHost, Protocol):
+class RevocationHost(EventHost, Protocol):
     type_handlers: dict[int, DatagramHandler]
     reply_filters: list[Callable[[bytes, Address, bytes], bytes]]
     cleared_hooks: list[Callable[[IPv4Address, str], None]]
@@ -51,8 +54,17 @@ class RevocationService:
         host.reply_filters.append(self._filter)
         host.type_handlers[TYPE_REVOCATION_ACK] = self._on_ack
         host.cleared_hooks.append(self.revoke)
+        host.subscribers.append(self._on_events)
         host.shutdown_hooks.append(self._stop)
         host.control.add_json_route("GET", "/api/v1/revocation", self._status)
+
+    def _on_events(self, events: Sequence[Event], now: float) -> None:
+        if not self.agent.negotiated:
+            return
+        for event in events:
+            if isinstance(event, BindingsExpired):
+                rec = event.record
+                self.agent.on_expired(rec.home_address, (b.care_of_address for b in rec.bindings))
 
     def _filter(self, request: bytes, src: Address, reply: bytes) -> bytes:
         return self.agent.on_reply(request, src, reply, time.time())
