@@ -100,6 +100,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sample-interval", type=float, default=0.05, help="UDP period per sampled node (s)"
     )
+    p.add_argument(
+        "--backend",
+        choices=("userspace", "kernel", "auto"),
+        default="userspace",
+        help="[dataplane] backend of the Home Agents (kernel: ipip/gre modules, e.g. inside UML)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -129,6 +135,7 @@ def main(args: argparse.Namespace) -> int:
             mobile_nodes=args.mobile_nodes,
             sample=args.sample,
             sample_interval=args.sample_interval,
+            backend=args.backend,
         )
         try:
             report = lab.scenario(roam=not args.no_roam, capture=args.capture)
@@ -166,7 +173,8 @@ def format_report(r: dict[str, Any]) -> str:
         return "not measured" if v is None else f"{v} ms"
 
     lines = [
-        f"mode:             {r['mode']}",
+        f"mode:             {r['mode']}"
+        + (f" ({r['backend']} data plane)" if r.get("backend") else ""),
         f"killed:           {r.get('killed')}",
         f"new active:       {r['new_active']}",
         f"bindings:         {r['bindings_before']} before, {r['bindings_after']} after",
@@ -389,8 +397,10 @@ class NetnsLab:
         sample_interval: float = 0.05,
         members: int = 3,
         real_mn: bool = True,
+        backend: str = "userspace",
     ) -> None:
         self.prefix = prefix or f"mlab{secrets.token_hex(2)}"
+        self.backend = backend  # [dataplane] backend of the Home Agents
         if not PREFIX_RE.match(self.prefix):
             raise LabError(f"prefix {self.prefix!r} must look like mlab + 4 hex digits")
         self.advert_interval = advert_interval
@@ -510,7 +520,7 @@ class NetnsLab:
                 "virtual_address": f"{VIRTUAL}/24",
             },
             "dataplane": {
-                "backend": "userspace", "home_interface": "eth0", "tun_name": "mip0",
+                "backend": self.backend, "home_interface": "eth0", "tun_name": "mip0",
                 "garp_rounds": 3, "garp_interval": 0.5, "advertisement_interval": 0.5,
             },
         }  # fmt: skip
@@ -770,6 +780,7 @@ class NetnsLab:
             counters = self.control(new_active, "/api/v1/dataplane")["backend"]["counters"]
         report: dict[str, Any] = {
             "mode": "netns",
+            "backend": self.backend,
             "prefix": self.prefix,
             "killed": first,
             "killed_at": round(killed_at, 3),

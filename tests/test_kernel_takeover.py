@@ -1,0 +1,239 @@
+"""Kernel-backend takeover (issue 14): two Home Agents with ``[dataplane] backend = "kernel"``.
+
+Runs inside User-Mode Linux (``kernel`` marker, tests/test_uml_tier.py); by hand::
+
+    python -m mobileip.tools.uml -- .venv/bin/pytest -m kernel tests/test_kernel_takeover.py -s
+
+The topology is the lab's (:class:`mobileip.tools.lab.NetnsLab`, two members, no real mobile
+node): ``cn`` -- ``rt`` -- home link (ha1 priority 150, ha2 100, native VRRP at 0.1 s, binding sync,
+``virtual_mac``), and ``sim`` behind ``rt`` holding every co-located care-of address. N simulated
+mobile nodes (:mod:`mobileip.tools.simnodes`, ``MOBILEIP_TAKEOVER_BINDINGS``, default 1,000)
+register through the virtual address. Checked:
+
+* hot standby: both members hold N encap routes in table 100 through ``mip-ipip`` before the
+  kill; the standby has no ``ip rule``, its macvlan is down and its ``mip-ipip`` has sent nothing;
+* takeover: UDP from ``cn`` to a sample of the home addresses, counted at the care-of side (a
+  raw IP-in-IP socket in ``sim``), the active SIGKILLed and its link cut (a dead box: after a
+  SIGKILL alone its kernel would go on forwarding, which is not a takeover); every sampled node
+  recovers, the worst sampled outage is under ``OUTAGE_BOUND_S``, and no packet arrives twice;
+* a clean stop of the survivor leaves nothing: no ``mip-ipip``/``mip-gre``, no route of ours
+  (protocol 77) in any table, no rule, no macvlan.
+
+Why the bound is 2 s: on real hardware the target is <= 0.5 s worst (0.1 s adverts:
+Master_Down_Interval ~0.36 s, plus an O(1) switch, since the routes are already there). Inside UML
+one ptrace-trapped CPU runs both daemons, the sender and the receiver, so the same takeover
+measured 0.4-0.6 s (see the printed numbers and docs/dataplane.md); 2 s is four times that, and
+still fails a standby that had to install N routes after the takeover (1,000 routes through the
+service inside UML take longer than that) or a member that never took over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from mobileip.tools import simnodes
+from mobileip.tools.lab import NetnsLab, _ip
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
+
+N = int(os.environ.get("MOBILEIP_TAKEOVER_BINDINGS", "1000"))
+SAMPLES = 20
+SEND_EVERY = 0.02  # per sampled node; UML has one CPU for everything
+OUTAGE_BOUND_S = 2.0
+TABLE = 100
+STATUS = "/api/v1/dataplane?homes=0"
+
+# UDP to each sampled home address every SEND_EVERY s, (sequence, index) in the payload; stops
+# when the stop file appears
+SENDER = """
+import os, socket, struct, sys, time
+homes, every, stop = sys.argv[1].split(","), float(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+seq, start = 0, time.monotonic()
+print("sending", flush=True)
+while not os.path.exists(stop):
+    for i, h in enumerate(homes):
+        try:
+            s.sendto(struct.pack("!II", seq, i), (h, 9999))
+        except OSError:
+            pass
+    seq += 1
+    time.sleep(max(0.0, start + seq * every - time.monotonic()))
+print("sent", seq, flush=True)
+"""
+
+# the care-of side: IP-in-IP packets, (arrival, inner destination, sequence), until the stop file
+RECEIVER = """
+import json, os, socket, struct, sys, time
+stop = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+s.settimeout(0.1)
+got = []
+print("receiving", flush=True)
+while not os.path.exists(stop):
+    try:
+        p = s.recv(2048)
+    except TimeoutError:
+        continue
+    inner = p[(p[0] & 15) * 4:]
+    if len(inner) < 36 or inner[9] != 17:
+        continue
+    ihl = (inner[0] & 15) * 4
+    seq, idx = struct.unpack_from("!II", inner, ihl + 8)
+    got.append((time.monotonic(), socket.inet_ntoa(inner[16:20]), seq))
+print("RESULT " + json.dumps(got), flush=True)
+"""
+
+
+class KernelLab(NetnsLab):
+    """The lab's Home Agents with the kernel backend and the VRRP virtual MAC."""
+
+    def ha_config(self, node: str) -> dict[str, Any]:
+        cfg = super().ha_config(node)
+        cfg["dataplane"].update(virtual_mac=True, garp_rounds=0)
+        return cfg
+
+
+def installed(lab: NetnsLab, node: str) -> dict[str, Any]:
+    data: dict[str, Any] = lab.control(node, STATUS, timeout=30.0)
+    return data
+
+
+def tx_packets(lab: NetnsLab, node: str, dev: str) -> int:
+    out = lab.run(node, ["ip", "-s", "-j", "link", "show", dev])
+    return int(json.loads(out)[0]["stats64"]["tx"]["packets"])
+
+
+def line_at(lab: NetnsLab, node: str, pattern: str, since: float) -> float | None:
+    for at, text in list(lab.procs[node].lines):
+        if at >= since and pattern in text:
+            return at
+    return None
+
+
+def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
+    lab = KernelLab(
+        None, 0.1, 0.01, mobile_nodes=N, sample=0, members=2, real_mn=False, backend="kernel"
+    )
+    homes = [str(simnodes.home_of(i)) for i in simnodes.sample_indices(N, SAMPLES)]
+    stop = lab.work / "stop-traffic"
+    try:
+        t0 = time.monotonic()
+        lab.build()
+        for node in ("ha1", "ha2"):
+            lab.start_daemon(node, "homeagent", lab.ha_config(node)).wait_for(
+                "dataplane.started", 60
+            )
+        lab._wait(lambda: lab.active(["ha1", "ha2"]) == "ha1", 30, "ha1 never became active")
+        booted = time.monotonic() - t0
+
+        started = time.monotonic()
+        reg = lab.register_simulated(N)
+        registered = time.monotonic() - started
+        assert reg.get("accepted") == N, reg
+        lab._wait(
+            lambda: all(
+                (d := installed(lab, n))["installed"] == d["desired"] == N and not d["pending"]
+                for n in ("ha1", "ha2")
+            ),
+            60 + N / 200,
+            "both members to hold every route",
+            poll=0.25,
+        )
+        ready = time.monotonic() - started
+        d1, d2 = installed(lab, "ha1"), installed(lab, "ha2")
+        print(
+            f"\nkernel backend in UML: lab up in {booted:.1f} s; {N} registrations in "
+            f"{registered:.2f} s; both members held every route {ready:.2f} s after the first; "
+            f"install us/route: standby {d2['install_us_per_route']}, active "
+            f"{d1['install_us_per_route']}; longest batch {d2['longest_batch_ms']} / "
+            f"{d1['longest_batch_ms']} ms"
+        )
+
+        # hot standby: the routes are on both, only the active has the rule and attracts traffic
+        assert d1["active"] and d1["rule_installed"]
+        assert not d2["active"] and not d2["rule_installed"]
+        assert f"lookup {TABLE}" not in lab.run("ha2", ["ip", "rule"])
+        for node in ("ha1", "ha2"):
+            routes = lab.run(node, ["ip", "-o", "route", "show", "table", str(TABLE)]).splitlines()
+            assert len(routes) == N, (node, len(routes))
+            assert all("encap ip" in r and "dev mip-ipip" in r for r in routes), routes[:3]
+        assert "state DOWN" in lab.run("ha2", ["ip", "-o", "link", "show", "vrrp.51"])
+        assert tx_packets(lab, "ha2", "mip-ipip") == 0
+
+        rx = lab.spawn("sim", [lab.python, "-c", RECEIVER, str(stop)], "receiver")
+        rx.wait_for("receiving", 20)
+        tx = lab.spawn(
+            "cn", [lab.python, "-c", SENDER, ",".join(homes), str(SEND_EVERY), str(stop)], "sender"
+        )
+        tx.wait_for("sending", 20)
+        time.sleep(3.0)
+        standby_tx_before = tx_packets(lab, "ha2", "mip-ipip")
+        active_tx_before = tx_packets(lab, "ha1", "mip-ipip")
+        killed = lab.kill("ha1")
+        _ip("-n", lab.ns("hub"), "link", "set", "p-ha1-0", "down")  # a dead box sends nothing
+        new_active = lab.wait_new_active(["ha2"], timeout=20)
+        assert new_active == "ha2"
+        time.sleep(max(0.0, killed + 5.0 - time.monotonic()))
+        stop.touch()
+        got = json.loads(rx.wait_for(r"^RESULT ", 60)[len("RESULT ") :])
+        tx.wait_for(r"^sent ", 20)
+
+        per_home: dict[str, dict[str, float | None]] = {}
+        for h in homes:
+            arrivals = sorted(t for t, dst, _ in got if dst == h)
+            per_home[h] = simnodes.node_outage(arrivals, killed, SEND_EVERY)
+        summary = simnodes.summarize(per_home)
+        seen: set[tuple[str, int]] = set()
+        twice = 0
+        for _, dst, seq in got:
+            twice += (dst, seq) in seen
+            seen.add((dst, seq))
+        became = line_at(lab, "ha2", "role.changed role=active", killed)
+        d2 = installed(lab, "ha2")
+        outage = summary["outage_ms"]
+        back = summary["recovered_after_kill_ms"]
+        print(
+            f"takeover at {N} bindings: sampled outage median {outage['median']} ms, worst "
+            f"{outage['worst']} ms over {len(homes)} homes ({summary['recovered']} recovered; "
+            f"back after the kill: median {back['median']} ms, worst {back['worst']} ms); ha2 "
+            f"active (log line read) "
+            f"{'-' if became is None else f'{(became - killed) * 1e3:.0f}'} ms after the kill, "
+            f"its switch {d2['last_takeover_ms']} ms; packets {len(got)}, tunnelled twice: "
+            f"{twice}; before the kill mip-ipip tx: active {active_tx_before}, standby "
+            f"{standby_tx_before}"
+        )
+        assert active_tx_before > 0 and standby_tx_before == 0  # the standby forwarded nothing
+        assert summary["recovered"] == len(homes), summary["not_recovered"]
+        assert twice == 0
+        assert d2["rule_installed"] and d2["installed"] == N
+        assert outage["worst"] is not None and outage["worst"] < OUTAGE_BOUND_S * 1e3, per_home
+
+        # a clean stop of the survivor leaves nothing behind
+        ha2 = lab.procs["ha2"].popen
+        ha2.send_signal(signal.SIGTERM)
+        ha2.wait(60)
+        links = lab.run("ha2", ["ip", "-o", "link"])
+        assert "mip-ipip" not in links and "mip-gre" not in links and "vrrp.51" not in links
+        assert not lab.run("ha2", ["ip", "route", "show", "table", "all", "proto", "77"]).strip()
+        assert f"lookup {TABLE}" not in lab.run("ha2", ["ip", "rule"])
+    except BaseException:
+        stop.touch()
+        for label, proc in lab.procs.items():
+            tail = [t for _, t in proc.lines if "registration.accepted" not in t][-30:]
+            print(f"--- {label}\n" + "\n".join(tail))
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            stop.touch()
+        lab.teardown()
+    assert not [ns for ns in lab.namespaces if ns.startswith(lab.prefix)]
