@@ -63,6 +63,10 @@ def build_home_agent(
         from mobileip.daemon.dynamic_ha import attach_dynamic_ha
 
         attach_dynamic_ha(daemon, config.dynamic_ha)
+    if config.revocation is not None:
+        from mobileip.daemon.revocation import attach_revocation
+
+        attach_revocation(daemon, config.revocation)
     dataplane = None
     if config.dataplane is not None:
         dataplane = DataPlaneService(daemon, config.dataplane, roles, redundancy)

@@ -36,6 +36,7 @@ from mobileip.config.load import load_config, parse_config
 from mobileip.config.model import Config, GroupConfig
 from mobileip.config.persistence import PersistenceConfig
 from mobileip.config.redundancy import Peer, RedundancyConfig
+from mobileip.config.revocation import RevocationConfig, RevocationPeerConfig
 from mobileip.config.security import SecurityAssociationConfig
 from mobileip.config.vrrp import VrrpConfig
 from mobileip.config.write import to_toml
@@ -52,6 +53,8 @@ __all__ = [
     "Peer",
     "PersistenceConfig",
     "RedundancyConfig",
+    "RevocationConfig",
+    "RevocationPeerConfig",
     "SecurityAssociationConfig",
     "VrrpConfig",
     "build_core_settings",

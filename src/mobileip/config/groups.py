@@ -20,7 +20,7 @@ from mobileip.config.redundancy import parse_redundancy
 from mobileip.config.vrrp import parse_vrrp
 
 _GROUP_SECTIONS = ("homeagent", "redundancy", "vrrp", "dynamic_ha", "persistence")
-NOT_WITH_GROUPS = ("redundancy", "vrrp", "dynamic_ha", "persistence", "dataplane")
+NOT_WITH_GROUPS = ("redundancy", "vrrp", "dynamic_ha", "persistence", "dataplane", "revocation")
 
 
 def parse_groups(

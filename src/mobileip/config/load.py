@@ -20,6 +20,7 @@ from mobileip.config.homeagent import parse_homeagent
 from mobileip.config.model import Config
 from mobileip.config.persistence import parse_persistence
 from mobileip.config.redundancy import parse_redundancy
+from mobileip.config.revocation import parse_revocation
 from mobileip.config.security import parse_security_associations
 from mobileip.config.vrrp import parse_vrrp
 
@@ -32,6 +33,7 @@ _SECTIONS = (
     "dataplane",
     "persistence",
     "dynamic_ha",
+    "revocation",
     "group",
 )
 
@@ -103,6 +105,9 @@ def parse_config(text: str, name: str = "<config>") -> Config:
     dyn_table = table("dynamic_ha", False)
     dynamic_ha = parse_dynamic_ha(dyn_table) if dyn_table is not None else None
 
+    rev_table = table("revocation", False)
+    revocation = parse_revocation(rev_table) if rev_table is not None else None
+
     config = Config(
         name,
         homeagent,
@@ -113,13 +118,15 @@ def parse_config(text: str, name: str = "<config>") -> Config:
         dataplane,
         persistence=persistence,
         dynamic_ha=dynamic_ha,
+        revocation=revocation,
     )
     if "group" not in data:
         return config
     for section in NOT_WITH_GROUPS:
         if section in data:
             line = loc.headers.get((section, 0), 1)
-            where = "inside each [[group]]" if section != "dataplane" else "not with [[group]]"
+            alone = section in ("dataplane", "revocation")
+            where = "not with [[group]]" if alone else "inside each [[group]]"
             raise ConfigError(f"{name}: line {line}: [{section}]: {where} (docs/load-sharing.md)")
     assert ha_table is not None
     return replace(config, groups=parse_groups(data["group"], config, ha_table.data, loc))

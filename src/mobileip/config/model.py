@@ -14,6 +14,7 @@ from mobileip.config.dynamic_ha import DynamicHaConfig
 from mobileip.config.homeagent import HomeAgentConfig
 from mobileip.config.persistence import PersistenceConfig
 from mobileip.config.redundancy import RedundancyConfig
+from mobileip.config.revocation import RevocationConfig
 from mobileip.config.security import SecurityAssociationConfig
 from mobileip.config.vrrp import VrrpConfig
 
@@ -29,6 +30,7 @@ class Config:
     dataplane: DataplaneConfig | None = None
     persistence: PersistenceConfig | None = None
     dynamic_ha: DynamicHaConfig | None = None
+    revocation: RevocationConfig | None = None  # RFC 3543 (docs/revocation.md)
     # [[group]]: several binding sets in one daemon (docs/load-sharing.md); each is a whole
     # single-group Config sharing this file's [homeagent] socket, [control] and SAs
     groups: tuple[GroupConfig, ...] = ()

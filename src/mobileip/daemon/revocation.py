@@ -23,8 +23,10 @@ from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address
 from typing import Any, Protocol
 
+from mobileip.config import RevocationConfig
 from mobileip.core.homeagent import BindingsExpired, Event
 from mobileip.core.revocation import RevocationAgent, RevocationSettings, Send
+from mobileip.core.security import SecurityAssociation
 from mobileip.daemon.ports import EventHost
 from mobileip.net.udp import Address, DatagramHandler, UdpEndpoint
 from mobileip.wire.revocation import TYPE_REVOCATION_ACK
@@ -144,3 +146,21 @@ class RevocationService:
 
 def _fmt(addr: Address) -> str:
     return f"{addr[0]}:{addr[1]}"
+
+
+def attach_revocation(host: RevocationHost, config: RevocationConfig) -> RevocationService:
+    """The service for ``[revocation]``: our address is the Home Domain Address, each
+    ``[[revocation.peer]]`` a foreign agent with its FA-HA security association."""
+    peers = {
+        peer.address: SecurityAssociation(peer.spi, peer.algorithm, peer.key, ())
+        for peer in config.peers
+    }
+    settings = RevocationSettings(
+        host.config.homeagent.address,
+        peers,
+        inform=config.inform,
+        initial_timeout=config.initial_timeout,
+        max_timeout=config.max_timeout,
+        max_attempts=config.max_attempts,
+    )
+    return RevocationService(host, settings)
