@@ -1,4 +1,5 @@
-"""A Table Request that arrives twice (issue 15 item 2, simulator seed 102448, async, 2 members).
+"""A Table Request that arrives twice (issue 15 item 2, simulator seed 102448, async, 2 members;
+and the group copy plus the unicast copy of one request round).
 
 The network duplicated a booting member's Table Request. Between the two copies the responder
 accepted a registration, and the Binding Update that carried it to the requester was lost. The
@@ -11,6 +12,10 @@ The simulator used to snapshot the responder's table for *every* copy of a Table
 delivered, the dropped one included, and so expected the new record in a download that never
 promised it ("SYNCED without home ..."). These tests pin both halves: what the engine serves,
 and that the simulator's invariant now compares it with the right snapshot.
+
+A copy with *another* sequence (a requester sends each round to the group and to every member
+it knows) passes the replay window. It used to restart the responder's download mid-way, and
+that one was a real race: the last test.
 """
 
 from __future__ import annotations
@@ -112,3 +117,60 @@ def test_seed_102448_async_2_members_holds_its_invariants() -> None:
     report = run_seed(102448, mode="async", members=2)
     assert report.ok, report.violations
     assert report.registrations > 0
+
+
+def test_a_second_copy_of_the_request_mid_download_does_not_restart_it() -> None:
+    """A requester with a group and known members sends each round twice (two sequences, one
+    identification). The second copy reaching the responder mid-download used to restart its
+    sender: a new snapshot, in a new order, spliced into the requester's count of records
+    received. An early record deregistered in between (a tombstone leaves the one-binding
+    records sent first) shifted the rest by one, and the requester turned SYNCED without a
+    record. Now the copy is dropped as a duplicate request and the first download goes on."""
+    table = BindingTable(tombstone_ttl=900.0)
+    homes = [0x0A010000 + i for i in range(3000)]
+    for i, home in enumerate(homes):
+        bindings = tuple(Binding(1 + k, 1800, NOW + 900, 0) for k in range(1 if i % 3 else 2))
+        table.put(MobilityRecord(home, make_version(5, 1), 1000, HA, bindings), NOW - 10)
+    src = SyncEngine(SyncSettings(node_id=1, peers=(B,), bulk_window=4), table, AUTH, epoch=100)
+    src.start(NOW)
+    t = NOW
+    while src.state is not SyncState.SYNCED:
+        t += 0.5
+        src.handle_timer(t)
+    src.datagrams_to_send()
+    group = ("224.0.0.99", 434)
+    settings = SyncSettings(node_id=2, peers=(A,), multicast=group)
+    dst = SyncEngine(settings, BindingTable(900.0), AUTH, epoch=200)
+    dst.start(t)
+    first, second = (d for d, _ in _sent(dst) if d[0] == w.MsgType.TABLE_REQUEST)
+    assert first[12:20] != second[12:20] and first[20:28] == second[20:28]  # seq; ident
+
+    src.handle_datagram(first, B, t)
+    served = {h: src.table.version_of(h) for h in src.table.homes()}
+    to_dst = _sent(src)
+    copied = False
+    for _ in range(1000):
+        if dst.state is SyncState.SYNCED:
+            break
+        for data, _ in to_dst:
+            dst.handle_datagram(data, A, t)
+        back = _sent(dst)
+        for data, _ in back:
+            src.handle_datagram(data, B, t)
+        if not copied and dst.counters.received_bi_reps >= 5:  # chunks already applied
+            gone = MobilityRecord(homes[1], make_version(9, 1), 1001, HA, (), t)
+            src.table.put(gone, t)  # a deregistration, its update not under test
+            src.handle_datagram(second, B, t)
+            copied = True
+        to_dst = _sent(src)
+        if not to_dst and not back:
+            t += 0.3
+            src.handle_timer(t)
+            dst.handle_timer(t)
+            to_dst = _sent(src)
+    assert copied and dst.state is SyncState.SYNCED
+    missing = [
+        h for h, v in served.items() if v is not None and (dst.table.version_of(h) or -1) < v
+    ]
+    assert missing == []
+    assert src.counters.dropped["duplicate-request"] == 1

@@ -227,6 +227,15 @@ class DownloadResponder:
             )
             ctx.send(reply, m.endpoint)
             return
+        current = self.senders.get(m.endpoint)
+        if current is not None and current.identification == msg.identification:
+            # Another copy of the request we are serving (a requester sends each round to the
+            # group and to every member it knows: two copies, two sequences, one
+            # identification). Starting over would rebuild the snapshot in a new order while
+            # the requester keeps counting records from the first one: chunks spliced at that
+            # count would skip records, and the requester would turn SYNCED without them.
+            ctx.counters.dropped["duplicate-request"] += 1
+            return
         # one-binding records first: their chunks are uniform, which the receiver applies fastest
         homes = ctx.table.homes_one_binding_first()
         sender = BulkSender(m.endpoint, msg.identification, homes)

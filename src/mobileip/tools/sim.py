@@ -327,16 +327,17 @@ class Simulation:
 
     def _deliver(self, m: Member, data: bytes, src: Endpoint) -> None:
         if data[0] == wire.MsgType.TABLE_REQUEST and m.engine.state is SyncState.SYNCED:
-            # The responder's table when it *serves* this request. Only a request the engine
-            # takes counts: a duplicated or replayed copy is dropped by the replay window and
-            # serves nothing, so it must not replace the snapshot of the copy that was served
-            # (seed 102448: a record registered between the two copies, whose Binding Update
-            # was lost, was expected in a download that never promised it).
+            # The responder's table when it *serves* this request: only when the engine starts
+            # a download for it (sends its peer list, a first Table Sync). A duplicated copy is
+            # dropped by the replay window, a copy with another sequence as a duplicate
+            # request; neither serves anything, so neither may replace the snapshot of the
+            # copy that was served (seed 102448: a record registered between two copies, whose
+            # Binding Update was lost, was expected in a download that never promised it).
             msg = wire.decode(data, m.engine.auth)
             snapshot = {r.home_address: r.version for r in m.core.table.records()}
-            served = m.engine.counters.received_bi_reqs
+            first_sends = m.engine.counters.sent_bi_reps
             m.engine.handle_datagram(data, src, self.now)
-            if m.engine.counters.received_bi_reqs > served:
+            if m.engine.counters.sent_bi_reps > first_sends:
                 self.snapshots[(src, msg.identification, m.endpoint)] = snapshot
         else:
             m.engine.handle_datagram(data, src, self.now)
