@@ -8,7 +8,9 @@ with the command that replays it exactly. The long sweep is ``python -m mobileip
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +88,19 @@ def test_sweep_reports_each_failing_run_with_its_replay_command(
         assert not run_seed(f.seed, f.mode, f.members).ok
         assert f.command == replay_command(f.seed, f.mode, f.members)
         assert f.command in broken.text()
+
+
+def test_sweep_command_prints_its_report_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mobileip.tools.sim import main
+
+    out = tmp_path / "sweep.json"
+    args = ["--sweep", "2", "--start", "102447", "--mode", "async", "--json", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "seeds 102447..102448 (2 seeds), modes async: 2 runs" in text
+    assert "failures: 0" in text
+    report = json.loads(out.read_text())
+    assert report["seeds"] == 2 and report["members"] == {"2": 1, "5": 1}
+    assert report["failures"] == []

@@ -653,8 +653,11 @@ def main(argv: list[str] | None = None) -> int:
     modes = (args.mode,) if args.mode else MODES
     total = args.sweep
 
+    shown = [0.0]  # when progress was last printed (sweep seconds)
+
     def progress(r: SweepReport) -> None:
-        if r.seeds % max(1, total // 10) < 20 or r.seeds == total:
+        if r.seconds - shown[0] >= 60 or r.seeds == total:  # a line a minute
+            shown[0] = r.seconds
             print(
                 f"  {r.seeds}/{total} seeds, {len(r.failures)} failing runs, {r.seconds:.0f} s",
                 file=sys.stderr,
