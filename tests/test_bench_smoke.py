@@ -108,6 +108,8 @@ def test_failover_section_formatting() -> None:
         inst: dict[str, object] = {"installed": n if per else 0, "table": n, "field": "tunnels"}
         if per is not None:
             inst["us_per_binding"] = per
+            inst["seconds"] = per * n / 1e6
+            inst["control_ms"] = {"n": 40, "p50": 1.5, "p99": 30.0, "max": 47.0}
         return {
             "bindings": n,
             "registration": {"accepted": n, "wall_s": n / 5000, "throughput_per_s": 5000.0},
@@ -131,7 +133,13 @@ def test_failover_section_formatting() -> None:
             "offered_per_s": 5000.0,
             "registration": {"throughput_per_s": 4990.0},
             "members": {
-                "ha1": {"role": "active", "seconds": 1.5, "installed": 10000, "table": 10000},
+                "ha1": {
+                    "role": "active",
+                    "seconds": 1.5,
+                    "installed": 10000,
+                    "table": 10000,
+                    "longest_convergence_ms": 23.25,
+                },
                 "ha2": {
                     "role": "standby",
                     "seconds": None,
@@ -152,7 +160,8 @@ def test_failover_section_formatting() -> None:
     assert "10.0" in text  # worst at 10,000 over worst at 1,000
     assert "never (0/1,000)" in text and "12.5" in text  # standby install cost per binding
     assert "100,000 skipped: 26.0 ms per binding" in text
-    assert "ha1 (active): 1.5 s after the load" in text
+    assert "ha1 (active): 1.5 s after the load (longest change-to-installed 23.2 ms)" in text
+    assert "0.12" in text and "47 ms" in text  # standby ready 0.125 s after SYNCED, loop max
     assert "ha2 (standby): not equal (0/10,000, no progress for 10 s)" in text
     assert "split brain after the load" in text
     assert "note: tables filled by registrations" in text

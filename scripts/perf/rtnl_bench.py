@@ -12,6 +12,11 @@ everything; the ``ip rule`` switch with the table full; the longest single ``app
 Proxy entries are added only up to ``--proxy-max`` bindings: the kernel keeps them in a
 16-bucket hash, so each add is O(n/16) and a million of them take minutes (routes alone are run
 at every size).
+
+Kernel memory per route (route only, first repeat): the growth of the ``ip_fib_trie`` and
+``ip_fib_alias`` slabs (/proc/slabinfo: objects x object size; the trie's internal nodes come
+from kmalloc/vmalloc and show in ``Slab``/``VmallocUsed`` of /proc/meminfo, which are machine-wide
+and so include whatever else the machine allocated meanwhile).
 """
 
 from __future__ import annotations
@@ -60,6 +65,35 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1e3:8.2f} ms"
 
 
+FIB_SLABS = ("ip_fib_trie", "ip_fib_alias")
+
+
+def kernel_memory() -> dict[str, int]:
+    """Bytes: the FIB slabs (active objects x size) and /proc/meminfo's Slab and VmallocUsed."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path("/proc/slabinfo").read_text().splitlines():
+            f = line.split()
+            if f and f[0] in FIB_SLABS:
+                out[f[0]] = int(f[1]) * int(f[3])
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("Slab", "VmallocUsed"):
+                out[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def memory_line(before: dict[str, int], after: dict[str, int], n: int) -> str:
+    parts = []
+    for key in (*FIB_SLABS, "Slab", "VmallocUsed"):
+        if key in before and key in after:
+            delta = after[key] - before[key]
+            parts.append(f"{key} {delta / 2**20:+8.1f} MiB ({delta / n:6.1f} B/route)")
+    return "  kernel memory: " + ", ".join(parts) if parts else "  kernel memory: not visible"
+
+
 def median_of(fn: Callable[[], float], repeat: int) -> float:
     return statistics.median(fn() for _ in range(repeat))
 
@@ -69,7 +103,9 @@ def ours(sock: rtnl.RtnlSocket, idx: int, n: int, proxies: bool, chunk: int, rep
     build, total, delete, rule_on, rule_off, chunk_med, chunk_max, chunk_p99 = (
         [] for _ in range(8)
     )
-    for _ in range(repeat):
+    memory = ""
+    for rep in range(repeat):
+        mem_before = kernel_memory()
         t = time.perf_counter()
         msgs = [rtnl.route_add(BASE + i, oif=idx, table=TABLE) for i in range(n)]
         if proxies:
@@ -85,6 +121,8 @@ def ours(sock: rtnl.RtnlSocket, idx: int, n: int, proxies: bool, chunk: int, rep
             if len(chunks) > 1
             else chunks[0]
         )
+        if rep == 0 and not proxies:
+            memory = memory_line(mem_before, kernel_memory(), n)
         count = len(sock.dump_routes(TABLE))
         assert count == n, (count, n)
         for _ in range(5):
@@ -109,7 +147,8 @@ def ours(sock: rtnl.RtnlSocket, idx: int, n: int, proxies: bool, chunk: int, rep
         f"  delete {us(med(delete), n)} ({med(delete):6.2f} s)"
         f"  chunk({chunk}) median {ms(med(chunk_med))} p99 {ms(med(chunk_p99))}"
         f" max {ms(max(chunk_max))}"
-        f"  rule add {ms(med(rule_on))} del {ms(med(rule_off))}",
+        f"  rule add {ms(med(rule_on))} del {ms(med(rule_off))}"
+        f"  (median of {repeat})" + (f"\n{memory}" if memory else ""),
         flush=True,
     )
 

@@ -18,7 +18,8 @@ table, onto the home link) nor answers ARP for them: proxy ARP is the ``proxy_ar
 the answering interface, which answers only for targets routed elsewhere (:mod:`.arp`). A clean
 stop deletes the rule, flushes ``T`` of our routes (protocol 77), removes the macvlan it made
 and restores the sysctls it changed. ``GET /api/v1/dataplane`` shows it (``installed``,
-``desired``, ``pending``, ``active``, ``rule_installed``, ``last_takeover_ms``, install cost).
+``desired``, ``pending``, ``converged_at``, ``active``, ``rule_installed``, ``last_takeover_ms``,
+install cost; ``?homes=0`` leaves out the listing of home addresses: every field is O(1)).
 
 A *legacy* backend (one whose ``add_messages`` returns None) is driven as before: installed one
 binding at a time, only while active. The role comes from the role service when there is one
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import socket
 import time
@@ -67,6 +69,7 @@ from mobileip.wire.agent_adv import (
     AgentAdvertisement,
 )
 
+HOMES_LISTED = 1000  # GET /api/v1/dataplane lists at most this many home addresses (?homes=N)
 RETRY_INTERVAL = 1.0  # seconds before homes whose route failed are tried again
 VMAC_WATCH_INTERVAL = 1.0  # keepalived's macvlan: how often we look for it (re)appearing
 _MISSING = object()
@@ -137,6 +140,11 @@ class DataPlaneService:
         self.full_reconciles = 0
         self.route_errors = 0
         self.sync_tapped = False
+        # convergence (installed state = the table): wall-clock times, O(1) to keep
+        self._pending_since: float | None = None  # first change not yet applied
+        self.converged_at: float | None = None  # the last drain that left nothing pending
+        self.last_convergence_ms: float | None = None  # that drain's episode: change -> applied
+        self.longest_convergence_ms = 0.0
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._announce: asyncio.Task[None] | None = None
@@ -333,6 +341,7 @@ class DataPlaneService:
                     # gone home or expired: stop tunnelling before the reply is even sent
                     self.backend.forget(IPv4Address(e.record.home_address))
         if len(dirty) != n or self.legacy:
+            self._changed()
             self.wake()
 
     def note_homes(self, homes: Iterable[int]) -> None:
@@ -340,6 +349,7 @@ class DataPlaneService:
         n = len(self._dirty)
         self._dirty.update(homes)
         if len(self._dirty) != n or self.legacy:
+            self._changed()
             self.wake()
 
     def _tap_sync(self) -> None:
@@ -390,6 +400,23 @@ class DataPlaneService:
     def wake(self) -> None:
         if self._wake is not None:
             self._wake.set()
+
+    def _changed(self) -> None:
+        """Something is to be applied: the start of a convergence episode (if none is open)."""
+        if self._pending_since is None:
+            self._pending_since = time.time()
+
+    def _converged(self) -> None:
+        """Nothing pending any more: close the episode (O(1))."""
+        if self._dirty or self._failed:
+            return
+        now = time.time()
+        self.converged_at = now
+        if self._pending_since is not None:
+            ms = (now - self._pending_since) * 1000
+            self.last_convergence_ms = round(ms, 3)
+            self.longest_convergence_ms = max(self.longest_convergence_ms, ms)
+            self._pending_since = None
 
     # --- activation: O(1) ------------------------------------------------------------------
 
@@ -477,6 +504,7 @@ class DataPlaneService:
         self.full_reconciles += 1
         self._dirty.update(self.daemon.core.table.homes())
         self._dirty.update(self.installed)
+        self._changed()
         self.wake()
 
     async def _worker(self) -> None:
@@ -497,6 +525,7 @@ class DataPlaneService:
         while self._dirty and self.rtnl is not None:
             self._batch()
             await asyncio.sleep(0)
+        self._converged()
 
     def _batch(self) -> None:
         started = time.perf_counter()
@@ -607,6 +636,7 @@ class DataPlaneService:
                 new.append(home)
         self.installed = {int(h): True for h in self._legacy_specs}
         self._dirty.clear()
+        self._converged()
         if self.arp is not None and self._arp_ready and new and active:
             await self.arp.announce(new, lambda: self.active)
         if active and self._takeover_at is not None:
@@ -667,7 +697,9 @@ class DataPlaneService:
         """Away mobile nodes in the table (live records less those bound only at home)."""
         return max(0, len(self.daemon.core.table) - len(self._at_home))
 
-    def status(self) -> dict[str, Any]:
+    def status(self, homes: int = HOMES_LISTED) -> dict[str, Any]:
+        """The data plane's state; every field O(1) but ``homes`` (the first ``homes`` home
+        addresses installed, sorted: O(homes); 0 leaves the field out)."""
         added = self.routes_added + self.routes_removed
         data: dict[str, Any] = {
             "active": self.active,
@@ -675,6 +707,11 @@ class DataPlaneService:
             "installed": len(self.installed),
             "desired": self.desired,
             "pending": self.pending,
+            "converged": self.pending == 0,
+            "converged_at": self.converged_at,
+            "pending_since": self._pending_since,
+            "last_convergence_ms": self.last_convergence_ms,
+            "longest_convergence_ms": round(self.longest_convergence_ms, 3),
             "rule_installed": self.rule_installed,
             "table": self.cfg.table,
             "rule_priority": self.cfg.rule_priority,
@@ -697,8 +734,10 @@ class DataPlaneService:
             "full_reconciles": self.full_reconciles,
             "sync_tapped": self.sync_tapped,
             "backend": self.backend.status(),
-            "homes": sorted(str(IPv4Address(h)) for h in list(self.installed)[:1000]),
         }
+        if homes > 0:
+            listed = itertools.islice(self.installed, homes)
+            data["homes"] = sorted(str(IPv4Address(h)) for h in listed)
         if self.arp is not None:
             data["arp"] = {
                 "interface": self.arp.interface,
@@ -708,7 +747,11 @@ class DataPlaneService:
         return data
 
     def _status(self, request: web.Request) -> dict[str, Any]:
-        return self.status()
+        try:
+            homes = int(request.query.get("homes", HOMES_LISTED))
+        except ValueError:
+            raise web.HTTPBadRequest(text="homes: an integer") from None
+        return self.status(max(0, min(homes, HOMES_LISTED)))
 
 
 def _role_name(role: object) -> str:

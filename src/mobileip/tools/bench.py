@@ -97,6 +97,8 @@ class BenchPlan:
     failover: bool = True  # the failover section (root only)
     failover_sizes: tuple[int, ...] = (1_000, 10_000)
     failover_budget: float = 300.0  # seconds per size, predicted from the previous size
+    failover_virtual_mac: bool = True  # [dataplane] virtual_mac in the failover lab
+    failover_digest_interval: float | None = None  # [redundancy] digest_interval (None: lab's)
     sections: tuple[str, ...] = ("throughput", "lag", "bulk", "failover", "forwarding")
 
     @classmethod
@@ -505,7 +507,12 @@ def measure_bulk(
 
 def measure_failover(plan: BenchPlan, report: BenchReport, say: Any) -> None:
     """The failover section (:mod:`mobileip.tools.failover_bench`; root only)."""
-    fplan = FailoverPlan(sizes=plan.failover_sizes, budget_s=plan.failover_budget)
+    fplan = FailoverPlan(
+        sizes=plan.failover_sizes,
+        budget_s=plan.failover_budget,
+        virtual_mac=plan.failover_virtual_mac,
+        digest_interval=plan.failover_digest_interval,
+    )
     report.failover = run_failover(fplan, say).as_dict()
 
 
@@ -647,6 +654,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="skip a failover size whose predicted time exceeds this (s; default 300, full 900)",
     )
+    p.add_argument(
+        "--failover-no-vmac",
+        action="store_true",
+        help="failover lab without [dataplane] virtual_mac (the new active re-announces every "
+        "bound home address)",
+    )
+    p.add_argument(
+        "--failover-digest-interval",
+        type=float,
+        help="[redundancy] digest_interval in the failover lab (s; default the lab's 0.5)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -656,6 +674,10 @@ def main(args: argparse.Namespace) -> int:
         changes["sections"] = tuple(args.only)
     if args.no_failover:
         changes["failover"] = False
+    if args.failover_no_vmac:
+        changes["failover_virtual_mac"] = False
+    if args.failover_digest_interval is not None:
+        changes["failover_digest_interval"] = args.failover_digest_interval
     if args.failover_sizes:
         try:
             changes["failover_sizes"] = tuple(

@@ -10,10 +10,16 @@ For each table size N (``--quick``: 1,000 and 10,000; full: also 100,000 and 1,0
    that way. Then the time until the active has installed forwarding state for all N.
 2. **standby install**: a third member boots, downloads the table, and the bench times from its
    SYNCED (its redundancy status ``state``) to its installed forwarding state equal to its table:
-   cost per binding = that time / N. Installed state is read from ``GET /api/v1/dataplane``:
-   ``installed`` (bindings whose forwarding state is installed, active or not) when the data
-   plane has it, else ``tunnels``; the table from ``GET /api/v1/redundancy`` ``bindings``. A
+   cost per binding = that time / N. Installed state is read from ``GET
+   /api/v1/dataplane?homes=0`` (O(1) fields only): ``installed`` (bindings whose forwarding state
+   is installed, active or not) when the data plane has it, else ``tunnels``; the table from ``GET
+   /api/v1/redundancy`` ``bindings``. When the status has ``converged_at`` (wall clock of the last
+   drain that left nothing pending) the time is taken from it, not from the poll that saw it. A
    standby whose installed count does not move for ``stall_s`` is reported as not installing.
+   While it downloads and installs: the new member's control-API latency (its event loop, polled
+   every 0.1 s: the loop stall its install causes), registration latency on the active (a probe
+   re-registering ``probe_rate``/s, against the same probe before the boot), and the new
+   member's RSS before the download and after the install (memory per binding).
 3. **outage**: a UDP stream to 50 sampled nodes, SIGKILL of the active; each sampled node's outage
    (median and worst) = the longest silence at its care-of address around the kill, less one
    interval; and the time from the kill until its packets arrive again.
@@ -29,12 +35,25 @@ Nothing here asserts speed; the numbers are printed (medians; ratios to the smal
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
+import re
+import statistics
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from mobileip.tools.lab import LabError, NetnsLab, netns_unavailable
+from mobileip.tools.lab import (
+    KEY,
+    SPI,
+    VIRTUAL,
+    LabError,
+    NetnsLab,
+    Proc,
+    netns_unavailable,
+)
 
 FILL_METHOD = (
     "registrations through the virtual address by the load generator (mobileip.tools.simnodes: "
@@ -53,6 +72,15 @@ class FailoverPlan:
     load_rate: float = 5_000.0
     converge_timeout_s: float = 120.0
     stall_s: float = 10.0  # no progress of a member's installed count for this long: stop
+    probe_rate: float = 200.0  # re-registrations/s on the active while a standby installs
+    # the VRRP virtual MAC ([dataplane] virtual_mac, issue 13 item 2): a takeover moves one
+    # MAC; without it the new active re-announces every bound home address (O(n) after takeover)
+    virtual_mac: bool = True
+    # [redundancy] digest_interval in the lab (None: the lab's 0.5 s). At a million bindings a
+    # digest that differs (peers a little behind while the table fills) costs the member a scan
+    # of its whole table on the event loop (BindingTable.bucket_records), which can stall the
+    # active for seconds per digest: a longer interval lets the fill finish
+    digest_interval: float | None = None
 
     @classmethod
     def quick(cls) -> FailoverPlan:
@@ -85,36 +113,154 @@ def installed_count(status: dict[str, Any]) -> tuple[int, str]:
     return 0, "none"
 
 
-def _status(lab: NetnsLab, node: str) -> tuple[int, str, int, bool]:
-    dp = lab.control(node, "/api/v1/dataplane", timeout=60.0)
+class BenchLab(NetnsLab):
+    """The lab, with the data plane's ``virtual_mac`` as the plan says."""
+
+    virtual_mac = False
+    digest_interval: float | None = None
+
+    def ha_config(self, node: str) -> dict[str, Any]:
+        cfg = super().ha_config(node)
+        if self.virtual_mac:
+            cfg["dataplane"]["virtual_mac"] = True
+        if self.digest_interval is not None:
+            cfg["redundancy"]["digest_interval"] = self.digest_interval
+        return cfg
+
+
+DATAPLANE_STATUS = "/api/v1/dataplane?homes=0"  # O(1) fields, no listing of home addresses
+
+
+def _status(
+    lab: NetnsLab, node: str, lat: list[float] | None = None
+) -> tuple[int, str, int, dict[str, Any]]:
+    t = time.monotonic()
+    dp = lab.control(node, DATAPLANE_STATUS, timeout=60.0)
+    if lat is not None:
+        lat.append(time.monotonic() - t)
     installed, source = installed_count(dp)
-    table = lab.binding_count(node)
-    return installed, source, table, bool(dp.get("active"))
+    table = table_count(lab, node)
+    return installed, source, table, dp
+
+
+def table_count(lab: NetnsLab, node: str, timeout: float = 60.0) -> int:
+    """Bindings in ``node``'s table (its redundancy status; a loaded member may be slow)."""
+    return int(lab.control(node, "/api/v1/redundancy", timeout=timeout).get("bindings", 0))
+
+
+def latency_summary(seconds: list[float]) -> dict[str, Any]:
+    """Milliseconds: median, p99, max and count of control-API round trips."""
+    if not seconds:
+        return {"n": 0}
+    data = sorted(seconds)
+    p99 = data[max(0, math.ceil(0.99 * len(data)) - 1)]
+    return {"n": len(data), "p50": round(statistics.median(data) * 1e3, 1),
+            "p99": round(p99 * 1e3, 1), "max": round(data[-1] * 1e3, 1)}  # fmt: skip
 
 
 def wait_converged(
-    lab: NetnsLab, node: str, since: float, timeout: float, stall_s: float, want: int | None = None
+    lab: NetnsLab,
+    node: str,
+    since: float,
+    timeout: float,
+    stall_s: float,
+    want: int | None = None,
+    poll: float = 0.25,
 ) -> dict[str, Any]:
-    """Poll ``node`` until its installed state equals its table (and ``want`` bindings); the
-    seconds from ``since``, or why not."""
+    """Poll ``node`` until its installed state equals its table (and ``want`` bindings) with
+    nothing pending; the seconds from ``since`` (monotonic; from the status's ``converged_at``
+    when it has one), or why not. ``control_ms``: the node's control-API round trips meanwhile."""
+    since_wall = time.time() - (time.monotonic() - since)
     deadline = time.monotonic() + timeout
     last_change = time.monotonic()
     last = -1
-    installed, source, table, active = 0, "none", 0, False
+    installed, source, table = 0, "none", 0
+    dp: dict[str, Any] = {}
+    lat: list[float] = []
     while True:
         with contextlib.suppress(LabError, ValueError, KeyError):
-            installed, source, table, active = _status(lab, node)
+            installed, source, table, dp = _status(lab, node, lat)
         now = time.monotonic()
         if installed != last:
             last, last_change = installed, now
-        if table and installed == table and (want is None or table >= want):
-            return {"seconds": round(now - since, 3), "installed": installed, "table": table,
-                    "field": source, "active": active}  # fmt: skip
+        pending = dp.get("pending", 0)
+        if table and installed == table and not pending and (want is None or table >= want):
+            out = {"seconds": round(now - since, 3), "seen_s": round(now - since, 3),
+                   "installed": installed, "table": table, "field": source,
+                   "active": bool(dp.get("active"))}  # fmt: skip
+            at = dp.get("converged_at")
+            if isinstance(at, int | float):
+                out["seconds"] = round(max(0.0, at - since_wall), 3)
+                out["converged_at_minus_since_s"] = round(at - since_wall, 3)
+            for k in ("install_us_per_route", "longest_batch_ms", "longest_convergence_ms",
+                      "last_convergence_ms"):  # fmt: skip
+                out[k] = dp.get(k)
+            out["control_ms"] = latency_summary(lat)
+            return out
         if now > deadline or now - last_change > stall_s:
             why = "timeout" if now > deadline else f"no progress for {stall_s:g} s"
             return {"seconds": None, "installed": installed, "table": table, "field": source,
-                    "active": active, "why": why, "waited_s": round(now - since, 1)}  # fmt: skip
-        time.sleep(0.25)
+                    "active": bool(dp.get("active")), "why": why, "pending": pending,
+                    "waited_s": round(now - since, 1),
+                    "control_ms": latency_summary(lat)}  # fmt: skip
+        time.sleep(poll)
+
+
+def rss_kib(lab: NetnsLab, node: str) -> int | None:
+    """VmRSS of ``node``'s daemon (``ip netns exec`` execs it: same pid)."""
+    proc = lab.procs.get(node)
+    if proc is None:
+        return None
+    try:
+        with open(f"/proc/{proc.popen.pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+TAKEOVER_LINE = re.compile(r"vrrp|role|takeover|master|garp", re.IGNORECASE)
+
+
+def log_after(lab: NetnsLab, node: str, since: float, limit: int = 12) -> list[str]:
+    """``node``'s log lines about its role after ``since`` (monotonic), as "+ms text": where a
+    takeover's time went (the lines' times are when the bench read them from the pipe)."""
+    proc = lab.procs.get(node)
+    if proc is None:
+        return []
+    out = []
+    for at, text in list(proc.lines):
+        if at >= since and TAKEOVER_LINE.search(text):
+            out.append(f"+{(at - since) * 1e3:.0f} ms {text[:200]}")
+            if len(out) >= limit:
+                break
+    return out
+
+
+def start_probe(lab: NetnsLab, count: int, rate: float, label: str) -> Proc:
+    """Re-register the first ``count`` simulated nodes at ``rate``/s (latency in its result)."""
+    argv = [lab.python, "-m", "mobileip.tools.simnodes", "register", "--ha", VIRTUAL,
+            "-n", str(count), "--spi", str(SPI), "--key", KEY, "--home-agent", VIRTUAL,
+            "--rate", str(rate), "--window", "64"]  # fmt: skip
+    return lab.spawn("sim", argv, label)
+
+
+def finish_probe(proc: Proc, timeout: float) -> dict[str, Any]:
+    try:
+        proc.popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.popen.kill()
+        return {"error": "probe did not finish"}
+    time.sleep(0.2)  # the reader thread takes the last line
+    for _at, text in reversed(proc.lines):
+        if text.startswith("{"):
+            with contextlib.suppress(ValueError):
+                res = dict(json.loads(text))
+                return {k: res.get(k) for k in ("accepted", "timeouts", "throughput_per_s",
+                                                "latency_ms")}  # fmt: skip
+    return {"error": "probe printed nothing"}
 
 
 def _wait_state(lab: NetnsLab, node: str, state: str, timeout: float) -> float:
@@ -128,10 +274,12 @@ def _wait_state(lab: NetnsLab, node: str, state: str, timeout: float) -> float:
 
 
 def measure_size(n: int, plan: FailoverPlan, say: Any) -> dict[str, Any]:
-    lab = NetnsLab(
+    lab = BenchLab(
         None, plan.advert_interval, 0.01, mobile_nodes=n, sample=plan.sample,
         sample_interval=plan.sample_interval, members=3, real_mn=False,
     )  # fmt: skip
+    lab.virtual_mac = plan.virtual_mac
+    lab.digest_interval = plan.digest_interval
     row: dict[str, Any] = {"bindings": n, "fill": FILL_METHOD}
     try:
         lab.build()
@@ -144,28 +292,52 @@ def measure_size(n: int, plan: FailoverPlan, say: Any) -> dict[str, Any]:
         row["registration"] = {k: reg.get(k) for k in ("accepted", "timeouts", "wall_s",
                                                        "throughput_per_s")}  # fmt: skip
         registered = time.monotonic()
+        # the table holds what the active accepted, answered or not (a request whose reply
+        # timed out may still have been applied): every later wait is for that many
+        table_n = table_count(lab, "ha1")
+        row["table"] = table_n
         say(f"    {n:,}: registered {reg.get('accepted'):,} in {reg.get('wall_s')} s "
-            f"({reg.get('throughput_per_s'):,}/s)")  # fmt: skip
+            f"({reg.get('throughput_per_s'):,}/s, {reg.get('timeouts') or 0:,} timeouts); "
+            f"{table_n:,} in the table")  # fmt: skip
+        if table_n < n * 0.99:
+            raise LabError(f"only {table_n:,} of {n:,} registrations in the table")
+        n = table_n
         active = wait_converged(lab, "ha1", registered, lab.install_timeout(n), plan.stall_s, n)
         row["active_install"] = active
         say(f"    {n:,}: active installed {active['installed']:,}/{active['table']:,} "
             f"in {active['seconds']} s after the registrations")  # fmt: skip
-        lab._wait(lambda: lab.binding_count("ha2") == n, 30 + n / 2000, "ha2 never got the table")
+        lab._wait(lambda: table_count(lab, "ha2") >= n, 30 + n / 2000, "ha2 never got the table")
         standby = wait_converged(lab, "ha2", time.monotonic(), 5.0, 3.0, n)
         row["standby_in_group"] = standby
+        # registration latency on the active, idle, then while a third member downloads
+        count = max(200, int(plan.probe_rate * 5))
+        row["probe_idle"] = finish_probe(
+            start_probe(lab, count, plan.probe_rate, "probe-idle"), 60 + count / plan.probe_rate
+        )
         # a third member boots: SYNCED -> installed state equal to its table
+        count = max(200, min(n, int(plan.probe_rate * (5 + n * 40e-6))))
+        probe = start_probe(lab, count, plan.probe_rate, "probe-boot")
         booted = time.monotonic()
         lab.start_daemon("ha3", "homeagent", lab.ha_config("ha3")).wait_for("dataplane.started", 30)
+        rss_before = rss_kib(lab, "ha3")
         synced = _wait_state(lab, "ha3", "SYNCED", 60 + n / 5000)
-        inst = wait_converged(lab, "ha3", synced, lab.install_timeout(n), plan.stall_s, n)
+        inst = wait_converged(lab, "ha3", synced, lab.install_timeout(n), plan.stall_s, n, 0.1)
         inst["sync_s"] = round(synced - booted, 3)
         if inst["seconds"] is not None:
             inst["us_per_binding"] = round(inst["seconds"] / n * 1e6, 1)
+        rss_after = rss_kib(lab, "ha3")
+        if rss_before is not None and rss_after is not None:
+            inst["rss_kib"] = {"before": rss_before, "after": rss_after}
+            inst["rss_bytes_per_binding"] = round((rss_after - rss_before) * 1024 / n)
+        inst["probe_during"] = finish_probe(probe, 60 + count / plan.probe_rate)
         row["standby_install"] = inst
         say(f"    {n:,}: booting standby SYNCED in {inst['sync_s']} s; installed "
             f"{inst['installed']:,}/{inst['table']:,} ({inst['field']}) "
             + (f"in {inst['seconds']} s after SYNCED" if inst["seconds"] is not None
                else f"- {inst.get('why')}"))  # fmt: skip
+        say(f"    {n:,}: its control API meanwhile {inst['control_ms']}; registration latency "
+            f"on the active idle {row['probe_idle'].get('latency_ms')}, during "
+            f"{inst['probe_during'].get('latency_ms')}; RSS {inst.get('rss_kib')}")  # fmt: skip
         # the kill
         sample = lab.start_sample()
         time.sleep(2.0)
@@ -180,9 +352,10 @@ def measure_size(n: int, plan: FailoverPlan, say: Any) -> dict[str, Any]:
         summary.pop("per_node", None)
         row["outage"] = summary
         if new_active:
-            row["last_takeover_ms"] = lab.control(new_active, "/api/v1/dataplane").get(
+            row["last_takeover_ms"] = lab.control(new_active, DATAPLANE_STATUS).get(
                 "last_takeover_ms"
             )
+            row["new_active_log"] = log_after(lab, new_active, killed)
         o = summary["outage_ms"]
         say(f"    {n:,}: outage median {o['median']} ms, worst {o['worst']} ms "
             f"({summary['recovered']}/{summary['sampled']} recovered; new active {new_active}, "
@@ -196,14 +369,17 @@ def measure_after_load(plan: FailoverPlan, say: Any) -> dict[str, Any]:
     """``load_bindings`` registrations at ``load_rate`` on the active of three members; per
     member, the time from the end of the load until its installed state equals its table."""
     n = plan.load_bindings
-    lab = NetnsLab(
+    lab = BenchLab(
         None, plan.advert_interval, 0.01, mobile_nodes=n, sample=0, members=3, real_mn=False
     )
+    lab.virtual_mac = plan.virtual_mac
     out: dict[str, Any] = {"registrations": n, "offered_per_s": plan.load_rate}
     try:
         first = lab.start_group()
         reg = lab.register_simulated(n, rate=plan.load_rate, window=1024)
         end = time.monotonic()
+        n = table_count(lab, first)  # accepted, answered or not
+        out["table"] = n
         out["registration"] = {k: reg.get(k) for k in ("accepted", "timeouts", "wall_s",
                                                        "throughput_per_s")}  # fmt: skip
         out["actives_after_load"] = lab.actives()
@@ -232,6 +408,13 @@ def run_failover(plan: FailoverPlan, say: Any = print) -> FailoverResult:
         say(f"  {result.skipped}")
         return result
     result.notes.append(f"tables filled by {FILL_METHOD}")
+    result.notes.append(
+        "[dataplane] virtual_mac = true (a takeover moves one MAC)"
+        if plan.virtual_mac
+        else "no virtual MAC: the new active re-announces every bound home address"
+    )
+    if plan.digest_interval is not None:
+        result.notes.append(f"[redundancy] digest_interval = {plan.digest_interval:g} s")
     per_binding: float | None = None
     for n in plan.sizes:
         if per_binding is not None and per_binding * n > plan.budget_s:
@@ -277,7 +460,7 @@ def format_failover(data: dict[str, Any]) -> list[str]:
     out = ["failover (lab: 3 members, native VRRP, userspace data plane; SIGKILL of the active):"]
     out.append(
         f"  {'bindings':>10} {'fill s':>8} {'fill/s':>8} {'outage med':>11} {'worst':>9} "
-        f"{'x 1st':>6} {'back worst':>11} {'standby us/b':>13}"
+        f"{'x 1st':>6} {'back worst':>11} {'standby us/b':>13} {'ready s':>8} {'loop max':>9}"
     )
     base: float | None = None
     for row in data.get("sizes", {}).values():
@@ -299,10 +482,12 @@ def format_failover(data: dict[str, Any]) -> list[str]:
             if per is not None
             else f"never ({inst.get('installed', 0):,}/{inst.get('table', 0):,})"
         )
+        loop = (inst.get("control_ms") or {}).get("max")
         out.append(
             f"  {n:>10,} {_num(reg.get('wall_s')):>8} {_num(reg.get('throughput_per_s'), 0):>8} "
             f"{_num(o.get('median'), 0):>8} ms {_num(worst, 0):>6} ms {ratio:>6} "
-            f"{_num(back.get('worst'), 0):>8} ms {standby:>13}"
+            f"{_num(back.get('worst'), 0):>8} ms {standby:>13} {_num(inst.get('seconds')):>8} "
+            f"{_num(loop, 0):>6} ms"
         )
     load = data.get("after_load") or {}
     if "skipped" in load:
@@ -315,7 +500,8 @@ def format_failover(data: dict[str, Any]) -> list[str]:
         )
         for node, m in (load.get("members") or {}).items():
             when = (
-                f"{m['seconds']} s after the load"
+                f"{m['seconds']} s after the load (longest change-to-installed "
+                f"{_num(m.get('longest_convergence_ms'), 1)} ms)"
                 if m.get("seconds") is not None
                 else f"not equal ({m.get('installed', 0):,}/{m.get('table', 0):,}, {m.get('why')})"
             )
