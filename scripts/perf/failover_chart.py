@@ -41,10 +41,12 @@ def main() -> None:
 
     outage = data["outage"]
     for key, label, style in (
+        ("before_issue_ms", "before: issue 13's lab (one real mobile node)", "x--"),
         ("before_worst_ms", "before (cold standby), worst", "o--"),
         ("before_median_ms", "before, median", "o:"),
-        ("after_worst_ms", "after (hot standby), worst", "s-"),
+        ("after_worst_ms", "after (hot standby, virtual MAC), worst", "s-"),
         ("after_median_ms", "after, median", "s:"),
+        ("after_novmac_worst_ms", "after, no virtual MAC, worst", "d-"),
     ):
         xs, ys = points(outage, key)
         if xs:
