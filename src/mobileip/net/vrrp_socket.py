@@ -63,6 +63,11 @@ sending priority 0)::
 
     python -m mobileip.net.vrrp_socket --interface eth0 --vrid 51 --priority 110 \\
         --address 10.1.0.1/24 --advert-interval 0.1 [--no-preempt]
+
+Why one file of ~770 lines: :class:`VrrpSpeaker` is one thread's loop (raw socket, timers,
+the sans-IO machine's actions, the virtual address and its macvlan) whose parts share its
+locks and state; the decisions themselves are in :mod:`mobileip.vrrp.machine` and the codec in
+:mod:`mobileip.wire.vrrp`. The standalone runner at the end is ~60 lines.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ Three pieces, used by ``tests/test_chaos_netns.py`` and usable by hand:
   :func:`judge` compares such a record with the members' binding tables: what was accepted
   and is missing (lost), what was deregistered and came back (resurrected),
   what nobody asked for (foreign).
+
+Why one file of ~570 lines: one scenario (members, load, faults, checks) run in order; a tool,
+not part of the daemon.
 """
 
 from __future__ import annotations
