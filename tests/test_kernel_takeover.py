@@ -13,18 +13,23 @@ register through the virtual address. Checked:
 * hot standby: both members hold N encap routes in table 100 through ``mip-ipip`` before the
   kill; the standby has no ``ip rule``, its macvlan is down and its ``mip-ipip`` has sent nothing;
 * takeover: UDP from ``cn`` to a sample of the home addresses, counted at the care-of side (a
-  raw IP-in-IP socket in ``sim``), the active SIGKILLed and its link cut (a dead box: after a
+  raw IP-in-IP socket in ``sim``), the active link cut and then SIGKILLed (a dead box: after a
   SIGKILL alone its kernel would go on forwarding, which is not a takeover); every sampled node
   recovers, the worst sampled outage is under ``OUTAGE_BOUND_S``, and no packet arrives twice;
 * a clean stop of the survivor leaves nothing: no ``mip-ipip``/``mip-gre``, no route of ours
   (protocol 77) in any table, no rule, no macvlan.
 
-Why the bound is 2 s: on real hardware the target is <= 0.5 s worst (0.1 s adverts:
-Master_Down_Interval ~0.36 s, plus an O(1) switch, since the routes are already there). Inside UML
-one ptrace-trapped CPU runs both daemons, the sender and the receiver, so the same takeover
-measured 0.4-0.6 s (see the printed numbers and docs/dataplane.md); 2 s is four times that, and
-still fails a standby that had to install N routes after the takeover (1,000 routes through the
-service inside UML take longer than that) or a member that never took over.
+Why the bound is 2 s: on real hardware the target is <= 0.5 s worst at 10,000 bindings with 0.1 s
+adverts (Master_Down_Interval 3 x 0.1 + skew = 0.36 s for priority 100, plus an O(1) switch,
+since the routes are already there). Inside UML one ptrace-trapped CPU runs both daemons, the
+sender and the receiver, on a shared host: from the link cut to the care-of side this takeover
+measured 0.28-0.34 s worst at 1,000-100,000 bindings (scripts/perf/kernel_takeover.py,
+docs/dataplane.md), i.e. the VRRP timer. 2 s is about five Master_Down_Intervals: it fails when
+no member takes over, when the takeover waits on something slow (a table download, a full
+reconcile, a starved speaker) and leaves room for a loaded CI host. It cannot see O(n) work at
+takeover at this size (1,000 routes cost 0.08-0.3 s through the service here), so hot standby is
+asserted directly: every route on the standby before the kill, its ``mip-ipip`` silent, and the
+new active's switch (``last_takeover_ms``, seen 0.2-4 ms) under ``SWITCH_BOUND_MS``.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ N = int(os.environ.get("MOBILEIP_TAKEOVER_BINDINGS", "1000"))
 SAMPLES = 20
 SEND_EVERY = 0.02  # per sampled node; UML has one CPU for everything
 OUTAGE_BOUND_S = 2.0
+SWITCH_BOUND_MS = 50.0  # the rule and the macvlan (0.2-4 ms); 1,000 routes took 80-290 ms here
 TABLE = 100
 STATUS = "/api/v1/dataplane?homes=0"
 
@@ -139,7 +145,10 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
         started = time.monotonic()
         reg = lab.register_simulated(N)
         registered = time.monotonic() - started
-        assert reg.get("accepted") == N, reg
+        if lab.binding_count("ha1") < N:  # a request that timed out unapplied (UML is slow)
+            print(f"\nregistration: {reg.get('accepted')} of {N} accepted; registering again")
+            lab.register_simulated(N)
+        assert lab.binding_count("ha1") == N, reg
         lab._wait(
             lambda: all(
                 (d := installed(lab, n))["installed"] == d["desired"] == N and not d["pending"]
@@ -179,8 +188,11 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
         time.sleep(3.0)
         standby_tx_before = tx_packets(lab, "ha2", "mip-ipip")
         active_tx_before = tx_packets(lab, "ha1", "mip-ipip")
-        killed = lab.kill("ha1")
-        _ip("-n", lab.ns("hub"), "link", "set", "p-ha1-0", "down")  # a dead box sends nothing
+        # the box dies: its link first (after a SIGKILL alone its kernel forwards on, and the
+        # kill of a big process takes a while), then the daemon; outages count from the cut
+        killed = time.monotonic()
+        _ip("-n", lab.ns("hub"), "link", "set", "p-ha1-0", "down")
+        lab.kill("ha1")
         new_active = lab.wait_new_active(["ha2"], timeout=20)
         assert new_active == "ha2"
         time.sleep(max(0.0, killed + 5.0 - time.monotonic()))
@@ -216,6 +228,7 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
         assert summary["recovered"] == len(homes), summary["not_recovered"]
         assert twice == 0
         assert d2["rule_installed"] and d2["installed"] == N
+        assert d2["last_takeover_ms"] < SWITCH_BOUND_MS
         assert outage["worst"] is not None and outage["worst"] < OUTAGE_BOUND_S * 1e3, per_home
 
         # a clean stop of the survivor leaves nothing behind
