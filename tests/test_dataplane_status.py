@@ -124,3 +124,30 @@ def test_homes_listing_is_bounded_and_optional() -> None:
     assert get("?homes=0")["installed"] == n
     with pytest.raises(HTTPBadRequest):
         get("?homes=all")
+
+
+def test_converged_at_is_fresh_whenever_nothing_is_pending() -> None:
+    """A status read between two turns of the drain (the control API is served in the drain's
+    yields) never shows nothing pending with the previous episode's ``converged_at``."""
+    service, table, _ = make_service()
+    seen: list[tuple[int, float | None]] = []
+
+    async def run() -> float:
+        service.note_homes([])
+        await service._drain()  # an earlier episode: converged_at set once
+        for i in range(1200):
+            table.add(BASE + i)
+        started = time.time()
+        service.note_homes(table.homes())
+        drain = asyncio.create_task(service._drain())
+        while not drain.done():
+            status = service.status(homes=0)
+            seen.append((status["pending"], status["converged_at"]))
+            await asyncio.sleep(0)
+        return started
+
+    started = asyncio.run(run())
+    assert any(p > 0 for p, _ in seen)
+    for pending, at in seen:
+        if pending == 0:
+            assert at is not None and at >= started

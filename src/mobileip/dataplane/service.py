@@ -524,6 +524,9 @@ class DataPlaneService:
         """Apply the dirty homes, ``batch`` route messages per event-loop turn."""
         while self._dirty and self.rtnl is not None:
             self._batch()
+            # before yielding: a status read in that yield must not see nothing pending with
+            # the previous episode's converged_at
+            self._converged()
             await asyncio.sleep(0)
         self._converged()
 

@@ -177,7 +177,9 @@ def wait_converged(
     installed, source, table = 0, "none", 0
     dp: dict[str, Any] = {}
     lat: list[float] = []
+    busy_wall: float | None = None  # when a poll last found it not converged
     while True:
+        asked_wall = time.time()
         with contextlib.suppress(LabError, ValueError, KeyError):
             installed, source, table, dp = _status(lab, node, lat)
         now = time.monotonic()
@@ -189,7 +191,8 @@ def wait_converged(
                    "installed": installed, "table": table, "field": source,
                    "active": bool(dp.get("active"))}  # fmt: skip
             at = dp.get("converged_at")
-            if isinstance(at, int | float):
+            # converged_at older than a poll that saw work pending is stale: keep the poll's
+            if isinstance(at, int | float) and (busy_wall is None or at >= busy_wall):
                 out["seconds"] = round(max(0.0, at - since_wall), 3)
                 out["converged_at_minus_since_s"] = round(at - since_wall, 3)
             for k in ("install_us_per_route", "longest_batch_ms", "longest_convergence_ms",
@@ -197,6 +200,7 @@ def wait_converged(
                 out[k] = dp.get(k)
             out["control_ms"] = latency_summary(lat)
             return out
+        busy_wall = asked_wall
         if now > deadline or now - last_change > stall_s:
             why = "timeout" if now > deadline else f"no progress for {stall_s:g} s"
             return {"seconds": None, "installed": installed, "table": table, "field": source,
