@@ -86,7 +86,7 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-def one_run(n: int, samples: int, every: float) -> dict[str, Any]:
+def one_run(n: int, samples: int, every: float, sigkill_only: bool = False) -> dict[str, Any]:
     lab = KernelLab(
         None, 0.1, 0.01, mobile_nodes=n, sample=0, members=2, real_mn=False, backend="kernel"
     )
@@ -141,8 +141,12 @@ def one_run(n: int, samples: int, every: float) -> dict[str, Any]:
         # the box dies: its link first (after a SIGKILL alone its kernel forwards on, and the
         # kill of a big process takes a while), then the daemon; outages count from the cut
         killed = time.monotonic()
-        _ip("-n", lab.ns("hub"), "link", "set", "p-ha1-0", "down")
-        row["kill_after_cut_ms"] = round((lab.kill("ha1") - killed) * 1e3, 1)
+        if sigkill_only:  # the daemon dies, its kernel (rule, routes, address) does not
+            row["sigkill_only"] = True
+            lab.kill("ha1")
+        else:
+            _ip("-n", lab.ns("hub"), "link", "set", "p-ha1-0", "down")
+            row["kill_after_cut_ms"] = round((lab.kill("ha1") - killed) * 1e3, 1)
         row["new_active"] = lab.wait_new_active(["ha2"], timeout=30)
         time.sleep(max(0.0, killed + 6.0 - time.monotonic()))
         stop.touch()
@@ -199,11 +203,14 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--every", type=float, default=0.02)
+    p.add_argument(
+        "--sigkill-only", action="store_true", help="kill the daemon but leave its link up"
+    )
     args = p.parse_args()
     rows: list[dict[str, Any]] = []
     for n in args.bindings:
         for run in range(args.runs):
-            row = one_run(n, args.samples, args.every)
+            row = one_run(n, args.samples, args.every, args.sigkill_only)
             row["run"] = run + 1
             rows.append(row)
             print(json.dumps(row), flush=True)
