@@ -217,11 +217,11 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
         print(
             f"takeover at {N} bindings: sampled outage median {outage['median']} ms, worst "
             f"{outage['worst']} ms over {len(homes)} homes ({summary['recovered']} recovered; "
-            f"back after the kill: median {back['median']} ms, worst {back['worst']} ms); ha2 "
+            f"back after the cut: median {back['median']} ms, worst {back['worst']} ms); ha2 "
             f"active (log line read) "
-            f"{'-' if became is None else f'{(became - killed) * 1e3:.0f}'} ms after the kill, "
+            f"{'-' if became is None else f'{(became - killed) * 1e3:.0f}'} ms after the cut, "
             f"its switch {d2['last_takeover_ms']} ms; packets {len(got)}, tunnelled twice: "
-            f"{twice}; before the kill mip-ipip tx: active {active_tx_before}, standby "
+            f"{twice}; before the cut mip-ipip tx: active {active_tx_before}, standby "
             f"{standby_tx_before}"
         )
         assert active_tx_before > 0 and standby_tx_before == 0  # the standby forwarded nothing
