@@ -25,6 +25,10 @@ A *legacy* backend (one whose ``add_messages`` returns None) is driven as before
 binding at a time, only while active. The role comes from the role service when there is one
 (``[vrrp]``); without one this Home Agent is always active. :meth:`set_active` is public for
 tests and embedders.
+
+Why one file of ~760 lines: the worker (dirty homes, batches, full reconcile), activation and
+its O(1) switch, and the status are one state machine over one installed map and one netlink
+socket; the backends, ARP, the codecs and the macvlan are in their own modules.
 """
 
 from __future__ import annotations

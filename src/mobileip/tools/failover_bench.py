@@ -30,6 +30,9 @@ active of a three-member lab, and per member the time from the end of the load u
 installed state equals its table.
 
 Nothing here asserts speed; the numbers are printed (medians; ratios to the smallest size).
+
+Why one file of ~520 lines: one measurement per table size (fill, kill, sample, report) on
+:class:`~mobileip.tools.lab.NetnsLab`; a tool, not part of the daemon.
 """
 
 from __future__ import annotations

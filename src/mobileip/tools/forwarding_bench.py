@@ -38,6 +38,9 @@ binding in the kernel backend) and the time and the slab growth are measured aga
 growth is in the JSON only: the old specs were still alive while the new ones were built, so it
 is a high-water mark). On a shared host
 the slab figure moves with everything else the kernel does; inside UML it is the guest's own.
+
+Why one file of ~820 lines: one measurement (topology, the C sender's source, the paths, the
+UML leg, the report) whose parts share its constants; a tool, not part of the daemon.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ duplication, reordering, delay, partitions that heal, and crashes with restarts 
 member loses its table and must download it again). After the faults heal and the group goes
 quiet it checks the invariants and returns a :class:`Report` whose ``violations`` list is empty
 when all held. The same seed always replays the same run.
+
+Why one file of ~680 lines: the simulated group, its fault model, the invariants it checks and
+the sweep command share the run's state; a tool, not part of the daemon.
 """
 
 from __future__ import annotations
