@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address
@@ -42,7 +41,7 @@ from mobileip.config import (
     load_config,
     security_associations,
 )
-from mobileip.daemon.homeagent import HomeAgentDaemon, run_event_loop
+from mobileip.daemon.homeagent import HomeAgentDaemon, run_event_loop, serve_until_stopped
 from mobileip.log import Logger
 from mobileip.net.udp import Address, UdpEndpoint
 from mobileip.web.control import ControlServer, is_loopback
@@ -200,25 +199,14 @@ class GroupsDaemon:
 
     async def serve(self) -> None:
         self._stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        try:
-            await self.start()
-            if self.config.homeagent.drop_privileges:
-                from mobileip.daemon.privileges import drop_and_log
-
-                drop_and_log(self.log)  # every group's sockets are open now
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            loop.add_signal_handler(signal.SIGHUP, self.reload_security_associations)
-            await self._stopping.wait()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self.stop()
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        self.log.info("homeagent.signal", signal=sig.name)
-        self.request_stop()
+        await serve_until_stopped(
+            self._stopping,
+            self.start,
+            self.stop,
+            self.log,
+            drop_privileges=self.config.homeagent.drop_privileges,
+            on_sighup=self.reload_security_associations,
+        )
 
     def reload_security_associations(self) -> bool:
         """SIGHUP: the shared SAs from the file into every group; keep the old ones on error."""

@@ -27,7 +27,7 @@ import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -304,24 +304,14 @@ class HomeAgentDaemon:
     async def serve(self) -> None:
         """Start, run until SIGTERM/SIGINT or :meth:`request_stop`, stop."""
         self._stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        try:
-            await self.start()
-            if self.config.homeagent.drop_privileges:
-                self._drop_privileges()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-            await self._stopping.wait()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self.stop()
-
-    def _drop_privileges(self) -> None:
-        from mobileip.daemon.privileges import drop_and_log
-
-        drop_and_log(self.log)
+        await serve_until_stopped(
+            self._stopping,
+            self.start,
+            self.stop,
+            self.log,
+            drop_privileges=self.config.homeagent.drop_privileges,
+            on_sighup=self._on_sighup,
+        )
 
     def _on_sighup(self) -> None:
         """SIGHUP: run the reload hooks (the admin service reloads the security associations)."""
@@ -329,9 +319,38 @@ class HomeAgentDaemon:
         for reload in self.reload_hooks:
             reload()
 
-    def _on_signal(self, sig: signal.Signals) -> None:
-        self.log.info("homeagent.signal", signal=sig.name)
-        self.request_stop()
+
+async def serve_until_stopped(
+    stopping: asyncio.Event,
+    start: Callable[[], Awaitable[None]],
+    stop: Callable[[], Awaitable[None]],
+    log: Logger,
+    *,
+    drop_privileges: bool,
+    on_sighup: Callable[[], object],
+) -> None:
+    """A daemon's serve(): ``start``, drop privileges when asked (every socket is open now),
+    run until SIGTERM/SIGINT or ``stopping`` is set, ``stop``; SIGHUP calls ``on_sighup``."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("homeagent.signal", signal=sig.name)
+        stopping.set()
+
+    try:
+        await start()
+        if drop_privileges:
+            from mobileip.daemon.privileges import drop_and_log
+
+            drop_and_log(log)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        await stopping.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await stop()
 
 
 def _reply_source(dst: str | None) -> str | None:
