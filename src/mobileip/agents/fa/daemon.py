@@ -20,7 +20,6 @@ import errno
 import math
 import os
 import socket
-import sys
 import time
 from collections.abc import Coroutine
 from ipaddress import IPv4Address
@@ -38,7 +37,7 @@ from mobileip.agents.fa.rules import (
     VisitorAdded,
     VisitorRemoved,
 )
-from mobileip.config import ConfigError
+from mobileip.agents.run import run_agent
 from mobileip.core.security import SecurityAssociation
 from mobileip.dataplane.backend import OUTER_OVERHEAD
 from mobileip.dataplane.encap import (
@@ -438,15 +437,11 @@ def _home_of_request(data: bytes) -> IPv4Address | None:
 
 
 def run_foreignagent(path: str, log_format: str = "text", log_level: str = "info") -> int:
-    try:
-        cfg = load_fa_config(path)
-    except ConfigError as exc:
-        print(f"mobileip: config error: {exc}", file=sys.stderr)
-        return 2
-    log = Logger(log_format, log_level)
-    try:
-        asyncio.run(ForeignAgentDaemon(cfg, log).serve())
-    except OSError as exc:
-        log.error("foreignagent.failed", error=str(exc))
-        return 1
-    return 0
+    return run_agent(
+        load_fa_config,
+        lambda cfg, log: ForeignAgentDaemon(cfg, log).serve(),
+        "foreignagent.failed",
+        path,
+        log_format,
+        log_level,
+    )

@@ -34,7 +34,6 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -44,7 +43,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from mobileip.agents.client import MobileNode, RegistrationClient, RegistrationResult
 from mobileip.agents.fa.config import read_table
-from mobileip.config import ConfigError
+from mobileip.agents.run import run_agent
 from mobileip.core.security import SecurityAssociation
 from mobileip.dataplane.encap import IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_MINENC, decapsulate
 from mobileip.log import Logger
@@ -391,15 +390,11 @@ class MobileNodeDaemon:
 
 
 def run_mobilenode(path: str, log_format: str = "text", log_level: str = "info") -> int:
-    try:
-        cfg = load_mn_config(path)
-    except ConfigError as exc:
-        print(f"mobileip: config error: {exc}", file=sys.stderr)
-        return 2
-    log = Logger(log_format, log_level)
-    try:
-        asyncio.run(MobileNodeDaemon(cfg, log).serve())
-    except OSError as exc:
-        log.error("mn.failed", error=str(exc))
-        return 1
-    return 0
+    return run_agent(
+        load_mn_config,
+        lambda cfg, log: MobileNodeDaemon(cfg, log).serve(),
+        "mn.failed",
+        path,
+        log_format,
+        log_level,
+    )
