@@ -35,6 +35,7 @@ from netns import Member, Process, Segment
 from pcapio import tshark_fields
 
 from mobileip.config import to_toml
+from mobileip.tools.takeover import tunnelled_twice
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -281,11 +282,7 @@ def test_takeover_at_10000_bindings_with_virtual_mac(seg: Segment, tmp_path: Pat
             f" ms, first packet after {((back or 0) - killed) * 1000:.0f} ms (test clock)"
         )
         worst, median = max(per_home.values()), statistics.median(per_home.values())
-        seen: set[tuple[str, int]] = set()
-        twice = 0
-        for _, dst, seq in got:
-            twice += (dst, seq) in seen
-            seen.add((dst, seq))
+        twice = tunnelled_twice(got)
         db = dataplane(seg, b)
         print(
             f"takeover at {N} bindings: sampled outage median {median * 1000:.0f} ms, worst "

@@ -45,6 +45,7 @@ import pytest
 
 from mobileip.tools import simnodes
 from mobileip.tools.lab import NetnsLab, _ip
+from mobileip.tools.takeover import RECEIVER, SENDER, STATUS, KernelLab, tunnelled_twice
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
 
@@ -54,59 +55,6 @@ SEND_EVERY = 0.02  # per sampled node; UML has one CPU for everything
 OUTAGE_BOUND_S = 2.0
 SWITCH_BOUND_MS = 50.0  # the rule and the macvlan (0.2-4 ms); 1,000 routes took 80-290 ms here
 TABLE = 100
-STATUS = "/api/v1/dataplane?homes=0"
-
-# UDP to each sampled home address every SEND_EVERY s, (sequence, index) in the payload; stops
-# when the stop file appears
-SENDER = """
-import os, socket, struct, sys, time
-homes, every, stop = sys.argv[1].split(","), float(sys.argv[2]), sys.argv[3]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setblocking(False)
-seq, start = 0, time.monotonic()
-print("sending", flush=True)
-while not os.path.exists(stop):
-    for i, h in enumerate(homes):
-        try:
-            s.sendto(struct.pack("!II", seq, i), (h, 9999))
-        except OSError:
-            pass
-    seq += 1
-    time.sleep(max(0.0, start + seq * every - time.monotonic()))
-print("sent", seq, flush=True)
-"""
-
-# the care-of side: IP-in-IP packets, (arrival, inner destination, sequence), until the stop file
-RECEIVER = """
-import json, os, socket, struct, sys, time
-stop = sys.argv[1]
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-s.settimeout(0.1)
-got = []
-print("receiving", flush=True)
-while not os.path.exists(stop):
-    try:
-        p = s.recv(2048)
-    except TimeoutError:
-        continue
-    inner = p[(p[0] & 15) * 4:]
-    if len(inner) < 36 or inner[9] != 17:
-        continue
-    ihl = (inner[0] & 15) * 4
-    seq, idx = struct.unpack_from("!II", inner, ihl + 8)
-    got.append((time.monotonic(), socket.inet_ntoa(inner[16:20]), seq))
-print("RESULT " + json.dumps(got), flush=True)
-"""
-
-
-class KernelLab(NetnsLab):
-    """The lab's Home Agents with the kernel backend and the VRRP virtual MAC."""
-
-    def ha_config(self, node: str) -> dict[str, Any]:
-        cfg = super().ha_config(node)
-        cfg["dataplane"].update(virtual_mac=True, garp_rounds=0)
-        return cfg
 
 
 def installed(lab: NetnsLab, node: str) -> dict[str, Any]:
@@ -205,11 +153,7 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
             arrivals = sorted(t for t, dst, _ in got if dst == h)
             per_home[h] = simnodes.node_outage(arrivals, killed, SEND_EVERY)
         summary = simnodes.summarize(per_home)
-        seen: set[tuple[str, int]] = set()
-        twice = 0
-        for _, dst, seq in got:
-            twice += (dst, seq) in seen
-            seen.add((dst, seq))
+        twice = tunnelled_twice(got)
         became = line_at(lab, "ha2", "role.changed role=active", killed)
         d2 = installed(lab, "ha2")
         outage = summary["outage_ms"]

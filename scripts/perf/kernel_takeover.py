@@ -26,56 +26,8 @@ import time
 from typing import Any
 
 from mobileip.tools import simnodes
-from mobileip.tools.lab import LabError, NetnsLab, _ip
-
-STATUS = "/api/v1/dataplane?homes=0"
-
-SENDER = """
-import os, socket, struct, sys, time
-homes, every, stop = sys.argv[1].split(","), float(sys.argv[2]), sys.argv[3]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setblocking(False)
-seq, start = 0, time.monotonic()
-print("sending", flush=True)
-while not os.path.exists(stop):
-    for i, h in enumerate(homes):
-        try:
-            s.sendto(struct.pack("!II", seq, i), (h, 9999))
-        except OSError:
-            pass
-    seq += 1
-    time.sleep(max(0.0, start + seq * every - time.monotonic()))
-print("sent", seq, flush=True)
-"""
-
-RECEIVER = """
-import json, os, socket, struct, sys, time
-stop = sys.argv[1]
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-s.settimeout(0.1)
-got = []
-print("receiving", flush=True)
-while not os.path.exists(stop):
-    try:
-        p = s.recv(2048)
-    except TimeoutError:
-        continue
-    inner = p[(p[0] & 15) * 4:]
-    if len(inner) < 36 or inner[9] != 17:
-        continue
-    ihl = (inner[0] & 15) * 4
-    seq, idx = struct.unpack_from("!II", inner, ihl + 8)
-    got.append((time.monotonic(), socket.inet_ntoa(inner[16:20]), seq))
-print("RESULT " + json.dumps(got), flush=True)
-"""
-
-
-class KernelLab(NetnsLab):
-    def ha_config(self, node: str) -> dict[str, Any]:
-        cfg = super().ha_config(node)
-        cfg["dataplane"].update(virtual_mac=True, garp_rounds=0)
-        return cfg
+from mobileip.tools.lab import LabError, _ip
+from mobileip.tools.takeover import RECEIVER, SENDER, STATUS, KernelLab, tunnelled_twice
 
 
 def rss_kib(pid: int) -> int | None:
@@ -158,11 +110,7 @@ def one_run(n: int, samples: int, every: float, sigkill_only: bool = False) -> d
         row["sampled_not_reached_before_kill"] = len(homes) - len(reached)
         per_home = {h: simnodes.node_outage(arrivals[h], killed, every) for h in reached}
         summary = simnodes.summarize(per_home)
-        seen: set[tuple[str, int]] = set()
-        twice = 0
-        for _, dst, seq in got:
-            twice += (dst, seq) in seen
-            seen.add((dst, seq))
+        twice = tunnelled_twice(got)
         row["outage_ms"] = summary["outage_ms"]
         row["recovered_after_kill_ms"] = summary["recovered_after_kill_ms"]
         row["recovered"] = f"{summary['recovered']}/{summary['sampled']}"

@@ -1,0 +1,77 @@
+"""Kernel-backend takeover with traffic (issue 14): what tests/test_kernel_takeover.py (asserted)
+and scripts/perf/kernel_takeover.py (measured) share: the lab with the kernel backend and the
+VRRP virtual MAC, the correspondent's sender, the care-of side's receiver, and the count of
+packets tunnelled twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from mobileip.tools.lab import NetnsLab
+
+STATUS = "/api/v1/dataplane?homes=0"
+
+# UDP to each sampled home address every argv[2] s, (sequence, index) in the payload; stops when
+# the stop file argv[3] appears
+SENDER = """
+import os, socket, struct, sys, time
+homes, every, stop = sys.argv[1].split(","), float(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+seq, start = 0, time.monotonic()
+print("sending", flush=True)
+while not os.path.exists(stop):
+    for i, h in enumerate(homes):
+        try:
+            s.sendto(struct.pack("!II", seq, i), (h, 9999))
+        except OSError:
+            pass
+    seq += 1
+    time.sleep(max(0.0, start + seq * every - time.monotonic()))
+print("sent", seq, flush=True)
+"""
+
+# the care-of side: IP-in-IP packets, (arrival, inner destination, sequence), until the stop file
+# argv[1] appears
+RECEIVER = """
+import json, os, socket, struct, sys, time
+stop = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+s.settimeout(0.1)
+got = []
+print("receiving", flush=True)
+while not os.path.exists(stop):
+    try:
+        p = s.recv(2048)
+    except TimeoutError:
+        continue
+    inner = p[(p[0] & 15) * 4:]
+    if len(inner) < 36 or inner[9] != 17:
+        continue
+    ihl = (inner[0] & 15) * 4
+    seq, idx = struct.unpack_from("!II", inner, ihl + 8)
+    got.append((time.monotonic(), socket.inet_ntoa(inner[16:20]), seq))
+print("RESULT " + json.dumps(got), flush=True)
+"""
+
+
+class KernelLab(NetnsLab):
+    """The lab's Home Agents with the kernel backend and the VRRP virtual MAC."""
+
+    def ha_config(self, node: str) -> dict[str, Any]:
+        cfg = super().ha_config(node)
+        cfg["dataplane"].update(virtual_mac=True, garp_rounds=0)
+        return cfg
+
+
+def tunnelled_twice(got: Iterable[tuple[Any, str, int]]) -> int:
+    """How many of the receiver's packets (arrival, inner destination, sequence) arrived again:
+    two forwarders at once."""
+    seen: set[tuple[str, int]] = set()
+    twice = 0
+    for _, dst, seq in got:
+        twice += (dst, seq) in seen
+        seen.add((dst, seq))
+    return twice
