@@ -84,34 +84,31 @@ def _interface_info(ifname: str) -> InterfaceInfo:
 
 
 def _add_address(index: int, address: IPv4Interface) -> bool:
-    try:
-        with IPRoute() as ipr:
-            ipr.addr(
-                "add",
-                index=index,
-                address=str(address.ip),
-                prefixlen=address.network.prefixlen,
-            )
-    except NetlinkError as exc:
-        if exc.code == errno.EEXIST:
-            return False
-        raise NetlinkFailure(f"add {address} to ifindex {index}: {exc}") from exc
-    return True
+    return _change_address("add", index, address, (errno.EEXIST,), f"add {address} to")
 
 
 def _remove_address(index: int, address: IPv4Interface) -> bool:
+    absent = (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH)
+    return _change_address("del", index, address, absent, f"remove {address} from")
+
+
+def _change_address(
+    command: str, index: int, address: IPv4Interface, unchanged: tuple[int, ...], what: str
+) -> bool:
+    """``ip addr add|del``: False when the kernel answers with one of the ``unchanged`` codes
+    (already there, already gone), True when it changed; NetlinkFailure on any other error."""
     try:
         with IPRoute() as ipr:
             ipr.addr(
-                "del",
+                command,
                 index=index,
                 address=str(address.ip),
                 prefixlen=address.network.prefixlen,
             )
     except NetlinkError as exc:
-        if exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
+        if exc.code in unchanged:
             return False
-        raise NetlinkFailure(f"remove {address} from ifindex {index}: {exc}") from exc
+        raise NetlinkFailure(f"{what} ifindex {index}: {exc}") from exc
     return True
 
 
