@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -56,6 +57,25 @@ class Member:
     @property
     def ip(self) -> str:
         return self.address.split("/")[0]
+
+
+SYNC_KEY = "5a" * 32
+
+
+def sync_section(
+    m: Member, peers: Sequence[Member], port: int = 434, key: str = SYNC_KEY
+) -> dict[str, Any]:
+    """The ``[redundancy]`` section of a Home Agent on ``m`` syncing its bindings with ``peers``
+    (``m`` itself left out) on ``port``: quick boot and digests, as the netns tests run them."""
+    return {
+        "node_id": m.ip,
+        "port": port,
+        "peers": [f"{p.ip}:{port}" for p in peers if p is not m],
+        "spi": 1000,
+        "key": key,
+        "boot_wait": 0.3,
+        "digest_interval": 0.5,
+    }
 
 
 @dataclass

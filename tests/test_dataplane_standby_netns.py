@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 from helpers import KEY, SPI, wait_until
-from netns import Member, Process, Segment
+from netns import Member, Process, Segment, sync_section
 from pcapio import tshark_fields
 
 from mobileip.config import to_toml
@@ -48,7 +48,6 @@ N = 10_000
 HOME_PREFIX = "10.77.128.0/17"
 SAMPLES = 20
 SEND_EVERY = 0.01
-SYNC_KEY = "5a" * 32
 
 FETCH = """
 import sys, json
@@ -135,15 +134,7 @@ def ha_config(m: Member, peers: list[Member], priority: int) -> dict[str, Any]:
             {"spi": SPI, "algorithm": "hmac-md5", "key": KEY, "home_addresses": ["10.77.0.0/16"]}
         ],
         "control": {"listen": "127.0.0.1:8434"},
-        "redundancy": {
-            "node_id": m.ip,
-            "port": 434,
-            "peers": [f"{p.ip}:434" for p in peers],
-            "spi": 1000,
-            "key": SYNC_KEY,
-            "boot_wait": 0.3,
-            "digest_interval": 0.5,
-        },
+        "redundancy": sync_section(m, peers),
         "vrrp": {
             "driver": "native",
             "interface": m.ifname,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from helpers import KEY, SPI, wait_until
-from netns import Member, Process, Segment
+from netns import Member, Process, Segment, sync_section
 
 from mobileip.config import to_toml
 from mobileip.core.replay import ntp_from_unix
@@ -33,7 +33,6 @@ VRID = 51
 INTERVAL = 0.1
 INTERVAL_CS = 10
 PREFIX = "10.1.0.0/16"
-SYNC_KEY = "5a" * 32
 # Daemons are heavier than bare speakers: process wake-up, log pipe, a busy 2-core box.
 MARGIN = 1.0
 
@@ -86,15 +85,7 @@ class Group:
                 {"spi": SPI, "algorithm": "hmac-md5", "key": KEY, "home_addresses": [PREFIX]}
             ],
             "control": {"listen": "127.0.0.1:8434"},
-            "redundancy": {
-                "node_id": m.ip,
-                "port": 434,
-                "peers": [f"{p.ip}:434" for p in self.members if p is not m],
-                "spi": 1000,
-                "key": SYNC_KEY,
-                "boot_wait": 0.3,
-                "digest_interval": 0.5,
-            },
+            "redundancy": sync_section(m, self.members),
             "vrrp": vrrp,
         }
 

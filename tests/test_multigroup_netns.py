@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from helpers import KEY, SPI, wait_until
-from netns import Member, Process, Segment
+from netns import Member, Process, Segment, sync_section
 from test_multigroup import group_file
 
 from mobileip.core.replay import ntp_from_unix
@@ -28,7 +28,6 @@ from mobileip.vrrp import master_down_interval
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
 PREFIX = "10.1.0.0/16"
-SYNC_KEY = "5a" * 32
 INTERVAL = 0.1
 INTERVAL_CS = 10
 MARGIN = 1.5  # two groups per daemon on a busy 2-core box
@@ -90,15 +89,7 @@ class World:
             groups.append(
                 {
                     "name": name,
-                    "redundancy": {
-                        "node_id": m.ip,
-                        "port": sport,
-                        "peers": [f"{peer.ip}:{sport}"],
-                        "spi": 1000,
-                        "key": SYNC_KEY,
-                        "boot_wait": 0.3,
-                        "digest_interval": 0.5,
-                    },
+                    "redundancy": sync_section(m, [peer], sport),
                     "vrrp": {
                         "driver": "native",
                         "interface": m.ifname,

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from helpers import KEY, SPI, wait_until
-from netns import Member, Process, Segment
+from netns import Member, Process, Segment, sync_section
 
 from mobileip.config import to_toml
 
@@ -38,7 +38,6 @@ VIP_CIDR = f"{VIP}/24"
 VRID = 51
 INTERVAL = 0.1
 PREFIX = "10.1.0.0/16"
-SYNC_KEY = "5a" * 32
 LOAD_SECONDS = 10.0
 MOBILE_NODES = 30000
 GAP_LIMIT_MS = 1.5 * INTERVAL * 1000
@@ -78,15 +77,7 @@ def config(m: Member, peers: list[Member], priority: int) -> dict[str, Any]:
             {"spi": SPI, "algorithm": "hmac-md5", "key": KEY, "home_addresses": [PREFIX]}
         ],
         "control": {"listen": "127.0.0.1:8434"},
-        "redundancy": {
-            "node_id": m.ip,
-            "port": 434,
-            "peers": [f"{p.ip}:434" for p in peers if p is not m],
-            "spi": 1000,
-            "key": SYNC_KEY,
-            "boot_wait": 0.3,
-            "digest_interval": 0.5,
-        },
+        "redundancy": sync_section(m, peers),
         "vrrp": {
             "driver": "native",
             "interface": m.ifname,
