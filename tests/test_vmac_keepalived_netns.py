@@ -50,6 +50,7 @@ from test_dataplane_standby_netns import (
 from test_vmac_wire_netns import addresses, arp_repliers, has_link, register
 
 from mobileip.config import to_toml
+from mobileip.tools.takeover import tunnelled_twice
 
 pytestmark = [
     pytest.mark.root,
@@ -243,11 +244,7 @@ def test_keepalived_use_vmac_takeover(seg: Segment, tmp_path: Path) -> None:
                 print(h, len(ts), f"{ts[0]:.3f}..{ts[-1]:.3f}" if ts else "-", gaps)
             raise
         worst, median = max(per_home.values()), statistics.median(per_home.values())
-        seen: set[tuple[str, int]] = set()
-        twice = 0
-        for _, dst, seq in got:
-            twice += (dst, seq) in seen
-            seen.add((dst, seq))
+        twice = tunnelled_twice(got)
         db = dataplane(seg, b)
         print(
             f"keepalived use_vmac takeover at {N} bindings: b active (FIFO line read) "
