@@ -177,6 +177,27 @@ def sysctl(seg: Segment, m: Member, key: str) -> str:
     return seg.run(m, ["sysctl", "-n", key]).stdout.strip()
 
 
+def register(
+    seg: Segment, cn: Member, far: Member, n: int, window: int = 16, timeout: float = 60
+) -> dict[str, object]:
+    """``n`` registrations through the virtual address (loadgen from ``cn``), every one away at
+    ``far``; loadgen's JSON summary."""
+    res = seg.run(
+        cn,
+        [
+            PY, "-m", "mobileip", "loadgen", "--ha", f"{VIP}:434",
+            "--mobile-nodes", str(n), "--requests", str(n), "--max",
+            "--spi", str(SPI), "--key", KEY, "--home-prefix", HOME_PREFIX,
+            "--home-agent-address", VIP, "--care-of-address", far.ip,
+            "--lifetime", "3600", "--window", str(window), "--timeout", "2", "--json",
+        ],
+        timeout=timeout,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    out: dict[str, object] = json.loads(res.stdout)
+    return out
+
+
 def outages(got: list[list[Any]], homes: list[str], killed: float) -> dict[str, float]:
     """Per sampled home: the longest silence between arrivals from 1 s before the kill to 3 s
     after (the stream runs on 3.5 s past the kill), less one send interval."""
@@ -211,18 +232,7 @@ def test_takeover_at_10000_bindings_with_virtual_mac(seg: Segment, tmp_path: Pat
 
         # 10,000 registrations through the virtual address, every one away at `far`
         started = time.monotonic()
-        load = seg.run(
-            cn,
-            [
-                PY, "-m", "mobileip", "loadgen", "--ha", f"{VIP}:434",
-                "--mobile-nodes", str(N), "--requests", str(N), "--max",
-                "--spi", str(SPI), "--key", KEY, "--home-prefix", HOME_PREFIX,
-                "--home-agent-address", VIP, "--care-of-address", far.ip,
-                "--lifetime", "3600", "--window", "64", "--timeout", "2", "--json",
-            ],
-            timeout=120,
-        )  # fmt: skip
-        assert load.returncode == 0, load.stdout + load.stderr
+        register(seg, cn, far, N, window=64, timeout=120)
         registered = time.monotonic() - started
         wait_until(
             lambda: all(

@@ -46,8 +46,9 @@ from test_dataplane_standby_netns import (
     ha_config,
     link_flags,
     outages,
+    register,
 )
-from test_vmac_wire_netns import addresses, arp_repliers, has_link, register
+from test_vmac_wire_netns import addresses, arp_repliers, has_link
 
 from mobileip.config import to_toml
 from mobileip.tools.takeover import tunnelled_twice

@@ -32,11 +32,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import KEY, SPI, wait_until
+from helpers import wait_until
 from netns import Member, Process, Segment
 from pcapio import tshark_fields
 from test_dataplane_standby_netns import arp_repliers as arp_once
-from test_dataplane_standby_netns import dataplane, ha_config, link_flags, sysctl
+from test_dataplane_standby_netns import dataplane, ha_config, link_flags, register, sysctl
 
 from mobileip.config import to_toml
 
@@ -52,7 +52,6 @@ VIP = "10.77.0.100"
 VMAC = "00:00:5e:00:01:33"  # VRID 51
 VMAC_IF = "vrrp.51"
 N = 50
-HOME_PREFIX = "10.77.128.0/17"
 ACTIVE = r"event=role\.changed role=active"
 STANDBY = r"event=role\.changed role=standby"
 
@@ -79,23 +78,6 @@ def own_mac(seg: Segment, m: Member) -> str:
 
 def has_link(seg: Segment, m: Member, dev: str) -> bool:
     return seg.run(m, ["ip", "link", "show", dev]).returncode == 0
-
-
-def register(seg: Segment, cn: Member, far: Member, n: int) -> dict[str, object]:
-    res = seg.run(
-        cn,
-        [
-            PY, "-m", "mobileip", "loadgen", "--ha", f"{VIP}:434",
-            "--mobile-nodes", str(n), "--requests", str(n), "--max",
-            "--spi", str(SPI), "--key", KEY, "--home-prefix", HOME_PREFIX,
-            "--home-agent-address", VIP, "--care-of-address", far.ip,
-            "--lifetime", "3600", "--window", "16", "--timeout", "2", "--json",
-        ],
-        timeout=60,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stdout + res.stderr
-    out: dict[str, object] = json.loads(res.stdout)
-    return out
 
 
 def start(seg: Segment, m: Member, peer: Member, prio: int, tmp_path: Path) -> Process:
