@@ -41,7 +41,7 @@ from mobileip.config import (
     load_config,
     security_associations,
 )
-from mobileip.daemon.homeagent import HomeAgentDaemon, run_event_loop, serve_until_stopped
+from mobileip.daemon.homeagent import HomeAgentDaemon, serve_until_stopped
 from mobileip.log import Logger
 from mobileip.net.udp import Address, UdpEndpoint
 from mobileip.web.control import ControlServer, is_loopback
@@ -265,17 +265,6 @@ class GroupsDaemon:
     async def _healthz(self, request: web.Request) -> web.StreamResponse:
         bindings = {name: len(u.core.table) for name, u in self.units.items()}
         return web.json_response({"status": "ok", "groups": bindings})
-
-
-def run_groups(config: Config, logger: Logger) -> int:
-    """``mobileip homeagent`` with ``[[group]]``: 0 after a clean stop, 1 on a start failure."""
-    daemon = GroupsDaemon(config, logger)
-    try:
-        run_event_loop(daemon.serve())
-    except OSError as exc:
-        logger.error("homeagent.failed", error=str(exc))
-        return 1
-    return 0
 
 
 def format_groups(rows: list[dict[str, Any]]) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from mobileip.compose.groups import run_groups
+from mobileip.compose.groups import GroupsDaemon
 from mobileip.compose.homeagent import build_daemon
 from mobileip.config import ConfigError, load_config
-from mobileip.daemon.homeagent import run_event_loop
+from mobileip.daemon.homeagent import HomeAgentDaemon, run_event_loop
 from mobileip.log import Logger
 
 
@@ -19,9 +19,9 @@ def run_homeagent(config_path: str, log_format: str = "text", log_level: str = "
         print(f"mobileip: config error: {exc}", file=sys.stderr)
         return 2
     logger = Logger(log_format, log_level)
-    if config.groups:
-        return run_groups(config, logger)
-    daemon = build_daemon(config, logger)
+    daemon: GroupsDaemon | HomeAgentDaemon = (
+        GroupsDaemon(config, logger) if config.groups else build_daemon(config, logger)
+    )
     try:
         run_event_loop(daemon.serve())
     except OSError as exc:
