@@ -483,8 +483,8 @@ class DataPlaneService:
                 await asyncio.sleep(self.cfg.garp_interval)
             if not self.active:
                 return
-            homes = [IPv4Address(h) for h in list(self.installed)]
-            await self.arp.announce(homes, lambda: self.active)
+            # the raw ints: building 100,000 addresses here held the loop ~190 ms on takeover
+            await self.arp.announce(list(self.installed), lambda: self.active)
 
     # --- reconciling -----------------------------------------------------------------------
 
