@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -268,3 +269,70 @@ def segment_fixture() -> Iterator[Segment]:
         yield seg
     finally:
         seg.close()
+
+
+KEEPALIVED_CONF = """\
+global_defs {{
+    router_id {router_id}
+    vrrp_version 3
+    notify_fifo {fifo}
+    vrrp_garp_master_delay 0
+    vrrp_garp_master_repeat 3
+    script_user root
+    enable_script_security
+}}
+vrrp_track_file mobileip_sync {{
+    file {track}
+    weight 1
+    init_file -100
+}}
+vrrp_instance VI_1 {{
+    state BACKUP
+    interface {ifname}{use_vmac}
+    virtual_router_id {vrid}
+    priority {priority}
+    advert_int {interval}
+    virtual_ipaddress {{
+        {address}
+    }}
+    track_file {{
+        mobileip_sync
+    }}
+}}
+"""
+
+
+def start_keepalived(
+    seg: Segment,
+    m: Member,
+    tmp_path: Path,
+    *,
+    priority: int,
+    vrid: int,
+    interval: float,
+    address: str,
+    use_vmac: bool = False,
+) -> Process:
+    """keepalived (VRRPv3, instance VI_1) on ``m`` for ``address``, telling our daemon through
+    ``tmp_path/<name>.fifo`` and weighted by ``tmp_path/<name>.weight`` (the daemon's sync state:
+    init -100, so it cannot win before it is synced); ``use_vmac``: keepalived's macvlan."""
+    conf = tmp_path / f"keepalived-{m.name}.conf"
+    conf.write_text(
+        KEEPALIVED_CONF.format(
+            router_id=f"{seg.prefix}{m.name}",
+            fifo=tmp_path / f"{m.name}.fifo",
+            track=tmp_path / f"{m.name}.weight",
+            ifname=m.ifname,
+            use_vmac="\n    use_vmac" if use_vmac else "",
+            vrid=vrid,
+            priority=priority,
+            interval=interval,
+            address=address,
+        )
+    )
+    argv = [
+        "keepalived", "-n", "-l", "-D", "-P", "-f", str(conf),
+        "--pid", str(tmp_path / f"ka-{m.name}.pid"),
+        "--vrrp_pid", str(tmp_path / f"ka-vrrp-{m.name}.pid"),
+    ]  # fmt: skip
+    return seg.spawn(m, argv, f"keepalived-{m.name}")

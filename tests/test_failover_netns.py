@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from helpers import KEY, SPI, wait_until
 from netns import Member, Process, Segment, sync_section
+from netns import start_keepalived as run_keepalived
 
 from mobileip.config import to_toml
 from mobileip.core.replay import ntp_from_unix
@@ -302,36 +303,6 @@ def test_partition_both_masters_heal_one_master_tables_converge(
 
 # --- keepalived decides, our daemons follow ---------------------------------------------------
 
-KEEPALIVED_CONF = """\
-global_defs {{
-    router_id {router_id}
-    vrrp_version 3
-    notify_fifo {fifo}
-    vrrp_garp_master_delay 0
-    vrrp_garp_master_repeat 3
-    script_user root
-    enable_script_security
-}}
-vrrp_track_file mobileip_sync {{
-    file {track}
-    weight 1
-    init_file -100
-}}
-vrrp_instance VI_1 {{
-    state BACKUP
-    interface {ifname}
-    virtual_router_id {vrid}
-    priority {priority}
-    advert_int {interval}
-    virtual_ipaddress {{
-        {vip} dev {ifname}
-    }}
-    track_file {{
-        mobileip_sync
-    }}
-}}
-"""
-
 
 def test_keepalived_decides_our_daemons_follow_and_bindings_survive(
     seg: Segment, tmp_path: Path
@@ -357,26 +328,15 @@ def test_keepalived_decides_our_daemons_follow_and_bindings_survive(
 
     def start_keepalived(name: str, priority: int) -> Process:
         m = g.member(name)
-        fifo, track = paths(name)
-        conf = tmp_path / f"keepalived-{name}.conf"
-        conf.write_text(
-            KEEPALIVED_CONF.format(
-                router_id=f"{seg.prefix}{name}",
-                fifo=fifo,
-                track=track,
-                ifname=m.ifname,
-                vrid=VRID,
-                priority=priority,
-                interval=INTERVAL,
-                vip=VIP_CIDR,
-            )
+        keepalived[name] = run_keepalived(
+            seg,
+            m,
+            tmp_path,
+            priority=priority,
+            vrid=VRID,
+            interval=INTERVAL,
+            address=f"{VIP_CIDR} dev {m.ifname}",
         )
-        argv = [
-            "keepalived", "-n", "-l", "-D", "-P", "-f", str(conf),
-            "--pid", str(tmp_path / f"ka-{name}.pid"),
-            "--vrrp_pid", str(tmp_path / f"ka-vrrp-{name}.pid"),
-        ]  # fmt: skip
-        keepalived[name] = seg.spawn(m, argv, label=f"keepalived-{name}")
         return keepalived[name]
 
     try:

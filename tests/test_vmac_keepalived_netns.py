@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 from helpers import wait_until
 from netns import Member, Process, Segment
+from netns import start_keepalived as run_keepalived
 from pcapio import tshark_fields
 from test_dataplane_standby_netns import (
     FETCH,
@@ -74,37 +75,6 @@ SEND_EVERY = 0.01
 INTERVAL = 0.2
 ACTIVE = r"event=role\.changed role=active"
 
-KEEPALIVED_CONF = """\
-global_defs {{
-    router_id {router_id}
-    vrrp_version 3
-    notify_fifo {fifo}
-    vrrp_garp_master_delay 0
-    vrrp_garp_master_repeat 3
-    script_user root
-    enable_script_security
-}}
-vrrp_track_file mobileip_sync {{
-    file {track}
-    weight 1
-    init_file -100
-}}
-vrrp_instance VI_1 {{
-    state BACKUP
-    interface {ifname}
-    use_vmac
-    virtual_router_id 51
-    priority {priority}
-    advert_int {interval}
-    virtual_ipaddress {{
-        {vip}/16
-    }}
-    track_file {{
-        mobileip_sync
-    }}
-}}
-"""
-
 
 def daemon_config(m: Member, peer: Member, tmp_path: Path) -> dict[str, Any]:
     cfg = ha_config(m, [peer], 100)
@@ -120,24 +90,16 @@ def daemon_config(m: Member, peer: Member, tmp_path: Path) -> dict[str, Any]:
 
 
 def start_keepalived(seg: Segment, m: Member, priority: int, tmp_path: Path) -> Process:
-    conf = tmp_path / f"keepalived-{m.name}.conf"
-    conf.write_text(
-        KEEPALIVED_CONF.format(
-            router_id=f"{seg.prefix}{m.name}",
-            fifo=tmp_path / f"{m.name}.fifo",
-            track=tmp_path / f"{m.name}.weight",
-            ifname=m.ifname,
-            priority=priority,
-            vip=VIP,
-            interval=INTERVAL,
-        )
+    return run_keepalived(
+        seg,
+        m,
+        tmp_path,
+        priority=priority,
+        vrid=51,
+        interval=INTERVAL,
+        address=f"{VIP}/16",
+        use_vmac=True,
     )
-    argv = [
-        "keepalived", "-n", "-l", "-D", "-P", "-f", str(conf),
-        "--pid", str(tmp_path / f"ka-{m.name}.pid"),
-        "--vrrp_pid", str(tmp_path / f"ka-vrrp-{m.name}.pid"),
-    ]  # fmt: skip
-    return seg.spawn(m, argv, f"keepalived-{m.name}")
 
 
 def saw(proc: Process, pattern: str) -> bool:
