@@ -21,6 +21,7 @@ class ReplyCode(enum.IntEnum):
     REVERSE_TUNNEL_UNAVAILABLE = 137
     REVERSE_TUNNEL_MANDATORY = 138
     ENCAPSULATION_UNAVAILABLE = 139
+    UDP_ENCAPSULATION_UNAVAILABLE = 142  # RFC 3519
     REDIRECTED_HA = 143  # RFC 4433: register with the HA in the Redirected HA extension
 
 
@@ -54,6 +55,7 @@ MEANINGS: dict[int, str] = {
     137: "denied by HA: requested reverse tunnel unavailable",
     138: "denied by HA: reverse tunnel is mandatory and 'T' bit not set",
     139: "denied by HA: requested encapsulation unavailable",
+    142: "denied by HA: UDP encapsulation unavailable (RFC 3519)",
     143: "denied by HA: register with the redirected HA (RFC 4433)",
 }
 

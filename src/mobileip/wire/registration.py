@@ -32,10 +32,13 @@ EXT_GENERALIZED_AUTH = 36  # RFC 3012, long format
 EXT_OLD_CVSE = 37  # long format
 EXT_CVSE = 38  # RFC 3115, long format
 EXT_MN_NAI = 131  # RFC 2794
+EXT_UDP_TUNNEL_REPLY = 44  # RFC 3519, body parsed by wire/nat.py
 
 AUTH_TYPES = frozenset({EXT_MN_HA_AUTH, EXT_MN_FA_AUTH, EXT_FA_HA_AUTH})
 LONG_TYPES = frozenset({EXT_GENERALIZED_AUTH, EXT_OLD_CVSE, EXT_CVSE})
-KNOWN_CRITICAL = AUTH_TYPES | LONG_TYPES | {EXT_PAD}
+# Short-format types below 128 that we recognise but keep as UnknownExtension (parsed elsewhere).
+OPAQUE_CRITICAL = frozenset({EXT_UDP_TUNNEL_REPLY})
+KNOWN_CRITICAL = AUTH_TYPES | LONG_TYPES | OPAQUE_CRITICAL | {EXT_PAD}
 
 _REQ = struct.Struct("!BBHIIIQ")  # type, flags, lifetime, home, ha, coa, identification
 _REP = struct.Struct("!BBHIIQ")  # type, code, lifetime, home, ha, identification
@@ -95,7 +98,9 @@ class LongExtension:
 
 @dataclass(frozen=True, slots=True)
 class UnknownExtension:
-    """A skippable (128-255) extension we do not understand, kept for exact re-encoding."""
+    """A skippable (128-255) extension we do not understand, kept for exact re-encoding; also a
+    recognised short one whose body another module parses (``OPAQUE_CRITICAL``: RFC 3519's UDP
+    Tunnel Reply, type 44, see wire/nat.py)."""
 
     type: int
     data: bytes
@@ -169,7 +174,7 @@ def decode_extensions(data: bytes, start: int) -> tuple[tuple[Extension, ...], t
             exts.append(AuthExtension(etype, spi, payload[4:]))
         elif etype == EXT_MN_NAI:
             exts.append(NaiExtension(payload))
-        elif etype < 128:
+        elif etype < 128 and etype not in OPAQUE_CRITICAL:
             raise UnknownCriticalExtension(etype)
         else:
             exts.append(UnknownExtension(etype, payload))
