@@ -86,7 +86,9 @@ def test_other_table_syncs_decode_as_before() -> None:
     ("offset", "value", "reason"),
     [
         (24, 1, "bad-record"),  # tombstone bit on a record with a binding
-        (24, 2, "bad-record"),  # unknown state bit
+        (24, 4, "bad-record"),  # unknown state bit
+        (24, 0x80, "bad-record"),  # unknown state bit
+        (24, 2, None),  # EXTENDED: the next record's bytes read as an extension block
         (25, 2, None),  # says two bindings: whatever the general decoder finds next
         (25, 0, "bad-record"),  # no binding, not a tombstone
         (26, 1, "bad-reserved"),

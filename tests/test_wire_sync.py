@@ -392,7 +392,7 @@ def test_reserved_fields_must_be_zero() -> None:
 def test_bad_record_state() -> None:
     rec1 = 28
     assert reason(trailer(patch(BU_BODY, rec1 + 24, b"\x01"))) == "bad-record"  # tomb + binds
-    assert reason(trailer(patch(BU_BODY, rec1 + 24, b"\x02"))) == "bad-record"  # unknown bit
+    assert reason(trailer(patch(BU_BODY, rec1 + 24, b"\x04"))) == "bad-record"  # unknown bit
     assert reason(trailer(patch(BU_BODY, rec1 + 28, b"\x00\x00\x00\x01"))) == "bad-record"
     rec2 = 28 + 32 + 24
     assert reason(trailer(patch(BU_BODY, rec2 + 24, b"\x00"))) == "bad-record"  # live, 0 binds

@@ -15,7 +15,13 @@ not ordered.
 
 A record without bindings is a *tombstone*: the mobile node deregistered (or its bindings
 expired). It keeps its version and last identification so that an older update can never
-resurrect the binding, and it is purged ``tombstone_ttl`` seconds later.
+resurrect the binding, and it is purged ``tombstone_ttl`` seconds later. It also keeps the
+mobile node's NAI (``nai``, RFC 2794), so a dynamic address pool can tell which NAI last held
+the address.
+
+Two pieces of state are rare and default to "none": a record's ``nai`` (set for mobile nodes
+that got a dynamically assigned home address) and a binding's RFC 3519 NAT mapping
+(``udp_address``, ``udp_port``: where UDP-tunnelled traffic goes; both 0 = IP-in-IP).
 
 Times are monotonic seconds passed in by the caller (``now``); nothing here reads a clock.
 """
@@ -36,6 +42,8 @@ class Binding:
     granted_lifetime: int  # seconds; 0xffff means infinite
     expires: float  # monotonic seconds (math.inf for an infinite lifetime)
     flags: int  # the registration request's flags
+    udp_address: int = 0  # RFC 3519 NAT mapping (IPv4 as int); 0 and port 0: no UDP tunnel
+    udp_port: int = 0
 
     def remaining(self, now: float) -> int:
         """Remaining lifetime in whole seconds (0xffff for infinite)."""
@@ -52,6 +60,7 @@ class MobilityRecord:
     home_agent: int
     bindings: tuple[Binding, ...]
     deleted_at: float = 0.0  # monotonic time it became a tombstone
+    nai: bytes = b""  # RFC 2794 Network Access Identifier (0..255 bytes), b"": none
 
     @property
     def is_tombstone(self) -> bool:
@@ -104,12 +113,20 @@ def record_hash(home: int, version: int) -> int:
 # with the dict entry, against about 430 as Python objects): home, home agent, version, last
 # identification, deleted_at, binding count; then per binding: care-of address, granted
 # lifetime, flags, expiry. ``get`` unpacks into the frozen dataclasses above.
+#
+# A record with an NAI or a NAT mapping (rare) carries a trailer after its bindings:
+#     nai length u8 | nai | per binding: udp_address u32, udp_port u16 | (one 0 pad byte)
+# A plain record has no trailer, so its size (and the one-binding fast paths, which recognise
+# PACKED_ONE by its length) are unchanged; an extended record is never PACKED_ONE_SIZE long (a
+# tombstone whose trailer would make it so gets the pad byte).
 _HEAD = struct.Struct("=IIQQdB")
 _BIND = struct.Struct("=IHBd")
 _ONE = struct.Struct("=IIQQdBIHBd")  # a record with exactly one binding
+_UDP = struct.Struct("=IH")  # a binding's NAT mapping, in the trailer
 _HEAD_SIZE = _HEAD.size
 _BIND_SIZE = _BIND.size
 _ONE_SIZE = _ONE.size
+_UDP_SIZE = _UDP.size
 _VERSION = struct.Struct("=Q")  # at offset 8 of a packed record
 # The packed layout, for the bulk-sync codec (sync/records.py), which converts between it and
 # the wire format without building a MobilityRecord per record.
@@ -117,6 +134,14 @@ PACKED_HEAD = _HEAD
 PACKED_BINDING = _BIND
 PACKED_ONE = _ONE
 PACKED_ONE_SIZE = _ONE.size
+
+
+def _trailer(nai: bytes, udp: Sequence[tuple[int, int]], base: int) -> bytes:
+    """The trailer of an extended packed record whose head and bindings take ``base`` bytes."""
+    if len(nai) > 255:
+        raise ValueError(f"nai: {len(nai)} bytes, at most 255")
+    out = b"".join([bytes((len(nai),)), nai, *[_UDP.pack(a, p) for a, p in udp]])
+    return out + b"\x00" if base + len(out) == _ONE_SIZE else out
 
 
 def _pack(rec: MobilityRecord) -> bytes:
@@ -129,13 +154,31 @@ def _pack(rec: MobilityRecord) -> bytes:
         rec.deleted_at,
         len(bindings),
     )
+    nai = rec.nai
     if len(bindings) == 1:  # the common case in one struct call
         b = bindings[0]
-        return _ONE.pack(*head, b.care_of_address, b.granted_lifetime, b.flags, b.expires)
+        one = _ONE.pack(*head, b.care_of_address, b.granted_lifetime, b.flags, b.expires)
+        if nai or b.udp_port or b.udp_address:
+            return one + _trailer(nai, ((b.udp_address, b.udp_port),), _ONE_SIZE)
+        return one
     parts = [_HEAD.pack(*head)]
     for b in bindings:
         parts.append(_BIND.pack(b.care_of_address, b.granted_lifetime, b.flags, b.expires))
+    if nai or any([b.udp_port or b.udp_address for b in bindings]):
+        base = _HEAD_SIZE + _BIND_SIZE * len(bindings)
+        parts.append(_trailer(nai, [(b.udp_address, b.udp_port) for b in bindings], base))
     return b"".join(parts)
+
+
+def _unpack_trailer(blob: bytes, n: int) -> tuple[bytes, list[tuple[int, int]]]:
+    """(nai, [(udp_address, udp_port)] x n) of a packed record (no trailer: b"", zeros)."""
+    pos = _HEAD_SIZE + _BIND_SIZE * n
+    if len(blob) == pos:
+        return b"", [(0, 0)] * n
+    size = blob[pos]
+    nai = blob[pos + 1 : pos + 1 + size]
+    pos += 1 + size
+    return nai, [_UDP.unpack_from(blob, pos + i * _UDP_SIZE) for i in range(n)]
 
 
 def _unpack(blob: bytes) -> MobilityRecord:
@@ -144,16 +187,34 @@ def _unpack(blob: bytes) -> MobilityRecord:
         binding = Binding(coa, granted, expires, flags)
         return MobilityRecord(home, version, last_id, ha, (binding,), deleted_at)
     home, ha, version, last_id, deleted_at, n = _HEAD.unpack_from(blob)
+    nai, udp = _unpack_trailer(blob, n)
     bindings = []
     for i in range(n):
         coa, granted, flags, expires = _BIND.unpack_from(blob, _HEAD_SIZE + i * _BIND_SIZE)
-        bindings.append(Binding(coa, granted, expires, flags))
-    return MobilityRecord(home, version, last_id, ha, tuple(bindings), deleted_at)
+        udp_address, udp_port = udp[i]
+        bindings.append(Binding(coa, granted, expires, flags, udp_address, udp_port))
+    return MobilityRecord(home, version, last_id, ha, tuple(bindings), deleted_at, nai)
 
 
-# (care-of address, granted lifetime, flags, expires) and a whole record as plain tuples
-BindingFields = tuple[int, int, int, float]
-RecordFields = tuple[int, int, int, int, float, tuple[BindingFields, ...]]
+def unpack_fields(blob: bytes) -> RecordFields:
+    """A packed record as plain tuples (see :meth:`BindingTable.fields`)."""
+    home, ha, version, last_id, deleted_at, n = _HEAD.unpack_from(blob)
+    if len(blob) == _HEAD_SIZE + _BIND_SIZE * n:
+        bindings = tuple(
+            [(*_BIND.unpack_from(blob, _HEAD_SIZE + i * _BIND_SIZE), 0, 0) for i in range(n)]
+        )
+        return home, ha, version, last_id, deleted_at, bindings, b""
+    nai, udp = _unpack_trailer(blob, n)
+    bindings = tuple(
+        [(*_BIND.unpack_from(blob, _HEAD_SIZE + i * _BIND_SIZE), *udp[i]) for i in range(n)]
+    )
+    return home, ha, version, last_id, deleted_at, bindings, nai
+
+
+# (care-of address, granted lifetime, flags, expires, udp_address, udp_port) and a whole record
+# as plain tuples: (home, home agent, version, last_id, deleted_at, bindings, nai)
+BindingFields = tuple[int, int, int, float, int, int]
+RecordFields = tuple[int, int, int, int, float, tuple[BindingFields, ...], bytes]
 
 
 class BindingTable:
@@ -177,17 +238,14 @@ class BindingTable:
 
     def fields(self, home: int) -> RecordFields | None:
         """The record as plain tuples, no dataclasses: (home, home agent, version, last_id,
-        deleted_at, ((care-of, granted, flags, expires), ...)). For the bulk-sync hot path."""
+        deleted_at, ((care-of, granted, flags, expires, udp_address, udp_port), ...), nai)."""
         blob = self._records.get(home)
-        if blob is None:
-            return None
-        home_, ha, version, last_id, deleted_at, n = _HEAD.unpack_from(blob)
-        bindings = tuple([_BIND.unpack_from(blob, _HEAD_SIZE + i * _BIND_SIZE) for i in range(n)])
-        return home_, ha, version, last_id, deleted_at, bindings
+        return None if blob is None else unpack_fields(blob)
 
     def packed_getter(self) -> Callable[[int], bytes | None]:
-        """``home -> its packed record`` (layout ``PACKED_HEAD`` + ``PACKED_BINDING`` x n), or
-        None: the bulk sender reads every record of the table through it."""
+        """``home -> its packed record`` (layout ``PACKED_HEAD`` + ``PACKED_BINDING`` x n, then
+        the trailer of an extended record; see :func:`unpack_fields`), or None: the bulk sender
+        reads every record of the table through it."""
         return self._records.get
 
     def order_of(self, home: int) -> tuple[int, int] | None:
@@ -225,7 +283,8 @@ class BindingTable:
         return list(self._records)
 
     def homes_one_binding_first(self) -> list[int]:
-        """:meth:`homes`, the records with exactly one binding first, then the others."""
+        """:meth:`homes`, the plain records with exactly one binding (``PACKED_ONE``) first, then
+        the others (tombstones, several bindings, an NAI or a NAT mapping)."""
         one = _ONE.size
         items = self._records.items()
         first = [h for h, b in items if len(b) == one]
@@ -275,7 +334,9 @@ class BindingTable:
         bindings = rec.bindings
         if not bindings and rec.deleted_at == 0.0:
             if type(rec) is MobilityRecord:  # dataclasses.replace costs 2 us
-                rec = MobilityRecord(home, rec.version, rec.last_id, rec.home_agent, (), now)
+                rec = MobilityRecord(
+                    home, rec.version, rec.last_id, rec.home_agent, (), now, rec.nai
+                )
             else:
                 rec = replace(rec, deleted_at=now)
         records[home] = _pack(rec)
@@ -301,10 +362,11 @@ class BindingTable:
 
     def put_packed(self, home: int, blob: bytes, version: int, wake: float, live: bool) -> None:
         """:meth:`put` of a record already packed (``PACKED_ONE``, or ``PACKED_HEAD`` + its
-        bindings, with its ``deleted_at`` set): ``version`` is the one in ``blob``, ``wake``
-        when the expiry wheel must look at it (as in :meth:`insert_new`), ``live`` whether it
-        has bindings. A peer's Binding Update is merged through it without a MobilityRecord;
-        a subclass that overrides :meth:`store` (to note changes) must override this too."""
+        bindings + an extended record's trailer, with its ``deleted_at`` set): ``version`` is
+        the one in ``blob``, ``wake`` when the expiry wheel must look at it (as in
+        :meth:`insert_new`), ``live`` whether it has bindings. A peer's Binding Update is merged
+        through it without a MobilityRecord; a subclass that overrides :meth:`store` (to note
+        changes) must override this too."""
         records = self._records
         old = records.get(home)
         records[home] = blob

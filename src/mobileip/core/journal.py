@@ -5,6 +5,11 @@ A file (journal or snapshot) is a magic header followed by entries:
     entry  = length u32 | crc32 u32 | body (length bytes)
     body   = home u32 | home_agent u32 | version u64 | last_id u64 | deleted_wall f64 | nbind u8
              | nbind x (coa u32 | granted u16 | flags u8 | expires_wall f64)
+             [ | nai_len u8 | nai | nbind x (udp_address u32 | udp_port u16) ]
+
+The bracketed trailer is present only for a record with an NAI or a NAT mapping (a binding's
+RFC 3519 UDP tunnel endpoint); a plain record's entry is byte for byte what it was before the
+trailer existed. (Code older than the trailer reads an entry with one as a torn tail.)
 
 Times on disk are **wall-clock** seconds (Unix time): a monotonic clock restarts with the
 machine, the wall clock does not. :func:`to_disk` converts the table's monotonic expiry times with
@@ -32,7 +37,8 @@ MAGIC = b"MIPJ\x00\x01\x00\x00"  # "MIPJ", format 1
 _FRAME = struct.Struct("!II")  # length, crc32
 _RECORD = struct.Struct("!IIQQdB")
 _BINDING = struct.Struct("!IHBd")
-MAX_ENTRY = _RECORD.size + 255 * _BINDING.size
+_UDP = struct.Struct("!IH")
+MAX_ENTRY = _RECORD.size + 255 * _BINDING.size + 1 + 255 + 255 * _UDP.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,9 @@ def encode_entry(rec: MobilityRecord, now: float, wall: float) -> bytes:
     for b in rec.bindings:
         expires = math.inf if b.expires == INFINITE else b.expires + offset
         parts.append(_BINDING.pack(b.care_of_address, b.granted_lifetime, b.flags, expires))
+    if rec.nai or any(b.udp_address or b.udp_port for b in rec.bindings):
+        parts.append(bytes((len(rec.nai),)) + rec.nai)
+        parts.extend(_UDP.pack(b.udp_address, b.udp_port) for b in rec.bindings)
     body = b"".join(parts)
     return _FRAME.pack(len(body), zlib.crc32(body)) + body
 
@@ -66,15 +75,22 @@ def encode_all(records: Iterable[MobilityRecord], now: float, wall: float) -> by
 
 def _decode_body(body: bytes) -> MobilityRecord:
     home, ha, version, last_id, deleted, nbind = _RECORD.unpack_from(body)
-    if len(body) != _RECORD.size + nbind * _BINDING.size:
-        raise ValueError("entry length does not match its binding count")
+    end = _RECORD.size + nbind * _BINDING.size
+    nai = b""
+    udp = [(0, 0)] * nbind
+    if len(body) != end:
+        if len(body) < end + 1 or len(body) != end + 1 + body[end] + nbind * _UDP.size:
+            raise ValueError("entry length does not match its binding count")
+        nai = body[end + 1 : end + 1 + body[end]]
+        start = end + 1 + len(nai)
+        udp = [_UDP.unpack_from(body, start + i * _UDP.size) for i in range(nbind)]
     bindings = tuple(
-        Binding(coa, granted, expires, flags)
-        for coa, granted, flags, expires in (
+        Binding(coa, granted, expires, flags, *udp[i])
+        for i, (coa, granted, flags, expires) in enumerate(
             _BINDING.unpack_from(body, _RECORD.size + i * _BINDING.size) for i in range(nbind)
         )
     )
-    return MobilityRecord(home, version, last_id, ha, bindings, deleted)
+    return MobilityRecord(home, version, last_id, ha, bindings, deleted, nai)
 
 
 def decode(data: bytes) -> Decoded:
@@ -126,12 +142,16 @@ def from_disk(
                 b.granted_lifetime,
                 INFINITE if math.isinf(b.expires) else b.expires + offset,
                 b.flags,
+                b.udp_address,
+                b.udp_port,
             )
             for b in rec.bindings
             if b.expires > wall
         )
         if keep:
-            yield MobilityRecord(rec.home_address, rec.version, rec.last_id, rec.home_agent, keep)
+            yield MobilityRecord(
+                rec.home_address, rec.version, rec.last_id, rec.home_agent, keep, 0.0, rec.nai
+            )
             continue
         # a record whose bindings all ran out while we were down became a tombstone then
         deleted_wall = max(b.expires for b in rec.bindings) if rec.bindings else rec.deleted_at
@@ -140,5 +160,5 @@ def from_disk(
         deleted = deleted_wall + offset
         deleted = math.nextafter(0.0, 1.0) if deleted == 0.0 else deleted
         yield MobilityRecord(
-            rec.home_address, rec.version, rec.last_id, rec.home_agent, (), deleted
+            rec.home_address, rec.version, rec.last_id, rec.home_agent, (), deleted, rec.nai
         )

@@ -12,20 +12,18 @@ from collections.abc import Callable, Iterable, Iterator
 
 from mobileip.core.bindings import (
     INFINITE,
-    PACKED_BINDING,
-    PACKED_HEAD,
     PACKED_ONE,
     PACKED_ONE_SIZE,
     Binding,
     BindingTable,
     MobilityRecord,
+    RecordFields,
+    unpack_fields,
 )
 from mobileip.wire import sync as wire
 
 _INF_MS = wire.INFINITE_MS
 _ORDER = struct.Struct("=QQ")  # version, last identification: offset 8 of a packed record
-_HEAD_SIZE = PACKED_HEAD.size
-_BIND_SIZE = PACKED_BINDING.size
 
 
 def to_state(rec: MobilityRecord, now: float) -> wire.RecordState:
@@ -39,13 +37,15 @@ def to_state(rec: MobilityRecord, now: float) -> wire.RecordState:
                 _INF_MS
                 if b.expires == INFINITE
                 else max(0, min(_INF_MS - 1, int((b.expires - now) * 1000))),
+                b.udp_address,
+                b.udp_port,
             )
             for b in rec.bindings
         ]
     )
     age = 0 if rec.bindings else max(0, min(0xFFFFFFFF, int((now - rec.deleted_at) * 1000)))
     return wire.RecordState(
-        rec.home_address, rec.home_agent, rec.version, rec.last_id, age, bindings
+        rec.home_address, rec.home_agent, rec.version, rec.last_id, age, bindings, rec.nai
     )
 
 
@@ -58,15 +58,11 @@ def state_of(table: BindingTable, home: int, now: float) -> wire.RecordState | N
 
 
 def _state_of_blob(blob: bytes, now: float) -> wire.RecordState:
-    home, ha, version, last_id, deleted_at, n = PACKED_HEAD.unpack_from(blob)
-    raw = tuple([PACKED_BINDING.unpack_from(blob, _HEAD_SIZE + i * _BIND_SIZE) for i in range(n)])
-    return _state_of_fields((home, ha, version, last_id, deleted_at, raw), now)
+    return _state_of_fields(unpack_fields(blob), now)
 
 
-def _state_of_fields(
-    fields: tuple[int, int, int, int, float, tuple[tuple[int, int, int, float], ...]], now: float
-) -> wire.RecordState:
-    home_, ha, version, last_id, deleted_at, raw = fields
+def _state_of_fields(fields: RecordFields, now: float) -> wire.RecordState:
+    home_, ha, version, last_id, deleted_at, raw, nai = fields
     bindings = tuple(
         [
             wire.BindingState(
@@ -76,12 +72,14 @@ def _state_of_fields(
                 _INF_MS
                 if expires == INFINITE
                 else max(0, min(_INF_MS - 1, int((expires - now) * 1000))),
+                udp_address,
+                udp_port,
             )
-            for coa, granted, flags, expires in raw
+            for coa, granted, flags, expires, udp_address, udp_port in raw
         ]
     )
     age = 0 if raw else max(0, min(0xFFFFFFFF, int((now - deleted_at) * 1000)))
-    return wire.RecordState(home_, ha, version, last_id, age, bindings)
+    return wire.RecordState(home_, ha, version, last_id, age, bindings, nai)
 
 
 def from_state(st: wire.RecordState, now: float) -> MobilityRecord:
@@ -92,6 +90,8 @@ def from_state(st: wire.RecordState, now: float) -> MobilityRecord:
                 _shared(b.granted_lifetime),
                 INFINITE if b.remaining_ms == _INF_MS else now + b.remaining_ms / 1000.0,
                 b.flags,
+                b.udp_address,
+                b.udp_port,
             )
             for b in st.bindings
             if b.remaining_ms > 0
@@ -103,7 +103,13 @@ def from_state(st: wire.RecordState, now: float) -> MobilityRecord:
         deleted_at = now - st.tombstone_age_ms / 1000.0 if not st.bindings else now
         deleted_at = math.nextafter(deleted_at, math.inf) if deleted_at == 0.0 else deleted_at
     return MobilityRecord(
-        st.home_address, st.version, st.last_id, _shared(st.home_agent), bindings, deleted_at
+        st.home_address,
+        st.version,
+        st.last_id,
+        _shared(st.home_agent),
+        bindings,
+        deleted_at,
+        st.nai,
     )
 
 

@@ -5,6 +5,11 @@ A record is one mobile node's entry (32 bytes), followed by its bindings (12 byt
 record without bindings is a tombstone. The hot paths (bulk download, registrations) move
 records of exactly one binding: :data:`RECORD_ONE` packs or unpacks such a record (44 bytes) in
 one ``struct`` call, and :func:`_one_binding_body` checks a whole body of them at once.
+
+A record with an NAI (RFC 2794) or a binding with a NAT mapping (RFC 3519) sets the state bit
+EXTENDED and carries an extension block after its bindings (``ExtLen`` u16, then TLVs: type u8,
+length u8, value): :data:`EXT_NAI` (the NAI), :data:`EXT_UDP_TUNNEL` (binding index u8, reserved
+u8, UDP address u32, UDP port u16). A record without them encodes exactly as before.
 """
 
 from __future__ import annotations
@@ -21,15 +26,26 @@ INFINITE_LIFETIME = 0xFFFF
 
 class RecordFlag(enum.IntFlag):
     TOMBSTONE = 0x01
+    EXTENDED = 0x02  # an extension block follows the bindings
 
 
 _TOMBSTONE = int(RecordFlag.TOMBSTONE)  # a plain int: IntFlag arithmetic is slow per record
+_EXTENDED = int(RecordFlag.EXTENDED)
+_STATE_BITS = _TOMBSTONE | _EXTENDED
+
+EXT_NAI = 1  # value: the mobile node's NAI, 1..255 bytes
+EXT_UDP_TUNNEL = 2  # value: binding index u8, reserved u8, UDP address u32, UDP port u16
+MAX_NAI_LEN = 255
 
 _RECORD = struct.Struct("!IIQQBBHI")  # home ha version last_id state nbind reserved tomb_age
 _BINDING = struct.Struct("!IHBBI")  # coa granted flags reserved remaining_ms
 # a record with exactly one binding, in one struct call (the bulk download's common case)
 _RECORD_ONE = struct.Struct("!IIQQBBHIIHBBI")
 _HOME_OF_ONE = struct.Struct("!I40x")  # the home address of a RECORD_ONE record
+_EXT_LEN = struct.Struct("!H")  # the extension block's length (of the TLVs after it)
+_TLV = struct.Struct("!BB")  # type, length
+_UDP_TUNNEL = struct.Struct("!BBBBIH")  # type 2, length 8, binding index, reserved, address, port
+UDP_TUNNEL_TLV_LEN = _UDP_TUNNEL.size  # 10
 
 RECORD_ONE = _RECORD_ONE  # for the bulk codec (mobileip.sync.records)
 RECORD_ONE_LEN = _RECORD_ONE.size  # 44
@@ -46,6 +62,8 @@ class BindingState:
     granted_lifetime: int  # u16 seconds (0xffff infinite)
     flags: int  # u8, the registration request flags
     remaining_ms: int  # u32 milliseconds left (INFINITE_MS = infinite)
+    udp_address: int = 0  # RFC 3519 NAT mapping, IPv4 as int (0 and port 0: none)
+    udp_port: int = 0  # u16
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +76,41 @@ class RecordState:
     last_id: int  # u64 last identification answered
     tombstone_age_ms: int  # u32, ms since it became a tombstone (0 for live records)
     bindings: tuple[BindingState, ...]  # up to 255
+    nai: bytes = b""  # RFC 2794 NAI, 0..255 bytes (b"": none); a tombstone keeps it
 
     @property
     def is_tombstone(self) -> bool:
         return not self.bindings
 
 
+def _mappings(rec: RecordState) -> list[tuple[int, BindingState]]:
+    """(index, binding) of the bindings with a NAT mapping."""
+    return [(i, b) for i, b in enumerate(rec.bindings) if b.udp_address or b.udp_port]
+
+
+def _extension_size(rec: RecordState) -> int:
+    """Bytes of ``rec``'s extension block (0: it has none)."""
+    nai = rec.nai
+    mapped = len(_mappings(rec))
+    if not nai and not mapped:
+        return 0
+    return _EXT_LEN.size + (_TLV.size + len(nai) if nai else 0) + UDP_TUNNEL_TLV_LEN * mapped
+
+
 def record_size(rec: RecordState) -> int:
     """Bytes ``rec`` takes on the wire."""
-    return RECORD_HEADER_LEN + BINDING_LEN * len(rec.bindings)
+    size = RECORD_HEADER_LEN + BINDING_LEN * len(rec.bindings)
+    if rec.nai:
+        return size + _extension_size(rec)
+    for b in rec.bindings:
+        if b.udp_address or b.udp_port:
+            return size + _extension_size(rec)
+    return size
+
+
+def is_extended(rec: RecordState) -> bool:
+    """Whether ``rec`` needs the extension block (an NAI or a NAT mapping)."""
+    return bool(rec.nai) or any([b.udp_address or b.udp_port for b in rec.bindings])
 
 
 # --- encoding ---------------------------------------------------------------------------------
@@ -78,6 +122,7 @@ def _encode_record(rec: RecordState, out: list[bytes]) -> None:
         _check_record(rec)  # raises the precise error
     if len(bindings) > MAX_BINDINGS:
         _check_record(rec)
+    extended = is_extended(rec)
     try:
         # struct refuses every out-of-range field: the checks only run to name the culprit
         out.append(
@@ -86,7 +131,7 @@ def _encode_record(rec: RecordState, out: list[bytes]) -> None:
                 rec.home_agent,
                 rec.version,
                 rec.last_id,
-                0 if bindings else _TOMBSTONE,
+                (0 if bindings else _TOMBSTONE) | (_EXTENDED if extended else 0),
                 len(bindings),
                 0,
                 rec.tombstone_age_ms,
@@ -96,9 +141,28 @@ def _encode_record(rec: RecordState, out: list[bytes]) -> None:
             out.append(
                 _BINDING.pack(b.care_of_address, b.granted_lifetime, b.flags, 0, b.remaining_ms)
             )
+        if extended:
+            _encode_extension(rec, out)
     except struct.error:
         _check_record(rec)
         raise  # pragma: no cover - _check_record raised already
+
+
+def _encode_extension(rec: RecordState, out: list[bytes]) -> None:
+    """The extension block: ExtLen, the NAI TLV (if any), one UDP tunnel TLV per mapped binding
+    in binding order (the only order a decoder accepts, so every record has one encoding)."""
+    nai = rec.nai
+    if not isinstance(nai, bytes) or len(nai) > MAX_NAI_LEN:
+        _check_record(rec)
+    out.append(_EXT_LEN.pack(_extension_size(rec) - _EXT_LEN.size))
+    if nai:
+        out.append(_TLV.pack(EXT_NAI, len(nai)) + nai)
+    for i, b in _mappings(rec):
+        out.append(
+            _UDP_TUNNEL.pack(
+                EXT_UDP_TUNNEL, UDP_TUNNEL_TLV_LEN - _TLV.size, i, 0, b.udp_address, b.udp_port
+            )
+        )
 
 
 def encode_record_one(
@@ -151,11 +215,16 @@ def _check_record(rec: RecordState) -> None:
     _check_count("bindings in a record", len(rec.bindings), MAX_BINDINGS)
     if rec.bindings and rec.tombstone_age_ms:
         raise ValueError("a live record (with bindings) must have tombstone_age_ms 0")
+    if not isinstance(rec.nai, bytes):
+        raise ValueError(f"nai must be bytes, not {type(rec.nai).__name__}")
+    _check_count("bytes of nai", len(rec.nai), MAX_NAI_LEN)
     for b in rec.bindings:
         _check("care_of_address", b.care_of_address, 32)
         _check("granted_lifetime", b.granted_lifetime, 16)
         _check("binding flags", b.flags, 8)
         _check("remaining_ms", b.remaining_ms, 32)
+        _check("udp_address", b.udp_address, 32)
+        _check("udp_port", b.udp_port, 16)
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -165,14 +234,17 @@ def _decode_record(r: _Reader) -> RecordState:
     home, ha, version, last_id, state, nbind, reserved, tomb_age = r.take(_RECORD, "a record")
     if reserved:
         raise SyncDecodeError("bad-reserved", "record reserved field is not zero")
-    if state & ~_TOMBSTONE:
+    if state & ~_STATE_BITS:
         raise SyncDecodeError("bad-record", f"unknown record state bits {state:#04x}")
-    tombstone = state == _TOMBSTONE
+    tombstone = bool(state & _TOMBSTONE)
     if tombstone != (nbind == 0):
         raise SyncDecodeError("bad-record", f"tombstone bit {int(tombstone)} with {nbind} bindings")
     if not tombstone and tomb_age:
         raise SyncDecodeError("bad-record", "live record with a tombstone age")
     if nbind == 0:
+        if state & _EXTENDED:
+            nai, _udp = _decode_extension(r, 0)
+            return RecordState(home, ha, version, last_id, tomb_age, (), nai)
         return RecordState(home, ha, version, last_id, tomb_age, ())
     r.need(BINDING_LEN * nbind, "bindings")
     bindings = []
@@ -184,7 +256,64 @@ def _decode_record(r: _Reader) -> RecordState:
             raise SyncDecodeError("bad-reserved", "binding reserved field is not zero")
         bindings.append(BindingState(coa, granted, flags, remaining))
     r.pos = pos
+    if state & _EXTENDED:
+        nai, udp = _decode_extension(r, nbind)
+        for i, address, port in udp:
+            b = bindings[i]
+            bindings[i] = BindingState(
+                b.care_of_address, b.granted_lifetime, b.flags, b.remaining_ms, address, port
+            )
+        return RecordState(home, ha, version, last_id, tomb_age, tuple(bindings), nai)
     return RecordState(home, ha, version, last_id, tomb_age, tuple(bindings))
+
+
+def _decode_extension(r: _Reader, nbind: int) -> tuple[bytes, list[tuple[int, int, int]]]:
+    """An extension block: (the NAI, [(binding index, UDP address, UDP port)]). Strict: every
+    record has exactly one encoding (see :func:`_encode_extension`), anything else is
+    ``bad-extension`` (or ``bad-length`` when it runs past the body)."""
+    (ext_len,) = r.take(_EXT_LEN, "a record extension length")
+    if ext_len == 0:
+        raise SyncDecodeError("bad-extension", "EXTENDED record with an empty extension block")
+    r.need(ext_len, "the record extension block")
+    data, pos = r.data, r.pos
+    end = pos + ext_len
+    r.pos = end
+    nai = b""
+    udp: list[tuple[int, int, int]] = []
+    last_index = -1
+    while pos < end:
+        if pos + _TLV.size > end:
+            raise SyncDecodeError("bad-extension", "extension block ends inside a TLV header")
+        kind, length = _TLV.unpack_from(data, pos)
+        value = pos + _TLV.size
+        pos = value + length
+        if pos > end:
+            raise SyncDecodeError("bad-extension", f"TLV type {kind} runs past the block")
+        if kind == EXT_NAI:
+            if nai or udp:
+                raise SyncDecodeError("bad-extension", "NAI TLV twice or after a UDP tunnel TLV")
+            if length == 0:
+                raise SyncDecodeError("bad-extension", "empty NAI TLV")
+            nai = data[value:pos]
+        elif kind == EXT_UDP_TUNNEL:
+            if length != UDP_TUNNEL_TLV_LEN - _TLV.size:
+                raise SyncDecodeError("bad-extension", f"UDP tunnel TLV of length {length}")
+            _k, _l, index, reserved, address, port = _UDP_TUNNEL.unpack_from(data, value - 2)
+            if reserved:
+                raise SyncDecodeError("bad-reserved", "UDP tunnel TLV reserved field is not zero")
+            if index >= nbind:
+                raise SyncDecodeError(
+                    "bad-extension", f"UDP tunnel TLV for binding {index} of {nbind}"
+                )
+            if index <= last_index:
+                raise SyncDecodeError("bad-extension", "UDP tunnel TLVs not in binding order")
+            if not address and not port:
+                raise SyncDecodeError("bad-extension", "UDP tunnel TLV without a mapping")
+            last_index = index
+            udp.append((index, address, port))
+        else:
+            raise SyncDecodeError("bad-extension", f"unknown record extension type {kind}")
+    return nai, udp
 
 
 def _decode_records(r: _Reader, count: int) -> tuple[RecordState, ...]:
