@@ -39,6 +39,7 @@ from ipaddress import IPv4Address
 
 from mobileip.core.bindings import INFINITE, Binding, BindingTable, MobilityRecord, version_after
 from mobileip.core.dynamic_ha import DynamicAssignment, Redirect
+from mobileip.core.nat import NatDenied, NatTraversal, UdpTunnel
 from mobileip.core.replay import check_nonce, check_timestamp, timestamp_acceptable
 from mobileip.core.security import SecurityAssociations, append_auth, verify_auth
 from mobileip.wire import dynamic_ha as dha
@@ -154,12 +155,17 @@ class HomeAgentCore:
         # RFC 4433 dynamic HA assignment (core/dynamic_ha.py); None: an ALL-ZERO-ONE-ADDR
         # Home Agent field is denied 136 like any address that is not ours
         self.dynamic: DynamicAssignment | None = None
+        # RFC 3519 NAT traversal (core/nat.py); None: UDP Tunnel Requests are skipped unread
+        self.nat: NatTraversal | None = None
         if settings.replay == "nonce" and next_nonce is None:
             raise ValueError("nonce replay protection needs a next_nonce source")
 
     # --- public entry points -------------------------------------------------------------
 
-    def handle_request(self, data: bytes, now: float, wall: float) -> Outcome:
+    def handle_request(
+        self, data: bytes, now: float, wall: float, source: tuple[str, int] | None = None
+    ) -> Outcome:
+        """``source``: where the datagram came from (RFC 3519 NAT detection needs it)."""
         if len(data) == _PREDICTED_LEN and data[24:26] == _PREDICTED_EXT and self.predict:
             predicted = self._predicted(data, now, wall)
             if predicted is not None:
@@ -168,7 +174,29 @@ class HomeAgentCore:
             req = wire.decode_request(data)
         except DecodeError as exc:
             return self._undecodable(data, exc)
-        return self._handle(req, data, now, wall)
+        return self._handle(req, data, now, wall, source)
+
+    def nat_rebind(
+        self, home: int, old: tuple[int, int], new_mapping: tuple[int, int], now: float
+    ) -> list[Event]:
+        """RFC 3519: the NAT in front of ``home``'s UDP-tunnelled binding moved its mapping from
+        ``old`` to ``new_mapping`` (address, port), as the data plane saw. A new version of the
+        record, so the change replicates like a registration; no event when no binding of
+        ``home`` has the ``old`` mapping or nothing changed."""
+        rec = self.table.get(home)
+        if rec is None or old == new_mapping or not old[1]:
+            return []
+        index = next(
+            (i for i, b in enumerate(rec.bindings) if (b.udp_address, b.udp_port) == old), None
+        )
+        if index is None:
+            return []
+        moved = replace(rec.bindings[index], udp_address=new_mapping[0], udp_port=new_mapping[1])
+        bindings = (*rec.bindings[:index], moved, *rec.bindings[index + 1 :])
+        version = self.table.next_version(home, self._node_id)
+        new = replace(rec, version=version, bindings=bindings)
+        self.table.store(new, now)
+        return [BindingChanged(self.table.get(home) or new, False)]
 
     def tick(self, now: float) -> list[Event]:
         changed, _purged = self.table.expire(now)
@@ -250,15 +278,27 @@ class HomeAgentCore:
         return Outcome(reply, exc.code, (DatagramDropped(exc.reason),))
 
     def _handle(
-        self, req: wire.RegistrationRequest, raw: bytes, now: float, wall: float
+        self,
+        req: wire.RegistrationRequest,
+        raw: bytes,
+        now: float,
+        wall: float,
+        source: tuple[str, int] | None = None,
     ) -> Outcome:
         home = req.home_address
         events: list[Event] = []
 
-        def deny(code: int, reason: str, ident: int, sa_spi: int | None) -> Outcome:
+        def deny(
+            code: int,
+            reason: str,
+            ident: int,
+            sa_spi: int | None,
+            extra: tuple[wire.Extension, ...] = (),
+        ) -> Outcome:
             self.stats.replies[code] += 1
             events.append(RequestDenied(code, reason, home))
-            return Outcome(self._reply(req, code, 0, ident, sa_spi), code, tuple(events))
+            reply = self._reply(req, code, 0, ident, sa_spi, extra)
+            return Outcome(reply, code, tuple(events))
 
         def violation(reason: str, sa_spi: int | None) -> Outcome:
             self.stats.violations[reason] += 1
@@ -338,8 +378,22 @@ class HomeAgentCore:
         live = rec is not None and bool(rec.bindings)
         if not live and len(self.table) >= self.settings.max_bindings:
             return deny(ReplyCode.INSUFFICIENT_RESOURCES, "max-bindings", reply_id, spi)
+        # 7b. RFC 3519: a UDP tunnel through a NAT (core/nat.py)
+        udp_address = udp_port = 0
+        nat_reply: tuple[wire.Extension, ...] = ()
+        if self.nat is not None:
+            try:
+                decision = self.nat.decide(req, source)
+            except DecodeError as exc:
+                return deny(ReplyCode.POORLY_FORMED, exc.reason, reply_id, spi)
+            if decision is not None:
+                nat_reply = (decision.reply,)
+                if isinstance(decision, NatDenied):
+                    return deny(decision.code, decision.reason, reply_id, spi, nat_reply)
+                if isinstance(decision, UdpTunnel):
+                    udp_address, udp_port = decision.address, decision.port
         expires = INFINITE if lifetime == 0xFFFF else now + lifetime
-        binding = Binding(int(req.care_of_address), lifetime, expires, flags)
+        binding = Binding(int(req.care_of_address), lifetime, expires, flags, udp_address, udp_port)
         code = 0  # ReplyCode.ACCEPTED
         bindings: tuple[Binding, ...] = (binding,)
         if flags & _FLAG_S:
@@ -356,7 +410,8 @@ class HomeAgentCore:
         self.table.store(new, now)
         events.append(BindingChanged(new, False))
         self.stats.replies[code] += 1
-        return Outcome(self._reply(req, code, lifetime, reply_id, spi), code, tuple(events))
+        reply = self._reply(req, code, lifetime, reply_id, spi, nat_reply)
+        return Outcome(reply, code, tuple(events))
 
     def _assign_dynamic(
         self,

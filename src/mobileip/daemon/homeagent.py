@@ -42,6 +42,7 @@ from mobileip.core.homeagent import (
     RequestDenied,
     SecurityViolation,
 )
+from mobileip.core.nat import NatSettings, NatTraversal
 from mobileip.core.ratelimit import RateLimiter
 from mobileip.daemon.ports import (
     EventSubscriber,
@@ -70,6 +71,11 @@ class HomeAgentDaemon:
         ttl = config.redundancy.tombstone_ttl if config.redundancy is not None else 600.0
         self.core = HomeAgentCore(
             settings, sas, BindingTable(tombstone_ttl=ttl), next_nonce=lambda: secrets.randbits(32)
+        )
+        ha_cfg = config.homeagent
+        # RFC 3519: always read UDP Tunnel Requests, to answer 142/64 when switched off
+        self.core.nat = NatTraversal(
+            NatSettings(ha_cfg.nat_traversal, ha_cfg.nat_keepalive, ha_cfg.nat_accept_forced)
         )
         # extension points (the sync engine, the data plane, metrics)
         self.extra_handler: DatagramHandler | None = None
@@ -121,7 +127,7 @@ class HomeAgentDaemon:
             if self.rate_limiter is not None and not self.rate_limiter.allow(src[0], now):
                 self.dropped["rate-limited"] += 1
                 return
-            outcome = self.core.handle_request(data, now, time.time())
+            outcome = self.core.handle_request(data, now, time.time(), src)
             if outcome.events:
                 self.publish(outcome.events, now, src)
             reply = outcome.reply
