@@ -70,6 +70,10 @@ def build_home_agent(
     dataplane = None
     if config.dataplane is not None:
         dataplane = DataPlaneService(daemon, config.dataplane, roles, redundancy)
+        if config.homeagent.nat_traversal:  # RFC 3519 tunnel data on the registration socket
+            from mobileip.dataplane.udp_tunnel import UdpTunnelService
+
+            UdpTunnelService(daemon, dataplane, dataplane.virtual or config.homeagent.address)
     from mobileip.web.admin import AdminService
     from mobileip.web.metrics import MetricsService
     from mobileip.web.status_page import StatusPage

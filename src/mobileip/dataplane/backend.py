@@ -56,6 +56,9 @@ class TunnelSpec:
     home: IPv4Address
     exits: tuple[tuple[IPv4Address, Encapsulation], ...]  # (care-of address, encapsulation)
     reverse: tuple[IPv4Address, ...]  # care-of addresses allowed to reverse-tunnel (T flag)
+    # RFC 3519: (NAT address, port) of each binding tunnelled in UDP (dataplane/udp_tunnel.py);
+    # such a binding has no entry in ``exits`` (its care-of address is behind the NAT)
+    udp: tuple[tuple[IPv4Address, int], ...] = ()
 
 
 def spec_for(rec: MobilityRecord | None) -> TunnelSpec | None:
@@ -67,16 +70,20 @@ def spec_for(rec: MobilityRecord | None) -> TunnelSpec | None:
     home = IPv4Address(rec.home_address)
     exits: list[tuple[IPv4Address, Encapsulation]] = []
     reverse: list[IPv4Address] = []
+    udp: list[tuple[IPv4Address, int]] = []
     for b in rec.bindings:
         if b.care_of_address == rec.home_address:
+            continue
+        if b.udp_port:
+            udp.append((IPv4Address(b.udp_address), b.udp_port))
             continue
         coa = IPv4Address(b.care_of_address)
         exits.append((coa, Encapsulation.for_flags(b.flags)))
         if b.flags & REG_FLAG_T:
             reverse.append(coa)
-    if not exits:
+    if not exits and not udp:
         return None
-    return TunnelSpec(home, tuple(exits), tuple(reverse))
+    return TunnelSpec(home, tuple(exits), tuple(reverse), tuple(udp))
 
 
 def desired_tunnels(table: BindingTable) -> dict[IPv4Address, TunnelSpec]:

@@ -238,10 +238,20 @@ class KernelBackend(TunnelBackend):
         return coa, Encapsulation.IPIP if kind is Encapsulation.MINIMAL else kind
 
     def route_key(self, spec: TunnelSpec) -> Hashable:
+        if not spec.exits:
+            return "udp-only"  # RFC 3519 bindings: only the userspace backend carries them
         coa, kind = self.exit_of(spec)
         return (int(coa), kind.value, tuple(sorted(int(c) for c in spec.reverse)))
 
     def add_messages(self, spec: TunnelSpec, table: int) -> list[bytes] | None:
+        if not spec.exits:  # UDP-tunnelled (RFC 3519) only: no kernel route (docs/dataplane.md)
+            self.counters["udp-tunnel-unsupported"] += 1
+            home = int(spec.home)
+            gone = [
+                knl.flower_del(self.block, ACCEPT_PRIO, self.handles[(c, home)])
+                for c in self.confirmed.get(home, frozenset())
+            ]
+            return [nl.route_del(spec.home, table=table), *gone]
         coa, kind = self.exit_of(spec)
         home = int(spec.home)
         messages = [
@@ -383,7 +393,7 @@ class KernelBackend(TunnelBackend):
             del self.allocated[home]
 
     def _count(self, spec: TunnelSpec | None, delta: int) -> None:
-        if spec is None:
+        if spec is None or not spec.exits:
             return
         if len(spec.exits) > 1:
             self.simultaneous += delta

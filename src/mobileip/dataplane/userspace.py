@@ -20,8 +20,9 @@ import os
 import secrets
 import socket
 import struct
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from ipaddress import IPv4Address
+from typing import Protocol
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -68,6 +69,12 @@ def _fold(total: int) -> int:
     return (total & 0xFFFF) + (total >> 16)
 
 
+class UdpExits(Protocol):
+    """Where packets for UDP-tunnelled bindings go (dataplane/udp_tunnel.py)."""
+
+    def forward(self, packet: bytes, exits: Sequence[tuple[IPv4Address, int]]) -> None: ...
+
+
 _Exit = tuple[tuple[str, int], int, int, bytes]  # (sendto address, protocol, sum, CoA packed)
 _Entry = tuple[frozenset[bytes], tuple[_Exit, ...]]  # (care-of addresses packed, exits)
 
@@ -111,6 +118,8 @@ class UserspaceBackend(TunnelBackend):
         # IP-in-IP or GRE; minimal encapsulation takes the general path (:meth:`forward`)
         self._fast: dict[bytes, _Entry] = {}
         self._entries: dict[tuple[tuple[IPv4Address, Encapsulation], ...], _Entry] = {}
+        # RFC 3519 UDP tunnels (dataplane/udp_tunnel.py), attached when NAT traversal is on
+        self.udp: UdpExits | None = None
 
     async def start(self) -> None:
         try:
@@ -188,7 +197,7 @@ class UserspaceBackend(TunnelBackend):
         found = self._entries.get(exits)
         if found is not None:
             return found
-        if not all(kind in _FAST_KINDS for _, kind in exits):
+        if not exits or not all(kind in _FAST_KINDS for _, kind in exits):
             return None
         if len(self._entries) > 2 * len(self.specs) + 1024:
             self._entries.clear()  # drop entries nobody uses any more (live ones are referenced)
@@ -347,6 +356,11 @@ class UserspaceBackend(TunnelBackend):
                     pass
             self.counters["drop-no-binding"] += 1
             return
+        if spec.udp:
+            if self.udp is not None:
+                self.udp.forward(packet, spec.udp)
+            else:
+                self.counters["drop-udp-tunnel-off"] += 1
         for coa, kind in spec.exits:
             self._ident = (self._ident + 1) & 0xFFFF
             try:
@@ -364,6 +378,10 @@ class UserspaceBackend(TunnelBackend):
                 self.counters[f"drop-{exc.reason}"] += 1
                 return
             self._send(outer, coa, f"encap-{kind.name.lower()}")
+
+    def write_tun(self, packet: bytes) -> None:
+        """Hand a decapsulated packet to the kernel (raises OSError)."""
+        os.write(self.tun_fd, packet)
 
     def _send(self, packet: bytes, dest: IPv4Address, counter: str) -> None:
         if self.send_sock is None:
