@@ -272,7 +272,7 @@ def test_layout_constants() -> None:
     assert w.record_size(BU.records[1]) == 32
     # message types do not collide with registration request (1) and reply (3)
     assert {1, 3}.isdisjoint(int(t) for t in w.MsgType)
-    assert [int(t) for t in w.MsgType] == [64, 65, 66, 67, 68, 69]
+    assert [int(t) for t in w.MsgType] == [64, 65, 66, 67, 68, 69, 70, 71]
     assert [int(c) for c in w.SyncCode] == [0, 128, 129, 130, 131]
 
 
@@ -307,7 +307,7 @@ def test_bad_version() -> None:
 
 
 def test_unknown_type_includes_registration_types() -> None:
-    for t in (0, 1, 3, 63, 70, 255):
+    for t in (0, 1, 3, 63, 72, 255):
         assert reason(trailer(patch(TSA_BODY, 0, bytes([t])))) == "unknown-type"
 
 

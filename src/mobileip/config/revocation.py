@@ -9,6 +9,8 @@ The Home Agent negotiates revocation only with the foreign agents listed here, o
     initial_timeout = 1.0    # first retransmission after this, doubling up to max_timeout
     max_timeout = 8.0
     max_attempts = 5
+    replicate_hold = 0.5     # in a group: hold a first send until a peer has it (seconds)
+    revoke_on_key_removal = true  # a reload that removes a mobile node's SA ends its bindings
 
     [[revocation.peer]]
     address = "10.2.0.1"     # the foreign agent's address, where its relayed requests come from
@@ -41,6 +43,8 @@ class RevocationConfig:
     initial_timeout: float = 1.0
     max_timeout: float = 8.0
     max_attempts: int = 5
+    replicate_hold: float = 0.5
+    revoke_on_key_removal: bool = True
 
 
 def _parse_peer(t: Table) -> RevocationPeerConfig:
@@ -77,6 +81,8 @@ def parse_revocation(t: Table) -> RevocationConfig:
         initial_timeout=initial,
         max_timeout=t.number("max_timeout", 8.0, initial, 3600.0),
         max_attempts=t.integer("max_attempts", 5, 1, 100) or 5,
+        replicate_hold=t.number("replicate_hold", 0.5, 0.0, 10.0),
+        revoke_on_key_removal=t.boolean("revoke_on_key_removal", True),
     )
     t.finish()
     return cfg

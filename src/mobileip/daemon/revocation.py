@@ -11,8 +11,19 @@ The service plugs into the daemon's extension points:
 * an event subscriber: bindings that expire are forgotten (no revocation: the FA's copy expires
   too).
 
-``GET /api/v1/revocation`` shows the negotiated count, the pending revocations and the counters.
-Nothing of this is replicated to the other members yet (docs/revocation.md, "Failover").
+In a redundancy group (docs/revocation.md, "Failover"):
+
+* the state is replicated by :class:`~mobileip.sync.revocation.RevocationReplicator`, the sync
+  engine's extension (message types 70, 71), started after the engine; a first send waits up to
+  ``replicate_hold`` for a peer's ack of the pending entry;
+* only the active member sends: the role driver's callback calls ``agent.set_active``, and a
+  takeover resumes the replicated pending revocations at once (same identifier);
+* a reload that removes (or narrows) a mobile node's security association: the active member
+  deregisters its negotiated bindings and revokes them (``revoke_on_key_removal``); it notices
+  the new SAs on SIGHUP and by a 0.5 s look at the core's SAs (``POST /api/v1/reload`` too).
+
+``GET /api/v1/revocation`` shows the negotiated count, the pending revocations, the counters and
+the replication's peers.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mobileip.config import RevocationConfig
 from mobileip.core.homeagent import BindingsExpired, Event
@@ -29,7 +40,14 @@ from mobileip.core.revocation import RevocationAgent, RevocationSettings, Send
 from mobileip.core.security import SecurityAssociation
 from mobileip.daemon.ports import EventHost
 from mobileip.net.udp import Address, DatagramHandler, UdpEndpoint
+from mobileip.sync.revocation import RevocationReplicator
 from mobileip.wire.revocation import TYPE_REVOCATION_ACK
+
+if TYPE_CHECKING:
+    from mobileip.daemon.redundancy import RedundancyService
+    from mobileip.daemon.roles import Role, RoleService
+
+KEY_CHECK_INTERVAL = 0.5  # seconds between looks at whether a reload replaced the SAs
 
 
 class RevocationHost(EventHost, Protocol):
@@ -47,18 +65,105 @@ class RevocationService:
         host: RevocationHost,
         settings: RevocationSettings,
         drop: Callable[[Send], bool] | None = None,
+        *,
+        redundancy: RedundancyService | None = None,
+        roles: RoleService | None = None,
+        replicate_hold: float = 0.5,
+        revoke_on_key_removal: bool = True,
     ) -> None:
         self.host = host
-        self.agent = RevocationAgent(settings)
+        active = roles is None or roles.driver.role.value == "active"
+        self.agent = RevocationAgent(settings, active=active)
         # tests: a predicate that makes an outgoing revocation "lost" (counted, not sent)
         self.drop = drop
+        self.redundancy = redundancy
+        self.replicator: RevocationReplicator | None = None
+        self.replicate_hold = replicate_hold
+        self.revoke_on_key_removal = revoke_on_key_removal
         self._timer: asyncio.TimerHandle | None = None
+        self._key_timer: asyncio.TimerHandle | None = None
+        self._sas = host.core.sas
         host.reply_filters.append(self._filter)
         host.type_handlers[TYPE_REVOCATION_ACK] = self._on_ack
         host.cleared_hooks.append(self.revoke)
         host.subscribers.append(self._on_events)
+        host.startup_hooks.append(self._start)
         host.shutdown_hooks.append(self._stop)
+        host.reload_hooks.append(self._on_reload)
         host.control.add_json_route("GET", "/api/v1/revocation", self._status)
+        if roles is not None:
+            roles.driver.callbacks.append(self._on_role)
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._key_timer = loop.call_later(KEY_CHECK_INTERVAL, self._key_tick)
+        engine = self.redundancy.engine if self.redundancy is not None else None
+        if engine is None:
+            return
+        self.replicator = RevocationReplicator(engine.context, self.agent)
+        self.replicator.notify = self._on_replicated
+        engine.extension = self.replicator
+        self.replicator.request_snapshot(time.monotonic())
+        self._arm()
+
+    # --- replication -------------------------------------------------------------------------
+
+    def _replicate(self) -> None:
+        if self.replicator is not None and self.agent.changes:
+            self.replicator.publish(time.monotonic())
+            self._arm()
+        elif self.replicator is None:
+            self.agent.changes.clear()
+
+    def _on_replicated(self) -> None:
+        """The replicator merged a peer's entries or got an ack: send held first copies."""
+        assert self.replicator is not None
+        keys, self.replicator.acked_keys = self.replicator.acked_keys, []
+        now, wall = time.monotonic(), time.time()
+        sends: list[Send] = []
+        for key in keys:
+            sends.extend(self.agent.release(key, now, wall))
+        self._log_sent(sends, "replicated")
+        self._send(sends)
+        self._replicate()
+        self._arm()
+
+    def _on_role(self, role: Role, reason: str) -> None:
+        active = role.value == "active"
+        resumed = self.agent.set_active(active, time.monotonic())
+        self.host.log.info(
+            "revocation.role", role=role.value, resumed=resumed, pending=len(self.agent.pending)
+        )
+        self._arm()
+
+    # --- a key removed by a reload ----------------------------------------------------------
+
+    def _on_reload(self) -> None:
+        asyncio.get_running_loop().call_soon(self._check_keys)  # after the SAs are installed
+
+    def _key_tick(self) -> None:
+        self._key_timer = asyncio.get_running_loop().call_later(KEY_CHECK_INTERVAL, self._key_tick)
+        if self.host.core.sas is not self._sas:
+            self._check_keys()
+
+    def _check_keys(self) -> None:
+        core = self.host.core
+        self._sas = core.sas
+        if not self.revoke_on_key_removal or not self.agent.active:
+            return  # the active member acts; the standby learns it through the sync
+
+        def valid(spi: int, home: IPv4Address) -> bool:
+            sa = core.sas.get(spi)
+            return sa is not None and sa.covers(home)
+
+        for home in self.agent.homes_without_key(valid):
+            now = time.monotonic()
+            events = core.administrative_deregister(home, now)
+            if events:
+                self.host.log.info("binding.cleared", home=home, by="key-removed")
+                self.host.publish(events, now)
+                self.host.reschedule_expiry()
+            self.revoke(home, "key-removed")
 
     def _on_events(self, events: Sequence[Event], now: float) -> None:
         if not self.agent.negotiated:
@@ -69,17 +174,38 @@ class RevocationService:
                 self.agent.on_expired(rec.home_address, (b.care_of_address for b in rec.bindings))
 
     def _filter(self, request: bytes, src: Address, reply: bytes) -> bytes:
-        return self.agent.on_reply(request, src, reply, time.time())
+        out = self.agent.on_reply(request, src, reply, time.time())
+        if self.agent.changes:
+            self._replicate()
+        return out
 
     def revoke(self, home: IPv4Address, by: str) -> None:
-        sends = self.agent.revoke(home, time.monotonic(), time.time(), by)
-        for send in sends:
-            msg_id = int.from_bytes(send.data[16:20], "big")
-            self.host.log.info(
-                "revocation.sent", home=home, foreign_agent=_fmt(send.dest), id=msg_id, by=by
-            )
+        replicator = self.replicator
+        hold = self.replicate_hold if replicator is not None and replicator.has_peers() else 0.0
+        sends = self.agent.revoke(home, time.monotonic(), time.time(), by, hold=hold)
+        self._log_sent(sends, by)
+        for p in self.agent.pending.values():
+            if p.binding.home_address == home and p.attempts == 0:
+                self.host.log.info(
+                    "revocation.held",
+                    home=home,
+                    id=p.revocation_id,
+                    by=by,
+                    until="a peer has it" if self.agent.active else "the active sends it",
+                )
         self._send(sends)
+        self._replicate()
         self._arm()
+
+    def _log_sent(self, sends: list[Send], by: str) -> None:
+        for send in sends:
+            self.host.log.info(
+                "revocation.sent",
+                home=_home(send.data),
+                foreign_agent=_fmt(send.dest),
+                id=_rid(send.data),
+                by=by,
+            )
 
     def _send(self, sends: list[Send]) -> None:
         endpoint = self.host.endpoint
@@ -104,6 +230,7 @@ class RevocationService:
             attempts=a.attempts,
             informed=a.informed,
         )
+        self._replicate()
         self._arm()
 
     def _arm(self) -> None:
@@ -118,9 +245,14 @@ class RevocationService:
 
     def _tick(self) -> None:
         self._timer = None
-        sends, gave_up = self.agent.tick(time.monotonic())
+        sends, gave_up = self.agent.tick(time.monotonic(), time.time())
         for send in sends:
-            self.host.log.info("revocation.retransmitted", foreign_agent=_fmt(send.dest))
+            self.host.log.info(
+                "revocation.retransmitted",
+                home=_home(send.data),
+                foreign_agent=_fmt(send.dest),
+                id=_rid(send.data),
+            )
         for g in gave_up:
             self.host.log.warning(
                 "revocation.gave_up",
@@ -130,25 +262,45 @@ class RevocationService:
                 attempts=g.attempts,
             )
         self._send(sends)
+        self._replicate()
         self._arm()
 
     async def _stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._key_timer is not None:
+            self._key_timer.cancel()
+            self._key_timer = None
 
     def _status(self, request: Any) -> dict[str, object]:
-        return self.agent.status()
+        return self.status()
 
     def status(self) -> dict[str, object]:
-        return self.agent.status()
+        status = self.agent.status()
+        if self.replicator is not None:
+            status["replication"] = self.replicator.status()
+        return status
 
 
 def _fmt(addr: Address) -> str:
     return f"{addr[0]}:{addr[1]}"
 
 
-def attach_revocation(host: RevocationHost, config: RevocationConfig) -> RevocationService:
+def _home(data: bytes) -> IPv4Address:
+    return IPv4Address(data[4:8])
+
+
+def _rid(data: bytes) -> int:
+    return int.from_bytes(data[16:20], "big")
+
+
+def attach_revocation(
+    host: RevocationHost,
+    config: RevocationConfig,
+    redundancy: RedundancyService | None = None,
+    roles: RoleService | None = None,
+) -> RevocationService:
     """The service for ``[revocation]``: our address is the Home Domain Address, each
     ``[[revocation.peer]]`` a foreign agent with its FA-HA security association."""
     peers = {
@@ -163,4 +315,11 @@ def attach_revocation(host: RevocationHost, config: RevocationConfig) -> Revocat
         max_timeout=config.max_timeout,
         max_attempts=config.max_attempts,
     )
-    return RevocationService(host, settings)
+    return RevocationService(
+        host,
+        settings,
+        redundancy=redundancy,
+        roles=roles,
+        replicate_hold=config.replicate_hold,
+        revoke_on_key_removal=config.revoke_on_key_removal,
+    )

@@ -14,7 +14,7 @@ import enum
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from mobileip.core.bindings import BindingTable
 from mobileip.sync.members import Endpoint, Member
@@ -70,6 +70,18 @@ class SyncViolation:
 
 
 Event = SyncStateChanged | MemberChanged | RecordsApplied | Protected | SyncViolation
+
+
+class SyncExtension(Protocol):
+    """A part outside the engine that owns message types of its own (RFC 3543 revocation state,
+    :mod:`mobileip.sync.revocation`). The engine authenticates, replay-checks and learns the
+    sender before :meth:`on_message`; the part sends through the shared :class:`SyncContext`."""
+
+    def on_message(self, msg: wire.SyncMessage, member: Member, now: float) -> None: ...
+
+    def on_timer(self, now: float) -> None: ...
+
+    def deadline(self) -> float | None: ...
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ from mobileip.sync.context import (
     RecordsApplied,
     SyncContext,
     SyncCounters,
+    SyncExtension,
     SyncSettings,
     SyncState,
     SyncStateChanged,
@@ -102,8 +103,15 @@ class SyncEngine:
         self._responder = DownloadResponder(ctx)
         self._antientropy = AntiEntropy(ctx, self._updates.add_pending)
         self._semisync = SemisyncWatches(ctx)
+        # types 70-71 (revocation state) go to it; without one they are dropped "unsupported"
+        self.extension: SyncExtension | None = None
 
     # --- shared state, as attributes ---------------------------------------------------------
+
+    @property
+    def context(self) -> SyncContext:
+        """The shared state, for a :class:`SyncExtension` that sends through it."""
+        return self._ctx
 
     @property
     def settings(self) -> SyncSettings:
@@ -230,6 +238,11 @@ class SyncEngine:
             self._requester.on_table_sync(msg, member, now)
         elif isinstance(msg, wire.TableSyncAck):
             self._responder.on_table_sync_ack(msg, member, now)
+        elif isinstance(msg, wire.RevocationState | wire.RevocationStateAck):
+            if self.extension is None:
+                counters.dropped["unsupported"] += 1
+            else:
+                self.extension.on_message(msg, member, now)
         else:
             self._antientropy.on_digest(msg, member, now)
 
@@ -247,6 +260,8 @@ class SyncEngine:
         self._requester.on_timer(now)
         self._semisync.timeouts(now)
         self._antientropy.on_timer(now)
+        if self.extension is not None:
+            self.extension.on_timer(now)
 
     def next_timer(self) -> float | None:
         members = self._ctx.members.values()
@@ -266,6 +281,9 @@ class SyncEngine:
         times.extend(self._semisync.deadlines())
         if self._antientropy.next_digest is not None:
             times.append(self._antientropy.next_digest)
+        extension = self.extension.deadline() if self.extension is not None else None
+        if extension is not None:
+            times.append(extension)
         return min(times) if times else None
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:

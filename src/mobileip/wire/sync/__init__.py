@@ -14,6 +14,7 @@ Pure codec: frozen dataclasses in, bytes out, and back. The byte layouts, with d
 ``bulk``      "Table Request", "Table Sync" (with the peer list), "Table Sync Ack" (FIG 12-14),
               :class:`TableSyncChunk`
 ``digest``    "Digest" (anti-entropy)
+``revocation`` "Revocation State" and its ack (types 70, 71): RFC 3543 revocation state
 ``codec``     whole messages: :func:`encode`, :func:`decode`, :func:`decode_chunked`, sizes
 ============  ==============================================================================
 
@@ -81,6 +82,14 @@ from mobileip.wire.sync.records import (
     encode_record_one,
     record_size,
 )
+from mobileip.wire.sync.revocation import (
+    ENTRY_LEN,
+    EntryState,
+    Reason,
+    RevocationEntry,
+    RevocationState,
+    RevocationStateAck,
+)
 from mobileip.wire.sync.updates import (
     BindingUpdate,
     BindingUpdateAck,
@@ -94,6 +103,7 @@ __all__ = [
     "AUTHENTICATOR_LEN",
     "AUTH_HEADER_LEN",
     "BINDING_LEN",
+    "ENTRY_LEN",
     "EXT_HA_HA_AUTH",
     "HEADER_LEN",
     "INFINITE_LIFETIME",
@@ -115,13 +125,18 @@ __all__ = [
     "BindingUpdateAck",
     "BindingUpdateChunk",
     "Digest",
+    "EntryState",
     "GroupAuth",
     "GroupKey",
     "HeaderFlag",
     "MsgType",
     "PeerInfo",
+    "Reason",
     "RecordFlag",
     "RecordState",
+    "RevocationEntry",
+    "RevocationState",
+    "RevocationStateAck",
     "SyncCode",
     "SyncDecodeError",
     "SyncMessage",

@@ -63,9 +63,25 @@ from mobileip.wire.sync.records import (
     _one_binding_body,
     record_size,
 )
+from mobileip.wire.sync.revocation import (
+    ENTRY_LEN,
+    RevocationState,
+    RevocationStateAck,
+    _decode_entries,
+    _encode_entries,
+)
 from mobileip.wire.sync.updates import BindingUpdate, BindingUpdateAck, BindingUpdateChunk
 
-SyncMessage = BindingUpdate | BindingUpdateAck | TableRequest | TableSync | TableSyncAck | Digest
+SyncMessage = (
+    BindingUpdate
+    | BindingUpdateAck
+    | TableRequest
+    | TableSync
+    | TableSyncAck
+    | Digest
+    | RevocationState
+    | RevocationStateAck
+)
 
 _TYPE_OF: dict[type, MsgType] = {
     BindingUpdate: MsgType.BINDING_UPDATE,
@@ -74,6 +90,8 @@ _TYPE_OF: dict[type, MsgType] = {
     TableSync: MsgType.TABLE_SYNC,
     TableSyncAck: MsgType.TABLE_SYNC_ACK,
     Digest: MsgType.DIGEST,
+    RevocationState: MsgType.REVOCATION_STATE,
+    RevocationStateAck: MsgType.REVOCATION_STATE_ACK,
 }
 
 
@@ -93,6 +111,10 @@ def body_size(msg: SyncMessage) -> int:
         return MORE_BIND_LEN + peers + sum(record_size(r) for r in msg.records)
     if isinstance(msg, TableSyncAck):
         return MORE_BIND_LEN
+    if isinstance(msg, RevocationState):
+        return ENTRY_LEN * len(msg.entries)
+    if isinstance(msg, RevocationStateAck):
+        return 0
     return 8 * len(msg.buckets)
 
 
@@ -147,6 +169,14 @@ def encode(msg: SyncMessage, auth: GroupAuth) -> bytes:
         code, count = msg.code, 0
         _check("more_bind", msg.more_bind, 32)
         body.append(_U32.pack(msg.more_bind))
+    elif isinstance(msg, RevocationState):
+        if msg.request and msg.entries:
+            raise ValueError("a revocation state request carries no entries")
+        count = len(msg.entries)
+        flags = int(HeaderFlag.REQUEST) if msg.request else 0
+        _encode_entries(msg.entries, body)
+    elif isinstance(msg, RevocationStateAck):
+        pass
     else:
         count = len(msg.buckets)
         flags = int(HeaderFlag.SYNCED) if msg.synced else 0
@@ -280,6 +310,15 @@ def _decode(
             raise SyncDecodeError("bad-count", f"TABLE_SYNC_ACK with count {count}")
         (more_bind,) = r.take(_U32, "MoreBind")
         msg = TableSyncAck(group, sender, seq, ident, code, more_bind)
+    elif mtype is MsgType.REVOCATION_STATE:
+        request = bool(flags & HeaderFlag.REQUEST)
+        if request and count:
+            raise SyncDecodeError("bad-count", f"REVOCATION_STATE request with count {count}")
+        msg = RevocationState(group, sender, seq, ident, request, _decode_entries(r, count))
+    elif mtype is MsgType.REVOCATION_STATE_ACK:
+        if count:
+            raise SyncDecodeError("bad-count", f"REVOCATION_STATE_ACK with count {count}")
+        msg = RevocationStateAck(group, sender, seq, ident)
     else:
         buckets = _decode_buckets(r, count)
         msg = Digest(group, sender, seq, ident, bool(flags & HeaderFlag.SYNCED), buckets)

@@ -26,6 +26,8 @@ class MsgType(enum.IntEnum):
     TABLE_SYNC = 67  # FIG 13
     TABLE_SYNC_ACK = 68  # FIG 14
     DIGEST = 69  # anti-entropy, beyond the patent
+    REVOCATION_STATE = 70  # RFC 3543 revocation state (wire/sync/revocation.py)
+    REVOCATION_STATE_ACK = 71
 
 
 class SyncCode(enum.IntEnum):
@@ -41,6 +43,7 @@ class HeaderFlag(enum.IntFlag):
     PEERS = 0x02  # TableSync: a peer list follows MoreBind
     SYNCED = 0x04  # Digest: the sender is SYNCED
     ALL = 0x08  # TableRequest: every home agent (NumHA 0xFFFF)
+    REQUEST = 0x10  # RevocationState: send me your whole revocation state (no entries)
 
 
 _HEADER = struct.Struct("!BBBBHHIQQ")  # type version code flags group count sender seq ident
@@ -57,6 +60,8 @@ _ALLOWED_FLAGS: dict[MsgType, int] = {
     MsgType.TABLE_SYNC: int(HeaderFlag.FINAL | HeaderFlag.PEERS),
     MsgType.TABLE_SYNC_ACK: 0,
     MsgType.DIGEST: int(HeaderFlag.SYNCED),
+    MsgType.REVOCATION_STATE: int(HeaderFlag.REQUEST),
+    MsgType.REVOCATION_STATE_ACK: 0,
 }
 _HAS_CODE = frozenset({MsgType.BINDING_UPDATE_ACK, MsgType.TABLE_SYNC, MsgType.TABLE_SYNC_ACK})
 

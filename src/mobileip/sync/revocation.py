@@ -1,0 +1,242 @@
+"""RFC 3543 revocation state across the redundancy group, sans-IO (docs/revocation.md,
+"Failover"; wire layout in docs/sync-protocol.md, "Revocation State (types 70, 71)").
+
+:class:`RevocationReplicator` is the engine's :class:`~mobileip.sync.context.SyncExtension`: it
+sends the :class:`~mobileip.core.revocation.RevocationAgent`'s changed entries to every member in
+Revocation State messages (type 70), acked (type 71) and retransmitted with backoff like Binding
+Updates (a retransmission carries the *current* entry of each binding end), and merges what
+peers send into the agent (newer version wins). Each member it learns of gets one ``REQUEST``: a
+member answers it with its whole state, so a booting member gets the revocation state after (and
+independently of) the bulk download.
+
+Old members drop types 70 and 71 as ``unknown-type`` and never ack: a member that never acked
+any of ours is given up on after ``max_retransmits`` rounds and gets no more revocation state
+(counted ``peers_unsupported``); one that acked before and goes silent keeps its missed keys and
+gets them when it is heard again.
+
+Sends go through ``ctx.send_now`` when the transport set one (the daemon), else into ``ctx.out``
+(the engine's :meth:`datagrams_to_send`). Nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mobileip.core.revocation import Key, RevocationAgent
+from mobileip.sync.context import SyncContext
+from mobileip.sync.members import Endpoint, Member
+from mobileip.wire import sync as wire
+
+WINDOW = 4  # Revocation State messages in flight per member
+MAX_BACKOFF = 2.0  # seconds: cap of the retransmission interval
+
+
+@dataclass(slots=True)
+class _InFlight:
+    keys: tuple[Key, ...]
+    request: bool
+    sent_at: float
+    tries: int = 0
+
+
+@dataclass(slots=True)
+class _Peer:
+    supported: bool | None = None  # None: not known yet
+    dirty: dict[Key, None] = field(default_factory=dict)
+    inflight: dict[int, _InFlight] = field(default_factory=dict)
+    missed: dict[Key, None] = field(default_factory=dict)
+    gave_up_at: float | None = None
+
+
+class RevocationReplicator:
+    def __init__(self, ctx: SyncContext, agent: RevocationAgent) -> None:
+        self.ctx = ctx
+        self.agent = agent
+        self.peers: dict[Endpoint, _Peer] = {}
+        self.counters: Counter[str] = Counter()
+        # keys whose entries a member acked (the daemon releases held first sends) and whether
+        # anything changed the agent; the daemon drains both after each call (``notify``)
+        self.acked_keys: list[Key] = []
+        self.notify: Callable[[], None] | None = None
+        self._now = 0.0
+
+    # --- outgoing --------------------------------------------------------------------------
+
+    def _peer(self, ep: Endpoint, now: float) -> _Peer:
+        peer = self.peers.get(ep)
+        if peer is None:
+            peer = self.peers[ep] = _Peer()
+            self._send(ep, peer, (), True, now)  # a member we did not know: ask for its state
+        return peer
+
+    def has_peers(self) -> bool:
+        """True when some reachable member may take our state (held first sends wait for it)."""
+        return any(
+            m.reachable and self.peers.get(m.endpoint, _Peer()).supported is not False
+            for m in self.ctx.members.values()
+        )
+
+    def publish(self, now: float) -> None:
+        """Send the agent's changes to every member that takes them."""
+        self._now = now
+        changes = self.agent.take_changes()
+        for ep in list(self.ctx.members):
+            peer = self._peer(ep, now)
+            if peer.supported is False:
+                continue
+            for e in changes:
+                peer.dirty[e.key] = None
+            self._flush(ep, peer, now)
+
+    def request_snapshot(self, now: float) -> None:
+        """Ask every known member for its whole revocation state (at start)."""
+        self._now = now
+        for ep in list(self.ctx.members):
+            self._peer(ep, now)
+
+    def _flush(self, ep: Endpoint, peer: _Peer, now: float) -> None:
+        per_message = max(1, self.ctx.budget() // wire.ENTRY_LEN)
+        while peer.dirty and len(peer.inflight) < WINDOW:
+            keys = []
+            for key in list(peer.dirty):
+                del peer.dirty[key]
+                if key in self.agent.entries:
+                    keys.append(key)
+                if len(keys) == per_message:
+                    break
+            if keys:
+                self._send(ep, peer, tuple(keys), False, now)
+
+    def _send(
+        self, ep: Endpoint, peer: _Peer, keys: tuple[Key, ...], request: bool, now: float
+    ) -> _InFlight:
+        ctx = self.ctx
+        entries = tuple(self.agent.entries[k] for k in keys if k in self.agent.entries)
+        ident = ctx.next_ident()
+        msg = wire.RevocationState(
+            ctx.settings.group, ctx.settings.node_id, ctx.next_sequence(), ident, request, entries
+        )
+        sent = peer.inflight[ident] = _InFlight(tuple(e.key for e in entries), request, now)
+        self.counters["requests-sent" if request else "states-sent"] += 1
+        self.counters["entries-sent"] += len(entries)
+        self._transmit(msg, ep)
+        return sent
+
+    def _transmit(self, msg: wire.SyncMessage, ep: Endpoint) -> None:
+        ctx = self.ctx
+        if ctx.send_now is not None:
+            ctx.send_now(wire.encode(msg, ctx.auth), ep)
+        else:
+            ctx.send(msg, ep)
+
+    # --- incoming (SyncExtension) ------------------------------------------------------------
+
+    def on_message(self, msg: wire.SyncMessage, member: Member, now: float) -> None:
+        self._now = now
+        ep = member.endpoint
+        peer = self._peer(ep, now)
+        if peer.supported is not True:
+            peer.supported = True
+            self._resend_missed(ep, peer, now)
+        if isinstance(msg, wire.RevocationStateAck):
+            sent = peer.inflight.pop(msg.identification, None)
+            if sent is None:
+                self.counters["acks-unexpected"] += 1
+                return
+            self.counters["acks-received"] += 1
+            self.acked_keys.extend(sent.keys)
+            self._flush(ep, peer, now)
+            self._notify()
+            return
+        if not isinstance(msg, wire.RevocationState):
+            return
+        ctx = self.ctx
+        ack = wire.RevocationStateAck(
+            ctx.settings.group, ctx.settings.node_id, ctx.next_sequence(), msg.identification
+        )
+        self._transmit(ack, ep)
+        self.counters["states-received"] += 1
+        changed = sum(self.agent.apply(e, now) for e in msg.entries)
+        self.counters["entries-applied"] += changed
+        if msg.request:
+            self.counters["snapshots-sent"] += 1
+            for key in self.agent.entries:
+                peer.dirty[key] = None
+        self._flush(ep, peer, now)
+        if changed:
+            self._notify()
+
+    def _notify(self) -> None:
+        if self.notify is not None:
+            self.notify()
+
+    def _resend_missed(self, ep: Endpoint, peer: _Peer, now: float) -> None:
+        if peer.missed:
+            peer.dirty.update(peer.missed)
+            peer.missed.clear()
+            self._flush(ep, peer, now)
+
+    # --- time --------------------------------------------------------------------------------
+
+    def _retx_at(self, sent: _InFlight) -> float:
+        interval: float = self.ctx.settings.retransmit_interval * (2.0**sent.tries)
+        return sent.sent_at + min(interval, MAX_BACKOFF)
+
+    def on_timer(self, now: float) -> None:
+        self._now = now
+        limit = self.ctx.settings.max_retransmits
+        for ep, peer in list(self.peers.items()):
+            member = self.ctx.members.get(ep)
+            if (
+                peer.missed
+                and member is not None
+                and member.last_heard is not None
+                and peer.gave_up_at is not None
+                and member.last_heard > peer.gave_up_at
+            ):
+                self._resend_missed(ep, peer, now)  # heard again after we gave up
+            for ident, sent in list(peer.inflight.items()):
+                if now < self._retx_at(sent):
+                    continue
+                del peer.inflight[ident]
+                if sent.tries >= limit:
+                    peer.gave_up_at = now
+                    if peer.supported is None:
+                        peer.supported = False
+                        peer.dirty.clear()
+                        peer.inflight.clear()
+                        self.counters["peers-unsupported"] += 1
+                        break
+                    self.counters["gave-up"] += 1
+                    peer.missed.update(dict.fromkeys(sent.keys))
+                    continue
+                self.counters["retransmitted"] += 1
+                again = self._send(ep, peer, sent.keys, sent.request, now)
+                again.tries = sent.tries + 1
+            if peer.supported is not False:
+                self._flush(ep, peer, now)
+        for ep in self.ctx.members:
+            if ep not in self.peers:
+                self._peer(ep, now)  # a member learned since: ask it for its state
+
+    def deadline(self) -> float | None:
+        times = [self._retx_at(s) for p in self.peers.values() for s in p.inflight.values()]
+        if any(ep not in self.peers for ep in self.ctx.members):
+            times.append(self._now)
+        return min(times, default=None)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "peers": {
+                f"{ep[0]}:{ep[1]}": {
+                    "supported": p.supported,
+                    "in_flight": len(p.inflight),
+                    "queued": len(p.dirty),
+                    "missed": len(p.missed),
+                }
+                for ep, p in self.peers.items()
+            },
+            "counters": dict(self.counters),
+        }
