@@ -66,7 +66,7 @@ def build_home_agent(
     if config.revocation is not None:
         from mobileip.daemon.revocation import attach_revocation
 
-        attach_revocation(daemon, config.revocation)
+        attach_revocation(daemon, config.revocation, redundancy, roles)
     dataplane = None
     if config.dataplane is not None:
         dataplane = DataPlaneService(daemon, config.dataplane, roles, redundancy)
