@@ -63,6 +63,10 @@ def build_home_agent(
         from mobileip.daemon.dynamic_ha import attach_dynamic_ha
 
         attach_dynamic_ha(daemon, config.dynamic_ha)
+    if config.pools:  # after persistence: the pools read the table it installed
+        from mobileip.daemon.pools import attach_pools
+
+        attach_pools(daemon)
     if config.revocation is not None:
         from mobileip.daemon.revocation import attach_revocation
 

@@ -6,6 +6,7 @@ from ipaddress import IPv4Address
 
 from mobileip.config.model import Config
 from mobileip.core.homeagent import HomeAgentSettings
+from mobileip.core.pools import AddressPool
 from mobileip.core.security import SecurityAssociation, SecurityAssociations
 
 
@@ -30,9 +31,29 @@ def home_agent_settings(config: Config) -> HomeAgentSettings:
 
 def security_associations(config: Config) -> SecurityAssociations:
     return SecurityAssociations(
-        SecurityAssociation(sa.spi, sa.algorithm, sa.key, sa.home_addresses)
+        SecurityAssociation(
+            sa.spi,
+            sa.algorithm,
+            sa.key,
+            sa.home_addresses,
+            sa.nai.encode() if sa.nai is not None else None,
+            sa.pool,
+        )
         for sa in config.security_associations
     )
+
+
+def address_pools(config: Config) -> list[AddressPool]:
+    """The ``[[pool]]`` sections, less the Home Agent's own and virtual addresses."""
+    ours = {config.homeagent.address}
+    if config.vrrp is not None and config.vrrp.virtual_address is not None:
+        ours.add(config.vrrp.virtual_address.ip)
+    return [
+        AddressPool(
+            p.name, int(p.first), int(p.last), frozenset(int(a) for a in (*p.exclude, *ours))
+        )
+        for p in config.pools
+    ]
 
 
 def build_core_settings(config: Config) -> tuple[HomeAgentSettings, SecurityAssociations]:

@@ -19,6 +19,7 @@ from mobileip.config.groups import NOT_WITH_GROUPS, parse_groups
 from mobileip.config.homeagent import parse_homeagent
 from mobileip.config.model import Config
 from mobileip.config.persistence import parse_persistence
+from mobileip.config.pools import parse_pools
 from mobileip.config.redundancy import parse_redundancy
 from mobileip.config.revocation import parse_revocation
 from mobileip.config.security import parse_security_associations
@@ -34,6 +35,7 @@ _SECTIONS = (
     "persistence",
     "dynamic_ha",
     "revocation",
+    "pool",
     "group",
 )
 
@@ -108,6 +110,13 @@ def parse_config(text: str, name: str = "<config>") -> Config:
     rev_table = table("revocation", False)
     revocation = parse_revocation(rev_table) if rev_table is not None else None
 
+    pools = parse_pools(data["pool"], name, loc) if "pool" in data else ()
+    names = {p.name for p in pools}
+    for i, sa in enumerate(sas):
+        if sa.pool is not None and sa.pool not in names:
+            sa_table = Table(name, loc, "security_association", i, {})
+            raise sa_table.error("pool", f"no [[pool]] is named {sa.pool!r}")
+
     config = Config(
         name,
         homeagent,
@@ -119,9 +128,13 @@ def parse_config(text: str, name: str = "<config>") -> Config:
         persistence=persistence,
         dynamic_ha=dynamic_ha,
         revocation=revocation,
+        pools=pools,
     )
     if "group" not in data:
         return config
+    if pools:  # each group's binding set would hand out the same addresses
+        line = loc.headers.get(("pool", 0), 1)
+        raise ConfigError(f"{name}: line {line}: [[pool]]: not with [[group]] (docs/pools.md)")
     for section in NOT_WITH_GROUPS:
         if section in data:
             line = loc.headers.get((section, 0), 1)

@@ -13,6 +13,7 @@ from mobileip.config.dataplane import DataplaneConfig
 from mobileip.config.dynamic_ha import DynamicHaConfig
 from mobileip.config.homeagent import HomeAgentConfig
 from mobileip.config.persistence import PersistenceConfig
+from mobileip.config.pools import PoolConfig
 from mobileip.config.redundancy import RedundancyConfig
 from mobileip.config.revocation import RevocationConfig
 from mobileip.config.security import SecurityAssociationConfig
@@ -31,6 +32,7 @@ class Config:
     persistence: PersistenceConfig | None = None
     dynamic_ha: DynamicHaConfig | None = None
     revocation: RevocationConfig | None = None  # RFC 3543 (docs/revocation.md)
+    pools: tuple[PoolConfig, ...] = ()  # [[pool]]: dynamic home addresses (docs/pools.md)
     # [[group]]: several binding sets in one daemon (docs/load-sharing.md); each is a whole
     # single-group Config sharing this file's [homeagent] socket, [control] and SAs
     groups: tuple[GroupConfig, ...] = ()

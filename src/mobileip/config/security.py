@@ -1,4 +1,10 @@
-"""``[[security_association]]``: the mobile nodes' SPIs, keys and home prefixes (one or more)."""
+"""``[[security_association]]``: the mobile nodes' SPIs, keys and home prefixes (one or more).
+
+An SA may name its mobile nodes by NAI (RFC 2794): ``nai = "alice@example.net"`` or a
+shell-style pattern ``nai = "*@example.net"``, and hand them addresses from ``pool`` (a
+``[[pool]]`` name, docs/pools.md); ``home_addresses`` is then optional. SAs with an NAI may share an
+SPI (the NAI chooses among them); an exact NAI is tried before patterns.
+"""
 
 from __future__ import annotations
 
@@ -15,23 +21,31 @@ class SecurityAssociationConfig:
     algorithm: str
     key: bytes
     home_addresses: tuple[IPv4Network, ...]
+    nai: str | None = None
+    pool: str | None = None
 
 
 def parse_security_association(t: Table) -> SecurityAssociationConfig:
     spi = t.integer("spi", None, 256, 0xFFFFFFFF, required=True)
     algorithm = t.choice("algorithm", ("hmac-md5", "prefix-suffix-md5"), "hmac-md5")
     key = t.hex_key("key")
+    nai = t.string("nai")
+    if nai is not None and (len(nai.encode()) > 255 or not nai.isascii() or " " in nai):
+        raise t.error("nai", f"{nai!r} is not an NAI (ASCII, no spaces, at most 255 bytes)")
+    pool = t.string("pool")
+    if pool is not None and nai is None:
+        raise t.error("pool", "needs nai (the mobile nodes the pool's addresses go to)")
     prefixes: list[IPv4Network] = []
-    for text in t.string_list("home_addresses", required=True):
+    for text in t.string_list("home_addresses", required=pool is None):
         try:
             prefixes.append(IPv4Network(text))
         except ValueError as exc:
             raise t.error("home_addresses", f"{text!r} is not an IPv4 prefix ({exc})") from None
-    if not prefixes:
+    if not prefixes and pool is None:
         raise t.error("home_addresses", "must list at least one prefix")
     t.finish()
     assert spi is not None and algorithm is not None
-    return SecurityAssociationConfig(spi, algorithm, key, tuple(prefixes))
+    return SecurityAssociationConfig(spi, algorithm, key, tuple(prefixes), nai, pool)
 
 
 def parse_security_associations(
@@ -46,14 +60,13 @@ def parse_security_associations(
             f"{name}: line {line}: security_association: must be [[security_association]] tables"
         )
     sas: list[SecurityAssociationConfig] = []
-    seen: dict[int, int] = {}
     for i, raw in enumerate(raw_sas):
         t = Table(name, loc, "security_association", i, raw)
         sa = parse_security_association(t)
-        if sa.spi in seen:
-            raise t.error(
-                "spi", f"duplicate SPI {sa.spi} (also security_association[{seen[sa.spi]}])"
-            )
-        seen[sa.spi] = i
+        # SAs naming different NAIs may share an SPI (the NAI chooses); no other sharing
+        same = [j for j, o in enumerate(sas) if o.spi == sa.spi]
+        clash = [j for j in same if sa.nai is None or sas[j].nai is None or sas[j].nai == sa.nai]
+        if clash:
+            raise t.error("spi", f"duplicate SPI {sa.spi} (also security_association[{clash[0]}])")
         sas.append(sa)
     return tuple(sas)

@@ -40,6 +40,7 @@ from ipaddress import IPv4Address
 from mobileip.core.bindings import INFINITE, Binding, BindingTable, MobilityRecord, version_after
 from mobileip.core.dynamic_ha import DynamicAssignment, Redirect
 from mobileip.core.nat import NatDenied, NatTraversal, UdpTunnel
+from mobileip.core.pools import AddressPools, PoolDenied, request_nai
 from mobileip.core.replay import check_nonce, check_timestamp, timestamp_acceptable
 from mobileip.core.security import SecurityAssociations, append_auth, verify_auth
 from mobileip.wire import dynamic_ha as dha
@@ -155,6 +156,8 @@ class HomeAgentCore:
         # RFC 4433 dynamic HA assignment (core/dynamic_ha.py); None: an ALL-ZERO-ONE-ADDR
         # Home Agent field is denied 136 like any address that is not ours
         self.dynamic: DynamicAssignment | None = None
+        # RFC 5944 3.6 / RFC 2794 dynamic home addresses (core/pools.py); None: no pools
+        self.pools: AddressPools | None = None
         # RFC 3519 NAT traversal (core/nat.py); None: UDP Tunnel Requests are skipped unread
         self.nat: NatTraversal | None = None
         if settings.replay == "nonce" and next_nonce is None:
@@ -215,7 +218,7 @@ class HomeAgentCore:
         if rec is None or not rec.bindings:
             return []
         version = self.table.next_version(key, self._node_id)
-        new = MobilityRecord(key, version, rec.last_id, rec.home_agent, (), 0.0)
+        new = MobilityRecord(key, version, rec.last_id, rec.home_agent, (), 0.0, rec.nai)
         self.table.store(new, now)
         return [BindingChanged(self.table.get(key) or new, True)]
 
@@ -232,6 +235,7 @@ class HomeAgentCore:
             or flags & _NOT_PREDICTED_FLAGS
             or lifetime == 0
             or self.dynamic is not None
+            or (self.pools is not None and self.pools.pool_of(home) is not None)
             or settings.replay != "timestamp"
             or ha not in self._address_ints
         ):
@@ -314,10 +318,17 @@ class HomeAgentCore:
         if found is None:
             return violation("missing-extension", None)
         spi = found[1].spi
-        sa = self.sas.get(spi)
+        nai = request_nai(req)
+        sa = self.sas.select(spi, nai)
         if sa is None:
             return violation("bad-spi", None)
-        if not sa.covers(home):
+        pools = self.pools
+        pooled = (
+            pools is not None
+            and nai is not None
+            and (not int(home) or pools.pool_of(int(home)) is not None)
+        )
+        if not sa.covers(home) and not (pooled and sa.matches_nai(nai)):
             return violation("no-sa", None)
         ok, _ = verify_auth(raw, req, wire.EXT_MN_HA_AUTH, sa)
         if not ok:
@@ -328,9 +339,25 @@ class HomeAgentCore:
         if not dynamic and req.home_agent not in self._addresses:
             return deny(ReplyCode.UNKNOWN_HOME_AGENT, "unknown-home-agent", req.identification, spi)
 
-        # 5. identification
+        # 4b. dynamic home address (core/pools.py): the NAI's address, or a fresh one; the
+        # record keeps the request's NAI (none: b"", as header prediction stores it)
+        rec_nai = nai or b""
+        fresh = False
+        if pooled:
+            assert pools is not None and nai is not None
+            resolved = pools.resolve(sa, home, nai, req.lifetime == 0)
+            if resolved is None:  # 0.0.0.0 deregistering while holding nothing
+                self.stats.replies[0] += 1
+                return Outcome(self._reply(req, 0, 0, req.identification, spi), 0, ())
+            if isinstance(resolved, PoolDenied):
+                return deny(resolved.code, resolved.reason, req.identification, spi)
+            fresh = resolved.fresh
+            req = replace(req, home_address=IPv4Address(resolved.address))
+            home = req.home_address
+
+        # 5. identification (a dynamic mobile node's is its NAI's record, RFC 5944 3.6)
         key = int(home)
-        rec = self.table.get(key)
+        rec = None if fresh else self.table.get(key)
         if self.settings.replay == "timestamp":
             last = rec.last_id if rec is not None else None
             verdict = check_timestamp(req.identification, last, wall, self.settings.replay_window)
@@ -366,9 +393,11 @@ class HomeAgentCore:
                 coa = int(req.care_of_address)
                 keep = tuple(b for b in rec.bindings if b.care_of_address != coa)
             new = MobilityRecord(
-                key, self._version(key, req), reply_id, int(req.home_agent), keep, 0.0
+                key, self._version(key, req), reply_id, int(req.home_agent), keep, 0.0, rec_nai
             )
             self.table.store(new, now)
+            if pools is not None:
+                pools.note(new)
             events.append(BindingChanged(self.table.get(key) or new, True))
             self.stats.replies[0] += 1
             return Outcome(self._reply(req, 0, 0, reply_id, spi), 0, tuple(events))
@@ -406,8 +435,12 @@ class HomeAgentCore:
                 if len(others) + 1 > self.settings.max_simultaneous:
                     return deny(ReplyCode.TOO_MANY_BINDINGS, "too-many-bindings", reply_id, spi)
                 bindings = (*others, binding)
-        new = MobilityRecord(key, self._version(key, req), reply_id, int(req.home_agent), bindings)
+        new = MobilityRecord(
+            key, self._version(key, req), reply_id, int(req.home_agent), bindings, 0.0, rec_nai
+        )
         self.table.store(new, now)
+        if pools is not None:
+            pools.note(new)
         events.append(BindingChanged(new, False))
         self.stats.replies[code] += 1
         reply = self._reply(req, code, lifetime, reply_id, spi, nat_reply)
@@ -477,7 +510,7 @@ class HomeAgentCore:
         if nai is not None:
             body += wire.encode_extension(nai)
         body += wire.encode_extensions(extra)
-        sa = self.sas.get(spi) if spi is not None else None
+        sa = None if spi is None else self.sas.select(spi, None if nai is None else nai.nai)
         if sa is None:
             return body
         return append_auth(body, wire.EXT_MN_HA_AUTH, sa)

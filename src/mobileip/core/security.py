@@ -10,10 +10,16 @@ Algorithms:
 
 The protected bytes are the message from its first byte through the type, length and SPI of the
 authentication extension itself (RFC 5944 3.5.1).
+
+An SA may also name a mobile node by its NAI (RFC 2794), exactly (``alice@example.net``) or by a
+pattern (``*@example.net``, shell-style): it then authenticates requests whose NAI extension
+matches, and may hand out addresses from its ``pool`` (core/pools.py). Several NAI SAs may share
+an SPI; :meth:`SecurityAssociations.select` chooses by SPI and NAI, an exact NAI before patterns.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import hmac
 import struct
@@ -51,6 +57,10 @@ class SecurityAssociation:
     algorithm: str
     key: bytes
     prefixes: tuple[IPv4Network, ...]
+    # RFC 2794: the NAI (or shell-style pattern) of the mobile nodes this SA authenticates, and
+    # the pool their dynamic home addresses come from (both None: an SA chosen by SPI alone)
+    nai: bytes | None = None
+    pool: str | None = None
     # (netmask, network) as ints, one per prefix: the hot path's form of ``prefixes``
     masks: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
     # the algorithm with this key bound (see authenticator_function)
@@ -73,19 +83,56 @@ class SecurityAssociation:
     def authenticator(self, protected: bytes) -> bytes:
         return self._sign(protected)
 
+    @property
+    def nai_is_pattern(self) -> bool:
+        return self.nai is not None and any(c in self.nai for c in b"*?[")
+
+    def matches_nai(self, nai: bytes | None) -> bool:
+        """True when this SA names mobile nodes by NAI and ``nai`` is one of them."""
+        if self.nai is None or nai is None:
+            return False
+        if not self.nai_is_pattern:
+            return nai.lower() == self.nai.lower()  # NAIs compare case-insensitively (RFC 4282)
+        return fnmatch.fnmatchcase(
+            nai.lower().decode("latin-1"), self.nai.lower().decode("latin-1")
+        )
+
 
 class SecurityAssociations:
     """The SAs of one Home Agent (or mobile node), looked up by SPI."""
 
     def __init__(self, sas: Iterable[SecurityAssociation] = ()) -> None:
         self._by_spi: dict[int, SecurityAssociation] = {}
+        # SAs that name their mobile nodes by NAI, by SPI: exact NAIs first, then patterns
+        self._by_nai: dict[int, list[SecurityAssociation]] = {}
         for sa in sas:
-            if sa.spi in self._by_spi:
+            if sa.nai is not None:
+                same = self._by_nai.setdefault(sa.spi, [])
+                if sa.spi in self._by_spi or any(o.nai == sa.nai for o in same):
+                    raise ValueError(f"duplicate SPI {sa.spi}")
+                same.append(sa)
+                same.sort(key=lambda o: o.nai_is_pattern)
+                continue
+            if sa.spi in self._by_spi or sa.spi in self._by_nai:
                 raise ValueError(f"duplicate SPI {sa.spi}")
             self._by_spi[sa.spi] = sa
 
     def get(self, spi: int) -> SecurityAssociation | None:
+        """The SA chosen by SPI alone (never one that names its mobile nodes by NAI)."""
         return self._by_spi.get(spi)
+
+    def select(self, spi: int, nai: bytes | None) -> SecurityAssociation | None:
+        """The SA for a request with this SPI and NAI extension (None: no NAI extension)."""
+        if nai is not None:
+            for sa in self._by_nai.get(spi, ()):
+                if sa.matches_nai(nai):
+                    return sa
+        return self._by_spi.get(spi)
+
+    @property
+    def has_nai(self) -> bool:
+        """True when some SA names its mobile nodes by NAI."""
+        return bool(self._by_nai)
 
     def for_home(self, home: IPv4Address) -> SecurityAssociation | None:
         for sa in self._by_spi.values():
@@ -94,7 +141,7 @@ class SecurityAssociations:
         return None
 
     def __len__(self) -> int:
-        return len(self._by_spi)
+        return len(self._by_spi) + sum(len(v) for v in self._by_nai.values())
 
 
 def append_auth(body: bytes, ext_type: int, sa: SecurityAssociation) -> bytes:

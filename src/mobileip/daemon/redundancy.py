@@ -239,6 +239,8 @@ class RedundancyService:
             )
         elif isinstance(ev, RecordsApplied):
             self.log.debug("sync.applied", records=len(ev.homes))
+            if self.daemon.core.pools is not None:  # the NAI hint of dynamic addresses
+                self.daemon.core.pools.refresh(ev.homes)
 
     # --- status ------------------------------------------------------------------------------
 

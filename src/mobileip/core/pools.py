@@ -1,0 +1,277 @@
+"""Dynamic home addresses (RFC 5944 3.6, RFC 2794): address pools over the binding table, sans-IO.
+
+A mobile node that registers with home address 0.0.0.0 and a Mobile-Node-NAI extension gets an
+address from the pool of its security association; the reply carries it, and later requests
+carry it as their home address.
+
+The binding table is the only truth. The record keyed by an assigned address carries the NAI
+(``MobilityRecord.nai``), replicated, bulk-downloaded, journalled and kept in the tombstone like
+the rest of the record, so every member derives the same pool state from its table:
+
+* an address is *in use* when its record has a binding, and then belongs to that record's NAI;
+* an address is *free* when it has no record or only a tombstone (the binding ended:
+  deregistration, expiry, ``clear binding``); a tombstone keeps its NAI, so the same NAI gets the
+  same address back until the tombstone is purged (``tombstone_ttl``).
+
+:class:`AddressPools` keeps one index, NAI -> address, only as a hint: every answer is checked
+against the table before it is used, so a stale hint costs a fresh address, never a duplicate.
+The hint is fed by the core's own changes (:meth:`AddressPools.note`), by the records a peer's
+update or a bulk download applied (:meth:`AddressPools.refresh`), and rebuilt from the whole
+table at start (:meth:`AddressPools.rebuild`).
+
+What two members assigning at once means is in docs/pools.md.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+from mobileip.core.bindings import BindingTable, MobilityRecord
+from mobileip.core.security import SecurityAssociation
+from mobileip.wire.codes import ReplyCode
+from mobileip.wire.registration import EXT_MN_HA_AUTH, AuthExtension, NaiExtension
+from mobileip.wire.registration import RegistrationRequest as Request
+
+ANY = IPv4Address("0.0.0.0")
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPool:
+    """The addresses ``first`` .. ``last`` (ints, inclusive) less ``excluded``."""
+
+    name: str
+    first: int
+    last: int
+    excluded: frozenset[int] = frozenset()
+
+    @classmethod
+    def of_network(
+        cls, name: str, network: IPv4Network, excluded: Iterable[IPv4Address] = ()
+    ) -> AddressPool:
+        """A pool of a prefix's host addresses (its network and broadcast addresses left out
+        when it has more than two)."""
+        first, last = int(network.network_address), int(network.broadcast_address)
+        if network.num_addresses > 2:
+            first, last = first + 1, last - 1
+        return cls(name, first, last, frozenset(int(a) for a in excluded))
+
+    def __contains__(self, address: int) -> bool:
+        return self.first <= address <= self.last and address not in self.excluded
+
+    @property
+    def size(self) -> int:
+        return (
+            self.last
+            - self.first
+            + 1
+            - sum(1 for a in self.excluded if self.first <= a <= self.last)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolDenied:
+    """The request cannot have the address it asked for (or any): answer ``code``."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The home address a dynamic request is about; ``fresh``: just taken from the pool (its
+    table record, if any, is another NAI's tombstone and says nothing about this mobile node)."""
+
+    address: int
+    fresh: bool = False
+
+
+@dataclass
+class PoolStats:
+    assigned: int = 0  # addresses taken from a pool for an NAI that had none
+    reassigned: int = 0  # 0.0.0.0 requests answered with the NAI's existing address
+    denied: Counter[str] = field(default_factory=Counter)
+
+
+def request_nai(req: Request) -> bytes | None:
+    """The NAI of the first Mobile-Node-NAI extension before the MN-HA authentication extension
+    (RFC 2794 2: only an NAI the authenticator covers counts), or None."""
+    for ext in req.extensions:
+        if isinstance(ext, AuthExtension) and ext.type == EXT_MN_HA_AUTH:
+            return None
+        if isinstance(ext, NaiExtension):
+            return ext.nai
+    return None
+
+
+class AddressPools:
+    """The configured pools of one binding set, their NAI hint and the assignment rules."""
+
+    def __init__(self, pools: Sequence[AddressPool], table: BindingTable) -> None:
+        self._pools = {p.name: p for p in pools}
+        if len(self._pools) != len(pools):
+            raise ValueError("two pools have the same name")
+        self.table = table
+        self._hint: dict[bytes, int] = {}  # NAI (lower case) -> address; checked before use
+        self._cursor = {p.name: p.first for p in pools}
+        self.stats = PoolStats()
+        self._lo = min((p.first for p in pools), default=1)
+        self._hi = max((p.last for p in pools), default=0)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def pool(self, name: str) -> AddressPool | None:
+        return self._pools.get(name)
+
+    def pool_of(self, address: int) -> AddressPool | None:
+        if not self._lo <= address <= self._hi:
+            return None
+        for p in self._pools.values():
+            if address in p:
+                return p
+        return None
+
+    def owner(self, address: int) -> bytes | None:
+        """The NAI holding ``address`` (a live binding), or None when it is free."""
+        rec = self.table.get(address)
+        if rec is None or not rec.bindings:
+            return None
+        return rec.nai
+
+    def lookup(self, nai: bytes) -> int | None:
+        """The address ``nai`` holds or held last (its record, live or a tombstone, or the free
+        address it was last offered), or None."""
+        key = nai.lower()
+        address = self._hint.get(key)
+        if address is None:
+            return None
+        rec = self.table.get(address)
+        if rec is not None and rec.nai.lower() != key:
+            del self._hint[key]  # stale: the address is another NAI's now
+            return None
+        return address  # its record (live or a tombstone), or still free since it was offered
+
+    def in_use(self, name: str) -> int:
+        """Addresses of pool ``name`` with a live binding (reads the table: status pages)."""
+        p = self._pools[name]
+        live = self.table.live
+        return sum(1 for a in range(p.first, p.last + 1) if a in p and live(a) is not None)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "pools": [
+                {
+                    "name": p.name,
+                    "first": str(IPv4Address(p.first)),
+                    "last": str(IPv4Address(p.last)),
+                    "size": p.size,
+                    "in_use": self.in_use(p.name),
+                }
+                for p in self._pools.values()
+            ],
+            "assigned": self.stats.assigned,
+            "reassigned": self.stats.reassigned,
+            "denied": dict(self.stats.denied),
+        }
+
+    # --- the rules -----------------------------------------------------------------------
+
+    def resolve(
+        self, sa: SecurityAssociation, home: IPv4Address, nai: bytes, deregistration: bool
+    ) -> Resolved | PoolDenied | None:
+        """The address a request with ``home`` (0.0.0.0 or an address of a pool) and ``nai``,
+        authenticated by ``sa``, is about; None: a deregistration of 0.0.0.0 by an NAI that
+        holds nothing (nothing to do, accepted)."""
+        if home == ANY:
+            known = self.lookup(nai)
+            if known is not None and self.owner(known) is not None:
+                self.stats.reassigned += 1
+                return Resolved(known)  # the NAI's live binding: the same address again
+            if deregistration:
+                return Resolved(known) if known is not None else None
+            pool = self.pool(sa.pool) if sa.pool is not None else None
+            if pool is None:
+                return self._deny(ReplyCode.ADMIN_PROHIBITED, "no-pool")
+            if known is not None and known in pool:
+                self.stats.reassigned += 1
+                return Resolved(known)  # its tombstone: the address it had before
+            taken = self._take(pool)
+            if taken is None:
+                return self._deny(ReplyCode.INSUFFICIENT_RESOURCES, "pool-exhausted")
+            self.stats.assigned += 1
+            self._hint[nai.lower()] = taken
+            return Resolved(taken, fresh=True)
+        address = int(home)
+        holder = self.owner(address)
+        if holder is not None:
+            if holder.lower() != nai.lower():  # another NAI's (a concurrent assignment lost)
+                return self._deny(ReplyCode.ADMIN_PROHIBITED, "address-of-another-nai")
+            return Resolved(address)
+        # a free address named by its former holder (its binding expired, or a member that
+        # assigned it lost its state): it may have it again if its SA's pool holds it
+        if deregistration:
+            return Resolved(address)
+        pool = self.pool(sa.pool) if sa.pool is not None else None
+        if not sa.covers(home) and (pool is None or address not in pool):
+            return self._deny(ReplyCode.ADMIN_PROHIBITED, "address-not-in-pool")
+        known = self.lookup(nai)
+        if known is not None and known != address and self.owner(known) is not None:
+            return self._deny(ReplyCode.ADMIN_PROHIBITED, "nai-holds-another-address")
+        rec = self.table.get(address)
+        self._hint[nai.lower()] = address
+        return Resolved(address, fresh=rec is not None and rec.nai.lower() != nai.lower())
+
+    def _deny(self, code: int, reason: str) -> PoolDenied:
+        self.stats.denied[reason] += 1
+        return PoolDenied(int(code), reason)
+
+    def _take(self, pool: AddressPool) -> int | None:
+        """A free address of ``pool``: one never used (no record) from the cursor on, else the
+        first tombstone (its former NAI loses its claim to it); None when all are in use."""
+        table = self.table
+        start = self._cursor[pool.name]
+        span = pool.last - pool.first + 1
+        tombstone: int | None = None
+        for i in range(span):
+            address = pool.first + (start - pool.first + i) % span
+            if address in pool.excluded:
+                continue
+            if table.order_of(address) is None:
+                self._cursor[pool.name] = address + 1 if address < pool.last else pool.first
+                return address
+            if tombstone is None and table.live(address) is None:
+                tombstone = address
+        return tombstone
+
+    # --- keeping the hint ------------------------------------------------------------------
+
+    def note(self, rec: MobilityRecord) -> None:
+        """The core stored ``rec``."""
+        if rec.nai and self._lo <= rec.home_address <= self._hi:
+            self._remember(rec.nai.lower(), rec.home_address, bool(rec.bindings))
+
+    def refresh(self, homes: Iterable[int]) -> None:
+        """A peer's update (or a bulk download) changed these records."""
+        lo, hi, get = self._lo, self._hi, self.table.get
+        for home in homes:
+            if lo <= home <= hi:
+                rec = get(home)
+                if rec is not None and rec.nai:
+                    self._remember(rec.nai.lower(), home, bool(rec.bindings))
+
+    def _remember(self, key: bytes, address: int, live: bool) -> None:
+        # a tombstone never hides the address the same NAI holds live elsewhere
+        if not live:
+            current = self._hint.get(key)
+            if current is not None and current != address:
+                held = self.owner(current)
+                if held is not None and held.lower() == key:
+                    return
+        self._hint[key] = address
+
+    def rebuild(self) -> None:
+        """Read the hint afresh from the whole table (at start, after a journal replay)."""
+        self._hint.clear()
+        self.refresh(self.table.homes())
