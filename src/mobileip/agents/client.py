@@ -24,6 +24,8 @@ from mobileip.wire import registration as wire
 from mobileip.wire.codes import ReplyCode, is_accepted, meaning
 from mobileip.wire.errors import DecodeError
 
+_ANY = IPv4Address("0.0.0.0")
+
 
 @dataclass(frozen=True, slots=True)
 class MobileNode:
@@ -32,6 +34,9 @@ class MobileNode:
     home_agent: IPv4Address
     sa: SecurityAssociation
     replay: str = "timestamp"  # or "nonce"
+    # RFC 2794: sent in a Mobile-Node-NAI extension, before the MN-HA authenticator; with home
+    # address 0.0.0.0 the home agent assigns one (docs/pools.md)
+    nai: bytes | None = None
 
 
 def build_request(mn: MobileNode, lifetime: int, identification: int, flags: int = 0) -> bytes:
@@ -43,6 +48,7 @@ def build_request(mn: MobileNode, lifetime: int, identification: int, flags: int
         mn.home_agent,
         mn.care_of_address,
         identification,
+        (wire.NaiExtension(mn.nai),) if mn.nai is not None else (),
     )
     return append_auth(wire.encode(req), wire.EXT_MN_HA_AUTH, mn.sa)
 
@@ -71,7 +77,8 @@ def check_reply(mn: MobileNode, data: bytes, identification: int) -> ReplyCheck:
         reply = wire.decode_reply(data)
     except DecodeError as exc:
         return ReplyCheck(None, f"undecodable reply: {exc}")
-    if reply.home_address != mn.home_address:
+    dynamic = mn.home_address == _ANY and mn.nai is not None  # any address may be assigned
+    if reply.home_address != mn.home_address and not dynamic:
         return ReplyCheck(None, f"reply is for home address {reply.home_address}")
     if (reply.identification & 0xFFFFFFFF) != (identification & 0xFFFFFFFF):
         return ReplyCheck(None, "reply identification does not match the request")
@@ -146,6 +153,7 @@ class RegistrationResult:
     retried_133: bool = False
     invalid_replies: tuple[str, ...] = ()
     authenticated: bool = True
+    home_address: str = ""  # the reply's (a dynamic mobile node learns its address from it)
 
     @property
     def accepted(self) -> bool:
@@ -163,6 +171,7 @@ class RegistrationResult:
             "retried_133": self.retried_133,
             "invalid_replies": list(self.invalid_replies),
             "authenticated": self.authenticated,
+            "home_address": self.home_address,
         }
 
 
@@ -206,7 +215,9 @@ class RegistrationClient:
     def deregister(self, all_bindings: bool = False) -> RegistrationResult:
         if all_bindings:
             mn = self.mn
-            self.mn = MobileNode(mn.home_address, mn.home_address, mn.home_agent, mn.sa, mn.replay)
+            self.mn = MobileNode(
+                mn.home_address, mn.home_address, mn.home_agent, mn.sa, mn.replay, mn.nai
+            )
             try:
                 return self.register(0)
             finally:
@@ -253,6 +264,7 @@ class RegistrationClient:
                     attempt,
                     invalid_replies=tuple(invalid),
                     authenticated=check.authenticated,
+                    home_address=str(reply.home_address),
                 )
             wait *= 2
         return RegistrationResult(
@@ -283,6 +295,7 @@ def _with(result: RegistrationResult, attempts: int, retried: bool) -> Registrat
         retried,
         result.invalid_replies,
         result.authenticated,
+        result.home_address,
     )
 
 
