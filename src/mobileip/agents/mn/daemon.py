@@ -43,6 +43,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from mobileip.agents.client import MobileNode, RegistrationClient, RegistrationResult
 from mobileip.agents.fa.config import read_table
+from mobileip.agents.mn.revoked import revocation_notice
 from mobileip.agents.run import run_agent
 from mobileip.core.security import SecurityAssociation
 from mobileip.dataplane.encap import IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_MINENC, decapsulate
@@ -146,6 +147,7 @@ class MobileNodeDaemon:
         self.tun_fd = -1
         self.decapsulated = 0
         self.dropped = 0
+        self.accepted_id = 0  # of our last accepted request (RFC 3543 notices name it)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -340,10 +342,12 @@ class MobileNodeDaemon:
         if self._busy:
             return
         self._busy = True
+        self._watch_notices(False)
         try:
             result = await asyncio.to_thread(self._exchange, agent, lifetime)
         finally:
             self._busy = False
+            self._watch_notices(True)
         now = time.monotonic()
         if lifetime == 0 or agent.home:
             self.log.info("mn.deregistered", code=result.code, meaning=result.meaning)
@@ -352,6 +356,7 @@ class MobileNodeDaemon:
             return
         if result.accepted:
             granted = result.lifetime
+            self.accepted_id = result.identification
             self.registered_coa = agent.care_of_address
             self.renew_at = now + max(1.0, min(granted * 0.75, granted - 3.0))
             self.log.info(
@@ -367,6 +372,45 @@ class MobileNodeDaemon:
             self.log.warning(
                 "mn.denied", code=result.code, meaning=result.meaning, via=agent.address
             )
+
+    def _watch_notices(self, on: bool) -> None:
+        """Between exchanges, read our registration socket for the foreign agent's revocation
+        notice (RFC 3543 I bit). Not for a co-located care-of address (no foreign agent)."""
+        if self.client is None or self.cfg.colocated_care_of_address is not None:
+            return
+        loop = asyncio.get_running_loop()
+        fd = self.client.sock.fileno()
+        if on and not self._stopping.is_set():
+            loop.add_reader(fd, self._on_notice)
+        else:
+            loop.remove_reader(fd)
+
+    def _on_notice(self) -> None:
+        """The foreign agent revoked our binding: drop it and register again at once."""
+        client, agent = self.client, self.agent
+        if client is None:
+            return
+        for _ in range(8):
+            try:
+                data, src = client.sock.recvfrom(65535, socket.MSG_DONTWAIT)
+            except OSError:  # nothing more to read (BlockingIOError), or the socket went
+                return
+            if agent is None or self.registered_coa is None:
+                continue
+            notice = revocation_notice(data, src, agent.address, self.accepted_id)
+            if notice is None:
+                continue
+            self.log.info(
+                "mn.revoked",
+                home=notice.home_address,
+                via=agent.address,
+                care_of_address=self.registered_coa,
+                code=notice.code,
+                action="re-register",
+            )
+            self.registered_coa = None
+            self.renew_at = time.monotonic()
+            self._wake.set()
 
     def _exchange(self, agent: Agent, lifetime: int) -> RegistrationResult:
         cfg = self.cfg
