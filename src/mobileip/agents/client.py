@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
@@ -37,6 +38,8 @@ class MobileNode:
     # RFC 2794: sent in a Mobile-Node-NAI extension, before the MN-HA authenticator; with home
     # address 0.0.0.0 the home agent assigns one (docs/pools.md)
     nai: bytes | None = None
+    # more extensions before the MN-HA authenticator (RFC 3519's UDP Tunnel Request)
+    extensions: tuple[wire.Extension, ...] = ()
 
 
 def build_request(mn: MobileNode, lifetime: int, identification: int, flags: int = 0) -> bytes:
@@ -48,7 +51,7 @@ def build_request(mn: MobileNode, lifetime: int, identification: int, flags: int
         mn.home_agent,
         mn.care_of_address,
         identification,
-        (wire.NaiExtension(mn.nai),) if mn.nai is not None else (),
+        ((wire.NaiExtension(mn.nai),) if mn.nai is not None else ()) + mn.extensions,
     )
     return append_auth(wire.encode(req), wire.EXT_MN_HA_AUTH, mn.sa)
 
@@ -154,6 +157,7 @@ class RegistrationResult:
     invalid_replies: tuple[str, ...] = ()
     authenticated: bool = True
     home_address: str = ""  # the reply's (a dynamic mobile node learns its address from it)
+    extensions: tuple[wire.Extension, ...] = ()  # the reply's (RFC 3519: the UDP Tunnel Reply)
 
     @property
     def accepted(self) -> bool:
@@ -194,6 +198,8 @@ class RegistrationClient:
         self.ids = IdentificationSource(mn.replay)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(bind)
+        # RFC 3519: tunnel data (type 4) from the home agent arriving during an exchange
+        self.on_tunnel_data: Callable[[bytes], None] | None = None
 
     def close(self) -> None:
         self.sock.close()
@@ -247,6 +253,9 @@ class RegistrationClient:
                     # the reply must come from the address and port the request went to
                     invalid.append(f"reply from {src[0]}:{src[1]}, not {self.ha[0]}:{self.ha[1]}")
                     continue
+                if data[:1] == b"\x04" and self.on_tunnel_data is not None:
+                    self.on_tunnel_data(data)  # a packet through the UDP tunnel, not a reply
+                    continue
                 check = _match(self.mn, data, sent)
                 if not check.ok:
                     invalid.append(check.error)
@@ -265,6 +274,7 @@ class RegistrationClient:
                     invalid_replies=tuple(invalid),
                     authenticated=check.authenticated,
                     home_address=str(reply.home_address),
+                    extensions=reply.extensions,
                 )
             wait *= 2
         return RegistrationResult(
@@ -296,6 +306,7 @@ def _with(result: RegistrationResult, attempts: int, retried: bool) -> Registrat
         result.invalid_replies,
         result.authenticated,
         result.home_address,
+        result.extensions,
     )
 
 
