@@ -19,6 +19,8 @@ Configuration (one ``[mobilenode]`` table; errors name file, key and line)::
     manage_routes = true              # default route via the current agent
     # home_gateway = "10.1.0.254"    # default route at home (default: the advertising HA)
     # colocated_care_of_address = "10.2.0.50"   # no agent: register straight with the HA (D)
+    # nai = "alice@example.net"      # RFC 2794 NAI; with home_address "0.0.0.0" (or none) the
+                                     # HA assigns the home address from a pool (docs/pools.md)
 
 Movement detection (RFC 5944 2.4.2): a foreign agent advertisement with another care-of address
 than the one we registered, or the current agent falling silent for ``agent_timeout``. The
@@ -55,6 +57,7 @@ from mobileip.wire.errors import DecodeError
 from mobileip.wire.registration import Flags
 
 ENCAPSULATION_FLAGS = {"ipip": 0, "gre": int(Flags.G), "minimal": int(Flags.M)}
+ANY = IPv4Address("0.0.0.0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class MobileNodeConfig:
     colocated_care_of_address: IPv4Address | None = None
     home_gateway: IPv4Address | None = None
     port: int = 434
+    nai: str | None = None
 
     @property
     def flags(self) -> int:
@@ -97,7 +101,7 @@ def load_mn_config(path: str) -> MobileNodeConfig:
     cfg = MobileNodeConfig(
         path=path,
         interface=t.string("interface", required=True) or "",
-        home_address=t.ipv4("home_address", required=True),
+        home_address=t.ipv4("home_address", ANY),
         home_agent=t.ipv4("home_agent", required=True),
         home_network=network,
         spi=t.integer("spi", None, 256, 0xFFFFFFFF, required=True) or 0,
@@ -113,8 +117,11 @@ def load_mn_config(path: str) -> MobileNodeConfig:
         colocated_care_of_address=t.ipv4("colocated_care_of_address"),
         home_gateway=t.ipv4("home_gateway"),
         port=t.integer("port", 434, 1, 65535) or 434,
+        nai=t.string("nai"),
     )
-    if cfg.home_address not in cfg.home_network:
+    if cfg.home_address == ANY and cfg.nai is None:
+        raise t.error("nai", "required when home_address is 0.0.0.0 or absent (a dynamic address)")
+    if cfg.home_address != ANY and cfg.home_address not in cfg.home_network:
         raise t.error("home_network", f"does not contain home_address {cfg.home_address}")
     t.finish()
     return cfg
@@ -132,6 +139,9 @@ class MobileNodeDaemon:
         self.cfg = cfg
         self.log = log
         self.sa = SecurityAssociation(cfg.spi, cfg.algorithm, cfg.key, (cfg.home_network,))
+        # our home address: the configured one, or 0.0.0.0 until a reply assigns one
+        self.home = cfg.home_address
+        self.nai = cfg.nai.encode() if cfg.nai is not None else None
         self.agent: Agent | None = None
         self.heard_at = 0.0
         self.registered_coa: IPv4Address | None = None
@@ -166,7 +176,7 @@ class MobileNodeDaemon:
             loop.add_reader(self.icmp.fileno(), self._on_icmp)
         self.log.info(
             "mn.started",
-            home=self.cfg.home_address,
+            home=self.home,
             home_agent=self.cfg.home_agent,
             mode="colocated" if self.cfg.colocated_care_of_address else "agent",
         )
@@ -245,7 +255,7 @@ class MobileNodeDaemon:
             except DecodeError:
                 self.dropped += 1
                 continue
-            if d.outer_src != self.cfg.home_agent or d.inner_dst != self.cfg.home_address:
+            if d.outer_src != self.cfg.home_agent or d.inner_dst != self.home:
                 self.dropped += 1
                 continue
             with contextlib.suppress(OSError):
@@ -259,9 +269,7 @@ class MobileNodeDaemon:
             return
         with contextlib.suppress(OSError):
             self.icmp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
-            self.icmp.setsockopt(
-                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, self.cfg.home_address.packed
-            )
+            self.icmp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, self.home.packed)
             self.icmp.sendto(adv.AgentSolicitation().encode(), ("224.0.0.2", 0))
 
     def _on_icmp(self) -> None:
@@ -315,7 +323,7 @@ class MobileNodeDaemon:
         try:
             with open(f"/sys/class/net/{self.cfg.interface}/address", encoding="ascii") as f:
                 mac = bytes.fromhex(f.read().strip().replace(":", ""))
-            send_gratuitous_arp(self.cfg.interface, mac, self.cfg.home_address)
+            send_gratuitous_arp(self.cfg.interface, mac, self.home)
         except (OSError, ValueError) as exc:
             self.log.warning("mn.garp_failed", error=str(exc))
 
@@ -323,7 +331,7 @@ class MobileNodeDaemon:
         if not self.cfg.manage_routes:
             return
         ifname = self.cfg.interface
-        src = str(self.cfg.home_address)
+        src = str(self.home)
 
         def route(ipr: IPRoute) -> None:
             index = ipr.link_lookup(ifname=ifname)[0]
@@ -354,6 +362,10 @@ class MobileNodeDaemon:
             self.registered_coa = None
             self.renew_at = float("inf")
             return
+        if result.accepted and self.home == ANY and result.home_address:
+            self.home = IPv4Address(result.home_address)  # RFC 5944 3.6: the HA assigned it
+            self.log.info("mn.assigned", home=self.home, nai=self.cfg.nai)
+            await self._adopt_home_address()
         if result.accepted:
             granted = result.lifetime
             self.accepted_id = result.identification
@@ -365,10 +377,13 @@ class MobileNodeDaemon:
                 via=agent.address,
                 lifetime=granted,
                 code=result.code,
+                home=self.home,
             )
         else:
             self.registered_coa = None
             self.renew_at = now + 1.0  # retry in a second
+            if result.code == 129 and self.nai is not None and self.cfg.home_address == ANY:
+                self.home = ANY  # our assigned address is another NAI's now: ask for a new one
             self.log.warning(
                 "mn.denied", code=result.code, meaning=result.meaning, via=agent.address
             )
@@ -412,19 +427,34 @@ class MobileNodeDaemon:
             self.renew_at = time.monotonic()
             self._wake.set()
 
+    async def _adopt_home_address(self) -> None:
+        """Put an assigned home address on ``lo`` (/32), as an operator does for a configured
+        one: packets for it are ours (decapsulated, or at home), ARP for it stays the HA's."""
+        ifname, address = "lo", str(self.home)
+
+        def add(ipr: IPRoute) -> None:
+            index = ipr.link_lookup(ifname=ifname)[0]
+            with contextlib.suppress(NetlinkError):  # already there
+                ipr.addr("add", index=index, address=address, prefixlen=32)
+
+        try:
+            await rtnl(add)
+        except (NetlinkError, IndexError) as exc:
+            self.log.warning("mn.address_failed", home=address, error=str(exc))
+
     def _exchange(self, agent: Agent, lifetime: int) -> RegistrationResult:
         cfg = self.cfg
         if agent.home:  # returning home: straight to the HA, CoA = home address, all bindings
-            coa, dest = cfg.home_address, str(cfg.home_agent)
+            coa, dest = self.home, str(cfg.home_agent)
         elif cfg.colocated_care_of_address is not None:
             coa, dest = cfg.colocated_care_of_address, str(cfg.home_agent)
         else:
             assert agent.care_of_address is not None
             coa, dest = agent.care_of_address, str(agent.address)
-        mn = MobileNode(cfg.home_address, coa, cfg.home_agent, self.sa, cfg.replay)
+        mn = MobileNode(self.home, coa, cfg.home_agent, self.sa, cfg.replay, self.nai)
         key = (dest, coa)
         if self.client is None:
-            bind = str(cfg.colocated_care_of_address or cfg.home_address)
+            bind = str(cfg.colocated_care_of_address or self.home)
             self.client = RegistrationClient(
                 mn, (dest, cfg.port), timeout=0.5, retries=3, bind=(bind, 0)
             )

@@ -1,0 +1,105 @@
+"""Our own mobile node gets a dynamic home address from the real Home Agent (namespaces).
+
+``mobileip mobilenode`` with an NAI and no home address registers straight with the Home Agent
+(co-located care-of address, D flag); the reply assigns an address from the HA's ``[[pool]]``;
+the mobile node takes it (on ``lo``) and renews with it; the correspondent on the home link
+pings the assigned address through the Home Agent's tunnel; on SIGTERM the mobile node
+deregisters and the address goes back to the pool.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+from netns import Segment, segment_fixture  # noqa: F401
+from test_dataplane_netns import CN, FETCH, HA, ha_config, wait_dataplane
+
+from mobileip.config import to_toml
+
+pytestmark = pytest.mark.root
+
+PY = sys.executable
+POOL = "10.77.0.128/28"
+NAI_SPI, NAI_KEY = 700, "99" * 16
+
+
+def pools(seg: Segment, ha: object) -> dict[str, object]:
+    out = seg.run(ha, [PY, "-c", FETCH, "/api/v1/pools"])  # type: ignore[arg-type]
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def test_mobile_node_learns_its_address_from_the_reply(
+    segment_fixture: Segment,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    seg = segment_fixture
+    ha = seg.add_member("ha", f"{HA}/24")
+    cn = seg.add_member("cn", f"{CN}/24")
+    mn = seg.add_member("mn", "10.77.0.50/24")  # the co-located care-of address
+    seg.run(mn, ["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"])  # the HA proxies
+    cfg = ha_config(ha)
+    cfg["security_association"].append(
+        {"spi": NAI_SPI, "key": NAI_KEY, "nai": "*@pool.test", "pool": "home-link"}
+    )
+    cfg["pool"] = [{"name": "home-link", "network": POOL}]
+    conf = tmp_path / "ha.toml"
+    conf.write_text(to_toml(cfg))
+    daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
+    daemon.wait_for(r"dataplane.started", 15)
+    mn_conf = tmp_path / "mn.toml"
+    mn_conf.write_text(
+        to_toml(
+            {
+                "mobilenode": {
+                    "interface": mn.ifname,
+                    "nai": "alice@pool.test",
+                    "home_agent": HA,
+                    "home_network": "10.77.0.0/24",
+                    "spi": NAI_SPI,
+                    "key": NAI_KEY,
+                    "lifetime": 4,  # renewed every 3 s: renewals carry the assigned address
+                    "colocated_care_of_address": "10.77.0.50",
+                    "manage_routes": False,
+                }
+            }
+        )
+    )
+    node = seg.spawn(mn, [PY, "-m", "mobileip", "mobilenode", "--config", str(mn_conf)], "mn")
+    assigned = node.wait_for(r"mn\.assigned home=(\S+)", 15).text
+    home = re.search(r"home=(\S+)", assigned).group(1)  # type: ignore[union-attr]
+    assert IPv4Address(home) in IPv4Network(POOL)
+    assert IPv4Address(home) != IPv4Network(POOL).network_address
+    node.wait_for(rf"mn\.registered .*home={re.escape(home)}", 10)
+    # the renewal (lifetime 4 s: renewed after 3) carries the assigned address, not 0.0.0.0
+    node.wait_for(rf"mn\.registered .*home={re.escape(home)}", 10)
+    assert node.output().count("mn.assigned") == 1
+    status = pools(seg, ha)
+    assert status["pools"][0]["in_use"] == 1  # type: ignore[index]
+    assert f"{home}/32" in seg.run(mn, ["ip", "-4", "addr", "show", "dev", "lo"]).stdout
+    wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1)
+    argv = [
+        PY,
+        "-m",
+        "mobileip.tools.traffic",
+        "ping",
+        home,
+        "--interval",
+        "0.1",
+        "--duration",
+        "1",
+    ]
+    result = json.loads(seg.run(cn, argv).stdout.strip().splitlines()[-1])
+    assert result["received"] >= result["sent"] - 1 > 0, result
+
+    node.stop()  # SIGTERM: deregisters on the way out
+    node.wait_for(r"mn\.deregistered code=0", 10)
+    wait_dataplane(seg, ha, lambda d: d["tunnels"] == 0)
+    assert pools(seg, ha)["pools"][0]["in_use"] == 0  # type: ignore[index]
