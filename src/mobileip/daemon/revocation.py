@@ -301,14 +301,21 @@ def attach_revocation(
     redundancy: RedundancyService | None = None,
     roles: RoleService | None = None,
 ) -> RevocationService:
-    """The service for ``[revocation]``: our address is the Home Domain Address, each
-    ``[[revocation.peer]]`` a foreign agent with its FA-HA security association."""
+    """The service for ``[revocation]``: our address (the virtual one in a group that has one)
+    is the Home Domain Address, each ``[[revocation.peer]]`` a foreign agent with its FA-HA
+    security association."""
     peers = {
         peer.address: SecurityAssociation(peer.spi, peer.algorithm, peer.key, ())
         for peer in config.peers
     }
+    # the Home Domain Address is the home agent the mobile node registered with: in a group with
+    # a virtual address, that address (the foreign agent checks it), else ours
+    vrrp = host.config.vrrp
+    home_agent = host.config.homeagent.address
+    if vrrp is not None and vrrp.virtual_address is not None:
+        home_agent = vrrp.virtual_address.ip
     settings = RevocationSettings(
-        host.config.homeagent.address,
+        home_agent,
         peers,
         inform=config.inform,
         initial_timeout=config.initial_timeout,
