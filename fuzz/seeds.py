@@ -37,7 +37,13 @@ def _records() -> tuple[sync_wire.RecordState, ...]:
     b = sync_wire.BindingState(int(COA), 300, 0, 250_000)
     live = sync_wire.RecordState(int(HOME), int(t.HA), (4 << 32) | 7, 99, 0, (b, b))
     tomb = sync_wire.RecordState(int(HOME) + 1, int(t.HA), (5 << 32) | 7, 98, 1200, ())
-    return live, tomb
+    # issue 16: an NAI and NAT mappings (the EXTENDED state bit and its extension block)
+    nat = sync_wire.BindingState(int(COA), 300, 0, 250_000, int(IPv4Address("203.0.113.9")), 4500)
+    ext = sync_wire.RecordState(
+        int(HOME) + 2, int(t.HA), (6 << 32) | 7, 97, 0, (b, nat), b"mn@example.com"
+    )
+    ext_tomb = sync_wire.RecordState(int(HOME) + 3, int(t.HA), (7 << 32) | 7, 96, 5, (), b"x@y")
+    return live, tomb, ext, ext_tomb
 
 
 def sync_messages() -> list[sync_wire.SyncMessage]:

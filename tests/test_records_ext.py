@@ -8,14 +8,17 @@ the one-binding fast paths are untouched)."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import struct
 import zlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sync_strategies import AUTH, HA, NOW, u8, u16, u32, u64
+from sync_strategies import AUTH, HA, NOW, A, B, u8, u16, u32, u64
 
 from mobileip.core import journal
 from mobileip.core.bindings import (
@@ -25,7 +28,9 @@ from mobileip.core.bindings import (
     MobilityRecord,
     make_version,
 )
+from mobileip.daemon.persist import JournaledTable
 from mobileip.sync import records as codec
+from mobileip.sync.engine import SyncEngine, SyncSettings, SyncState
 from mobileip.wire import sync as w
 from mobileip.wire.sync import records as wr
 
@@ -64,6 +69,33 @@ def test_table_stores_and_returns_nai_and_nat_mapping(rec: MobilityRecord) -> No
     assert fields is not None and fields[6] == rec.nai
     assert [b[4:] for b in fields[5]] == [(b.udp_address, b.udp_port) for b in rec.bindings]
     assert len(t) == (1 if rec.bindings else 0)
+
+
+@pytest.mark.parametrize("cls", [Binding, MobilityRecord])
+def test_fast_init_matches_the_dataclass_fields(cls: type) -> None:
+    """core/bindings.py replaces the dataclass __init__ with one that sets the slots directly:
+    the same parameters, in order, with the same defaults, and the instances stay frozen."""
+    params = [
+        p
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name not in ("self", "_s")
+    ]
+    fields = dataclasses.fields(cls)
+    assert [p.name for p in params] == [f.name for f in fields]
+    assert [p.default for p in params] == [
+        inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default for f in fields
+    ]
+    b = Binding(1, 2, 3.0, 4)
+    r = MobilityRecord(1, 2, 3, 4, (b,))
+    assert (b.udp_address, b.udp_port, r.deleted_at, r.nai) == (0, 0, 0.0, b"")
+    assert dataclasses.replace(r, nai=b"x").nai == b"x"
+    assert Binding(care_of_address=1, granted_lifetime=2, expires=3.0, flags=4, udp_port=9) == (
+        Binding(1, 2, 3.0, 4, 0, 9)
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.udp_port = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Binding(1, 2, 3.0)  # type: ignore[call-arg]
 
 
 def test_plain_records_pack_as_before() -> None:
@@ -363,3 +395,155 @@ def test_chunk_body_and_update_bodies_send_extended_records_exactly() -> None:
     assert body == b"".join(w.encode_record(s) for s in want if s is not None)
     bodies = codec.update_bodies(t.packed_getter(), homes, 10_000, NOW)
     assert [b[0] for b in bodies] == [body]
+
+
+# --- a group of engines, in memory ------------------------------------------------------------
+
+C = ("127.0.0.3", 3)
+
+
+class _Group:
+    """Sync engines that pass datagrams to each other by endpoint (no sockets, no clock)."""
+
+    def __init__(self) -> None:
+        self.engines: dict[tuple[str, int], SyncEngine] = {}
+        self.t = NOW
+
+    def add(
+        self,
+        at: tuple[str, int],
+        node: int,
+        peers: tuple[tuple[str, int], ...],
+        table: BindingTable,
+    ) -> SyncEngine:
+        e = SyncEngine(SyncSettings(node_id=node, peers=peers), table, AUTH, epoch=100 + node)
+        self.engines[at] = e
+        return e
+
+    def run(self, until: Callable[[], bool], limit: int = 20_000) -> None:
+        for _ in range(limit):
+            moved = False
+            for src, e in list(self.engines.items()):
+                for data, dest in e.datagrams_to_send():
+                    peer = self.engines.get(dest)
+                    if peer is not None:
+                        moved = True
+                        peer.handle_datagram(data, src, self.t)
+            if until() and not moved:
+                return
+            if not moved:
+                self.t += 0.25
+                for e in self.engines.values():
+                    e.handle_timer(self.t)
+        raise AssertionError("the group did not settle")
+
+
+def _wire_view(rec: MobilityRecord | None) -> tuple[object, ...] | None:
+    """What replication must carry exactly (expiry times differ by the transfer's ms rounding)."""
+    if rec is None:
+        return None
+    bindings = tuple(
+        (b.care_of_address, b.granted_lifetime, b.flags, b.udp_address, b.udp_port)
+        for b in rec.bindings
+    )
+    return rec.home_address, rec.version, rec.last_id, rec.home_agent, bindings, rec.nai
+
+
+def test_nai_and_nat_mapping_survive_updates_download_tombstones_and_older_updates() -> None:
+    group = _Group()
+    a = group.add(A, 1, (B,), BindingTable(900.0))
+    b = group.add(B, 2, (A,), BindingTable(900.0))
+    for e in (a, b):
+        e.start(group.t)
+    group.run(lambda: a.state is SyncState.SYNCED and b.state is SyncState.SYNCED)
+    t = group.t
+    nat_home, plain_home, gone_home = 0x0A000050, 0x0A000051, 0x0A000052
+    # plain records too, so the download's chunks mix plain and extended records
+    for i in range(300):
+        rec = MobilityRecord(
+            0x0A010000 + i, make_version(2, 1), i, HA, (Binding(0xC0000100 + i, 600, t + 600, 0),)
+        )
+        a.table.put(rec, t)
+        a.local_change(rec, t)
+    nat = MobilityRecord(
+        nat_home,
+        make_version(3, 1),
+        11,
+        HA,
+        (
+            Binding(0xC0000001, 600, t + 600, 0, 0xCB007101, 40001),
+            Binding(0xC0000002, 600, math.inf, 0x80),
+        ),
+        0.0,
+        b"nat@example.com",
+    )
+    plain_nai = MobilityRecord(
+        plain_home,
+        make_version(3, 1),
+        12,
+        HA,
+        (Binding(0xC0000003, 600, t + 600, 0),),
+        0.0,
+        b"pool@example.com",
+    )
+    first = MobilityRecord(
+        gone_home,
+        make_version(3, 1),
+        13,
+        HA,
+        (Binding(0xC0000004, 600, t + 600, 0, 0xCB007102, 4500),),
+        0.0,
+        b"gone@example.com",
+    )
+    for rec in (nat, plain_nai, first):
+        a.table.put(rec, t)
+        a.local_change(rec, t)
+    group.run(lambda: a.queue_depth() == 0)
+    for home in (nat_home, plain_home, gone_home):
+        assert _wire_view(b.table.get(home)) == _wire_view(a.table.get(home))
+    got = b.table.get(nat_home)
+    assert got is not None and got.bindings[1].expires == math.inf
+    assert b.table.digest() == a.table.digest()
+
+    # the mobile node deregisters at A: B holds a tombstone that keeps the NAI
+    t = group.t
+    tomb = MobilityRecord(gone_home, make_version(4, 1), 14, HA, (), 0.0, b"gone@example.com")
+    a.table.store(tomb, t)
+    a.local_change(tomb, t)
+    group.run(lambda: a.queue_depth() == 0)
+    held = b.table.get(gone_home)
+    assert held is not None and held.is_tombstone and held.nai == b"gone@example.com"
+    assert held.version == make_version(4, 1)
+
+    # an older update (the first registration, sent again with a fresh sequence) is refused
+    old = codec.to_state(first, group.t)
+    ctx = a.context
+    data = w.encode(w.BindingUpdate(ctx.settings.group, 1, ctx.next_sequence(), 999, (old,)), AUTH)
+    received = b.counters.received_bus
+    b.handle_datagram(data, A, group.t)
+    assert b.counters.received_bus == received + 1  # delivered and merged, not dropped
+    assert _wire_view(b.table.get(gone_home)) == _wire_view(held)
+
+    # a member that boots downloads all of it: a persisting table, then its journal
+    c_table = JournaledTable(900.0)
+    c = group.add(C, 3, (A, B), c_table)
+    c.start(group.t)
+    group.run(lambda: c.state is SyncState.SYNCED)
+    for home in a.table.homes():
+        assert _wire_view(c.table.get(home)) == _wire_view(a.table.get(home))
+    assert c.table.digest() == a.table.digest() and len(c.table) == len(a.table) == 302
+    ctomb = c.table.get(gone_home)
+    assert ctomb is not None and ctomb.is_tombstone and ctomb.nai == b"gone@example.com"
+    wall = 1_700_000_000.0
+    disk = journal.decode(journal.encode_all(c.table.records(), group.t, wall)).records
+    back = {r.home_address: r for r in journal.from_disk(disk.values(), group.t, wall, 900.0)}
+    assert back[nat_home].bindings[0].udp_port == 40001 and back[nat_home].nai == b"nat@example.com"
+    assert back[gone_home].is_tombstone and back[gone_home].nai == b"gone@example.com"
+    # a binding expiring on every member leaves the same tombstone (NAI kept) everywhere
+    end = group.t + 700
+    for e in (a, b, c):
+        e.table.expire(end)
+    views = [_wire_view(e.table.get(plain_home)) for e in (a, b, c)]
+    assert views[0] == views[1] == views[2]
+    expired = a.table.get(plain_home)
+    assert expired is not None and expired.is_tombstone and expired.nai == b"pool@example.com"

@@ -122,7 +122,33 @@ def _encode_record(rec: RecordState, out: list[bytes]) -> None:
         _check_record(rec)  # raises the precise error
     if len(bindings) > MAX_BINDINGS:
         _check_record(rec)
-    extended = is_extended(rec)
+    nai = rec.nai
+    if len(bindings) == 1:  # the common case in one struct call
+        b = bindings[0]
+        if not nai and not b.udp_port and not b.udp_address:
+            try:
+                out.append(
+                    _RECORD_ONE.pack(
+                        rec.home_address,
+                        rec.home_agent,
+                        rec.version,
+                        rec.last_id,
+                        0,
+                        1,
+                        0,
+                        0,
+                        b.care_of_address,
+                        b.granted_lifetime,
+                        b.flags,
+                        0,
+                        b.remaining_ms,
+                    )
+                )
+            except struct.error:
+                _check_record(rec)
+                raise  # pragma: no cover - _check_record raised already
+            return
+    extended = bool(nai) or is_extended(rec)
     try:
         # struct refuses every out-of-range field: the checks only run to name the culprit
         out.append(
