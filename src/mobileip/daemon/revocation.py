@@ -18,7 +18,7 @@ In a redundancy group (docs/revocation.md, "Failover"):
   ``replicate_hold`` for a peer's ack of the pending entry;
 * only the active member sends: the role driver's callback calls ``agent.set_active``, and a
   takeover resumes the replicated pending revocations at once (same identifier);
-* a reload that removes (or narrows) a mobile node's security association: the active member
+* a reload that removes a mobile node's security association (its SPI): the active member
   deregisters its negotiated bindings and revokes them (``revoke_on_key_removal``); it notices
   the new SAs on SIGHUP and by a 0.5 s look at the core's SAs (``POST /api/v1/reload`` too).
 
@@ -153,8 +153,9 @@ class RevocationService:
             return  # the active member acts; the standby learns it through the sync
 
         def valid(spi: int, home: IPv4Address) -> bool:
-            sa = core.sas.get(spi)
-            return sa is not None and sa.covers(home)
+            # the SPI is still there (a changed key or prefix list does not revoke: the mobile
+            # node's next registration meets it; an SA chosen by NAI covers no prefix)
+            return core.sas.get(spi) is not None
 
         for home in self.agent.homes_without_key(valid):
             now = time.monotonic()
