@@ -32,7 +32,7 @@ from ipaddress import IPv4Address
 from typing import Any, Protocol
 
 from mobileip.core.homeagent import Event, HomeAgentCore
-from mobileip.daemon.ports import Hook
+from mobileip.daemon.ports import Hook, JsonRoutes
 from mobileip.dataplane.backend import TunnelBackend
 from mobileip.dataplane.userspace import UserspaceBackend
 from mobileip.log import Logger
@@ -131,6 +131,9 @@ class TunnelHost(Protocol):
     @property
     def endpoint(self) -> UdpEndpoint | None: ...
 
+    @property
+    def control(self) -> JsonRoutes: ...
+
     def publish(self, events: Sequence[Event], now: float, src: Address | None = None) -> None:
         """Log ``events`` and hand them to every subscriber."""
 
@@ -148,6 +151,7 @@ class UdpTunnelService:
         self.unsupported = 0
         daemon.startup_hooks.append(self._start)
         daemon.shutdown_hooks.append(self._stop)
+        daemon.control.add_json_route("GET", "/api/v1/nat", lambda _request: self.status())
 
     async def _start(self) -> None:
         daemon = self.daemon
@@ -193,6 +197,18 @@ class UdpTunnelService:
             )
             self.daemon.publish(events, now)
 
-    def status(self) -> dict[str, Any]:
+    def status(self, listed: int = 1000) -> dict[str, Any]:
+        """``GET /api/v1/nat``: attached or not, the counters, and (at most ``listed``) the
+        UDP-tunnelled homes this member's data plane holds with their NAT mappings."""
         counters = dict(self.path.counters) if self.path is not None else {}
-        return {"attached": self.path is not None, "counters": counters}
+        tunnels: dict[str, list[str]] = {}
+        for home, spec in self.dataplane.backend.specs.items():
+            if spec.udp and len(tunnels) < listed:
+                tunnels[str(home)] = [f"{a}:{p}" for a, p in spec.udp]
+        return {
+            "attached": self.path is not None,
+            "source": self.source,
+            "counters": counters,
+            "unsupported": self.unsupported,
+            "tunnels": tunnels,
+        }

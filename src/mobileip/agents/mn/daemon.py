@@ -19,6 +19,9 @@ Configuration (one ``[mobilenode]`` table; errors name file, key and line)::
     manage_routes = true              # default route via the current agent
     # home_gateway = "10.1.0.254"    # default route at home (default: the advertising HA)
     # colocated_care_of_address = "10.2.0.50"   # no agent: register straight with the HA (D)
+    # nat_traversal = false          # RFC 3519 (co-located only): ask for UDP tunnelling; when
+                                     # granted, traffic from the home address goes through it
+    # nat_force = false              # RFC 3519 F flag: UDP tunnelling even when no NAT is seen
     # nai = "alice@example.net"      # RFC 2794 NAI; with home_address "0.0.0.0" (or none) the
                                      # HA assigns the home address from a pool (docs/pools.md)
 
@@ -45,6 +48,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from mobileip.agents.client import MobileNode, RegistrationClient, RegistrationResult
 from mobileip.agents.fa.config import read_table
+from mobileip.agents.mn.nat import NatTunnel
 from mobileip.agents.mn.revoked import revocation_notice
 from mobileip.agents.run import run_agent
 from mobileip.core.security import SecurityAssociation
@@ -79,6 +83,8 @@ class MobileNodeConfig:
     colocated_care_of_address: IPv4Address | None = None
     home_gateway: IPv4Address | None = None
     port: int = 434
+    nat_traversal: bool = False
+    nat_force: bool = False
     nai: str | None = None
 
     @property
@@ -117,12 +123,16 @@ def load_mn_config(path: str) -> MobileNodeConfig:
         colocated_care_of_address=t.ipv4("colocated_care_of_address"),
         home_gateway=t.ipv4("home_gateway"),
         port=t.integer("port", 434, 1, 65535) or 434,
+        nat_traversal=t.boolean("nat_traversal", False),
+        nat_force=t.boolean("nat_force", False),
         nai=t.string("nai"),
     )
     if cfg.home_address == ANY and cfg.nai is None:
         raise t.error("nai", "required when home_address is 0.0.0.0 or absent (a dynamic address)")
     if cfg.home_address != ANY and cfg.home_address not in cfg.home_network:
         raise t.error("home_network", f"does not contain home_address {cfg.home_address}")
+    if cfg.nat_traversal and cfg.colocated_care_of_address is None:
+        raise t.error("nat_traversal", "needs colocated_care_of_address (RFC 3519 4.1)")
     t.finish()
     return cfg
 
@@ -157,6 +167,7 @@ class MobileNodeDaemon:
         self.tun_fd = -1
         self.decapsulated = 0
         self.dropped = 0
+        self.nat = NatTunnel(self) if cfg.nat_traversal else None
         self.accepted_id = 0  # of our last accepted request (RFC 3543 notices name it)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -194,6 +205,8 @@ class MobileNodeDaemon:
         for sock in self.raw:
             loop.remove_reader(sock.fileno())
             sock.close()
+        if self.nat is not None:
+            await self.nat.stop()
         if self.tun_fd >= 0:
             os.close(self.tun_fd)
         self.log.info("mn.decapsulated", packets=self.decapsulated, dropped=self.dropped)
@@ -219,6 +232,8 @@ class MobileNodeDaemon:
                 and (self.registered_coa != self.agent.care_of_address or now >= self.renew_at)
             ):
                 await self._register(self.agent, self.cfg.lifetime)
+            if self.nat is not None:
+                self.nat.tick(time.monotonic())
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 wait = min(1.0, max(0.05, self.renew_at - time.monotonic()))
@@ -243,6 +258,8 @@ class MobileNodeDaemon:
             sock.setblocking(False)
             self.raw.append(sock)
             loop.add_reader(sock.fileno(), self._on_tunnelled, sock)
+        if self.nat is not None:
+            await self.nat.start(name)
 
     def _on_tunnelled(self, sock: socket.socket) -> None:
         for _ in range(64):
@@ -351,11 +368,15 @@ class MobileNodeDaemon:
             return
         self._busy = True
         self._watch_notices(False)
+        if self.nat is not None:
+            self.nat.pause()  # the exchange's thread reads the socket (tunnel data included)
         try:
             result = await asyncio.to_thread(self._exchange, agent, lifetime)
         finally:
             self._busy = False
             self._watch_notices(True)
+            if self.nat is not None:
+                self.nat.registered(result if lifetime else None)
         now = time.monotonic()
         if lifetime == 0 or agent.home:
             self.log.info("mn.deregistered", code=result.code, meaning=result.meaning)
@@ -451,13 +472,18 @@ class MobileNodeDaemon:
         else:
             assert agent.care_of_address is not None
             coa, dest = agent.care_of_address, str(agent.address)
-        mn = MobileNode(self.home, coa, cfg.home_agent, self.sa, cfg.replay, self.nai)
+        extra = self.nat.request_extensions() if self.nat is not None and lifetime else ()
+        mn = MobileNode(
+            self.home, coa, cfg.home_agent, self.sa, cfg.replay, self.nai, extensions=extra
+        )
         key = (dest, coa)
         if self.client is None:
             bind = str(cfg.colocated_care_of_address or self.home)
             self.client = RegistrationClient(
                 mn, (dest, cfg.port), timeout=0.5, retries=3, bind=(bind, 0)
             )
+            if self.nat is not None:
+                self.client.on_tunnel_data = self.nat.tunnel_data
         self.client.mn, self.client.ha = mn, (dest, cfg.port)
         self._client_key = key
         return self.client.register(lifetime, 0 if lifetime == 0 else cfg.flags)
