@@ -14,11 +14,13 @@ Run with ``-s`` to see the times."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,13 @@ key = "{FA_HA_KEY}"
 """
 
 
+def log_time(text: str) -> float:
+    """The ``ts=`` of a daemon's log line, in seconds."""
+    stamp = re.search(r"ts=(\S+)Z", text)
+    assert stamp is not None, text
+    return datetime.fromisoformat(stamp.group(1)).timestamp()
+
+
 def revocation_status(seg: Segment, m: Member) -> dict[str, Any]:
     res = seg.run(m, [sys.executable, "-c", STATUS])
     assert res.returncode == 0, res.stderr
@@ -166,7 +175,10 @@ def test_sigkill_of_the_active_mid_retransmission_neither_loses_nor_duplicates(
 
     res = seg.run(a, [py, "-m", "mobileip", "clear", "binding", HOME, "--control", CONTROL])
     assert res.returncode == 0, res.stdout + res.stderr
-    pa.wait_for(r"revocation\.sent", 10)  # released once b had the pending entry
+    held_line = pa.wait_for(r"event=revocation\.held", 10)
+    sent_line = pa.wait_for(r"event=revocation\.sent", 10)  # released once b had the entry
+    hold_ms = (log_time(sent_line.text) - log_time(held_line.text)) * 1000
+    assert "by=replicated" in sent_line.text, "released by b's ack, not by the hold timeout"
     pa.wait_for(r"revocation\.retransmitted", 10)  # the first copy was lost
 
     def replica() -> dict[str, Any] | None:
@@ -193,7 +205,8 @@ def test_sigkill_of_the_active_mid_retransmission_neither_loses_nor_duplicates(
         f"b active and resumed it after {(resumed.at - killed) * 1000:.0f} ms, "
         f"acked by the foreign agent after {(acked.at - killed) * 1000:.0f} ms; "
         f"mobile node told after {(told.at - killed) * 1000:.0f} ms and registered again "
-        f"after {(again.at - killed) * 1000:.0f} ms"
+        f"after {(again.at - killed) * 1000:.0f} ms; first send held {hold_ms:.1f} ms "
+        "for the standby's ack"
     )
 
     fields = ["ip.src", "ip.dst", "mip.type", "mip.code", "mip.rev.a", "mip.rev.i",
