@@ -83,3 +83,16 @@ def test_composition_root_attaches_the_service() -> None:
     daemon = build_home_agent(parse_config(BASE + REVOCATION)).daemon
     assert TYPE_REVOCATION_ACK in daemon.type_handlers
     assert len(daemon.reply_filters) == 1 and len(daemon.cleared_hooks) == 1
+
+
+def test_replication_keys() -> None:
+    rev = parse_config(BASE + REVOCATION).revocation
+    assert rev is not None and rev.replicate_hold == 0.5 and rev.revoke_on_key_removal
+    text = REVOCATION.replace(
+        "initial_timeout = 0.5",
+        "initial_timeout = 0.5\nreplicate_hold = 0\nrevoke_on_key_removal = false",
+    )
+    rev = parse_config(BASE + text).revocation
+    assert rev is not None and rev.replicate_hold == 0.0 and not rev.revoke_on_key_removal
+    bad = REVOCATION.replace("initial_timeout = 0.5", "initial_timeout = 0.5\nreplicate_hold = 11")
+    assert "replicate_hold" in error_of(BASE + bad)
