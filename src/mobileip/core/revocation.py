@@ -152,6 +152,7 @@ class RevocationAgent:
         self.active = active
         self.entries: dict[Key, RevocationEntry] = {}
         self.ended: OrderedDict[Key, None] = OrderedDict()
+        self.settled: dict[tuple[int, int], Key] = {}  # (home, identifier) of SETTLED entries
         self.clock = 0
         self.changes: dict[Key, RevocationEntry] = {}
 
@@ -367,11 +368,7 @@ class RevocationAgent:
         return AckResult(Acked(pending.binding, msg.revocation_id, msg.informed, pending.attempts))
 
     def _settled_with(self, home: int, rid: int) -> bool:
-        return any(
-            e.state is EntryState.SETTLED and e.home_address == home and e.revocation_id == rid
-            for k in self.ended
-            if k[0] == home and (e := self.entries.get(k)) is not None
-        )
+        return (home, rid) in self.settled
 
     # --- time ------------------------------------------------------------------------------
 
@@ -475,13 +472,20 @@ class RevocationAgent:
 
     def _store(self, entry: RevocationEntry) -> None:
         key = entry.key
+        self._unsettle(self.entries.get(key))
         self.entries[key] = entry
         self.ended.pop(key, None)
+        if entry.state is EntryState.SETTLED:
+            self.settled[(entry.home_address, entry.revocation_id)] = key
         if entry.state in (EntryState.SETTLED, EntryState.FORGOTTEN):
             self.ended[key] = None
             while len(self.ended) > MAX_ENDED:
                 old, _ = self.ended.popitem(last=False)
-                self.entries.pop(old, None)
+                self._unsettle(self.entries.pop(old, None))
+
+    def _unsettle(self, entry: RevocationEntry | None) -> None:
+        if entry is not None and entry.state is EntryState.SETTLED:
+            self.settled.pop((entry.home_address, entry.revocation_id), None)
 
     def take_changes(self) -> list[RevocationEntry]:
         """The entries changed here since the last call, for the group."""
