@@ -8,6 +8,15 @@ member loses its table and must download it again). After the faults heal and th
 quiet it checks the invariants and returns a :class:`Report` whose ``violations`` list is empty
 when all held. The same seed always replays the same run.
 
+Some mobile nodes have dynamic home addresses (RFC 5944 3.6, RFC 2794; docs/pools.md): they
+register with 0.0.0.0 and an NAI, take the address the reply assigns, renew with it, sometimes
+forget it (a reboot) and ask again. "No address assigned twice": in a run without a crash, no
+reply ever assigns an address that another mobile node still holds (an unexpired accepted
+registration it was not told to give up); with crashes, an assignment the crashed member had not
+replicated may be handed out again (counted as a conflict), and it must resolve: the converged
+tables hold each NAI on at most one address, and a loser renewing its old address is refused
+(129).
+
 Why one file of ~680 lines: the simulated group, its fault model, the invariants it checks and
 the sweep command share the run's state; a tool, not part of the daemon.
 """
@@ -22,10 +31,12 @@ from ipaddress import IPv4Address, IPv4Network
 
 from mobileip.core.bindings import BindingTable
 from mobileip.core.homeagent import BindingChanged, HomeAgentCore, HomeAgentSettings
+from mobileip.core.pools import AddressPool, AddressPools
 from mobileip.core.replay import ntp_from_unix
 from mobileip.core.security import SecurityAssociation, SecurityAssociations, append_auth
 from mobileip.sync.engine import (
     Protected,
+    RecordsApplied,
     SyncEngine,
     SyncSettings,
     SyncState,
@@ -39,6 +50,9 @@ WALL_BASE = 1_800_000_000.0  # virtual wall clock at t=0 (2027)
 HA_ADDRESS = IPv4Address("10.1.0.1")
 SA = SecurityAssociation(256, "hmac-md5", bytes(range(16)), (IPv4Network("10.1.0.0/16"),))
 GROUP_KEY = wire.GroupKey(1000, "hmac-sha256", b"k" * 32)
+# dynamic home addresses: an SA for the NAIs of a realm, and a small pool to contend for
+NAI_SA = SecurityAssociation(600, "hmac-md5", bytes(range(16, 32)), (), b"*@sim.test", "sim")
+POOL = AddressPool("sim", int(IPv4Address("10.9.0.1")), int(IPv4Address("10.9.0.12")))
 
 
 @dataclass
@@ -60,6 +74,9 @@ class Report:
     replied: int = 0
     protected: int = 0
     datagrams: int = 0
+    dynamic: int = 0  # accepted registrations of dynamic-address mobile nodes
+    conflicts: int = 0  # an address assigned again after a crash lost its assignment
+    told: int = 0  # losers refused (129) when renewing an address that is another NAI's
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -87,7 +104,8 @@ class Member:
         settings = HomeAgentSettings(
             HA_ADDRESS, max_lifetime=1800, replay="timestamp", node_id=self.node_id
         )
-        self.core = HomeAgentCore(settings, SecurityAssociations([SA]), table)
+        self.core = HomeAgentCore(settings, SecurityAssociations([SA, NAI_SA]), table)
+        self.core.pools = AddressPools([POOL], table)
         peers = tuple(m.endpoint for m in self.sim.members if m is not self)
         sync = SyncSettings(
             node_id=self.node_id,
@@ -114,6 +132,7 @@ class Simulation:
         members: int = 3,
         mobile_nodes: int = 20,
         mode: str = "async",
+        dynamic_nodes: int = 8,
         duration: float = 30.0,
         quiet: float = 40.0,
     ) -> None:
@@ -139,6 +158,13 @@ class Simulation:
         # (requester, identification, responder) -> the responder's table when asked
         self.snapshots: dict[tuple[Endpoint, int, Endpoint], dict[int, int]] = {}
         self.mn_last_id: dict[int, int] = {}
+        # dynamic-address mobile nodes: what each believes it holds (address, until), 0: none
+        self.dynamic_nodes = dynamic_nodes
+        self.dyn_rng = random.Random(seed * 7919 + 1)
+        self.dyn_home: dict[int, int] = {}
+        self.dyn_until: dict[int, float] = {}
+        self.dyn_last_id: dict[int, int] = {}
+        self.dyn_pending: dict[tuple[int, int], tuple[int, int, int]] = {}
 
     # --- scheduling ---------------------------------------------------------------------------
 
@@ -217,6 +243,8 @@ class Simulation:
                     self._replied(mn, ev.home_address, ev.version, ev.acked, m, ev.node_id)
             elif isinstance(ev, SyncStateChanged) and ev.state is SyncState.SYNCED:
                 self._check_download(m, ev.reason)
+            elif isinstance(ev, RecordsApplied) and m.core.pools is not None:
+                m.core.pools.refresh(ev.homes)
 
     # --- mobile nodes -------------------------------------------------------------------------
 
@@ -264,9 +292,143 @@ class Simulation:
 
     def _replied(self, mn: int, home: int, version: int, acked: bool, m: Member, node: int) -> None:
         self.report.replied += 1
+        if mn < 0:  # a dynamic-address mobile node: its reply arrives now
+            dn, code, lifetime = self.dyn_pending.pop((home, version))
+            self._dyn_reply(dn, code, home, lifetime)
         if acked:
             self.report.protected += 1
             self.protected_by.append((home, version, node, self.now))
+
+    # --- dynamic home addresses -------------------------------------------------------------
+
+    def _dyn_op(self, dn: int) -> None:
+        m = self._active()
+        r = self.dyn_rng
+        if m is not None:
+            held = self.dyn_home.get(dn, 0)
+            if held and r.random() < 0.1:
+                self._dyn_forget(dn)  # a reboot: it asks for 0.0.0.0 again
+                held = 0
+            dereg = bool(held) and r.random() < 0.2
+            lifetime = 0 if dereg else r.choice([3, 20, 600])
+            wall = WALL_BASE + self.now
+            ident = max(ntp_from_unix(wall), self.dyn_last_id.get(dn, 0) + 1)
+            self.dyn_last_id[dn] = ident
+            nai = f"d{dn}@sim.test".encode()
+            home = IPv4Address(held)
+            req = reg.RegistrationRequest(
+                reg.Flags(0),
+                lifetime,
+                home,
+                HA_ADDRESS,
+                home if dereg else IPv4Address(f"192.0.5.{1 + dn}"),
+                ident,
+                (reg.NaiExtension(nai),),
+            )
+            raw = append_auth(reg.encode(req), reg.EXT_MN_HA_AUTH, NAI_SA)
+            out = m.core.handle_request(raw, self.now, wall)
+            assert out.reply is not None and out.code is not None
+            reply = reg.decode_reply(out.reply)
+            assigned = int(reply.home_address)
+            held_back = False
+            for ev in out.events:
+                if isinstance(ev, BindingChanged):
+                    rec = ev.record
+                    self.accepted.setdefault(rec.home_address, []).append(
+                        (rec.version, ev.deregistration)
+                    )
+                    m.engine.local_change(rec, self.now)
+                    if self.mode == "semisync":
+                        m.pending_replies[(rec.home_address, rec.version)] = -1 - dn
+                        self.dyn_pending[(rec.home_address, rec.version)] = (
+                            dn,
+                            out.code,
+                            reply.lifetime,
+                        )
+                        m.engine.watch(rec.home_address, rec.version, self.now)
+                        held_back = True
+                    else:
+                        self.report.replied += 1
+            if not held_back:
+                self._dyn_reply(dn, out.code, assigned, reply.lifetime, lifetime == 0)
+            self._drain(m)
+        if self.now < self.duration:
+            self._at(self.now + r.expovariate(1 / 3.0), "dyn", dn)
+
+    def _dyn_forget(self, dn: int) -> None:
+        self.dyn_home[dn] = 0
+        self.dyn_until[dn] = 0.0
+
+    def _dyn_reply(
+        self, dn: int, code: int, address: int, lifetime: int, dereg: bool = False
+    ) -> None:
+        """Mobile node ``dn`` gets its reply: what it now believes it holds."""
+        if code == 129:
+            self.report.told += 1
+            self._dyn_forget(dn)  # the address is another NAI's: ask again next time
+            return
+        if code > 1:
+            return
+        if dereg or lifetime == 0:
+            self._dyn_forget(dn)
+            return
+        self.report.dynamic += 1
+        for other, held in self.dyn_home.items():
+            if other != dn and held == address and self.dyn_until.get(other, 0.0) > self.now:
+                crashed = any(t <= self.now for ts in self.crash_times.values() for t in ts)
+                if crashed:
+                    self.report.conflicts += 1
+                else:
+                    self._violation(
+                        f"{IPv4Address(address)} assigned to d{dn} while d{other} holds it"
+                    )
+        self.dyn_home[dn] = address
+        self.dyn_until[dn] = self.now + lifetime
+
+    def _check_pools(self, synced: list[Member]) -> None:
+        """Converged: each NAI on at most one live pool address; a loser is refused (129)."""
+        for m in synced:
+            owners: dict[bytes, int] = {}
+            for rec in m.core.table.records():
+                if rec.bindings and rec.home_address in POOL:
+                    if rec.nai in owners:
+                        self._violation(
+                            f"{m.endpoint[0]}: {rec.nai!r} live on {IPv4Address(owners[rec.nai])}"
+                            f" and {IPv4Address(rec.home_address)}"
+                        )
+                    owners[rec.nai] = rec.home_address
+        if not synced:
+            return
+        m = synced[0]
+        for dn, held in sorted(self.dyn_home.items()):
+            if not held or self.dyn_until.get(dn, 0.0) <= self.now:
+                continue
+            holder = m.core.table.live(held)
+            nai = f"d{dn}@sim.test".encode()
+            if holder is None or holder.nai == nai:
+                continue
+            # another NAI holds what dn believes is its own: renewing must be refused (129)
+            wall = WALL_BASE + self.now
+            ident = max(ntp_from_unix(wall), self.dyn_last_id.get(dn, 0) + 1)
+            self.dyn_last_id[dn] = ident
+            req = reg.RegistrationRequest(
+                reg.Flags(0),
+                20,
+                IPv4Address(held),
+                HA_ADDRESS,
+                IPv4Address("192.0.5.250"),
+                ident,
+                (reg.NaiExtension(nai),),
+            )
+            raw = append_auth(reg.encode(req), reg.EXT_MN_HA_AUTH, NAI_SA)
+            before = m.core.table.get(held)
+            out = m.core.handle_request(raw, self.now, wall)
+            if out.code != 129:
+                self._violation(f"d{dn} renewing {IPv4Address(held)} of {holder.nai!r}: {out.code}")
+            elif m.core.table.get(held) != before:
+                self._violation(f"d{dn}'s refused renewal changed {IPv4Address(held)}")
+            else:
+                self.report.told += 1
 
     # --- faults -------------------------------------------------------------------------------
 
@@ -292,6 +454,8 @@ class Simulation:
             self._at(self.rng.uniform(0.0, 0.3), "boot", i)
         for mn in range(self.mobile_nodes):
             self._at(self.rng.uniform(1.0, 3.0), "mn", mn)
+        for dn in range(self.dynamic_nodes):
+            self._at(self.dyn_rng.uniform(1.0, 3.0), "dyn", dn)
         for down, up, who in self.faults.crashes:
             self._at(down, "crash", (who, up))
         end = self.duration + self.quiet
@@ -311,6 +475,9 @@ class Simulation:
             elif kind == "mn":
                 assert isinstance(payload, int)
                 self._mn_op(payload)
+            elif kind == "dyn":
+                assert isinstance(payload, int)
+                self._dyn_op(payload)
             elif kind == "deliver":
                 assert isinstance(payload, tuple)
                 data, src, target = payload
@@ -410,6 +577,7 @@ class Simulation:
             if m.engine.state is not SyncState.SYNCED:
                 self._violation(f"{m.endpoint[0]} not SYNCED after the quiet period")
         synced = [m for m in alive if m.engine.state is SyncState.SYNCED]
+        self._check_pools(synced)
         views = {m.endpoint[0]: self._live_view(m) for m in synced}
         first = next(iter(views.values()), None)
         for name, view in views.items():
