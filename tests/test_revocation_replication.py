@@ -509,3 +509,38 @@ def test_a_booting_member_gets_the_state_and_an_old_member_is_given_up_on() -> N
     d.replicator.request_snapshot(g.now)
     g.settle(61.0)
     assert [x.care_of_address for x in d.agent.bindings_of(v.HOME)] == [v.COA]
+
+
+def test_a_revocation_the_old_active_only_held_is_sent_by_the_new_one() -> None:
+    a, b = Home(1, active=True), Home(2, active=False)
+    vis = Visited()
+    vis.register(a, 0.0)
+    for e in a.agent.take_changes():
+        b.agent.apply(e, 0.0)
+    assert a.agent.revoke(v.HOME, 1.0, WALL + 1, "operator", hold=0.5) == []
+    for e in a.agent.take_changes():  # b has it, but a dies before the ack reached it
+        b.agent.apply(e, 1.0)
+    assert b.agent.set_active(True, 1.2) == 1
+    [send], _ = b.agent.tick(1.2, WALL + 1.2)
+    assert b.agent.counters["revocations-sent-unreplicated"] == 0
+    [ack] = vis.deliver([send], 1.2)
+    assert b.agent.handle_ack(ack, FA_SRC).acked is not None
+    assert vis.removed == 1 and len(set(vis.seen)) == 1
+
+
+def test_a_standby_clear_binding_is_sent_by_the_active() -> None:
+    a, b = Home(1, active=True), Home(2, active=False)
+    vis = Visited()
+    vis.register(a, 0.0)
+    for e in a.agent.take_changes():
+        b.agent.apply(e, 0.0)
+    assert b.agent.revoke(v.HOME, 1.0, WALL + 1, "operator") == []  # a standby does not send
+    [pending] = b.agent.take_changes()
+    assert pending.state is w.EntryState.PENDING and pending.attempts == 0
+    assert a.agent.apply(pending, 1.1)
+    [send], _ = a.agent.tick(1.1, WALL + 1.1)
+    assert rw.decode(send.data).revocation_id == pending.revocation_id
+    assert a.agent.revoke(v.HOME, 1.2, WALL + 1.2, "operator") == [], "nothing left to revoke"
+    [ack] = vis.deliver([send], 1.2)
+    assert a.agent.handle_ack(ack, FA_SRC).acked is not None
+    assert vis.seen == [pending.revocation_id]

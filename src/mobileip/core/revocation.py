@@ -95,6 +95,7 @@ class PendingRevocation:
     reason: str
     first_sent_ms: int = 0  # Unix ms of the first send (0 before it)
     version: int = 0  # of the entry that last described it
+    held_here: bool = False  # we hold its first send until a peer has it (revoke(hold=...))
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +301,7 @@ class RevocationAgent:
                 (now + hold if hold > 0 else None) if held else now,
                 reason,
             )
+            p.held_here = hold > 0 and self.active
             self.pending[(home, rid)] = p
             if not held:
                 sends.append(self._first_send(p, wall))
@@ -381,8 +383,10 @@ class RevocationAgent:
         for key, p in list(self.pending.items()):
             if p.deadline is None or p.deadline > now:
                 continue
-            if p.attempts == 0:  # held for replication: nobody acked in time, send anyway
-                self.counters["revocations-sent-unreplicated"] += 1
+            if p.attempts == 0:  # held for replication and nobody acked in time, or a replica
+                # never sent (a standby's clear binding, or the old active died holding it)
+                if p.held_here:
+                    self.counters["revocations-sent-unreplicated"] += 1
                 p.deadline = now
                 sends.append(self._first_send(p, wall))
                 continue
