@@ -204,9 +204,9 @@ class AddressPools:
             self._hint[nai.lower()] = taken
             return Resolved(taken, fresh=True)
         address = int(home)
-        holder = self.owner(address)
-        if holder is not None:
-            if holder.lower() != nai.lower():  # another NAI's (a concurrent assignment lost)
+        rec = self.table.get(address)
+        if rec is not None and rec.bindings:  # held: by this NAI (a renewal) or another
+            if rec.nai != nai and rec.nai.lower() != nai.lower():
                 return self._deny(ReplyCode.ADMIN_PROHIBITED, "address-of-another-nai")
             return Resolved(address)
         # a free address named by its former holder (its binding expired, or a member that
@@ -219,7 +219,6 @@ class AddressPools:
         known = self.lookup(nai)
         if known is not None and known != address and self.owner(known) is not None:
             return self._deny(ReplyCode.ADMIN_PROHIBITED, "nai-holds-another-address")
-        rec = self.table.get(address)
         self._hint[nai.lower()] = address
         return Resolved(address, fresh=rec is not None and rec.nai.lower() != nai.lower())
 

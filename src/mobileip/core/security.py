@@ -22,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hmac
+import re
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -65,11 +66,18 @@ class SecurityAssociation:
     masks: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
     # the algorithm with this key bound (see authenticator_function)
     _sign: Callable[[bytes], bytes] = field(init=False, repr=False, compare=False)
+    # the NAI (lower case) as a compiled pattern, matched against lower-cased NAIs
+    _nai_rx: re.Pattern[bytes] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         masks = tuple((int(n.netmask), int(n.network_address)) for n in self.prefixes)
         object.__setattr__(self, "masks", masks)
         object.__setattr__(self, "_sign", authenticator_function(self.algorithm, self.key))
+        rx = None
+        if self.nai is not None:
+            pattern = fnmatch.translate(self.nai.lower().decode("latin-1"))
+            rx = re.compile(pattern.encode("latin-1"), re.DOTALL)
+        object.__setattr__(self, "_nai_rx", rx)
 
     def covers(self, home: IPv4Address) -> bool:
         return self.covers_int(int(home))
@@ -88,14 +96,11 @@ class SecurityAssociation:
         return self.nai is not None and any(c in self.nai for c in b"*?[")
 
     def matches_nai(self, nai: bytes | None) -> bool:
-        """True when this SA names mobile nodes by NAI and ``nai`` is one of them."""
-        if self.nai is None or nai is None:
+        """True when this SA names mobile nodes by NAI and ``nai`` is one of them (NAIs compare
+        case-insensitively, RFC 4282)."""
+        if self._nai_rx is None or nai is None:
             return False
-        if not self.nai_is_pattern:
-            return nai.lower() == self.nai.lower()  # NAIs compare case-insensitively (RFC 4282)
-        return fnmatch.fnmatchcase(
-            nai.lower().decode("latin-1"), self.nai.lower().decode("latin-1")
-        )
+        return self._nai_rx.match(nai.lower()) is not None
 
 
 class SecurityAssociations:
