@@ -52,6 +52,7 @@ def test_only_a_stable_difference_is_repaired() -> None:
     ae.on_digest(theirs, member, NOW)
     assert queued == []  # the first difference may still be in flight
     ae.on_digest(theirs, member, NOW + 1)
+    ae.on_timer(NOW + 1)  # the repair's scan runs in on_timer, bounded per call
     assert queued == [(rec.home_address, rec.version)]
     assert ctx.counters.repaired_records == 1 and member.next_retx == NOW + 1
     assert bucket_of(rec.home_address) in [
