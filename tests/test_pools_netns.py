@@ -65,7 +65,7 @@ def test_mobile_node_learns_its_address_from_the_reply(
                     "home_network": "10.77.0.0/24",
                     "spi": NAI_SPI,
                     "key": NAI_KEY,
-                    "lifetime": 4,  # renewed every 3 s: renewals carry the assigned address
+                    "lifetime": 4,  # renewed every second: renewals carry the assigned address
                     "colocated_care_of_address": "10.77.0.50",
                     "manage_routes": False,
                 }
@@ -78,7 +78,7 @@ def test_mobile_node_learns_its_address_from_the_reply(
     assert IPv4Address(home) in IPv4Network(POOL)
     assert IPv4Address(home) != IPv4Network(POOL).network_address
     node.wait_for(rf"mn\.registered .*home={re.escape(home)}", 10)
-    # the renewal (lifetime 4 s: renewed after 3) carries the assigned address, not 0.0.0.0
+    # the renewal (lifetime 4 s: renewed after 1) carries the assigned address, not 0.0.0.0
     node.wait_for(rf"mn\.registered .*home={re.escape(home)}", 10)
     assert node.output().count("mn.assigned") == 1
     status = pools(seg, ha)
