@@ -51,7 +51,7 @@ class AntiEntropy:
         self.ctx = ctx
         self.add_pending = add_pending
         self._digest_at: float | None = None
-        self._repairs: dict[object, _Repair] = {}  # by member endpoint, in start order
+        self._repairs: dict[tuple[str, int], _Repair] = {}  # by member endpoint, in start order
         self._repair_at: float | None = None  # when the next step is due (now, while any)
 
     @property
