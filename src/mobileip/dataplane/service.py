@@ -53,6 +53,7 @@ from mobileip.daemon.ports import EventHost
 from mobileip.daemon.roles import RoleService
 from mobileip.dataplane.arp import ArpDuties
 from mobileip.dataplane.backend import spec_for
+from mobileip.dataplane.sysctl_state import PersistedSysctls, state_file
 from mobileip.dataplane.tunnels import (
     BackendError,
     NoBackend,
@@ -111,7 +112,8 @@ class DataPlaneService:
         )
         self.backend: TunnelBackend = NoBackend(self._log)
         self.legacy = False
-        self.sysctls = vm.Sysctls()
+        # originals on disk too: a restart after SIGKILL still restores what we found first
+        self.sysctls = PersistedSysctls(state_file(cfg.table))
         self.vmac: vm.Vmac | None = None
         # the VRRP driver owns the macvlan (keepalived's use_vmac, or our native speaker: it
         # creates it, drives its link and puts the virtual address on it); we only adopt it.
@@ -233,6 +235,8 @@ class DataPlaneService:
             table=cfg.table,
             vmac=self.vmac_name or "-",
             routes_found=len(self.installed),
+            sysctls_inherited=len(self.sysctls.inherited),
+            sysctl_state=self.sysctls.write_error or str(self.sysctls.path),
         )
 
     @staticmethod
