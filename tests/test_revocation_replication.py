@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import hmac
 import itertools
+import random
 import re
 from collections import Counter
 from ipaddress import IPv4Network
@@ -391,7 +392,9 @@ class Member:
 class Group:
     """Members, a lossless in-memory network, and the foreign agent."""
 
-    def __init__(self, n: int = 2, drop: int = 0, old: int = 0) -> None:
+    def __init__(self, n: int = 2, drop: int = 0, old: int = 0, loss: float = 0.0) -> None:
+        self.rng = random.Random(n * 1000 + drop)
+        self.loss = loss  # share of sync datagrams lost
         eps = [(f"10.9.0.{i}", 4500) for i in range(1, n + 1)]
         self.members = [
             Member(i, tuple(e for e in eps if e != eps[i - 1]), active=(i == 1))
@@ -429,6 +432,8 @@ class Group:
                     for data, dest in m.engine.datagrams_to_send():
                         moved = True
                         peer = self.by_endpoint(dest)
+                        if self.loss and self.rng.random() < self.loss:
+                            continue
                         if peer is not None:
                             peer.engine.handle_datagram(data, m.endpoint, self.now)
                     self.release(m)
@@ -544,3 +549,40 @@ def test_a_standby_clear_binding_is_sent_by_the_active() -> None:
     [ack] = vis.deliver([send], 1.2)
     assert a.agent.handle_ack(ack, FA_SRC).acked is not None
     assert vis.seen == [pending.revocation_id]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    loss=st.sampled_from([0.0, 0.1, 0.3, 0.6]),
+    fa_drops=st.integers(0, 3),
+    kill_after=st.floats(0.0, 4.0),
+    seed=st.integers(0, 2**16),
+)
+def test_takeover_at_any_moment_never_duplicates_and_loses_only_what_no_peer_had(
+    loss: float, fa_drops: int, kill_after: float, seed: int
+) -> None:
+    """Sync datagrams lost at random, the FA losing the first copies, the active killed at any
+    moment after the revocation: the FA never sees two identifiers for the binding, and the
+    revocation is lost only if the standby never had it and no copy reached the FA."""
+    g = Group(drop=fa_drops, loss=loss)
+    g.rng.seed(seed)
+    a, b = g.members
+    g.visited.register(a.home, g.now)
+    g.settle(1.0)
+    start = g.now
+    a.agent.revoke(v.HOME, g.now, WALL + g.now, "operator", hold=0.5)
+    g.settle(start + kill_after)
+    a.alive = False
+    key = (int(v.HOME), int(v.COA))
+    entry = b.agent.entries.get(key)
+    b_had_it = entry is not None and entry.state in (w.EntryState.PENDING, w.EntryState.SETTLED)
+    reached_fa = bool(g.visited.seen)
+    b.agent.set_active(True, g.now)
+    g.settle(g.now + 40.0)
+    assert len(set(g.visited.seen)) <= 1, g.visited.seen
+    assert g.visited.removed <= 1
+    if b_had_it or reached_fa:
+        assert g.visited.removed == 1 or g.visited.seen, "not lost"
+        if b_had_it:
+            assert g.visited.removed == 1
+            assert not b.agent.pending
