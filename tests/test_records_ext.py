@@ -71,7 +71,7 @@ def test_table_stores_and_returns_nai_and_nat_mapping(rec: MobilityRecord) -> No
     assert len(t) == (1 if rec.bindings else 0)
 
 
-@pytest.mark.parametrize("cls", [Binding, MobilityRecord])
+@pytest.mark.parametrize("cls", [Binding, MobilityRecord, w.BindingState, w.RecordState])
 def test_fast_init_matches_the_dataclass_fields(cls: type) -> None:
     """core/bindings.py replaces the dataclass __init__ with one that sets the slots directly:
     the same parameters, in order, with the same defaults, and the instances stay frozen."""

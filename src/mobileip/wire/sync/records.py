@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mobileip.wire.sync.header import SyncDecodeError, _check, _check_count, _Reader
@@ -81,6 +82,67 @@ class RecordState:
     @property
     def is_tombstone(self) -> bool:
         return not self.bindings
+
+
+# The dataclass-generated __init__ of a frozen class sets each field with object.__setattr__;
+# setting the slots through their descriptors costs less, which keeps the general decoder as
+# fast with the NAI and NAT mapping fields as it was without them (the same pattern as
+# core/bindings.py; tests/test_records_ext.py checks the parameters against the fields).
+_Setters = tuple[Callable[[object, object], None], ...]
+
+
+def _slot_setters(cls: type, names: str) -> _Setters:
+    return tuple(getattr(cls, name).__set__ for name in names.split())
+
+
+_BS_SET = _slot_setters(
+    BindingState, "care_of_address granted_lifetime flags remaining_ms udp_address udp_port"
+)
+_RS_SET = _slot_setters(
+    RecordState, "home_address home_agent version last_id tombstone_age_ms bindings nai"
+)
+
+
+def _binding_state_init(
+    self: BindingState,
+    care_of_address: int,
+    granted_lifetime: int,
+    flags: int,
+    remaining_ms: int,
+    udp_address: int = 0,
+    udp_port: int = 0,
+    _s: _Setters = _BS_SET,
+) -> None:
+    _s[0](self, care_of_address)
+    _s[1](self, granted_lifetime)
+    _s[2](self, flags)
+    _s[3](self, remaining_ms)
+    _s[4](self, udp_address)
+    _s[5](self, udp_port)
+
+
+def _record_state_init(
+    self: RecordState,
+    home_address: int,
+    home_agent: int,
+    version: int,
+    last_id: int,
+    tombstone_age_ms: int,
+    bindings: tuple[BindingState, ...],
+    nai: bytes = b"",
+    _s: _Setters = _RS_SET,
+) -> None:
+    _s[0](self, home_address)
+    _s[1](self, home_agent)
+    _s[2](self, version)
+    _s[3](self, last_id)
+    _s[4](self, tombstone_age_ms)
+    _s[5](self, bindings)
+    _s[6](self, nai)
+
+
+setattr(BindingState, "__init__", _binding_state_init)  # noqa: B010 - mypy refuses the method
+setattr(RecordState, "__init__", _record_state_init)  # noqa: B010
 
 
 def _mappings(rec: RecordState) -> list[tuple[int, BindingState]]:
