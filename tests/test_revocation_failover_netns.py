@@ -239,4 +239,15 @@ def test_sigkill_of_the_active_mid_retransmission_neither_loses_nor_duplicates(
     status = revocation_status(seg, b)
     assert not status["pending"] and status["counters"]["revocations-resumed"] == 1
     print(f"foreign link: {len(revocations)} revocation(s), {len(acks)} ack(s), one id")
+
+    # the killed member boots again: it asks b for the revocation state (the MN's new,
+    # negotiated binding) and sends nothing (the revocation was settled before it came back)
+    pa2 = seg.spawn(a, [py, str(launcher), str(tmp_path / "a.toml"), "keep"], "ha-a2")
+    pa2.wait_for(r"event=sync\.state state=SYNCED", 30)
+    wait_until(lambda: revocation_status(seg, a)["negotiated"] == 1, 10, "a to get the state")
+    back = revocation_status(seg, a)
+    assert back["replication"]["counters"]["entries-applied"] >= 1 and not back["pending"]
+    time.sleep(1.0)
+    assert not [ln for ln in pa2.lines if "event=revocation.sent" in ln.text]
+    assert not [ln for ln in pa2.lines if "event=revocation.retransmitted" in ln.text]
     print(f"\n{pb.output()}\n{pfa.output()}\n{pmn.output()}")
