@@ -55,8 +55,9 @@ def both_decoders(data: bytes) -> list[object]:
 
 def mixed_table(n: int = 200, expired: bool = False) -> BindingTable:
     """One-binding records (finite and infinite lifetimes, some about to run out), tombstones,
-    records with several bindings; with ``expired``, also bindings that ran out but were not yet
-    swept by the expiry wheel."""
+    records with several bindings, records with an NAI and NAT mappings (issue 16: they leave the
+    fast paths); with ``expired``, also bindings that ran out but were not yet swept by the
+    expiry wheel."""
     t = BindingTable(tombstone_ttl=900.0)
     for i in range(n):
         home = 0x0A010000 + i
@@ -72,7 +73,15 @@ def mixed_table(n: int = 200, expired: bool = False) -> BindingTable:
             bindings = (Binding(0xC0000001, 30, NOW + 0.0004, 0),)  # 0 ms left on the wire
         elif kind == 4 and expired:
             bindings = (Binding(0xC0000001, 30, NOW - 3, 0),)  # expired, not yet swept
+        elif kind == 5 and i % 20 == 5:  # an NAI and a NAT mapping
+            bindings = (Binding(0xC0000100 + i, 1800, NOW + 17.25 + i, 0, 0xCB007100 + i, 4500),)
+        elif kind == 6 and i % 20 == 6:  # several bindings, the second NAT-mapped
+            bindings = (
+                Binding(0xC0000001, 300, NOW + 300, 0x80),
+                Binding(0xC0000002, 300, NOW + 200, 0x80, 0xCB007101, 40001 + i),
+            )
         else:
             bindings = (Binding(0xC0000100 + i, 1800, NOW + 17.25 + i, i & 0xFF),)
-        t.put(MobilityRecord(home, version, 1000 + i, HA, bindings, 0.0), NOW - 40.0)
+        nai = f"mn{i}@example.com".encode() if kind == 5 or (kind == 0 and i % 20 == 0) else b""
+        t.put(MobilityRecord(home, version, 1000 + i, HA, bindings, 0.0, nai), NOW - 40.0)
     return t

@@ -215,7 +215,10 @@ def _rec(st: w.RecordState) -> MobilityRecord:
 def _count(body: bytes) -> int:
     n, pos = 0, 0
     while pos < len(body):
-        pos += w.RECORD_HEADER_LEN + w.BINDING_LEN * body[pos + 25]
+        end = pos + w.RECORD_HEADER_LEN + w.BINDING_LEN * body[pos + 25]
+        if body[pos + 24] & w.RecordFlag.EXTENDED:  # ExtLen, then the extension block
+            end += 2 + int.from_bytes(body[end : end + 2], "big")
+        pos = end
         n += 1
     return n
 
