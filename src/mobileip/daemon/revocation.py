@@ -82,6 +82,7 @@ class RevocationService:
         self.revoke_on_key_removal = revoke_on_key_removal
         self._timer: asyncio.TimerHandle | None = None
         self._key_timer: asyncio.TimerHandle | None = None
+        self._publish_scheduled = False
         self._sas = host.core.sas
         host.reply_filters.append(self._filter)
         host.type_handlers[TYPE_REVOCATION_ACK] = self._on_ack
@@ -109,11 +110,19 @@ class RevocationService:
     # --- replication -------------------------------------------------------------------------
 
     def _replicate(self) -> None:
+        """Send the agent's changes to the group at the end of this event-loop turn (the
+        changes of one batch of registrations leave together)."""
+        if self.replicator is None:
+            self.agent.changes.clear()
+        elif self.agent.changes and not self._publish_scheduled:
+            self._publish_scheduled = True
+            asyncio.get_running_loop().call_soon(self._publish)
+
+    def _publish(self) -> None:
+        self._publish_scheduled = False
         if self.replicator is not None and self.agent.changes:
             self.replicator.publish(time.monotonic())
             self._arm()
-        elif self.replicator is None:
-            self.agent.changes.clear()
 
     def _on_replicated(self) -> None:
         """The replicator merged a peer's entries or got an ack: send held first copies."""
@@ -238,7 +247,12 @@ class RevocationService:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        deadline = self.agent.next_deadline()
+        # the agent's retransmissions, and the replicator's (the sync engine also runs its
+        # timer, but re-arms its own only when it is pumped)
+        times = [self.agent.next_deadline()]
+        if self.replicator is not None:
+            times.append(self.replicator.deadline())
+        deadline = min((t for t in times if t is not None), default=None)
         if deadline is None:
             return
         loop = asyncio.get_running_loop()
@@ -246,6 +260,8 @@ class RevocationService:
 
     def _tick(self) -> None:
         self._timer = None
+        if self.replicator is not None:
+            self.replicator.on_timer(time.monotonic())
         sends, gave_up = self.agent.tick(time.monotonic(), time.time())
         for send in sends:
             self.host.log.info(
