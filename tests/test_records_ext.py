@@ -11,9 +11,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
+import shutil
 import struct
+import subprocess
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -547,3 +551,59 @@ def test_nai_and_nat_mapping_survive_updates_download_tombstones_and_older_updat
     assert views[0] == views[1] == views[2]
     expired = a.table.get(plain_home)
     assert expired is not None and expired.is_tombstone and expired.nai == b"pool@example.com"
+
+
+# --- the Wireshark dissector (contrib/wireshark/mobileip-sync.lua) ------------------------------
+
+
+def _udp434(payload: bytes) -> bytes:
+    """An IPv4/UDP packet 127.0.0.1:434 -> 127.0.0.2:434 around ``payload``."""
+    udp = struct.pack("!HHHH", 434, 434, 8 + len(payload), 0) + payload
+    head = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, b"\x7f\0\0\1", b"\x7f\0\0\2"
+    )
+    return head + udp
+
+
+def test_lua_dissector_reads_the_golden_extended_records(tmp_path: Path) -> None:
+    """tshark with our Lua dissector shows the NAI and NAT mappings of the golden vectors, and
+    finds the plain record and the authentication extension after them where they are."""
+    if shutil.which("tshark") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("tshark missing: scripts/test installs it when root")
+        pytest.skip("needs tshark")
+    from pcapio import write_pcap
+
+    plain = w.RecordState(0x0A000013, HA, V, 1, 0, (w.BindingState(0xC0000005, 60, 0, 500),))
+    msg = w.BindingUpdate(1, 0x7F000001, 5, 9, (EXT_LIVE, EXT_TOMB, EXT_TWO, plain))
+    pcap = tmp_path / "ext.pcap"
+    write_pcap(pcap, [_udp434(w.encode(msg, AUTH))])
+    lua = Path(__file__).resolve().parent.parent / "contrib" / "wireshark" / "mobileip-sync.lua"
+    fields = [
+        "mipsync.record.home_address",
+        "mipsync.record.extended",
+        "mipsync.record.ext.length",
+        "mipsync.record.nai",
+        "mipsync.record.udp.binding",
+        "mipsync.record.udp.address",
+        "mipsync.record.udp.port",
+        "mipsync.auth.spi",
+        "_ws.expert.message",
+    ]
+    cmd = ["tshark", "-r", str(pcap), "-X", f"lua_script:{lua}", "-T", "fields"]
+    cmd += ["-E", "occurrence=a", "-E", "aggregator=|"]
+    for name in fields:
+        cmd += ["-e", name]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    [row] = [line.split("\t") for line in out.stdout.splitlines()]
+    got = dict(zip(fields, row, strict=True))
+    assert got["mipsync.record.home_address"] == "10.0.0.16|10.0.0.17|10.0.0.18|10.0.0.19"
+    assert got["mipsync.record.extended"] in ("1|1|1|0", "True|True|True|False")
+    assert got["mipsync.record.ext.length"] == "27|18|10"
+    assert got["mipsync.record.nai"] == "mn1@example.com|gone@example.com"
+    assert got["mipsync.record.udp.binding"] == "0|1"
+    assert got["mipsync.record.udp.address"] == "203.0.113.1|1.2.3.4"
+    assert got["mipsync.record.udp.port"] == "40001|434"
+    assert got["mipsync.auth.spi"] == str(AUTH.send_key.spi)
+    assert got["_ws.expert.message"] == ""

@@ -2,8 +2,9 @@
 --
 -- Byte layouts: docs/sync-protocol.md. Message types 64-69 (Binding Update, Binding Update Ack,
 -- Table Request, Table Sync, Table Sync Ack, Digest), a 28-byte common header, records of
--- 32 bytes plus 12 per binding, a peer list, digest buckets, and the HA-HA authentication
--- extension (type 40) at the end of every message.
+-- 32 bytes plus 12 per binding (plus, with State bit EXTENDED, an extension block: the NAI and
+-- NAT mappings), a peer list, digest buckets, and the HA-HA authentication extension (type 40)
+-- at the end of every message.
 --
 -- Use:
 --   tshark -X lua_script:contrib/wireshark/mobileip-sync.lua -r capture.pcap -Y mipsync
@@ -55,10 +56,22 @@ local f = {
     rec_last_id = ProtoField.uint64("mipsync.record.last_id", "Last Identification", base.DEC),
     rec_state = ProtoField.uint8("mipsync.record.state", "State", base.HEX),
     rec_tombstone = ProtoField.bool("mipsync.record.tombstone", "Tombstone", 8, nil, 0x01),
+    rec_extended = ProtoField.bool("mipsync.record.extended", "Extended", 8, nil, 0x02),
     rec_nbind = ProtoField.uint8("mipsync.record.nbind", "NBind", base.DEC),
     rec_reserved = ProtoField.uint16("mipsync.record.reserved", "Reserved", base.HEX),
     rec_tomb_age = ProtoField.uint32("mipsync.record.tombstone_age", "Tombstone Age (ms)",
         base.DEC),
+
+    ext = ProtoField.none("mipsync.record.ext", "Extension Block"),
+    ext_len = ProtoField.uint16("mipsync.record.ext.length", "ExtLen", base.DEC),
+    ext_type = ProtoField.uint8("mipsync.record.ext.type", "TLV Type", base.DEC,
+        { [1] = "NAI", [2] = "UDP tunnel" }),
+    ext_tlv_len = ProtoField.uint8("mipsync.record.ext.tlv_length", "TLV Length", base.DEC),
+    ext_nai = ProtoField.string("mipsync.record.nai", "NAI"),
+    ext_udp_index = ProtoField.uint8("mipsync.record.udp.binding", "Binding Index", base.DEC),
+    ext_udp_reserved = ProtoField.uint8("mipsync.record.udp.reserved", "Reserved", base.HEX),
+    ext_udp_addr = ProtoField.ipv4("mipsync.record.udp.address", "UDP Address"),
+    ext_udp_port = ProtoField.uint16("mipsync.record.udp.port", "UDP Port", base.DEC),
 
     binding = ProtoField.none("mipsync.binding", "Binding"),
     b_coa = ProtoField.ipv4("mipsync.binding.care_of_address", "Care-of Address"),
@@ -125,6 +138,30 @@ local function dissect_binding(tvb, off, tree)
     return off + BINDING_LEN
 end
 
+-- the extension block after an EXTENDED record's bindings: ExtLen, then TLVs
+local function dissect_extension(tvb, off, ext_len, tree)
+    local t = tree:add(f.ext, tvb(off, 2 + ext_len))
+    t:add(f.ext_len, tvb(off, 2))
+    local pos, stop = off + 2, off + 2 + ext_len
+    while pos + 2 <= stop do
+        local kind, len = tvb(pos, 1):uint(), tvb(pos + 1, 1):uint()
+        if pos + 2 + len > stop then break end
+        t:add(f.ext_type, tvb(pos, 1))
+        t:add(f.ext_tlv_len, tvb(pos + 1, 1))
+        if kind == 1 and len > 0 then
+            t:add(f.ext_nai, tvb(pos + 2, len))
+        elseif kind == 2 and len == 8 then
+            t:add(f.ext_udp_index, tvb(pos + 2, 1))
+            t:add(f.ext_udp_reserved, tvb(pos + 3, 1))
+            t:add(f.ext_udp_addr, tvb(pos + 4, 4))
+            t:add(f.ext_udp_port, tvb(pos + 8, 2))
+        end
+        pos = pos + 2 + len
+    end
+    if pos ~= stop then t:add_proto_expert_info(e_malformed, "malformed record extension") end
+    return stop
+end
+
 local function dissect_record(tvb, off, limit, tree, pinfo)
     if off + RECORD_LEN > limit then
         tree:add_proto_expert_info(e_malformed, "record truncated")
@@ -136,6 +173,20 @@ local function dissect_record(tvb, off, limit, tree, pinfo)
         tree:add_proto_expert_info(e_malformed, "record's bindings truncated")
         return nil
     end
+    local extended = bit.band(tvb(off + 24, 1):uint(), 2) == 2
+    local ext_len = 0
+    if extended then
+        if off + size + 2 > limit then
+            tree:add_proto_expert_info(e_malformed, "record's extension block truncated")
+            return nil
+        end
+        ext_len = tvb(off + size, 2):uint()
+        if off + size + 2 + ext_len > limit then
+            tree:add_proto_expert_info(e_malformed, "record's extension block truncated")
+            return nil
+        end
+        size = size + 2 + ext_len
+    end
     local t = tree:add(f.record, tvb(off, size))
     t:add(f.rec_home, tvb(off, 4))
     t:add(f.rec_ha, tvb(off + 4, 4))
@@ -145,6 +196,7 @@ local function dissect_record(tvb, off, limit, tree, pinfo)
     t:add(f.rec_last_id, tvb(off + 16, 8))
     local st = t:add(f.rec_state, tvb(off + 24, 1))
     st:add(f.rec_tombstone, tvb(off + 24, 1))
+    st:add(f.rec_extended, tvb(off + 24, 1))
     t:add(f.rec_nbind, tvb(off + 25, 1))
     t:add(f.rec_reserved, tvb(off + 26, 2))
     t:add(f.rec_tomb_age, tvb(off + 28, 4))
@@ -154,6 +206,7 @@ local function dissect_record(tvb, off, limit, tree, pinfo)
         tomb and "tombstone" or (nbind .. " binding(s)")))
     local b = off + RECORD_LEN
     for _ = 1, nbind do b = dissect_binding(tvb, b, t) end
+    if extended then b = dissect_extension(tvb, b, ext_len, t) end
     return b
 end
 
