@@ -56,6 +56,7 @@ Key = tuple[int, int]  # (home address, care-of address) as ints: one binding en
 _SUPPORT_MARK = bytes((rw.EXT_REVOCATION_SUPPORT, 6))
 MAX_ENDED = 65_536  # settled / forgotten entries kept (to refuse stale replicas, ack late acks)
 _REASONS = {"operator": Reason.OPERATOR, "key-removed": Reason.KEY_REMOVED}
+_REPLICATED = {state: f"replicated-{state.name.lower()}" for state in EntryState}
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,16 +514,16 @@ class RevocationAgent:
         home, coa = IPv4Address(entry.home_address), IPv4Address(entry.care_of_address)
         fa = (str(IPv4Address(entry.foreign_agent)), entry.foreign_agent_port)
         binding = Negotiated(home, coa, fa, entry.inform, entry.since, entry.spi)
-        if self._remove(home, coa):
-            pass
-        for pk, p in list(self.pending.items()):
-            if p.binding.key == key and (
-                entry.state is not EntryState.PENDING or pk[1] != entry.revocation_id
-            ):
-                del self.pending[pk]
+        self._remove(home, coa)
+        if self.pending:
+            for pk, p in list(self.pending.items()):
+                if p.binding.key == key and (
+                    entry.state is not EntryState.PENDING or pk[1] != entry.revocation_id
+                ):
+                    del self.pending[pk]
         self._store(entry)
         self.changes.pop(key, None)
-        self.counters[f"replicated-{entry.state.name.lower()}"] += 1
+        self.counters[_REPLICATED[entry.state]] += 1
         if entry.state is EntryState.NEGOTIATED:
             of_home = self.negotiated.setdefault(entry.home_address, {})
             of_home[coa] = binding

@@ -99,13 +99,11 @@ class RevocationReplicator:
     def _flush(self, ep: Endpoint, peer: _Peer, now: float) -> None:
         per_message = max(1, self.ctx.budget() // wire.ENTRY_LEN)
         while peer.dirty and len(peer.inflight) < WINDOW:
-            keys = []
-            for key in list(peer.dirty):
-                del peer.dirty[key]
+            keys: list[Key] = []
+            while peer.dirty and len(keys) < per_message:
+                key, _ = peer.dirty.popitem()  # O(1), newest first: order does not matter
                 if key in self.agent.entries:
                     keys.append(key)
-                if len(keys) == per_message:
-                    break
             if keys:
                 self._send(ep, peer, tuple(keys), False, now)
 
