@@ -14,9 +14,11 @@ download; "ready" is the data plane's ``converged_at`` with ``installed`` = the 
 
 Meanwhile a ticker task sleeps 1 ms at a time and records how late each wake-up was: the
 event-loop stall the install causes (what registrations and sync messages would wait), as
-p50/p99/p99.9/max. The failover bench measures the same in the lab (three daemons, a real
-download); this is the fast, isolated loop for finding where the time goes (``--profile``
-writes a cProfile of one run's loop).
+p50/p99/p99.9/max; the same ticker alone for 3 s before the download gives the
+machine's own stalls under its current load (``idle_loop_gap_ms``), to compare with. The
+failover bench measures the same in the lab (three daemons, a real download); this is the
+fast, isolated loop for finding where the time goes (``--profile`` writes a cProfile of one
+run's loop).
 """
 
 from __future__ import annotations
@@ -55,6 +57,16 @@ def _percentile(data: list[float], q: float) -> float:
     return data[max(0, math.ceil(q * len(data)) - 1)]
 
 
+def _gap_summary(gaps: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(gaps),
+        "p50": round(_percentile(gaps, 0.5) * 1e3, 2),
+        "p99": round(_percentile(gaps, 0.99) * 1e3, 2),
+        "p99.9": round(_percentile(gaps, 0.999) * 1e3, 2),
+        "max": round(gaps[-1] * 1e3, 2) if gaps else 0.0,
+    }
+
+
 def _rss_kib() -> int:
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
@@ -63,7 +75,7 @@ def _rss_kib() -> int:
     return 0
 
 
-async def _run(n: int, chunk: int, batch: int) -> dict[str, Any]:
+async def _run(n: int, chunk: int, batch: int, idle: float = 3.0) -> dict[str, Any]:
     from mobileip.config import DataplaneConfig
     from mobileip.core.bindings import PACKED_ONE, BindingTable
     from mobileip.dataplane.service import DataPlaneService
@@ -82,6 +94,26 @@ async def _run(n: int, chunk: int, batch: int) -> dict[str, Any]:
     cfg = DataplaneConfig(backend="userspace", tun_name="mipb0", batch=batch)
     service = DataPlaneService(daemon, cfg)  # type: ignore[arg-type]
     service.active = False  # a standby: routes, no rule
+    longest: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                took = time.perf_counter() - t
+                if took > longest.get(name, 0.0):
+                    longest[name] = took
+
+        return call
+
+    # the loop's steps, each timed (their longest call, to find what a long loop gap was)
+    service._build = timed("build", service._build)  # type: ignore[method-assign]
+    service._finish = timed("finish", service._finish)  # type: ignore[method-assign]
+    service._freeze = timed("freeze", service._freeze)  # type: ignore[method-assign]
+    service.note_homes = timed("note_homes", service.note_homes)  # type: ignore[method-assign]
+    table.insert_new = timed("insert_new", table.insert_new)  # type: ignore[method-assign]
     await service._start()
     gaps: list[float] = []
     stop = False
@@ -94,7 +126,9 @@ async def _run(n: int, chunk: int, batch: int) -> dict[str, Any]:
             gaps.append(loop.time() - t - 0.001)
 
     tick = asyncio.create_task(ticker())
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(idle)  # the machine's own stalls, nothing of ours running
+    idle_gaps = sorted(gaps)
+    gaps.clear()
     rss0 = _rss_kib()
     now = time.time()
     expires = now + 3600.0
@@ -126,13 +160,9 @@ async def _run(n: int, chunk: int, batch: int) -> dict[str, Any]:
         "install_us_per_route": status["install_us_per_route"],
         "longest_batch_ms": status["longest_batch_ms"],
         "installed": status["installed"],
-        "loop_gap_ms": {
-            "n": len(gaps),
-            "p50": round(_percentile(gaps, 0.5) * 1e3, 2),
-            "p99": round(_percentile(gaps, 0.99) * 1e3, 2),
-            "p99.9": round(_percentile(gaps, 0.999) * 1e3, 2),
-            "max": round(gaps[-1] * 1e3, 2) if gaps else 0.0,
-        },
+        "loop_gap_ms": _gap_summary(gaps),
+        "idle_loop_gap_ms": _gap_summary(idle_gaps),
+        "longest_step_ms": {k: round(v * 1e3, 2) for k, v in longest.items()},
         "rss_bytes_per_binding": round((rss1 - rss0) * 1024 / n),
         "gc_counts": gc.get_count(),
     }
@@ -194,6 +224,7 @@ def main() -> int:
         }
         for k in ("p99", "p99.9", "max"):
             med[f"loop_gap_{k}_ms"] = statistics.median(r["loop_gap_ms"][k] for r in runs)
+            med[f"idle_gap_{k}_ms"] = statistics.median(r["idle_loop_gap_ms"][k] for r in runs)
         results["runs"][str(size)] = {"median": med, "runs": runs}
         if not args.json:
             print(f"{size:>9,} median of {len(runs)}: {json.dumps(med)}", flush=True)
