@@ -5,13 +5,17 @@ tunnel data to the tunnel."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 import threading
 from ipaddress import IPv4Address, IPv4Network
 
 from mobileip.agents import client as mnc
 from mobileip.agents.fa import rules as fa
+from mobileip.agents.mn.nat import NatTunnel
 from mobileip.core.security import SecurityAssociation, append_auth
+from mobileip.log import Logger
 from mobileip.wire import nat
 from mobileip.wire import registration as wire
 
@@ -88,3 +92,61 @@ def test_client_hands_tunnel_data_to_the_tunnel_and_reads_the_reply_extension() 
     assert result.accepted, result
     assert got == [nat.keepalive(HOME, HA, 1)]
     assert nat.find_reply(result.extensions) == nat.UdpTunnelReply(0, 30)
+
+
+# --- the mobile node's tunnel (agents/mn/nat.py), with a pipe for its TUN ---------------------
+
+
+class _Cfg:
+    home_agent = HA
+    nat_force = True
+
+
+class _Node:
+    def __init__(self, tun_fd: int, client: mnc.RegistrationClient) -> None:
+        self.cfg = _Cfg()
+        self.log = Logger()
+        self.home = HOME
+        self.tun_fd = tun_fd
+        self.client: mnc.RegistrationClient | None = client
+        self.decapsulated = 0
+        self.dropped = 0
+
+
+def test_mn_tunnel_takes_only_tunnel_data_for_its_home_and_follows_the_reply() -> None:
+    read_end, write_end = os.pipe()
+    ha_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ha_sock.bind(("127.0.0.1", 0))
+    client = mnc.RegistrationClient(mnc.MobileNode(HOME, COA, HA, SA), ha_sock.getsockname())
+    node = _Node(write_end, client)
+    tunnel = NatTunnel(node)
+    assert nat.find_request(tunnel.request_extensions()) == nat.UdpTunnelRequest(
+        flags=nat.REQUEST_F
+    )
+    for_us = nat.icmp_echo(A("192.0.2.10"), HOME, 1, 1)
+    tunnel.tunnel_data(nat.encapsulate(for_us))
+    tunnel.tunnel_data(nat.encapsulate(nat.icmp_echo(A("192.0.2.10"), A("10.1.0.7"), 1, 1)))
+    tunnel.tunnel_data(b"\x04\x2f\x00\x00" + for_us)  # next header GRE: not ours
+    tunnel.tunnel_data(b"\x04")
+    assert os.read(read_end, 4096) == for_us
+    assert (node.decapsulated, node.dropped) == (1, 3)
+
+    def result(ext: wire.Extension | None, code: int = 0) -> mnc.RegistrationResult:
+        return mnc.RegistrationResult(code, "", 600, extensions=(ext,) if ext else ())
+
+    async def follow() -> list[bool]:
+        seen = []
+        tunnel.registered(result(nat.UdpTunnelReply(0, 25).extension()))
+        seen.append(tunnel.active and tunnel.keepalive == 25)
+        tunnel.registered(result(None, 133))  # a denial keeps the tunnel as it was
+        seen.append(tunnel.active)
+        tunnel.registered(result(nat.UdpTunnelReply(nat.CODE_DECLINED).extension()))
+        seen.append(not tunnel.active)
+        tunnel.pause()
+        return seen
+
+    assert asyncio.run(follow()) == [True, True, True]
+    client.close()
+    ha_sock.close()
+    os.close(read_end)
+    os.close(write_end)
