@@ -13,10 +13,14 @@ import contextlib
 import hashlib
 import hmac
 import itertools
+import os
 import random
 import re
+import shutil
+import subprocess
 from collections import Counter
 from ipaddress import IPv4Network
+from pathlib import Path
 
 import pytest
 import vectors as v
@@ -586,3 +590,78 @@ def test_takeover_at_any_moment_never_duplicates_and_loses_only_what_no_peer_had
         if b_had_it:
             assert g.visited.removed == 1
             assert not b.agent.pending
+
+
+# --- the Wireshark dissector (contrib/wireshark/mobileip-sync.lua) ----------------------------
+
+
+def test_lua_dissector_reads_the_golden_vectors(tmp_path: Path) -> None:
+    """tshark with our Lua dissector shows every field of the golden Revocation State, the
+    request flag and the ack, with no expert info."""
+    if shutil.which("tshark") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("tshark missing: scripts/test installs it when root")
+        pytest.skip("needs tshark")
+    from pcapio import write_pcap
+    from test_records_ext import _udp434
+
+    pcap = tmp_path / "revocation-state.pcap"
+    write_pcap(pcap, [_udp434(trailer(body)) for _, body, _ in GOLDEN])
+    lua = Path(__file__).resolve().parent.parent / "contrib" / "wireshark" / "mobileip-sync.lua"
+    fields = [
+        "mipsync.type",
+        "mipsync.flags.request",
+        "mipsync.count",
+        "mipsync.identification",
+        "mipsync.rev.home_address",
+        "mipsync.rev.care_of_address",
+        "mipsync.rev.foreign_agent",
+        "mipsync.rev.foreign_agent_port",
+        "mipsync.rev.state",
+        "mipsync.rev.inform",
+        "mipsync.rev.version",
+        "mipsync.rev.since",
+        "mipsync.rev.revocation_id",
+        "mipsync.rev.first_sent_ms",
+        "mipsync.rev.spi",
+        "mipsync.rev.attempts",
+        "mipsync.rev.reason",
+        "mipsync.auth.spi",
+        "_ws.expert.message",
+    ]
+    cmd = ["tshark", "-r", str(pcap), "-X", f"lua_script:{lua}", "-T", "fields"]
+    for name in fields:
+        cmd += ["-e", name]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    state, request, ack = (
+        dict(zip(fields, line.split("\t"), strict=True)) for line in out.stdout.splitlines()
+    )
+    entry = STATE.entries[0]
+    assert state == {
+        "mipsync.type": "70",
+        "mipsync.flags.request": state["mipsync.flags.request"],
+        "mipsync.count": "1",
+        "mipsync.identification": str(STATE.identification),
+        "mipsync.rev.home_address": "10.1.0.5",
+        "mipsync.rev.care_of_address": "192.0.2.7",
+        "mipsync.rev.foreign_agent": "192.0.2.7",
+        "mipsync.rev.foreign_agent_port": "4340",
+        "mipsync.rev.state": "2",
+        "mipsync.rev.inform": state["mipsync.rev.inform"],
+        "mipsync.rev.version": "9",
+        "mipsync.rev.since": str(entry.since),
+        "mipsync.rev.revocation_id": str(entry.revocation_id),
+        "mipsync.rev.first_sent_ms": str(entry.first_sent_ms),
+        "mipsync.rev.spi": "256",
+        "mipsync.rev.attempts": "2",
+        "mipsync.rev.reason": "1",
+        "mipsync.auth.spi": "1000",
+        "_ws.expert.message": "",
+    }
+    assert state["mipsync.flags.request"] in ("0", "False")
+    assert state["mipsync.rev.inform"] in ("1", "True")
+    assert (request["mipsync.type"], request["mipsync.count"]) == ("70", "0")
+    assert request["mipsync.flags.request"] in ("1", "True") and not request["mipsync.rev.state"]
+    assert (ack["mipsync.type"], ack["mipsync.identification"]) == ("71", str(ACK.identification))
+    assert request["_ws.expert.message"] == ack["_ws.expert.message"] == ""

@@ -1,7 +1,8 @@
 -- Wireshark / tshark dissector for the mobileip HA-HA sync protocol (Home Agent redundancy).
 --
--- Byte layouts: docs/sync-protocol.md. Message types 64-69 (Binding Update, Binding Update Ack,
--- Table Request, Table Sync, Table Sync Ack, Digest), a 28-byte common header, records of
+-- Byte layouts: docs/sync-protocol.md. Message types 64-71 (Binding Update, Binding Update Ack,
+-- Table Request, Table Sync, Table Sync Ack, Digest, Revocation State and its Ack: RFC 3543
+-- revocation state in 48-byte entries), a 28-byte common header, records of
 -- 32 bytes plus 12 per binding (plus, with State bit EXTENDED, an extension block: the NAI and
 -- NAT mappings), a peer list, digest buckets, and the HA-HA authentication extension (type 40)
 -- at the end of every message.
@@ -11,8 +12,8 @@
 --   or copy this file to ~/.local/lib/wireshark/plugins/
 --
 -- Sync traffic on the registration port (434 by default, shared with RFC 5944 registrations)
--- is dissected here when the first byte is 64-69 and handed to Wireshark's own Mobile IP
--- dissector otherwise. On any other port a heuristic recognises the messages (type 64-69,
+-- is dissected here when the first byte is 64-71 and handed to Wireshark's own Mobile IP
+-- dissector otherwise. On any other port a heuristic recognises the messages (type 64-71,
 -- version 1, an authentication extension at the end); "Decode As... MIPSYNC" works too.
 -- The authenticator is shown, not verified (the dissector has no key).
 
@@ -21,7 +22,12 @@ local p = Proto("mipsync", "Mobile IP HA-HA Sync")
 local TYPES = {
     [64] = "BINDING_UPDATE", [65] = "BINDING_UPDATE_ACK", [66] = "TABLE_REQUEST",
     [67] = "TABLE_SYNC", [68] = "TABLE_SYNC_ACK", [69] = "DIGEST",
+    [70] = "REVOCATION_STATE", [71] = "REVOCATION_STATE_ACK",
 }
+local REV_STATES = { [1] = "NEGOTIATED", [2] = "PENDING", [3] = "SETTLED", [4] = "FORGOTTEN" }
+local REV_REASONS = { [0] = "none", [1] = "operator", [2] = "key removed", [3] = "acked",
+    [4] = "gave up" }
+local REV_ENTRY_LEN = 48
 local CODES = {
     [0] = "ACCEPTED", [128] = "UNSPECIFIED", [129] = "ADMIN_PROHIBITED",
     [130] = "INSUFFICIENT_RESOURCES", [131] = "NOT_SYNCED",
@@ -39,6 +45,7 @@ local f = {
     flag_peers = ProtoField.bool("mipsync.flags.peers", "PEERS", 8, nil, 0x02),
     flag_synced = ProtoField.bool("mipsync.flags.synced", "SYNCED", 8, nil, 0x04),
     flag_all = ProtoField.bool("mipsync.flags.all", "ALL", 8, nil, 0x08),
+    flag_request = ProtoField.bool("mipsync.flags.request", "REQUEST", 8, nil, 0x10),
     group = ProtoField.uint16("mipsync.group", "Group", base.DEC),
     count = ProtoField.uint16("mipsync.count", "Count", base.DEC),
     sender = ProtoField.ipv4("mipsync.sender", "Sender (node id)"),
@@ -94,6 +101,24 @@ local f = {
     peer_flags = ProtoField.uint16("mipsync.peer.flags", "Flags", base.HEX),
     peer_synced = ProtoField.bool("mipsync.peer.synced", "SYNCED", 16, nil, 0x0001),
     bucket = ProtoField.uint64("mipsync.digest.bucket", "Bucket Hash", base.HEX),
+
+    rev = ProtoField.none("mipsync.rev", "Revocation Entry"),
+    rev_home = ProtoField.ipv4("mipsync.rev.home_address", "Home Address"),
+    rev_coa = ProtoField.ipv4("mipsync.rev.care_of_address", "Care-of Address"),
+    rev_fa = ProtoField.ipv4("mipsync.rev.foreign_agent", "Foreign Agent"),
+    rev_fa_port = ProtoField.uint16("mipsync.rev.foreign_agent_port", "Foreign Agent Port",
+        base.DEC),
+    rev_state = ProtoField.uint8("mipsync.rev.state", "State", base.DEC, REV_STATES),
+    rev_flags = ProtoField.uint8("mipsync.rev.flags", "Flags", base.HEX),
+    rev_inform = ProtoField.bool("mipsync.rev.inform", "I (FA can inform the MN)", 8, nil, 0x80),
+    rev_version = ProtoField.uint64("mipsync.rev.version", "Version", base.DEC),
+    rev_since = ProtoField.uint32("mipsync.rev.since", "Since (s)", base.DEC),
+    rev_id = ProtoField.uint32("mipsync.rev.revocation_id", "Revocation Identifier", base.DEC),
+    rev_first = ProtoField.uint64("mipsync.rev.first_sent_ms", "First Send (Unix ms)", base.DEC),
+    rev_spi = ProtoField.uint32("mipsync.rev.spi", "MN-HA SPI", base.DEC),
+    rev_attempts = ProtoField.uint8("mipsync.rev.attempts", "Attempts", base.DEC),
+    rev_reason = ProtoField.uint8("mipsync.rev.reason", "Reason", base.DEC, REV_REASONS),
+    rev_reserved = ProtoField.uint16("mipsync.rev.reserved", "Reserved", base.HEX),
 
     auth = ProtoField.none("mipsync.auth", "HA-HA Authentication Extension"),
     auth_type = ProtoField.uint8("mipsync.auth.type", "Type", base.DEC),
@@ -268,6 +293,34 @@ local function dissect_body(mtype, flags, count, tvb, limit, tree, pinfo)
         if off + 8 * count > limit then return nil end
         for i = 0, count - 1 do tree:add(f.bucket, tvb(off + 8 * i, 8)) end
         return off + 8 * count
+    elseif mtype == 70 then
+        if off + REV_ENTRY_LEN * count > limit then return nil end
+        for _ = 1, count do
+            local t = tree:add(f.rev, tvb(off, REV_ENTRY_LEN))
+            t:add(f.rev_home, tvb(off, 4))
+            t:add(f.rev_coa, tvb(off + 4, 4))
+            t:add(f.rev_fa, tvb(off + 8, 4))
+            t:add(f.rev_fa_port, tvb(off + 12, 2))
+            t:add(f.rev_state, tvb(off + 14, 1))
+            local rf = t:add(f.rev_flags, tvb(off + 15, 1))
+            rf:add(f.rev_inform, tvb(off + 15, 1))
+            t:add(f.rev_version, tvb(off + 16, 8))
+            t:add(f.rev_since, tvb(off + 24, 4))
+            t:add(f.rev_id, tvb(off + 28, 4))
+            t:add(f.rev_first, tvb(off + 32, 8))
+            t:add(f.rev_spi, tvb(off + 40, 4))
+            t:add(f.rev_attempts, tvb(off + 44, 1))
+            t:add(f.rev_reason, tvb(off + 45, 1))
+            t:add(f.rev_reserved, tvb(off + 46, 2))
+            local st = tvb(off + 14, 1):uint()
+            t:set_text(string.format("Revocation Entry: %s via %s, %s",
+                tostring(tvb(off, 4):ipv4()), tostring(tvb(off + 4, 4):ipv4()),
+                REV_STATES[st] or ("state " .. st)))
+            off = off + REV_ENTRY_LEN
+        end
+        return off
+    elseif mtype == 71 then
+        return off
     end
     return nil
 end
@@ -291,6 +344,7 @@ local function dissect_sync(tvb, pinfo, root)
     ft:add(f.flag_peers, tvb(3, 1))
     ft:add(f.flag_synced, tvb(3, 1))
     ft:add(f.flag_all, tvb(3, 1))
+    ft:add(f.flag_request, tvb(3, 1))
     tree:add(f.group, tvb(4, 2))
     tree:add(f.count, tvb(6, 2))
     tree:add(f.sender, tvb(8, 4))
@@ -302,6 +356,7 @@ local function dissect_sync(tvb, pinfo, root)
     local name = TYPES[mtype] or ("type " .. mtype)
     local info = string.format("%s from %s", name, tostring(tvb(8, 4):ipv4()))
     if mtype == 64 or mtype == 67 then info = info .. string.format(", %d record(s)", count) end
+    if mtype == 70 then info = info .. string.format(", %d entr(ies)", count) end
     if mtype == 65 or mtype == 67 or mtype == 68 then
         info = info .. ", " .. (CODES[tvb(2, 1):uint()] or tostring(tvb(2, 1):uint()))
     end
@@ -331,7 +386,7 @@ end
 local function looks_like_sync(tvb)
     if tvb:len() < HEADER_LEN + 22 then return false end
     local mtype = tvb(0, 1):uint()
-    if mtype < 64 or mtype > 69 or tvb(1, 1):uint() ~= 1 then return false end
+    if mtype < 64 or mtype > 71 or tvb(1, 1):uint() ~= 1 then return false end
     return find_auth(tvb) ~= nil
 end
 
@@ -339,7 +394,7 @@ local mip = Dissector.get("mip")
 
 function p.dissector(tvb, pinfo, root)
     local first = tvb:len() > 0 and tvb(0, 1):uint() or 0
-    if first < 64 or first > 69 then
+    if first < 64 or first > 71 then
         -- registration traffic on the shared port: Wireshark's own Mobile IP dissector
         if mip ~= nil then return mip:call(tvb, pinfo, root) end
         return 0
