@@ -59,7 +59,22 @@ def sync_messages() -> list[sync_wire.SyncMessage]:
         sync_wire.TableSync(1, sender, seq + 5, 14, 0, 0, True, (), ()),
         sync_wire.TableSyncAck(1, sender, seq + 6, 14, 0, 2),
         sync_wire.Digest(1, sender, seq + 7, 15, True, tuple(range(128))),
+        sync_wire.RevocationState(1, sender, seq + 8, 16, False, _revocation_entries()),
+        sync_wire.RevocationState(1, sender, seq + 9, 17, True, ()),
+        sync_wire.RevocationStateAck(1, sender, seq + 10, 16),
     ]
+
+
+def _revocation_entries() -> tuple[sync_wire.RevocationEntry, ...]:
+    """RFC 3543 revocation state (types 70, 71): a negotiated and a pending binding end."""
+    fa, since = int(COA), 1_700_000_000
+    states = (sync_wire.EntryState.NEGOTIATED, sync_wire.EntryState.PENDING)
+    return tuple(
+        sync_wire.RevocationEntry(
+            int(HOME) + i, int(COA), fa, 434, st, True, 5 + i, since, since + i, 0, 256, i, i
+        )
+        for i, st in enumerate(states)
+    )
 
 
 def _unsigned(msg: sync_wire.SyncMessage) -> bytes:
