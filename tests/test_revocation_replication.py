@@ -665,3 +665,22 @@ def test_lua_dissector_reads_the_golden_vectors(tmp_path: Path) -> None:
     assert request["mipsync.flags.request"] in ("1", "True") and not request["mipsync.rev.state"]
     assert (ack["mipsync.type"], ack["mipsync.identification"]) == ("71", str(ACK.identification))
     assert request["_ws.expert.message"] == ack["_ws.expert.message"] == ""
+
+
+def test_a_new_registration_supersedes_a_revocation_still_being_sent() -> None:
+    """The FA removed the visitor and told the MN, the ack was lost, the MN registered again:
+    the old revocation stops (it could remove the new visitor) and the replicas keep the new
+    negotiation (an ack arriving later must not settle it away)."""
+    a, b = Home(1, active=True), Home(2, active=False)
+    vis = Visited()
+    vis.lose_acks = 1
+    vis.register(a, 0.0)
+    sends = a.agent.revoke(v.HOME, 1.0, WALL + 1, "operator")
+    assert vis.deliver(sends, 1.0) == [] and vis.removed == 1
+    vis.register(a, 1.5)
+    assert not a.agent.pending and a.agent.counters["revocations-superseded"] == 1
+    assert a.agent.tick(9.0) == ([], [])
+    for e in a.agent.take_changes():
+        b.agent.apply(e, 2.0)
+    assert [x.care_of_address for x in b.agent.bindings_of(v.HOME)] == [v.COA]
+    assert not b.agent.pending

@@ -223,6 +223,11 @@ class RevocationAgent:
             self.counters["negotiated"] += 1
             self.negotiated_count += 1
         of_home[req.care_of_address] = binding
+        if self.pending:  # a new registration supersedes a revocation still being sent
+            for pk, p in list(self.pending.items()):
+                if p.binding.key == binding.key:
+                    del self.pending[pk]
+                    self.counters["revocations-superseded"] += 1
         self._record(binding, EntryState.NEGOTIATED)
         ours = rw.make_support(inform=self.settings.inform, timestamp=since).extension()
         return append_auth(reply + reg.encode_extension(ours), reg.EXT_FA_HA_AUTH, sa)
