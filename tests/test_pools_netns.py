@@ -4,7 +4,7 @@
 (co-located care-of address, D flag); the reply assigns an address from the HA's ``[[pool]]``;
 the mobile node takes it (on ``lo``) and renews with it; the correspondent on the home link
 pings the assigned address through the Home Agent's tunnel; on SIGTERM the mobile node
-deregisters and the address goes back to the pool.
+deregisters, the address goes back to the pool and off the mobile node's ``lo``.
 """
 
 from __future__ import annotations
@@ -101,5 +101,8 @@ def test_mobile_node_learns_its_address_from_the_reply(
 
     node.stop()  # SIGTERM: deregisters on the way out
     node.wait_for(r"mn\.deregistered code=0", 10)
+    # the address went back to the pool: the mobile node takes it off lo (mn.released)
+    node.wait_for(rf"mn\.released home={re.escape(home)}", 10)
+    assert f"{home}/32" not in seg.run(mn, ["ip", "-4", "addr", "show", "dev", "lo"]).stdout
     wait_dataplane(seg, ha, lambda d: d["tunnels"] == 0)
     assert pools(seg, ha)["pools"][0]["in_use"] == 0  # type: ignore[index]

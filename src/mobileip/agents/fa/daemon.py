@@ -9,7 +9,10 @@
 * reverse tunnelling (T flag): a policy rule sends packets *from* the visitor's home address
   arriving on the foreign link into a TUN device; we encapsulate them to its home agent;
 * agent advertisements (ICMP type 9 + extension 16) to 224.0.0.1 on the foreign link every
-  ``advertisement_interval``, and at once in answer to a solicitation (ICMP type 10).
+  ``advertisement_interval``, and at once in answer to a solicitation (ICMP type 10);
+* a mobile node asking for a home address (RFC 2794) has none yet: its replies go to the limited
+  broadcast address on the foreign link (``SO_BROADCAST``; the care-of address as the source
+  takes them out of that interface), and its host route waits for the assigned address.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from mobileip.agents.fa.config import ForeignAgentConfig, load_fa_config
 from mobileip.agents.fa.rules import (
+    ANY,
     Denied,
     ForeignAgentCore,
     ForeignAgentSettings,
@@ -107,6 +111,7 @@ class ForeignAgentDaemon:
         write_sysctl(f"net/ipv4/conf/{cfg.interface}/rp_filter", "0")
         write_sysctl("net/ipv4/conf/all/rp_filter", "0")
         self.endpoint = UdpEndpoint.bind(loop, str(cfg.listen), cfg.port, self._on_datagram)
+        self.endpoint.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)  # RFC 2794
         self.raw_out = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         for proto in (IPPROTO_IPIP, IPPROTO_GRE, IPPROTO_MINENC):
             s = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
@@ -187,7 +192,7 @@ class ForeignAgentDaemon:
         if data[:1] == bytes([TYPE_REQUEST]):
             out = self.core.handle_request(data, src, now, time.time())
             home = _home_of_request(data)
-            if home is not None and out.sends:
+            if home is not None and home != ANY and out.sends:
                 # the reply (ours or the HA's) goes to the MN on the link: a route first
                 self._spawn(self._then_send(home, out))
                 return
@@ -224,7 +229,7 @@ class ForeignAgentDaemon:
                 task = self._sync_routes(ev.home_address)
             elif isinstance(ev, Denied):
                 self.log.info("registration.denied", home=ev.home_address, code=ev.code)
-                if ev.home_address is not None:
+                if ev.home_address is not None and ev.home_address != ANY:
                     asyncio.get_running_loop().call_later(
                         ROUTE_LINGER, self._linger_done, ev.home_address
                     )

@@ -19,6 +19,19 @@ to the MN's address and port, and an accepted one (code 0 or 1) updates the visi
 0 removes the visitor). Denials the FA generates itself carry no MN-HA authenticator (the FA has
 no key for it), as the RFC says.
 
+Dynamic home addresses (RFC 2794, docs/pools.md): a request with home address 0.0.0.0 must carry
+a Mobile-Node-NAI extension (else 97, missing NAI) and name a home agent (0.0.0.0 or
+255.255.255.255: 98, missing home agent; we do not pick home agents). It is pending under the NAI
+(lower case) and the identification, since the home address is not known yet; the reply is
+matched by the NAI it echoes (or, failing that, by the address it carries). An accepted reply
+enters the visitor under the home address it assigns (an accepted reply without one: 99,
+missing home address, in place of the home agent's). A mobile node without an address sends
+from 0.0.0.0 (to the limited broadcast address): every reply to such a request, ours or the home
+agent's, goes to 255.255.255.255 at the mobile node's port on the foreign link (RFC 2794 leaves
+the delivery to the link layer; a link broadcast reaches a node that owns no address, and only
+the node whose identification and MN-HA key match accepts it). Later requests come from the
+assigned address as usual.
+
 Registration revocation (RFC 3543, docs/revocation.md), when ``fa_ha`` (an FA-HA security
 association) is set: a relayed request gets a Revocation Support extension (I bit when
 ``inform_mobile_node``) and an FA-HA authentication extension appended; a reply that carries the
@@ -53,6 +66,12 @@ FA_ENCAPSULATION_UNAVAILABLE = 72
 FA_REVERSE_TUNNEL_UNAVAILABLE = 74  # RFC 3024
 FA_INVALID_COA = 77
 FA_REGISTRATION_TIMEOUT = 78
+# RFC 2794 (Wireshark's mip.code: "Reg Deny (FA)(NAI) - ...")
+FA_MISSING_NAI = 97
+FA_MISSING_HOME_AGENT = 98
+FA_MISSING_HOME_ADDRESS = 99
+ANY = IPv4Address("0.0.0.0")
+LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 LOW32 = 0xFFFFFFFF
 RECENT_ACKS = 4096  # (home, revocation id) pairs whose ack we resend on a retransmission
 
@@ -98,6 +117,14 @@ class Pending:
     mn_address: Address
     deadline: float
 
+    @property
+    def dynamic(self) -> bool:
+        """A request for a home address (RFC 2794: 0.0.0.0 and an NAI)."""
+        return self.request.home_address == ANY
+
+
+PendingKey = tuple[IPv4Address | bytes, int]  # (home address or lower-case NAI, low 32 bits of id)
+
 
 @dataclass(frozen=True, slots=True)
 class Send:
@@ -137,7 +164,7 @@ class ForeignAgentCore:
     def __init__(self, settings: ForeignAgentSettings) -> None:
         self.settings = settings
         self.visitors: dict[IPv4Address, Visitor] = {}
-        self.pending: dict[tuple[IPv4Address, int], Pending] = {}
+        self.pending: dict[PendingKey, Pending] = {}
         self.counters: Counter[str] = Counter()
         self.recent_acks: dict[tuple[IPv4Address, int], bytes] = {}
 
@@ -171,7 +198,15 @@ class ForeignAgentCore:
             return self._deny(out, req, src, FA_ENCAPSULATION_UNAVAILABLE, "encapsulation")
         if req.flags & wire.Flags.T and not s.reverse_tunnel:
             return self._deny(out, req, src, FA_REVERSE_TUNNEL_UNAVAILABLE, "reverse tunnel")
-        key = (req.home_address, req.identification & LOW32)
+        key: PendingKey = (req.home_address, req.identification & LOW32)
+        if req.home_address == ANY:
+            nai = _nai(req)
+            if nai is None:
+                return self._deny(out, req, src, FA_MISSING_NAI, "home address 0.0.0.0, no NAI")
+            if req.home_agent in (ANY, LIMITED_BROADCAST):
+                return self._deny(out, req, src, FA_MISSING_HOME_AGENT, "no home agent")
+            key = (nai.lower(), req.identification & LOW32)
+            self.counters["requests-dynamic"] += 1
         if key not in self.pending and len(self.pending) >= s.max_pending:
             return self._deny(out, req, src, FA_INSUFFICIENT_RESOURCES, "too many pending")
         if (
@@ -198,11 +233,17 @@ class ForeignAgentCore:
         reason: str,
         lifetime: int = 0,
     ) -> Output:
+        nai = _nai(req) if req.home_address == ANY else None
         reply = wire.RegistrationReply(
-            code, lifetime, req.home_address, req.home_agent, req.identification
+            code,
+            lifetime,
+            req.home_address,
+            req.home_agent,
+            req.identification,
+            (wire.NaiExtension(nai),) if nai is not None else (),  # RFC 2794: echo the NAI
         )
         self.counters[f"denied-{code}"] += 1
-        out.sends.append(Send(wire.encode(reply), src))
+        out.sends.append(Send(wire.encode(reply), reply_destination(src)))
         out.events.append(Denied(req.home_address, code, reason))
         return out
 
@@ -215,28 +256,41 @@ class ForeignAgentCore:
         except DecodeError as exc:
             self.counters[f"reply-dropped-{exc.reason}"] += 1
             return out
-        key = (reply.home_address, reply.identification & LOW32)
-        pending = self.pending.pop(key, None)
+        ident = reply.identification & LOW32
+        nai = _nai(reply)
+        pending = self.pending.pop((nai.lower(), ident), None) if nai is not None else None
+        if pending is None:
+            pending = self.pending.pop((reply.home_address, ident), None)
         if pending is None:
             self.counters["reply-dropped-unexpected"] += 1
             return out
         req = pending.request
-        out.sends.append(Send(data, pending.mn_address))
+        home = reply.home_address if pending.dynamic else req.home_address
+        accepted = reply.code in (0, 1)
+        if pending.dynamic and accepted and home == ANY and reply.lifetime != 0:
+            self.counters["reply-dropped-no-home-address"] += 1
+            return self._deny(
+                out, req, pending.mn_address, FA_MISSING_HOME_ADDRESS, "no address assigned"
+            )
+        out.sends.append(Send(data, reply_destination(pending.mn_address)))
         self.counters["replies-relayed"] += 1
-        if reply.code not in (0, 1):
+        if not accepted:
             return out
         if reply.lifetime == 0:
-            if self.visitors.pop(req.home_address, None) is not None:
-                out.events.append(VisitorRemoved(req.home_address, "deregistered"))
+            if self.visitors.pop(home, None) is not None:
+                out.events.append(VisitorRemoved(home, "deregistered"))
             return out
+        mn_address = pending.mn_address
+        if mn_address[0] == str(ANY):  # from now on the mobile node speaks from its address
+            mn_address = (str(home), mn_address[1])
         lifetime = min(reply.lifetime, req.lifetime)
         expires = math.inf if lifetime == wire.INFINITE_LIFETIME else now + lifetime
         since = self._revocation_since(data, reply)
         visitor = Visitor(
-            req.home_address,
+            home,
             req.home_agent,
             req.care_of_address,
-            pending.mn_address,
+            mn_address,
             int(req.flags),
             lifetime,
             expires,
@@ -244,8 +298,8 @@ class ForeignAgentCore:
             since,
             src if since is not None else None,
         )
-        renewed = req.home_address in self.visitors
-        self.visitors[req.home_address] = visitor
+        renewed = home in self.visitors
+        self.visitors[home] = visitor
         out.events.append(VisitorAdded(visitor, renewed))
         return out
 
@@ -355,3 +409,17 @@ class ForeignAgentCore:
     def visitor_for_reverse(self, home: IPv4Address) -> Visitor | None:
         v = self.visitors.get(home)
         return v if v is not None and v.reverse_tunnel else None
+
+
+def _nai(msg: wire.Message) -> bytes | None:
+    """The Mobile-Node-NAI extension's bytes (RFC 2794), if the message carries one."""
+    for ext in msg.extensions:
+        if isinstance(ext, wire.NaiExtension):
+            return ext.nai
+    return None
+
+
+def reply_destination(src: Address) -> Address:
+    """Where a reply to a request from ``src`` goes: back to it, or, from a mobile node with no
+    address yet (source 0.0.0.0), to the limited broadcast address at its port on the link."""
+    return (str(LIMITED_BROADCAST), src[1]) if src[0] == str(ANY) else src

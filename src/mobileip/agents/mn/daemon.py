@@ -207,6 +207,7 @@ class MobileNodeDaemon:
             sock.close()
         if self.nat is not None:
             await self.nat.stop()
+        await self._release_home_address()
         if self.tun_fd >= 0:
             os.close(self.tun_fd)
         self.log.info("mn.decapsulated", packets=self.decapsulated, dropped=self.dropped)
@@ -348,12 +349,13 @@ class MobileNodeDaemon:
         if not self.cfg.manage_routes:
             return
         ifname = self.cfg.interface
-        src = str(self.home)
+        # no preferred source while we wait for an assigned address (RFC 2794)
+        src = {"prefsrc": str(self.home)} if self.home != ANY else {}
 
         def route(ipr: IPRoute) -> None:
             index = ipr.link_lookup(ifname=ifname)[0]
             ipr.route(
-                "replace", dst="0.0.0.0/0", gateway=str(gateway), oif=index, flags=4, prefsrc=src
+                "replace", dst="0.0.0.0/0", gateway=str(gateway), oif=index, flags=4, **src
             )  # flags 4: RTNH_F_ONLINK, the agent is on our link whatever our address
 
         try:
@@ -382,11 +384,15 @@ class MobileNodeDaemon:
             self.log.info("mn.deregistered", code=result.code, meaning=result.meaning)
             self.registered_coa = None
             self.renew_at = float("inf")
+            if result.accepted:
+                await self._release_home_address()  # back in the pool: no longer ours
             return
         if result.accepted and self.home == ANY and result.home_address:
             self.home = IPv4Address(result.home_address)  # RFC 5944 3.6: the HA assigned it
             self.log.info("mn.assigned", home=self.home, nai=self.cfg.nai)
             await self._adopt_home_address()
+            if self.cfg.colocated_care_of_address is None and not agent.home:
+                await self._route_via(agent.address)  # now with the address as its source
         if result.accepted:
             granted = result.lifetime
             self.accepted_id = result.identification
@@ -404,10 +410,29 @@ class MobileNodeDaemon:
             self.registered_coa = None
             self.renew_at = now + 1.0  # retry in a second
             if result.code == 129 and self.nai is not None and self.cfg.home_address == ANY:
-                self.home = ANY  # our assigned address is another NAI's now: ask for a new one
+                await self._release_home_address()  # another NAI's now: ask for a new one
             self.log.warning(
                 "mn.denied", code=result.code, meaning=result.meaning, via=agent.address
             )
+
+    async def _release_home_address(self) -> None:
+        """Take an assigned home address off ``lo`` and forget it (deregistered, stopping, or
+        refused 129: another NAI holds it). A configured home address is the operator's."""
+        if self.cfg.home_address != ANY or self.home == ANY:
+            return
+        ifname, address = "lo", str(self.home)
+        self.home = ANY
+
+        def delete(ipr: IPRoute) -> None:
+            index = ipr.link_lookup(ifname=ifname)[0]
+            with contextlib.suppress(NetlinkError):  # already gone
+                ipr.addr("del", index=index, address=address, prefixlen=32)
+
+        try:
+            await rtnl(delete)
+        except (NetlinkError, IndexError) as exc:
+            self.log.warning("mn.address_failed", home=address, error=str(exc))
+        self.log.info("mn.released", home=address, nai=self.cfg.nai)
 
     def _watch_notices(self, on: bool) -> None:
         """Between exchanges, read our registration socket for the foreign agent's revocation
@@ -485,6 +510,15 @@ class MobileNodeDaemon:
             if self.nat is not None:
                 self.client.on_tunnel_data = self.nat.tunnel_data
         self.client.mn, self.client.ha = mn, (dest, cfg.port)
+        self.client.reply_from = None
+        if self.home == ANY and not agent.home and cfg.colocated_care_of_address is None:
+            # RFC 2794 through a foreign agent, with no address yet: a link broadcast from
+            # 0.0.0.0; the agent answers to the broadcast address too (agents/fa/rules.py)
+            sock = self.client.sock
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, cfg.interface.encode())
+            self.client.ha = ("255.255.255.255", cfg.port)
+            self.client.reply_from = (dest, cfg.port)
         self._client_key = key
         return self.client.register(lifetime, 0 if lifetime == 0 else cfg.flags)
 
