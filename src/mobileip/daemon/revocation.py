@@ -143,6 +143,8 @@ class RevocationService:
         self.host.log.info(
             "revocation.role", role=role.value, resumed=resumed, pending=len(self.agent.pending)
         )
+        if active:  # a key removed while we were standby: ours to act on now
+            self._check_keys()
         self._arm()
 
     # --- a key removed by a reload ----------------------------------------------------------
