@@ -17,7 +17,18 @@ replicated may be handed out again (counted as a conflict), and it must resolve:
 tables hold each NAI on at most one address, and a loser renewing its old address is refused
 (129).
 
-Why one file of ~680 lines: the simulated group, its fault model, the invariants it checks and
+Some mobile nodes are behind NATs (RFC 3519; docs/nat-traversal.md): they register with a
+co-located care-of address in private space, D set and a UDP Tunnel Request, from their NAT's
+public address and port, so each binding carries a NAT mapping (``udp_address``, ``udp_port``).
+Their NAT sometimes rebinds (a new public port): the next keepalive reaches the active member from
+the new port, and its data plane's rule (``UdpTunnelPath.received``: same address, another port)
+calls :meth:`HomeAgentCore.nat_rebind`, a new version of the record. Invariant: after
+convergence, every member holds, for each NAT-ed home, the version and mapping of one accepted
+change, never older than the newest change whose member did not crash after accepting it (no
+older mapping resurrects after crashes and partitions), and the mapping is exactly the one that
+change recorded.
+
+Why one file of ~900 lines: the simulated group, its fault model, the invariants it checks and
 the sweep command share the run's state; a tool, not part of the daemon.
 """
 
@@ -25,12 +36,13 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 from mobileip.core.bindings import BindingTable
 from mobileip.core.homeagent import BindingChanged, HomeAgentCore, HomeAgentSettings
+from mobileip.core.nat import NatSettings, NatTraversal
 from mobileip.core.pools import AddressPool, AddressPools
 from mobileip.core.replay import ntp_from_unix
 from mobileip.core.security import SecurityAssociation, SecurityAssociations, append_auth
@@ -43,6 +55,7 @@ from mobileip.sync.engine import (
     SyncStateChanged,
 )
 from mobileip.sync.members import Endpoint
+from mobileip.wire import nat as wire_nat
 from mobileip.wire import registration as reg
 from mobileip.wire import sync as wire
 
@@ -53,6 +66,11 @@ GROUP_KEY = wire.GroupKey(1000, "hmac-sha256", b"k" * 32)
 # dynamic home addresses: an SA for the NAIs of a realm, and a small pool to contend for
 NAI_SA = SecurityAssociation(600, "hmac-md5", bytes(range(16, 32)), (), b"*@sim.test", "sim")
 POOL = AddressPool("sim", int(IPv4Address("10.9.0.1")), int(IPv4Address("10.9.0.12")))
+# NAT-ed mobile nodes (RFC 3519): home addresses, private care-of addresses, NAT public addresses
+NAT_HOME_BASE = int(IPv4Address("10.1.2.0"))
+NAT_COA_BASE = int(IPv4Address("172.16.0.0"))
+NAT_PUBLIC_BASE = int(IPv4Address("198.51.100.0"))
+NAT_REQUEST = wire_nat.UdpTunnelRequest().extension()
 
 
 @dataclass
@@ -77,6 +95,9 @@ class Report:
     dynamic: int = 0  # accepted registrations of dynamic-address mobile nodes
     conflicts: int = 0  # an address assigned again after a crash lost its assignment
     told: int = 0  # losers refused (129) when renewing an address that is another NAI's
+    nat_registrations: int = 0  # accepted registrations of NAT-ed mobile nodes (UDP tunnel)
+    nat_rebinds: int = 0  # mapping changes taken from a keepalive on a new port
+    nat_lost: int = 0  # NAT changes lost with a member that crashed before replicating them
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -106,6 +127,7 @@ class Member:
         )
         self.core = HomeAgentCore(settings, SecurityAssociations([SA, NAI_SA]), table)
         self.core.pools = AddressPools([POOL], table)
+        self.core.nat = NatTraversal(NatSettings())
         peers = tuple(m.endpoint for m in self.sim.members if m is not self)
         sync = SyncSettings(
             node_id=self.node_id,
@@ -133,6 +155,7 @@ class Simulation:
         mobile_nodes: int = 20,
         mode: str = "async",
         dynamic_nodes: int = 8,
+        nat_nodes: int = 6,
         duration: float = 30.0,
         quiet: float = 40.0,
     ) -> None:
@@ -165,6 +188,13 @@ class Simulation:
         self.dyn_until: dict[int, float] = {}
         self.dyn_last_id: dict[int, int] = {}
         self.dyn_pending: dict[tuple[int, int], tuple[int, int, int]] = {}
+        # NAT-ed mobile nodes: their NAT's current public port; per home, every accepted change
+        # (version, mapping or None for a deregistration, accepting node, time)
+        self.nat_nodes = nat_nodes
+        self.nat_rng = random.Random(seed * 104729 + 3)
+        self.nat_port: dict[int, int] = {}
+        self.nat_last_id: dict[int, int] = {}
+        self.nat_ops: dict[int, list[tuple[int, tuple[int, int] | None, int, float]]] = {}
 
     # --- scheduling ---------------------------------------------------------------------------
 
@@ -430,6 +460,125 @@ class Simulation:
             else:
                 self.report.told += 1
 
+    # --- NAT-ed mobile nodes (RFC 3519) -------------------------------------------------------
+
+    def _nat_op(self, k: int) -> None:
+        """NAT-ed mobile node ``k``: its NAT may rebind (a new public port), then it sends a
+        keepalive (the active member's data plane sees the new port), or registers, renews or
+        deregisters from its NAT's current mapping."""
+        m = self._active()
+        r = self.nat_rng
+        home = NAT_HOME_BASE + 1 + k
+        public = NAT_PUBLIC_BASE + 1 + k
+        if m is not None:
+            if r.random() < 0.3:
+                self.nat_port[k] = 20000 + r.randrange(40000)
+            mapping = (public, self.nat_port[k])
+            source = (str(IPv4Address(public)), mapping[1])
+            x = r.random()
+            if x < 0.35:
+                self._nat_keepalive(m, home, mapping)
+            else:
+                dereg = x < 0.5
+                lifetime = 0 if dereg else r.choice([3, 20, 600, 1800])
+                wall = WALL_BASE + self.now
+                ident = max(ntp_from_unix(wall), self.nat_last_id.get(k, 0) + 1)
+                self.nat_last_id[k] = ident
+                req = reg.RegistrationRequest(
+                    reg.Flags.D,
+                    lifetime,
+                    IPv4Address(home),
+                    HA_ADDRESS,
+                    IPv4Address(NAT_COA_BASE + 1 + k),
+                    ident,
+                    () if dereg else (NAT_REQUEST,),
+                )
+                raw = append_auth(reg.encode(req), reg.EXT_MN_HA_AUTH, SA)
+                out = m.core.handle_request(raw, self.now, wall, source)
+                if not dereg and out.code is not None and out.code <= 1 and out.events:
+                    self.report.nat_registrations += 1
+                    granted = out.reply is not None and wire_nat.find_reply(
+                        reg.decode_reply(out.reply).extensions
+                    )
+                    if not granted or not granted.accepted:
+                        self._violation(f"NAT-ed home {IPv4Address(home)}: no UDP tunnel granted")
+                self._nat_changes(m, out.events, k)
+            self._drain(m)
+        if self.now < self.duration:
+            self._at(self.now + r.expovariate(1 / 3.0), "nat", k)
+
+    def _nat_keepalive(self, m: Member, home: int, mapping: tuple[int, int]) -> None:
+        """A keepalive from ``mapping`` reaches ``m``'s data plane: the rule of
+        ``UdpTunnelPath.received``: a binding of ``home`` with the same address and another
+        port means the NAT rebound; another address, or no binding, is dropped."""
+        rec = m.core.table.live(home)
+        if rec is None:
+            return
+        udp = [(b.udp_address, b.udp_port) for b in rec.bindings if b.udp_port]
+        if mapping in udp:
+            return
+        old = next((u for u in udp if u[0] == mapping[0]), None)
+        if old is None:
+            return
+        events = m.core.nat_rebind(home, old, mapping, self.now)
+        if events:
+            self.report.nat_rebinds += 1
+        self._nat_changes(m, events, -1)
+
+    def _nat_changes(self, m: Member, events: Sequence[object], k: int) -> None:
+        for ev in events:
+            if not isinstance(ev, BindingChanged):
+                continue
+            rec = ev.record
+            mapping = next(((b.udp_address, b.udp_port) for b in rec.bindings if b.udp_port), None)
+            if not ev.deregistration and mapping is None:
+                self._violation(f"NAT-ed home {IPv4Address(rec.home_address)} without a mapping")
+            self.nat_ops.setdefault(rec.home_address, []).append(
+                (rec.version, mapping, m.node_id, self.now)
+            )
+            self.accepted.setdefault(rec.home_address, []).append((rec.version, ev.deregistration))
+            m.engine.local_change(rec, self.now)
+            if self.mode == "semisync" and k >= 0:
+                m.pending_replies[(rec.home_address, rec.version)] = self.mobile_nodes + k
+                m.engine.watch(rec.home_address, rec.version, self.now)
+            else:
+                self.report.replied += 1
+
+    def _check_nat(self, synced: list[Member]) -> None:
+        """Converged: each member holds, per NAT-ed home, the version and exact mapping of one
+        accepted change, no older than the newest change its member kept (did not crash after)."""
+        if not synced:
+            return
+        for home, ops in sorted(self.nat_ops.items()):
+            by_version = {v: mapping for v, mapping, _node, _t in ops}
+            kept = [
+                v
+                for v, _mapping, node, t in ops
+                if not any(c > t for c in self.crash_times.get(node, []))
+            ]
+            newest_kept = max(kept, default=-1)
+            if ops[-1][0] != newest_kept:
+                self.report.nat_lost += 1
+            for m in synced:
+                rec = m.core.table.get(home)
+                held = rec.version if rec is not None else -1
+                where = f"{m.endpoint[0]} home {IPv4Address(home)}"
+                if held < newest_kept:
+                    self._violation(f"{where}: v{held} older than kept change v{newest_kept}")
+                    continue
+                if rec is None:
+                    continue
+                if rec.version not in by_version:
+                    self._violation(f"{where}: v{rec.version} was never accepted")
+                    continue
+                live = {
+                    (b.udp_address, b.udp_port) for b in rec.bindings if b.expires > self.now + 1.0
+                }
+                want = by_version[rec.version]
+                if live and live != {want}:
+                    shown = sorted(f"{IPv4Address(a)}:{p}" for a, p in live)
+                    self._violation(f"{where} v{rec.version}: mapping {shown}, accepted {want}")
+
     # --- faults -------------------------------------------------------------------------------
 
     def _crash(self, idx: int, up_at: float) -> None:
@@ -456,6 +605,9 @@ class Simulation:
             self._at(self.rng.uniform(1.0, 3.0), "mn", mn)
         for dn in range(self.dynamic_nodes):
             self._at(self.dyn_rng.uniform(1.0, 3.0), "dyn", dn)
+        for k in range(self.nat_nodes):
+            self.nat_port[k] = 20000 + self.nat_rng.randrange(40000)
+            self._at(self.nat_rng.uniform(1.0, 3.0), "nat", k)
         for down, up, who in self.faults.crashes:
             self._at(down, "crash", (who, up))
         end = self.duration + self.quiet
@@ -478,6 +630,9 @@ class Simulation:
             elif kind == "dyn":
                 assert isinstance(payload, int)
                 self._dyn_op(payload)
+            elif kind == "nat":
+                assert isinstance(payload, int)
+                self._nat_op(payload)
             elif kind == "deliver":
                 assert isinstance(payload, tuple)
                 data, src, target = payload
@@ -578,6 +733,7 @@ class Simulation:
                 self._violation(f"{m.endpoint[0]} not SYNCED after the quiet period")
         synced = [m for m in alive if m.engine.state is SyncState.SYNCED]
         self._check_pools(synced)
+        self._check_nat(synced)
         views = {m.endpoint[0]: self._live_view(m) for m in synced}
         first = next(iter(views.values()), None)
         for name, view in views.items():
@@ -607,13 +763,18 @@ class Simulation:
                     self._violation(f"home {home} v{version} acked by a survivor but lost")
                     break
 
-    def _live_view(self, m: Member) -> dict[int, tuple[int, tuple[int, ...]]]:
-        """Every record's version (tombstones too) and its care-of addresses not about to expire
-        (expiry times differ between members by transmission delays)."""
+    def _live_view(self, m: Member) -> dict[int, tuple[int, tuple[tuple[int, int, int], ...]]]:
+        """Every record's version (tombstones too) and its care-of addresses with their NAT
+        mappings, of bindings not about to expire (expiry times differ between members by
+        transmission delays)."""
         view = {}
         for rec in m.core.table.records():
             live = tuple(
-                sorted(b.care_of_address for b in rec.bindings if b.expires > self.now + 1.0)
+                sorted(
+                    (b.care_of_address, b.udp_address, b.udp_port)
+                    for b in rec.bindings
+                    if b.expires > self.now + 1.0
+                )
             )
             view[rec.home_address] = (rec.version, live)
         return view
