@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from ipaddress import IPv4Address
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -107,3 +108,83 @@ def test_any_datagram_is_taken_or_counted_never_raises(data: bytes, port: int) -
     rig = Rig()
     rig.path.received(b"\x04" + data, (str(NAT_IP), port), None)
     assert len(rig.written) <= 1
+
+
+# --- GET /api/v1/nat: an index of UDP-tunnelled homes, not a walk over every spec -----------
+
+
+class _NoWalk(dict[IPv4Address, TunnelSpec]):
+    """The backend's specs, refusing to be walked (lookups by key are fine)."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("GET /api/v1/nat walked every spec")
+
+    def items(self) -> Any:
+        raise AssertionError("GET /api/v1/nat walked every spec")
+
+    def values(self) -> Any:
+        raise AssertionError("GET /api/v1/nat walked every spec")
+
+
+class _Host:
+    def __init__(self) -> None:
+        self.type_handlers: dict[int, Any] = {}
+        self.startup_hooks: list[Any] = []
+        self.shutdown_hooks: list[Any] = []
+        self.routes: dict[tuple[str, str], Any] = {}
+        self.control = self
+
+    def add_json_route(self, method: str, path: str, func: Any) -> None:
+        self.routes[(method, path)] = func
+
+
+class _Plane:
+    def __init__(self, backend: TunnelBackend) -> None:
+        self.backend = backend
+
+
+def test_nat_status_lists_udp_homes_from_the_backends_index_as_the_table_changes() -> None:
+    from mobileip.dataplane.udp_tunnel import UdpTunnelService
+    from mobileip.dataplane.userspace import UserspaceBackend
+
+    backend = UserspaceBackend(lambda *a, **k: None, "x", HA, own=frozenset({HA}))
+    backend.specs = _NoWalk()
+    host = _Host()
+    service = UdpTunnelService(host, _Plane(backend), HA)  # type: ignore[arg-type]
+    base = int(IPv4Address("10.2.0.0"))
+    for i in range(5000):  # plain co-located bindings: not in the index
+        coa = IPv4Address(base + 100_000 + i)
+        backend.track(TunnelSpec(IPv4Address(base + i), ((coa, Encapsulation.IPIP),), (coa,)))
+    nated = [IPv4Address(base + 50_000 + i) for i in range(3)]
+    for i, home in enumerate(nated):
+        backend.track(TunnelSpec(home, (), (), ((NAT_IP, 40000 + i),)))
+    status = host.routes[("GET", "/api/v1/nat")](None)
+    assert status["udp_homes"] == 3
+    assert status["tunnels"] == {str(h): [f"{NAT_IP}:{40000 + i}"] for i, h in enumerate(nated)}
+
+    # a rebind replaces the spec; a re-registration without NAT leaves the index; untrack too
+    backend.track(TunnelSpec(nated[0], (), (), ((NAT_IP, 41000),)))
+    coa = IPv4Address("203.0.113.7")
+    backend.track(TunnelSpec(nated[1], ((coa, Encapsulation.IPIP),), (coa,)))
+    backend.untrack(nated[2])
+    plain = IPv4Address(base + 7)  # a plain home that becomes NAT-ed
+    backend.track(TunnelSpec(plain, (), (), ((NAT_IP, 42000),)))
+    status = service.status()
+    assert status["udp_homes"] == 2
+    assert status["tunnels"] == {
+        str(nated[0]): [f"{NAT_IP}:41000"],
+        str(plain): [f"{NAT_IP}:42000"],
+    }
+    assert len(service.status(listed=1)["tunnels"]) == 1
+    assert backend.udp_homes == {nated[0], plain}
+
+
+def test_nat_status_on_a_backend_without_udp_lists_nothing() -> None:
+    from mobileip.dataplane.udp_tunnel import UdpTunnelService
+
+    backend = TunnelBackend(lambda *a, **k: None)
+    backend.specs = _NoWalk()
+    backend.track(TunnelSpec(HOME, (), (), ((NAT_IP, 40000),)))
+    service = UdpTunnelService(_Host(), _Plane(backend), HA)  # type: ignore[arg-type]
+    status = service.status()
+    assert status["attached"] is False and status["udp_homes"] == 0 and status["tunnels"] == {}

@@ -25,6 +25,7 @@ route (``udp-tunnel-unsupported``); run NAT traversal with ``[dataplane] backend
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -198,17 +199,28 @@ class UdpTunnelService:
             self.daemon.publish(events, now)
 
     def status(self, listed: int = 1000) -> dict[str, Any]:
-        """``GET /api/v1/nat``: attached or not, the counters, and (at most ``listed``) the
-        UDP-tunnelled homes this member's data plane holds with their NAT mappings."""
+        """``GET /api/v1/nat``: attached or not, the counters, how many UDP-tunnelled homes this
+        member's data plane holds, and (at most ``listed``) those homes with their NAT mappings.
+
+        It walks the userspace backend's index of UDP-tunnelled homes (kept by its track and
+        untrack, as the table changes), never every spec: O(min(listed, NAT-ed homes)). The
+        kernel backend carries no UDP tunnel and keeps no index: nothing is listed there."""
         counters = dict(self.path.counters) if self.path is not None else {}
+        backend = self.dataplane.backend
+        homes: set[IPv4Address] = (
+            backend.udp_homes if isinstance(backend, UserspaceBackend) else set()
+        )
+        specs = backend.specs
         tunnels: dict[str, list[str]] = {}
-        for home, spec in self.dataplane.backend.specs.items():
-            if spec.udp and len(tunnels) < listed:
+        for home in itertools.islice(homes, listed):
+            spec = specs.get(home)
+            if spec is not None:
                 tunnels[str(home)] = [f"{a}:{p}" for a, p in spec.udp]
         return {
             "attached": self.path is not None,
             "source": self.source,
             "counters": counters,
             "unsupported": self.unsupported,
+            "udp_homes": len(homes),
             "tunnels": tunnels,
         }

@@ -120,6 +120,9 @@ class UserspaceBackend(TunnelBackend):
         self._entries: dict[tuple[tuple[IPv4Address, Encapsulation], ...], _Entry] = {}
         # RFC 3519 UDP tunnels (dataplane/udp_tunnel.py), attached when NAT traversal is on
         self.udp: UdpExits | None = None
+        # the homes whose spec has UDP exits, kept by track/untrack: GET /api/v1/nat walks
+        # these, not every spec
+        self.udp_homes: set[IPv4Address] = set()
 
     async def start(self) -> None:
         try:
@@ -232,6 +235,11 @@ class UserspaceBackend(TunnelBackend):
     def _index(self, spec: TunnelSpec | None, remove: bool) -> None:
         if spec is None:
             return
+        if spec.udp:
+            if remove:
+                self.udp_homes.discard(spec.home)
+            else:
+                self.udp_homes.add(spec.home)
         home_b = spec.home.packed
         for coa in spec.reverse:
             homes = self.by_coa.setdefault(coa, set())
@@ -249,6 +257,7 @@ class UserspaceBackend(TunnelBackend):
     async def stop(self) -> None:
         """Close the TUN (its routes go with it; the service flushes table T) and the sockets."""
         self.specs.clear()
+        self.udp_homes.clear()
         self.by_coa.clear()
         self._by_coa_packed.clear()
         self._fast.clear()
