@@ -235,7 +235,7 @@ class HomeAgentCore:
             or flags & _NOT_PREDICTED_FLAGS
             or lifetime == 0
             or self.dynamic is not None
-            or (self.pools is not None and self.pools.pool_of(home) is not None)
+            or (self.pools is not None and self.pools.governs(home))
             or settings.replay != "timestamp"
             or ha not in self._address_ints
         ):
@@ -324,9 +324,7 @@ class HomeAgentCore:
             return violation("bad-spi", None)
         pools = self.pools
         pooled = (
-            pools is not None
-            and nai is not None
-            and (not int(home) or pools.pool_of(int(home)) is not None)
+            pools is not None and nai is not None and (not int(home) or pools.governs(int(home)))
         )
         if not sa.covers(home) and not (pooled and sa.matches_nai(nai)):
             return violation("no-sa", None)

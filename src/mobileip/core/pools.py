@@ -19,6 +19,12 @@ The hint is fed by the core's own changes (:meth:`AddressPools.note`), by the re
 update or a bulk download applied (:meth:`AddressPools.refresh`), and rebuilt from the whole
 table at start (:meth:`AddressPools.rebuild`).
 
+A reload (:meth:`AddressPools.reconfigure`) swaps in new pools: added, removed, grown or shrunk.
+An address that was in a pool, is in none now and is held by a live binding is *retired*: its
+mobile node keeps it, renewals included, until the binding ends (deregistration, expiry,
+``clear binding``); then it is never handed out again. A restart forgets the retired set (a
+renewal of such an address is then refused like any address outside the pools).
+
 What two members assigning at once means is in docs/pools.md.
 """
 
@@ -119,6 +125,42 @@ class AddressPools:
         self.stats = PoolStats()
         self._lo = min((p.first for p in pools), default=1)
         self._hi = max((p.last for p in pools), default=0)
+        # addresses a reload took out of every pool while a binding held them (kept till it ends)
+        self.retired: set[int] = set()
+
+    def reconfigure(self, pools: Sequence[AddressPool]) -> dict[str, list[str]]:
+        """Swap in ``pools`` (a reload): what was added, removed and changed, by name.
+
+        Assignments stay in the table; a live address left outside every pool is retired (see
+        the module docstring). A kept pool's cursor stays when it is still inside it."""
+        new = {p.name: p for p in pools}
+        if len(new) != len(pools):
+            raise ValueError("two pools have the same name")
+        old = self._pools
+        for name in set(old) - set(new):
+            self._cursor.pop(name, None)
+        for p in pools:
+            cursor = self._cursor.get(p.name, p.first)
+            self._cursor[p.name] = cursor if p.first <= cursor <= p.last else p.first
+        was = list(old.values())
+        self._pools = new
+        self._lo = min((p.first for p in pools), default=1)
+        self._hi = max((p.last for p in pools), default=0)
+        live = self.table.live
+        for p in was:
+            for address in range(p.first, p.last + 1):
+                if address in p and self.pool_of(address) is None and live(address) is not None:
+                    self.retired.add(address)
+        self.retired = {a for a in self.retired if self.pool_of(a) is None and live(a) is not None}
+        return {
+            "added": sorted(set(new) - set(old)),
+            "removed": sorted(set(old) - set(new)),
+            "changed": sorted(n for n in set(new) & set(old) if new[n] != old[n]),
+        }
+
+    def governs(self, address: int) -> bool:
+        """Whether the pool rules decide about ``address``: in a pool, or retired."""
+        return self.pool_of(address) is not None or address in self.retired
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -171,6 +213,7 @@ class AddressPools:
                 }
                 for p in self._pools.values()
             ],
+            "retired": sorted(str(IPv4Address(a)) for a in self.retired),
             "assigned": self.stats.assigned,
             "reassigned": self.stats.reassigned,
             "denied": dict(self.stats.denied),
@@ -248,6 +291,8 @@ class AddressPools:
 
     def note(self, rec: MobilityRecord) -> None:
         """The core stored ``rec``."""
+        if not rec.bindings and rec.home_address in self.retired:
+            self.retired.discard(rec.home_address)  # its binding ended: out of use for good
         if rec.nai and self._lo <= rec.home_address <= self._hi:
             self._remember(rec.nai.lower(), rec.home_address, bool(rec.bindings))
 
@@ -255,6 +300,8 @@ class AddressPools:
         """A peer's update (or a bulk download) changed these records."""
         lo, hi, get = self._lo, self._hi, self.table.get
         for home in homes:
+            if home in self.retired and self.table.live(home) is None:
+                self.retired.discard(home)
             if lo <= home <= hi:
                 rec = get(home)
                 if rec is not None and rec.nai:

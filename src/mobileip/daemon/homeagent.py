@@ -93,6 +93,8 @@ class HomeAgentDaemon:
         self.control = control
         # called on SIGHUP (the admin service reloads the security associations)
         self.reload_hooks: list[Callable[[], None]] = []
+        # called with a reloaded config; each returns the config fields it applied (pools)
+        self.config_hooks: list[Callable[[Config], Sequence[str]]] = []
         # garbage seen before the core (first byte is not a request and nobody else wants it)
         self.dropped: Counter[str] = Counter()
         # per-source token buckets checked before the core ([homeagent] rate_limit; 0: off)

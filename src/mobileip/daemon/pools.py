@@ -2,13 +2,16 @@
 
 The rules are in :mod:`mobileip.core.pools`; this only wires them: the pools of the config over
 the core's binding table (after persistence replaced it), the NAI hint rebuilt at start (a
-journal replay filled the table without the core), and ``GET /api/v1/pools``.
+journal replay filled the table without the core), ``GET /api/v1/pools``, and a reload (SIGHUP,
+``POST /api/v1/reload``) that swaps in the config's new ``[[pool]]`` sections (a daemon started
+without pools needs a restart to get its first one).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from mobileip.config import Config
 from mobileip.config.build import address_pools
 from mobileip.core.pools import AddressPools
 from mobileip.daemon.ports import ServiceHost
@@ -26,6 +29,19 @@ def attach_pools(host: ServiceHost) -> AddressPools:
     def status(request: Any) -> dict[str, object]:
         return pools.status()
 
+    def reload(config: Config) -> tuple[str, ...]:
+        changes = pools.reconfigure(address_pools(config))
+        host.log.info(
+            "pools.reloaded",
+            pools=len(config.pools),
+            added=",".join(changes["added"]) or "-",
+            removed=",".join(changes["removed"]) or "-",
+            changed=",".join(changes["changed"]) or "-",
+            retired=len(pools.retired),
+        )
+        return ("pools",)
+
     host.startup_hooks.append(rebuild)
+    host.config_hooks.append(reload)
     host.control.add_json_route("GET", "/api/v1/pools", status)
     return pools

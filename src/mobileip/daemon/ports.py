@@ -75,6 +75,9 @@ class ServiceHost(Protocol):
     startup_hooks: list[Hook]
     shutdown_hooks: list[Hook]
     reload_hooks: list[Callable[[], None]]  # SIGHUP
+    # a reload's new config (SIGHUP or POST /api/v1/reload): apply what the service can, return
+    # the names of the config fields it applied (they need no restart)
+    config_hooks: list[Callable[[Config], Sequence[str]]]
 
     @property
     def log(self) -> Logger: ...

@@ -75,11 +75,18 @@ def reload_security_associations(daemon: EventHost) -> ReloadResult:
     old = daemon.config
     added, removed, changed = diff_sas(old.security_associations, config.security_associations)
     daemon.core.sas = sas
-    daemon.config = replace(old, security_associations=config.security_associations)
+    applied: set[str] = set()
+    for apply in daemon.config_hooks:  # e.g. the pools (daemon/pools.py)
+        applied.update(apply(config))
+    daemon.config = replace(
+        old,
+        security_associations=config.security_associations,
+        **{name: getattr(config, name) for name in sorted(applied)},
+    )
     restart = tuple(
         f.name
         for f in fields(config)
-        if f.name not in ("path", "security_associations")
+        if f.name not in ("path", "security_associations", *applied)
         and getattr(config, f.name) != getattr(old, f.name)
     )
     daemon.log.info(

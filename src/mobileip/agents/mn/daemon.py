@@ -409,8 +409,10 @@ class MobileNodeDaemon:
         else:
             self.registered_coa = None
             self.renew_at = now + 1.0  # retry in a second
-            if result.code == 129 and self.nai is not None and self.cfg.home_address == ANY:
-                await self._release_home_address()  # another NAI's now: ask for a new one
+            if result.code in (129, 131) and self.nai is not None and self.cfg.home_address == ANY:
+                # 129: another NAI's now; 131: in no pool any more (a shrink, then a restart of
+                # the Home Agent, docs/pools.md): give it up and ask for a new one
+                await self._release_home_address()
             self.log.warning(
                 "mn.denied", code=result.code, meaning=result.meaning, via=agent.address
             )
