@@ -324,6 +324,12 @@ class BindingTable:
         rec = self.get(home)
         return rec if rec is not None and rec.bindings else None
 
+    def is_live(self, home: int) -> bool:
+        """Whether ``home`` has a record with a binding, without unpacking it (the binding
+        count is the last byte of the head, offset 32, in every layout)."""
+        blob = self._records.get(home)
+        return blob is not None and blob[32] != 0
+
     def __len__(self) -> int:
         """Number of mobile nodes with at least one binding."""
         return self._live

@@ -19,6 +19,11 @@ The hint is fed by the core's own changes (:meth:`AddressPools.note`), by the re
 update or a bulk download applied (:meth:`AddressPools.refresh`), and rebuilt from the whole
 table at start (:meth:`AddressPools.rebuild`).
 
+The same three feeds keep a second set, the pool addresses that may be live (every address
+that became live through them; a superset, since expiry and ``clear binding`` do not report):
+``in_use`` counts it, checking each against the table (and dropping those no longer live), so
+``GET /api/v1/pools`` costs O(addresses in use), not O(pool size).
+
 A reload (:meth:`AddressPools.reconfigure`) swaps in new pools: added, removed, grown or shrunk.
 An address that was in a pool, is in none now and is held by a live binding is *retired*: its
 mobile node keeps it, renewals included, until the binding ends (deregistration, expiry,
@@ -127,6 +132,8 @@ class AddressPools:
         self._hi = max((p.last for p in pools), default=0)
         # addresses a reload took out of every pool while a binding held them (kept till it ends)
         self.retired: set[int] = set()
+        # pool addresses that may be live: every one that became live (checked when counted)
+        self._maybe_live: set[int] = set()
 
     def reconfigure(self, pools: Sequence[AddressPool]) -> dict[str, list[str]]:
         """Swap in ``pools`` (a reload): what was added, removed and changed, by name.
@@ -146,12 +153,14 @@ class AddressPools:
         self._pools = new
         self._lo = min((p.first for p in pools), default=1)
         self._hi = max((p.last for p in pools), default=0)
-        live = self.table.live
+        is_live = self.table.is_live
         for p in was:
             for address in range(p.first, p.last + 1):
-                if address in p and self.pool_of(address) is None and live(address) is not None:
+                if address in p and self.pool_of(address) is None and is_live(address):
                     self.retired.add(address)
-        self.retired = {a for a in self.retired if self.pool_of(a) is None and live(a) is not None}
+        self.retired = {a for a in self.retired if self.pool_of(a) is None and is_live(a)}
+        self._maybe_live.clear()  # the new ranges may hold live addresses never seen: rescan
+        self.refresh(self.table.homes())
         return {
             "added": sorted(set(new) - set(old)),
             "removed": sorted(set(old) - set(new)),
@@ -196,12 +205,35 @@ class AddressPools:
         return address  # its record (live or a tombstone), or still free since it was offered
 
     def in_use(self, name: str) -> int:
-        """Addresses of pool ``name`` with a live binding (reads the table: status pages)."""
+        """Addresses of pool ``name`` with a live binding."""
+        return self.in_use_counts()[name]
+
+    def in_use_counts(self) -> dict[str, int]:
+        """Per pool, its addresses with a live binding: the addresses that may be live, each
+        checked against the table (those that are not any more are forgotten)."""
+        counts = dict.fromkeys(self._pools, 0)
+        is_live = self.table.is_live
+        dead = []
+        for address in self._maybe_live:
+            if not is_live(address):
+                dead.append(address)
+                continue
+            p = self.pool_of(address)
+            if p is not None:
+                counts[p.name] += 1
+        self._maybe_live.difference_update(dead)
+        self.retired = {a for a in self.retired if is_live(a)}  # ended by expiry or a clear
+        return counts
+
+    def in_use_by_scan(self, name: str) -> int:
+        """:meth:`in_use` the slow way, reading every address of the pool (tests check the
+        two agree)."""
         p = self._pools[name]
-        live = self.table.live
-        return sum(1 for a in range(p.first, p.last + 1) if a in p and live(a) is not None)
+        is_live = self.table.is_live
+        return sum(1 for a in range(p.first, p.last + 1) if a in p and is_live(a))
 
     def status(self) -> dict[str, object]:
+        in_use = self.in_use_counts()
         return {
             "pools": [
                 {
@@ -209,7 +241,7 @@ class AddressPools:
                     "first": str(IPv4Address(p.first)),
                     "last": str(IPv4Address(p.last)),
                     "size": p.size,
-                    "in_use": self.in_use(p.name),
+                    "in_use": in_use[p.name],
                 }
                 for p in self._pools.values()
             ],
@@ -293,6 +325,8 @@ class AddressPools:
         """The core stored ``rec``."""
         if not rec.bindings and rec.home_address in self.retired:
             self.retired.discard(rec.home_address)  # its binding ended: out of use for good
+        if rec.bindings and self._lo <= rec.home_address <= self._hi:
+            self._maybe_live.add(rec.home_address)
         if rec.nai and self._lo <= rec.home_address <= self._hi:
             self._remember(rec.nai.lower(), rec.home_address, bool(rec.bindings))
 
@@ -300,11 +334,15 @@ class AddressPools:
         """A peer's update (or a bulk download) changed these records."""
         lo, hi, get = self._lo, self._hi, self.table.get
         for home in homes:
-            if home in self.retired and self.table.live(home) is None:
+            if home in self.retired and not self.table.is_live(home):
                 self.retired.discard(home)
             if lo <= home <= hi:
                 rec = get(home)
-                if rec is not None and rec.nai:
+                if rec is None:
+                    continue
+                if rec.bindings:
+                    self._maybe_live.add(home)
+                if rec.nai:
                     self._remember(rec.nai.lower(), home, bool(rec.bindings))
 
     def _remember(self, key: bytes, address: int, live: bool) -> None:
@@ -320,4 +358,5 @@ class AddressPools:
     def rebuild(self) -> None:
         """Read the hint afresh from the whole table (at start, after a journal replay)."""
         self._hint.clear()
+        self._maybe_live.clear()
         self.refresh(self.table.homes())
