@@ -4,14 +4,18 @@
 (co-located care-of address, D flag); the reply assigns an address from the HA's ``[[pool]]``;
 the mobile node takes it (on ``lo``) and renews with it; the correspondent on the home link
 pings the assigned address through the Home Agent's tunnel; on SIGTERM the mobile node
-deregisters, the address goes back to the pool and off the mobile node's ``lo``.
+deregisters, the address goes back to the pool and off the mobile node's ``lo``. Before that, the
+address is made another NAI's: the mobile node's renewal is refused 129, it takes the address
+off ``lo`` and gets another one.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
+import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -26,6 +30,16 @@ pytestmark = pytest.mark.root
 PY = sys.executable
 POOL = "10.77.0.128/28"
 NAI_SPI, NAI_KEY = 700, "99" * 16
+BOB = f"""
+import sys
+from ipaddress import IPv4Address as A
+from mobileip.agents.client import MobileNode, RegistrationClient
+from mobileip.core.security import SecurityAssociation
+sa = SecurityAssociation({NAI_SPI}, "hmac-md5", bytes.fromhex("{NAI_KEY}"), ())
+mn = MobileNode(A(sys.argv[1]), A("{CN}"), A("{HA}"), sa, nai=b"bob@pool.test")
+with RegistrationClient(mn, ("{HA}", 434), timeout=0.5) as c:
+    print("code", c.register(600).code)
+"""
 
 
 def pools(seg: Segment, ha: object) -> dict[str, object]:
@@ -99,10 +113,32 @@ def test_mobile_node_learns_its_address_from_the_reply(
     result = json.loads(seg.run(cn, argv).stdout.strip().splitlines()[-1])
     assert result["received"] >= result["sent"] - 1 > 0, result
 
+    # the address becomes another NAI's (the mobile node paused meanwhile: the operator clears
+    # its binding, bob registers the freed address): alice's next renewal is refused 129, and
+    # she gives the address up (off lo) and gets another one
+    node.signal(signal.SIGSTOP)
+    try:
+        cleared = seg.run(ha, [PY, "-m", "mobileip", "clear", "binding", home,
+                               "--control", "127.0.0.1:8434"])  # fmt: skip
+        assert cleared.returncode == 0, cleared.stdout + cleared.stderr
+        bob = seg.run(cn, [PY, "-c", BOB, home])
+        assert bob.stdout.strip() == "code 0", bob.stdout + bob.stderr
+    finally:
+        since = time.monotonic()
+        node.signal(signal.SIGCONT)
+    node.wait_for(rf"mn\.released home={re.escape(home)}", 10, since=since)
+    node.wait_for(r"mn\.denied code=129", 10, since=since)
+    again = node.wait_for(r"mn\.assigned home=(\S+)", 10, since=since).text
+    old, home = home, re.search(r"home=(\S+)", again).group(1)  # type: ignore[union-attr]
+    assert home != old and IPv4Address(home) in IPv4Network(POOL)
+    lo = seg.run(mn, ["ip", "-4", "addr", "show", "dev", "lo"]).stdout
+    assert f"{home}/32" in lo and f"{old}/32" not in lo
+    node.wait_for(rf"mn\.registered .*home={re.escape(home)}", 10, since=since)
+
     node.stop()  # SIGTERM: deregisters on the way out
     node.wait_for(r"mn\.deregistered code=0", 10)
     # the address went back to the pool: the mobile node takes it off lo (mn.released)
     node.wait_for(rf"mn\.released home={re.escape(home)}", 10)
     assert f"{home}/32" not in seg.run(mn, ["ip", "-4", "addr", "show", "dev", "lo"]).stdout
-    wait_dataplane(seg, ha, lambda d: d["tunnels"] == 0)
-    assert pools(seg, ha)["pools"][0]["in_use"] == 0  # type: ignore[index]
+    wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1)  # bob's
+    assert pools(seg, ha)["pools"][0]["in_use"] == 1  # type: ignore[index]
