@@ -1,7 +1,11 @@
 """``mobileip bench --only forwarding`` (src/mobileip/tools/forwarding_bench.py) works end to end.
 
-Cheap: the sender compiles and sends; the report formats; as root, one short run of the ceiling
-and the userspace backend on the namespaces (no UML). Numbers are printed, never asserted beyond
+Cheap: the sender compiles and sends (UDP; as root also the raw, IP-in-IP and GRE modes of the
+reverse rows, checked byte by byte); the report formats; the ratios are taken round by round
+(synthetic runs, exact arithmetic); as root, one short run of the ceiling and the userspace
+backend on the namespaces (no UML); inside UML (``kernel`` marker) one short round of every
+kernel-backend path, forward and reverse, IP-in-IP and GRE; as root with UML, the host-side
+UML leg with its CPU accounting (tiny counts). Numbers are printed, never asserted beyond
 "something was delivered": the machine is shared."""
 
 from __future__ import annotations
@@ -11,16 +15,22 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from mobileip.tools.forwarding_bench import (
     ForwardingPlan,
+    KernelResult,
     build_sender,
     format_forwarding,
+    measure_here,
+    paths_for,
     run_forwarding,
+    run_uml,
 )
+from mobileip.tools.uml import uml_available
 
 needs_cc = pytest.mark.skipif(
     not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")),
@@ -100,3 +110,146 @@ def test_short_run_on_namespaces() -> None:
     # nothing left behind
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"mfb{os.getpid() % 100000}-" not in left  # this process's topology tag
+
+
+def _run(pps: float, start: float, packets: float) -> list[float]:
+    # delivered/s, offered/s, backend us (none), window start, end (1 s), packets in it
+    return [pps, pps, float("nan"), start, start + 1.0, packets]
+
+
+def test_ratios_are_taken_round_by_round() -> None:
+    """Three rounds; the host CPU per packet comes from ``cpu_between`` (here: the window's
+    start time in seconds of CPU, so each run's CPU is chosen exactly)."""
+    cpu = {0.0: 1.0, 10.0: 1.0, 20.0: 1.0}  # sender: 1.0 s per 1e6 packets = 1,000 ns
+    cpu |= {1.0: 1.2, 11.0: 1.4, 21.0: 1.2}  # ceiling: 1,200 / 1,400 / 1,200 ns
+    cpu |= {2.0: 1.6, 12.0: 1.8, 22.0: 2.2}  # kernel: 1,600 / 1,800 / 2,200 ns
+    raw = {
+        "where": "UML",
+        "runs": {
+            "sender@64": [_run(900.0, t, 1e6) for t in (0.0, 10.0, 20.0)],
+            "ceiling@64": [
+                _run(p, t, 1e6) for p, t in ((100.0, 1.0), (200.0, 11.0), (100.0, 21.0))
+            ],
+            "kernel@64": [_run(p, t, 1e6) for p, t in ((50.0, 2.0), (180.0, 12.0), (90.0, 22.0))],
+        },
+        "install": {},
+        "skipped": {},
+        "notes": [],
+    }
+    result = KernelResult.from_raw(json.loads(json.dumps(raw)))
+    rows = result.as_dict(lambda t0, t1: cpu[t0])["rows"]
+    k = rows["kernel@64"]
+    assert k["ratio_run_by_run"] == [0.5, 0.9, 0.9]  # not 0.9 = median(kernel)/median(ceiling)
+    assert k["ratio_to_ceiling"] == 0.9 and k["ratio"]["min"] == 0.5
+    assert k["host_cpu_ns_per_packet"] == 1800.0
+    # packets per CPU-second against the ceiling's: 1200/1600, 1400/1800, 1200/2200
+    assert k["cpu_ratio"]["median"] == 0.75 and k["cpu_ratio"]["min"] == round(1200 / 2200, 3)
+    # forwarding alone: (1200-1000)/(1600-1000), (1400-1000)/(1800-1000), 200/1200
+    assert k["forwarding_cpu_ratio"]["median"] == round(1 / 3, 3)
+    assert k["forwarding_cpu_ratio"]["max"] == 0.5
+    assert k["forwarding_ns_per_packet"] == 800.0
+    assert rows["ceiling@64"]["ratio_to_ceiling"] is None and "ratio" not in rows["sender@64"]
+    # without CPU accounting (the host's rows): no CPU columns
+    assert "cpu_ratio" not in result.as_dict()["rows"]["kernel@64"]
+
+
+def test_paths_for_the_kernel_backend() -> None:
+    names = [fp.name for fp in paths_for(["kernel"])]
+    assert names == [
+        "sender", "ceiling", "kernel", "kernel-gre",
+        "sender-rev", "ceiling-rev", "sender-rev-ipip", "kernel-rev",
+        "sender-rev-gre", "kernel-gre-rev",
+    ]  # fmt: skip
+    assert [fp.name for fp in paths_for(["userspace"], reverse=False)] == [
+        "sender",
+        "ceiling",
+        "userspace",
+    ]
+
+
+def _checksum(header: bytes) -> int:
+    total = sum(int.from_bytes(header[i : i + 2], "big") for i in range(0, len(header), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+@needs_cc
+@pytest.mark.root
+@pytest.mark.parametrize(("mode", "proto", "skip"), [("ipip", 4, 0), ("gre", 47, 4)])
+def test_sender_tunnel_modes(tmp_path: Path, mode: str, proto: int, skip: int) -> None:
+    """The reverse rows' sender: the inner packet (UDP home -> correspondent) as the payload of
+    an IP-in-IP / GRE packet, inner header checksum right."""
+    exe = build_sender(tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, proto) as sink:
+        sink.settimeout(5)
+        subprocess.run(
+            [str(exe), "127.0.0.1", "9", "100", "0.05", "200", mode, "10.9.0.1", "10.9.0.2"],
+            capture_output=True, text=True, timeout=20, check=True,
+        )  # fmt: skip
+        packet = sink.recv(4096)
+    outer = (packet[0] & 0xF) * 4
+    assert packet[9] == proto and len(packet) == outer + skip + 100
+    if skip:
+        assert packet[outer : outer + 4] == b"\x00\x00\x08\x00"  # GRE, no flags, IPv4
+    inner = packet[outer + skip :]
+    assert inner[0] == 0x45 and int.from_bytes(inner[2:4], "big") == 100 and inner[9] == 17
+    assert socket.inet_ntoa(inner[12:16]) == "10.9.0.1"
+    assert socket.inet_ntoa(inner[16:20]) == "10.9.0.2"
+    assert _checksum(inner[:20]) == 0xFFFF
+    assert int.from_bytes(inner[22:24], "big") == 9 and int.from_bytes(inner[24:26], "big") == 80
+
+
+@needs_cc
+@pytest.mark.root
+@pytest.mark.kernel
+@pytest.mark.timeout(300)
+def test_kernel_backend_paths_in_a_real_kernel(tmp_path: Path) -> None:
+    """Inside UML: one short round of every kernel-backend path (forward and reverse, IP-in-IP
+    and GRE, the sink rows) delivers; the GRE route went in; install stats are there."""
+    sender = build_sender(tmp_path)
+    plan = ForwardingPlan(sizes=(64,), duration=0.6, repeats=1, bindings=20,
+                          uml=False, backends=("kernel",))  # fmt: skip
+    lines: list[str] = []
+    result = measure_here(plan, sender, "UML", lines.append)
+    print("\n".join(lines))
+    assert "kernel" not in result.skipped, result.skipped
+    data = result.as_dict()
+    names = {row["path"] for row in data["rows"].values()}
+    assert names == {fp.name for fp in paths_for(["kernel"])}
+    for row in data["rows"].values():
+        assert row["pps"] > 0, row
+    install = data["install"]["kernel"]
+    assert install["failed"] == 0 and install["gre_route_failed"] == 0
+    assert install["t_flag"]["failed"] == 0
+
+
+@needs_cc
+@pytest.mark.root
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_uml_leg_with_cpu_accounting(tmp_path: Path) -> None:
+    """From the host: the UML leg boots, measures with tiny counts, and every row gets the
+    UML kernel's host CPU per packet (the cgroup accounting and the window alignment work)."""
+    if os.environ.get("MOBILEIP_IN_UML") == "1":
+        pytest.skip("boots UML itself: runs on the host")
+    why = uml_available()
+    if why:
+        pytest.skip(why)
+    base = Path("/var/tmp")
+    sender = build_sender(Path(tempfile.mkdtemp(prefix="mfb-test-", dir=base)))
+    try:
+        plan = ForwardingPlan(sizes=(64,), duration=0.6, repeats=1, bindings=20,
+                              reverse=False, backends=("kernel",))  # fmt: skip
+        lines: list[str] = []
+        data = run_uml(plan, sender, lines.append)
+    finally:
+        shutil.rmtree(sender.parent, ignore_errors=True)
+    print("\n".join(lines))
+    print(json.dumps(data, indent=1))
+    rows = data["rows"]
+    assert set(rows) == {"sender@64", "ceiling@64", "kernel@64", "kernel-gre@64"}
+    for row in rows.values():
+        assert row["pps"] > 0 and row["host_cpu_ns_per_packet"] > 0, row
+        assert 0 < row["host_cpu_share"]["median"] <= 1.5  # UML's one CPU: about one host CPU
+    assert rows["kernel@64"]["cpu_ratio"]["n"] == 1

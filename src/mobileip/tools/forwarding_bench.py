@@ -5,8 +5,9 @@ Three network namespaces joined by two veth pairs (names ``mfb<pid>-src|ha|coa``
     src 10.231.1.2 --- 10.231.1.1 ha 10.231.2.1 --- 10.231.2.2 coa
     (C sender, UDP to the home address 10.231.3.1)   (counts what arrives: its veth's rx)
 
-The same flow (UDP to one home address, IP packets of 64 and 1,400 bytes) is measured on three
-paths, interleaved run by run so drift hits each alike:
+The same flow (UDP to one home address, IP packets of 64 and 1,400 bytes) is measured on
+several paths (:data:`PATHS`), in ``repeats`` rounds; each round runs every path at every size
+once, in an order rotated from round to round, so drift hits each alike:
 
 * **ceiling**: plain kernel forwarding in ``ha`` (``HOA/32 via 10.231.2.2`` in the main table);
 * **userspace**: :class:`~mobileip.dataplane.userspace.UserspaceBackend` in a helper process in
@@ -15,18 +16,39 @@ paths, interleaved run by run so drift hits each alike:
   :class:`~mobileip.net.rtnl.RtnlSocket`); ``ip rule pref 1001 lookup 101`` switches it on, as
   activation does, so the backend stays up between runs;
 * **kernel**: :class:`~mobileip.dataplane.kernel.KernelBackend` the same way (table 100, rule
-  pref 1000). Where this machine's kernel cannot create ``ipip``/``gre external`` devices, the
-  whole measurement (its own ceiling and userspace rows included) runs once more inside
-  User-Mode Linux (:func:`mobileip.tools.uml.run_in_uml`), labelled "UML": ratios are only taken
-  within one kernel (UML has one CPU and traps every system call).
+  pref 1000); **kernel-gre**: the measured home routed through its GRE device instead (table
+  102, rule 1002);
+* **reverse** (``-rev``, T flag): from ``coa``, the packet home address -> src, plain
+  (``ceiling-rev``) or tunnelled to ha's address in IP-in-IP / GRE (``kernel-rev``,
+  ``kernel-gre-rev``, ``userspace-rev``; decapsulated and checked by the backend), counted at
+  ``src``'s veth;
+* **sender** rows (``sender``, ``sender-rev``, ``sender-rev-ipip``, ``sender-rev-gre``): the
+  same senders with everything dropped at ha's ingress (tc matchall): the sender's own cost.
+
+Where this machine's kernel cannot create ``ipip``/``gre external`` devices, the kernel
+backend's rows run inside User-Mode Linux (:func:`mobileip.tools.uml.run_in_uml`), labelled
+"UML", with UML's own ceiling and sender rows; ratios are only taken within one kernel.
+
+Ratios are taken round by round (a path against its ceiling in the same round), then their
+median and range are reported. Delivered packets/s inside UML swing with the host's load: UML
+is one host process whose one CPU runs the sender, the forwarding and the care-of side. So the
+UML leg also measures cost: the UML kernel runs in a cgroup of its own (:class:`CgroupCpu`,
+cpuacct), sampled every 10 ms by the host and interpolated at each window's wall-clock start
+and end (the guest's clock is the host's); host CPU ns per delivered packet does not depend on
+how much CPU the guest got. ``cpu_ratio`` = packets per CPU-second against the ceiling's (sender
+and forwarding on one CPU); ``forwarding_cpu_ratio`` = the same with each path's sender row
+subtracted: (ceiling - its sender) / (path - its sender), the forwarding work alone, i.e. what a
+CPU that only forwards would deliver against plain forwarding.
 
 The load: a small C sender (generated from :data:`SENDER_C`, compiled with ``cc``/``gcc`` into
-a temporary directory at bench time; ``sendmmsg`` of 64 prebuilt datagrams per call on a
-connected UDP socket). No compiler: the section is skipped with the reason. ``senders`` copies
-run at once. What is counted is what reaches the care-of side: ``coa``'s veth rx packets, from
-``/proc/<pid>/net/dev`` of a sleeper living in that namespace, over the steady part of each
-run (from 0.3 s after the start to 0.1 s before the end). Mbit/s are of the inner IP packets
-(the size asked for), i.e. goodput; the tunnel's outer header is on top.
+a temporary directory at bench time; ``sendmmsg`` of 64 prebuilt packets per call on a
+connected UDP socket, or a raw / IP-in-IP / GRE socket for the reverse rows). No compiler: the
+section is skipped with the reason. ``senders`` copies run at once. What is counted is what
+reaches the far side: its veth's rx packets, from ``/proc/<pid>/net/dev`` of a sleeper living
+in that namespace, over the steady part of each run (from 0.3 s after the start to 0.1 s
+before the end); where tc has matchall, the far side drops everything at ingress right after
+the count. Mbit/s are of the inner IP packets (the size asked for), i.e. goodput; the tunnel's
+outer header is on top. This kernel and UML's have no ``pktgen``.
 
 Install cost and memory per binding are measured in the helper: ``bindings`` specs (one IP-in-IP
 exit each) installed through ``add_messages`` + ``RtnlSocket.apply`` (500 specs per batch) +
@@ -39,14 +61,16 @@ growth is in the JSON only: the old specs were still alive while the new ones we
 is a high-water mark). On a shared host
 the slab figure moves with everything else the kernel does; inside UML it is the guest's own.
 
-Why one file of ~820 lines: one measurement (topology, the C sender's source, the paths, the
-UML leg, the report) whose parts share its constants; a tool, not part of the daemon.
+Why one file of ~1,200 lines: one measurement (topology, the C sender's source, the paths, the
+UML leg and its CPU accounting, the report) whose parts share its constants; a tool, not part
+of the daemon. scripts/perf/forwarding_profile.py reuses it to split the kernel backend's cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import gc
 import json
@@ -58,6 +82,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,12 +91,16 @@ from pathlib import Path
 from typing import Any
 
 SENDER_C = r"""
-/* mobileip forwarding bench sender: UDP datagrams of SIZE-byte IP packets to DST:PORT for
-   SECONDS, 64 per sendmmsg; prints "sent N seconds S". Generated by forwarding_bench.py. */
+/* mobileip forwarding bench sender: SIZE-byte IP packets for SECONDS, 64 per sendmmsg; prints
+   "sent N seconds S errors E". MODE udp (default): UDP datagrams to DST:PORT. MODE raw: the
+   whole IP packet (UDP from SRC to IDST:PORT, built here) on an IPPROTO_RAW socket. MODE ipip /
+   gre: that packet as the payload of an IP-in-IP / GRE packet to DST (the tunnel's outer
+   header by the kernel; GRE's 4-byte header here). Generated by forwarding_bench.py. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,39 +116,75 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static uint16_t csum(const unsigned char *p, int n) {
+    uint32_t s = 0;
+    for (int i = 0; i + 1 < n; i += 2) s += (uint32_t)(p[i] << 8 | p[i + 1]);
+    while (s >> 16) s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)~s;
+}
+
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s DST PORT SIZE SECONDS [RATE]\n", argv[0]);
+        fprintf(stderr, "usage: %s DST PORT SIZE SECONDS [RATE [MODE SRC IDST]]\n", argv[0]);
         return 2;
     }
     int size = atoi(argv[3]);
     double seconds = atof(argv[4]);
-    int payload = size - 28;
-    if (payload < 0 || payload > 65000) {
+    const char *mode = argc > 6 ? argv[6] : "udp";
+    int kind = !strcmp(mode, "udp") ? 0 : !strcmp(mode, "raw") ? 1
+             : !strcmp(mode, "ipip") ? 2 : !strcmp(mode, "gre") ? 3 : -1;
+    if (kind < 0 || (kind > 0 && argc < 9)) {
+        fprintf(stderr, "bad mode (udp | raw|ipip|gre SRC IDST)\n");
+        return 2;
+    }
+    if (size < 28 || size > 65000) {
         fprintf(stderr, "bad size\n");
         return 2;
     }
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    static const int protos[] = {0, IPPROTO_RAW, IPPROTO_IPIP, IPPROTO_GRE};
+    int fd = kind == 0 ? socket(AF_INET, SOCK_DGRAM, 0) : socket(AF_INET, SOCK_RAW, protos[kind]);
     if (fd < 0) { perror("socket"); return 1; }
     int buf = 4 << 20;
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
     struct sockaddr_in dst;
     memset(&dst, 0, sizeof dst);
     dst.sin_family = AF_INET;
-    dst.sin_port = htons((unsigned short)atoi(argv[2]));
+    dst.sin_port = kind == 0 ? htons((unsigned short)atoi(argv[2])) : 0;
     if (inet_pton(AF_INET, argv[1], &dst.sin_addr) != 1) {
         fprintf(stderr, "bad address\n");
         return 2;
     }
     if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0) { perror("connect"); return 1; }
-    static char data[65536];
+    static unsigned char data[65536];
     memset(data, 0x5a, sizeof data);
+    size_t len = (size_t)(size - 28);
+    if (kind > 0) {
+        int off = kind == 3 ? 4 : 0;
+        if (kind == 3) { data[0] = 0; data[1] = 0; data[2] = 0x08; data[3] = 0; } /* IPv4 */
+        unsigned char *ip = data + off, *udp = ip + 20;
+        struct in_addr s, d;
+        if (inet_pton(AF_INET, argv[7], &s) != 1 || inet_pton(AF_INET, argv[8], &d) != 1) {
+            fprintf(stderr, "bad inner address\n");
+            return 2;
+        }
+        memset(ip, 0, 28);
+        ip[0] = 0x45; ip[2] = (unsigned char)(size >> 8); ip[3] = (unsigned char)size;
+        ip[8] = 64; ip[9] = IPPROTO_UDP;
+        memcpy(ip + 12, &s, 4); memcpy(ip + 16, &d, 4);
+        uint16_t c = csum(ip, 20);
+        ip[10] = (unsigned char)(c >> 8); ip[11] = (unsigned char)c;
+        int port = atoi(argv[2]);
+        udp[0] = 0x27; udp[1] = 0x0f; /* source port 9999 */
+        udp[2] = (unsigned char)(port >> 8); udp[3] = (unsigned char)port;
+        udp[4] = (unsigned char)((size - 20) >> 8); udp[5] = (unsigned char)(size - 20);
+        len = (size_t)(size + off);
+    }
     struct iovec iov[BATCH];
     struct mmsghdr msgs[BATCH];
     memset(msgs, 0, sizeof msgs);
     for (int i = 0; i < BATCH; i++) {
         iov[i].iov_base = data;
-        iov[i].iov_len = (size_t)payload;
+        iov[i].iov_len = len;
         msgs[i].msg_hdr.msg_iov = &iov[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
     }
@@ -159,10 +224,59 @@ SRC_ADDR, HA_IN, HA_OUT, COA_ADDR = (
 )
 HOME = f"{PREFIX}.3.1"  # the measured flow's home address; other bindings follow it
 PORT = 9
-TABLES = {"kernel": (100, 1000), "userspace": (101, 1001)}  # table, rule priority
-Run = tuple[float, float, float]  # delivered packets/s, offered packets/s, backend CPU us/packet
+# table, rule priority; "kernel-gre": the kernel backend's helper also routes the measured home
+# through its GRE device in a table of its own (the other bindings stay IP-in-IP)
+TABLES = {"kernel": (100, 1000), "userspace": (101, 1001), "kernel-gre": (102, 1002)}
+# delivered packets/s, offered packets/s, backend CPU us/packet, then the steady window's wall
+# clock start and end (time.time(); a UML guest's clock is the host's) and packets counted in it
+Run = tuple[float, float, float, float, float, float]
 WARMUP_S = 0.3
 TAIL_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class FlowPath:
+    """One measured path: which way, what is switched on, what sends, where it is counted."""
+
+    name: str
+    reverse: bool  # MN -> CN: sent from coa, counted at src (else src -> coa, counted at coa)
+    rule: str | None  # the TABLES entry switched on for the run (a backend's), or none
+    mode: str  # the sender's mode (SENDER_C): udp, raw, ipip, gre
+    sink: bool = False  # dropped at ha's ingress, counted there: the sender's own cost
+    ceiling: str | None = None  # the plain-forwarding row it is a fraction of
+    baseline: str | None = None  # the sink row with the same sender (subtracted for forwarding)
+
+
+PATHS = (
+    FlowPath("sender", False, None, "udp", sink=True),
+    FlowPath("ceiling", False, None, "udp", baseline="sender"),
+    FlowPath("userspace", False, "userspace", "udp", ceiling="ceiling", baseline="sender"),
+    FlowPath("kernel", False, "kernel", "udp", ceiling="ceiling", baseline="sender"),
+    FlowPath("kernel-gre", False, "kernel-gre", "udp", ceiling="ceiling", baseline="sender"),
+    FlowPath("sender-rev", True, None, "raw", sink=True),
+    FlowPath("ceiling-rev", True, None, "raw", baseline="sender-rev"),
+    FlowPath("sender-rev-ipip", True, None, "ipip", sink=True),
+    FlowPath("userspace-rev", True, "userspace", "ipip", False, "ceiling-rev", "sender-rev-ipip"),
+    FlowPath("kernel-rev", True, "kernel", "ipip", False, "ceiling-rev", "sender-rev-ipip"),
+    FlowPath("sender-rev-gre", True, None, "gre", sink=True),
+    FlowPath("kernel-gre-rev", True, "kernel", "gre", False, "ceiling-rev", "sender-rev-gre"),
+)
+BY_NAME = {fp.name: fp for fp in PATHS}
+BACKEND_OF = {"userspace": "userspace", "kernel": "kernel", "kernel-gre": "kernel"}
+
+
+def paths_for(backends: Sequence[str], reverse: bool = True) -> list[FlowPath]:
+    """The paths measurable with ``backends`` running: ceilings, the backends' rows, and the
+    sink rows those need."""
+    wanted = [
+        fp
+        for fp in PATHS
+        if not fp.sink
+        and (fp.rule is None or BACKEND_OF[fp.rule] in backends)
+        and (reverse or not fp.reverse)
+    ]
+    sinks = {fp.baseline for fp in wanted if fp.baseline}
+    return [fp for fp in PATHS if fp in wanted or fp.name in sinks]
 
 
 class SenderUnavailable(RuntimeError):
@@ -194,17 +308,34 @@ def build_sender(directory: Path) -> Path:
 @dataclass(frozen=True, slots=True)
 class ForwardingPlan:
     sizes: tuple[int, ...] = (64, 1400)
-    duration: float = 2.0  # seconds per run
-    repeats: int = 3
+    duration: float = 1.0  # seconds per run
+    repeats: int = 7  # rounds; each round runs every path once, in a rotated order
     senders: int = 1
     rate: float = 0.0  # packets/s per sender; 0: as fast as it can
     bindings: int = 10_000  # installed per backend (install cost, memory); the flow uses one
     uml: bool = True  # measure the kernel backend inside UML when the host cannot
     backends: tuple[str, ...] = ("userspace", "kernel")
+    reverse: bool = True  # the reverse-tunnel rows (MN -> CN) too
+    host: bool = True  # measure on this machine's kernel (else only inside UML)
+    # backends measured again inside UML: the userspace one there only repeats the host's rows
+    # far slower (one CPU, trapped system calls)
+    uml_backends: tuple[str, ...] = ("kernel",)
 
     @classmethod
     def quick(cls) -> ForwardingPlan:
         return cls(duration=1.0, repeats=1, bindings=1000)
+
+
+CpuBetween = Callable[[float, float], "float | None"]  # host CPU seconds between two wall times
+
+
+def _spread(values: Sequence[float]) -> dict[str, Any]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "n": len(values),
+    }
 
 
 @dataclass
@@ -212,40 +343,110 @@ class KernelResult:
     """One kernel's measurements (the host's, or UML's)."""
 
     where: str  # "host" or "UML"
-    # (path, size) -> runs of (delivered packets/s, offered packets/s)
+    # (path, size) -> one Run per round (round i of every path is the same round)
     runs: dict[tuple[str, int], list[Run]] = field(default_factory=dict)
     install: dict[str, dict[str, Any]] = field(default_factory=dict)  # backend -> stats
     skipped: dict[str, str] = field(default_factory=dict)  # path -> why
     notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def raw(self) -> dict[str, Any]:
+        """Everything measured, for :meth:`from_raw` (the UML guest hands it to the host)."""
+        return {
+            "where": self.where,
+            "runs": {f"{p}@{s}": runs for (p, s), runs in self.runs.items()},
+            "install": self.install,
+            "skipped": self.skipped,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_raw(cls, data: dict[str, Any]) -> KernelResult:
+        runs: dict[tuple[str, int], list[Run]] = {}
+        for key, value in data["runs"].items():
+            path, _, size = key.rpartition("@")
+            runs[(path, int(size))] = [tuple(r) for r in value]
+        return cls(data["where"], runs, data["install"], data["skipped"], data["notes"])
+
+    def as_dict(self, cpu_between: CpuBetween | None = None) -> dict[str, Any]:
+        """Rows per (path, size): medians over the rounds, and each ratio taken round by round
+        (the path against its ceiling in the same round) then its median and spread.
+        ``cpu_between``: the host CPU the kernel used between two wall-clock times (UML's
+        process group); with it, each row also gets host CPU ns per packet and the ratios of
+        costs (see the module docstring)."""
         rows: dict[str, Any] = {}
-        paths = sorted({p for p, _ in self.runs}, key=lambda p: ("ceiling", *TABLES).index(p))
-        for path in paths:
-            for size in sorted({s for p, s in self.runs if p == path}):
-                runs = self.runs[(path, size)]
-                pps = statistics.median(r[0] for r in runs)
-                ceiling_runs = self.runs.get(("ceiling", size)) or []
-                ceiling = statistics.median(r[0] for r in ceiling_runs) if ceiling_runs else 0.0
-                # the ratio of the medians, and run by run (each run measures every path)
-                per_run = [
-                    round(r[0] / c[0], 3) for r, c in zip(runs, ceiling_runs, strict=False) if c[0]
+        order = [fp.name for fp in PATHS]
+        cpu_ns: dict[tuple[str, int], list[float | None]] = {}  # host CPU per packet
+        shares: dict[tuple[str, int], list[float]] = {}  # host CPU seconds per second
+        for key, runs in self.runs.items():
+            cpu_ns[key], shares[key] = [], []
+            for r in runs:
+                used = cpu_between(r[3], r[4]) if cpu_between and len(r) > 5 else None
+                if used is None or r[5] <= 0 or r[4] <= r[3]:
+                    cpu_ns[key].append(None)
+                    continue
+                cpu_ns[key].append(used / r[5] * 1e9)
+                shares[key].append(used / (r[4] - r[3]))
+
+        for path, size in sorted(self.runs, key=lambda k: (order.index(k[0]), k[1])):
+            fp = BY_NAME[path]
+            key = (path, size)
+            runs = self.runs[key]
+            pps = statistics.median(r[0] for r in runs)
+            row: dict[str, Any] = {
+                "path": path,
+                "size": size,
+                "reverse": fp.reverse,
+                "pps": round(pps),
+                "mbit_s": round(pps * size * 8 / 1e6, 1),
+                "runs_pps": [round(r[0]) for r in runs],
+                "offered_pps": round(statistics.median(r[1] for r in runs)),
+                "ratio_to_ceiling": None,
+            }
+            cpu = [r[2] for r in runs if not math.isnan(r[2])]
+            if cpu:
+                row["backend_cpu_us_per_packet"] = round(statistics.median(cpu), 2)
+            mine = cpu_ns[key]
+            if any(v is not None for v in mine):
+                row["host_cpu_ns_per_packet"] = round(
+                    statistics.median(v for v in mine if v is not None), 1
+                )
+                row["host_cpu_share"] = _spread(shares[key])
+            if fp.ceiling:
+                ck = (fp.ceiling, size)
+                ceil_pps = [r[0] for r in self.runs.get(ck, [])]
+                ceil_cpu = cpu_ns.get(ck, [])
+                delivered = [m[0] / c for m, c in zip(runs, ceil_pps, strict=False) if c]
+                if delivered:
+                    row["ratio_to_ceiling"] = statistics.median(delivered)
+                    row["ratio"] = _spread(delivered)
+                    row["ratio_run_by_run"] = [round(v, 3) for v in delivered]
+                # packets per CPU-second against the ceiling's, round by round
+                costs = [c / m for c, m in zip(ceil_cpu, mine, strict=False) if c and m]
+                if costs:
+                    row["cpu_ratio"] = _spread(costs)
+                # (ceiling - its sender) / (path - its sender): the forwarding work alone
+                base_m = cpu_ns.get((fp.baseline or "", size), [])
+                base_c = cpu_ns.get((BY_NAME[fp.ceiling].baseline or "", size), [])
+                fwd = [
+                    (c - cb) / (m - b)
+                    for c, cb, m, b in zip(ceil_cpu, base_c, mine, base_m, strict=False)
+                    if c is not None and cb is not None and m is not None and b is not None
+                    and m > b
+                ]  # fmt: skip
+                if fwd:
+                    row["forwarding_cpu_ratio"] = _spread(fwd)
+            if fp.baseline and (fp.baseline, size) in cpu_ns:
+                base = cpu_ns[(fp.baseline, size)]
+                extra = [
+                    m - b
+                    for m, b in zip(mine, base, strict=False)
+                    if m is not None and b is not None
                 ]
-                rows[f"{path}@{size}"] = {
-                    "path": path,
-                    "size": size,
-                    "pps": round(pps),
-                    "mbit_s": round(pps * size * 8 / 1e6, 1),
-                    "ratio_to_ceiling": round(pps / ceiling, 3) if ceiling else None,
-                    "ratio_run_by_run": per_run,
-                    "runs_pps": [round(r[0]) for r in runs],
-                    "offered_pps": round(statistics.median(r[1] for r in runs)),
-                }
-                cpu = [r[2] for r in runs if not math.isnan(r[2])]
-                if cpu:
-                    rows[f"{path}@{size}"]["backend_cpu_us_per_packet"] = round(
-                        statistics.median(cpu), 2
-                    )
+                if extra:
+                    row["forwarding_ns_per_packet"] = round(statistics.median(extra), 1)
+            if isinstance(row["ratio_to_ceiling"], float):
+                row["ratio_to_ceiling"] = round(row["ratio_to_ceiling"], 3)
+            rows[f"{path}@{size}"] = row
         return {
             "where": self.where,
             "rows": rows,
@@ -268,9 +469,12 @@ class Topology:
     def __init__(self, tag: str | None = None) -> None:
         self.tag = tag or f"mfb{os.getpid() % 100000}"
         self.ns = {k: f"{self.tag}-{k}" for k in ("src", "ha", "coa")}
-        self.sleeper: subprocess.Popen[bytes] | None = None
+        self.sleepers: dict[str, subprocess.Popen[bytes]] = {}
         self.drops_at_ingress = False
         self.coa_dev = f"{self.tag}c"
+        # the veth each end counts on: src's, ha's towards src and towards coa, coa's
+        self.devs = {"src": f"{self.tag}s", "ha-src": f"{self.tag}h", "ha-coa": f"{self.tag}o",
+                     "coa": self.coa_dev}  # fmt: skip
 
     def __enter__(self) -> Topology:
         try:
@@ -301,6 +505,8 @@ class Topology:
                 self.sysctl(name, f"net/ipv6/conf/{knob}/disable_ipv6", "1")
             _ip("-n", name, "link", "set", "lo", "up")
         self.sysctl(ns["ha"], "net/ipv4/ip_forward", "1")
+        for knob in ("all", "default"):  # the reverse rows' inner sources are home addresses
+            self.sysctl(ns["ha"], f"net/ipv4/conf/{knob}/rp_filter", "0")
         for name, dev, addr in (
             (ns["src"], f"{t}s", f"{SRC_ADDR}/24"),
             (ns["ha"], f"{t}h", f"{HA_IN}/24"),
@@ -317,16 +523,22 @@ class Topology:
         for name, dev, addr, peer_ns, peer_dev in (
             (ns["src"], f"{t}s", HA_IN, ns["ha"], f"{t}h"),
             (ns["ha"], f"{t}o", COA_ADDR, ns["coa"], self.coa_dev),
+            (ns["ha"], f"{t}h", SRC_ADDR, ns["src"], f"{t}s"),
+            (ns["coa"], self.coa_dev, HA_OUT, ns["ha"], f"{t}o"),
         ):
             mac = self.mac(peer_ns, peer_dev)
             _ip("-n", name, "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
         # the care-of side drops everything at tc ingress, right after the veth counted it:
         # neither path pays for what coa would do next (a route lookup for the plain packets;
         # decapsulation by the fallback tunl0/gre0, or an ICMP error, for the tunnelled ones)
-        self.drops_at_ingress = self._tc_drop(ns["coa"], self.coa_dev)
-        self.sleeper = subprocess.Popen(
-            self.exec("coa", ["sleep", "infinity"]), stdin=subprocess.DEVNULL
+        # (src too: the reverse rows are counted there)
+        self.drops_at_ingress = self._tc_drop(ns["coa"], self.coa_dev) and self._tc_drop(
+            ns["src"], f"{t}s"
         )
+        for key in ns:
+            self.sleepers[key] = subprocess.Popen(
+                self.exec(key, ["sleep", "infinity"]), stdin=subprocess.DEVNULL
+            )
 
     @staticmethod
     def _tc_drop(ns: str, dev: str) -> bool:
@@ -351,14 +563,28 @@ class Topology:
         out = _ip("-n", ns, "-j", "link", "show", "dev", dev).stdout
         return str(json.loads(out)[0]["address"])
 
-    def coa_rx(self) -> int:
-        """Packets received by the care-of side's veth so far."""
-        assert self.sleeper is not None
-        for line in Path(f"/proc/{self.sleeper.pid}/net/dev").read_text().splitlines():
+    def rx(self, end: str) -> int:
+        """Packets received so far by the veth of ``end`` (a key of :attr:`devs`)."""
+        ns = end.partition("-")[0]
+        dev = self.devs[end]
+        for line in Path(f"/proc/{self.sleepers[ns].pid}/net/dev").read_text().splitlines():
             name, _, rest = line.partition(":")
-            if name.strip() == self.coa_dev:
+            if name.strip() == dev:
                 return int(rest.split()[1])
-        raise RuntimeError(f"{self.coa_dev} not found in the care-of namespace")
+        raise RuntimeError(f"{dev} not found in namespace {self.ns[ns]}")
+
+    def coa_rx(self) -> int:
+        return self.rx("coa")
+
+    def sink(self, end: str, on: bool) -> None:
+        """Drop everything at ``end``'s ingress (ha's side: the sender's cost alone)."""
+        ns, dev = self.ns[end.partition("-")[0]], self.devs[end]
+        if on:
+            if not self._tc_drop(ns, dev):
+                raise RuntimeError(f"cannot drop at {dev}'s ingress (tc clsact + matchall)")
+        else:
+            subprocess.run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "clsact"],
+                           capture_output=True, check=False)  # fmt: skip
 
     def rule(self, path: str, on: bool) -> None:
         table, pref = TABLES[path]
@@ -367,11 +593,11 @@ class Topology:
             check=False)  # fmt: skip
 
     def close(self) -> None:
-        if self.sleeper is not None:
+        for sleeper in self.sleepers.values():
             with contextlib.suppress(ProcessLookupError):
-                self.sleeper.kill()
-            self.sleeper.wait()
-            self.sleeper = None
+                sleeper.kill()
+            sleeper.wait()
+        self.sleepers.clear()
         for name in self.ns.values():
             _ip("netns", "del", name, check=False)
 
@@ -387,6 +613,17 @@ def _cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def sender_argv(topo: Topology, sender: Path, fp: FlowPath, size: int, duration: float,
+                rate: float) -> list[str]:  # fmt: skip
+    """The sender of ``fp``: UDP from src to the home address, or (reverse) from coa the
+    packet home address -> src, plain (``raw``) or tunnelled to ha (``ipip``/``gre``)."""
+    common = [str(PORT), str(size), f"{duration:.3f}", f"{rate:.0f}"]
+    if not fp.reverse:
+        return topo.exec("src", [str(sender), HOME, *common])
+    outer = SRC_ADDR if fp.mode == "raw" else HA_OUT
+    return topo.exec("coa", [str(sender), outer, *common, fp.mode, HOME, SRC_ADDR])
+
+
 def measure(
     topo: Topology,
     sender: Path,
@@ -395,12 +632,13 @@ def measure(
     senders: int,
     rate: float = 0.0,
     cpu_pid: int | None = None,
+    fp: FlowPath = PATHS[1],
 ) -> Run:
-    """(delivered packets/s at the care-of side over the steady window, offered packets/s,
-    CPU time of process ``cpu_pid`` (the backend) per delivered packet in the window, us)."""
-    argv = topo.exec(
-        "src", [str(sender), HOME, str(PORT), str(size), f"{duration:.3f}", f"{rate:.0f}"]
-    )
+    """One run of ``fp`` (default: the forward ceiling): delivered packets/s over the steady
+    window, offered packets/s, CPU time of process ``cpu_pid`` (the backend) per delivered
+    packet in the window (us), the window's wall-clock start and end, and its packet count."""
+    argv = sender_argv(topo, sender, fp, size, duration, rate)
+    end = ("ha-coa" if fp.reverse else "ha-src") if fp.sink else ("src" if fp.reverse else "coa")
     procs = [
         subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(senders)
@@ -408,9 +646,9 @@ def measure(
     try:
         started = time.monotonic()
         time.sleep(WARMUP_S)
-        rx0, t0, c0 = topo.coa_rx(), time.monotonic(), _cpu_s(cpu_pid)
+        rx0, t0, c0, w0 = topo.rx(end), time.monotonic(), _cpu_s(cpu_pid), time.time()
         time.sleep(max(0.05, duration - WARMUP_S - TAIL_S - (t0 - started - WARMUP_S)))
-        rx1, t1, c1 = topo.coa_rx(), time.monotonic(), _cpu_s(cpu_pid)
+        rx1, t1, c1, w1 = topo.rx(end), time.monotonic(), _cpu_s(cpu_pid), time.time()
         offered = 0.0
         for p in procs:
             out, err = p.communicate(timeout=duration + 30)
@@ -424,7 +662,7 @@ def measure(
                 p.kill()
                 p.wait()
     cpu = (c1 - c0) / (rx1 - rx0) * 1e6 if cpu_pid is not None and rx1 > rx0 else math.nan
-    return (rx1 - rx0) / (t1 - t0), offered, cpu
+    return (rx1 - rx0) / (t1 - t0), offered, cpu, w0, w1, float(rx1 - rx0)
 
 
 # --- the backend helper (a process inside ha) --------------------------------------------------
@@ -552,7 +790,16 @@ async def _helper(kind: str, bindings: int, table: int, tag: str) -> None:
         # (the kernel backend adds a flower filter per binding; the userspace one an index entry)
         plain = install(reverse=False)
         with_t = install(reverse=True)
-        print(json.dumps({"backend": kind, "bindings": bindings, **plain, "t_flag": with_t}))
+        gre_failed = 0
+        if kind == "kernel":
+            # the measured home through the GRE device too, in a table of its own (path
+            # "kernel-gre"); messages only: the home's state in the backend stays IP-in-IP + T
+            gre = TunnelSpec(
+                _home(0), ((IPv4Address(COA_ADDR), Encapsulation.GRE),), (IPv4Address(COA_ADDR),)
+            )
+            gre_failed = len(sock.apply(backend.add_messages(gre, TABLES["kernel-gre"][0]) or []))
+        print(json.dumps({"backend": kind, "bindings": bindings, **plain, "t_flag": with_t,
+                          "gre_route_failed": gre_failed}))  # fmt: skip
         sys.stdout.flush()
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
@@ -565,6 +812,8 @@ async def _helper(kind: str, bindings: int, table: int, tag: str) -> None:
         await backend.stop()
         with contextlib.suppress(OSError):
             sock.flush_routes(table)
+            if kind == "kernel":
+                sock.flush_routes(TABLES["kernel-gre"][0])
         sock.close()
     print(json.dumps({"counters": counters}), flush=True)
 
@@ -584,12 +833,13 @@ def _run_loop(main: Any) -> None:
 def measure_here(
     plan: ForwardingPlan, sender: Path, where: str, say: Callable[[str], None]
 ) -> KernelResult:
-    """Every path this kernel can run, ``plan.repeats`` interleaved rounds."""
+    """Every path this kernel can run, ``plan.repeats`` interleaved rounds (each round runs
+    every path at every size once; the order rotates from round to round)."""
     result = KernelResult(where)
     with Topology() as topo:
         if not topo.drops_at_ingress:
             result.notes.append(
-                "no tc matchall drop at the care-of side's ingress: what coa does with each "
+                "no tc matchall drop at the receiving end's ingress: what it does with each "
                 "packet after counting it (route lookup, decapsulation, ICMP) is in the numbers"
             )
         helpers: dict[str, BackendHelper] = {}
@@ -610,28 +860,39 @@ def measure_here(
                     f"{i['t_flag']['install_us_per_binding']} us/binding, kernel slab "
                     f"{i['t_flag']['kernel_slab_bytes_per_binding']:+} B/binding"
                 )
-            paths = ["ceiling", *helpers]
+            paths = paths_for(list(helpers), plan.reverse)
+            if not topo.drops_at_ingress:
+                for fp in paths:
+                    if fp.sink:
+                        result.skipped[fp.name] = "no tc clsact + matchall to drop at ingress"
+                paths = [fp for fp in paths if not fp.sink]
+            runs = [(size, fp) for size in plan.sizes for fp in paths]
             for rep in range(plan.repeats):
-                for size in plan.sizes:
-                    for path in paths:
-                        if path != "ceiling":
-                            topo.rule(path, True)
-                        # the userspace backend's process does the per-packet work; the
-                        # kernel backend's only programs the kernel
-                        pid = helpers[path].proc.pid if path == "userspace" else None
-                        try:
-                            got = measure(
-                                topo, sender, size, plan.duration, plan.senders, plan.rate, pid
-                            )
-                        finally:
-                            if path != "ceiling":
-                                topo.rule(path, False)
-                        result.runs.setdefault((path, size), []).append(got)
-                        say(
-                            f"  [{where}] run {rep + 1}/{plan.repeats} {path:<9} {size:>5} B: "
-                            f"{got[0]:>10,.0f} packets/s delivered ({got[1]:,.0f} offered)"
-                            + ("" if math.isnan(got[2]) else f", backend {got[2]:.2f} us/packet")
+                shift = rep * len(runs) // max(1, plan.repeats)
+                for size, fp in runs[shift:] + runs[:shift]:
+                    if fp.rule is not None:
+                        topo.rule(fp.rule, True)
+                    if fp.sink:
+                        topo.sink("ha-coa" if fp.reverse else "ha-src", True)
+                    # the userspace backend's process does the per-packet work; the
+                    # kernel backend's only programs the kernel
+                    backend = BACKEND_OF.get(fp.rule or "")
+                    pid = helpers[backend].proc.pid if backend == "userspace" else None
+                    try:
+                        got = measure(
+                            topo, sender, size, plan.duration, plan.senders, plan.rate, pid, fp
                         )
+                    finally:
+                        if fp.rule is not None:
+                            topo.rule(fp.rule, False)
+                        if fp.sink:
+                            topo.sink("ha-coa" if fp.reverse else "ha-src", False)
+                    result.runs.setdefault((fp.name, size), []).append(got)
+                    say(
+                        f"  [{where}] round {rep + 1}/{plan.repeats} {fp.name:<15} {size:>5} B: "
+                        f"{got[0]:>10,.0f} packets/s delivered ({got[1]:,.0f} offered)"
+                        + ("" if math.isnan(got[2]) else f", backend {got[2]:.2f} us/packet")
+                    )
         finally:
             for kind, h in helpers.items():
                 end = h.stop()
@@ -654,14 +915,89 @@ def run_forwarding(plan: ForwardingPlan, say: Callable[[str], None] = print) -> 
             sender = build_sender(Path(tmp))
         except SenderUnavailable as exc:
             return {"skipped": str(exc)}
-        host = measure_here(plan, sender, "host", say)
-        out: dict[str, Any] = {"host": host.as_dict()}
-        if "kernel" in plan.backends and "kernel" in host.skipped and plan.uml:
+        out: dict[str, Any] = {}
+        host_lacks_kernel = True
+        if plan.host:
+            host = measure_here(plan, sender, "host", say)
+            out["host"] = host.as_dict()
+            host_lacks_kernel = "kernel" in host.skipped
+        else:
+            from mobileip.dataplane.kernel import _probe_sync
+
+            host_lacks_kernel = not _probe_sync()[0]
+        if "kernel" in plan.backends and host_lacks_kernel and plan.uml:
             out["uml"] = run_uml(plan, sender, say)
     return out
 
 
+class CgroupCpu:
+    """The host CPU time of everything in a cgroup of our own (the UML kernel's processes,
+    entered through :meth:`launcher`), sampled every ``interval`` s by a thread, so that
+    :meth:`between` gives the CPU used between two wall-clock times."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        v1 = Path("/sys/fs/cgroup/cpuacct")
+        if (v1 / "cpuacct.usage").exists():
+            root, self.v2 = v1, False
+        else:
+            root = next(
+                (d for d in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
+                 if (d / "cgroup.procs").exists() and (d / "cgroup.controllers").exists()),
+                Path("/nonexistent"),
+            )  # fmt: skip
+            self.v2 = True
+        self.dir = root / f"mobileip-fwd-{os.getpid()}"
+        self.dir.mkdir()  # OSError: no cgroup to account in
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="uml-cpu")
+
+    def launcher(self) -> list[str]:
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.dir / "cgroup.procs")]
+
+    def usage(self) -> float:
+        """CPU seconds so far."""
+        if not self.v2:
+            return int((self.dir / "cpuacct.usage").read_text()) / 1e9
+        for line in (self.dir / "cpu.stat").read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+        raise RuntimeError(f"no usage_usec in {self.dir / 'cpu.stat'}")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self.usage()))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> CgroupCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for _ in range(50):  # the killed kernel's processes may take a moment to leave
+            try:
+                self.dir.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+
+    def at(self, t: float) -> float | None:
+        i = bisect.bisect_left(self.samples, (t, -1.0))
+        if i == 0 or i >= len(self.samples):
+            return None
+        (ta, ua), (tb, ub) = self.samples[i - 1], self.samples[i]
+        return ua + (ub - ua) * (t - ta) / (tb - ta) if tb > ta else ua
+
+    def between(self, t0: float, t1: float) -> float | None:
+        a, b = self.at(t0), self.at(t1)
+        return None if a is None or b is None else b - a
+
+
 def run_uml(plan: ForwardingPlan, sender: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """The kernel backend's rows inside UML, with the UML kernel's host CPU per packet."""
     from mobileip.tools.uml import run_in_uml, uml_available
 
     why = uml_available()
@@ -673,21 +1009,41 @@ def run_uml(plan: ForwardingPlan, sender: Path, say: Callable[[str], None]) -> d
         "--sender", str(sender), "--duration", str(plan.duration),
         "--repeats", str(plan.repeats), "--senders", str(plan.senders), "--rate", str(plan.rate),
         "--bindings", str(plan.bindings), "--sizes", ",".join(map(str, plan.sizes)),
+        "--backends", ",".join(b for b in plan.backends if b in plan.uml_backends),
     ]  # fmt: skip
-    budget = 120 + plan.repeats * len(plan.sizes) * 3 * (plan.duration + 4)
+    if not plan.reverse:
+        argv.append("--no-reverse")
+    budget = 180 + plan.repeats * len(plan.sizes) * len(PATHS) * (plan.duration + 3)
     cwd = Path(__file__).resolve().parents[3]
     if Path("/tmp") in cwd.parents:
         cwd = Path("/")
-    result = run_in_uml(argv, cwd=cwd, timeout=budget)
+    cpu: CgroupCpu | None = None
+    try:
+        cpu = CgroupCpu()
+    except OSError as exc:
+        say(f"  [UML] no cgroup to account UML's CPU in ({exc}): no CPU-per-packet rows")
+    with cpu or contextlib.nullcontext():
+        result = run_in_uml(argv, cwd=cwd, timeout=budget, launcher=cpu.launcher() if cpu else ())
     lines = [ln for ln in result.output.splitlines() if ln.startswith("{")]
     for ln in result.output.splitlines():
         if ln.startswith("  [UML]"):
             say(ln)
     if result.returncode != 0 or not lines:
         return {"skipped": f"UML run failed (exit {result.returncode}): {result.output[-800:]}"}
-    data: dict[str, Any] = json.loads(lines[-1])
+    measured = KernelResult.from_raw(json.loads(lines[-1]))
+    if cpu is not None:
+        measured.notes.append(
+            "host CPU: the UML kernel's processes in a cgroup of their own "
+            f"({cpu.dir}), sampled every {cpu.interval * 1000:.0f} ms, interpolated at each "
+            "window's start and end (the guest's clock is the host's)"
+        )
+    data = measured.as_dict(cpu.between if cpu else None)
     data["boot_s"] = result.boot_seconds
     return data
+
+
+def _ratio(r: dict[str, Any] | None) -> str:
+    return "" if not r else f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]"
 
 
 def format_forwarding(data: dict[str, Any]) -> list[str]:
@@ -696,10 +1052,15 @@ def format_forwarding(data: dict[str, Any]) -> list[str]:
     if "skipped" in data:
         return [f"forwarding: not measured ({data['skipped']})"]
     out = [
-        "forwarding (UDP to one home address, counted at the care-of side; Mbit/s of the inner "
-        "IP packets; ratio to the plain-forwarding ceiling of the same kernel and run):",
-        f"  {'kernel':<6} {'path':<10} {'bytes':>5} {'packets/s':>11} {'Mbit/s':>8} "
-        f"{'x ceiling':>9}  runs",
+        "forwarding (UDP to one home address, counted at the care-of side; -rev: from the mobile "
+        "node through the reverse tunnel, counted at the correspondent; sender*: dropped at the "
+        "Home Agent's ingress, the sender's own cost; Mbit/s of the inner IP packets; ratios "
+        "taken round by round against the ceiling of the same kernel and round, median "
+        "[min-max]; CPU: host CPU of the UML kernel per packet, 'x by CPU' = packets per "
+        "CPU-second against the ceiling's, 'fwd only' = the same with each sender's cost "
+        "subtracted):",
+        f"  {'kernel':<6} {'path':<15} {'bytes':>5} {'packets/s':>11} {'Mbit/s':>8} "
+        f"{'x ceiling':>17} {'CPU ns/pkt':>10} {'x by CPU':>17} {'fwd only':>17}",
     ]
     installs: list[str] = []
     for key in ("host", "uml"):
@@ -711,14 +1072,15 @@ def format_forwarding(data: dict[str, Any]) -> list[str]:
             continue
         where = part["where"]
         for row in part["rows"].values():
-            ratio = row["ratio_to_ceiling"]
+            cpu = row.get("host_cpu_ns_per_packet")
             out.append(
-                f"  {where:<6} {row['path']:<10} {row['size']:>5} {row['pps']:>11,} "
-                f"{row['mbit_s']:>8,.1f} {'' if ratio is None else f'{ratio:.2f}':>9}  "
-                f"{', '.join(f'{r:,}' for r in row['runs_pps'])}"
+                f"  {where:<6} {row['path']:<15} {row['size']:>5} {row['pps']:>11,} "
+                f"{row['mbit_s']:>8,.1f} {_ratio(row.get('ratio')):>17} "
+                f"{'' if cpu is None else f'{cpu:,.0f}':>10} {_ratio(row.get('cpu_ratio')):>17} "
+                f"{_ratio(row.get('forwarding_cpu_ratio')):>17}"
             )
         for path, why in part["skipped"].items():
-            out.append(f"  {where:<6} {path:<10} not measured here: {why}")
+            out.append(f"  {where:<6} {path:<15} not measured here: {why}")
         for kind, i in part["install"].items():
             if "install_us_per_binding" not in i:
                 continue
@@ -754,6 +1116,8 @@ def _guest(args: argparse.Namespace) -> int:
         rate=args.rate,
         bindings=args.bindings,
         uml=False,
+        backends=tuple(x for x in args.backends.split(",") if x),
+        reverse=not args.no_reverse,
     )
 
     def say(line: str) -> None:
@@ -761,7 +1125,7 @@ def _guest(args: argparse.Namespace) -> int:
 
     result = measure_here(plan, Path(args.sender), "UML", say)
     result.notes.append("User-Mode Linux: one CPU, system calls trapped; compare within UML only")
-    print(json.dumps(result.as_dict()), flush=True)
+    print(json.dumps(result.raw()), flush=True)
     return 0
 
 
@@ -781,10 +1145,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--rate", type=float, default=0.0)
     g.add_argument("--bindings", type=int, default=10_000)
     g.add_argument("--sizes", default="64,1400")
+    g.add_argument("--backends", default="kernel")
+    g.add_argument("--no-reverse", action="store_true")
     r = sub.add_parser("run", help="the forwarding section alone (root)")
     r.add_argument("--quick", action="store_true")
     r.add_argument("--json", action="store_true")
     r.add_argument("--no-uml", action="store_true")
+    r.add_argument("--no-host", action="store_true", help="only the UML leg")
+    r.add_argument("--no-reverse", action="store_true", help="no reverse-tunnel rows")
+    r.add_argument("--sizes", help="IP packet sizes, comma-separated (default 64,1400)")
     r.add_argument("--duration", type=float)
     r.add_argument("--repeats", type=int)
     r.add_argument("--senders", type=int)
@@ -799,7 +1168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _guest(args)
     if args.cmd == "run":
         plan = ForwardingPlan.quick() if args.quick else ForwardingPlan()
-        changes: dict[str, Any] = {"uml": not args.no_uml}
+        changes: dict[str, Any] = {
+            "uml": not args.no_uml,
+            "host": not args.no_host,
+            "reverse": not args.no_reverse,
+        }
+        if args.sizes:
+            changes["sizes"] = tuple(int(x) for x in args.sizes.split(","))
         for name in ("duration", "repeats", "senders", "rate", "bindings"):
             if getattr(args, name) is not None:
                 changes[name] = getattr(args, name)

@@ -217,12 +217,15 @@ def run_in_uml(
     mem: str = "1024M",
     stream: TextIO | None = None,
     kernel: str | None = None,
+    launcher: Sequence[str] = (),
 ) -> UmlResult:
     """Boot User-Mode Linux (``kernel``, default :func:`kernel_path`), run ``command`` (an argv
     list, or a shell command string) in ``cwd`` (default: the current directory; must not be
     under /tmp, which the guest replaces) with :func:`guest_env` (``env`` added), power off;
     see the module docstring. ``stream`` gets the guest's console lines as they come from the
-    command's start on (its output, and any kernel message printed meanwhile)."""
+    command's start on (its output, and any kernel message printed meanwhile). ``launcher``:
+    an argv prefix the kernel runs under (it must exec the kernel in the same process, e.g. to
+    enter a cgroup first: the forwarding bench accounts the guest's host CPU time so)."""
     if kernel is None:
         reason = uml_available()
         if reason:
@@ -243,6 +246,7 @@ def run_in_uml(
         script.chmod(0o755)
         (ctl / "uml").mkdir()
         argv = [
+            *launcher,
             kernel,
             f"mem={mem}",
             "rootfstype=hostfs",

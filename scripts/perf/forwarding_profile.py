@@ -1,0 +1,233 @@
+"""Where the kernel backend's extra cost per packet goes: variants of the forwarding bench's path,
+measured inside User-Mode Linux with the bench's own instrument (host CPU of the UML kernel per
+delivered packet, rounds interleaved, ratios taken round by round).
+
+Needs root, a C compiler and UML (as ``mobileip bench --only forwarding``)::
+
+    .venv/bin/python scripts/perf/forwarding_profile.py [--repeats 8] [--duration 1.0]
+
+The topology, the sender, the kernel backend (10,000 bindings, T flag) are the bench's
+(src/mobileip/tools/forwarding_bench.py). Variants, forward (src -> coa), each switched on for
+its run and off after it:
+
+* ``sender``: dropped at ha's ingress (the sender's cost, subtracted from every other row);
+* ``ceiling``: plain forwarding (``HOA/32 via coa`` in main, no policy rule);
+* ``rule-miss``: the ceiling plus one policy rule to an empty table (what any ``ip rule``
+  costs: the kernel leaves its rule-less fast path);
+* ``lwt-main``: the kernel backend's kind of route (``encap ip dst COA``, collect-metadata
+  ipip device) in main, no rule;
+* ``classic``: a classic point-to-point ipip device (``local HA remote COA``), the route in
+  main, no rule: tunnelling without lightweight tunnel state;
+* ``kernel`` / ``kernel-gre``: the kernel backend as deployed (its rule, its table).
+
+Reverse (coa -> src, IP-in-IP from the care-of address): ``sender-rev-ipip``; ``ceiling-rev``
+with ``sender-rev`` (plain packets); ``kernel-rev`` (the backend's rule on, as deployed);
+``kernel-rev-norule``; ``kernel-rev-notc`` (the devices' clsact, i.e. the flower check,
+removed for the run); ``classic-rev`` (the classic device up: it matches before the collect-
+metadata one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from mobileip.tools import forwarding_bench as fb
+
+CLASSIC = "fpxclassic"
+EMPTY_TABLE, EMPTY_PREF = 103, 1003
+
+# name -> (path measured as, its sender baseline)
+VARIANTS: dict[str, tuple[str, str]] = {
+    "sender": ("sender", ""),
+    "ceiling": ("ceiling", "sender"),
+    "rule-miss": ("ceiling", "sender"),
+    "lwt-main": ("ceiling", "sender"),
+    "classic": ("ceiling", "sender"),
+    "kernel": ("kernel", "sender"),
+    "kernel-gre": ("kernel-gre", "sender"),
+    "sender-rev": ("sender-rev", ""),
+    "ceiling-rev": ("ceiling-rev", "sender-rev"),
+    "sender-rev-ipip": ("sender-rev-ipip", ""),
+    "kernel-rev": ("kernel-rev", "sender-rev-ipip"),
+    "kernel-rev-norule": ("kernel-rev", "sender-rev-ipip"),
+    "kernel-rev-notc": ("kernel-rev", "sender-rev-ipip"),
+    "classic-rev": ("kernel-rev", "sender-rev-ipip"),
+}
+CEILING = {"ceiling": "", "ceiling-rev": ""}
+
+
+def guest(args: argparse.Namespace) -> int:
+    sizes = [int(s) for s in args.sizes.split(",")]
+    runs: dict[str, list[list[float]]] = {}
+    with fb.Topology() as topo:
+        ha = topo.ns["ha"]
+
+        def ip(*a: str) -> None:
+            subprocess.run(["ip", "-n", ha, *a], capture_output=True, check=False)
+
+        helper = fb.BackendHelper(topo, "kernel", args.bindings)
+        dev = f"{topo.tag[-6:]}-ipip"
+        ip("link", "add", CLASSIC, "type", "ipip", "local", fb.HA_OUT, "remote", fb.COA_ADDR,
+           "ttl", "64")  # fmt: skip
+        subprocess.run(["ip", "netns", "exec", ha, "sysctl", "-qw",
+                        f"net.ipv4.conf.{CLASSIC}.rp_filter=0"], check=False)  # fmt: skip
+        plain = ("route", "replace", f"{fb.HOME}/32", "via", fb.COA_ADDR)
+        block = str(fb_block())
+        encap = ["encap", "ip", "dst", fb.COA_ADDR, "src", fb.HA_OUT, "ttl", "64", "dev", dev]
+        up, down = ["ip", "link", "set", CLASSIC, "up"], ["ip", "link", "set", CLASSIC, "down"]
+        # variant -> (commands in ha before its run, after it)
+        setups: dict[str, tuple[list[list[str]], list[list[str]]]] = {
+            "rule-miss": (
+                [["ip", "rule", "add", "pref", str(EMPTY_PREF), "lookup", str(EMPTY_TABLE)]],
+                [["ip", "rule", "del", "pref", str(EMPTY_PREF)]],
+            ),
+            "lwt-main": (
+                [["ip", "route", "replace", f"{fb.HOME}/32", *encap]],
+                [["ip", *plain]],
+            ),
+            "classic": (
+                [up, ["ip", "route", "replace", f"{fb.HOME}/32", "dev", CLASSIC]],
+                [["ip", *plain], down],
+            ),
+            "kernel-rev-notc": (
+                [["tc", "qdisc", "del", "dev", dev, "clsact"]],
+                [["tc", "qdisc", "add", "dev", dev, "ingress_block", block, "clsact"]],
+            ),
+            "classic-rev": ([up], [down]),
+        }
+
+        def run(commands: list[list[str]]) -> None:
+            for argv in commands:
+                subprocess.run([argv[0], "-n", ha, *argv[1:]], capture_output=True, check=False)
+
+        try:
+            order = [(size, v) for size in sizes for v in VARIANTS]
+            for rep in range(args.repeats):
+                shift = rep * len(order) // max(1, args.repeats)
+                for size, v in order[shift:] + order[:shift]:
+                    fp = fb.BY_NAME[VARIANTS[v][0]]
+                    rule = fp.rule if v not in ("kernel-rev-norule", "classic-rev") else None
+                    if rule:
+                        topo.rule(rule, True)
+                    if fp.sink:
+                        topo.sink("ha-coa" if fp.reverse else "ha-src", True)
+                    on, off = setups.get(v, ([], []))
+                    run(on)
+                    try:
+                        got = fb.measure(topo, Path(args.sender), size, args.duration, 1, 0.0,
+                                         None, fp)  # fmt: skip
+                    finally:
+                        run(off)
+                        if rule:
+                            topo.rule(rule, False)
+                        if fp.sink:
+                            topo.sink("ha-coa" if fp.reverse else "ha-src", False)
+                    runs.setdefault(f"{v}@{size}", []).append(list(got))
+                    print(f"  [UML] round {rep + 1} {v:<18} {size:>5} B: {got[0]:>10,.0f}/s",
+                          flush=True)  # fmt: skip
+        finally:
+            helper.stop()
+    print(json.dumps(runs), flush=True)
+    return 0
+
+
+def fb_block() -> int:
+    from mobileip.dataplane.kernel import DEFAULT_BLOCK
+
+    return DEFAULT_BLOCK
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+
+def host(args: argparse.Namespace) -> int:
+    from mobileip.tools.uml import run_in_uml
+
+    with tempfile.TemporaryDirectory(prefix="mobileip-fwdprof-", dir="/var/tmp") as tmp:
+        sender = fb.build_sender(Path(tmp))
+        argv = [sys.executable, str(Path(__file__).resolve()), "guest", "--sender", str(sender),
+                "--repeats", str(args.repeats), "--duration", str(args.duration),
+                "--sizes", args.sizes, "--bindings", str(args.bindings)]  # fmt: skip
+        cpu = fb.CgroupCpu()
+        with cpu:
+            result = run_in_uml(argv, cwd=Path(__file__).resolve().parents[2],
+                                timeout=3600, launcher=cpu.launcher())  # fmt: skip
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("{")]
+    if result.returncode != 0 or not lines:
+        print(result.output[-3000:])
+        return 1
+    runs: dict[str, list[list[float]]] = json.loads(lines[-1])
+
+    def ns(r: list[float]) -> float | None:
+        used = cpu.between(r[3], r[4])
+        return used / r[5] * 1e9 if used is not None and r[5] > 0 else None
+
+    cost = {k: [ns(r) for r in v] for k, v in runs.items()}
+    sizes = sorted({int(k.rpartition("@")[2]) for k in runs})
+    print("variant              bytes  packets/s  ns/packet  forwarding ns  "
+          "x ceiling (delivered)  x ceiling (fwd-only CPU)  x classic (fwd-only CPU)")  # fmt: skip
+    for size in sizes:
+        for v, (path, base) in VARIANTS.items():
+            key = f"{v}@{size}"
+            if key not in runs:
+                continue
+            ceil = "ceiling-rev" if fb.BY_NAME[path].reverse else "ceiling"
+            cbase = VARIANTS[ceil][1]
+            mine, b = cost[key], cost.get(f"{base}@{size}", [])
+            c, cb = cost[f"{ceil}@{size}"], cost[f"{cbase}@{size}"]
+            fwd = [m - x for m, x in zip(mine, b, strict=False) if m is not None and x is not None]
+            ratio = [
+                (ci - cbi) / (m - x)
+                for ci, cbi, m, x in zip(c, cb, mine, b, strict=False)
+                if ci is not None and cbi is not None and m is not None and x is not None
+                and m > x
+            ]  # fmt: skip
+            delivered = [
+                r[0] / q[0] for r, q in zip(runs[key], runs[f"{ceil}@{size}"], strict=False) if q[0]
+            ]
+            classic = "classic-rev" if fb.BY_NAME[path].reverse else "classic"
+            k = cost.get(f"{classic}@{size}", [])
+            vs_classic = [
+                (ki - x) / (m - x)
+                for ki, m, x in zip(k, mine, b, strict=False)
+                if ki is not None and m is not None and x is not None and m > x
+            ]
+            med = [m for m in mine if m is not None]
+            print(
+                f"{v:<20} {size:>5} {statistics.median(r[0] for r in runs[key]):>10,.0f} "
+                f"{statistics.median(med) if med else 0:>10,.0f} "
+                f"{statistics.median(fwd) if fwd else 0:>14,.0f}  "
+                f"{'' if v.startswith('sender') else spread(delivered):>21}  "
+                f"{'' if v.startswith('sender') else spread(ratio):>24}  "
+                f"{'' if v.startswith('sender') else spread(vs_classic):>24}"
+            )
+    print(f"rounds: {args.repeats}; {args.duration} s per run; UML boot {result.boot_seconds} s")
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd")
+    for name in ("host", "guest"):
+        s = sub.add_parser(name)
+        s.add_argument("--repeats", type=int, default=8)
+        s.add_argument("--duration", type=float, default=1.0)
+        s.add_argument("--sizes", default="64,1400")
+        s.add_argument("--bindings", type=int, default=10_000)
+        if name == "guest":
+            s.add_argument("--sender", required=True)
+    args = p.parse_args(sys.argv[1:] or ["host"])
+    return guest(args) if args.cmd == "guest" else host(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
