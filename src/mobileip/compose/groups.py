@@ -14,7 +14,8 @@ on its own sync port, role service with its own VRRP instance, metrics, status p
 * the one control API (``[control] listen``): ``GET /api/v1/groups`` lists every group and each
   group's own API is mounted under ``/group/NAME/`` (``/group/g1/api/v1/bindings``,
   ``/group/g1/api/v1/vrrp``, ``/group/g1/metrics``, the status page at ``/group/g1/``);
-* the signals (SIGTERM/SIGINT stop every group; SIGHUP reloads the shared SAs into each).
+* the signals (SIGTERM/SIGINT stop every group; SIGHUP reloads the shared SAs into each, and
+  each group's ``[[group.pool]]`` into it when it started with pools).
 
 :func:`~mobileip.daemon.dynamic_ha.attach_dynamic_ha` plugs RFC 4433 dynamic assignment
 (core/dynamic_ha.py) into one daemon or group: ``GET /api/v1/dynamic_ha`` shows its load,
@@ -216,8 +217,13 @@ class GroupsDaemon:
         except (ConfigError, ValueError, OSError) as exc:
             self.log.error("config.reload_failed", config=self.config.path, error=str(exc))
             return False
-        for unit in self.units.values():
+        reloaded = {g.name: g.config for g in config.groups}
+        for name, unit in self.units.items():
             unit.core.sas = sas
+            group = reloaded.get(name)
+            if group is not None:  # the group's own sections its services reload (its pools)
+                for apply in unit.config_hooks:
+                    apply(group)
         self.log.info("config.reloaded", config=self.config.path, sas=len(sas))
         return True
 

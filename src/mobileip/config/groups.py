@@ -2,7 +2,9 @@
 
 Each group is a whole single-group :class:`Config` sharing the file's ``[homeagent]`` socket,
 ``[control]`` and security associations, with its own ``[group.homeagent]``,
-``[group.redundancy]``, ``[group.vrrp]``, ``[group.persistence]`` and ``[group.dynamic_ha]``.
+``[group.redundancy]``, ``[group.vrrp]``, ``[group.persistence]`` and ``[group.dynamic_ha]``,
+and its own dynamic home address pools, ``[[group.pool]]`` (docs/pools.md): the pools of all the
+groups are disjoint, so two groups never hand out the same address.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from mobileip.config.errors import ConfigError, Locator, Table
 from mobileip.config.homeagent import parse_homeagent
 from mobileip.config.model import Config, GroupConfig
 from mobileip.config.persistence import parse_persistence
+from mobileip.config.pools import PoolConfig, parse_pools
 from mobileip.config.redundancy import parse_redundancy
 from mobileip.config.vrrp import parse_vrrp
 
@@ -32,6 +35,7 @@ def parse_groups(
         line = loc.line(("", 0), "group")
         raise ConfigError(f"{name}: line {line}: group: must be [[group]] tables")
     groups: list[GroupConfig] = []
+    seen_pools: list[tuple[str, PoolConfig]] = []  # (where, pool) of the groups before
     for i, data in enumerate(raw):
         t = Table(name, loc, "group", i, data)
         gname = t.string("name", required=True)
@@ -39,11 +43,19 @@ def parse_groups(
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", gname):
             raise t.error("name", f"{gname!r}: use 1-32 letters, digits, '-' or '_'")
         sub: dict[str, Table] = {}
+        pools: tuple[PoolConfig, ...] = ()
         for key, value in data.items():
             if key == "name":
                 continue
+            if key == "pool":  # [[group.pool]], numbered across the groups by the locator
+                first = len(seen_pools)
+                pools = parse_pools(value, name, loc, "group.pool", first, tuple(seen_pools))
+                seen_pools += [(f"group.pool[{first + k}]", p) for k, p in enumerate(pools)]
+                continue
             if key not in _GROUP_SECTIONS:
-                raise t.error(key, "unknown key (a group has " + ", ".join(_GROUP_SECTIONS) + ")")
+                raise t.error(
+                    key, "unknown key (a group has " + ", ".join((*_GROUP_SECTIONS, "pool")) + ")"
+                )
             if not isinstance(value, dict):
                 raise t.error(key, "must be a table")
             sub[key] = Table(name, loc, f"group.{key}", i, value)
@@ -70,6 +82,7 @@ def parse_groups(
             vrrp=parse_vrrp(sub["vrrp"]) if "vrrp" in sub else None,
             persistence=parse_persistence(sub["persistence"]) if "persistence" in sub else None,
             dynamic_ha=parse_dynamic_ha(sub["dynamic_ha"]) if "dynamic_ha" in sub else None,
+            pools=pools,
         )
         group = GroupConfig(gname, cfg)
         for j, other in enumerate(groups):

@@ -111,11 +111,15 @@ def parse_config(text: str, name: str = "<config>") -> Config:
     revocation = parse_revocation(rev_table) if rev_table is not None else None
 
     pools = parse_pools(data["pool"], name, loc) if "pool" in data else ()
-    names = {p.name for p in pools}
-    for i, sa in enumerate(sas):
-        if sa.pool is not None and sa.pool not in names:
-            sa_table = Table(name, loc, "security_association", i, {})
-            raise sa_table.error("pool", f"no [[pool]] is named {sa.pool!r}")
+
+    def check_sa_pools(names: set[str]) -> None:
+        for i, sa in enumerate(sas):
+            if sa.pool is not None and sa.pool not in names:
+                sa_table = Table(name, loc, "security_association", i, {})
+                raise sa_table.error("pool", f"no [[pool]] is named {sa.pool!r}")
+
+    if "group" not in data:
+        check_sa_pools({p.name for p in pools})
 
     config = Config(
         name,
@@ -134,7 +138,10 @@ def parse_config(text: str, name: str = "<config>") -> Config:
         return config
     if pools:  # each group's binding set would hand out the same addresses
         line = loc.headers.get(("pool", 0), 1)
-        raise ConfigError(f"{name}: line {line}: [[pool]]: not with [[group]] (docs/pools.md)")
+        raise ConfigError(
+            f"{name}: line {line}: [[pool]]: not with [[group]]: give each group its own "
+            "[[group.pool]] (docs/pools.md)"
+        )
     for section in NOT_WITH_GROUPS:
         if section in data:
             line = loc.headers.get((section, 0), 1)
@@ -142,4 +149,6 @@ def parse_config(text: str, name: str = "<config>") -> Config:
             where = "not with [[group]]" if alone else "inside each [[group]]"
             raise ConfigError(f"{name}: line {line}: [{section}]: {where} (docs/load-sharing.md)")
     assert ha_table is not None
-    return replace(config, groups=parse_groups(data["group"], config, ha_table.data, loc))
+    groups = parse_groups(data["group"], config, ha_table.data, loc)
+    check_sa_pools({p.name for g in groups for p in g.config.pools})  # [[group.pool]]
+    return replace(config, groups=groups)

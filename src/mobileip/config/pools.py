@@ -9,7 +9,8 @@ Each pool is a prefix (its host addresses) or an explicit range, less the addres
     exclude = ["10.1.128.1"]           # e.g. the home link's router
 
 A ``[[security_association]]`` hands out addresses from the pool its ``pool`` key names, to the
-mobile nodes its ``nai`` matches.
+mobile nodes its ``nai`` matches. With ``[[group]]``, each group has its own ``[[group.pool]]``
+tables (config/groups.py): no two pools of any groups may share an address.
 """
 
 from __future__ import annotations
@@ -70,20 +71,34 @@ def parse_pool(t: Table) -> PoolConfig:
     return PoolConfig(name, first, last, tuple(exclude))
 
 
-def parse_pools(raw: Any, name: str, loc: Locator) -> tuple[PoolConfig, ...]:
-    """The whole ``[[pool]]`` array: distinct names, no two pools sharing an address."""
+def parse_pools(
+    raw: Any,
+    name: str,
+    loc: Locator,
+    section: str = "pool",
+    first_index: int = 0,
+    others: tuple[tuple[str, PoolConfig], ...] = (),
+) -> tuple[PoolConfig, ...]:
+    """The whole ``[[pool]]`` array: distinct names, no two pools sharing an address.
+
+    ``section``/``first_index``: a group's ``[[group.pool]]`` tables, numbered in the file from
+    ``first_index`` on (the locator counts them across the groups); ``others``: pools of the
+    groups before, as (where, pool), none of which they may overlap."""
     if not isinstance(raw, list) or not all(isinstance(p, dict) for p in raw):
-        line = loc.headers.get(("pool", 0)) or loc.line(("", 0), "pool")
-        raise ConfigError(f"{name}: line {line}: pool: must be [[pool]] tables")
+        line = loc.headers.get((section, first_index)) or loc.line(("", 0), "pool")
+        raise ConfigError(f"{name}: line {line}: {section}: must be [[{section}]] tables")
     pools: list[PoolConfig] = []
     for i, data in enumerate(raw):
-        t = Table(name, loc, "pool", i, data)
+        t = Table(name, loc, section, first_index + i, data)
         pool = parse_pool(t)
+        key = "network" if t.has("network") else "first"
         for j, other in enumerate(pools):
             if other.name == pool.name:
-                raise t.error("name", f"{pool.name!r} is also pool[{j}]")
+                raise t.error("name", f"{pool.name!r} is also {section}[{first_index + j}]")
             if other.overlaps(pool):
-                key = "network" if t.has("network") else "first"
-                raise t.error(key, f"overlaps pool[{j}] ({other.name!r})")
+                raise t.error(key, f"overlaps {section}[{first_index + j}] ({other.name!r})")
+        for where, other in others:
+            if other.overlaps(pool):
+                raise t.error(key, f"overlaps {where} ({other.name!r})")
         pools.append(pool)
     return tuple(pools)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mobileip.config import Config
+from mobileip.config import Config, GroupConfig
 from mobileip.config.build import address_pools
 from mobileip.core.pools import AddressPools
 from mobileip.daemon.ports import ServiceHost
@@ -30,6 +30,14 @@ def attach_pools(host: ServiceHost) -> AddressPools:
         return pools.status()
 
     def reload(config: Config) -> tuple[str, ...]:
+        whole = config
+        if config.groups:  # a group's own /api/v1/reload read the whole file: take its part
+            mine = GroupConfig("", host.config).address
+            found = [g.config for g in config.groups if g.address == mine]
+            if not found:
+                host.log.warning("pools.reload_skipped", reason=f"no group has address {mine}")
+                return ()
+            config = found[0]
         changes = pools.reconfigure(address_pools(config))
         host.log.info(
             "pools.reloaded",
@@ -39,7 +47,8 @@ def attach_pools(host: ServiceHost) -> AddressPools:
             changed=",".join(changes["changed"]) or "-",
             retired=len(pools.retired),
         )
-        return ("pools",)
+        # the fields applied, as the reloaded config names them (a group's are not the file's)
+        return () if whole.groups else ("pools",)
 
     host.startup_hooks.append(rebuild)
     host.config_hooks.append(reload)
