@@ -4,10 +4,15 @@ to a mobile node without an address go to the link broadcast address; codes 97-9
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from ipaddress import IPv4Address
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pcapio import tshark_fields, write_pcap
 
 from mobileip.agents.fa import rules as fa
 from mobileip.wire import registration as wire
@@ -165,3 +170,70 @@ def test_any_bytes_never_crash(data: bytes, src: tuple[str, int]) -> None:
     for send in out.sends:
         assert send.dest in (HA_PORT, src, BROADCAST) or send.dest[0] == str(HA)
     c.handle_reply(data, HA_PORT, 0.0)
+
+
+# --- golden: the RFC 2794 exchange through the agent, and its denials, read by tshark ----------
+
+# the agent's own denials, to the link broadcast (port 40000): 97 for the golden request without
+# its NAI, 98 for it with home agent 0.0.0.0 (NAI echoed), 99 for an accepted reply assigning
+# 0.0.0.0 (NAI echoed); no MN-HA authenticator (the agent has no key for it)
+GOLDEN_97 = bytes.fromhex("03610000000000000a010001e8fe6f8080000001")
+GOLDEN_98 = bytes.fromhex(
+    "036200000000000000000000e8fe6f80800000018311" + b"alice@example.net".hex()
+)
+GOLDEN_99 = bytes.fromhex(
+    "03630000000000000a010001e8fe6f80800000018311" + b"alice@example.net".hex()
+)
+
+
+def test_golden_exchange_through_the_agent_and_its_denials() -> None:
+    from test_pools_wire import GOLDEN_REPLY, GOLDEN_REQUEST
+
+    req = wire.decode_request(GOLDEN_REQUEST)
+    c = fa.ForeignAgentCore(fa.ForeignAgentSettings(frozenset({req.care_of_address})))
+    src = ("0.0.0.0", 40000)
+    assert c.handle_request(GOLDEN_REQUEST, src, 0.0).sends == [
+        fa.Send(GOLDEN_REQUEST, ("10.1.0.1", 434))
+    ]
+    assert c.handle_reply(GOLDEN_REPLY, ("10.1.0.1", 434), 0.0).sends == [
+        fa.Send(GOLDEN_REPLY, ("255.255.255.255", 40000))
+    ]
+    assert list(c.visitors) == [A("10.1.128.1")]
+    plain = wire.RegistrationRequest(
+        req.flags, req.lifetime, req.home_address, req.home_agent, req.care_of_address,
+        req.identification,
+    )  # fmt: skip
+    no_nai = wire.encode(plain) + GOLDEN_REQUEST[-22:]
+    assert c.handle_request(no_nai, src, 0.0).sends == [fa.Send(GOLDEN_97, BROADCAST_40000)]
+    no_ha = GOLDEN_REQUEST[:8] + bytes(4) + GOLDEN_REQUEST[12:]
+    assert c.handle_request(no_ha, src, 0.0).sends == [fa.Send(GOLDEN_98, BROADCAST_40000)]
+    c.handle_request(GOLDEN_REQUEST, src, 0.0)
+    zero = GOLDEN_REPLY[:4] + bytes(4) + GOLDEN_REPLY[8:]
+    assert c.handle_reply(zero, ("10.1.0.1", 434), 0.0).sends == [
+        fa.Send(GOLDEN_99, BROADCAST_40000)
+    ]
+
+
+BROADCAST_40000 = ("255.255.255.255", 40000)
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_tshark_reads_the_agents_denials_as_rfc_2794_codes(tmp_path: Path) -> None:
+    from test_pools_wire import _ipv4_udp
+
+    pcap = tmp_path / "fa.pcap"
+    frames = [_ipv4_udp(d, "192.0.2.7", "255.255.255.255", 434, 40000)
+              for d in (GOLDEN_97, GOLDEN_98, GOLDEN_99)]  # fmt: skip
+    write_pcap(pcap, frames)
+    rows = tshark_fields(pcap, ["mip.type", "mip.code", "mip.homeaddr", "mip.ext.type",
+                                "_ws.malformed"])  # fmt: skip
+    assert rows == [
+        ["3", "97", "0.0.0.0", "", ""],
+        ["3", "98", "0.0.0.0", "131", ""],
+        ["3", "99", "0.0.0.0", "131", ""],
+    ], rows
+    text = subprocess.run(
+        ["tshark", "-r", str(pcap), "-V"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    for meaning in ("Missing NAI", "Missing Home Agent", "Missing Home Address"):
+        assert f"Reg Deny (FA)(NAI) - {meaning}" in text

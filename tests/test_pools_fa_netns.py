@@ -14,13 +14,18 @@ SIGTERM it deregisters: the address goes back to the pool and off ``lo``.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
-from netns import Member, Segment, ip, segment_fixture  # noqa: F401
+from netns import Member, Process, Segment, ip, segment_fixture  # noqa: F401
+from pcapio import tshark_fields
 from test_dataplane_netns import CN, HA, ha_config, wait_dataplane
 from test_pools_netns import NAI_KEY, NAI_SPI, POOL, pools
 
@@ -91,6 +96,14 @@ def test_mobile_node_gets_an_address_through_the_foreign_agent(
     }
     (tmp_path / "mn.toml").write_text(to_toml(mn_cfg))
     assert not re.search(r"inet ", seg.run(mn, ["ip", "-4", "addr", "show", "dev", mn_if]).stdout)
+    pcap = tmp_path / "foreign-link.pcap"
+    cap = None
+    if shutil.which("dumpcap") is not None:
+        argv = ["dumpcap", "-i", mn_if, "-f", "udp port 434", "-w", str(pcap)]
+        cap = seg.spawn(mn, argv, "cap")
+        cap.wait_for(r"Capturing on", 20)
+    else:
+        assert os.environ.get("CI") != "true", "CI needs dumpcap for this test"
     node = seg.spawn(
         mn, [PY, "-m", "mobileip", "mobilenode", "--config", str(tmp_path / "mn.toml")], "mn"
     )
@@ -106,6 +119,9 @@ def test_mobile_node_gets_an_address_through_the_foreign_agent(
     assert pools(seg, ha)["pools"][0]["in_use"] == 1  # type: ignore[index]
     wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1)
 
+    if cap is not None:
+        check_capture(cap, pcap, home)
+
     argv = [PY, "-m", "mobileip.tools.traffic", "ping", home, "--interval", "0.1",
             "--duration", "1"]  # fmt: skip
     result = json.loads(seg.run(cn, argv).stdout.strip().splitlines()[-1])
@@ -118,3 +134,35 @@ def test_mobile_node_gets_an_address_through_the_foreign_agent(
     wait_dataplane(seg, ha, lambda d: d["tunnels"] == 0)
     assert pools(seg, ha)["pools"][0]["in_use"] == 0  # type: ignore[index]
     assert f"{home}/32" not in seg.run(mn, ["ip", "-4", "addr", "show", "dev", "lo"]).stdout
+
+
+def check_capture(cap: Process, pcap: Path, home: str) -> None:
+    """What crossed the foreign link, as Wireshark's mip dissector reads it: the first request a
+    link broadcast from 0.0.0.0 (home 0.0.0.0, NAI), the agent's reply to the link broadcast
+    assigning the address, then renewals unicast from the address."""
+    fields = ["ip.src", "ip.dst", "mip.type", "mip.code", "mip.homeaddr", "mip.ext.type",
+              "_ws.malformed"]  # fmt: skip
+    rows: list[dict[str, str]] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            rows = [dict(zip(fields, r, strict=False)) for r in tshark_fields(pcap, fields)]
+        except subprocess.CalledProcessError:
+            continue  # the last packet half-written
+        if sum(1 for r in rows if r["mip.type"] == "1" and r["ip.src"] == home) >= 1:
+            break
+    cap.stop()
+    assert all(not r.get("_ws.malformed") for r in rows), rows
+    first = next(r for r in rows if r["mip.type"] == "1")
+    assert (first["ip.src"], first["ip.dst"], first["mip.homeaddr"]) == (
+        "0.0.0.0", "255.255.255.255", "0.0.0.0"
+    ), rows  # fmt: skip
+    assert "131" in first["mip.ext.type"].split(","), first  # the NAI
+    assigned = next(r for r in rows if r["mip.type"] == "3")
+    assert (assigned["ip.src"], assigned["ip.dst"], assigned["mip.code"]) == (
+        COA, "255.255.255.255", "0"
+    ), rows  # fmt: skip
+    assert assigned["mip.homeaddr"] == home
+    renewal = next(r for r in rows if r["mip.type"] == "1" and r["ip.src"] == home)
+    assert (renewal["ip.dst"], renewal["mip.homeaddr"]) == (COA, home), rows
