@@ -109,11 +109,17 @@ async def _run(n: int, chunk: int, batch: int, idle: float = 3.0) -> dict[str, A
         return call
 
     # the loop's steps, each timed (their longest call, to find what a long loop gap was)
-    service._build = timed("build", service._build)  # type: ignore[method-assign]
-    service._finish = timed("finish", service._finish)  # type: ignore[method-assign]
-    service._freeze = timed("freeze", service._freeze)  # type: ignore[method-assign]
-    service.note_homes = timed("note_homes", service.note_homes)  # type: ignore[method-assign]
-    table.insert_new = timed("insert_new", table.insert_new)  # type: ignore[method-assign]
+    # (an older tree, run with PYTHONPATH for the "before", may lack some of these steps)
+    for obj, name in (
+        (service, "_build"),
+        (service, "_finish"),
+        (service, "_freeze"),
+        (service, "_batch"),
+        (service, "note_homes"),
+        (table, "insert_new"),
+    ):
+        if hasattr(obj, name):
+            setattr(obj, name, timed(name.lstrip("_"), getattr(obj, name)))
     await service._start()
     gaps: list[float] = []
     stop = False
