@@ -9,12 +9,20 @@ Topology (the lab's namespaces and helpers, :class:`mobileip.tools.lab.NetnsLab`
                                                           --[priv]-- mn 192.168.77.2
                                                                      (home address 10.1.0.100)
 
-With ``nat=True`` the ``nat`` namespace translates 192.168.77.0/24 to 10.2.0.1 (the kernel's
+With ``nat=True`` the ``nat`` namespace translates 192.168.0.0/16 to 10.2.0.1 (the kernel's
 nf_conntrack + nf_nat, the engine behind MASQUERADE, driven by tc's ``ct`` action on its public
 interface: the UML kernel that boots here has neither ``NF_TABLES_IPV4`` nor iptables' nat table,
 so no MASQUERADE rule can be loaded) and the mobile node asks for UDP tunnelling. With
 ``nat=False`` it is a plain router (``rt`` routes the private network to it) and the mobile node
 is an ordinary co-located node (IP-in-IP): the baseline.
+
+With ``via_fa=True`` our foreign agent sits behind the NAT instead (RFC 3519 with an FA), its
+care-of address the private 192.168.78.1 on its visited link (where it advertises),
+``nat_traversal = true``; the mobile node is on that link and registers through it (FA
+care-of address, T); the NAT translates 192.168.0.0/16 and routes 192.168.78.0/24 to the agent::
+
+    ... nat 10.2.0.1 == NAPT == 192.168.77.1 --[priv]-- fa 192.168.77.2
+                  fa 192.168.78.1 (care-of address) --[visit]-- mn 192.168.78.2 (10.1.0.100)
 """
 
 from __future__ import annotations
@@ -44,15 +52,23 @@ NODES: dict[str, Any] = {
     "mn": ([("priv", f"{MN_PRIVATE}/24")], "192.168.77.1"),
 }
 
-# NAPT of 192.168.77.0/24 to 10.2.0.1 in the ``nat`` namespace (eth0 public, eth1 private): on
-# eth0's egress new flows are committed to conntrack with a source NAT (ports PORTS) and known
-# ones translated; on its ingress the answers are translated back before routing.
+FA_COA = "192.168.78.1"
+FA_NODES: dict[str, Any] = {
+    **{k: v for k, v in NODES.items() if k != "mn"},
+    "fa": ([("priv", "192.168.77.2/24"), ("visit", f"{FA_COA}/24")], "192.168.77.1"),
+    "mn": ([("visit", "192.168.78.2/24")], None),
+}
+
+# NAPT of 192.168.0.0/16 (the mobile node's or the foreign agent's network) to 10.2.0.1 in the
+# ``nat`` namespace (eth0 public, eth1 private): on eth0's egress new flows are committed to
+# conntrack with a source NAT (ports PORTS) and known ones translated; on its ingress the answers
+# are translated back before routing.
 NAT_SCRIPT = """
 set -e
 tc qdisc replace dev eth0 clsact
 tc filter del dev eth0 egress 2>/dev/null || true
 tc filter del dev eth0 ingress 2>/dev/null || true
-tc filter add dev eth0 egress prio 1 protocol ip flower src_ip 192.168.77.0/24 \
+tc filter add dev eth0 egress prio 1 protocol ip flower src_ip 192.168.0.0/16 \
     action ct commit nat src addr 10.2.0.1 port PORTS pipe action gact pass
 tc filter add dev eth0 ingress prio 1 protocol ip flower dst_ip 10.2.0.1 \
     action ct nat pipe action gact pass
@@ -62,10 +78,11 @@ FLUSH_CONNTRACK = "from pyroute2 import Conntrack\nwith Conntrack() as ct: ct.fl
 
 
 class NatLab(NetnsLab):
-    def __init__(self, nat: bool = True) -> None:
+    def __init__(self, nat: bool = True, via_fa: bool = False) -> None:
         super().__init__(None, 0.1, INTERVAL, mobile_nodes=0, sample=0, members=2, real_mn=False)
         self.nat = nat
-        self.nodes = dict(NODES)
+        self.via_fa = via_fa
+        self.nodes = dict(FA_NODES if via_fa else NODES)
         self.priorities = {"ha1": 150, "ha2": 100}
 
     def ha_config(self, node: str) -> dict[str, Any]:
@@ -84,6 +101,25 @@ class NatLab(NetnsLab):
             }
         }  # fmt: skip
 
+    def nat_fa_config(self) -> dict[str, Any]:
+        return {
+            "foreignagent": {
+                "interface": "eth1", "care_of_address": FA_COA, "advertisement_interval": 0.5,
+                "max_lifetime": 600, "reverse_tunnel": True, "nat_traversal": self.nat,
+            }
+        }  # fmt: skip
+
+    def mn_fa_config(self) -> dict[str, Any]:
+        """The mobile node on the foreign agent's link: its care-of address, T."""
+        return {
+            "mobilenode": {
+                "interface": "eth0", "home_address": HOME, "home_agent": VIRTUAL,
+                "home_network": "10.1.0.0/24", "spi": 256,
+                "key": "00112233445566778899aabbccddeeff", "lifetime": 120,
+                "reverse_tunnel": True, "agent_timeout": 3.0,
+            }
+        }  # fmt: skip
+
     def setup(self) -> None:
         """Build the namespaces, the NAT (or the plain route), the mobile node's home address."""
         self.build()
@@ -94,6 +130,9 @@ class NatLab(NetnsLab):
                 self.sysctl("nat", f"net.netfilter.{key}", str(UDP_TIMEOUT))
         else:
             _ip("-n", self.ns("rt"), "route", "add", PRIVATE_NET, "via", NAT_PUBLIC)
+        if self.via_fa:
+            self.sysctl("fa", "net.ipv4.ip_forward", "1")
+            _ip("-n", self.ns("nat"), "route", "add", "192.168.78.0/24", "via", "192.168.77.2")
         self.run("mn", ["ip", "addr", "add", f"{HOME}/32", "dev", "lo"])
 
     def translate(self, ports: str) -> None:

@@ -48,6 +48,8 @@ class ForeignAgentConfig:
     revocation_algorithm: str = "hmac-md5"
     revocation_key: bytes = b""
     inform_mobile_node: bool = True
+    # RFC 3519: we sit behind a NAT: ask home agents for a UDP tunnel (docs/nat-traversal.md)
+    nat_traversal: bool = False
 
 
 def read_table(path: str | Path, section: str) -> Table:
@@ -96,6 +98,7 @@ def load_fa_config(path: str | Path) -> ForeignAgentConfig:
         or "hmac-md5",
         revocation_key=t.hex_key("revocation_key") if t.has("revocation_key") else b"",
         inform_mobile_node=t.boolean("inform_mobile_node", True),
+        nat_traversal=t.boolean("nat_traversal", False),
     )
     if bool(cfg.revocation_key) != bool(cfg.revocation_spi):
         raise t.error("revocation_key", "revocation_key and revocation_spi go together")

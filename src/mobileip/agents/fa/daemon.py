@@ -10,6 +10,11 @@
   arriving on the foreign link into a TUN device; we encapsulate them to its home agent;
 * agent advertisements (ICMP type 9 + extension 16) to 224.0.0.1 on the foreign link every
   ``advertisement_interval``, and at once in answer to a solicitation (ICMP type 10);
+* RFC 3519 (``nat_traversal``: we sit behind a NAT): relayed registrations ask for a UDP tunnel;
+  for a visitor granted one, tunnel data from its home agent on our registration socket is
+  delivered like a decapsulated packet, its reverse-tunnelled packets leave as tunnel data from
+  that socket, and a keepalive goes to each such home agent when nothing else did for its
+  interval (the mapping our NAT keeps for us is shared by every visitor);
 * a mobile node asking for a home address (RFC 2794) has none yet: its replies go to the limited
   broadcast address on the foreign link (``SO_BROADCAST``; the care-of address as the source
   takes them out of that interface), and its host route waits for the assigned address.
@@ -60,12 +65,14 @@ from mobileip.net.netlink import rtnl, write_sysctl
 from mobileip.net.tun import MAX_PACKET, open_tun
 from mobileip.net.udp import Address, UdpEndpoint
 from mobileip.wire import agent_adv as adv
+from mobileip.wire import nat
 from mobileip.wire.errors import DecodeError
 from mobileip.wire.registration import TYPE_REPLY, TYPE_REQUEST
 from mobileip.wire.revocation import TYPE_REVOCATION
 
 REVERSE_TABLE = 434  # routing table for reverse-tunnelled visitors
 RULE_PRIORITY = 434
+KEEPALIVE_IDENT = 0x3519  # the ICMP identifier of our keepalives (as the mobile node's)
 ROUTE_LINGER = 2.0  # seconds a route stays after a denial (the reply is still being delivered)
 
 
@@ -83,8 +90,12 @@ class ForeignAgentDaemon:
                 pending_timeout=cfg.pending_timeout,
                 fa_ha=_fa_ha(cfg),
                 inform_mobile_node=cfg.inform_mobile_node,
+                nat_traversal=cfg.nat_traversal,
             )
         )
+        # RFC 3519: home agent -> when we last sent it tunnel data (keepalives fill the gaps)
+        self.udp_sent: dict[IPv4Address, float] = {}
+        self.keepalive_seq = 0
         self.endpoint: UdpEndpoint | None = None
         self.raw_out: socket.socket | None = None
         self.raw_in: list[socket.socket] = []
@@ -198,6 +209,9 @@ class ForeignAgentDaemon:
                 return
         elif data[:1] == bytes([TYPE_REPLY]):
             out = self.core.handle_reply(data, src, now)
+        elif data[:1] == bytes([nat.TYPE_TUNNEL_DATA]) and self.cfg.nat_traversal:
+            self.deliver_udp(data, src)
+            return
         elif data[:1] == bytes([TYPE_REVOCATION]):
             out = self.core.handle_revocation(data, src, now)
         else:
@@ -293,6 +307,8 @@ class ForeignAgentDaemon:
         while True:
             await asyncio.sleep(0.25)
             self._emit(self.core.tick(time.monotonic()))
+            if self.cfg.nat_traversal:
+                self._keepalives(time.monotonic())
 
     # --- tunnels -------------------------------------------------------------------------------
 
@@ -334,6 +350,74 @@ class ForeignAgentDaemon:
         self.delivered += 1
         c[f"delivered-{d.kind.name.lower()}"] += 1
 
+    def deliver_udp(self, data: bytes, src: Address) -> None:
+        """RFC 3519: tunnel data from a visitor's home agent, let in by our NAT on the mapping
+        our registrations opened: its packet goes to the visitor. Our keepalives' answers stop
+        here."""
+        c = self.core.counters
+        if len(data) < nat.TUNNEL_HEADER_LEN + 20 or data[1] != nat.ENCAP_IPIP:
+            c["udp-dropped-malformed"] += 1
+            return
+        inner = data[nat.TUNNEL_HEADER_LEN :]
+        try:
+            header, payload = forwarded(inner)
+        except DecodeError as exc:
+            c[f"udp-dropped-{exc.reason}"] += 1
+            return
+        except TunnelRefused as exc:
+            c[f"udp-dropped-{exc.reason}"] += 1
+            return
+        visitor = self.core.visitors.get(header.dst)
+        if visitor is None or not visitor.udp:
+            c["udp-dropped-no-visitor"] += 1
+            return
+        if src[0] != str(visitor.home_agent):
+            c["udp-dropped-wrong-home-agent"] += 1
+            return
+        if (
+            header.src == visitor.home_agent
+            and header.protocol == 1
+            and payload[:1] == bytes([nat.ICMP_ECHO_REPLY])
+            and payload[4:6] == KEEPALIVE_IDENT.to_bytes(2, "big")
+        ):
+            c["udp-keepalive-answered"] += 1
+            return
+        assert self.raw_out is not None
+        try:
+            self.raw_out.sendto(header.pack() + payload, (str(header.dst), 0))
+        except OSError:
+            c["deliver-errors"] += 1
+            return
+        self.delivered += 1
+        c["delivered-udp"] += 1
+
+    def _send_udp(self, data: bytes, home_agent: IPv4Address) -> bool:
+        assert self.endpoint is not None
+        dest = (str(home_agent), self.core.settings.ha_port)
+        sent = self.endpoint.send(data, dest, str(self.cfg.care_of_address))
+        if sent:
+            self.udp_sent[home_agent] = time.monotonic()
+        return sent
+
+    def _keepalives(self, now: float) -> None:
+        """One keepalive to each home agent that tunnels to us in UDP and heard nothing from us
+        for its interval (from one of its visitors' home addresses: the home agent takes tunnel
+        data only from a home address it tunnels to)."""
+        due: dict[IPv4Address, IPv4Address] = {}
+        for v in self.core.visitors.values():
+            if (
+                v.udp
+                and v.udp_keepalive
+                and v.home_agent not in due
+                and now - self.udp_sent.get(v.home_agent, -math.inf) >= v.udp_keepalive
+            ):
+                due[v.home_agent] = v.home_address
+        for ha, home in due.items():
+            self.keepalive_seq = (self.keepalive_seq + 1) & 0xFFFF
+            packet = nat.encapsulate(nat.icmp_echo(home, ha, KEEPALIVE_IDENT, self.keepalive_seq))
+            if self._send_udp(packet, ha):
+                self.core.counters["udp-keepalives-sent"] += 1
+
     def _on_tun(self) -> None:
         for _ in range(64):
             try:
@@ -355,6 +439,13 @@ class ForeignAgentDaemon:
         visitor = self.core.visitor_for_reverse(header.src)
         if visitor is None:
             c["reverse-dropped-no-visitor"] += 1
+            return
+        if visitor.udp:  # RFC 3519: tunnel data from our registration socket
+            if self._send_udp(nat.encapsulate(packet), visitor.home_agent):
+                self.reverse_tunnelled += 1
+                c["reverse-udp"] += 1
+            else:
+                c["reverse-send-errors"] += 1
             return
         kind = Encapsulation.for_flags(visitor.flags)
         try:
@@ -388,7 +479,8 @@ class ForeignAgentDaemon:
             sequence=self.sequence,
             registration_lifetime=self.cfg.max_lifetime,
             flags=flags,
-            flags2=adv.FLAG_X if self.core.settings.fa_ha is not None else 0,  # RFC 3543
+            flags2=(adv.FLAG_X if self.core.settings.fa_ha is not None else 0)  # RFC 3543
+            | (adv.FLAG_U if self.cfg.nat_traversal else 0),  # RFC 3519
             care_of_addresses=(self.cfg.care_of_address,),
             lifetime=min(0xFFFF, max(1, math.ceil(3 * interval))),
             code=adv.CODE_MOBILITY_ONLY,

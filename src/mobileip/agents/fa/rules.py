@@ -40,6 +40,12 @@ revocable. :meth:`ForeignAgentCore.handle_revocation` answers an authentic Regis
 Revocation from the home agent with a Revocation Acknowledgement, removes the visitor and, when
 the I bit asks for it, tells the mobile node with an unsolicited Registration Reply (code 65,
 lifetime 0, the identification of its last accepted request).
+
+RFC 3519 for a foreign agent behind a NAT (``nat_traversal``; docs/nat-traversal.md): a relayed
+registration gets a UDP Tunnel Request (F set: the home agent cannot see a NAT in front of a
+foreign agent's care-of address) after the mobile node's extensions; a reply that grants it (UDP
+Tunnel Reply code 0) marks the visitor ``udp``: the home agent tunnels to us in UDP (tunnel data
+on our registration socket) and we reverse-tunnel to it the same way (the daemon).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from ipaddress import IPv4Address
 
 from mobileip.core.revocation import verify_fa_ha
 from mobileip.core.security import SecurityAssociation, append_auth
+from mobileip.wire import nat as wire_nat
 from mobileip.wire import registration as wire
 from mobileip.wire import revocation as rw
 from mobileip.wire.errors import DecodeError
@@ -73,6 +80,8 @@ FA_MISSING_HOME_ADDRESS = 99
 ANY = IPv4Address("0.0.0.0")
 LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 LOW32 = 0xFFFFFFFF
+# RFC 3519 3.1.1: F, because the home agent cannot detect a NAT in front of a foreign agent
+_UDP_TUNNEL_REQUEST = wire_nat.UdpTunnelRequest(flags=wire_nat.REQUEST_F).extension()
 RECENT_ACKS = 4096  # (home, revocation id) pairs whose ack we resend on a retransmission
 
 
@@ -89,6 +98,7 @@ class ForeignAgentSettings:
     ha_port: int = wire.UDP_PORT
     fa_ha: SecurityAssociation | None = None  # set: registration revocation (RFC 3543) is on
     inform_mobile_node: bool = True  # RFC 3543 I bit: we can tell the MN of a revocation
+    nat_traversal: bool = False  # RFC 3519: we are behind a NAT: ask the HA for a UDP tunnel
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +115,9 @@ class Visitor:
     # address and port its replies came from
     revocation_since: int | None = None
     ha_source: Address | None = None
+    # RFC 3519: the home agent granted a UDP tunnel to us, and the keepalive interval it asked
+    udp: bool = False
+    udp_keepalive: int = 0
 
     @property
     def reverse_tunnel(self) -> bool:
@@ -217,6 +230,15 @@ class ForeignAgentCore:
             return self._deny(out, req, src, FA_INSUFFICIENT_RESOURCES, "visitor list full")
         self.pending[key] = Pending(req, src, now + s.pending_timeout)
         self.counters["requests-relayed"] += 1
+        if (
+            s.nat_traversal
+            and not req.is_deregistration
+            and not any(
+                getattr(e, "type", None) == wire_nat.EXT_UDP_TUNNEL_REQUEST for e in req.extensions
+            )
+        ):
+            data += wire.encode_extension(_UDP_TUNNEL_REQUEST)
+            self.counters["requests-udp-tunnel"] += 1
         if s.fa_ha is not None:
             support = rw.make_support(inform=s.inform_mobile_node, timestamp=int(wall))
             body = data + wire.encode_extension(support.extension())
@@ -286,6 +308,7 @@ class ForeignAgentCore:
         lifetime = min(reply.lifetime, req.lifetime)
         expires = math.inf if lifetime == wire.INFINITE_LIFETIME else now + lifetime
         since = self._revocation_since(data, reply)
+        udp = self._udp_granted(reply)
         visitor = Visitor(
             home,
             req.home_agent,
@@ -297,11 +320,23 @@ class ForeignAgentCore:
             req.identification,
             since,
             src if since is not None else None,
+            udp is not None,
+            udp or 0,
         )
         renewed = home in self.visitors
         self.visitors[home] = visitor
         out.events.append(VisitorAdded(visitor, renewed))
         return out
+
+    def _udp_granted(self, reply: wire.RegistrationReply) -> int | None:
+        """RFC 3519: the keepalive interval when the reply grants the UDP tunnel we asked for,
+        else None (not asked, declined, no or a malformed UDP Tunnel Reply)."""
+        if not self.settings.nat_traversal:
+            return None
+        granted = wire_nat.find_reply(reply.extensions)
+        if granted is None or not granted.accepted:
+            return None
+        return granted.keepalive
 
     def _revocation_since(self, data: bytes, reply: wire.RegistrationReply) -> int | None:
         """The home agent's Revocation Support timestamp, if the reply negotiated revocation."""

@@ -1,0 +1,157 @@
+"""RFC 3519 with our foreign agent behind a NAT, sans-IO: the agent (``nat_traversal``) adds a
+UDP Tunnel Request with F after the mobile node's authenticator; our Home Agent's rules grant it
+(F, D clear: the NAT cannot be seen in front of a foreign agent) and record the NAT's mapping;
+the reply marks the visitor ``udp`` with the keepalive interval. The daemon's data path is tested
+in User-Mode Linux (tests/test_kernel_nat_fa.py)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+from mobileip.agents.fa import rules as fa
+from mobileip.core import homeagent as ha
+from mobileip.core.nat import NatSettings, NatTraversal
+from mobileip.core.replay import ntp_from_unix
+from mobileip.core.security import SecurityAssociation, SecurityAssociations, append_auth
+from mobileip.wire import nat
+from mobileip.wire import registration as wire
+from mobileip.wire.codes import ReplyCode
+
+A = IPv4Address
+FA_COA = A("192.168.77.2")  # the foreign agent's care-of address, behind the NAT
+NAT_PUBLIC = ("10.2.0.1", 20007)  # what the Home Agent sees as the source
+HA = A("10.1.0.1")
+HOME = A("10.1.0.100")
+MN = (str(HOME), 434)
+WALL = 1.8e9
+IDENT = ntp_from_unix(WALL)
+SA = SecurityAssociation(256, "hmac-md5", bytes(range(16)), (IPv4Network("10.1.0.0/24"),))
+
+
+def fa_core(nat_traversal: bool = True) -> fa.ForeignAgentCore:
+    return fa.ForeignAgentCore(
+        fa.ForeignAgentSettings(frozenset({FA_COA}), nat_traversal=nat_traversal)
+    )
+
+
+def ha_core(**settings: object) -> ha.HomeAgentCore:
+    core = ha.HomeAgentCore(
+        ha.HomeAgentSettings(address=HA, node_id=1, replay="timestamp"),
+        SecurityAssociations([SA]),
+    )
+    core.nat = NatTraversal(NatSettings(keepalive=3, **settings))  # type: ignore[arg-type]
+    return core
+
+
+def mn_request(lifetime: int = 600, ident: int = IDENT, flags: int = 0) -> bytes:
+    req = wire.RegistrationRequest(wire.Flags(flags), lifetime, HOME, HA, FA_COA, ident)
+    return append_auth(wire.encode(req), wire.EXT_MN_HA_AUTH, SA)
+
+
+def test_fa_behind_a_nat_gets_a_udp_tunnel_from_our_home_agent() -> None:
+    agent, home_agent = fa_core(), ha_core()
+    data = mn_request(flags=int(wire.Flags.T))
+    [relayed] = agent.handle_request(data, MN, now=1.0).sends
+    assert relayed.data.startswith(data)  # the mobile node's bytes, authenticator unchanged
+    req = wire.decode_request(relayed.data)
+    assert [e.type for e in req.extensions] == [wire.EXT_MN_HA_AUTH, nat.EXT_UDP_TUNNEL_REQUEST]
+    asked = nat.find_request(req.extensions)
+    assert asked is not None and asked.force and not asked.via_fa
+    assert asked.encapsulation == nat.ENCAP_IPIP
+
+    out = home_agent.handle_request(relayed.data, 1.0, WALL, NAT_PUBLIC)
+    assert out.code == 0 and out.reply is not None
+    rec = home_agent.table.get(int(HOME))
+    assert rec is not None
+    [binding] = rec.bindings
+    assert (IPv4Address(binding.udp_address), binding.udp_port) == (A(NAT_PUBLIC[0]), 20007)
+    assert binding.care_of_address == int(FA_COA)
+    granted = nat.find_reply(wire.decode_reply(out.reply).extensions)
+    assert granted is not None and granted.accepted and granted.keepalive == 3
+
+    back = agent.handle_reply(out.reply, (str(HA), 434), now=1.1)
+    assert [s.dest for s in back.sends] == [MN]
+    [added] = [e for e in back.events if isinstance(e, fa.VisitorAdded)]
+    assert added.visitor.udp and added.visitor.udp_keepalive == 3
+    assert agent.visitor_for_reverse(HOME) == added.visitor
+
+
+def test_declined_or_without_nat_traversal_the_visitor_is_plain() -> None:
+    # the Home Agent forces nothing when it does not accept F: declined (64), IP-in-IP
+    agent, home_agent = fa_core(), ha_core(accept_forced=False)
+    [relayed] = agent.handle_request(mn_request(), MN, now=1.0).sends
+    out = home_agent.handle_request(relayed.data, 1.0, WALL, NAT_PUBLIC)
+    assert out.code == 0 and out.reply is not None
+    rec = home_agent.table.get(int(HOME))
+    assert rec is not None and rec.bindings[0].udp_port == 0
+    [added] = [
+        e
+        for e in agent.handle_reply(out.reply, (str(HA), 434), now=1.1).events
+        if isinstance(e, fa.VisitorAdded)
+    ]
+    assert not added.visitor.udp
+
+    # an agent without nat_traversal adds nothing, and ignores a granted reply it never asked
+    plain = fa_core(nat_traversal=False)
+    data = mn_request()
+    [relayed] = plain.handle_request(data, MN, now=1.0).sends
+    assert relayed.data == data
+    reply = wire.RegistrationReply(0, 600, HOME, HA, IDENT, (nat_reply(),))
+    raw = append_auth(wire.encode(reply), wire.EXT_MN_HA_AUTH, SA)
+    [added] = [
+        e
+        for e in plain.handle_reply(raw, (str(HA), 434), now=1.1).events
+        if isinstance(e, fa.VisitorAdded)
+    ]
+    assert not added.visitor.udp
+
+
+def nat_reply() -> wire.Extension:
+    return nat.UdpTunnelReply(nat.CODE_WILL_TUNNEL, 9).extension()
+
+
+def test_fa_leaves_a_deregistration_and_a_mobile_nodes_own_request_alone() -> None:
+    agent = fa_core()
+    dereg = mn_request(lifetime=0)
+    [relayed] = agent.handle_request(dereg, MN, now=1.0).sends
+    assert relayed.data == dereg
+    own = nat.UdpTunnelRequest(flags=nat.REQUEST_F).extension()
+    req = wire.RegistrationRequest(wire.Flags(0), 600, HOME, HA, FA_COA, 5, (own,))
+    data = append_auth(wire.encode(req), wire.EXT_MN_HA_AUTH, SA)
+    [relayed] = agent.handle_request(data, MN, now=1.0).sends
+    assert relayed.data == data  # one UDP Tunnel Request, the mobile node's
+    bad = wire.RegistrationRequest(
+        wire.Flags(0), 600, HOME, HA, FA_COA, 6, (wire.UnknownExtension(144, b"\x00"),)
+    )
+    data = append_auth(wire.encode(bad), wire.EXT_MN_HA_AUTH, SA)
+    [relayed] = agent.handle_request(data, MN, now=1.0).sends  # malformed: the HA says 134
+    assert relayed.data == data
+
+
+def test_r_flag_with_a_foreign_source_is_still_denied_142() -> None:
+    """A co-located mobile node registering through a foreign agent (R): our foreign agent
+    refuses co-located care-of addresses, and the Home Agent keeps denying R with a source that
+    is not the care-of address (docs/nat-traversal.md)."""
+    home_agent = ha_core()
+    ext = nat.UdpTunnelRequest(flags=nat.REQUEST_R).extension()
+    private = A("192.168.5.9")
+    req = wire.RegistrationRequest(wire.Flags.D, 600, HOME, HA, private, IDENT, (ext,))
+    data = append_auth(wire.encode(req), wire.EXT_MN_HA_AUTH, SA)
+    out = home_agent.handle_request(data, 1.0, WALL, (str(FA_COA), 434))
+    assert out.code == ReplyCode.UDP_ENCAPSULATION_UNAVAILABLE
+
+
+def test_advertisement_carries_the_u_bit_only_with_nat_traversal() -> None:
+    import io
+
+    from mobileip.agents.fa.config import ForeignAgentConfig
+    from mobileip.agents.fa.daemon import ForeignAgentDaemon
+    from mobileip.log import Logger
+    from mobileip.wire import agent_adv as adv
+
+    def flags2(nat_traversal: bool) -> int:
+        cfg = ForeignAgentConfig("fa.toml", "eth1", FA_COA, nat_traversal=nat_traversal)
+        daemon = ForeignAgentDaemon(cfg, Logger(stream=io.StringIO()))
+        return adv.decode_advertisement(daemon.advertisement()).flags2
+
+    assert flags2(True) & adv.FLAG_U and not flags2(False) & adv.FLAG_U
