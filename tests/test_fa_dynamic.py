@@ -168,7 +168,7 @@ def test_any_bytes_never_crash(data: bytes, src: tuple[str, int]) -> None:
     c = core()
     out = c.handle_request(data, src, 0.0)
     for send in out.sends:
-        assert send.dest in (HA_PORT, src, BROADCAST) or send.dest[0] == str(HA)
+        assert send.dest in (src, BROADCAST) or send.dest[1] == 434  # a relay to some HA
     c.handle_reply(data, HA_PORT, 0.0)
 
 
