@@ -14,7 +14,7 @@ from test_pools_rules import COA, HA, REALM_SA, ident, make_core, send
 
 from mobileip.agents.client import MobileNode, RegistrationClient, post_json
 from mobileip.config import to_toml
-from mobileip.core.pools import AddressPool
+from mobileip.core.pools import AddressPool, AddressPools
 from mobileip.core.security import SecurityAssociation, append_auth
 from mobileip.wire import registration as wire
 
@@ -55,6 +55,22 @@ def test_shrink_keeps_live_addresses_until_their_binding_ends() -> None:
     assert not pools.retired
     assert send(core, request(b"n2@example.net", A("10.1.128.3"))).code == 131
     assert send(core, request(b"n2@example.net")).code == 130  # the pool is still full
+
+
+def test_after_a_restart_the_orphans_are_retired_again() -> None:
+    """A shrink, then a restart: the new AddressPools finds the live pool-assigned addresses
+    outside its pools in the table; static addresses (an SA covers them) are not retired."""
+    core = make_core(pool("subs", "10.1.128.1", "10.1.128.4"))
+    homes = [send(core, request(f"n{i}@example.net".encode())).home_address for i in range(3)]
+    restarted = AddressPools([pool("subs", "10.1.128.1", "10.1.128.2")], core.table)
+    restarted.rebuild()
+    assert not restarted.retired
+    static = {int(homes[1])}  # as if an SA covered 10.1.128.2 statically
+    assert restarted.retire_orphans(lambda a: a in static) == 1
+    assert restarted.retired == {int(homes[2])}  # .1 and .2 are in the pool; .3 is the orphan
+    core.pools = restarted
+    rep = send(core, request(b"n2@example.net", homes[2]))
+    assert (rep.code, rep.home_address) == (0, homes[2])  # renewed, not 131
 
 
 def test_new_pool_and_grown_range_hand_out_their_addresses() -> None:
@@ -138,5 +154,26 @@ def test_reload_rebuilds_the_pools_of_a_running_daemon(tmp_path: Path) -> None:
         # the binding of the retired address ends: it leaves the retired set for good
         assert register(ha.address, "m2@pool.test", A("10.9.0.3"), lifetime=0)[0] == 0
         assert ha.get("/api/v1/pools")["retired"] == []
+    finally:
+        ha.stop()
+
+
+def test_a_restart_after_a_shrink_keeps_the_retired_addresses(tmp_path: Path) -> None:
+    cfg = config([{"name": "p", "first": "10.9.0.1", "last": "10.9.0.3"}])
+    cfg["persistence"] = {"path": str(tmp_path / "state")}
+    ha = start_homeagent(tmp_path, cfg)
+    try:
+        got = [register(ha.address, f"m{i}@pool.test") for i in range(3)]
+        assert got == [(0, A(f"10.9.0.{i}")) for i in (1, 2, 3)]
+    finally:
+        assert ha.stop() == 0
+    cfg["pool"] = [{"name": "p", "first": "10.9.0.1", "last": "10.9.0.2"}]
+    ha = start_homeagent(tmp_path, cfg)  # the same state directory: the journal brings them back
+    try:
+        status = ha.get("/api/v1/pools")
+        assert status["retired"] == ["10.9.0.3"], status
+        assert status["pools"][0]["in_use"] == 2
+        assert register(ha.address, "m2@pool.test", A("10.9.0.3")) == (0, A("10.9.0.3"))
+        assert "event=pools.retired addresses=1" in ha.log()
     finally:
         ha.stop()

@@ -27,8 +27,9 @@ that became live through them; a superset, since expiry and ``clear binding`` do
 A reload (:meth:`AddressPools.reconfigure`) swaps in new pools: added, removed, grown or shrunk.
 An address that was in a pool, is in none now and is held by a live binding is *retired*: its
 mobile node keeps it, renewals included, until the binding ends (deregistration, expiry,
-``clear binding``); then it is never handed out again. A restart forgets the retired set (a
-renewal of such an address is then refused like any address outside the pools).
+``clear binding``); then it is never handed out again. After a restart (or on a member that
+learnt such a binding from a peer), :meth:`AddressPools.retire_orphans` finds them again in the
+table: a live record with an NAI, outside every pool, that no SA covers as a static address.
 
 What two members assigning at once means is in docs/pools.md.
 """
@@ -36,7 +37,7 @@ What two members assigning at once means is in docs/pools.md.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
@@ -166,6 +167,20 @@ class AddressPools:
             "removed": sorted(set(old) - set(new)),
             "changed": sorted(n for n in set(new) & set(old) if new[n] != old[n]),
         }
+
+    def retire_orphans(self, static: Callable[[int], bool]) -> int:
+        """Retire every live address with an NAI that is in no pool and that no SA covers
+        statically (``static``): only a pool can have handed it out, one a reload shrank before
+        a restart. Reads the whole table (at start); returns how many it retired."""
+        before = len(self.retired)
+        get, is_live = self.table.get, self.table.is_live
+        for home in self.table.homes():
+            if self.governs(home) or not is_live(home) or static(home):
+                continue
+            rec = get(home)
+            if rec is not None and rec.nai:
+                self.retired.add(home)
+        return len(self.retired) - before
 
     def governs(self, address: int) -> bool:
         """Whether the pool rules decide about ``address``: in a pool, or retired."""

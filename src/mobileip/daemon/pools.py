@@ -9,6 +9,7 @@ without pools needs a restart to get its first one).
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from typing import Any
 
 from mobileip.config import Config, GroupConfig
@@ -22,9 +23,19 @@ def attach_pools(host: ServiceHost) -> AddressPools:
     pools = AddressPools(address_pools(host.config), core.table)
     core.pools = pools
 
+    def static(address: int) -> bool:
+        """Whether some SA covers ``address`` as a static home address."""
+        home = IPv4Address(address)
+        return any(
+            home in net for sa in host.config.security_associations for net in sa.home_addresses
+        )
+
     async def rebuild() -> None:
         pools.table = core.table
         pools.rebuild()
+        retired = pools.retire_orphans(static)  # a shrink before a restart: kept till they end
+        if retired:
+            host.log.info("pools.retired", addresses=retired, reason="outside every pool")
 
     def status(request: Any) -> dict[str, object]:
         return pools.status()
