@@ -25,6 +25,9 @@ with ``sender-rev`` (plain packets); ``kernel-rev`` (the backend's rule on, as d
 ``kernel-rev-norule``; ``kernel-rev-notc`` (the devices' clsact, i.e. the flower check,
 removed for the run); ``classic-rev`` (the classic device up: it matches before the collect-
 metadata one).
+
+``--src-headroom``: the sender behind a bridge with ample headroom (:func:`src_headroom`), to
+see what a veth sender's small headroom costs the tunnelled rows; ``--only a,b``: a subset.
 """
 
 from __future__ import annotations
