@@ -108,6 +108,23 @@ async def _run(n: int, chunk: int, batch: int, idle: float = 3.0) -> dict[str, A
 
         return call
 
+    gc_longest = {0: 0.0, 1: 0.0, 2: 0.0}
+    gc_long: list[tuple[float, int, float, int]] = []
+    t_zero = time.time()
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            took = time.perf_counter() - gc_started[0]
+            gen = info["generation"]
+            gc_longest[gen] = max(gc_longest[gen], took)
+            if took > 0.02:  # when, and on how many objects (those it looked at: not frozen)
+                gc_long.append((round(time.time() - t_zero, 2), gen, round(took * 1e3, 1),
+                                len(gc.get_objects(gen))))  # fmt: skip
+
+    gc.callbacks.append(on_gc)
     # the loop's steps, each timed (their longest call, to find what a long loop gap was)
     # (an older tree, run with PYTHONPATH for the "before", may lack some of these steps)
     for obj, name in (
@@ -169,6 +186,8 @@ async def _run(n: int, chunk: int, batch: int, idle: float = 3.0) -> dict[str, A
         "loop_gap_ms": _gap_summary(gaps),
         "idle_loop_gap_ms": _gap_summary(idle_gaps),
         "longest_step_ms": {k: round(v * 1e3, 2) for k, v in longest.items()},
+        "longest_gc_ms": {f"gen{k}": round(v * 1e3, 2) for k, v in gc_longest.items()},
+        "gc_over_20ms": gc_long,  # (s since the service started, generation, ms, objects)
         "rss_bytes_per_binding": round((rss1 - rss0) * 1024 / n),
         "gc_counts": gc.get_count(),
     }
