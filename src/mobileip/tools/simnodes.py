@@ -17,6 +17,13 @@ Three small programs, each run inside one of the lab's namespaces
   recovered. On the stop file it prints, per sampled node, the outage (:func:`node_outage`).
 * ``send``: a UDP stream from the correspondent to each sampled home address, ``--interval``
   apart per node, the nodes spread evenly over the interval.
+* ``natnodes``: N mobile nodes behind one NAT (RFC 3519; ``scripts/perf/nat_takeover_many.py``),
+  run in the NAT's private namespace: one UDP socket per node on the private address (so the NAT
+  gives each its own public port), each registering its home address with D, the private address
+  as co-located care-of address and a UDP Tunnel Request; then it keepalives each mapping every
+  ``--keepalive`` s and sinks the tunnel data that arrives on the sockets, recording per home
+  address the arrivals of packets from ``--peer`` (the correspondent's stream), with the same
+  status lines and final outage per node as ``sink``.
 """
 
 from __future__ import annotations
@@ -38,7 +45,13 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, TextIO
 
+from mobileip.agents.client import MobileNode, build_request
+from mobileip.core.replay import ntp_from_unix
+from mobileip.core.security import SecurityAssociation
 from mobileip.tools.loadgen import _HEAD, LoadGenerator, LoadSpec
+from mobileip.wire import nat as wire_nat
+from mobileip.wire import registration as wire
+from mobileip.wire.errors import DecodeError
 
 HOME_PREFIX = IPv4Network(
     "10.128.0.0/9"
@@ -233,6 +246,128 @@ def sink(homes: list[str], interval: float, until: str, mark_file: str | None, o
     return 0
 
 
+def _register_nat_node(
+    sock: socket.socket, mn: MobileNode, ha: tuple[str, int], timeout: float = 1.0, tries: int = 5
+) -> dict[str, Any]:
+    """One registration with a UDP Tunnel Request from ``sock``: the reply's code and whether
+    the UDP tunnel was granted (tunnel data arriving meanwhile is skipped)."""
+    for attempt in range(tries):
+        ident = ntp_from_unix(time.time()) + attempt
+        sock.sendto(build_request(mn, 600, ident, REG_FLAG_D), ha)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([sock], [], [], left)
+            if not ready:
+                break
+            data = sock.recv(4096)
+            if data[:1] != bytes([wire.TYPE_REPLY]):
+                continue
+            try:
+                reply = wire.decode_reply(data)
+            except DecodeError:  # a bad reply: keep waiting
+                continue
+            if reply.identification != ident:
+                continue
+            granted = wire_nat.find_reply(reply.extensions)
+            return {"code": reply.code, "udp": granted is not None and granted.accepted}
+    return {"code": None, "udp": False}
+
+
+def natnodes(
+    n: int,
+    private: str,
+    ha: str,
+    spi: int,
+    key: bytes,
+    first_home: IPv4Address,
+    peer: str,
+    keepalive: float,
+    interval: float,
+    until: str,
+    mark_file: str | None,
+    out: TextIO,
+) -> int:
+    """N NAT-ed mobile nodes (module docstring): register, then keepalive and sink."""
+    ha_addr = IPv4Address(ha)
+    sa = SecurityAssociation(spi, "hmac-md5", key, (IPv4Network("0.0.0.0/0"),))
+    request = (wire_nat.UdpTunnelRequest().extension(),)
+    socks: list[socket.socket] = []
+    homes = [first_home + i for i in range(n)]
+    started = time.monotonic()
+    codes: dict[str, int] = {}
+    for home in homes:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((private, 0))
+        socks.append(sock)
+        mn = MobileNode(home, IPv4Address(private), ha_addr, sa, extensions=request)
+        result = _register_nat_node(sock, mn, (ha, 434))
+        key_ = f"{result['code']}{'+udp' if result['udp'] else ''}"
+        codes[key_] = codes.get(key_, 0) + 1
+    registered = {"registered": codes, "wall_s": round(time.monotonic() - started, 3)}
+    print(json.dumps(registered), file=out, flush=True)
+    by_fd = {s.fileno(): s for s in socks}
+    home_of = {s.fileno(): str(h) for s, h in zip(socks, homes, strict=True)}
+    peer_b = socket.inet_aton(peer)
+    arrivals: dict[str, list[float]] = {str(h): [] for h in homes}
+    clock = time.monotonic
+    next_status = clock() + 0.25
+    next_keepalive = clock()
+    seq = 0
+    kill_at: float | None = None
+    total = 0
+    while not os.path.exists(until):
+        now = clock()
+        if now >= next_keepalive:
+            next_keepalive = now + keepalive
+            seq += 1
+            for sock, home in zip(socks, homes, strict=True):
+                with contextlib.suppress(OSError):
+                    sock.sendto(wire_nat.keepalive(home, ha_addr, seq), (ha, 434))
+        ready, _, _ = select.select(socks, [], [], 0.05)
+        now = clock()
+        for fd in (s.fileno() for s in ready):
+            sock = by_fd[fd]
+            for _ in range(64):
+                try:
+                    data = sock.recv(4096, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+                # tunnel data (type 4, next header 4): an IPv4 packet from the correspondent
+                if (
+                    len(data) >= 24
+                    and data[0] == wire_nat.TYPE_TUNNEL_DATA
+                    and data[1] == 4
+                    and data[16:20] == peer_b
+                ):
+                    arrivals[home_of[fd]].append(now)
+                    total += 1
+        if now >= next_status:
+            next_status = now + 0.25
+            if kill_at is None:
+                kill_at = _mark(mark_file)
+            status: dict[str, Any] = {"t": round(now, 3), "arrived": total}
+            status["reached"] = sum(1 for a in arrivals.values() if a)
+            if kill_at is not None:
+                status["recovered"] = sum(
+                    1 for a in arrivals.values() if a and a[-1] > kill_at + GUARD
+                )
+            print(json.dumps(status), file=out, flush=True)
+    kill_at = kill_at if kill_at is not None else _mark(mark_file)
+    per_node = {
+        h: node_outage(a, kill_at, interval) if kill_at is not None else {}
+        for h, a in arrivals.items()
+    }
+    counts = {h: len(a) for h, a in arrivals.items()}
+    print(
+        json.dumps({"final": True, "kill_at": kill_at, "per_node": per_node, "counts": counts}),
+        file=out,
+        flush=True,
+    )
+    for sock in socks:
+        sock.close()
+    return 0
+
+
 def send(homes: list[str], port: int, interval: float, until: str) -> int:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
@@ -284,7 +419,34 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--mark-file")
         else:
             s.add_argument("--port", type=int, default=SINK_PORT)
+    nn = sub.add_parser("natnodes")
+    nn.add_argument("-n", type=int, required=True)
+    nn.add_argument("--private", required=True, help="the private address the sockets bind")
+    nn.add_argument("--ha", required=True, help="the Home Agent (virtual) address")
+    nn.add_argument("--spi", type=int, required=True)
+    nn.add_argument("--key", required=True)
+    nn.add_argument("--first-home", required=True)
+    nn.add_argument("--peer", required=True, help="the correspondent whose packets count")
+    nn.add_argument("--keepalive", type=float, default=1.0)
+    nn.add_argument("--interval", type=float, default=0.05)
+    nn.add_argument("--until-file", required=True)
+    nn.add_argument("--mark-file")
     args = parser.parse_args(argv)
+    if args.cmd == "natnodes":
+        return natnodes(
+            args.n,
+            args.private,
+            args.ha,
+            args.spi,
+            bytes.fromhex(args.key),
+            IPv4Address(args.first_home),
+            args.peer,
+            args.keepalive,
+            args.interval,
+            args.until_file,
+            args.mark_file,
+            sys.stdout,
+        )
     if args.cmd == "register":
         result = register(
             args.ha,
