@@ -18,6 +18,8 @@ on the agent's visited link with an FA care-of address and T, two Home Agents wi
   agent (T), go back as tunnel data;
 * the agent's keepalives hold the NAT's mapping through an idle period longer than the NAT's UDP
   timeout (the same mapping after it, the ping still answered);
+* a NAT rebind (its table flushed, its port range moved): the agent's next keepalive leaves on a
+  new port, both members move the binding there, the ping still answered;
 * failover: ha1 cut and SIGKILLed under the ping; ha2 carries on through the same mapping.
 """
 
@@ -106,6 +108,21 @@ def test_foreign_agent_behind_a_nat_tunnels_in_udp() -> None:
         print(f"ping after {UDP_TIMEOUT * 2.5:.0f} s idle ({keepalives} keepalives): {idle}")
         assert idle["received"] >= idle["sent"] - 2 > 0, idle
 
+        # the NAT rebinds: the agent's next keepalive for the visitor leaves on a new port and
+        # the active Home Agent moves the visitor's binding there (a replicated new version)
+        lab.translate("21000-21999")
+        lab.flush_conntrack()
+        lab._wait(
+            lambda: lab.mapping("ha1") != first and lab.mapping("ha2") == lab.mapping("ha1"),
+            30,
+            "the rebind on both members",
+        )
+        moved = lab.mapping("ha1")
+        assert moved[0].startswith(f"{NAT_PUBLIC}:21"), moved
+        rebound = lab.ping(1.0)
+        print(f"ping after the NAT rebound to {moved[0]}: {rebound}")
+        assert rebound["received"] >= rebound["sent"] - 2 > 0, rebound
+
         result = lab.failover()
         after = lab.nat_status("ha2")
         print(
@@ -114,7 +131,7 @@ def test_foreign_agent_behind_a_nat_tunnels_in_udp() -> None:
             f"{result['received']}, lost {result['lost']}; ha2 data plane: {after['counters']}"
         )
         assert after["counters"].get("udp-encap", 0) > 0 and after["counters"].get("udp-decap")
-        assert lab.mapping("ha2") == first
+        assert lab.mapping("ha2") == moved
         assert result["received"] > 0 and result["outage_ms"] < OUTAGE_BOUND_S * 1e3, result
         _ip("-n", lab.ns("hub"), "link", "set", "p-ha1-0", "up")
     except BaseException:

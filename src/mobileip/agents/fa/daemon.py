@@ -13,8 +13,9 @@
 * RFC 3519 (``nat_traversal``: we sit behind a NAT): relayed registrations ask for a UDP tunnel;
   for a visitor granted one, tunnel data from its home agent on our registration socket is
   delivered like a decapsulated packet, its reverse-tunnelled packets leave as tunnel data from
-  that socket, and a keepalive goes to each such home agent when nothing else did for its
-  interval (the mapping our NAT keeps for us is shared by every visitor);
+  that socket, and a keepalive goes for each such visitor that sent nothing for its interval
+  (the mapping our NAT keeps for us is shared by every visitor; per visitor, so that each home's
+  binding follows a NAT rebind);
 * a mobile node asking for a home address (RFC 2794) has none yet: its replies go to the limited
   broadcast address on the foreign link (``SO_BROADCAST``; the care-of address as the source
   takes them out of that interface), and its host route waits for the assigned address.
@@ -43,6 +44,7 @@ from mobileip.agents.fa.rules import (
     ForeignAgentCore,
     ForeignAgentSettings,
     Output,
+    Visitor,
     VisitorAdded,
     VisitorRemoved,
 )
@@ -93,7 +95,7 @@ class ForeignAgentDaemon:
                 nat_traversal=cfg.nat_traversal,
             )
         )
-        # RFC 3519: home agent -> when we last sent it tunnel data (keepalives fill the gaps)
+        # RFC 3519: visitor's home -> when we last sent tunnel data for it (keepalives fill gaps)
         self.udp_sent: dict[IPv4Address, float] = {}
         self.keepalive_seq = 0
         self.endpoint: UdpEndpoint | None = None
@@ -391,32 +393,30 @@ class ForeignAgentDaemon:
         self.delivered += 1
         c["delivered-udp"] += 1
 
-    def _send_udp(self, data: bytes, home_agent: IPv4Address) -> bool:
+    def _send_udp(self, data: bytes, visitor: Visitor) -> bool:
         assert self.endpoint is not None
-        dest = (str(home_agent), self.core.settings.ha_port)
+        dest = (str(visitor.home_agent), self.core.settings.ha_port)
         sent = self.endpoint.send(data, dest, str(self.cfg.care_of_address))
         if sent:
-            self.udp_sent[home_agent] = time.monotonic()
+            self.udp_sent[visitor.home_address] = time.monotonic()
         return sent
 
     def _keepalives(self, now: float) -> None:
-        """One keepalive to each home agent that tunnels to us in UDP and heard nothing from us
-        for its interval (from one of its visitors' home addresses: the home agent takes tunnel
-        data only from a home address it tunnels to)."""
-        due: dict[IPv4Address, IPv4Address] = {}
-        for v in self.core.visitors.values():
-            if (
-                v.udp
-                and v.udp_keepalive
-                and v.home_agent not in due
-                and now - self.udp_sent.get(v.home_agent, -math.inf) >= v.udp_keepalive
-            ):
-                due[v.home_agent] = v.home_address
-        for ha, home in due.items():
+        """A keepalive for each visitor tunnelled in UDP that sent nothing for its interval, from
+        its home address (the home agent takes tunnel data only from a home address it tunnels
+        to). Per visitor, not per home agent, although all share our NAT mapping: when the NAT
+        rebinds, the home agent moves each home's binding on that home's own tunnel data."""
+        for v in list(self.core.visitors.values()):
+            if not v.udp or not v.udp_keepalive:
+                continue
+            if now - self.udp_sent.get(v.home_address, -math.inf) < v.udp_keepalive:
+                continue
             self.keepalive_seq = (self.keepalive_seq + 1) & 0xFFFF
-            packet = nat.encapsulate(nat.icmp_echo(home, ha, KEEPALIVE_IDENT, self.keepalive_seq))
-            if self._send_udp(packet, ha):
+            echo = nat.icmp_echo(v.home_address, v.home_agent, KEEPALIVE_IDENT, self.keepalive_seq)
+            if self._send_udp(nat.encapsulate(echo), v):
                 self.core.counters["udp-keepalives-sent"] += 1
+        for home in [h for h in self.udp_sent if h not in self.core.visitors]:
+            del self.udp_sent[home]
 
     def _on_tun(self) -> None:
         for _ in range(64):
@@ -441,7 +441,7 @@ class ForeignAgentDaemon:
             c["reverse-dropped-no-visitor"] += 1
             return
         if visitor.udp:  # RFC 3519: tunnel data from our registration socket
-            if self._send_udp(nat.encapsulate(packet), visitor.home_agent):
+            if self._send_udp(nat.encapsulate(packet), visitor):
                 self.reverse_tunnelled += 1
                 c["reverse-udp"] += 1
             else:
