@@ -155,3 +155,94 @@ def test_advertisement_carries_the_u_bit_only_with_nat_traversal() -> None:
         return adv.decode_advertisement(daemon.advertisement()).flags2
 
     assert flags2(True) & adv.FLAG_U and not flags2(False) & adv.FLAG_U
+
+
+# --- the daemon's UDP paths, without sockets ---------------------------------------------------
+
+
+class _Endpoint:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int], str | None]] = []
+
+    def send(self, data: bytes, addr: tuple[str, int], src: str | None = None) -> bool:
+        self.sent.append((data, addr, src))
+        return True
+
+
+class _Raw:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+        self.sent.append((data, addr))
+        return len(data)
+
+
+def _daemon_with_visitor(udp: bool = True) -> tuple[object, _Endpoint, _Raw]:
+    import io
+
+    from mobileip.agents.fa.config import ForeignAgentConfig
+    from mobileip.agents.fa.daemon import ForeignAgentDaemon
+    from mobileip.log import Logger
+
+    cfg = ForeignAgentConfig("fa.toml", "eth1", FA_COA, nat_traversal=True)
+    daemon = ForeignAgentDaemon(cfg, Logger(stream=io.StringIO()))
+    endpoint, raw = _Endpoint(), _Raw()
+    daemon.endpoint = endpoint  # type: ignore[assignment]
+    daemon.raw_out = raw  # type: ignore[assignment]
+    visitor = fa.Visitor(HOME, HA, FA_COA, MN, int(wire.Flags.T), 600, 1e9, 1, None, None, udp, 2)
+    daemon.core.visitors[HOME] = visitor
+    return daemon, endpoint, raw
+
+
+def test_daemon_delivers_tunnel_data_from_the_home_agent_only() -> None:
+    from mobileip.agents.fa.daemon import KEEPALIVE_IDENT, ForeignAgentDaemon
+
+    daemon, _endpoint, raw = _daemon_with_visitor()
+    assert isinstance(daemon, ForeignAgentDaemon)
+    cn = A("192.0.2.10")
+    inner = nat.icmp_echo(cn, HOME, 7, 1)
+    daemon._on_datagram(nat.encapsulate(inner), (str(HA), 434), None)
+    [(packet, dest)] = raw.sent
+    assert dest == (str(HOME), 0) and packet[8] == inner[8] - 1  # forwarded: TTL one less
+    assert packet[12:] == inner[12:]
+    daemon._on_datagram(nat.encapsulate(inner), ("203.0.113.66", 434), None)  # not its HA
+    answer = nat.icmp_echo(HA, HOME, KEEPALIVE_IDENT, 3, reply=True)  # our keepalive's answer
+    daemon._on_datagram(nat.encapsulate(answer), (str(HA), 434), None)
+    daemon._on_datagram(
+        nat.encapsulate(nat.icmp_echo(cn, A("10.1.0.99"), 1, 1)), (str(HA), 434), None
+    )
+    daemon._on_datagram(b"\x04\x2f\x00\x00" + inner, (str(HA), 434), None)  # GRE inside
+    assert len(raw.sent) == 1
+    c = daemon.core.counters
+    assert c["delivered-udp"] == 1 and c["udp-dropped-wrong-home-agent"] == 1
+    assert c["udp-keepalive-answered"] == 1 and c["udp-dropped-no-visitor"] == 1
+    assert c["udp-dropped-malformed"] == 1
+
+
+def test_daemon_reverse_tunnels_and_keeps_each_visitor_alive() -> None:
+    from mobileip.agents.fa.daemon import ForeignAgentDaemon
+
+    daemon, endpoint, _raw = _daemon_with_visitor()
+    assert isinstance(daemon, ForeignAgentDaemon)
+    out = nat.icmp_echo(HOME, A("192.0.2.10"), 7, 1)
+    daemon.reverse(out)
+    assert endpoint.sent == [(nat.encapsulate(out), (str(HA), 434), str(FA_COA))]
+    now = daemon.udp_sent[HOME]
+    daemon._keepalives(now + 1.0)  # sent 1 s ago, keepalive 2 s: nothing due
+    assert len(endpoint.sent) == 1
+    daemon._keepalives(now + 2.5)
+    [(data, addr, src)] = endpoint.sent[1:]
+    assert addr == (str(HA), 434) and src == str(FA_COA)
+    inner = nat.decode_data(data).payload
+    assert nat.echo_request_to(inner, int(HA)) is not None and inner[12:16] == HOME.packed
+    del daemon.core.visitors[HOME]
+    daemon._keepalives(now + 10.0)  # gone: no keepalive, forgotten
+    assert len(endpoint.sent) == 2 and HOME not in daemon.udp_sent
+
+
+def test_daemon_without_a_granted_tunnel_ignores_tunnel_data() -> None:
+    daemon, endpoint, raw = _daemon_with_visitor(udp=False)
+    inner = nat.icmp_echo(A("192.0.2.10"), HOME, 7, 1)
+    daemon._on_datagram(nat.encapsulate(inner), (str(HA), 434), None)  # type: ignore[attr-defined]
+    assert raw.sent == [] and endpoint.sent == []
