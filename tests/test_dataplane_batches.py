@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
 from typing import Any
 
+import pytest
 from test_dataplane_status import BASE, make_service
 
 from mobileip.dataplane import service as svc
@@ -121,3 +122,43 @@ def test_drain_through_the_worker_installs_everything_and_freezes_the_gc() -> No
     assert len(bulk.sent) == n and len(backend.tracked) == n
     assert service.gc_freezes == 1 and service.status(homes=0)["gc_freezes"] == 1
     assert gc.get_freeze_count() >= frozen  # (what froze is thawed again above)
+
+
+class FailingSocket:
+    """The first ``apply`` raises (a send the kernel refused), the next ones succeed."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.sent: list[bytes] = []
+
+    def apply(self, messages: list[bytes]) -> list[Any]:
+        self.calls += 1
+        if self.calls == 1:
+            raise OSError(105, "No buffer space available")
+        self.sent += messages
+        return []
+
+
+def test_a_batch_whose_send_raised_is_tried_again() -> None:
+    service, table, _ = make_service()
+    service.backend = MessageBackend()
+    bulk = FailingSocket()
+    service._bulk = bulk  # type: ignore[assignment]
+    service._pool = ThreadPoolExecutor(1, thread_name_prefix="dataplane-rtnl")
+    homes = [BASE + i for i in range(20)]
+    for home in homes:
+        table.add(home)
+
+    async def run() -> None:
+        service.note_homes(homes)
+        with pytest.raises(OSError):
+            await service._drain()
+        assert service.pending == len(homes) and not service.installed  # nothing lost
+        await service._drain()
+
+    try:
+        asyncio.run(run())
+    finally:
+        service._pool.shutdown()
+    assert sorted(service.installed) == homes and service.pending == 0
+    assert len(bulk.sent) == len(homes)

@@ -559,10 +559,14 @@ class DataPlaneService:
             failures: list[nl.Failure] = []
             if messages:
                 bulk, pool = self._bulk, self._pool
-                if bulk is not None and pool is not None:
-                    failures = await loop.run_in_executor(pool, bulk.apply, messages)
-                else:  # not started (tests drive _drain directly): on the loop
-                    failures = self.rtnl.apply(messages)
+                try:
+                    if bulk is not None and pool is not None:
+                        failures = await loop.run_in_executor(pool, bulk.apply, messages)
+                    else:  # not started (tests drive _drain directly): on the loop
+                        failures = self.rtnl.apply(messages)
+                except BaseException:
+                    self._dirty.update(home for home, *_ in ops)  # not taken in: next wake
+                    raise
             started = time.perf_counter()
             self._finish(ops, failures)
             self._account(spent + time.perf_counter() - started)
