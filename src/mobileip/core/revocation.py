@@ -140,8 +140,13 @@ def verify_fa_ha(raw: bytes, msg: rw.Message | reg.Message, sa: SecurityAssociat
     return False
 
 
+CLOCK_EPOCH_SHIFT = 24  # a member's Lamport clock starts at (boot time in seconds) << 24
+
+
 class RevocationAgent:
-    def __init__(self, settings: RevocationSettings, active: bool = True) -> None:
+    def __init__(
+        self, settings: RevocationSettings, active: bool = True, boot_wall: float = 0.0
+    ) -> None:
         self.settings = settings
         # home address (as an int) -> care-of address -> binding
         self.negotiated: dict[int, dict[IPv4Address, Negotiated]] = {}
@@ -155,8 +160,15 @@ class RevocationAgent:
         self.entries: dict[Key, RevocationEntry] = {}
         self.ended: OrderedDict[Key, None] = OrderedDict()
         self.settled: dict[tuple[int, int], Key] = {}  # (home, identifier) of SETTLED entries
-        self.clock = 0
+        # a restarted member's changes must win over what its earlier life (or a peer) wrote
+        # before it: the clock starts at its boot time (found by the simulator: a restarted
+        # member at version 1 lost its new negotiations to older entries of its peers)
+        self.clock = int(boot_wall) << CLOCK_EPOCH_SHIFT if boot_wall > 0 else 0
         self.changes: dict[Key, RevocationEntry] = {}
+        # False until the group's revocation state arrived (the shell says so, make_ready):
+        # revocations asked for meanwhile wait in ``deferred`` (home, reason, hold)
+        self.ready = True
+        self.deferred: list[tuple[IPv4Address, str, float]] = []
 
     # --- registrations ---------------------------------------------------------------------
 
@@ -285,6 +297,10 @@ class RevocationAgent:
         agent of each one that negotiated revocation. ``hold`` > 0: the first send waits for
         :meth:`release` (a peer has the pending entry) or ``hold`` seconds. A standby (not
         :attr:`active`) only records the pending revocations, for the active to send."""
+        if not self.ready:  # our view may be stale: revoke once the group's state is in
+            self.deferred.append((home, reason, hold))
+            self.counters["revocations-deferred"] += 1
+            return []
         sends: list[Send] = []
         for binding in self.bindings_of(home):
             self._remove(binding.home_address, binding.care_of_address)
@@ -314,6 +330,14 @@ class RevocationAgent:
             else:
                 self._record_pending(p)
         return sends
+
+    def make_ready(self, now: float, wall: float) -> list[Send]:
+        """The group's revocation state arrived: run the deferred revocations on it."""
+        self.ready = True
+        deferred, self.deferred = self.deferred, []
+        return [
+            s for home, reason, hold in deferred for s in self.revoke(home, now, wall, reason, hold)
+        ]
 
     def _message(self, binding: Negotiated, rid: int, sa: SecurityAssociation) -> bytes:
         flags = rw.REVOCATION_A | (rw.REVOCATION_I if binding.inform else 0)
@@ -511,6 +535,10 @@ class RevocationAgent:
         """Merge a peer's entry: the newer version wins. True when it changed our state. An
         active member starts sending a PENDING entry it learns (a standby's `clear binding`)."""
         self.clock = max(self.clock, entry.version)
+        # identifiers stay unique per home across members and restarts: a restarted member
+        # (last_id 0) picking int(wall) could reuse one an earlier life sent ahead of the clock,
+        # and the FA would take it for a copy it already acked (found by the simulator)
+        self.last_id = max(self.last_id, entry.revocation_id)
         key = entry.key
         cur = self.entries.get(key)
         if cur is not None and (cur.version, cur.state) >= (entry.version, entry.state):
@@ -534,7 +562,6 @@ class RevocationAgent:
             of_home[coa] = binding
             self.negotiated_count += 1
         elif entry.state is EntryState.PENDING:
-            self.last_id = max(self.last_id, entry.revocation_id)
             mine = self.pending.get((home, entry.revocation_id))
             if mine is not None:  # our own copy, moved on by the peer: take its count
                 mine.attempts = max(mine.attempts, entry.attempts)

@@ -104,6 +104,7 @@ class RevocationService:
         self.replicator = RevocationReplicator(engine.context, self.agent)
         self.replicator.notify = self._on_replicated
         engine.extension = self.replicator
+        self.agent.ready = False  # revocations wait for the group's state (make_ready)
         self.replicator.request_snapshot(time.monotonic())
         self._arm()
 
@@ -129,13 +130,23 @@ class RevocationService:
         assert self.replicator is not None
         keys, self.replicator.acked_keys = self.replicator.acked_keys, []
         now, wall = time.monotonic(), time.time()
-        sends: list[Send] = []
+        sends: list[Send] = self._ready_sends(now, wall)
         for key in keys:
             sends.extend(self.agent.release(key, now, wall))
         self._log_sent(sends, "replicated")
         self._send(sends)
         self._replicate()
         self._arm()
+
+    def _ready_sends(self, now: float, wall: float) -> list[Send]:
+        """Once the group's revocation state is in: the revocations deferred until then."""
+        replicator = self.replicator
+        if self.agent.ready or replicator is None or not replicator.snapshot_complete(now):
+            return []
+        deferred = len(self.agent.deferred)
+        sends = self.agent.make_ready(now, wall)
+        self.host.log.info("revocation.ready", deferred=deferred, sent=len(sends))
+        return sends
 
     def _on_role(self, role: Role, reason: str) -> None:
         active = role.value == "active"
@@ -264,6 +275,9 @@ class RevocationService:
         self._timer = None
         if self.replicator is not None:
             self.replicator.on_timer(time.monotonic())
+        ready = self._ready_sends(time.monotonic(), time.time())
+        self._log_sent(ready, "deferred")
+        self._send(ready)
         sends, gave_up = self.agent.tick(time.monotonic(), time.time())
         for send in sends:
             self.host.log.info(

@@ -31,6 +31,7 @@ from mobileip.wire import sync as wire
 
 WINDOW = 4  # Revocation State messages in flight per member
 MAX_BACKOFF = 2.0  # seconds: cap of the retransmission interval
+READY_TIMEOUT = 3.0  # seconds after start: ready even without every member's end of snapshot
 
 
 @dataclass(slots=True)
@@ -48,6 +49,10 @@ class _Peer:
     inflight: dict[int, _InFlight] = field(default_factory=dict)
     missed: dict[Key, None] = field(default_factory=dict)
     gave_up_at: float | None = None
+    reachable: bool | None = None  # as the engine last saw it (None: not looked yet)
+    epoch: int = 0  # its boot epoch as the engine last saw it
+    snapshot_owed: bool = False  # it asked for our state: an end marker once all of it is acked
+    snapshot_done: bool = False  # it sent us its end marker (its whole state is applied)
 
 
 class RevocationReplicator:
@@ -61,6 +66,8 @@ class RevocationReplicator:
         self.acked_keys: list[Key] = []
         self.notify: Callable[[], None] | None = None
         self._now = 0.0
+        self._started: float | None = None
+        self.ready = False  # latched by snapshot_complete
 
     # --- outgoing --------------------------------------------------------------------------
 
@@ -93,8 +100,28 @@ class RevocationReplicator:
     def request_snapshot(self, now: float) -> None:
         """Ask every known member for its whole revocation state (at start)."""
         self._now = now
+        self._started = now
         for ep in list(self.ctx.members):
             self._peer(ep, now)
+
+    def snapshot_complete(self, now: float) -> bool:
+        """True (and latched) once every member that takes our state sent its end of snapshot
+        (an empty, non-request Revocation State after all its entries were acked), or
+        :data:`READY_TIMEOUT` after start. Until then the agent defers revocations: its view
+        may be stale (found by the simulator: a restarted member that preempted before the
+        state arrived revoked a negotiation the group had already ended)."""
+        if self.ready:
+            return True
+        if self._started is not None and now >= self._started + READY_TIMEOUT:
+            self.counters["ready-by-timeout"] += 1
+            self.ready = True
+        elif all(
+            p.snapshot_done or p.supported is False
+            for ep, p in self.peers.items()
+            if ep in self.ctx.members
+        ):
+            self.ready = True
+        return self.ready
 
     def _flush(self, ep: Endpoint, peer: _Peer, now: float) -> None:
         per_message = max(1, self.ctx.budget() // wire.ENTRY_LEN)
@@ -106,6 +133,10 @@ class RevocationReplicator:
                     keys.append(key)
             if keys:
                 self._send(ep, peer, tuple(keys), False, now)
+        if peer.snapshot_owed and not peer.dirty and not peer.inflight:
+            peer.snapshot_owed = False  # everything before it was acked: the end marker
+            self.counters["snapshot-ends-sent"] += 1
+            self._send(ep, peer, (), False, now)
 
     def _send(
         self, ep: Endpoint, peer: _Peer, keys: tuple[Key, ...], request: bool, now: float
@@ -156,14 +187,21 @@ class RevocationReplicator:
         )
         self._transmit(ack, ep)
         self.counters["states-received"] += 1
+        if not msg.request and not msg.entries:
+            peer.snapshot_done = True  # its end of snapshot: we have its whole state
+            self.counters["snapshot-ends-received"] += 1
+            changed_ready = not self.ready and self.snapshot_complete(now)
+        else:
+            changed_ready = False
         changed = sum(self.agent.apply(e, now) for e in msg.entries)
         self.counters["entries-applied"] += changed
         if msg.request:
             self.counters["snapshots-sent"] += 1
+            peer.snapshot_owed = True
             for key in self.agent.entries:
                 peer.dirty[key] = None
         self._flush(ep, peer, now)
-        if changed:
+        if changed or changed_ready:
             self._notify()
 
     def _notify(self) -> None:
@@ -182,9 +220,39 @@ class RevocationReplicator:
         interval: float = self.ctx.settings.retransmit_interval * (2.0**sent.tries)
         return sent.sent_at + min(interval, MAX_BACKOFF)
 
+    def _watch_reachability(self, now: float) -> None:
+        """Anti-entropy on membership changes (found by the simulator: a member cut off while
+        the active replicated to the others never got those entries once the active died, as
+        nobody forwards what it applied). A member that became reachable again is asked for its
+        whole state; when a member became unreachable or restarted (a new epoch), every still
+        reachable one is (what the lost member sent some of us, the others may have missed)."""
+        lost = False
+        for ep, member in self.ctx.members.items():
+            peer = self.peers.get(ep)
+            if peer is None:
+                continue
+            if member.epoch != peer.epoch:
+                lost = lost or peer.epoch != 0  # it restarted: its earlier life is lost
+                peer.epoch = member.epoch
+            was, peer.reachable = peer.reachable, member.reachable
+            if was is None or peer.supported is False:
+                continue
+            if member.reachable and not was:
+                self.counters["requests-on-reachable"] += 1
+                self._send(ep, peer, (), True, now)
+            elif was and not member.reachable:
+                lost = True
+        if lost:
+            for ep, member in self.ctx.members.items():
+                peer = self.peers.get(ep)
+                if peer is not None and member.reachable and peer.supported is not False:
+                    self.counters["requests-on-member-lost"] += 1
+                    self._send(ep, peer, (), True, now)
+
     def on_timer(self, now: float) -> None:
         self._now = now
         limit = self.ctx.settings.max_retransmits
+        self._watch_reachability(now)
         for ep, peer in list(self.peers.items()):
             member = self.ctx.members.get(ep)
             if (
@@ -223,6 +291,8 @@ class RevocationReplicator:
         times = [self._retx_at(s) for p in self.peers.values() for s in p.inflight.values()]
         if any(ep not in self.peers for ep in self.ctx.members):
             times.append(self._now)
+        if not self.ready and self._started is not None:
+            times.append(self._started + READY_TIMEOUT)
         return min(times, default=None)
 
     def status(self) -> dict[str, object]:
@@ -233,8 +303,10 @@ class RevocationReplicator:
                     "in_flight": len(p.inflight),
                     "queued": len(p.dirty),
                     "missed": len(p.missed),
+                    "snapshot_done": p.snapshot_done,
                 }
                 for ep, p in self.peers.items()
             },
+            "ready": self.ready,
             "counters": dict(self.counters),
         }

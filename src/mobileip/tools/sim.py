@@ -793,6 +793,8 @@ def run_seed(seed: int, mode: str = "async", members: int = 3) -> Report:
 
 
 def replay_command(seed: int, mode: str, members: int) -> str:
+    if mode == "revocation":  # the RFC 3543 model, tools/sim_revocation.py
+        return f"python -m mobileip.tools.sim_revocation --seed {seed} --members {members}"
     return f"python -m mobileip.tools.sim --seed {seed} --mode {mode} --members {members}"
 
 
@@ -878,6 +880,11 @@ def _run_batch(
             spread[n] = spread.get(n, 0) + 1
             if not report.ok or report.registrations == 0:
                 failures.append(Failure(seed, mode, n, report.violations or ["registered nothing"]))
+        from mobileip.tools.sim_revocation import run_revocation_seed  # RFC 3543, once a seed
+
+        rev = run_revocation_seed(seed, members=n)
+        if not rev.ok or rev.revocations == 0:
+            failures.append(Failure(seed, "revocation", n, rev.violations or ["revoked nothing"]))
     return runs, spread, failures
 
 
