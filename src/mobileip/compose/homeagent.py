@@ -67,10 +67,11 @@ def build_home_agent(
         from mobileip.daemon.pools import attach_pools
 
         attach_pools(daemon)
+    revocation = None
     if config.revocation is not None:
         from mobileip.daemon.revocation import attach_revocation
 
-        attach_revocation(daemon, config.revocation, redundancy, roles)
+        revocation = attach_revocation(daemon, config.revocation, redundancy, roles)
     dataplane = None
     if config.dataplane is not None:
         dataplane = DataPlaneService(daemon, config.dataplane, roles, redundancy)
@@ -83,6 +84,8 @@ def build_home_agent(
     from mobileip.web.status_page import StatusPage
 
     AdminService(daemon)
-    metrics = MetricsService(daemon, redundancy=redundancy, roles=roles, dataplane=dataplane)
+    metrics = MetricsService(
+        daemon, redundancy=redundancy, roles=roles, dataplane=dataplane, revocation=revocation
+    )
     StatusPage(daemon, metrics, redundancy=redundancy, roles=roles)
     return HomeAgent(daemon, control, redundancy, roles, dataplane)

@@ -313,7 +313,29 @@ class RevocationService:
         status = self.agent.status()
         if self.replicator is not None:
             status["replication"] = self.replicator.status()
+        status["summary"] = self.summary()
         return status
+
+    def summary(self) -> dict[str, object]:
+        """The main numbers, as ``/metrics`` exports them (``mobileip_revocation_*``)."""
+        c = self.agent.counters
+        dormant = sum(1 for p in self.agent.pending.values() if p.deadline is None)
+        out: dict[str, object] = {
+            "sent": c["revocations-sent"],
+            "retransmitted": c["revocations-retransmitted"],
+            "acked": c["revocations-acked"],
+            "resumed_on_takeover": c["revocations-resumed"],
+            "ack_for_settled": c["ack-for-settled"],
+            "gave_up": c["revocation-gave-up"],
+            "pending": len(self.agent.pending),
+            "pending_dormant": dormant,
+            "deferred": len(self.agent.deferred),
+            "negotiated": self.agent.negotiated_count,
+        }
+        if self.replicator is not None:
+            out["peers_unsupported"] = self.replicator.counters["peers-unsupported"]
+            out["ready"] = self.replicator.ready
+        return out
 
 
 def _fmt(addr: Address) -> str:

@@ -69,11 +69,13 @@ class MetricsService:
         redundancy: RedundancyService | None = None,
         roles: StatusSource | None = None,
         dataplane: StatusSource | None = None,
+        revocation: StatusSource | None = None,
     ) -> None:
         self.daemon = daemon
         self.redundancy = redundancy
         self.roles = roles
         self.dataplane = dataplane
+        self.revocation = revocation
         self.registry = CollectorRegistry(auto_describe=False)
         self.sync_lag = Histogram(
             "mobileip_ha_redun_sync_lag_seconds",
@@ -155,6 +157,7 @@ class DaemonCollector(Collector):
             yield from _redundancy_metrics(engine, time.monotonic())
         yield from _role_metrics(self.service.roles)
         yield from _dataplane_metrics(self.service.dataplane)
+        yield from _revocation_metrics(self.service.revocation)
 
 
 def _core_metrics(daemon: ObservedHost) -> Iterator[Metric]:
@@ -363,3 +366,93 @@ def _dataplane_metrics(dataplane: StatusSource | None) -> Iterator[Metric]:
             if isinstance(n, int):
                 arp_family.add_metric([str(event)], n)
         yield arp_family
+
+
+# RFC 3543 revocation: agent counter -> metric (``_total`` added by the client library)
+_REVOCATION_COUNTERS = {
+    "revocations-sent": ("sent", "Registration Revocations sent (first copies)"),
+    "revocations-retransmitted": ("retransmitted", "Registration Revocations sent again"),
+    "revocations-acked": ("acked", "Revocations acknowledged by the foreign agent"),
+    "revocations-resumed": ("resumed", "Pending revocations resumed by a takeover"),
+    "ack-for-settled": ("ack_for_settled", "Late acks for revocations already settled"),
+    "revocation-gave-up": ("gave_up", "Revocations given up after max_attempts"),
+    "revocations-superseded": ("superseded", "Revocations stopped by a new registration"),
+    "revocations-deferred": ("deferred", "Revocations deferred until the group's state was in"),
+}
+
+
+def _revocation_metrics(revocation: StatusSource | None) -> Iterator[Metric]:
+    """RFC 3543 revocation (src/mobileip/daemon/revocation.py) through its ``status()``, the
+    same numbers as ``GET /api/v1/revocation``: the agent's counters (the main ones by name,
+    every one under ``mobileip_revocation_events_total{event}``), pending and negotiated
+    gauges, and the group replication's counters and peers."""
+    if revocation is None:
+        return
+    data = revocation.status()
+    counters = data.get("counters")
+    if isinstance(counters, dict):
+        for key, (name, doc) in _REVOCATION_COUNTERS.items():
+            value = counters.get(key, 0)
+            yield CounterMetricFamily(f"mobileip_revocation_{name}", doc, value=value)
+        events = CounterMetricFamily(
+            "mobileip_revocation_events", "Every revocation counter", labels=["event"]
+        )
+        for event, n in sorted(counters.items()):
+            if isinstance(n, int):
+                events.add_metric([str(event)], n)
+        yield events
+    pending = data.get("pending")
+    if isinstance(pending, list):
+        dormant = sum(1 for p in pending if isinstance(p, dict) and p.get("dormant"))
+        family = GaugeMetricFamily(
+            "mobileip_revocation_pending",
+            "Revocations not yet acked (dormant: held by a standby for the active)",
+            labels=["kind"],
+        )
+        family.add_metric(["sending"], len(pending) - dormant)
+        family.add_metric(["dormant"], dormant)
+        yield family
+    if isinstance(data.get("negotiated"), int):
+        yield GaugeMetricFamily(
+            "mobileip_revocation_negotiated",
+            "Bindings with revocation negotiated",
+            value=data["negotiated"],
+        )
+    replication = data.get("replication")
+    if not isinstance(replication, dict):
+        return
+    if isinstance(replication.get("ready"), bool):
+        yield GaugeMetricFamily(
+            "mobileip_revocation_ready",
+            "1 once the group's revocation state is in (revocations are deferred until then)",
+            value=replication["ready"],
+        )
+    rcounters = replication.get("counters")
+    if isinstance(rcounters, dict):
+        yield CounterMetricFamily(
+            "mobileip_revocation_peers_unsupported",
+            "Members given up on: they never acked a Revocation State (older versions)",
+            value=rcounters.get("peers-unsupported", 0),
+        )
+        repl = CounterMetricFamily(
+            "mobileip_revocation_replication_events",
+            "Revocation State replication counters",
+            labels=["event"],
+        )
+        for event, n in sorted(rcounters.items()):
+            if isinstance(n, int):
+                repl.add_metric([str(event)], n)
+        yield repl
+    peers = replication.get("peers")
+    if isinstance(peers, dict):
+        queued = GaugeMetricFamily(
+            "mobileip_revocation_replication_queued",
+            "Revocation entries waiting to be sent or acked, per member",
+            labels=["member", "kind"],
+        )
+        for member, p in sorted(peers.items()):
+            if isinstance(p, dict):
+                for kind in ("queued", "in_flight", "missed"):
+                    if isinstance(p.get(kind), int):
+                        queued.add_metric([str(member), kind], p[kind])
+        yield queued

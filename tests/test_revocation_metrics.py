@@ -1,0 +1,172 @@
+"""RFC 3543 revocation in ``GET /metrics`` (Prometheus text) and the status API's summary.
+
+On loopback, the real Home Agent daemon with the revocation service and the metrics service, our
+foreign agent's rules on a UDP socket (tests/test_revocation_loopback.py's shell): a ``clear
+binding`` whose first copy is lost moves sent, retransmitted and acked, and the pending gauge
+goes back to 0. The replication numbers (resumed on takeover, ack for settled, peers
+unsupported, dormant pending, ready) are read from the service's status like the other
+services' metrics, checked here on a status with every field set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import urllib.request
+from ipaddress import IPv4Address
+from types import SimpleNamespace
+from typing import Any
+
+from helpers import free_port, homeagent_config, mobile_node_for
+from prometheus_client.parser import text_string_to_metric_families
+from test_revocation_loopback import FA_HA, FA_IP, HA_IP, MN_IP, FaShell
+
+from mobileip.agents.client import build_request, check_reply, fetch_json, post_json
+from mobileip.agents.fa import rules as fa
+from mobileip.config import parse_config, to_toml
+from mobileip.core.replay import ntp_from_unix
+from mobileip.core.revocation import RevocationSettings, Send
+from mobileip.daemon.homeagent import HomeAgentDaemon
+from mobileip.daemon.revocation import RevocationService
+from mobileip.log import Logger
+from mobileip.web.admin import AdminService
+from mobileip.web.control import ControlServer
+from mobileip.web.metrics import MetricsService, _revocation_metrics
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(control: tuple[str, int]) -> Samples:
+    host, port = control
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def test_metrics_move_with_a_revocation_and_its_retransmission() -> None:
+    raw = homeagent_config(HA_IP, homeagent={"address": HA_IP})
+    config = parse_config(to_toml(raw))
+    ha_port = raw["homeagent"]["port"]
+    fa_port = free_port(FA_IP)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        daemon = HomeAgentDaemon(config, ControlServer(config.control), Logger(level="error"))
+        AdminService(daemon)
+        dropped: list[Send] = []
+
+        def drop_first(send: Send) -> bool:
+            if not dropped:
+                dropped.append(send)
+                return True
+            return False
+
+        service = RevocationService(
+            daemon,
+            RevocationSettings(
+                IPv4Address(HA_IP), {IPv4Address(FA_IP): FA_HA}, initial_timeout=0.2
+            ),
+            drop=drop_first,
+        )
+        MetricsService(daemon, revocation=service)
+        fa_core = fa.ForeignAgentCore(
+            fa.ForeignAgentSettings(frozenset({IPv4Address(FA_IP)}), ha_port=ha_port, fa_ha=FA_HA)
+        )
+        await daemon.start()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: FaShell(fa_core), local_addr=(FA_IP, fa_port)
+        )
+        mn_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        mn_sock.bind((MN_IP, 0))
+        mn_sock.settimeout(5.0)
+        control = (config.control.host, config.control.port)
+        try:
+            before = await loop.run_in_executor(None, scrape, control)
+            assert value(before, "mobileip_revocation_sent_total") == 0
+            assert value(before, "mobileip_revocation_negotiated") == 0
+            mn = mobile_node_for(raw, coa=FA_IP)
+            ident = ntp_from_unix(time.time())
+            mn_sock.sendto(build_request(mn, 600, ident), (FA_IP, fa_port))
+            check = check_reply(mn, await loop.run_in_executor(None, mn_sock.recv, 2048), ident)
+            assert check.ok and check.reply is not None and check.reply.code == 0, check.error
+            negotiated = await loop.run_in_executor(None, scrape, control)
+            assert value(negotiated, "mobileip_revocation_negotiated") == 1
+            home = IPv4Address(mn.home_address)
+            path = f"/api/v1/bindings/{home}/clear"
+            await loop.run_in_executor(None, post_json, control, path)
+            pending = await loop.run_in_executor(None, scrape, control)
+            assert value(pending, "mobileip_revocation_pending", kind="sending") == 1
+            assert value(pending, "mobileip_revocation_sent_total") == 1
+            deadline = time.monotonic() + 10
+            while service.agent.pending and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            after = await loop.run_in_executor(None, scrape, control)
+            assert value(after, "mobileip_revocation_sent_total") == 1
+            assert value(after, "mobileip_revocation_retransmitted_total") >= 1
+            assert value(after, "mobileip_revocation_acked_total") == 1
+            assert value(after, "mobileip_revocation_pending", kind="sending") == 0
+            assert value(after, "mobileip_revocation_resumed_total") == 0
+            assert value(after, "mobileip_revocation_events_total", event="negotiated") == 1
+            status: Any = await loop.run_in_executor(
+                None, fetch_json, control, "/api/v1/revocation"
+            )
+            summary = status["summary"]
+            assert summary["sent"] == 1 and summary["acked"] == 1 and summary["pending"] == 0
+            assert summary["retransmitted"] == value(
+                after, "mobileip_revocation_retransmitted_total"
+            )
+        finally:
+            mn_sock.close()
+            transport.close()
+            await daemon.stop()
+
+    asyncio.run(main())
+
+
+def test_replication_numbers_are_exported() -> None:
+    status = {
+        "negotiated": 3,
+        "pending": [{"dormant": True}, {"dormant": False}, {"dormant": True}],
+        "counters": {
+            "revocations-sent": 5,
+            "revocations-resumed": 2,
+            "ack-for-settled": 1,
+            "revocations-deferred": 4,
+        },
+        "replication": {
+            "ready": True,
+            "peers": {"10.0.0.2:434": {"queued": 7, "in_flight": 1, "missed": 0}},
+            "counters": {"peers-unsupported": 1, "snapshot-ends-received": 2},
+        },
+    }
+    got: Samples = {}
+    for family in _revocation_metrics(SimpleNamespace(status=lambda: status)):
+        for s in family.samples:
+            got[(s.name, frozenset(s.labels.items()))] = s.value
+    assert value(got, "mobileip_revocation_sent_total") == 5
+    assert value(got, "mobileip_revocation_resumed_total") == 2
+    assert value(got, "mobileip_revocation_ack_for_settled_total") == 1
+    assert value(got, "mobileip_revocation_deferred_total") == 4
+    assert value(got, "mobileip_revocation_acked_total") == 0
+    assert value(got, "mobileip_revocation_pending", kind="dormant") == 2
+    assert value(got, "mobileip_revocation_pending", kind="sending") == 1
+    assert value(got, "mobileip_revocation_peers_unsupported_total") == 1
+    assert value(got, "mobileip_revocation_ready") == 1
+    assert (
+        value(got, "mobileip_revocation_replication_queued", member="10.0.0.2:434", kind="queued")
+        == 7
+    )
+    assert (
+        value(got, "mobileip_revocation_replication_events_total", event="snapshot-ends-received")
+        == 2
+    )
+    assert list(_revocation_metrics(None)) == []
