@@ -44,3 +44,42 @@ def test_anything_else_is_ignored() -> None:
 def test_any_bytes_are_a_notice_or_none(data: bytes) -> None:
     got = revocation_notice(data, SRC, AGENT, IDENT)
     assert got is None or (got.code, got.lifetime) == (65, 0)
+
+
+def test_reading_the_notice_never_blocks_on_the_exchange_timeout() -> None:
+    """The mobile node's ~0.5 s re-registration delay after a revocation (the failover test):
+    after the notice, ``_on_notice`` read the socket again, and the exchange had left a timeout
+    on it, which CPython waits out even with MSG_DONTWAIT: the event loop stood still for it.
+    With a 3 s timeout left on the socket, the handler now returns at once, the binding dropped
+    and the loop woken to register again."""
+    import asyncio
+    import socket
+    import time
+    from types import SimpleNamespace
+
+    from mobileip.agents.mn.daemon import MobileNodeDaemon
+
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mn,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as agent,
+    ):
+        mn.bind(("127.0.0.1", 0))
+        agent.bind(("127.0.0.1", 0))
+        mn.settimeout(3.0)  # what the last exchange left
+        agent.sendto(notice(), mn.getsockname())
+        time.sleep(0.05)
+        logged: list[str] = []
+        stub = SimpleNamespace(
+            client=SimpleNamespace(sock=mn),
+            agent=SimpleNamespace(address=IPv4Address("127.0.0.1")),
+            registered_coa=IPv4Address("127.0.0.1"),
+            accepted_id=IDENT,
+            renew_at=1e9,
+            log=SimpleNamespace(info=lambda event, **kw: logged.append(event)),
+            _wake=asyncio.Event(),
+        )
+        began = time.monotonic()
+        MobileNodeDaemon._on_notice(stub)  # type: ignore[arg-type]
+        took = time.monotonic() - began
+    assert logged == ["mn.revoked"] and stub.registered_coa is None and stub._wake.is_set()
+    assert took < 2.0, f"the handler blocked {took:.2f} s on the socket timeout"

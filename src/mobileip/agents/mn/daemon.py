@@ -453,6 +453,10 @@ class MobileNodeDaemon:
         client, agent = self.client, self.agent
         if client is None:
             return
+        # non-blocking: the exchange left a timeout on the socket, and CPython waits up to it
+        # even with MSG_DONTWAIT, so the read after the notice blocked the loop ~0.5 s (the
+        # re-registration delay after a revocation; the exchange sets its timeout again)
+        client.sock.settimeout(0.0)
         for _ in range(8):
             try:
                 data, src = client.sock.recvfrom(65535, socket.MSG_DONTWAIT)
