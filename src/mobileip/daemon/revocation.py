@@ -48,6 +48,12 @@ if TYPE_CHECKING:
     from mobileip.daemon.roles import Role, RoleService
 
 KEY_CHECK_INTERVAL = 0.5  # seconds between looks at whether a reload replaced the SAs
+# a takeover resumes revocations once the speaker's gratuitous ARP for the virtual address is
+# out (looked at every GARP_POLL, at most GARP_WAIT): the foreign agent answers a revocation at
+# once, the mobile node registers again at once, and a request relayed before the ARP reached
+# the dead member's MAC (the ~0.5 s re-registration delay of the failover test)
+GARP_WAIT = 1.0
+GARP_POLL = 0.005
 
 
 class RevocationHost(EventHost, Protocol):
@@ -82,6 +88,8 @@ class RevocationService:
         self.revoke_on_key_removal = revoke_on_key_removal
         self._timer: asyncio.TimerHandle | None = None
         self._key_timer: asyncio.TimerHandle | None = None
+        self._activation: asyncio.TimerHandle | None = None
+        self.roles = roles
         self._publish_scheduled = False
         self._sas = host.core.sas
         host.reply_filters.append(self._filter)
@@ -150,9 +158,45 @@ class RevocationService:
 
     def _on_role(self, role: Role, reason: str) -> None:
         active = role.value == "active"
+        if self._activation is not None:
+            self._activation.cancel()
+            self._activation = None
+        garps = self._garps_sent() if active else None
+        if garps is not None:  # announce the virtual address first, then revoke
+            now = time.monotonic()
+            self._wait_announced(garps, now, now + GARP_WAIT)
+            return
+        self._apply_role(active, None)
+
+    def _garps_sent(self) -> int | None:
+        """The native VRRP speaker's gratuitous ARP count, when it announces a virtual address
+        (None: no such speaker, nothing to wait for)."""
+        roles = self.roles
+        if roles is None or roles.virtual is None:
+            return None
+        speaker = getattr(roles.driver, "speaker", None)
+        if speaker is None:
+            return None
+        return int(speaker.counters_snapshot().get("garp-sent", 0))
+
+    def _wait_announced(self, before: int, since: float, until: float) -> None:
+        now = time.monotonic()
+        sent = self._garps_sent()
+        if sent is None or sent > before or now >= until:
+            self._activation = None
+            self._apply_role(True, round((now - since) * 1000, 1))
+            return
+        loop = asyncio.get_running_loop()
+        self._activation = loop.call_later(GARP_POLL, self._wait_announced, before, since, until)
+
+    def _apply_role(self, active: bool, announced_ms: float | None) -> None:
         resumed = self.agent.set_active(active, time.monotonic())
         self.host.log.info(
-            "revocation.role", role=role.value, resumed=resumed, pending=len(self.agent.pending)
+            "revocation.role",
+            role="active" if active else "standby",
+            resumed=resumed,
+            pending=len(self.agent.pending),
+            after_garp_ms="-" if announced_ms is None else announced_ms,
         )
         if active:  # a key removed while we were standby: ours to act on now
             self._check_keys()
@@ -299,6 +343,9 @@ class RevocationService:
         self._arm()
 
     async def _stop(self) -> None:
+        if self._activation is not None:
+            self._activation.cancel()
+            self._activation = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

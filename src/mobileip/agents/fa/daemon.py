@@ -106,6 +106,8 @@ class ForeignAgentDaemon:
         self.tun_index = 0
         self.ifindex = 0
         self.routes: set[IPv4Address] = set()
+        self._route_locks: dict[IPv4Address, asyncio.Lock] = {}  # changes in flight, per home
+        self._route_users: dict[IPv4Address, int] = {}
         self.rules: set[IPv4Address] = set()
         self.sequence = 0
         self.delivered = 0
@@ -269,6 +271,23 @@ class ForeignAgentDaemon:
         await self._rule(home, add=visitor is not None and visitor.reverse_tunnel)
 
     async def _route(self, home: IPv4Address, add: bool) -> None:
+        # one change at a time per home: a revocation's route removal still in the netlink
+        # thread made the request that followed it 2 ms later see the route as present, the
+        # removal then landed and the Home Agent's reply to the mobile node was lost (it
+        # registered again only on its retransmission, 0.5 s later: the failover test)
+        lock = self._route_locks.get(home)
+        if lock is None:
+            lock = self._route_locks[home] = asyncio.Lock()
+        self._route_users[home] = self._route_users.get(home, 0) + 1
+        try:
+            async with lock:
+                await self._route_now(home, add)
+        finally:
+            self._route_users[home] -= 1
+            if not self._route_users[home]:
+                del self._route_users[home], self._route_locks[home]
+
+    async def _route_now(self, home: IPv4Address, add: bool) -> None:
         if add == (home in self.routes):
             return
         index = self.ifindex
