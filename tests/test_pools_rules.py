@@ -9,8 +9,8 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from mobileip.core import homeagent as ha
-from mobileip.core.bindings import BindingTable
-from mobileip.core.pools import AddressPool, AddressPools
+from mobileip.core.bindings import BindingTable, MobilityRecord
+from mobileip.core.pools import AddressPool, AddressPools, prevails
 from mobileip.core.replay import ntp_from_unix
 from mobileip.core.security import SecurityAssociation, SecurityAssociations, append_auth
 from mobileip.wire import registration as wire
@@ -227,6 +227,79 @@ def test_concurrent_assignment_split_brain_resolves_by_version() -> None:
     assert send(m1, request(loser, a1)).code == 129
     again = send(m1, request(loser))
     assert again.code == 0 and again.home_address != a1
+
+
+def _live_addresses(core: ha.HomeAgentCore, nai: bytes) -> list[int]:
+    return sorted(r.home_address for r in core.table.records() if r.bindings and r.nai == nai)
+
+
+def test_prevails_higher_version_then_lower_address() -> None:
+    def rec(home: str, version: int) -> MobilityRecord:
+        return MobilityRecord(
+            int(IPv4Address(home)), version, 0, int(HA), (), 0.0, b"a@example.net"
+        )
+
+    old, new = rec("10.1.128.1", 5 << 32 | 1), rec("10.1.128.2", 6 << 32 | 1)
+    assert prevails(new, old) and not prevails(old, new)
+    low, high = rec("10.1.128.1", 7 << 32 | 2), rec("10.1.128.2", 7 << 32 | 2)
+    assert prevails(low, high) and not prevails(high, low)
+
+
+def test_one_nai_on_two_addresses_resolves_to_one_on_every_member() -> None:
+    """Split brain: each member gives the same NAI another address (seed 580 of the simulator:
+    a member rebooted empty inside a partition). When the records meet, both members name the
+    same loser; the active ends it by a replicated tombstone that keeps the NAI, both converge
+    on one address, the loser's renewal is refused 129 and a 0.0.0.0 request gets the winner."""
+    alice = b"alice@example.net"
+    m1, m2 = make_core(node_id=1), make_core(node_id=2)
+    a1 = int(send(m1, request(alice)).home_address)  # the first free address
+    a2 = int(IPv4Address("10.1.128.3"))
+    assert send(m2, request(alice, IPv4Address(a2))).code == 0  # a free address it names
+    assert m1.pools is not None and m2.pools is not None
+    assert m1.pools.losers() == [] and m2.pools.losers() == []
+    t1, t2 = BindingTable(), BindingTable()
+    for r in m1.table.records():
+        t1.store(r, NOW)
+    for r in m2.table.records():
+        t2.store(r, NOW)
+    _copy(t2, m1)
+    _copy(t1, m2)
+    assert _live_addresses(m1, alice) == _live_addresses(m2, alice) == sorted([a1, a2])
+    r1, r2 = m1.table.live(a1), m1.table.live(a2)
+    assert r1 is not None and r2 is not None
+    winner, loser = (a1, a2) if prevails(r1, r2) else (a2, a1)
+    assert m1.pools.losers() == m2.pools.losers() == [loser]  # the same rule on both
+    # the active member (m1) ends the loser: an ordinary change, replicated
+    (ended,) = m1.administrative_deregister(IPv4Address(loser), NOW)
+    assert isinstance(ended, ha.BindingChanged) and ended.deregistration
+    assert ended.record.nai == alice and not ended.record.bindings  # the tombstone keeps the NAI
+    assert m2.table.merge(ended.record, NOW)
+    m2.pools.refresh([loser])
+    for m in (m1, m2):
+        assert _live_addresses(m, alice) == [winner]
+        assert m.pools is not None and m.pools.losers() == []
+    before = m2.table.get(loser)
+    assert send(m2, request(alice, IPv4Address(loser))).code == 129  # NAI now on another address
+    assert m2.table.get(loser) == before
+    assert send(m2, request(alice)).home_address == IPv4Address(winner)
+
+
+def test_losers_found_by_a_rebuild_and_dropped_once_resolved_otherwise() -> None:
+    alice = b"alice@example.net"
+    m1, m2 = make_core(node_id=1), make_core(node_id=2)
+    a1 = int(send(m1, request(alice)).home_address)
+    a2 = int(IPv4Address("10.1.128.4"))
+    assert send(m2, request(alice, IPv4Address(a2))).code == 0
+    booted = make_core(node_id=3)  # a journal replay holding both
+    for core in (m1, m2):
+        for r in core.table.records():
+            booted.table.store(r, NOW)
+    assert booted.pools is not None
+    booted.pools.rebuild()
+    (loser,) = booted.pools.losers()
+    winner = a1 if loser == a2 else a2
+    booted.administrative_deregister(IPv4Address(winner), NOW)  # the winner ends first
+    assert booted.pools.losers() == []  # one live address left: nothing to end
 
 
 @pytest.mark.parametrize("replay", ["timestamp", "nonce"])

@@ -53,3 +53,23 @@ def test_conflicts_after_crashes_resolve() -> None:
         told += report.told
     print(f"\nconflicts after crashes: {conflicts}, losers refused (129): {told}")
     assert conflicts > 0  # these seeds do lose assignments in crashes (deterministic)
+
+
+@pytest.mark.parametrize("mode", ["async", "semisync"])
+def test_seed_580_one_nai_on_two_addresses_resolves(mode: str) -> None:
+    """Seed 580 (2 members): member 0 crashes and reboots empty inside a partition, alone and
+    active; d2, which holds 10.9.0.5 on member 1, forgets it and asks with 0.0.0.0 and gets
+    10.9.0.1. After the heal both records are live for d2: the active member ends the one that
+    does not prevail (a replicated tombstone), so every member converges on one address."""
+    report = run_seed(580, mode=mode, members=2)
+    assert report.ok, report.violations
+    assert report.resolved >= 1
+
+
+def test_the_invariant_catches_an_nai_left_on_two_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the resolution (no losers ever ended) seed 580 leaves d2 on two addresses."""
+    monkeypatch.setattr(AddressPools, "losers", lambda self: [])
+    report = run_seed(580, mode="async", members=2)
+    assert any("d2@sim.test' live on" in v for v in report.violations), report

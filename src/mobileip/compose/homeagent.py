@@ -66,7 +66,7 @@ def build_home_agent(
     if config.pools:  # after persistence: the pools read the table it installed
         from mobileip.daemon.pools import attach_pools
 
-        attach_pools(daemon)
+        attach_pools(daemon, roles)
     revocation = None
     if config.revocation is not None:
         from mobileip.daemon.revocation import attach_revocation

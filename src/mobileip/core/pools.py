@@ -107,6 +107,17 @@ class PoolStats:
     denied: Counter[str] = field(default_factory=Counter)
 
 
+def prevails(a: MobilityRecord, b: MobilityRecord) -> bool:
+    """Whether live record ``a`` keeps its NAI over live record ``b`` of the same NAI (one NAI
+    live on two addresses, assigned by two members that did not see each other: split brain,
+    or a crash before an assignment replicated). The higher version wins (in timestamp replay
+    mode its floor is the mobile node's own identification, so: its latest registration), then
+    the lower address. Every member decides the same from the same two records."""
+    if a.version != b.version:
+        return a.version > b.version
+    return a.home_address < b.home_address
+
+
 def request_nai(req: Request) -> bytes | None:
     """The NAI of the first Mobile-Node-NAI extension before the MN-HA authentication extension
     (RFC 2794 2: only an NAI the authenticator covers counts), or None."""
@@ -135,6 +146,10 @@ class AddressPools:
         self.retired: set[int] = set()
         # pool addresses that may be live: every one that became live (checked when counted)
         self._maybe_live: set[int] = set()
+        # live addresses whose NAI holds another live address that prevails: to be ended
+        self._losers: set[int] = set()
+        # called when a loser is found (the daemon schedules :meth:`losers` on the active)
+        self.on_loser: Callable[[], None] | None = None
 
     def reconfigure(self, pools: Sequence[AddressPool]) -> dict[str, list[str]]:
         """Swap in ``pools`` (a reload): what was added, removed and changed, by name.
@@ -361,17 +376,52 @@ class AddressPools:
                     self._remember(rec.nai.lower(), home, bool(rec.bindings))
 
     def _remember(self, key: bytes, address: int, live: bool) -> None:
-        # a tombstone never hides the address the same NAI holds live elsewhere
-        if not live:
-            current = self._hint.get(key)
-            if current is not None and current != address:
-                held = self.owner(current)
-                if held is not None and held.lower() == key:
+        current = self._hint.get(key)
+        if current is not None and current != address:
+            other = self.table.live(current)
+            if other is not None and other.nai.lower() == key:
+                # the NAI holds ``current`` live: a tombstone never hides it, and a second live
+                # address is a duplicate: the one that prevails stays in the hint
+                if not live:
                     return
+                rec = self.table.live(address)
+                if rec is not None:
+                    loser = current if prevails(rec, other) else address
+                    self._losers.add(loser)
+                    if self.on_loser is not None:
+                        self.on_loser()
+                    if loser == address:
+                        return
         self._hint[key] = address
+
+    def losers(self) -> list[int]:
+        """Live pool addresses whose NAI holds another live address that :func:`prevails` (found
+        when the records met in this member's table: a peer's update, a download, a rebuild, or
+        a local change). The active member ends each one's binding by an ordinary replicated
+        change (``HomeAgentCore.administrative_deregister``: a tombstone with a new version that
+        keeps the NAI), so every member converges on one address per NAI; the loser's mobile
+        node renewing it is then refused 129 (its NAI holds another address) and asks again.
+        Entries that resolved otherwise (ended, or the winner ended first) are dropped."""
+        get_live = self.table.live
+        found = []
+        for address in sorted(self._losers):
+            rec = get_live(address)
+            winner = self._hint.get(rec.nai.lower()) if rec is not None and rec.nai else None
+            other = get_live(winner) if winner is not None and winner != address else None
+            if (
+                rec is None
+                or other is None
+                or other.nai.lower() != rec.nai.lower()
+                or prevails(rec, other)
+            ):
+                self._losers.discard(address)
+                continue
+            found.append(address)
+        return found
 
     def rebuild(self) -> None:
         """Read the hint afresh from the whole table (at start, after a journal replay)."""
         self._hint.clear()
         self._maybe_live.clear()
+        self._losers.clear()
         self.refresh(self.table.homes())

@@ -94,6 +94,7 @@ class Report:
     datagrams: int = 0
     dynamic: int = 0  # accepted registrations of dynamic-address mobile nodes
     conflicts: int = 0  # an address assigned again after a crash lost its assignment
+    resolved: int = 0  # an NAI's second live address ended by the active member
     told: int = 0  # losers refused (129) when renewing an address that is another NAI's
     nat_registrations: int = 0  # accepted registrations of NAT-ed mobile nodes (UDP tunnel)
     nat_rebinds: int = 0  # mapping changes taken from a keepalive on a new port
@@ -275,6 +276,23 @@ class Simulation:
                 self._check_download(m, ev.reason)
             elif isinstance(ev, RecordsApplied) and m.core.pools is not None:
                 m.core.pools.refresh(ev.homes)
+        if m.core.pools is not None and self._active() is m:
+            self._end_losers(m)
+
+    def _end_losers(self, m: Member) -> None:
+        """The active member ends each binding whose NAI holds another live address that
+        prevails (``AddressPools.losers``), as the daemon does: a replicated tombstone."""
+        assert m.core.pools is not None
+        losers = m.core.pools.losers()
+        for home in losers:
+            for ev in m.core.administrative_deregister(IPv4Address(home), self.now):
+                if isinstance(ev, BindingChanged):
+                    rec = ev.record
+                    self.accepted.setdefault(home, []).append((rec.version, True))
+                    self.report.resolved += 1
+                    m.engine.local_change(rec, self.now)
+        if losers:
+            self._drain(m)
 
     # --- mobile nodes -------------------------------------------------------------------------
 
