@@ -171,6 +171,9 @@ def test_adverts_leave_on_time_while_the_active_serves_registrations_at_its_limi
             f"\nadvert gaps on the bridge (ms): {wire}"
             f"\nadvert gaps the speaker reports: {vrrp.get('advert_gap_ms')}"
         )
+        for ln in pa.lines:  # where each late advert's time went (see VrrpSpeaker._late_cause)
+            if "advert-late" in ln.text:
+                print("  " + ln.text)
         assert report["replies"] > 1000, report
         # zero spurious transitions: b never took over, a never let go
         assert spurious(pb, "role=active", settled) == [], pb.output()

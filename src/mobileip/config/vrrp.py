@@ -24,6 +24,9 @@ class VrrpConfig:
     instance: str | None = None
     track_file: str | None = None
     role: str | None = None
+    # realtime (SCHED_RR) priority of the native speaker thread, keepalived's vrrp_rt_priority:
+    # None = DEFAULT_RT_PRIORITY when permitted (root), else normal scheduling; 0 = off
+    rt_priority: int | None = None
 
 
 _DRIVER_NEEDS = {
@@ -58,6 +61,7 @@ def parse_vrrp(t: Table) -> VrrpConfig:
         instance=t.string("instance"),
         track_file=t.string("track_file"),
         role=t.choice("role", ("active", "standby")) if t.has("role") else None,
+        rt_priority=t.integer("rt_priority", None, 0, 99),
     )
     t.finish()
     return cfg

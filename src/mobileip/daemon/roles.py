@@ -175,6 +175,7 @@ class NativeDriver(RoleDriver):
             # the virtual MAC ([dataplane] virtual_mac): the speaker owns the macvlan, as
             # keepalived does with use_vmac; the data plane adopts it
             vmac_interface=self.vmac_interface,
+            rt_priority=cfg.rt_priority,
         )
         if not self.synced:
             self.log("vrrp.demoted", priority=settings.priority, configured=cfg.priority)

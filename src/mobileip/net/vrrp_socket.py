@@ -34,29 +34,24 @@ an advert; gratuitous ARP (one raw frame per address) is sent from the speaker t
 including the periodic re-announcement while MASTER (``garp_refresh``, keepalived's
 ``vrrp_garp_master_refresh``), which therefore no longer depends on the loop either.
 
-What bounds the latency now is the GIL: when the poll times out the thread needs the GIL back,
-and a busy loop thread hands it over within ``sys.getswitchinterval()`` (5 ms by default),
-unless it is inside one long C call, a garbage collection, or descheduled by the OS while it
-holds the GIL. Measured with tests/test_vrrp_starvation_netns.py (two daemons, 0.1 s adverts,
-``loadgen --max`` through the virtual address for 10 s, about 4,700-9,600 registrations/s,
-and a third member bulk-downloading the 30,000-binding table meanwhile), gaps seen on the wire:
+Under load (measured with tests/test_vrrp_starvation_netns.py plus six busy processes at nice 0
+on the 2 cores, 5 runs each; docs/performance.md, "VRRP under load"), each late advert is logged
+as ``advert-late`` with where its time went (:meth:`VrrpSpeaker._late_cause`, from
+``/proc/thread-self/schedstat``: run-queue wait, CPU, and "blocked", asleep past the deadline).
+Two causes, neither the cyclic GC (``gc.callbacks`` saw pauses of a few ms):
 
-* on the event loop (before): p99.9 245 ms, and the joining member went MASTER;
-* this thread, box otherwise moderately loaded: p99.9 111-122 ms, max 132 ms, no transition
-  (3 runs); with the 2 cores saturated by other work too (PSI cpu "some" ~90 %): stalls of
-  0.3-2.2 s in some runs (a gen-1 collection measured 648 ms wall clock), and spurious
-  takeovers; putting the thread in SCHED_RR made that worse, not better;
-* a separate process (the standalone runner below next to a ``static`` active daemon, same
-  load, moderate box): max 104-112 ms.
+* our own: the periodic gratuitous ARP (``garp_refresh``, every 1 s) opened, bound and closed an
+  AF_PACKET socket per frame on this thread; bind and close each wait for an RCU grace period
+  (``synchronize_net``), 24 ms on a quiet box, far more loaded: the "blocked" gaps (up to
+  1.3 s, the standby took over). One long-lived unbound socket now sends them (~10 us);
+* CPU contention (run-queue waits up to 90 ms): the thread runs in SCHED_RR
+  (``rt_priority``, keepalived's ``vrrp_rt_priority``; default on when permitted, the thread
+  only), which brings the run-queue wait to ~0.
 
-So the thread meets the target (p99.9 below 1.5 x the interval) unless the whole machine is
-oversubscribed; a separate process is the stronger design (no GIL shared with the daemon), at
-the cost of IPC for role, priority and status, and of having to die with the daemon (or it
-keeps advertising for a dead Home Agent). The thread was kept for now: one process, one log,
-one status. Lowering the switch interval is left to the process (it is global). The gaps
-between our adverts while MASTER (last :data:`GAP_WINDOW` of them) are in
-:meth:`VrrpSpeaker.advert_gap_stats` (``advert_gap_ms`` in ``GET /api/v1/vrrp``); every late
-one (above 1.5 x the interval) is logged as ``advert-late``.
+With both, 5 of 5 runs under that load: p99.9 106-128 ms, no transition. GIL waits remain
+(a few to ~20 ms per late advert); a lower switch interval did not help. The gaps between our
+adverts while MASTER (last :data:`GAP_WINDOW`) are in :meth:`VrrpSpeaker.advert_gap_stats`
+(``advert_gap_ms`` in ``GET /api/v1/vrrp``).
 
 Standalone runner (logs ``key=value`` lines on stderr; SIGTERM/SIGINT shut down cleanly,
 sending priority 0)::
@@ -76,6 +71,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import gc
 import math
 import os
 import select
@@ -107,11 +103,13 @@ from mobileip.wire import vrrp as wire
 from mobileip.wire.errors import DecodeError
 
 IP_PKTINFO = 8
+ETH_P_ARP = 0x0806
 SO_BINDTODEVICE = 25
 GAP_WINDOW = 10_000  # advert gaps kept for the percentiles (~17 minutes at 0.1 s)
 LATE_FACTOR = 1.5  # a gap above this many advert intervals counts as late
 STOP_TIMEOUT = 5.0  # seconds to wait for the threads at shutdown
 DUP_WINDOW = 0.005  # the same advert read on both sockets within this is one advert
+DEFAULT_RT_PRIORITY = 10  # SCHED_RR priority of the speaker thread when permitted (1-99)
 
 Logger = Callable[..., None]
 RoleCallback = Callable[[State, str], None]
@@ -133,6 +131,9 @@ class VrrpSettings:
     # RFC 5798 7.3 virtual MAC on a macvlan of this name (keepalived's use_vmac); None: the
     # virtual addresses go on ``interface`` and everything leaves with its own MAC
     vmac_interface: str | None = None
+    # SCHED_RR priority of the speaker thread (keepalived's vrrp_rt_priority): None tries
+    # DEFAULT_RT_PRIORITY and quietly keeps normal scheduling when not permitted; 0: off
+    rt_priority: int | None = None
 
     @property
     def advert_interval_cs(self) -> int:
@@ -258,6 +259,13 @@ class VrrpSpeaker:
         self._vsock: socket.socket | None = None
         self.vmac_ready = False
         self._recent: deque[tuple[float, int, bytes]] = deque(maxlen=16)
+        # where a late advert's time went (speaker thread only): see _late_cause
+        self._sched_fd = -1
+        self._last_sched = (0, 0)  # run-queue ns, CPU ns of this thread at the last advert
+        self._garp_sock: socket.socket | None = None  # speaker thread only
+        self._gc_started = 0.0  # the cyclic GC's pauses (any thread) since the last advert
+        self._gc_pause = 0.0
+        self.native_id: int | None = None
 
     @property
     def state(self) -> State:
@@ -325,6 +333,7 @@ class VrrpSpeaker:
         # A leftover virtual address from a previous run must not linger while we are backup.
         self._set_want_addresses(False)
         self._thread = threading.Thread(target=self._run, name=f"vrrp{s.vrid}", daemon=True)
+        gc.callbacks.append(self._gc_watch)
         self._thread.start()
 
     async def stop(self) -> None:
@@ -362,6 +371,8 @@ class VrrpSpeaker:
                 await asyncio.to_thread(vm.release, v)
             except (vm.VmacError, OSError) as exc:
                 self.log("vmac-release-failed", interface=v.name, error=exc)
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._gc_watch)
         gap = self.gaps.summary()
         self.log(
             "stopped",
@@ -490,6 +501,10 @@ class VrrpSpeaker:
         if self._vsock is not None:
             poller.register(self._vsock.fileno(), select.POLLIN)
             sockets[self._vsock.fileno()] = self._vsock
+        self.native_id = threading.get_native_id()
+        self._realtime()
+        with contextlib.suppress(OSError):
+            self._sched_fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         try:
             now = time.monotonic()
             self.machine.start(now)
@@ -514,6 +529,68 @@ class VrrpSpeaker:
             self._log("thread-failed", vrid=self.settings.vrid, error=repr(exc))
             self._set_want_addresses(False)
             self._notify(State.INITIALIZE, "speaker-failed")
+        finally:
+            if self._garp_sock is not None:
+                self._garp_sock.close()
+                self._garp_sock = None
+            if self._sched_fd >= 0:
+                os.close(self._sched_fd)
+                self._sched_fd = -1
+
+    def _realtime(self) -> None:
+        """Put this thread (only) in SCHED_RR, as keepalived's ``vrrp_rt_priority`` does."""
+        wanted = self.settings.rt_priority
+        prio = DEFAULT_RT_PRIORITY if wanted is None else wanted
+        if prio <= 0:
+            return
+        try:  # pid 0: the calling thread (Linux schedules threads, not processes)
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(prio))
+        except OSError as exc:  # not root / no CAP_SYS_NICE / no RT budget: normal scheduling
+            self._count("rt-priority-refused")
+            self._log("rt-priority-refused", vrid=self.settings.vrid, priority=prio,
+                      error=exc.strerror, configured=wanted is not None)  # fmt: skip
+            return
+        self._log("rt-priority", vrid=self.settings.vrid, policy="SCHED_RR", priority=prio)
+
+    def _schedstat(self) -> tuple[int, int]:
+        """(run-queue wait, CPU time) of this thread so far, in ns (0, 0 if unavailable)."""
+        if self._sched_fd < 0:
+            return 0, 0
+        try:
+            cpu, runq, _slices = os.pread(self._sched_fd, 128, 0).split()
+        except (OSError, ValueError):
+            return 0, 0
+        return int(runq), int(cpu)
+
+    def _gc_watch(self, phase: str, _info: dict[str, int]) -> None:
+        """``gc.callbacks``: the longest collection since the last advert (holds the GIL)."""
+        if phase == "start":
+            self._gc_started = time.monotonic()
+        elif self._gc_started:
+            self._gc_pause = max(self._gc_pause, time.monotonic() - self._gc_started)
+
+    def _late_cause(self, gap: float) -> dict[str, float]:
+        """Where a late advert's time went, in ms (``/proc/thread-self/schedstat``).
+
+        Over the gap since the previous advert: ``late``, the gap beyond the advert interval;
+        ``runq``, the time this thread was runnable but not running (the CPUs were busy with
+        other work: what realtime scheduling fixes); ``cpu``, the time it ran; ``blocked``, the
+        rest of the lateness: the thread was asleep although its timer had expired, i.e.
+        waiting for the GIL another thread of ours held (a long C call, a garbage
+        collection, or a GIL holder the kernel had descheduled).
+        """
+        runq1, cpu1 = self._schedstat()
+        runq0, cpu0 = self._last_sched
+        late = max(0.0, gap - self.settings.advert_interval) * 1000
+        runq = max(0, runq1 - runq0) / 1e6
+        cpu = max(0, cpu1 - cpu0) / 1e6
+        return {
+            "late_ms": round(late, 1),
+            "runq_ms": round(runq, 1),
+            "cpu_ms": round(cpu, 1),
+            "blocked_ms": round(max(0.0, late - runq - cpu), 1),
+            "gc_ms": round(self._gc_pause * 1000, 1),
+        }
 
     def _poll_timeout(self, now: float) -> int:
         """Milliseconds until the next deadline (rounded up; -1: none)."""
@@ -544,8 +621,13 @@ class VrrpSpeaker:
             if sent and out.advert.priority != 0 and self.machine.state is State.MASTER:
                 late = self.gaps.sent(time.monotonic())
                 if late is not None:
+                    cause = self._late_cause(late)
                     self._count("advert-late")
-                    self._log("advert-late", vrid=vrid, gap_ms=round(late * 1000, 1))
+                    self._count("advert-late-blocked" if cause["blocked_ms"] > cause["runq_ms"]
+                                else "advert-late-runq")  # fmt: skip
+                    self._log("advert-late", vrid=vrid, gap_ms=round(late * 1000, 1), **cause)
+                self._last_sched = self._schedstat()
+                self._gc_pause = 0.0
         elif isinstance(out, BecameMaster):
             self._log("state", vrid=vrid, state="MASTER", reason=out.reason)
             self._set_want_addresses(True)
@@ -611,6 +693,15 @@ class VrrpSpeaker:
             self._next_refresh = now + refresh
             self._send_garp()
 
+    def _garp_socket(self) -> socket.socket:
+        """One AF_PACKET socket for every gratuitous ARP, never bound, protocol 0 (it receives
+        nothing). A socket per frame (``netlink.send_gratuitous_arp``) costs an RCU grace
+        period in bind and close (``synchronize_net``): 24 ms on a quiet box, hundreds of ms
+        on a loaded one, and this thread was blocked that long every ``garp_refresh``."""
+        if self._garp_sock is None:
+            self._garp_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        return self._garp_sock
+
     def _send_garp(self) -> None:
         if self.state is not State.MASTER or self._info is None:
             return
@@ -619,7 +710,9 @@ class VrrpSpeaker:
             name, mac = self.vmac.name, self.vmac.mac
         for addr in self.settings.addresses:
             try:
-                netlink.send_gratuitous_arp(name, mac, addr.ip)
+                self._garp_socket().sendto(
+                    netlink.gratuitous_arp_frame(mac, addr.ip), (name, ETH_P_ARP)
+                )
                 self._count("garp-sent")
             except OSError as exc:
                 self._count("garp-error")
@@ -714,6 +807,13 @@ def parse_args(argv: list[str] | None = None) -> VrrpSettings:
     p.add_argument("--address", action="append", required=True, type=IPv4Interface)
     p.add_argument("--advert-interval", type=float, default=1.0, help="seconds (0.01-40.95)")
     p.add_argument("--no-preempt", action="store_true")
+    p.add_argument(
+        "--rt-priority",
+        type=int,
+        metavar="N",
+        help=f"SCHED_RR priority of the speaker thread, 0: off (default {DEFAULT_RT_PRIORITY} "
+        "when permitted)",
+    )
     p.add_argument("--accept-mode", action="store_true")
     p.add_argument("--accept-v2-checksum", action="store_true")
     p.add_argument(
@@ -733,7 +833,10 @@ def parse_args(argv: list[str] | None = None) -> VrrpSettings:
             accept_mode=a.accept_mode,
             accept_v2_checksum=a.accept_v2_checksum,
             vmac_interface=a.vmac_interface,
+            rt_priority=a.rt_priority,
         )
+        if a.rt_priority is not None and not 0 <= a.rt_priority <= 99:
+            raise ValueError(f"--rt-priority {a.rt_priority} outside 0-99")
         VrrpConfig(  # validate the ranges before touching the network
             settings.vrid,
             settings.priority,

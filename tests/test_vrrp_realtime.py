@@ -1,0 +1,87 @@
+"""The native speaker's realtime scheduling (``[vrrp] rt_priority``) and its GARP socket."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from ipaddress import IPv4Interface
+
+import pytest
+from test_config import MINIMAL
+
+from mobileip.config import ConfigError, parse_config
+from mobileip.net.vrrp_socket import DEFAULT_RT_PRIORITY, VrrpSettings, VrrpSpeaker, parse_args
+
+NATIVE = 'driver = "native"\ninterface = "eth0"\nvrid = 1\nvirtual_address = "10.1.0.1/24"\n'
+
+
+def settings(rt: int | None) -> VrrpSettings:
+    return VrrpSettings("lo", 1, 100, (IPv4Interface("10.1.0.1/24"),), rt_priority=rt)
+
+
+@pytest.mark.parametrize(("line", "expected"), [("", None), ("rt_priority = 0", 0),
+                                                ("rt_priority = 99", 99)])  # fmt: skip
+def test_rt_priority_key(line: str, expected: int | None) -> None:
+    vrrp = parse_config(MINIMAL + "\n[vrrp]\n" + NATIVE + line + "\n").vrrp
+    assert vrrp is not None and vrrp.rt_priority == expected
+
+
+@pytest.mark.parametrize("value", ["100", "-1", '"high"'])
+def test_rt_priority_out_of_range_names_the_key(value: str) -> None:
+    with pytest.raises(ConfigError, match="rt_priority"):
+        parse_config(MINIMAL + "\n[vrrp]\n" + NATIVE + f"rt_priority = {value}\n")
+
+
+def test_runner_rejects_a_bad_rt_priority() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--interface", "lo", "--vrid", "1", "--address", "10.1.0.1/24",
+                    "--rt-priority", "100"])  # fmt: skip
+
+
+def policy_in_thread(speaker: VrrpSpeaker) -> tuple[int, int]:
+    """Run the speaker's scheduling step on a fresh thread; return that thread's (policy, prio)."""
+    out: list[tuple[int, int]] = []
+
+    def body() -> None:
+        speaker._realtime()
+        out.append((os.sched_getscheduler(0), os.sched_getparam(0).sched_priority))
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    return out[0]
+
+
+def test_zero_keeps_normal_scheduling() -> None:
+    assert policy_in_thread(VrrpSpeaker(settings(0), log=lambda *a, **k: None)) == (
+        os.SCHED_OTHER,
+        0,
+    )
+
+
+@pytest.mark.root
+def test_default_is_sched_rr_for_the_speaker_thread_only() -> None:
+    speaker = VrrpSpeaker(settings(None), log=lambda *a, **k: None)
+    assert policy_in_thread(speaker) == (os.SCHED_RR, DEFAULT_RT_PRIORITY)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # not the calling (loop) thread
+    assert "rt-priority-refused" not in speaker.counters
+
+
+def test_refused_realtime_falls_back_and_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    speaker = VrrpSpeaker(settings(None), log=lambda *a, **k: None)
+    assert policy_in_thread(speaker) == (os.SCHED_OTHER, 0)
+    assert speaker.counters == {"rt-priority-refused": 1}
+
+
+@pytest.mark.root
+def test_gratuitous_arp_leaves_from_one_long_lived_socket() -> None:
+    speaker = VrrpSpeaker(settings(None), log=lambda *a, **k: None)
+    sock = speaker._garp_socket()
+    assert speaker._garp_socket() is sock  # reused: no RCU grace period per frame
+    assert sock.family == socket.AF_PACKET and sock.proto == 0  # receives nothing
+    sock.close()
