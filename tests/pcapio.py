@@ -6,9 +6,29 @@ import shutil
 import struct
 import subprocess
 from collections.abc import Iterable, Sequence
+from ipaddress import IPv4Address
 from pathlib import Path
 
 LINKTYPE_IPV4 = 228
+
+
+def ipv4_udp(
+    payload: bytes,
+    src: IPv4Address | str,
+    dst: IPv4Address | str,
+    sport: int = 40000,
+    dport: int = 434,
+) -> bytes:
+    """An IPv4 header (checksum filled in) and a UDP header (checksum 0) around ``payload``."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    head = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+        IPv4Address(src).packed, IPv4Address(dst).packed,
+    )  # fmt: skip
+    csum = sum(struct.unpack("!10H", head))
+    while csum > 0xFFFF:
+        csum = (csum & 0xFFFF) + (csum >> 16)
+    return head[:10] + struct.pack("!H", ~csum & 0xFFFF) + head[12:] + udp
 
 
 def write_pcap(path: Path, packets: Iterable[bytes]) -> None:

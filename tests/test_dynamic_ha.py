@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
-import struct
 import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -15,7 +14,7 @@ import vectors as v
 from helpers import free_port, homeagent_config, start_homeagent
 from hypothesis import given
 from hypothesis import strategies as st
-from pcapio import tshark_fields, write_pcap
+from pcapio import ipv4_udp, tshark_fields, write_pcap
 
 from mobileip.agents.client import MobileNode, build_request, check_reply
 from mobileip.core import homeagent as ha
@@ -127,24 +126,18 @@ def test_garbage_bodies_decode_or_raise_decode_error(body: bytes) -> None:
         assert len(body) == 5 and dha.encode(ext)[2:] == body
 
 
-def _ipv4_udp(payload: bytes, dport: int = 434) -> bytes:
-    udp = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload
-    head = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-        IPv4Address("192.0.2.7").packed, IPv4Address("10.1.0.100").packed,
-    )  # fmt: skip
-    csum = sum(struct.unpack("!10H", head))
-    while csum > 0xFFFF:
-        csum = (csum & 0xFFFF) + (csum >> 16)
-    return head[:10] + struct.pack("!H", ~csum & 0xFFFF) + head[12:] + udp
-
-
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_tshark_reads_the_golden_vectors_like_we_do(tmp_path: Path) -> None:
     req = wire.encode(wire.RegistrationRequest(wire.Flags(0), 600, v.HOME, ANY, v.COA, 7))
     rep = wire.encode(wire.RegistrationReply(143, 0, v.HOME, ASSIGNED, 7))
     pcap = tmp_path / "dynha.pcap"
-    write_pcap(pcap, [_ipv4_udp(req + REQUESTED_GOLDEN), _ipv4_udp(rep + REDIRECTED_GOLDEN)])
+    write_pcap(
+        pcap,
+        [
+            ipv4_udp(req + REQUESTED_GOLDEN, "192.0.2.7", ASSIGNED),
+            ipv4_udp(rep + REDIRECTED_GOLDEN, "192.0.2.7", ASSIGNED),
+        ],
+    )
     rows = tshark_fields(
         pcap,
         ["mip.haaddr", "mip.ext.type", "mip.ext.dynha.subtype", "mip.ext.dynha.ha", "mip.code"],

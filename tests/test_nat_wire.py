@@ -4,14 +4,13 @@ and properties (any bytes decode to a message or raise DecodeError; exact round 
 from __future__ import annotations
 
 import shutil
-import struct
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pcapio import tshark_fields, write_pcap
+from pcapio import ipv4_udp, tshark_fields, write_pcap
 
 from mobileip.wire import nat
 from mobileip.wire import registration as reg
@@ -84,17 +83,6 @@ def test_code_142() -> None:
     assert "UDP encapsulation unavailable" in meaning(142)
 
 
-def _ipv4_udp(payload: bytes, src: IPv4Address, dst: IPv4Address) -> bytes:
-    udp = struct.pack("!HHHH", 40000, 434, 8 + len(payload), 0) + payload
-    head = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, src.packed, dst.packed
-    )  # fmt: skip
-    csum = sum(struct.unpack("!10H", head))
-    while csum > 0xFFFF:
-        csum = (csum & 0xFFFF) + (csum >> 16)
-    return head[:10] + struct.pack("!H", ~csum & 0xFFFF) + head[12:] + udp
-
-
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_tshark_reads_the_golden_vectors_like_we_do(tmp_path: Path) -> None:
     """Wireshark's ``mip`` dissector on a request with 144, a reply with 44 and a keepalive."""
@@ -106,9 +94,9 @@ def test_tshark_reads_the_golden_vectors_like_we_do(tmp_path: Path) -> None:
     write_pcap(
         pcap,
         [
-            _ipv4_udp(req, NAT_PUBLIC, HA),
-            _ipv4_udp(rep, HA, NAT_PUBLIC),
-            _ipv4_udp(KEEPALIVE_GOLDEN, NAT_PUBLIC, HA),
+            ipv4_udp(req, NAT_PUBLIC, HA),
+            ipv4_udp(rep, HA, NAT_PUBLIC),
+            ipv4_udp(KEEPALIVE_GOLDEN, NAT_PUBLIC, HA),
         ],
     )
     fields = [

@@ -8,14 +8,13 @@ before the MN-HA authentication extension, which covers it.
 from __future__ import annotations
 
 import shutil
-import struct
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pcapio import tshark_fields, write_pcap
+from pcapio import ipv4_udp, tshark_fields, write_pcap
 
 from mobileip.core import homeagent as ha
 from mobileip.core.pools import AddressPool, AddressPools, request_nai
@@ -63,26 +62,14 @@ def test_golden_request_is_what_we_encode_and_gets_the_golden_reply() -> None:
     assert out.code == 0 and out.reply == GOLDEN_REPLY
 
 
-def _ipv4_udp(payload: bytes, src: str, dst: str, sport: int, dport: int) -> bytes:
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    head = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-        IPv4Address(src).packed, IPv4Address(dst).packed,
-    )  # fmt: skip
-    csum = sum(struct.unpack("!10H", head))
-    while csum > 0xFFFF:
-        csum = (csum & 0xFFFF) + (csum >> 16)
-    return head[:10] + struct.pack("!H", ~csum & 0xFFFF) + head[12:] + udp
-
-
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_tshark_reads_the_golden_exchange_like_we_do(tmp_path: Path) -> None:
     pcap = tmp_path / "pool.pcap"
     write_pcap(
         pcap,
         [
-            _ipv4_udp(GOLDEN_REQUEST, "192.0.2.7", "10.1.0.1", 40000, 434),
-            _ipv4_udp(GOLDEN_REPLY, "10.1.0.1", "192.0.2.7", 434, 40000),
+            ipv4_udp(GOLDEN_REQUEST, "192.0.2.7", "10.1.0.1", 40000, 434),
+            ipv4_udp(GOLDEN_REPLY, "10.1.0.1", "192.0.2.7", 434, 40000),
         ],
     )
     fields = ["mip.type", "mip.code", "mip.homeaddr", "mip.haaddr", "mip.ext.type", "mip.nai",

@@ -4,14 +4,13 @@ them, and properties (any bytes decode to a message or raise DecodeError; exact 
 from __future__ import annotations
 
 import shutil
-import struct
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pcapio import tshark_fields, write_pcap
+from pcapio import ipv4_udp, tshark_fields, write_pcap
 from test_wire_properties import extension_lists
 
 from mobileip.core.security import SecurityAssociation, append_auth
@@ -93,23 +92,19 @@ def test_bad_bytes_are_dropped_never_answered(data: bytes) -> None:
     assert info.value.code is None
 
 
-def _ipv4_udp(payload: bytes) -> bytes:
-    udp = struct.pack("!HHHH", 434, 434, 8 + len(payload), 0) + payload
-    head = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, HA.packed, FA.packed
-    )  # fmt: skip
-    csum = sum(struct.unpack("!10H", head))
-    while csum > 0xFFFF:
-        csum = (csum & 0xFFFF) + (csum >> 16)
-    return head[:10] + struct.pack("!H", ~csum & 0xFFFF) + head[12:] + udp
-
-
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_tshark_reads_the_golden_vectors_like_we_do(tmp_path: Path) -> None:
     """Wireshark's ``mip`` dissector on our three golden vectors: every field it shows."""
     req = reg.encode(reg.RegistrationRequest(reg.Flags(0), 600, HOME, HA, FA, 7)) + SUPPORT_GOLDEN
     pcap = tmp_path / "revocation.pcap"
-    write_pcap(pcap, [_ipv4_udp(req), _ipv4_udp(REVOCATION_GOLDEN), _ipv4_udp(ACK_GOLDEN)])
+    write_pcap(
+        pcap,
+        [
+            ipv4_udp(req, HA, FA, 434),
+            ipv4_udp(REVOCATION_GOLDEN, HA, FA, 434),
+            ipv4_udp(ACK_GOLDEN, HA, FA, 434),
+        ],
+    )
     fields = [
         "mip.type",
         "mip.homeaddr",
