@@ -195,6 +195,33 @@ def _mark(path: str | None) -> float | None:
         return None
 
 
+def _print_status(
+    out: TextIO, now: float, total: int, arrivals: dict[str, list[float]], kill_at: float | None
+) -> None:
+    """One progress line: packets arrived, nodes reached, and (after the kill) nodes recovered."""
+    status: dict[str, Any] = {"t": round(now, 3), "arrived": total}
+    status["reached"] = sum(1 for a in arrivals.values() if a)
+    if kill_at is not None:
+        status["recovered"] = sum(1 for a in arrivals.values() if a and a[-1] > kill_at + GUARD)
+    print(json.dumps(status), file=out, flush=True)
+
+
+def _print_final(
+    out: TextIO, arrivals: dict[str, list[float]], kill_at: float | None, interval: float
+) -> None:
+    """The last line: each node's outage around the kill and its packet count."""
+    per_node = {
+        h: node_outage(a, kill_at, interval) if kill_at is not None else {}
+        for h, a in arrivals.items()
+    }
+    counts = {h: len(a) for h, a in arrivals.items()}
+    print(
+        json.dumps({"final": True, "kill_at": kill_at, "per_node": per_node, "counts": counts}),
+        file=out,
+        flush=True,
+    )
+
+
 def sink(homes: list[str], interval: float, until: str, mark_file: str | None, out: TextIO) -> int:
     want = {socket.inet_aton(h): h for h in homes}
     arrivals: dict[str, list[float]] = {h: [] for h in homes}
@@ -225,24 +252,8 @@ def sink(homes: list[str], interval: float, until: str, mark_file: str | None, o
             next_status = now + 0.25
             if kill_at is None:
                 kill_at = _mark(mark_file)
-            status: dict[str, Any] = {"t": round(now, 3), "arrived": total}
-            status["reached"] = sum(1 for a in arrivals.values() if a)
-            if kill_at is not None:
-                status["recovered"] = sum(
-                    1 for a in arrivals.values() if a and a[-1] > kill_at + GUARD
-                )
-            print(json.dumps(status), file=out, flush=True)
-    kill_at = kill_at if kill_at is not None else _mark(mark_file)
-    per_node = {
-        h: node_outage(a, kill_at, interval) if kill_at is not None else {}
-        for h, a in arrivals.items()
-    }
-    counts = {h: len(a) for h, a in arrivals.items()}
-    print(
-        json.dumps({"final": True, "kill_at": kill_at, "per_node": per_node, "counts": counts}),
-        file=out,
-        flush=True,
-    )
+            _print_status(out, now, total, arrivals, kill_at)
+    _print_final(out, arrivals, kill_at if kill_at is not None else _mark(mark_file), interval)
     return 0
 
 
@@ -345,24 +356,8 @@ def natnodes(
             next_status = now + 0.25
             if kill_at is None:
                 kill_at = _mark(mark_file)
-            status: dict[str, Any] = {"t": round(now, 3), "arrived": total}
-            status["reached"] = sum(1 for a in arrivals.values() if a)
-            if kill_at is not None:
-                status["recovered"] = sum(
-                    1 for a in arrivals.values() if a and a[-1] > kill_at + GUARD
-                )
-            print(json.dumps(status), file=out, flush=True)
-    kill_at = kill_at if kill_at is not None else _mark(mark_file)
-    per_node = {
-        h: node_outage(a, kill_at, interval) if kill_at is not None else {}
-        for h, a in arrivals.items()
-    }
-    counts = {h: len(a) for h, a in arrivals.items()}
-    print(
-        json.dumps({"final": True, "kill_at": kill_at, "per_node": per_node, "counts": counts}),
-        file=out,
-        flush=True,
-    )
+            _print_status(out, now, total, arrivals, kill_at)
+    _print_final(out, arrivals, kill_at if kill_at is not None else _mark(mark_file), interval)
     for sock in socks:
         sock.close()
     return 0
