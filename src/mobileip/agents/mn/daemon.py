@@ -42,6 +42,7 @@ import socket
 import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+from typing import Literal
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -422,18 +423,9 @@ class MobileNodeDaemon:
         refused 129: another NAI holds it). A configured home address is the operator's."""
         if self.cfg.home_address != ANY or self.home == ANY:
             return
-        ifname, address = "lo", str(self.home)
+        address = str(self.home)
         self.home = ANY
-
-        def delete(ipr: IPRoute) -> None:
-            index = ipr.link_lookup(ifname=ifname)[0]
-            with contextlib.suppress(NetlinkError):  # already gone
-                ipr.addr("del", index=index, address=address, prefixlen=32)
-
-        try:
-            await rtnl(delete)
-        except (NetlinkError, IndexError) as exc:
-            self.log.warning("mn.address_failed", home=address, error=str(exc))
+        await self._lo_address("del", address)
         self.log.info("mn.released", home=address, nai=self.cfg.nai)
 
     def _watch_notices(self, on: bool) -> None:
@@ -482,15 +474,19 @@ class MobileNodeDaemon:
     async def _adopt_home_address(self) -> None:
         """Put an assigned home address on ``lo`` (/32), as an operator does for a configured
         one: packets for it are ours (decapsulated, or at home), ARP for it stays the HA's."""
-        ifname, address = "lo", str(self.home)
+        await self._lo_address("add", str(self.home))
 
-        def add(ipr: IPRoute) -> None:
-            index = ipr.link_lookup(ifname=ifname)[0]
-            with contextlib.suppress(NetlinkError):  # already there
-                ipr.addr("add", index=index, address=address, prefixlen=32)
+    async def _lo_address(self, op: Literal["add", "del"], address: str) -> None:
+        """Add or delete ``address``/32 on ``lo``; already there (add) or already gone (del) is
+        fine, any other failure is logged, not raised."""
+
+        def change(ipr: IPRoute) -> None:
+            index = ipr.link_lookup(ifname="lo")[0]
+            with contextlib.suppress(NetlinkError):  # already there / already gone
+                ipr.addr(op, index=index, address=address, prefixlen=32)
 
         try:
-            await rtnl(add)
+            await rtnl(change)
         except (NetlinkError, IndexError) as exc:
             self.log.warning("mn.address_failed", home=address, error=str(exc))
 
