@@ -5,25 +5,20 @@ process on loopback, ``POST /api/v1/reload``, our FA's rules on a UDP socket).""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from helpers import free_port, homeagent_config, mobile_node_for
-from test_revocation_loopback import FA_HA, FA_IP, HA_IP, MN_IP, FaShell
+from helpers import homeagent_config, mobile_node_for
+from test_revocation_loopback import FA_HA, FA_IP, HA_IP, fa_loopback
 
-from mobileip.agents.client import build_request, check_reply, fetch_json, post_json
-from mobileip.agents.fa import rules as fa
+from mobileip.agents.client import fetch_json, post_json
 from mobileip.config import load_config, to_toml
 from mobileip.core.replay import ntp_from_unix
 from mobileip.core.revocation import RevocationSettings
 from mobileip.daemon.homeagent import HomeAgentDaemon
 from mobileip.daemon.revocation import RevocationService
-from mobileip.log import Logger
-from mobileip.web.admin import AdminService
-from mobileip.web.control import ControlServer
 from mobileip.wire import registration as wire
 
 
@@ -32,38 +27,21 @@ def test_a_reload_that_removes_the_key_revokes_the_binding(tmp_path: Path) -> No
     path = tmp_path / "ha.toml"
     path.write_text(to_toml(raw))
     config = load_config(str(path))
-    ha_port = raw["homeagent"]["port"]
-    fa_port = free_port(FA_IP)
+
+    def revocation(daemon: HomeAgentDaemon) -> RevocationService:
+        settings = RevocationSettings(IPv4Address(HA_IP), {IPv4Address(FA_IP): FA_HA})
+        return RevocationService(daemon, settings)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        daemon = HomeAgentDaemon(config, ControlServer(config.control), Logger(level="error"))
-        AdminService(daemon)
-        service = RevocationService(
-            daemon, RevocationSettings(IPv4Address(HA_IP), {IPv4Address(FA_IP): FA_HA})
-        )
-        fa_core = fa.ForeignAgentCore(
-            fa.ForeignAgentSettings(frozenset({IPv4Address(FA_IP)}), ha_port=ha_port, fa_ha=FA_HA)
-        )
-        shell = FaShell(fa_core)
-        await daemon.start()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: shell, local_addr=(FA_IP, fa_port)
-        )
-        mn_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        mn_sock.bind((MN_IP, 0))
-        mn_sock.settimeout(5.0)
-        try:
+        async with fa_loopback(config, raw["homeagent"]["port"], revocation) as lab:
+            daemon, service, fa_core, control = lab.daemon, lab.service, lab.fa_core, lab.control
             mn = mobile_node_for(raw, coa=FA_IP)
-            ident = ntp_from_unix(time.time())
-            mn_sock.sendto(build_request(mn, 600, ident), (FA_IP, fa_port))
-            check = check_reply(mn, await loop.run_in_executor(None, mn_sock.recv, 2048), ident)
-            assert check.ok and check.reply is not None and check.reply.code == 0, check.error
+            await lab.register(mn, 600, ntp_from_unix(time.time()))
             home = IPv4Address(mn.home_address)
             assert service.agent.counters["negotiated"] == 1
 
             # a reload that keeps the key changes nothing
-            control = (config.control.host, config.control.port)
             await loop.run_in_executor(None, post_json, control, "/api/v1/reload")
             await asyncio.sleep(1.0)
             assert service.agent.counters["revocations-sent"] == 0
@@ -74,7 +52,7 @@ def test_a_reload_that_removes_the_key_revokes_the_binding(tmp_path: Path) -> No
             path.write_text(to_toml(dict(raw, security_association=[sa])))
             result: Any = await loop.run_in_executor(None, post_json, control, "/api/v1/reload")
             assert result["removed"] == [raw["security_association"][0]["spi"]]
-            told = wire.decode_reply(await loop.run_in_executor(None, mn_sock.recv, 2048))
+            told = wire.decode_reply(await lab.recv())
             assert (told.code, told.lifetime, told.home_address) == (65, 0, home)
             deadline = time.monotonic() + 5
             while service.agent.counters["revocations-acked"] == 0 and time.monotonic() < deadline:
@@ -87,9 +65,5 @@ def test_a_reload_that_removes_the_key_revokes_the_binding(tmp_path: Path) -> No
                 None, fetch_json, control, "/api/v1/revocation"
             )
             assert status["negotiated"] == 0 and status["pending"] == []
-        finally:
-            mn_sock.close()
-            transport.close()
-            await daemon.stop()
 
     asyncio.run(main())

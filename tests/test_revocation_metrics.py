@@ -11,27 +11,22 @@ services' metrics, checked here on a status with every field set.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import urllib.request
 from ipaddress import IPv4Address
 from types import SimpleNamespace
 from typing import Any
 
-from helpers import free_port, homeagent_config, mobile_node_for
+from helpers import homeagent_config, mobile_node_for
 from prometheus_client.parser import text_string_to_metric_families
-from test_revocation_loopback import FA_HA, FA_IP, HA_IP, MN_IP, FaShell
+from test_revocation_loopback import FA_HA, FA_IP, HA_IP, DropFirst, fa_loopback
 
-from mobileip.agents.client import build_request, check_reply, fetch_json, post_json
-from mobileip.agents.fa import rules as fa
+from mobileip.agents.client import fetch_json, post_json
 from mobileip.config import parse_config, to_toml
 from mobileip.core.replay import ntp_from_unix
-from mobileip.core.revocation import RevocationSettings, Send
+from mobileip.core.revocation import RevocationSettings
 from mobileip.daemon.homeagent import HomeAgentDaemon
 from mobileip.daemon.revocation import RevocationService
-from mobileip.log import Logger
-from mobileip.web.admin import AdminService
-from mobileip.web.control import ControlServer
 from mobileip.web.metrics import MetricsService, _revocation_metrics
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -55,49 +50,25 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 def test_metrics_move_with_a_revocation_and_its_retransmission() -> None:
     raw = homeagent_config(HA_IP, homeagent={"address": HA_IP})
     config = parse_config(to_toml(raw))
-    ha_port = raw["homeagent"]["port"]
-    fa_port = free_port(FA_IP)
+    drop = DropFirst()
+
+    def revocation(daemon: HomeAgentDaemon) -> RevocationService:
+        settings = RevocationSettings(
+            IPv4Address(HA_IP), {IPv4Address(FA_IP): FA_HA}, initial_timeout=0.2
+        )
+        service = RevocationService(daemon, settings, drop=drop)
+        MetricsService(daemon, revocation=service)
+        return service
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        daemon = HomeAgentDaemon(config, ControlServer(config.control), Logger(level="error"))
-        AdminService(daemon)
-        dropped: list[Send] = []
-
-        def drop_first(send: Send) -> bool:
-            if not dropped:
-                dropped.append(send)
-                return True
-            return False
-
-        service = RevocationService(
-            daemon,
-            RevocationSettings(
-                IPv4Address(HA_IP), {IPv4Address(FA_IP): FA_HA}, initial_timeout=0.2
-            ),
-            drop=drop_first,
-        )
-        MetricsService(daemon, revocation=service)
-        fa_core = fa.ForeignAgentCore(
-            fa.ForeignAgentSettings(frozenset({IPv4Address(FA_IP)}), ha_port=ha_port, fa_ha=FA_HA)
-        )
-        await daemon.start()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: FaShell(fa_core), local_addr=(FA_IP, fa_port)
-        )
-        mn_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        mn_sock.bind((MN_IP, 0))
-        mn_sock.settimeout(5.0)
-        control = (config.control.host, config.control.port)
-        try:
+        async with fa_loopback(config, raw["homeagent"]["port"], revocation) as lab:
+            service, control = lab.service, lab.control
             before = await loop.run_in_executor(None, scrape, control)
             assert value(before, "mobileip_revocation_sent_total") == 0
             assert value(before, "mobileip_revocation_negotiated") == 0
             mn = mobile_node_for(raw, coa=FA_IP)
-            ident = ntp_from_unix(time.time())
-            mn_sock.sendto(build_request(mn, 600, ident), (FA_IP, fa_port))
-            check = check_reply(mn, await loop.run_in_executor(None, mn_sock.recv, 2048), ident)
-            assert check.ok and check.reply is not None and check.reply.code == 0, check.error
+            await lab.register(mn, 600, ntp_from_unix(time.time()))
             negotiated = await loop.run_in_executor(None, scrape, control)
             assert value(negotiated, "mobileip_revocation_negotiated") == 1
             home = IPv4Address(mn.home_address)
@@ -124,10 +95,6 @@ def test_metrics_move_with_a_revocation_and_its_retransmission() -> None:
             assert summary["retransmitted"] == value(
                 after, "mobileip_revocation_retransmitted_total"
             )
-        finally:
-            mn_sock.close()
-            transport.close()
-            await daemon.stop()
 
     asyncio.run(main())
 
