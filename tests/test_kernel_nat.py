@@ -29,51 +29,43 @@ address behind it and ``nat_traversal = true``. Checked:
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import time
 
 import pytest
+from natlab_checks import (
+    OUTAGE_BOUND_S,
+    assert_answered,
+    capture_public,
+    failover,
+    first_mapping,
+    keepalives_hold,
+    rebind,
+    running,
+    stop_capture,
+)
 from pcapio import tshark_fields
 
 from mobileip.tools.lab import _ip
-from mobileip.tools.natlab import INTERVAL, KEEPALIVE, NAT_PUBLIC, UDP_TIMEOUT, VIRTUAL, NatLab
+from mobileip.tools.natlab import INTERVAL, KEEPALIVE, NAT_PUBLIC, VIRTUAL, NatLab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
-
-OUTAGE_BOUND_S = 3.0  # VRRP at 0.1 s: Master_Down ~0.36 s; UML's one CPU runs everything
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_nat_traversal_with_keepalives_rebind_and_failover() -> None:
-    lab = NatLab()
-    try:
-        lab.setup()
-        lab.start_home_agents()
-
+    with running(NatLab()) as lab:
         # --- registration through the NAT, seen by tshark on the public side ----------------
-        pcap = lab.work / "public.pcap"
-        capture = lab.spawn(
-            "rt", ["tshark", "-n", "-i", "eth2", "-f", "udp port 434", "-w", str(pcap)], "tshark"
-        )
-        capture.wait_for("Capturing on", 60)
+        pcap, capture = capture_public(lab)
         node = lab.start_daemon("mn", "mobilenode", lab.mn_config())
         node.wait_for(f"mn.udp_tunnel keepalive={KEEPALIVE}", 30)
         node.wait_for("mn.registered", 30)
-        lab._wait(lambda: bool(lab.mapping("ha1") and lab.mapping("ha2")), 30, "both mappings")
-        first = lab.mapping("ha1")
-        assert first == lab.mapping("ha2")  # the standby got it through the sync protocol
-        [public] = first
-        address, port = public.split(":")
-        assert address == NAT_PUBLIC and 20000 <= int(port) <= 20999, first
+        first, public = first_mapping(lab)
 
         # --- traffic both ways through the UDP tunnel -----------------------------------------
         before = lab.ping(2.0)
         print(f"ping through the NAT: {before}")
-        assert before["received"] >= before["sent"] - 2 > 0, before
-        time.sleep(1.0)
-        capture.popen.terminate()
-        capture.popen.wait(30)
+        assert_answered(before)
+        stop_capture(capture)
         rows = tshark_fields(
             pcap,
             ["mip.type", "mip.code", "mip.ext.utrq.encaptype", "mip.ext.utrp.code",
@@ -94,53 +86,17 @@ def test_nat_traversal_with_keepalives_rebind_and_failover() -> None:
         )
 
         # --- keepalives hold the mapping through an idle period longer than the NAT's timeout --
-        kept = lab.nat_status("ha1")["counters"].get("udp-keepalive", 0)
-        time.sleep(UDP_TIMEOUT * 2.5)
-        keepalives = lab.nat_status("ha1")["counters"].get("udp-keepalive", 0) - kept
-        assert keepalives >= UDP_TIMEOUT, keepalives
-        assert lab.mapping("ha1") == first  # the same mapping: the NAT never dropped it
-        idle = lab.ping(1.0)
-        print(f"ping after {UDP_TIMEOUT * 2.5:.0f} s idle ({keepalives} keepalives): {idle}")
-        assert idle["received"] >= idle["sent"] - 2 > 0, idle
+        keepalives_hold(lab, first)
 
         # --- the NAT rebinds: the next keepalive leaves on a new port; the HA follows ----------
-        lab.translate("21000-21999")
-        lab.flush_conntrack()
-        lab._wait(
-            lambda: lab.mapping("ha1") != first and lab.mapping("ha2") == lab.mapping("ha1"),
-            30,
-            "the rebind on both members",
-        )
-        moved = lab.mapping("ha1")
-        assert moved[0].startswith(f"{NAT_PUBLIC}:21"), moved
+        moved = rebind(lab, first)
         assert lab.nat_status("ha1")["counters"].get("udp-rebind", 0) >= 1
-        rebound = lab.ping(1.0)
-        print(f"ping after the rebind to {moved[0]}: {rebound}")
-        assert rebound["received"] >= rebound["sent"] - 2 > 0, rebound
 
         # --- failover under traffic ----------------------------------------------------------
-        result = lab.failover()
-        after = lab.nat_status("ha2")
-        print(
-            f"failover with a NAT-ed mobile node: ping outage {result['outage_ms']} ms "
-            f"(longest gap {result['max_gap_ms']} ms at {INTERVAL * 1e3:.0f} ms intervals), "
-            f"sent {result['sent']}, received {result['received']}, lost {result['lost']}; "
-            f"ha2 data plane after: {after['counters']}"
-        )
-        assert after["counters"].get("udp-encap", 0) > 0 and after["counters"].get("udp-decap")
-        assert lab.mapping("ha2") == moved
-        assert result["received"] > 0 and result["outage_ms"] < OUTAGE_BOUND_S * 1e3, result
+        result = failover(lab, moved, "a NAT-ed mobile node")
         assert result["lost"] is not None and result["lost"] < OUTAGE_BOUND_S / INTERVAL, result
 
         # --- ha1 boots again: the mapping comes with the bulk download -------------------------
         _ip("-n", lab.ns("hub"), "link", "set", "p-ha1-0", "up")
         lab.start_daemon("ha1", "homeagent", lab.ha_config("ha1")).wait_for("dataplane.started", 60)
         lab._wait(lambda: lab.mapping("ha1") == moved, 60, "ha1's mapping after its download")
-    except BaseException:
-        for label, proc in lab.procs.items():
-            print(f"--- {label}\n" + "\n".join(t for _, t in proc.lines[-25:]))
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            lab.teardown()
-    assert not [ns for ns in lab.namespaces if ns.startswith(lab.prefix)]
