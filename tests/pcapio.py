@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -49,3 +50,24 @@ def tshark_fields(path: Path, fields: Sequence[str], *prefs: str) -> list[list[s
         cmd += ["-e", name]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
     return [line.split("\t") for line in out.splitlines()]
+
+
+def read_capture_until(
+    path: Path,
+    fields: Sequence[str],
+    done: Callable[[list[dict[str, str]]], bool],
+    timeout: float = 20.0,
+) -> list[dict[str, str]]:
+    """Read a capture still being written (dumpcap writes its file in batches) every 0.5 s, one
+    dict per frame keyed by field, until ``done(rows)`` or ``timeout``; the last rows read."""
+    rows: list[dict[str, str]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            rows = [dict(zip(fields, r, strict=False)) for r in tshark_fields(path, fields)]
+        except subprocess.CalledProcessError:
+            continue  # the last packet half-written
+        if done(rows):
+            break
+    return rows

@@ -17,15 +17,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
 from netns import Member, Process, Segment, ip, segment_fixture  # noqa: F401
-from pcapio import tshark_fields
+from pcapio import read_capture_until
 from test_dataplane_netns import CN, HA, ha_config, wait_dataplane
 from test_pools_netns import NAI_KEY, NAI_SPI, POOL, pools
 
@@ -142,16 +140,11 @@ def check_capture(cap: Process, pcap: Path, home: str) -> None:
     assigning the address, then renewals unicast from the address."""
     fields = ["ip.src", "ip.dst", "mip.type", "mip.code", "mip.homeaddr", "mip.ext.type",
               "_ws.malformed"]  # fmt: skip
-    rows: list[dict[str, str]] = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        try:
-            rows = [dict(zip(fields, r, strict=False)) for r in tshark_fields(pcap, fields)]
-        except subprocess.CalledProcessError:
-            continue  # the last packet half-written
-        if sum(1 for r in rows if r["mip.type"] == "1" and r["ip.src"] == home) >= 1:
-            break
+    rows = read_capture_until(
+        pcap,
+        fields,
+        lambda rows: any(r["mip.type"] == "1" and r["ip.src"] == home for r in rows),
+    )
     cap.stop()
     assert all(not r.get("_ws.malformed") for r in rows), rows
     first = next(r for r in rows if r["mip.type"] == "1")

@@ -17,7 +17,6 @@ import json
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -27,7 +26,7 @@ from typing import Any
 import pytest
 from helpers import wait_until
 from netns import Member, Segment, sync_section
-from pcapio import tshark_fields
+from pcapio import read_capture_until
 
 from mobileip.config import to_toml
 
@@ -211,18 +210,13 @@ def test_sigkill_of_the_active_mid_retransmission_neither_loses_nor_duplicates(
 
     fields = ["ip.src", "ip.dst", "mip.type", "mip.code", "mip.rev.a", "mip.rev.i",
               "mip.revid", "mip.ack.i", "_ws.malformed"]  # fmt: skip
-    rows: list[dict[str, str]] = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        try:
-            rows = [dict(zip(fields, r, strict=False)) for r in tshark_fields(pcap, fields)]
-        except subprocess.CalledProcessError:
-            continue  # the last packet half-written
+
+    def told_then_registered(rows: list[dict[str, str]]) -> bool:
         types = [(r["mip.type"], r["mip.code"]) for r in rows]
         to_mn = [r["mip.code"] for r in rows if r["ip.dst"] == HOME and r["mip.type"] == "3"]
-        if ("15", "") in types and to_mn[-2:] == ["65", "0"]:  # told, then registered again
-            break
+        return ("15", "") in types and to_mn[-2:] == ["65", "0"]  # told, then registered again
+
+    rows = read_capture_until(pcap, fields, told_then_registered)
     cap.stop()
     ours = [r for r in rows if FA_IP in (r["ip.src"], r["ip.dst"])]
     assert all(not r.get("_ws.malformed") for r in ours)

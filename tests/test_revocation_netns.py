@@ -10,14 +10,12 @@ mobile node (I bit); the Home Agent logs the ack after two attempts."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from netns import Segment
-from pcapio import tshark_fields
+from pcapio import read_capture_until
 
 from mobileip.config import to_toml
 
@@ -137,17 +135,12 @@ def test_clear_binding_revokes_through_the_real_fa_and_mn_daemons(
     # file in batches: read it until the ack and the reply to the MN are in, then stop it)
     fields = ["ip.src", "ip.dst", "mip.type", "mip.code", "mip.ext.type", "mip.rev.a",
               "mip.rev.i", "mip.revid", "mip.ack.i", "_ws.malformed"]  # fmt: skip
-    rows: list[dict[str, str]] = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        try:
-            rows = [dict(zip(fields, r, strict=False)) for r in tshark_fields(pcap, fields)]
-        except subprocess.CalledProcessError:
-            continue  # the last packet half-written
-        types = [(r["mip.type"], r["mip.code"]) for r in rows]
-        if ("15", "") in types and ("3", "65") in types:
-            break
+
+    def ack_and_reply(rows: list[dict[str, str]]) -> bool:
+        types = {(r["mip.type"], r["mip.code"]) for r in rows}
+        return ("15", "") in types and ("3", "65") in types
+
+    rows = read_capture_until(pcap, fields, ack_and_reply)
     cap.stop()
     assert all(not r.get("_ws.malformed") for r in rows)
     relayed = [r for r in rows if r["mip.type"] == "1" and r["ip.src"] == FA_IP]
