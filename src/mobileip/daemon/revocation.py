@@ -190,7 +190,10 @@ class RevocationService:
         self._activation = loop.call_later(GARP_POLL, self._wait_announced, before, since, until)
 
     def _apply_role(self, active: bool, announced_ms: float | None) -> None:
+        was = self.agent.active
         resumed = self.agent.set_active(active, time.monotonic())
+        if active and not was and self.replicator is not None:
+            self.replicator.resync(time.monotonic())  # the group's state again, then revoke
         self.host.log.info(
             "revocation.role",
             role="active" if active else "standby",

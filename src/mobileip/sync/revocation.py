@@ -104,6 +104,23 @@ class RevocationReplicator:
         for ep in list(self.ctx.members):
             self._peer(ep, now)
 
+    def resync(self, now: float) -> None:
+        """The member became active: ask every reachable member for its whole state again.
+        The old active replicated its last entries to some members only (sync loss) and
+        nobody forwards what it applied, so a new active that missed a pending revocation
+        picked a second identifier for the same negotiation on the next `clear binding`
+        (found by the simulator, seed 1471 with 5 members). The answers merge like any other
+        entries (a pending one is resumed at once). New revocations are not deferred for it:
+        deferring them moved them into the next role change, where a stale view's FORGOTTEN
+        outranked them (the simulator, seed 71), docs/revocation.md."""
+        self._now = now
+        for ep, member in self.ctx.members.items():
+            peer = self.peers.get(ep)
+            if peer is None or peer.supported is False or not member.reachable:
+                continue
+            self.counters["requests-on-takeover"] += 1
+            self._send(ep, peer, (), True, now)
+
     def snapshot_complete(self, now: float) -> bool:
         """True (and latched) once every member that takes our state sent its end of snapshot
         (an empty, non-request Revocation State after all its entries were acked), or

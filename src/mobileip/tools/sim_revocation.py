@@ -21,11 +21,18 @@ Invariants (docs/revocation.md, "Failover"; checked as the run goes and after a 
   out, the active was cut off from the group) by an active that then died: the new active does
   not know it and a later ``clear binding`` picks another; and (``stale_active_duplicates``) an
   identifier made by a member that was cut off from the sync since the first one was made
-  (roles come from VRRP, which the model keeps working: a split of the sync link alone);
+  (roles come from VRRP, which the model keeps working: a split of the sync link alone).
+  The same identifier made again for the same negotiation (a member that missed the first)
+  is a copy. An identifier picked again for another negotiation is a violation, unless it was
+  first sent while no peer held it and every member that held it is dead
+  (``unreplicated_reuses``: nobody alive can know it);
 * **never lost**: every revocation that a member still alive at the end held (the creator, or a
   peer that took its replicated entry) is acked by the foreign agent, unless a new registration
   of the binding end superseded it or it gave up after ``max_attempts`` copies (the FA link lost
-  them all: the protocol's own limit, counted ``gave_up``);
+  them all: the protocol's own limit, counted ``gave_up``), or a registration of its home
+  through another care-of address was accepted after it by an active cut off from the sync
+  since before it was made (``stale_active_losses``: that stale view forgot the negotiation, a
+  newer entry than the pending revocation);
 * **nothing settled re-sent**: no member sends a revocation it holds as settled (after a
   takeover, only copies already in flight may reach the FA again);
 * **agreement**: after convergence every member holds the same revocation entries (state,
@@ -99,6 +106,8 @@ class RevocationReport:
     lost_with_holders: int = 0  # every member that held it crashed (allowed)
     unreplicated_duplicates: int = 0  # a second identifier after an unreplicated one (allowed)
     stale_active_duplicates: int = 0  # a second one by an active cut off from the sync (allowed)
+    unreplicated_reuses: int = 0  # an unreplicated identifier, its holders dead, picked again
+    stale_active_losses: int = 0  # ended by a registration at an active cut off from the sync
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -190,6 +199,7 @@ class RevocationSimulation:
         self.unreplicated: set[RevId] = set()  # first sent while no peer held it
         self.creator: dict[RevId, int] = {}
         self.registered_at: dict[tuple[int, int], list[float]] = {}  # binding end -> accepts
+        self.accepted_by: dict[int, list[tuple[float, int]]] = {}  # home -> (when, member)
 
     # --- scheduling ---------------------------------------------------------------------------
 
@@ -344,6 +354,7 @@ class RevocationSimulation:
             cur.agent.set_active(False, self.now)
             self._pump(cur)
         resumed = want.agent.set_active(True, self.now)
+        want.replicator.resync(self.now)  # what the old active replicated to some only
         self.report.takeovers += cur is None and self.dead_since is not None
         self.report.resumed += resumed
         self.active, self.active_since, self.dead_since = want, self.now, None
@@ -430,6 +441,7 @@ class RevocationSimulation:
         if out.code in (0, 1) and req.lifetime:
             end = (int(req.home_address), int(req.care_of_address))
             self.registered_at.setdefault(end, []).append(self.now)
+            self.accepted_by.setdefault(end[0], []).append((self.now, m.index))
             if reply != out.reply:
                 self.report.negotiated += 1
         for ev in out.events:
@@ -485,11 +497,24 @@ class RevocationSimulation:
                 continue
             b = p.binding
             rid: RevId = (int(b.home_address), p.revocation_id)
-            if rid in self.created and rid in self.sent:
-                # the FA would take it for a copy of the one it already acked
-                self._violation(f"{m.endpoint[0]} reused {_fmt(rid)} for another negotiation")
+            neg: NegotiationId = (b.key[0], b.key[1], b.since)
+            if rid in self.created and self.created[rid][0] == neg:
+                # the same identifier for the same negotiation, made again by a member that
+                # missed the first (byte-identical datagrams): the FA sees copies, not a reuse
+                # (seeds 1975 and 1994 were reported as reuses)
+                self.holders[rid].add(m.incarnation)
                 continue
-            self.created[rid] = ((b.key[0], b.key[1], b.since), self.now)
+            if rid in self.created and rid in self.sent:
+                if not self._unknowable(rid):
+                    # the FA would take it for a copy of the one it already acked
+                    self._violation(f"{m.endpoint[0]} reused {_fmt(rid)} for another negotiation")
+                    continue
+                # allowed: first sent while no peer held it, by a member now dead with every
+                # holder; the same number, the same documented cause as a second identifier
+                self.report.unreplicated_reuses += 1
+                for seen in (self.fa_acked, self.gave_up, self.sent, self.unreplicated):
+                    seen.discard(rid)
+            self.created[rid] = (neg, self.now)
             self.holders[rid] = {m.incarnation}
             self.creator[rid] = m.index
             self.report.revocations += 1
@@ -560,6 +585,26 @@ class RevocationSimulation:
         if len(self.report.violations) < 20:
             self.report.violations.append(f"t={self.now:.3f} {text}")
 
+    def _unknowable(self, rid: RevId) -> bool:
+        """An identifier no member alive can know: first sent while no peer held it (the hold
+        ran out, its active cut off from the group), and every member that held it is dead.
+        A new active then picks identifiers from what it knows, possibly the same number
+        (seed 665 with 3 members; docs/revocation.md, "Where it can still go wrong")."""
+        alive = {m.incarnation for m in self.members if m.alive}
+        return rid in self.unreplicated and not self.holders[rid] & alive
+
+    def _ended_by_stale_active(self, home: int, when: float) -> bool:
+        """Allowed too: after the revocation was made, a registration of its home (through
+        another care-of address: it replaced the binding end) was accepted by an active cut
+        off from the sync since before the revocation was made. Its stale view still had the
+        negotiation, so it forgot it, and that later entry outranks the pending one (seed 637
+        with 3 members; docs/revocation.md, "Where it can still go wrong")."""
+        return any(
+            t > when and s < when and e > t and w == who
+            for t, who in self.accepted_by.get(home, [])
+            for s, e, w in self.faults.partitions
+        )
+
     def _stale_creator(self, home: int, ids: list[int]) -> bool:
         """Allowed too: each later identifier was made by a member cut off from the sync since
         the first one was made (it became active with a stale view: a split of the sync link
@@ -600,6 +645,9 @@ class RevocationSimulation:
                 continue  # superseded by a new registration of the binding end
             if not self.holders[rid] & alive:
                 r.lost_with_holders += 1
+                continue
+            if self._ended_by_stale_active(neg[0], when):
+                r.stale_active_losses += 1
                 continue
             self._violation(f"{_fmt(rid)} lost: held by {sorted(self.holders[rid])}, never acked")
         views = {}
