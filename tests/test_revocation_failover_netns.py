@@ -27,6 +27,7 @@ import pytest
 from helpers import wait_until
 from netns import Member, Segment, sync_section
 from pcapio import read_capture_until
+from test_revocation_netns import FA_HA_KEY, FA_HA_SPI, HOME, KEY, SPI, start_foreign_link
 
 from mobileip.config import to_toml
 
@@ -34,11 +35,6 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
 VIP = "10.78.0.100"
 FA_IP = "10.78.0.20"
-HOME = "10.1.0.100"
-SPI = 256
-KEY = "00112233445566778899aabbccddeeff"
-FA_HA_SPI = 4096
-FA_HA_KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 CONTROL = "127.0.0.1:8434"
 
 LAUNCHER = """
@@ -133,41 +129,7 @@ def test_sigkill_of_the_active_mid_retransmission_neither_loses_nor_duplicates(
     pb.wait_for(r"event=sync\.state state=SYNCED", 30)
     wait_until(lambda: f"{VIP}/24" in seg.addresses(a), 10, "a to own the virtual address")
 
-    fa_cfg = {
-        "foreignagent": {
-            "interface": fa.ifname,
-            "care_of_address": FA_IP,
-            "advertisement_interval": 0.5,
-            "max_lifetime": 600,
-            "revocation_spi": FA_HA_SPI,
-            "revocation_key": FA_HA_KEY,
-            "tun_name": f"{seg.prefix}t",
-        }
-    }
-    mn_cfg = {
-        "mobilenode": {
-            "interface": mn.ifname,
-            "home_address": HOME,
-            "home_agent": VIP,
-            "home_network": "10.1.0.0/24",
-            "spi": SPI,
-            "key": KEY,
-            "lifetime": 120,
-            "agent_timeout": 3.0,
-        }
-    }
-    for name, cfg in (("fa", fa_cfg), ("mn", mn_cfg)):
-        (tmp_path / f"{name}.toml").write_text(to_toml(cfg))
-    pcap = tmp_path / "foreign-link.pcap"
-    cap = seg.spawn(fa, ["dumpcap", "-i", fa.ifname, "-f", "udp port 434", "-w", str(pcap)], "cap")
-    cap.wait_for(r"Capturing on", 20)
-    fa_argv = [py, "-m", "mobileip", "foreignagent", "--config", str(tmp_path / "fa.toml")]
-    pfa = seg.spawn(fa, fa_argv, "fa")
-    pfa.wait_for(r"foreignagent\.started", 30)
-    mn_argv = [py, "-m", "mobileip", "mobilenode", "--config", str(tmp_path / "mn.toml")]
-    pmn = seg.spawn(mn, mn_argv, "mn")
-    pmn.wait_for(r"mn\.registered", 40)
-    pfa.wait_for(rf"visitor\.added.*{HOME}", 10)
+    pcap, cap, pfa, pmn = start_foreign_link(seg, fa, mn, FA_IP, VIP, tmp_path)
     wait_until(
         lambda: revocation_status(seg, b)["negotiated"] == 1, 10, "b to hold the negotiation"
     )

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from netns import Segment
+from netns import Member, Process, Segment
 from pcapio import read_capture_until
 
 from mobileip.config import to_toml
@@ -61,6 +61,51 @@ asyncio.run(daemon.serve())
 """
 
 
+def start_foreign_link(
+    seg: Segment, fa: Member, mn: Member, fa_ip: str, home_agent: str, tmp_path: Path
+) -> tuple[Path, Process, Process, Process]:
+    """dumpcap on the foreign link, ``mobileip foreignagent`` (care-of address ``fa_ip``, the
+    FA-HA key for revocations) and ``mobileip mobilenode`` (HOME, home agent ``home_agent``)
+    through it; returns once the agent holds the visitor: the pcap, dumpcap, the FA, the MN."""
+    fa_cfg = {
+        "foreignagent": {
+            "interface": fa.ifname,
+            "care_of_address": fa_ip,
+            "advertisement_interval": 0.5,
+            "max_lifetime": 600,
+            "revocation_spi": FA_HA_SPI,
+            "revocation_key": FA_HA_KEY,
+            "tun_name": f"{seg.prefix}t",
+        }
+    }
+    mn_cfg = {
+        "mobilenode": {
+            "interface": mn.ifname,
+            "home_address": HOME,
+            "home_agent": home_agent,
+            "home_network": "10.1.0.0/24",
+            "spi": SPI,
+            "key": KEY,
+            "lifetime": 120,
+            "agent_timeout": 3.0,
+        }
+    }
+    for name, cfg in (("fa", fa_cfg), ("mn", mn_cfg)):
+        (tmp_path / f"{name}.toml").write_text(to_toml(cfg))
+    pcap = tmp_path / "foreign-link.pcap"
+    cap = seg.spawn(fa, ["dumpcap", "-i", fa.ifname, "-f", "udp port 434", "-w", str(pcap)], "cap")
+    cap.wait_for(r"Capturing on", 20)
+    py = sys.executable
+    fa_argv = [py, "-m", "mobileip", "foreignagent", "--config", str(tmp_path / "fa.toml")]
+    fa_proc = seg.spawn(fa, fa_argv, "fa")
+    fa_proc.wait_for(r"foreignagent\.started", 30)
+    mn_argv = [py, "-m", "mobileip", "mobilenode", "--config", str(tmp_path / "mn.toml")]
+    mn_proc = seg.spawn(mn, mn_argv, "mn")
+    mn_proc.wait_for(r"mn\.registered", 40)
+    fa_proc.wait_for(rf"visitor\.added.*{HOME}", 10)
+    return pcap, cap, fa_proc, mn_proc
+
+
 @pytest.mark.skipif(shutil.which("dumpcap") is None, reason="needs dumpcap (tshark)")
 def test_clear_binding_revokes_through_the_real_fa_and_mn_daemons(
     seg: Segment, tmp_path: Path
@@ -76,50 +121,16 @@ def test_clear_binding_revokes_through_the_real_fa_and_mn_daemons(
         ],
         "control": {"listen": control},
     }
-    fa_cfg = {
-        "foreignagent": {
-            "interface": fa.ifname,
-            "care_of_address": FA_IP,
-            "advertisement_interval": 0.5,
-            "max_lifetime": 600,
-            "revocation_spi": FA_HA_SPI,
-            "revocation_key": FA_HA_KEY,
-            "tun_name": f"{seg.prefix}t",
-        }
-    }
-    mn_cfg = {
-        "mobilenode": {
-            "interface": mn.ifname,
-            "home_address": HOME,
-            "home_agent": HA_IP,
-            "home_network": "10.1.0.0/24",
-            "spi": SPI,
-            "key": KEY,
-            "lifetime": 120,
-            "agent_timeout": 3.0,
-        }
-    }
-    paths = {}
-    for name, cfg in (("ha", ha_cfg), ("fa", fa_cfg), ("mn", mn_cfg)):
-        paths[name] = tmp_path / f"{name}.toml"
-        paths[name].write_text(to_toml(cfg))
+    ha_path = tmp_path / "ha.toml"
+    ha_path.write_text(to_toml(ha_cfg))
     launcher = tmp_path / "ha_launcher.py"
     launcher.write_text(LAUNCHER)
     py = sys.executable
     ha_proc = seg.spawn(
-        ha, [py, str(launcher), str(paths["ha"]), FA_IP, str(FA_HA_SPI), FA_HA_KEY], "ha"
+        ha, [py, str(launcher), str(ha_path), FA_IP, str(FA_HA_SPI), FA_HA_KEY], "ha"
     )
     ha_proc.wait_for(r"homeagent\.started", 30)
-    pcap = tmp_path / "foreign-link.pcap"
-    cap = seg.spawn(fa, ["dumpcap", "-i", fa.ifname, "-f", "udp port 434", "-w", str(pcap)], "cap")
-    cap.wait_for(r"Capturing on", 20)
-    fa_proc = seg.spawn(
-        fa, [py, "-m", "mobileip", "foreignagent", "--config", str(paths["fa"])], "fa"
-    )
-    fa_proc.wait_for(r"foreignagent\.started", 30)
-    mn_proc = seg.spawn(mn, [py, "-m", "mobileip", "mobilenode", "--config", str(paths["mn"])])
-    mn_proc.wait_for(r"mn\.registered", 40)
-    fa_proc.wait_for(rf"visitor\.added.*{HOME}", 10)
+    pcap, cap, fa_proc, mn_proc = start_foreign_link(seg, fa, mn, FA_IP, HA_IP, tmp_path)
 
     res = seg.run(ha, [py, "-m", "mobileip", "clear", "binding", HOME, "--control", control])
     assert res.returncode == 0, res.stdout + res.stderr
