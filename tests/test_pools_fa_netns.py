@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from netns import Member, Process, Segment, ip, segment_fixture  # noqa: F401
 from pcapio import read_capture_until
-from test_dataplane_netns import CN, HA, ha_config, wait_dataplane
-from test_pools_netns import NAI_KEY, NAI_SPI, POOL, pools
+from test_dataplane_netns import CN, HA, wait_dataplane
+from test_pools_netns import NAI_KEY, NAI_SPI, POOL, pools, start_pool_ha
 
 from mobileip.config import to_toml
 
@@ -56,16 +56,7 @@ def test_mobile_node_gets_an_address_through_the_foreign_agent(
     mn = Member("mn", mn_netns, mn_if, "")
     seg.run(ha, ["ip", "route", "add", "10.76.0.0/24", "via", FA_UPLINK])
 
-    cfg = ha_config(ha)
-    cfg["security_association"].append(
-        {"spi": NAI_SPI, "key": NAI_KEY, "nai": "*@pool.test", "pool": "home-link"}
-    )
-    cfg["pool"] = [{"name": "home-link", "network": POOL}]
-    (tmp_path / "ha.toml").write_text(to_toml(cfg))
-    daemon = seg.spawn(
-        ha, [PY, "-m", "mobileip", "homeagent", "--config", str(tmp_path / "ha.toml")], "ha"
-    )
-    daemon.wait_for(r"dataplane.started", 15)
+    start_pool_ha(seg, ha, tmp_path)
     fa_cfg = {
         "foreignagent": {
             "interface": fa_if,

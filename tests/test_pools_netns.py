@@ -20,7 +20,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
-from netns import Segment, segment_fixture  # noqa: F401
+from netns import Member, Process, Segment, segment_fixture  # noqa: F401
 from test_dataplane_netns import CN, FETCH, HA, ha_config, wait_dataplane
 
 from mobileip.config import to_toml
@@ -50,15 +50,9 @@ def pools(seg: Segment, ha: object) -> dict[str, object]:
     return data
 
 
-def test_mobile_node_learns_its_address_from_the_reply(
-    segment_fixture: Segment,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    seg = segment_fixture
-    ha = seg.add_member("ha", f"{HA}/24")
-    cn = seg.add_member("cn", f"{CN}/24")
-    mn = seg.add_member("mn", "10.77.0.50/24")  # the co-located care-of address
-    seg.run(mn, ["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"])  # the HA proxies
+def start_pool_ha(seg: Segment, ha: Member, tmp_path: Path) -> Process:
+    """``mobileip homeagent`` on ``ha`` with the pool ``home-link`` (POOL) for NAIs *@pool.test
+    (NAI_SPI); returns once its data plane started."""
     cfg = ha_config(ha)
     cfg["security_association"].append(
         {"spi": NAI_SPI, "key": NAI_KEY, "nai": "*@pool.test", "pool": "home-link"}
@@ -68,6 +62,19 @@ def test_mobile_node_learns_its_address_from_the_reply(
     conf.write_text(to_toml(cfg))
     daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
     daemon.wait_for(r"dataplane.started", 15)
+    return daemon
+
+
+def test_mobile_node_learns_its_address_from_the_reply(
+    segment_fixture: Segment,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    seg = segment_fixture
+    ha = seg.add_member("ha", f"{HA}/24")
+    cn = seg.add_member("cn", f"{CN}/24")
+    mn = seg.add_member("mn", "10.77.0.50/24")  # the co-located care-of address
+    seg.run(mn, ["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"])  # the HA proxies
+    start_pool_ha(seg, ha, tmp_path)
     mn_conf = tmp_path / "mn.toml"
     mn_conf.write_text(
         to_toml(
