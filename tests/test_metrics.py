@@ -24,7 +24,12 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def scrape(ha: DaemonHandle) -> Samples:
-    host, port = ha.control
+    return scrape_at(ha.control)
+
+
+def scrape_at(control: tuple[str, int]) -> Samples:
+    """``GET /metrics`` from the control server at ``control``: (name, labels) -> value."""
+    host, port = control
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
         assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = resp.read().decode()

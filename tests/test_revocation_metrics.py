@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 from ipaddress import IPv4Address
 from types import SimpleNamespace
 from typing import Any
 
 from helpers import homeagent_config, mobile_node_for
-from prometheus_client.parser import text_string_to_metric_families
+from test_metrics import Samples, scrape_at
 from test_revocation_loopback import FA_HA, FA_IP, HA_IP, DropFirst, fa_loopback
 
 from mobileip.agents.client import fetch_json, post_json
@@ -29,21 +28,9 @@ from mobileip.daemon.homeagent import HomeAgentDaemon
 from mobileip.daemon.revocation import RevocationService
 from mobileip.web.metrics import MetricsService, _revocation_metrics
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(control: tuple[str, int]) -> Samples:
-    host, port = control
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
 
 def value(samples: Samples, name: str, **labels: str) -> float:
+    """Strict, unlike test_metrics.value: a family missing from the scrape fails the test."""
     return samples[(name, frozenset(labels.items()))]
 
 
@@ -64,23 +51,23 @@ def test_metrics_move_with_a_revocation_and_its_retransmission() -> None:
         loop = asyncio.get_running_loop()
         async with fa_loopback(config, raw["homeagent"]["port"], revocation) as lab:
             service, control = lab.service, lab.control
-            before = await loop.run_in_executor(None, scrape, control)
+            before = await loop.run_in_executor(None, scrape_at, control)
             assert value(before, "mobileip_revocation_sent_total") == 0
             assert value(before, "mobileip_revocation_negotiated") == 0
             mn = mobile_node_for(raw, coa=FA_IP)
             await lab.register(mn, 600, ntp_from_unix(time.time()))
-            negotiated = await loop.run_in_executor(None, scrape, control)
+            negotiated = await loop.run_in_executor(None, scrape_at, control)
             assert value(negotiated, "mobileip_revocation_negotiated") == 1
             home = IPv4Address(mn.home_address)
             path = f"/api/v1/bindings/{home}/clear"
             await loop.run_in_executor(None, post_json, control, path)
-            pending = await loop.run_in_executor(None, scrape, control)
+            pending = await loop.run_in_executor(None, scrape_at, control)
             assert value(pending, "mobileip_revocation_pending", kind="sending") == 1
             assert value(pending, "mobileip_revocation_sent_total") == 1
             deadline = time.monotonic() + 10
             while service.agent.pending and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
-            after = await loop.run_in_executor(None, scrape, control)
+            after = await loop.run_in_executor(None, scrape_at, control)
             assert value(after, "mobileip_revocation_sent_total") == 1
             assert value(after, "mobileip_revocation_retransmitted_total") >= 1
             assert value(after, "mobileip_revocation_acked_total") == 1
