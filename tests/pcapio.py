@@ -52,6 +52,11 @@ def tshark_fields(path: Path, fields: Sequence[str], *prefs: str) -> list[list[s
     return [line.split("\t") for line in out.splitlines()]
 
 
+def tshark_rows(path: Path, fields: Sequence[str]) -> list[dict[str, str]]:
+    """:func:`tshark_fields` with each frame as a dict keyed by field name."""
+    return [dict(zip(fields, r, strict=False)) for r in tshark_fields(path, fields)]
+
+
 def read_capture_until(
     path: Path,
     fields: Sequence[str],
@@ -65,7 +70,7 @@ def read_capture_until(
     while time.monotonic() < deadline:
         time.sleep(0.5)
         try:
-            rows = [dict(zip(fields, r, strict=False)) for r in tshark_fields(path, fields)]
+            rows = tshark_rows(path, fields)
         except subprocess.CalledProcessError:
             continue  # the last packet half-written
         if done(rows):
