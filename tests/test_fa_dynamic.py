@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pcapio import tshark_fields, write_pcap
+from pcapio import ipv4_udp, tshark_fields, write_pcap
 
 from mobileip.agents.fa import rules as fa
 from mobileip.wire import registration as wire
@@ -219,10 +219,8 @@ BROADCAST_40000 = ("255.255.255.255", 40000)
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_tshark_reads_the_agents_denials_as_rfc_2794_codes(tmp_path: Path) -> None:
-    from test_pools_wire import _ipv4_udp
-
     pcap = tmp_path / "fa.pcap"
-    frames = [_ipv4_udp(d, "192.0.2.7", "255.255.255.255", 434, 40000)
+    frames = [ipv4_udp(d, "192.0.2.7", "255.255.255.255", 434, 40000)
               for d in (GOLDEN_97, GOLDEN_98, GOLDEN_99)]  # fmt: skip
     write_pcap(pcap, frames)
     rows = tshark_fields(pcap, ["mip.type", "mip.code", "mip.homeaddr", "mip.ext.type",
