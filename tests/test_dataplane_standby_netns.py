@@ -35,7 +35,7 @@ from netns import Member, Process, Segment, sync_section
 from pcapio import tshark_fields
 
 from mobileip.config import to_toml
-from mobileip.tools.takeover import tunnelled_twice
+from mobileip.tools.takeover import RECEIVER, SENDER, tunnelled_twice
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -77,47 +77,6 @@ while time.monotonic() < end:
     if op == 2 and socket.inet_ntoa(spa) == target:
         replies.append(sha.hex(":"))
 print(json.dumps(replies))
-"""
-
-# UDP to each sampled home address every SEND_EVERY seconds, (sequence, index) in the payload
-SENDER = """
-import socket, struct, sys, time
-homes, duration, every = sys.argv[1].split(","), float(sys.argv[2]), float(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setblocking(False)
-seq, start = 0, time.monotonic()
-print("sending", flush=True)
-while time.monotonic() - start < duration:
-    for i, h in enumerate(homes):
-        try:
-            s.sendto(struct.pack("!II", seq, i), (h, 9999))
-        except OSError:
-            pass
-    seq += 1
-    time.sleep(max(0.0, start + seq * every - time.monotonic()))
-print("sent", seq, flush=True)
-"""
-
-# the care-of side: IP-in-IP packets from the Home Agents, (time, inner destination, sequence)
-RECEIVER = """
-import json, socket, struct, sys, time
-duration = float(sys.argv[1])
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
-s.settimeout(0.2)
-got, end = [], time.monotonic() + duration
-print("receiving", flush=True)
-while time.monotonic() < end:
-    try:
-        p = s.recv(2048)
-    except TimeoutError:
-        continue
-    inner = p[(p[0] & 15) * 4:]
-    if len(inner) < 36 or inner[9] != 17:
-        continue
-    ihl = (inner[0] & 15) * 4
-    seq, idx = struct.unpack_from("!II", inner, ihl + 8)
-    got.append((time.monotonic(), socket.inet_ntoa(inner[16:20]), seq))
-print("RESULT " + json.dumps(got), flush=True)
 """
 
 
@@ -263,15 +222,20 @@ def test_takeover_at_10000_bindings_with_virtual_mac(seg: Segment, tmp_path: Pat
         assert arp_repliers(seg, cn, other.ip) == [own_mac(seg, other)]  # not proxied
 
         # traffic to the sampled home addresses, then the active's box dies
-        rx = seg.spawn(far, [PY, "-c", RECEIVER, "9"], "receiver")
+        stop = tmp_path / "stop-traffic"  # the sender and the receiver end when it appears
+        rx = seg.spawn(far, [PY, "-c", RECEIVER, str(stop)], "receiver")
         rx.wait_for("receiving", 10)
-        tx = seg.spawn(cn, [PY, "-c", SENDER, ",".join(homes), "5.5", str(SEND_EVERY)], "sender")
+        tx = seg.spawn(
+            cn, [PY, "-c", SENDER, ",".join(homes), str(SEND_EVERY), str(stop)], "sender"
+        )
         tx.wait_for("sending", 10)
         time.sleep(2.0)
         killed = time.monotonic()
         procs["a"].signal(signal.SIGKILL)
         seg.set_link(a, False)  # a dead box sends nothing (its kernel would still answer)
         became = procs["b"].wait_for(r"event=role\.changed role=active", 5, since=killed)
+        time.sleep(max(0.0, killed + 3.5 - time.monotonic()))  # 3.5 s of traffic past the kill
+        stop.touch()
         got = json.loads(rx.wait_for(r"^RESULT ", 20).text[len("RESULT ") :])
         per_home = outages(got, homes, killed)
         back = min((t for t, _, _ in got if t > killed + 0.05), default=None)

@@ -1,7 +1,9 @@
-"""Kernel-backend takeover with traffic (issue 14): what tests/test_kernel_takeover.py (asserted)
-and scripts/perf/kernel_takeover.py (measured) share: the lab with the kernel backend and the
-VRRP virtual MAC, the correspondent's sender, the care-of side's receiver, and the count of
-packets tunnelled twice."""
+"""Takeover with traffic (issue 14): what tests/test_kernel_takeover.py (asserted) and
+scripts/perf/kernel_takeover.py (measured) share: the lab with the kernel backend and the VRRP
+virtual MAC, the correspondent's sender, the care-of side's receiver, and the count of packets
+tunnelled twice. tests/test_dataplane_standby_netns.py (the userspace backend's takeover at
+10,000 bindings) uses the sender, receiver and count too, tests/test_vmac_keepalived_netns.py the
+count."""
 
 from __future__ import annotations
 
