@@ -2,18 +2,21 @@
 (foreign agent behind it) share on a :class:`mobileip.tools.natlab.NatLab`: the lab's life (a
 failure prints each daemon's last lines; the namespaces are always removed), tshark on the
 router's public side, the binding's NAT mapping on both members, keepalives through an idle
-period, a NAT rebind and a failover under the ping."""
+period, a NAT rebind and a failover under the ping; tests/test_kernel_nat_hybrid.py (the same
+with the kernel backend) too."""
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mobileip.tools.lab import Proc
-from mobileip.tools.natlab import NAT_PUBLIC, UDP_TIMEOUT, NatLab
+from pcapio import tshark_fields
+
+from mobileip.tools.lab import Proc, _ip
+from mobileip.tools.natlab import NAT_PUBLIC, UDP_TIMEOUT, VIRTUAL, NatLab
 
 OUTAGE_BOUND_S = 3.0  # VRRP at 0.1 s: Master_Down ~0.36 s; UML's one CPU runs everything
 
@@ -94,6 +97,7 @@ def rebind(lab: NatLab, first: list[str]) -> list[str]:
     )
     moved = lab.mapping("ha1")
     assert moved[0].startswith(f"{NAT_PUBLIC}:21"), moved
+    assert lab.nat_status("ha1")["counters"].get("udp-rebind", 0) >= 1
     rebound = lab.ping(1.0)
     print(f"ping after the NAT rebound to {moved[0]}: {rebound}")
     assert_answered(rebound)
@@ -114,3 +118,41 @@ def failover(lab: NatLab, moved: list[str], who: str) -> dict[str, Any]:
     assert lab.mapping("ha2") == moved
     assert result["received"] > 0 and result["outage_ms"] < OUTAGE_BOUND_S * 1e3, result
     return result
+
+
+def register_and_ping(
+    lab: NatLab, start: Callable[[], None], fields: Sequence[str], what: str
+) -> tuple[list[str], str, list[list[str]]]:
+    """tshark on the public side while ``start`` brings the node(s) up and registers; both
+    members hold the first mapping; the correspondent's ping is answered through the tunnel.
+    Returns the mapping, its public address:port and the capture's ``fields`` rows."""
+    pcap, capture = capture_public(lab)
+    start()
+    first, public = first_mapping(lab)
+    before = lab.ping(2.0)
+    print(f"ping {what}: {before}")
+    assert_answered(before)
+    stop_capture(capture)
+    return first, public, tshark_fields(pcap, list(fields))
+
+
+def tunnel_data(rows: list[list[str]], src: int) -> tuple[list[list[str]], list[list[str]]]:
+    """The tunnel data rows (``mip.type`` 4 in column 0): from the Home Agent (the virtual
+    address) and from the NAT's public address, by the ``ip.src`` column ``src``."""
+    data = [r for r in rows if r[0] == "4"]
+    return (
+        [r for r in data if r[src].startswith(VIRTUAL)],
+        [r for r in data if r[src].startswith(NAT_PUBLIC)],
+    )
+
+
+def idle_rebind_failover(
+    lab: NatLab, first: list[str], who: str
+) -> tuple[list[str], dict[str, Any]]:
+    """Keepalives through an idle period, a NAT rebind, then a failover under the ping; ha1's
+    link back up afterwards. Returns the moved mapping and the failover's ping result."""
+    keepalives_hold(lab, first)
+    moved = rebind(lab, first)
+    result = failover(lab, moved, who)
+    _ip("-n", lab.ns("hub"), "link", "set", "p-ha1-0", "up")
+    return moved, result

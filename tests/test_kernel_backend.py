@@ -46,6 +46,7 @@ from mobileip.dataplane.kernel import (
     encap_route,
     kernel_supports_tunnels,
 )
+from mobileip.dataplane.udp_tun import UdpTun
 from mobileip.net import rtnl as nl
 
 IPIP, GRE, MINIMAL = Encapsulation.IPIP, Encapsulation.GRE, Encapsulation.MINIMAL
@@ -147,6 +148,48 @@ def test_route_key_exit_and_bookkeeping() -> None:
     assert (b.simultaneous, b.minimal) == (1, 1)
     b.untrack(HOME)
     assert (b.simultaneous, b.minimal) == (0, 0)
+
+
+def test_udp_tunnelled_homes_take_the_tun_route() -> None:
+    """RFC 3519 homes (no IP exit, a NAT mapping) go into the hybrid path's TUN, with the same
+    metric as an encap route (either replaces the other); a NAT rebind is a new spec with the
+    same route key whose mapping track() puts where the TUN's reader looks; without the TUN
+    they get no route and are counted."""
+    b = KernelBackend(_nolog, HA_ADDR)
+    b.ifindex = {IPIP: 5, GRE: 6}
+    nat_spec = TunnelSpec(HOME, (), (), ((A("203.0.113.9"), 20001),))
+    assert b.route_key(nat_spec) == "udp-only"
+    kinds = [struct.unpack_from("=IH", m)[1] for m in b.add_messages(nat_spec, TABLE) or []]
+    assert kinds == [nl.RTM_DELROUTE] and b.counters["udp-tunnel-unsupported"] == 1
+    b.udp_tun = UdpTun(_nolog, "miptest")
+    b.udp_tun.index = 11
+    # first a plain binding with T, then the node moves behind a NAT
+    assert b.add_messages(spec(HOME, (COA, IPIP)), TABLE)
+    b.track(spec(HOME, (COA, IPIP)))
+    msgs = b.add_messages(nat_spec, TABLE)
+    assert msgs is not None
+    kinds = [struct.unpack_from("=IH", m)[1] for m in msgs]
+    assert kinds == [nl.RTM_NEWROUTE, knl.RTM_DELTFILTER]  # the reverse filter goes
+    attrs = _attrs(msgs[0][28:])
+    assert struct.unpack("=I", attrs[nl.RTA_OIF])[0] == 11 and nl.RTA_ENCAP not in attrs
+    assert (
+        attrs[nl.RTA_PRIORITY]
+        == _attrs(encap_route(HOME, COA, HA_ADDR, 64, 5, TABLE)[28:])[nl.RTA_PRIORITY]
+    )
+    b.track(nat_spec)
+    assert b.udp_tun.exits == {HOME.packed: nat_spec.udp} and b.udp_homes == {HOME}
+    assert not b.confirmed[int(HOME)] and (b.simultaneous, b.minimal) == (0, 0)
+    rebound = TunnelSpec(HOME, (), (), ((A("203.0.113.9"), 21007),))
+    assert b.route_key(rebound) == b.route_key(nat_spec) == "udp-tun"  # no route change
+    b.track(rebound)
+    assert b.udp_tun.exits[HOME.packed] == rebound.udp
+    # a home with both kinds takes the kernel exit (counted as simultaneous)
+    mixed = TunnelSpec(HOME, ((COA, IPIP),), (), rebound.udp)
+    assert b.route_key(mixed) != "udp-tun"
+    b.track(mixed)
+    assert not b.udp_tun.exits and not b.udp_homes and b.simultaneous == 1
+    b.untrack(HOME)
+    assert not b.udp_tun.exits and b.simultaneous == 0
 
 
 def test_legacy_interface_is_not_chosen() -> None:

@@ -34,19 +34,13 @@ import shutil
 import pytest
 from natlab_checks import (
     OUTAGE_BOUND_S,
-    assert_answered,
-    capture_public,
-    failover,
-    first_mapping,
-    keepalives_hold,
-    rebind,
+    idle_rebind_failover,
+    register_and_ping,
     running,
-    stop_capture,
+    tunnel_data,
 )
-from pcapio import tshark_fields
 
-from mobileip.tools.lab import _ip
-from mobileip.tools.natlab import INTERVAL, KEEPALIVE, NAT_PUBLIC, VIRTUAL, NatLab
+from mobileip.tools.natlab import INTERVAL, KEEPALIVE, NAT_PUBLIC, NatLab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
 
@@ -54,49 +48,37 @@ pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_nat_traversal_with_keepalives_rebind_and_failover() -> None:
     with running(NatLab()) as lab:
-        # --- registration through the NAT, seen by tshark on the public side ----------------
-        pcap, capture = capture_public(lab)
-        node = lab.start_daemon("mn", "mobilenode", lab.mn_config())
-        node.wait_for(f"mn.udp_tunnel keepalive={KEEPALIVE}", 30)
-        node.wait_for("mn.registered", 30)
-        first, public = first_mapping(lab)
 
-        # --- traffic both ways through the UDP tunnel -----------------------------------------
-        before = lab.ping(2.0)
-        print(f"ping through the NAT: {before}")
-        assert_answered(before)
-        stop_capture(capture)
-        rows = tshark_fields(
-            pcap,
+        def start() -> None:
+            node = lab.start_daemon("mn", "mobilenode", lab.mn_config())
+            node.wait_for(f"mn.udp_tunnel keepalive={KEEPALIVE}", 30)
+            node.wait_for("mn.registered", 30)
+
+        # registration through the NAT, seen by tshark on the public side; traffic both ways
+        first, public, rows = register_and_ping(
+            lab,
+            start,
             ["mip.type", "mip.code", "mip.ext.utrq.encaptype", "mip.ext.utrp.code",
              "mip.ext.utrp.keepalive", "mip.nattt.nexthdr", "ip.src", "udp.srcport"],
+            "through the NAT",
         )  # fmt: skip
         requests = [r for r in rows if r[0] == "1" and r[2] == "4"]
         replies = [r for r in rows if r[0] == "3" and r[3] == "0"]
         assert requests and all(r[6].split(",")[0] == NAT_PUBLIC for r in requests), rows[:5]
         assert replies and replies[0][1] == "0" and replies[0][4] == str(KEEPALIVE), rows[:5]
-        data = [r for r in rows if r[0] == "4"]
-        to_mn = [r for r in data if r[6].startswith(VIRTUAL)]
-        from_mn = [r for r in data if r[6].startswith(NAT_PUBLIC)]
-        assert to_mn and from_mn and all(r[5] == "4" for r in data), rows[:5]
+        to_mn, from_mn = tunnel_data(rows, 6)
+        assert to_mn and from_mn and all(r[5] == "4" for r in to_mn + from_mn), rows[:5]
         print(
             f"tshark on the public side: {len(requests)} requests with 144, {len(replies)} "
             f"replies with 44 (code 0, keepalive {KEEPALIVE}), tunnel data {len(to_mn)} to the "
             f"mobile node, {len(from_mn)} from it; NAT mapping {public}"
         )
 
-        # --- keepalives hold the mapping through an idle period longer than the NAT's timeout --
-        keepalives_hold(lab, first)
-
-        # --- the NAT rebinds: the next keepalive leaves on a new port; the HA follows ----------
-        moved = rebind(lab, first)
-        assert lab.nat_status("ha1")["counters"].get("udp-rebind", 0) >= 1
-
-        # --- failover under traffic ----------------------------------------------------------
-        result = failover(lab, moved, "a NAT-ed mobile node")
+        # keepalives through an idle period longer than the NAT's timeout, the NAT rebinds
+        # (the HA follows), failover under traffic
+        moved, result = idle_rebind_failover(lab, first, "a NAT-ed mobile node")
         assert result["lost"] is not None and result["lost"] < OUTAGE_BOUND_S / INTERVAL, result
 
         # --- ha1 boots again: the mapping comes with the bulk download -------------------------
-        _ip("-n", lab.ns("hub"), "link", "set", "p-ha1-0", "up")
         lab.start_daemon("ha1", "homeagent", lab.ha_config("ha1")).wait_for("dataplane.started", 60)
         lab._wait(lambda: lab.mapping("ha1") == moved, 60, "ha1's mapping after its download")

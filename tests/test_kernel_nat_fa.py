@@ -28,20 +28,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from natlab_checks import (
-    assert_answered,
-    capture_public,
-    failover,
-    first_mapping,
-    keepalives_hold,
-    rebind,
-    running,
-    stop_capture,
-)
-from pcapio import tshark_fields
+from natlab_checks import idle_rebind_failover, register_and_ping, running, tunnel_data
 
-from mobileip.tools.lab import _ip
-from mobileip.tools.natlab import FA_COA, HOME, KEEPALIVE, NAT_PUBLIC, VIRTUAL, NatLab
+from mobileip.tools.natlab import FA_COA, HOME, KEEPALIVE, NAT_PUBLIC, NatLab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
 
@@ -49,22 +38,20 @@ pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_foreign_agent_behind_a_nat_tunnels_in_udp() -> None:
     with running(NatLab(via_fa=True)) as lab:
-        pcap, capture = capture_public(lab)
-        agent = lab.start_daemon("fa", "foreignagent", lab.nat_fa_config())
-        agent.wait_for(r"foreignagent\.started", 30)
-        node = lab.start_daemon("mn", "mobilenode", lab.mn_fa_config())
-        node.wait_for(rf"mn\.registered care_of_address={FA_COA}", 30)
-        agent.wait_for(rf"visitor\.added home={HOME}", 10)
-        first, public = first_mapping(lab)
 
-        before = lab.ping(2.0)
-        print(f"ping through the foreign agent behind the NAT: {before}")
-        assert_answered(before)
-        stop_capture(capture)
-        rows = tshark_fields(
-            pcap,
+        def start() -> None:
+            agent = lab.start_daemon("fa", "foreignagent", lab.nat_fa_config())
+            agent.wait_for(r"foreignagent\.started", 30)
+            node = lab.start_daemon("mn", "mobilenode", lab.mn_fa_config())
+            node.wait_for(rf"mn\.registered care_of_address={FA_COA}", 30)
+            agent.wait_for(rf"visitor\.added home={HOME}", 10)
+
+        first, public, rows = register_and_ping(
+            lab,
+            start,
             ["mip.type", "mip.code", "mip.ext.utrq.f", "mip.ext.utrq.r", "mip.ext.utrp.code",
              "mip.ext.utrp.keepalive", "mip.nattt.nexthdr", "ip.src", "mip.coa"],
+            "through the foreign agent behind the NAT",
         )  # fmt: skip
         requests = [r for r in rows if r[0] == "1" and r[2] in ("1", "True")]
         replies = [r for r in rows if r[0] == "3" and r[4] == "0"]
@@ -72,10 +59,8 @@ def test_foreign_agent_behind_a_nat_tunnels_in_udp() -> None:
         assert all(r[7].split(",")[0] == NAT_PUBLIC and r[8] == FA_COA for r in requests), rows
         assert all(r[3] in ("0", "False") for r in requests), requests[:2]  # R: not ours to set
         assert replies and replies[0][1] == "0" and replies[0][5] == str(KEEPALIVE), rows[:5]
-        data = [r for r in rows if r[0] == "4"]
-        to_fa = [r for r in data if r[7].startswith(VIRTUAL)]
-        from_fa = [r for r in data if r[7].startswith(NAT_PUBLIC)]
-        assert to_fa and from_fa and all(r[6] == "4" for r in data), rows[:5]
+        to_fa, from_fa = tunnel_data(rows, 7)
+        assert to_fa and from_fa and all(r[6] == "4" for r in to_fa + from_fa), rows[:5]
         print(
             f"tshark on the public side: {len(requests)} requests with 144 (F, from the agent), "
             f"{len(replies)} replies with 44 (code 0, keepalive {KEEPALIVE}), tunnel data "
@@ -83,8 +68,5 @@ def test_foreign_agent_behind_a_nat_tunnels_in_udp() -> None:
         )
 
         # the agent's keepalives for the visitor hold the mapping; after a NAT rebind they leave
-        # on a new port and the active Home Agent moves the visitor's binding there
-        keepalives_hold(lab, first)
-        moved = rebind(lab, first)
-        failover(lab, moved, "the agent")
-        _ip("-n", lab.ns("hub"), "link", "set", "p-ha1-0", "up")
+        # on a new port and the active Home Agent moves the visitor's binding there; failover
+        idle_rebind_failover(lab, first, "the agent")

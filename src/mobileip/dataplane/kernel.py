@@ -21,9 +21,20 @@ Design (docs/dataplane.md, "Kernel backend"):
   (as in the userspace backend). All per-binding filters share one mask, and flower keeps one
   hash table per mask: classification is one lookup whatever the number of bindings. Installs
   are rtnetlink messages in the same batches as the routes (5-15 us per filter inside UML).
+* **RFC 3519 UDP-tunnelled homes (NAT traversal): a hybrid path.** The kernel has no driver for
+  RFC 3519 tunnel data, so a home whose bindings are all UDP-tunnelled gets ``HOA/32 dev TUN
+  table T proto 77 metric M`` into one TUN device (:mod:`.udp_tun`, ``[dataplane] tun_name``),
+  served by the userspace UDP tunnel (:mod:`.udp_tunnel`): built and batched like the encap
+  routes, so a standby pre-installs it and the takeover's ``ip rule`` makes it live; a NAT
+  rebind is a new record version whose spec :meth:`KernelBackend.track` takes (same route, new
+  mapping). Tunnel data from the mobile node arrives on the registration socket (port 434) and
+  is written to the TUN. Every other home stays on the kernel fast path. Without the TUN
+  (``udp_tun=None``, or it could not be opened) such a home gets no route
+  (``udp-tunnel-unsupported``).
 * **Simultaneous bindings**: the kernel route has one exit, the newest binding's care-of address
   (``spec.exits[-1]``); copies to the others are not sent (counted ``simultaneous-one-exit``,
-  specs in force). Reverse tunnels are accepted from every registered care-of address with T.
+  specs in force; a home with both UDP-tunnelled and other bindings counts there too and takes
+  the kernel exit). Reverse tunnels are accepted from every registered care-of address with T.
 * **Minimal encapsulation** (M) has no kernel driver: such a binding is tunnelled with IP-in-IP
   instead (every Mobile IPv4 node and foreign agent must decapsulate IP-in-IP, RFC 5944 3.1 /
   4.2.2), counted ``minimal-as-ipip``; minimal-encapsulated packets *from* the mobile node (IP
@@ -58,6 +69,7 @@ from mobileip.dataplane.backend import (
     TunnelSpec,
 )
 from mobileip.dataplane.encap import Encapsulation
+from mobileip.dataplane.udp_tun import UdpTun
 from mobileip.net import rtnl as nl
 from mobileip.net.netlink import write_sysctl
 
@@ -72,6 +84,16 @@ def encap_route(
 ) -> bytes:
     """``HOA/32 encap ip dst COA src HA ttl TTL dev OIF table T proto 77 metric int(HOA)``."""
     msg = nl.route_add(home, table=table, oif=oif, encap=nl.IpEncap(dst=coa, src=source, ttl=ttl))
+    return _with_metric(msg, home)
+
+
+def tun_route(home: IPv4Address, oif: int, table: int) -> bytes:
+    """``HOA/32 dev TUN table T proto 77 metric int(HOA)``: the same metric as
+    :func:`encap_route`, so either replaces the other."""
+    return _with_metric(nl.route_add(home, table=table, oif=oif), home)
+
+
+def _with_metric(msg: bytes, home: IPv4Address) -> bytes:
     # RTA_PRIORITY = the home address: spreads the kernel's fib_info hash (module docstring)
     extra = struct.pack("=HHI", 8, nl.RTA_PRIORITY, int(home))
     return struct.pack("=I", len(msg) + len(extra)) + msg[4:] + extra
@@ -150,9 +172,16 @@ class KernelBackend(TunnelBackend):
         ttl: int = 64,
         *,
         block: int = DEFAULT_BLOCK,
+        udp_tun: str | None = None,
+        own: frozenset[IPv4Address] = frozenset(),
     ) -> None:
         super().__init__(log)
         self.source = source
+        self.own = own  # the Home Agent's addresses (the UDP tunnel counts keepalives to them)
+        # the hybrid path of UDP-tunnelled homes (module docstring): a TUN named ``udp_tun``
+        self.udp_tun_name = udp_tun
+        self.udp_tun: UdpTun | None = None
+        self.udp_homes: set[IPv4Address] = set()  # those homes (GET /api/v1/nat walks them)
         self.ttl = ttl
         self.block = block
         self.devices = {
@@ -183,11 +212,20 @@ class KernelBackend(TunnelBackend):
         except OSError as exc:
             await self.stop()
             raise BackendError(f"kernel tunnel backend: {exc}") from None
+        if self.udp_tun_name is not None:
+            tun = UdpTun(self.log, self.udp_tun_name)
+            try:
+                tun.open()
+            except BackendError as exc:  # the kernel fast path runs on; NAT-ed homes get none
+                self.log("dataplane.udp_tun_unavailable", error=str(exc))
+            else:
+                self.udp_tun = tun
         self.log(
             "dataplane.kernel",
             devices=",".join(self.devices.values()),
             block=self.block,
             source=self.source,
+            udp_tun=self.udp_tun.name if self.udp_tun is not None else "-",
         )
 
     def _create(self) -> None:
@@ -220,6 +258,10 @@ class KernelBackend(TunnelBackend):
             _apply_ignoring_absent(sock, [knl.link_del(n) for n in self.devices.values()])
             sock.close()
             self.sock = None
+        if self.udp_tun is not None:
+            self.udp_tun.close()
+            self.udp_tun = None
+        self.udp_homes.clear()
         self.ifindex.clear()
         self.specs.clear()
         self.handles.clear()
@@ -238,19 +280,21 @@ class KernelBackend(TunnelBackend):
         return coa, Encapsulation.IPIP if kind is Encapsulation.MINIMAL else kind
 
     def route_key(self, spec: TunnelSpec) -> Hashable:
-        if not spec.exits:
-            return "udp-only"  # RFC 3519 bindings: only the userspace backend carries them
+        if not spec.exits:  # RFC 3519 bindings only: into the TUN (the hybrid path), or none
+            return "udp-tun" if self.udp_tun is not None else "udp-only"
         coa, kind = self.exit_of(spec)
         return (int(coa), kind.value, tuple(sorted(int(c) for c in spec.reverse)))
 
     def add_messages(self, spec: TunnelSpec, table: int) -> list[bytes] | None:
-        if not spec.exits:  # UDP-tunnelled (RFC 3519) only: no kernel route (docs/dataplane.md)
-            self.counters["udp-tunnel-unsupported"] += 1
+        if not spec.exits:  # UDP-tunnelled (RFC 3519) only: into the TUN, or no route
             home = int(spec.home)
             gone = [
                 knl.flower_del(self.block, ACCEPT_PRIO, self.handles[(c, home)])
                 for c in self.confirmed.get(home, frozenset())
             ]
+            if self.udp_tun is not None:
+                return [tun_route(spec.home, self.udp_tun.index, table), *gone]
+            self.counters["udp-tunnel-unsupported"] += 1
             return [nl.route_del(spec.home, table=table), *gone]
         coa, kind = self.exit_of(spec)
         home = int(spec.home)
@@ -276,6 +320,7 @@ class KernelBackend(TunnelBackend):
         self._count(self.specs.get(spec.home), -1)
         self.specs[spec.home] = spec
         self._count(spec, +1)
+        self._udp_index(spec.home, spec)
         home = int(spec.home)
         wanted = frozenset(int(c) for c in spec.reverse)
         self._release(home, keep=wanted)
@@ -283,6 +328,7 @@ class KernelBackend(TunnelBackend):
 
     def untrack(self, home: IPv4Address) -> None:
         self._count(self.specs.pop(home, None), -1)
+        self._udp_index(home, None)
         h = int(home)
         self._release(h, keep=frozenset())
         self.confirmed.pop(h, None)
@@ -392,10 +438,28 @@ class KernelBackend(TunnelBackend):
         if not allocated:
             del self.allocated[home]
 
+    def _udp_index(self, home: IPv4Address, spec: TunnelSpec | None) -> None:
+        """Keep the TUN's exits (NAT mappings of the homes routed into it) and ``udp_homes``."""
+        tun = self.udp_tun
+        if spec is not None and spec.udp and not spec.exits:
+            self.udp_homes.add(home)
+            if tun is not None:
+                tun.exits[home.packed] = spec.udp
+        else:
+            self.udp_homes.discard(home)
+            if tun is not None:
+                tun.exits.pop(home.packed, None)
+
+    def write_tun(self, packet: bytes) -> None:
+        """Hand a packet from a UDP tunnel to the kernel through the TUN (raises OSError)."""
+        if self.udp_tun is None:
+            raise OSError("no UDP tunnel TUN")
+        self.udp_tun.write(packet)
+
     def _count(self, spec: TunnelSpec | None, delta: int) -> None:
         if spec is None or not spec.exits:
             return
-        if len(spec.exits) > 1:
+        if len(spec.exits) > 1 or spec.udp:
             self.simultaneous += delta
         if spec.exits[-1][1] is Encapsulation.MINIMAL:
             self.minimal += delta
@@ -414,6 +478,10 @@ class KernelBackend(TunnelBackend):
             counters["reverse-drop-unregistered"] = drops
         counters["simultaneous-one-exit"] = self.simultaneous
         counters["minimal-as-ipip"] = self.minimal
+        if self.udp_tun is not None:
+            counters.update(self.udp_tun.counters)
+            data["udp_tun"] = self.udp_tun.name
+            data["udp_homes"] = len(self.udp_homes)
         data["counters"] = counters
         data["devices"] = dict(zip(("ipip", "gre"), self.devices.values(), strict=True))
         data["filter_block"] = self.block

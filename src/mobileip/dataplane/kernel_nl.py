@@ -5,7 +5,8 @@ batches with :meth:`mobileip.net.rtnl.RtnlSocket.apply`:
 
 * links: :func:`link_add_external` (``ip link add NAME type ipip|gre external up``: one
   collect-metadata tunnel device whose per-packet destination comes from the route's
-  lightweight-tunnel encap), :func:`link_del`;
+  lightweight-tunnel encap), :func:`link_set` (MTU and up, the UDP tunnel's TUN),
+  :func:`link_del`;
 * tc: :func:`clsact_add` (``tc qdisc add dev D ingress_block B clsact``: both tunnel devices share
   one filter block, so each reverse-tunnel filter is installed once for both);
   :func:`flower_add` / :func:`flower_del` (``tc filter add block B ingress prio P handle H
@@ -103,6 +104,13 @@ def link_add_external(name: str, kind: str, *, mtu: int | None = None, up: bool 
     flags = IFF_UP if up else 0
     body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, flags, IFF_UP) + attrs
     return _msg(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL, body)
+
+
+def link_set(index: int, *, mtu: int | None = None, up: bool = True) -> bytes:
+    """RTM_NEWLINK on an existing device: ``ip link set dev INDEX [mtu M] up|down``."""
+    attrs = _u32(IFLA_MTU, mtu) if mtu is not None else b""
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP if up else 0, IFF_UP) + attrs
+    return _msg(RTM_NEWLINK, NLM_F_REQUEST, body)
 
 
 def link_del(name: str) -> bytes:
@@ -227,6 +235,7 @@ __all__ = [
     "flower_del",
     "link_add_external",
     "link_del",
+    "link_set",
     "matchall_drop_add",
     "matchall_get",
     "matchall_hits",

@@ -12,10 +12,11 @@ What to tunnel is decided sans-IO by :func:`desired_tunnels` (the binding table 
   source is the registered care-of address of its inner source's binding (with the T flag) is
   decapsulated and written to the TUN, and the kernel forwards it. The TUN's MTU leaves room for
   the outer header, so the kernel itself answers oversized DF packets with "fragmentation needed".
-* :class:`KernelBackend` creates one pyroute2 ``ipip``/``gre`` device per care-of address and
-  routes the home addresses through it; the kernel encapsulates and decapsulates. Minimal
-  encapsulation has no kernel driver: such bindings are counted ``unsupported``. Chosen
-  automatically (``backend = "auto"``) when :func:`kernel_supports_tunnels` says the kernel can.
+* :class:`KernelBackend`: one collect-metadata ``ipip`` and one ``gre`` device, one encap route
+  per away home address; the kernel encapsulates and decapsulates (minimal encapsulation as
+  IP-in-IP). RFC 3519 UDP-tunnelled homes are routed into a TUN (``tun_name``) served by the
+  userspace UDP tunnel (:mod:`.udp_tun`). Chosen automatically (``backend = "auto"``) when
+  :func:`kernel_supports_tunnels` says the kernel can.
 * :class:`NoBackend`: control plane only.
 
 This module picks the backend (:func:`make_backend`); the backends live in :mod:`.backend`,
@@ -68,5 +69,6 @@ def make_backend(
             log, tun_name, source, frozenset(own), ttl, home_interface=home_interface
         )
     if name == "kernel":
-        return KernelBackend(log, source, ttl=ttl)
+        # the TUN of RFC 3519 UDP-tunnelled homes (the hybrid path, dataplane/udp_tun.py)
+        return KernelBackend(log, source, ttl=ttl, udp_tun=tun_name, own=frozenset(own))
     return NoBackend(log)

@@ -19,8 +19,10 @@ a registration. From another address it is dropped: moving a tunnel to another a
 authenticated registration (RFC 3519's security section warns of redirection by forged
 keepalives).
 
-The kernel backend has no UDP path: a home whose bindings are all UDP-tunnelled gets no kernel
-route (``udp-tunnel-unsupported``); run NAT traversal with ``[dataplane] backend = "userspace"``.
+The kernel backend carries them on a hybrid path (dataplane/udp_tun.py): it routes a home whose
+bindings are all UDP-tunnelled into its own TUN, whose packets this path sends as tunnel data,
+and the tunnel data received here is written to that TUN; every other home stays on the kernel's
+ipip/gre fast path.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any, Protocol
 from mobileip.core.homeagent import Event, HomeAgentCore
 from mobileip.daemon.ports import Hook, JsonRoutes
 from mobileip.dataplane.backend import TunnelBackend
+from mobileip.dataplane.kernel import KernelBackend
 from mobileip.dataplane.userspace import UserspaceBackend
 from mobileip.log import Logger
 from mobileip.net.udp import Address, DatagramHandler, UdpEndpoint
@@ -68,6 +71,9 @@ class UdpTunnelPath:
         """A packet for a home address: one tunnel data message to each UDP exit."""
         data = nat.encapsulate(packet)
         for address, port in exits:
+            if not port:  # half bound (RFC 3519 R): no port until the mobile node's keepalive
+                self.counters["udp-half-bound"] += 1
+                continue
             if self._send(data, (str(address), port), self.source):
                 self.counters["udp-encap"] += 1
             else:
@@ -98,6 +104,9 @@ class UdpTunnelPath:
             old = next((m for m in spec.udp if m[0] == address), None)
             if old is None:
                 counters["udp-drop-unregistered"] += 1
+                return
+            if not old[1] and not any(nat.echo_request_to(inner, a) for a in self._own):
+                counters["udp-drop-half-bound"] += 1  # RFC 3519 4.6: a keepalive binds it
                 return
             counters["udp-rebind"] += 1  # same NAT address, new port: the NAT rebound
             self._rebind(int(home), (int(old[0]), old[1]), (int(address), src[1]))
@@ -158,22 +167,34 @@ class UdpTunnelService:
         daemon = self.daemon
         backend = self.dataplane.backend
         daemon.type_handlers[nat.TYPE_TUNNEL_DATA] = self._received
-        if not isinstance(backend, UserspaceBackend):
+        if isinstance(backend, UserspaceBackend):
+            self.path = UdpTunnelPath(
+                backend, self._send, backend.write_tun, self.source, self._rebind
+            )
+            backend.udp = self.path
+        elif isinstance(backend, KernelBackend) and backend.udp_tun is not None:
+            # the hybrid path: UDP-tunnelled homes routed into the kernel backend's TUN
+            self.path = UdpTunnelPath(
+                backend, self._send, backend.write_tun, self.source, self._rebind
+            )
+            backend.udp_tun.udp = self.path
+        else:
             daemon.log.warning(
                 "nat.unsupported_backend",
                 backend=backend.name,
-                detail="UDP-tunnelled bindings need [dataplane] backend = userspace",
+                detail="UDP-tunnelled bindings need the userspace backend or the kernel "
+                "backend's TUN ([dataplane] tun_name)",
             )
             return
-        self.path = UdpTunnelPath(backend, self._send, backend.write_tun, self.source, self._rebind)
-        backend.udp = self.path
-        daemon.log.info("nat.udp_tunnel", source=self.source)
+        daemon.log.info("nat.udp_tunnel", source=self.source, backend=backend.name)
 
     async def _stop(self) -> None:
         self.daemon.type_handlers.pop(nat.TYPE_TUNNEL_DATA, None)
         backend = self.dataplane.backend
         if isinstance(backend, UserspaceBackend):
             backend.udp = None
+        elif isinstance(backend, KernelBackend) and backend.udp_tun is not None:
+            backend.udp_tun.udp = None
         self.path = None
 
     def _received(self, data: bytes, src: Address, dst: str | None) -> None:
@@ -203,12 +224,12 @@ class UdpTunnelService:
         member's data plane holds, and (at most ``listed``) those homes with their NAT mappings.
 
         It walks the userspace backend's index of UDP-tunnelled homes (kept by its track and
-        untrack, as the table changes), never every spec: O(min(listed, NAT-ed homes)). The
-        kernel backend carries no UDP tunnel and keeps no index: nothing is listed there."""
+        untrack, as the table changes), or the kernel backend's (the homes routed into its TUN),
+        never every spec: O(min(listed, NAT-ed homes))."""
         counters = dict(self.path.counters) if self.path is not None else {}
         backend = self.dataplane.backend
         homes: set[IPv4Address] = (
-            backend.udp_homes if isinstance(backend, UserspaceBackend) else set()
+            backend.udp_homes if isinstance(backend, UserspaceBackend | KernelBackend) else set()
         )
         specs = backend.specs
         tunnels: dict[str, list[str]] = {}

@@ -78,8 +78,10 @@ FLUSH_CONNTRACK = "from pyroute2 import Conntrack\nwith Conntrack() as ct: ct.fl
 
 
 class NatLab(NetnsLab):
-    def __init__(self, nat: bool = True, via_fa: bool = False) -> None:
-        super().__init__(None, 0.1, INTERVAL, mobile_nodes=0, sample=0, members=2, real_mn=False)
+    def __init__(self, nat: bool = True, via_fa: bool = False, backend: str = "userspace") -> None:
+        super().__init__(
+            None, 0.1, INTERVAL, mobile_nodes=0, sample=0, members=2, real_mn=False, backend=backend
+        )
         self.nat = nat
         self.via_fa = via_fa
         self.nodes = dict(FA_NODES if via_fa else NODES)
