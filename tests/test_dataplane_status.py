@@ -28,7 +28,9 @@ class FakeTable:
         self.records: dict[int, Any] = {}
 
     def add(self, home: int) -> None:
-        binding = SimpleNamespace(care_of_address=COA + home - BASE, flags=0, udp_port=0)
+        binding = SimpleNamespace(
+            care_of_address=COA + home - BASE, flags=0, udp_address=0, udp_port=0
+        )
         self.records[home] = SimpleNamespace(home_address=home, bindings=[binding])
 
     def get(self, home: int) -> Any:

@@ -100,6 +100,7 @@ def test_client_hands_tunnel_data_to_the_tunnel_and_reads_the_reply_extension() 
 class _Cfg:
     home_agent = HA
     nat_force = True
+    port = 434
 
 
 class _Node:

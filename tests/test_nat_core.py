@@ -144,10 +144,13 @@ def test_switched_off_denies_behind_a_nat_and_declines_otherwise() -> None:
     assert out.code == 0 and reply is not None and reply.code == nat.CODE_DECLINED
 
 
-def test_r_flag_through_a_foreign_agent_is_denied_142() -> None:
+def test_r_flag_through_a_foreign_agent_is_half_bound() -> None:
+    """RFC 3519 4.6: R accepted; the source is the FA's, so no port until the MN's keepalive
+    (the rest of R: tests/test_nat_rflag.py)."""
     core = make_core()
-    out, _ = handle(core, request(tunnel=nat.UdpTunnelRequest(flags=nat.REQUEST_R)))
-    assert out.code == 142
+    out, reply = handle(core, request(tunnel=nat.UdpTunnelRequest(flags=nat.REQUEST_R)))
+    assert out.code == 0 and reply == nat.UdpTunnelReply(nat.CODE_WILL_TUNNEL, 25)
+    assert binding(core) == (int(IPv4Address(NAT_SOURCE[0])), 0)
 
 
 def test_malformed_request_extension_is_134() -> None:

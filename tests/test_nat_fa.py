@@ -15,7 +15,6 @@ from mobileip.core.replay import ntp_from_unix
 from mobileip.core.security import SecurityAssociation, SecurityAssociations, append_auth
 from mobileip.wire import nat
 from mobileip.wire import registration as wire
-from mobileip.wire.codes import ReplyCode
 
 A = IPv4Address
 FA_COA = A("192.168.77.2")  # the foreign agent's care-of address, behind the NAT
@@ -128,17 +127,26 @@ def test_fa_leaves_a_deregistration_and_a_mobile_nodes_own_request_alone() -> No
     assert relayed.data == data
 
 
-def test_r_flag_with_a_foreign_source_is_still_denied_142() -> None:
-    """A co-located mobile node registering through a foreign agent (R): our foreign agent
-    refuses co-located care-of addresses, and the Home Agent keeps denying R with a source that
-    is not the care-of address (docs/nat-traversal.md)."""
+def test_r_flag_through_our_foreign_agent_is_half_bound_at_our_home_agent() -> None:
+    """A co-located mobile node registering through our foreign agent (R, RFC 3519 4.11): the
+    agent relays it unchanged (no F of its own, even with nat_traversal), our Home Agent accepts
+    it half bound on the agent's source address, and the reply reaches the node with no
+    visitor kept (more: tests/test_nat_rflag.py)."""
+    agent = fa_core()
     home_agent = ha_core()
     ext = nat.UdpTunnelRequest(flags=nat.REQUEST_R).extension()
-    private = A("192.168.5.9")
+    private = A("192.168.78.20")
     req = wire.RegistrationRequest(wire.Flags.D, 600, HOME, HA, private, IDENT, (ext,))
     data = append_auth(wire.encode(req), wire.EXT_MN_HA_AUTH, SA)
-    out = home_agent.handle_request(data, 1.0, WALL, (str(FA_COA), 434))
-    assert out.code == ReplyCode.UDP_ENCAPSULATION_UNAVAILABLE
+    [relayed] = agent.handle_request(data, (str(private), 434), now=1.0).sends
+    assert relayed.data == data
+    out = home_agent.handle_request(relayed.data, 1.0, WALL, (str(FA_COA), 434))
+    assert out.code == 0 and out.reply is not None
+    rec = home_agent.table.get(int(HOME))
+    assert rec is not None
+    assert (rec.bindings[0].udp_address, rec.bindings[0].udp_port) == (int(FA_COA), 0)
+    [back] = agent.handle_reply(out.reply, (str(HA), 434), now=1.1).sends
+    assert back.dest == (str(private), 434) and agent.visitors == {}
 
 
 def test_advertisement_carries_the_u_bit_only_with_nat_traversal() -> None:

@@ -39,7 +39,7 @@ from ipaddress import IPv4Address
 
 from mobileip.core.bindings import INFINITE, Binding, BindingTable, MobilityRecord, version_after
 from mobileip.core.dynamic_ha import DynamicAssignment, Redirect
-from mobileip.core.nat import NatDenied, NatTraversal, UdpTunnel
+from mobileip.core.nat import NatDenied, NatTraversal, UdpTunnel, held_port
 from mobileip.core.pools import AddressPools, PoolDenied, request_nai
 from mobileip.core.replay import check_nonce, check_timestamp, timestamp_acceptable
 from mobileip.core.security import SecurityAssociations, append_auth, verify_auth
@@ -187,7 +187,7 @@ class HomeAgentCore:
         record, so the change replicates like a registration; no event when no binding of
         ``home`` has the ``old`` mapping or nothing changed."""
         rec = self.table.get(home)
-        if rec is None or old == new_mapping or not old[1]:
+        if rec is None or old == new_mapping or not old[0]:  # port 0: half bound (R)
             return []
         index = next(
             (i for i, b in enumerate(rec.bindings) if (b.udp_address, b.udp_port) == old), None
@@ -407,6 +407,7 @@ class HomeAgentCore:
             return deny(ReplyCode.INSUFFICIENT_RESOURCES, "max-bindings", reply_id, spi)
         # 7b. RFC 3519: a UDP tunnel through a NAT (core/nat.py)
         udp_address = udp_port = 0
+        live_bindings = rec.bindings if rec is not None else ()
         nat_reply: tuple[wire.Extension, ...] = ()
         if self.nat is not None:
             try:
@@ -418,7 +419,8 @@ class HomeAgentCore:
                 if isinstance(decision, NatDenied):
                     return deny(decision.code, decision.reason, reply_id, spi, nat_reply)
                 if isinstance(decision, UdpTunnel):
-                    udp_address, udp_port = decision.address, decision.port
+                    udp_address = decision.address
+                    udp_port = held_port(decision, int(req.care_of_address), live_bindings)
         expires = INFINITE if lifetime == 0xFFFF else now + lifetime
         binding = Binding(int(req.care_of_address), lifetime, expires, flags, udp_address, udp_port)
         code = 0  # ReplyCode.ACCEPTED

@@ -24,15 +24,23 @@ What the RFC leaves open, decided here (docs/nat-traversal.md):
 * Encapsulation other than IP-in-IP (4): denied 142 (Cisco IOS and ASR 5000 do only 4 too).
 * NAT traversal switched off: denied 142 when a NAT is detected (the binding could never carry
   traffic), declined (64) otherwise.
-* R (registration through a foreign agent) with a source that is not the care-of address: denied
-  142; the mapping would be the foreign agent's, and our foreign agent does not relay tunnel data.
+* R (RFC 3519 3.1.2, 4.6, 4.11: a co-located mobile node that registers through a foreign agent
+  whose advertisement set R and U): accepted (the RFC's SHOULD) whether or not a NAT is seen, but
+  the request's source is the foreign agent's (NAT-ed) address, so the binding is *half bound*:
+  ``address`` is the request's source address and ``port`` is 0 (no tunnel data is sent) until
+  the mobile node's first keepalive arrives from that same address; its port then becomes the
+  mapping (``HomeAgentCore.nat_rebind``, replicated as a new version). A renewal of the same
+  care-of address from the same address keeps the port the keepalive gave (:func:`held_port`).
+  R without D is denied 134 (poorly formed: R says the care-of address is co-located, 4.6.1).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Protocol
 
 from mobileip.wire import nat as wire_nat
 from mobileip.wire import registration as wire
@@ -51,7 +59,7 @@ class NatSettings:
 @dataclass(frozen=True, slots=True)
 class UdpTunnel:
     address: int
-    port: int
+    port: int  # 0: half bound (R), until the mobile node's first keepalive names its port
     reply: wire.Extension
 
 
@@ -109,8 +117,13 @@ class NatTraversal:
             return self._declined("nat-traversal-disabled")
         if tunnel.encapsulation != wire_nat.ENCAP_IPIP:
             return self._denied(f"encapsulation-{tunnel.encapsulation}")
-        if tunnel.via_fa and source_ip != int(req.care_of_address):
-            return self._denied("via-foreign-agent")
+        if tunnel.via_fa:
+            if not int(req.flags) & _FLAG_D:
+                return self._denied("r-without-d", ReplyCode.POORLY_FORMED)
+            # RFC 3519 4.6: the source is the FA's (NAT-ed) address and port, not the mobile
+            # node's: half bound until its first keepalive from the same address
+            self.stats.decisions["half-bound"] += 1
+            return UdpTunnel(source_ip, 0, self._accept)
         if behind_nat or (tunnel.force and self.settings.accept_forced):
             self.stats.decisions["forced" if not behind_nat else "tunnel"] += 1
             return UdpTunnel(source_ip, source[1], self._accept)
@@ -120,6 +133,36 @@ class NatTraversal:
         self.stats.decisions[f"declined-{reason}"] += 1
         return Declined(reason, self._decline)
 
-    def _denied(self, reason: str) -> NatDenied:
+    def _denied(
+        self, reason: str, code: int = ReplyCode.UDP_ENCAPSULATION_UNAVAILABLE
+    ) -> NatDenied:
         self.stats.decisions[f"denied-{reason}"] += 1
-        return NatDenied(ReplyCode.UDP_ENCAPSULATION_UNAVAILABLE, reason, self._decline)
+        return NatDenied(code, reason, self._decline)
+
+
+class _Mapped(Protocol):
+    @property
+    def care_of_address(self) -> int: ...
+
+    @property
+    def udp_address(self) -> int: ...
+
+    @property
+    def udp_port(self) -> int: ...
+
+
+def held_port(decision: UdpTunnel, care_of_address: int, current: Iterable[_Mapped]) -> int:
+    """The port a registration's binding gets: the decision's, or for a half-bound (R) decision
+    the port a current binding of the same care-of address already learnt from a keepalive
+    through the same NAT address (a renewal must not stop the downlink until the next
+    keepalive); 0 when there is none."""
+    if decision.port:
+        return decision.port
+    return next(
+        (
+            b.udp_port
+            for b in current
+            if b.care_of_address == care_of_address and b.udp_address == decision.address
+        ),
+        0,
+    )

@@ -74,7 +74,7 @@ def spec_for(rec: MobilityRecord | None) -> TunnelSpec | None:
     for b in rec.bindings:
         if b.care_of_address == rec.home_address:
             continue
-        if b.udp_port:
+        if b.udp_port or b.udp_address:  # port 0: half bound (RFC 3519 R, core/nat.py)
             udp.append((IPv4Address(b.udp_address), b.udp_port))
             continue
         coa = IPv4Address(b.care_of_address)

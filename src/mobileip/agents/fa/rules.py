@@ -6,9 +6,13 @@ events; it never touches a socket or a clock.
 From a mobile node (a Registration Request arriving on the foreign link, 3.7.1-3.7.2):
 
 * undecodable -> reply 70 (poorly formed request) when the bytes hold a request header, else drop;
-* care-of address not one of ours -> 77; lifetime over ``max_lifetime`` -> 69 (the reply's
-  lifetime says what we would accept); M or G asked but not offered -> 72; T asked but reverse
-  tunnelling is off -> 74; more than ``max_pending`` in flight -> 66;
+* care-of address not one of ours -> 77, unless D is set and the request comes from that
+  address: a co-located mobile node that registers through us because we advertise R (RFC 3519
+  4.11), relayed unchanged (no UDP Tunnel Request of ours, 3519 4.5; no Revocation Support) and
+  its reply relayed without a visitor entry (its tunnels end at the node); lifetime over
+  ``max_lifetime`` -> 69 (the reply's lifetime says what we would accept); M or G asked but not
+  offered -> 72; T asked but reverse tunnelling is off -> 74; more than ``max_pending`` in
+  flight -> 66;
 * otherwise the request is relayed *unchanged* to the home agent's port 434 and remembered as
   pending (home address, identification, the MN's source address and port) for
   ``pending_timeout`` seconds; a pending request that times out is answered 78.
@@ -201,15 +205,18 @@ class ForeignAgentCore:
                 self._deny(out, raw, src, FA_POORLY_FORMED_REQUEST, exc.reason)
             return out
         s = self.settings
-        if req.care_of_address not in s.care_of_addresses:
+        colocated = _colocated(req, src, s.care_of_addresses)
+        if req.care_of_address not in s.care_of_addresses and not colocated:
             return self._deny(out, req, src, FA_INVALID_COA, "care-of address not ours")
         if req.lifetime > s.max_lifetime and not req.is_deregistration:
             return self._deny(out, req, src, FA_LIFETIME_TOO_LONG, "lifetime", s.max_lifetime)
-        if (req.flags & wire.Flags.M and not s.minimal_encapsulation) or (
-            req.flags & wire.Flags.G and not s.gre
+        # a co-located node's tunnels end at the node itself: our encapsulations do not matter
+        if not colocated and (
+            (req.flags & wire.Flags.M and not s.minimal_encapsulation)
+            or (req.flags & wire.Flags.G and not s.gre)
         ):
             return self._deny(out, req, src, FA_ENCAPSULATION_UNAVAILABLE, "encapsulation")
-        if req.flags & wire.Flags.T and not s.reverse_tunnel:
+        if not colocated and req.flags & wire.Flags.T and not s.reverse_tunnel:
             return self._deny(out, req, src, FA_REVERSE_TUNNEL_UNAVAILABLE, "reverse tunnel")
         key: PendingKey = (req.home_address, req.identification & LOW32)
         if req.home_address == ANY:
@@ -230,8 +237,11 @@ class ForeignAgentCore:
             return self._deny(out, req, src, FA_INSUFFICIENT_RESOURCES, "visitor list full")
         self.pending[key] = Pending(req, src, now + s.pending_timeout)
         self.counters["requests-relayed"] += 1
+        if colocated:
+            self.counters["requests-colocated"] += 1
         if (
             s.nat_traversal
+            and not colocated  # RFC 3519 4.5: MUST NOT (the HA would tunnel to us, not the MN)
             and not req.is_deregistration
             and not any(
                 getattr(e, "type", None) == wire_nat.EXT_UDP_TUNNEL_REQUEST for e in req.extensions
@@ -240,9 +250,10 @@ class ForeignAgentCore:
             data += wire.encode_extension(_UDP_TUNNEL_REQUEST)
             self.counters["requests-udp-tunnel"] += 1
         if s.fa_ha is not None:
-            support = rw.make_support(inform=s.inform_mobile_node, timestamp=int(wall))
-            body = data + wire.encode_extension(support.extension())
-            data = append_auth(body, wire.EXT_FA_HA_AUTH, s.fa_ha)
+            if not colocated:  # no visitor of ours to revoke for a co-located node
+                support = rw.make_support(inform=s.inform_mobile_node, timestamp=int(wall))
+                data += wire.encode_extension(support.extension())
+            data = append_auth(data, wire.EXT_FA_HA_AUTH, s.fa_ha)
         out.sends.append(Send(data, (str(req.home_agent), s.ha_port)))
         return out
 
@@ -296,6 +307,9 @@ class ForeignAgentCore:
             )
         out.sends.append(Send(data, reply_destination(pending.mn_address)))
         self.counters["replies-relayed"] += 1
+        if req.flags & wire.Flags.D and req.care_of_address not in self.settings.care_of_addresses:
+            self.counters["replies-colocated"] += 1
+            return out  # relayed only: its tunnel ends at the mobile node, no visitor here
         if not accepted:
             return out
         if reply.lifetime == 0:
@@ -444,6 +458,17 @@ class ForeignAgentCore:
     def visitor_for_reverse(self, home: IPv4Address) -> Visitor | None:
         v = self.visitors.get(home)
         return v if v is not None and v.reverse_tunnel else None
+
+
+def _colocated(req: wire.RegistrationRequest, src: Address, ours: frozenset[IPv4Address]) -> bool:
+    """A co-located mobile node registering through us because our advertisements set R (RFC
+    5944 3.7.1, RFC 3519 4.11): D set, a care-of address not ours, and the request comes from that
+    care-of address (anything else is not the node's own address: 77)."""
+    return (
+        bool(req.flags & wire.Flags.D)
+        and req.care_of_address not in ours
+        and src[0] == str(req.care_of_address)
+    )
 
 
 def _nai(msg: wire.Message) -> bytes | None:

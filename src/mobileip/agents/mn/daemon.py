@@ -22,6 +22,10 @@ Configuration (one ``[mobilenode]`` table; errors name file, key and line)::
     # nat_traversal = false          # RFC 3519 (co-located only): ask for UDP tunnelling; when
                                      # granted, traffic from the home address goes through it
     # nat_force = false              # RFC 3519 F flag: UDP tunnelling even when no NAT is seen
+    # honour_registration_required = false   # co-located only: a foreign agent advertising R
+                                     # (registration required) on our link relays our
+                                     # registrations; with its U bit and nat_traversal the UDP
+                                     # Tunnel Request carries R (RFC 3519 4.4, 4.11)
     # nai = "alice@example.net"      # RFC 2794 NAI; with home_address "0.0.0.0" (or none) the
                                      # HA assigns the home address from a pool (docs/pools.md)
 
@@ -86,6 +90,7 @@ class MobileNodeConfig:
     port: int = 434
     nat_traversal: bool = False
     nat_force: bool = False
+    honour_registration_required: bool = False
     nai: str | None = None
 
     @property
@@ -126,6 +131,7 @@ def load_mn_config(path: str) -> MobileNodeConfig:
         port=t.integer("port", 434, 1, 65535) or 434,
         nat_traversal=t.boolean("nat_traversal", False),
         nat_force=t.boolean("nat_force", False),
+        honour_registration_required=t.boolean("honour_registration_required", False),
         nai=t.string("nai"),
     )
     if cfg.home_address == ANY and cfg.nai is None:
@@ -134,6 +140,11 @@ def load_mn_config(path: str) -> MobileNodeConfig:
         raise t.error("home_network", f"does not contain home_address {cfg.home_address}")
     if cfg.nat_traversal and cfg.colocated_care_of_address is None:
         raise t.error("nat_traversal", "needs colocated_care_of_address (RFC 3519 4.1)")
+    if cfg.honour_registration_required and cfg.colocated_care_of_address is None:
+        raise t.error(
+            "honour_registration_required",
+            "needs colocated_care_of_address (through an agent every registration is relayed)",
+        )
     t.finish()
     return cfg
 
@@ -170,6 +181,12 @@ class MobileNodeDaemon:
         self.dropped = 0
         self.nat = NatTunnel(self) if cfg.nat_traversal else None
         self.accepted_id = 0  # of our last accepted request (RFC 3543 notices name it)
+        # co-located, honour_registration_required: the foreign agent whose advertisement set R
+        # (our registrations go through it), whether it also set U, when we last heard it
+        self.relay: IPv4Address | None = None
+        self.relay_udp = False
+        self.relay_heard_at = 0.0
+        self.started_at = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -179,7 +196,7 @@ class MobileNodeDaemon:
             loop.add_signal_handler(sig, self._stopping.set)
         if self.cfg.colocated_care_of_address is not None:
             await self._start_decapsulator()
-        else:
+        if self.cfg.colocated_care_of_address is None or self.cfg.honour_registration_required:
             self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
             self.icmp.setsockopt(
                 socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.cfg.interface.encode()
@@ -220,9 +237,26 @@ class MobileNodeDaemon:
         colocated = self.cfg.colocated_care_of_address
         if colocated is not None:
             self.agent = Agent(self.cfg.home_agent, colocated, home=False)
+        honour = colocated is not None and self.cfg.honour_registration_required
+        self.started_at = time.monotonic()
+        if honour:
+            self._solicit()
         while True:
             now = time.monotonic()
             silent = now - self.heard_at > self.cfg.agent_timeout
+            if (
+                honour
+                and self.relay is not None
+                and now - self.relay_heard_at > self.cfg.agent_timeout
+            ):
+                self.log.info("mn.relay_lost", agent=self.relay)
+                self._set_relay(None, False)
+            if honour and self.relay is None and now - self.started_at < self.cfg.agent_timeout:
+                # first listen for an agent that requires registrations through it
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.2)
+                continue
             if colocated is None and self.agent is not None and silent:
                 self.log.info("mn.agent_lost", agent=self.agent.address)
                 self.agent = None
@@ -308,6 +342,12 @@ class MobileNodeDaemon:
 
     def _heard(self, source: IPv4Address, message: adv.AgentAdvertisement) -> None:
         home = message.is_home_agent and source in self.cfg.home_network
+        if self.cfg.colocated_care_of_address is not None:
+            # co-located, honour_registration_required: RFC 5944 3.3 / RFC 3519 4.11
+            if message.is_foreign_agent and message.registration_required and not home:
+                self.relay_heard_at = time.monotonic()
+                self._set_relay(source, bool(message.flags2 & adv.FLAG_U))
+            return
         if message.is_foreign_agent and message.care_of_addresses and not home:
             agent = Agent(source, message.care_of_addresses[0], home=False)
         elif home:
@@ -324,6 +364,18 @@ class MobileNodeDaemon:
         task = asyncio.get_running_loop().create_task(self._moved(agent))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _set_relay(self, relay: IPv4Address | None, udp: bool) -> None:
+        """Register through ``relay`` (None: straight to the home agent) from now on; a change
+        re-registers at once."""
+        if relay == self.relay and udp == self.relay_udp:
+            return
+        self.log.info("mn.relay", agent=relay or "-", udp=udp)
+        self.relay, self.relay_udp = relay, udp
+        if self.nat is not None:
+            self.nat.via_fa, self.nat.fa_udp = relay is not None, udp
+        self.renew_at = time.monotonic()
+        self._wake.set()
 
     async def _moved(self, agent: Agent) -> None:
         if agent.home:
@@ -495,7 +547,8 @@ class MobileNodeDaemon:
         if agent.home:  # returning home: straight to the HA, CoA = home address, all bindings
             coa, dest = self.home, str(cfg.home_agent)
         elif cfg.colocated_care_of_address is not None:
-            coa, dest = cfg.colocated_care_of_address, str(cfg.home_agent)
+            coa = cfg.colocated_care_of_address
+            dest = str(self.relay if self.relay is not None else cfg.home_agent)
         else:
             assert agent.care_of_address is not None
             coa, dest = agent.care_of_address, str(agent.address)

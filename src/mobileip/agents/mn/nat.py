@@ -15,6 +15,13 @@ Tunnel Request (F when ``nat_force``). When the reply's UDP Tunnel Reply says 0 
 
 A reply without the extension, or with 64 (declined), switches the tunnel off: the node is then an
 ordinary co-located node (IP-in-IP). Log lines: ``mn.udp_tunnel``, ``mn.udp_tunnel_off``.
+
+Registering through a foreign agent (``via_fa``: its advertisement set R and the daemon honours it,
+RFC 3519 4.4 and 4.11): the request carries R when the advertisement also set U, and no UDP Tunnel
+Request at all without U (the home agent would tunnel to the agent). Tunnel data still goes to and
+comes from the home agent itself (not the agent the registrations go through), and a keepalive
+leaves at once after every accepted registration: the home agent holds the binding half bound
+until that keepalive names the NAT's port for our socket.
 """
 
 from __future__ import annotations
@@ -49,6 +56,9 @@ class _Config(Protocol):
     @property
     def nat_force(self) -> bool: ...
 
+    @property
+    def port(self) -> int: ...
+
 
 class _Node(Protocol):
     @property
@@ -75,12 +85,26 @@ class NatTunnel:
         self._tun_name = ""
         self._reading = False
         self._rule = False
+        self.via_fa = False  # registering through a foreign agent (its advertisement set R)
+        self.fa_udp = False  # ... whose advertisement also set U (RFC 3519 3.4)
+        self.first_keepalives = 0
+        self._repeat_at = 0.0  # the first keepalive's one repeat (it is UDP: it may be lost)
 
     # --- registration ---------------------------------------------------------------------
 
     def request_extensions(self) -> tuple[UnknownExtension, ...]:
         flags = nat.REQUEST_F if self.node.cfg.nat_force else 0
+        if self.via_fa:
+            if not self.fa_udp:  # RFC 3519 4.4: MUST NOT without U
+                return ()
+            flags |= nat.REQUEST_R  # RFC 3519 3.1.2
         return (nat.UdpTunnelRequest(nat.ENCAP_IPIP, flags).extension(),)
+
+    def peer(self) -> tuple[str, int]:
+        """Where tunnel data goes and comes from: the home agent's registration port (also when
+        registrations go through a foreign agent)."""
+        cfg = self.node.cfg
+        return (str(cfg.home_agent), cfg.port)
 
     def pause(self) -> None:
         """Stop reading the registration socket: an exchange's thread is about to."""
@@ -99,6 +123,11 @@ class NatTunnel:
                 log.info("mn.udp_tunnel", keepalive=reply.keepalive, forced=reply.forced)
             self.active = True
             self.keepalive = reply.keepalive
+            if self.via_fa:  # RFC 3519 4.4: at once, the HA's binding waits for it (4.6)
+                self.first_keepalives += 1
+                now = time.monotonic()
+                self._keepalive(now)
+                self._repeat_at = now + 1.0
         elif result is None or result.accepted:
             if self.active:
                 log.info("mn.udp_tunnel_off", code=reply.code if reply is not None else "-")
@@ -153,7 +182,7 @@ class NatTunnel:
         if client is None:
             return
         try:
-            client.sock.sendto(data, client.ha)
+            client.sock.sendto(data, self.peer())
         except OSError:
             self.node.dropped += 1
             return
@@ -174,8 +203,15 @@ class NatTunnel:
 
     def tick(self, now: float) -> None:
         """Called about once a second: a keepalive when nothing was sent for the interval."""
+        if self.active and self._repeat_at and now >= self._repeat_at:
+            self._repeat_at = 0.0
+            self._keepalive(now)
+            return
         if not self.active or not self.keepalive or now - self.last_sent < self.keepalive:
             return
+        self._keepalive(now)
+
+    def _keepalive(self, now: float) -> None:
         self.seq = (self.seq + 1) & 0xFFFF
         self._send(nat.keepalive(self.node.home, self.node.cfg.home_agent, self.seq), now)
         self.keepalives += 1
@@ -192,7 +228,7 @@ class NatTunnel:
                 return
             except OSError:
                 return
-            if (src[0], src[1]) != client.ha or not data:
+            if (src[0], src[1]) != self.peer() or not data:
                 self.node.dropped += 1
                 continue
             if data[0] == nat.TYPE_TUNNEL_DATA:
