@@ -41,8 +41,6 @@ from netns import start_keepalived as run_keepalived
 from pcapio import tshark_fields
 from test_dataplane_standby_netns import (
     FETCH,
-    RECEIVER,
-    SENDER,
     dataplane,
     ha_config,
     link_flags,
@@ -52,7 +50,7 @@ from test_dataplane_standby_netns import (
 from test_vmac_wire_netns import addresses, arp_repliers, has_link
 
 from mobileip.config import to_toml
-from mobileip.tools.takeover import tunnelled_twice
+from mobileip.tools.takeover import RECEIVER, SENDER, tunnelled_twice
 
 pytestmark = [
     pytest.mark.root,
@@ -168,9 +166,12 @@ def test_keepalived_use_vmac_takeover(seg: Segment, tmp_path: Path) -> None:
         assert arp_repliers(seg, cn, VIP) == [VMAC]
         assert arp_repliers(seg, cn, homes[1]) == [VMAC]  # once: only the master proxies
 
-        rx = seg.spawn(far, [PY, "-c", RECEIVER, "14"], "receiver")
+        stop = tmp_path / "stop-traffic"  # the sender and the receiver end when it appears
+        rx = seg.spawn(far, [PY, "-c", RECEIVER, str(stop)], "receiver")
         rx.wait_for("receiving", 10)
-        tx = seg.spawn(cn, [PY, "-c", SENDER, ",".join(homes), "10", str(SEND_EVERY)], "sender")
+        tx = seg.spawn(
+            cn, [PY, "-c", SENDER, ",".join(homes), str(SEND_EVERY), str(stop)], "sender"
+        )
         sending = tx.wait_for("sending", 10).at
         time.sleep(1.0)
         # the standby forwards nothing while it stands by: its tunnel counters stay still over
@@ -189,7 +190,7 @@ def test_keepalived_use_vmac_takeover(seg: Segment, tmp_path: Path) -> None:
             pytest.fail(f"keepalived b never stayed BACKUP for 0.5 s: {vb2['recent_transitions']}")
         before_a = encapsulated(dataplane(seg, a))
         assert before_a > 0
-        # the kill 1.5-4.5 s into the 10 s stream (outages() looks from 1 s before to 3 s after)
+        # the kill 1.5-4.5 s into the stream (outages() looks from 1 s before to 3 s after)
         time.sleep(max(0.0, sending + 1.5 - time.monotonic()))
         assert time.monotonic() - sending < 4.5, "the box is too slow for this test's timing"
         killed = time.monotonic()
@@ -197,6 +198,8 @@ def test_keepalived_use_vmac_takeover(seg: Segment, tmp_path: Path) -> None:
         procs["a"].signal(signal.SIGKILL)
         procs["ka-a"].signal(signal.SIGKILL)
         became = procs["b"].wait_for(ACTIVE, 5, since=killed)
+        time.sleep(max(0.0, killed + 3.5 - time.monotonic()))  # 3.5 s of traffic past the kill
+        stop.touch()
         got = json.loads(rx.wait_for(r"^RESULT ", 20).text[len("RESULT ") :])
         try:
             per_home = outages(got, homes, killed)

@@ -24,17 +24,12 @@ from typing import Any
 import pytest
 from helpers import KEY, SPI, wait_until
 from netns import Member, Process, Segment
-from test_dataplane_standby_netns import (
-    RECEIVER,
-    SENDER,
-    dataplane,
-    ha_config,
-    link_flags,
-)
+from test_dataplane_standby_netns import dataplane, ha_config, link_flags
 from test_vmac_keepalived_netns import encapsulated, proc_sysctl
 from test_vmac_wire_netns import arp_repliers, has_link
 
 from mobileip.config import to_toml
+from mobileip.tools.takeover import RECEIVER, SENDER
 
 pytestmark = [
     pytest.mark.root,
@@ -96,9 +91,10 @@ def test_static_standby_holds_state_and_forwards_nothing(seg: Segment, tmp_path:
         homes = [f"10.77.128.{2 + i * 5}" for i in range(5)]
         assert arp_repliers(seg, cn, homes[0]) == [VMAC]
 
-        rx = seg.spawn(far, [PY, "-c", RECEIVER, "12"], "receiver")
+        stop = tmp_path / "stop-traffic"  # the sender and the receiver end when it appears
+        rx = seg.spawn(far, [PY, "-c", RECEIVER, str(stop)], "receiver")
         rx.wait_for("receiving", 10)
-        tx = seg.spawn(cn, [PY, "-c", SENDER, ",".join(homes), "8", "0.01"], "sender")
+        tx = seg.spawn(cn, [PY, "-c", SENDER, ",".join(homes), "0.01", str(stop)], "sender")
         tx.wait_for("sending", 10)
         time.sleep(1.5)
         ea, eb = encapsulated(dataplane(seg, a)), encapsulated(dataplane(seg, b))
@@ -109,6 +105,7 @@ def test_static_standby_holds_state_and_forwards_nothing(seg: Segment, tmp_path:
         role(seg, b, "active")
         time.sleep(2.0)
         ea2, eb2 = encapsulated(dataplane(seg, a)), encapsulated(dataplane(seg, b))
+        stop.touch()
         got = json.loads(rx.wait_for(r"^RESULT ", 20).text[len("RESULT ") :])
         after = [t for t, _, _ in got if t > switched + 1.0]
         print(
