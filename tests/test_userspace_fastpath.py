@@ -3,12 +3,16 @@ what the codec (:func:`mobileip.dataplane.encap.encapsulate`, ``forwarding=False
 hands everything it does not handle itself to the general path with the same counters.
 
 No TUN needed: a non-blocking Unix datagram socket stands in for the TUN's file descriptor (one
-read, one packet) and a list stands in for the raw socket."""
+read, one packet) and a list stands in for the raw socket: ``sendto`` (the general path) and
+``sendmmsg`` (the fast path's batches: each message is read back from the mmsghdr table the way
+the kernel reads it, following its iovec pointers, so the table's layout is checked too)."""
 
 from __future__ import annotations
 
+import errno
 import random
 import socket
+import struct
 from collections.abc import Iterator
 from ipaddress import IPv4Address as A
 from typing import Any
@@ -24,7 +28,8 @@ from mobileip.dataplane.encap import (
     build_ipv4,
     encapsulate,
 )
-from mobileip.dataplane.userspace import BATCH, UserspaceBackend
+from mobileip.dataplane.userspace import BATCH, RING_SLOTS, UserspaceBackend
+from mobileip.net.mmsg import MSGHDR
 from mobileip.wire.errors import DecodeError
 
 HA = A("10.0.0.1")
@@ -34,10 +39,40 @@ E = Encapsulation
 class Sink:
     def __init__(self) -> None:
         self.out: list[tuple[bytes, tuple[str, int]]] = []
+        self.calls = 0  # sendmmsg calls
+        self.fail: set[int] = set()  # messages (counted over all sendmmsg calls) that fail
+
+    def fileno(self) -> int:
+        return -1
 
     def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
         self.out.append((bytes(data), addr))
         return len(data)
+
+    def attach(self, backend: UserspaceBackend) -> None:
+        batch = backend._batch
+        seen = 0
+
+        def sendmmsg(fd: int, at: int, count: int) -> int:
+            nonlocal seen
+            self.calls += 1
+            first = (at - batch.base) // MSGHDR
+            assert (at - batch.base) % MSGHDR == 0 and first + count <= batch.size
+            for i in range(first, first + count):
+                if seen in self.fail:  # as the kernel: the messages before it count as sent,
+                    if i > first:  # the error comes with the next call, which starts at it
+                        return i - first
+                    self.fail.discard(seen)
+                    seen += 1
+                    raise OSError(errno.ENOBUFS, "No buffer space available")
+                seen += 1
+                data, sockaddr = batch.message(i)
+                family, port, addr = struct.unpack("=HH4s8x", sockaddr)
+                assert family == socket.AF_INET and port == 0
+                self.out.append((data, (str(A(addr)), 0)))
+            return count
+
+        batch.sendmmsg = sendmmsg
 
 
 @pytest.fixture
@@ -45,6 +80,7 @@ def rig() -> Iterator[tuple[UserspaceBackend, socket.socket, Sink]]:
     backend = UserspaceBackend(lambda *a, **k: None, "x", HA, own=frozenset({HA}))
     sink = Sink()
     backend.send_sock = sink  # type: ignore[assignment]
+    sink.attach(backend)
     r, w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     r.setblocking(False)
     backend.tun_fd = r.fileno()
@@ -249,3 +285,67 @@ def test_reverse_fast_path_matches_the_general_path() -> None:
     assert fast_counters["reverse-drop-unregistered"] > 0
     assert fast_counters["reverse-drop-ipv4-checksum"] > 0
     assert 0 < fast_calls < len(cases) - fast_counters["decap-ipip"] // 2  # most took the fast path
+
+
+def test_batches_and_send_failures(rig: tuple[UserspaceBackend, socket.socket, Sink]) -> None:
+    """Up to RING_SLOTS packets per sendmmsg; a message the kernel refuses is counted and
+    logged, and the ones after it still go, in order."""
+    backend, tun, sink = rig
+    logged: list[tuple[str, dict[str, object]]] = []
+    backend.log = lambda event, **kw: logged.append((event, kw))
+    rng = random.Random(8)
+    home = A("10.1.0.5")
+    spec = TunnelSpec(home, ((A("10.2.0.9"), E.IPIP), (A("10.2.0.10"), E.GRE)), ())
+    backend.track(spec)
+    tun.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    want: list[tuple[bytes, tuple[str, int]]] = []
+    ident = backend._ident
+    for _ in range(BATCH):
+        inner = packet(home, rng.choice([64, 1400]), rng)
+        want += expected(inner, spec, ident)
+        ident = (ident + 2) & 0xFFFF
+        tun.send(inner)
+    sink.fail = {0, 5, 6, 2 * BATCH - 1}  # the first, two in a row, the last
+    backend._on_tun()
+    assert sink.out == [w for i, w in enumerate(want) if i not in {0, 5, 6, 2 * BATCH - 1}]
+    # two batches of RING_SLOTS packets (two messages each); batch 1: 0 fails, 1-4 go, 5 fails,
+    # 6 fails, 7-127 go; batch 2: 128-254 go, 255 fails
+    assert BATCH // RING_SLOTS == 2 and sink.calls == 7
+    c = backend.counters
+    assert c["send-errors"] == 4
+    assert c["encap-ipip"] == BATCH - 2 and c["encap-gre"] == BATCH - 2
+    assert [e for e, _ in logged] == ["dataplane.send_failed"] * 4
+    assert logged[0][1]["dest"] == "10.2.0.9" and logged[-1][1]["dest"] == "10.2.0.10"
+
+
+def test_send_batch_through_the_kernel() -> None:
+    """The real sendmmsg with the table's layout: UDP on loopback carries each message
+    (header + body) as one datagram to its own address."""
+    from mobileip.net.mmsg import HEAD_OFF, PUT_OFF, SendBatch, address_of, sockaddr_in
+
+    rx = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for r in rx:
+            r.bind(("127.0.0.1", 0))
+            r.settimeout(2)
+        batch = SendBatch(4)
+        body = bytearray(b"body-0123456789" * 100)
+        at = address_of(body)
+        for i in range(3):
+            head = bytes([i]) * (20 + 4 * (i % 2))
+            record = batch.record(i)
+            batch.table[record + HEAD_OFF : record + HEAD_OFF + len(head)] = head
+            port = rx[i % 2].getsockname()[1]
+            batch.put(batch.table, record + PUT_OFF, len(head), at + i, 1400 - i,
+                      sockaddr_in(A("127.0.0.1").packed, port))  # fmt: skip
+        assert batch.send(tx.fileno(), 0, 3) == 3
+        got = [rx[0].recv(2048), rx[1].recv(2048), rx[0].recv(2048)]
+        assert got == [
+            bytes([i]) * (20 + 4 * (i % 2)) + bytes(body[i : i + 1400 - i]) for i in range(3)
+        ]
+        with pytest.raises(OSError):
+            batch.send(-1, 0, 1)  # EBADF, raised for the first message
+    finally:
+        for s in (*rx, tx):
+            s.close()

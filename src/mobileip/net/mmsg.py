@@ -1,0 +1,99 @@
+"""``sendmmsg(2)`` for batches of datagrams built in place: one system call for many packets.
+
+The standard library has ``sendmsg`` but no ``sendmmsg``. :class:`SendBatch` keeps a table of
+``struct mmsghdr`` in one preallocated buffer, each message gathered from two pieces (a header
+of up to :data:`HEAD_MAX` bytes stored in the table itself, and a packet body anywhere in
+memory that the caller keeps alive until :meth:`SendBatch.send`) and addressed to an IPv4
+``sockaddr_in``. Filling a message is one ``struct.pack_into`` for the addressing and one for
+the header; nothing is allocated per packet. Linux, x86-64 / aarch64 layouts (LP64).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import mmap
+import os
+import socket
+import struct
+from collections.abc import Callable
+
+HEAD_MAX = 24  # IPv4 + GRE without options
+# The table: ``size`` struct mmsghdr (LP64: msghdr {name, namelen, iov, iovlen, control,
+# controllen, flags} + msg_len; the kernel walks them as an array), then per message an
+# "aux" record: iovec[2] (header, body), its sockaddr_in, its header bytes.
+_MSGHDR = struct.Struct("@PI4xPQPQi4xI4x")
+MSGHDR = _MSGHDR.size  # 64
+_PER_MSG = struct.Struct("@QQQ16s")  # iov[0].len, iov[1].base, iov[1].len, sockaddr_in
+PUT_OFF = 8  # where _PER_MSG goes in an aux record
+_ADDR_OFF = 32  # the sockaddr_in
+HEAD_OFF = 48  # the header's bytes
+AUX = HEAD_OFF + HEAD_MAX  # 72 bytes
+assert MSGHDR == 64 and AUX % 8 == 0
+
+SendMmsg = Callable[[int, int, int], int]  # (fd, address of the first mmsghdr, count) -> sent
+
+
+def _libc_sendmmsg() -> SendMmsg:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    fn = libc.sendmmsg
+    fn.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
+    fn.restype = ctypes.c_int
+
+    def sendmmsg(fd: int, at: int, count: int) -> int:
+        sent: int = fn(fd, at, count, 0)
+        if sent < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return sent
+
+    return sendmmsg
+
+
+def sockaddr_in(address: bytes, port: int = 0) -> bytes:
+    """``struct sockaddr_in`` for the packed IPv4 ``address`` (16 bytes)."""
+    return struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), address)
+
+
+def address_of(buffer: bytearray | mmap.mmap) -> int:
+    """The address of a writable buffer's first byte (keep the buffer alive and unresized)."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+
+class SendBatch:
+    """Up to ``size`` messages (header + body, to an IPv4 address), sent by :meth:`send`.
+
+    ``table`` holds the mmsghdr array and the aux records: message ``i``'s record starts at
+    ``aux0 + i * AUX``; write its header at ``+ HEAD_OFF`` and its addressing with
+    ``put(table, record + PUT_OFF, head_len, body_address, body_len, sockaddr)``."""
+
+    def __init__(self, size: int, sendmmsg: SendMmsg | None = None) -> None:
+        self.size = size
+        self.aux0 = size * MSGHDR
+        self.table = bytearray(size * (MSGHDR + AUX))
+        self.base = address_of(self.table)
+        self.sendmmsg = sendmmsg or _libc_sendmmsg()
+        self.put = _PER_MSG.pack_into
+        for i in range(size):
+            aux = self.base + self.aux0 + i * AUX
+            _MSGHDR.pack_into(self.table, i * MSGHDR, aux + _ADDR_OFF, 16, aux, 2, 0, 0, 0, 0)
+            struct.pack_into("@P", self.table, self.aux0 + i * AUX, aux + HEAD_OFF)
+
+    def record(self, i: int) -> int:
+        """Where message ``i``'s aux record starts in :attr:`table`."""
+        return self.aux0 + i * AUX
+
+    def send(self, fd: int, first: int, count: int) -> int:
+        """Send messages ``first`` .. ``first + count - 1``; returns how many went (at least
+        one), or raises OSError for message ``first`` (the caller skips it and goes on)."""
+        return self.sendmmsg(fd, self.base + first * MSGHDR, count)
+
+    def message(self, i: int) -> tuple[bytes, bytes]:
+        """Message ``i`` as the kernel would read it: (its bytes, its sockaddr) (for tests)."""
+        name, namelen, iov, iovlen, *_ = _MSGHDR.unpack_from(self.table, i * MSGHDR)
+        assert namelen == 16 and iovlen == 2
+        data = b""
+        for k in range(iovlen):
+            base, length = struct.unpack("@PQ", ctypes.string_at(iov + 16 * k, 16))
+            data += ctypes.string_at(base, length)
+        return data, ctypes.string_at(name, namelen)
