@@ -21,6 +21,7 @@ from mobileip.config import to_toml
 pytestmark = pytest.mark.root
 
 PY = sys.executable
+NETNS_ID = "from mobileip.net.sysctls import netns_id; print(netns_id())"
 
 
 def _paths(member: Member) -> list[str]:
@@ -75,5 +76,5 @@ def test_sigkill_then_restart_then_clean_stop_leaves_the_original_values(
     assert second.stop(10) == 0
     assert _read(seg, ha) == original
     leftovers = seg.run(ha, ["sh", "-c", "ls /run/mobileip 2>/dev/null || true"]).stdout
-    netns = seg.run(ha, ["stat", "-L", "-c", "%i", "/proc/self/ns/net"]).stdout.strip()
-    assert f"net{netns}-" not in leftovers  # the record went with the restore
+    netns = seg.run(ha, [PY, "-c", NETNS_ID]).stdout.strip()
+    assert netns and f"net{netns}-" not in leftovers  # the record went with the restore

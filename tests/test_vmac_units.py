@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from errno import ENETDOWN
 from ipaddress import IPv4Address, IPv4Interface
@@ -13,6 +14,7 @@ from mobileip.config import DataplaneConfig, VrrpConfig
 from mobileip.daemon.roles import NativeDriver, StaticDriver, make_driver, vmac_interface
 from mobileip.dataplane.arp import ArpDuties
 from mobileip.net import vmac as vm
+from mobileip.net.sysctls import PersistedSysctls, netns_id
 from mobileip.net.vrrp_socket import DUP_WINDOW, VrrpSettings, VrrpSpeaker
 
 NATIVE = VrrpConfig(
@@ -102,3 +104,84 @@ def test_gratuitous_arp_survives_the_pending_error_of_a_link_that_came_up() -> N
     arp._sock = FlakySocket(ENETDOWN, ENETDOWN)  # type: ignore[assignment]
     arp.gratuitous(IPv4Address("10.77.128.2"))  # really down: counted, not retried forever
     assert arp.counters["garp-errors"] == 1 and arp.counters["garp-sent"] == 1
+
+
+class RecordingSocket:
+    """Stands for the AF_PACKET socket: records what is sent and whether it was closed."""
+
+    made: list[RecordingSocket] = []
+
+    def __init__(self, family: int, kind: int, proto: int) -> None:
+        self.args = (family, kind, proto)
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.closed = False
+        self.blocking = True
+        RecordingSocket.made.append(self)
+
+    def setblocking(self, flag: bool) -> None:
+        self.blocking = flag
+
+    def sendto(self, frame: bytes, address: tuple[str, int]) -> int:
+        assert not self.closed
+        self.sent.append((frame, address))
+        return len(frame)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_announce_reuses_one_packet_socket_until_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    RecordingSocket.made = []
+    monkeypatch.setattr(vm.socket, "socket", RecordingSocket)
+    v = vm.Vmac("vrrp.51", 7, vm.virtual_mac(51), "eth0", created=False)
+    for last in range(2, 5):
+        vm.announce(v, IPv4Address(f"10.77.128.{last}"))
+    assert len(RecordingSocket.made) == 1  # not one per frame
+    s = RecordingSocket.made[0]
+    assert s.args[0] == vm.socket.AF_PACKET and not s.blocking
+    assert [a for _, a in s.sent] == [("vrrp.51", vm.netlink.ETH_P_ARP)] * 3
+    assert s.sent[0][0] == vm.netlink.gratuitous_arp_frame(v.mac, IPv4Address("10.77.128.2"))
+    vm.release(v)  # adopted: no link change, no sysctl, only the socket goes
+    assert s.closed and v.garp_socket is None
+    vm.announce(v, IPv4Address("10.77.128.2"))  # a later announce opens a new one
+    assert len(RecordingSocket.made) == 2
+
+
+def test_persisted_sysctls_keep_meta_and_go_once_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[tuple[str, str]] = []
+    monkeypatch.setattr(vm.netlink, "write_sysctl", lambda p, v: written.append((p, v)))
+    path = tmp_path / "rec.json"
+    first = PersistedSysctls(path)
+    first.saved["net/ipv4/conf/eth0/arp_announce"] = "1"  # as set() leaves it
+    first.meta = {"created": True, "devices": {"eth0": 2, "vrrp.51": 9}}
+    first.write()
+    # the killed run's record: the next run inherits originals and meta
+    second = PersistedSysctls(path)
+    assert second.inherited == {"net/ipv4/conf/eth0/arp_announce": "1"}
+    assert second.inherited_meta == {"created": True, "devices": {"eth0": 2, "vrrp.51": 9}}
+    assert vm._left_by_us(second.inherited_meta, "vrrp.51", 9)
+    assert not vm._left_by_us(second.inherited_meta, "vrrp.51", 10)  # another device now
+    assert not vm._left_by_us({"created": False, "devices": {"vrrp.51": 9}}, "vrrp.51", 9)
+    assert vm._left_by_us({"created": True, "devices": {"vrrp.51": None}}, "vrrp.51", 9)
+    # the macvlan is another device now (index 10): its recorded originals are forgotten, the
+    # base's (same index) kept
+    second.saved["net/ipv4/conf/vrrp.51/arp_ignore"] = "0"
+    vm._forget_devices_that_moved(second, {"eth0": 2, "vrrp.51": 10})
+    assert second.saved == {"net/ipv4/conf/eth0/arp_announce": "1"}
+    assert second.restore() == [] and written == [("net/ipv4/conf/eth0/arp_announce", "1")]
+    assert not path.exists()  # everything put back: the record goes (meta too)
+    # a record from another boot is ignored
+    path.write_text(json.dumps({"boot_id": "another", "saved": {"x": "1"}, "meta": {"a": 1}}))
+    third = PersistedSysctls(path)
+    assert third.inherited == {} and third.inherited_meta == {}
+
+
+def test_netns_id_names_this_namespace() -> None:
+    ident = netns_id()
+    assert ident and ident == netns_id() and "/" not in ident
+    assert vm.state_file("vrrp.51", True, Path("/d")) == Path(
+        f"/d/vmac-sysctls-net{ident}-vrrp.51-owner.json"
+    )
+    assert vm.state_file("vrrp.51", False, Path("/d")).name.endswith("-vrrp.51-adopter.json")

@@ -1,5 +1,6 @@
 """The VRRP virtual MAC (RFC 5798 7.3, ``00-00-5E-00-01-{VRID}``) on a macvlan, as keepalived's
-``use_vmac`` does it, and the sysctls that go with it (remembered, so a clean stop restores them).
+``use_vmac`` does it, and the sysctls that go with it (remembered, so a clean stop restores them,
+even after a SIGKILL: the originals are kept in ``/run/mobileip`` until then).
 
 A macvlan interface on the home interface (``vrrp.<vrid>`` unless named otherwise) owns the
 virtual MAC; the virtual address and the data plane's proxy ARP live on it. Neighbours' ARP
@@ -9,7 +10,8 @@ switches). Stdlib only: the links go through :class:`~mobileip.net.rtnl.RtnlSock
 ``RTM_NEWLINK`` / ``RTM_DELLINK`` each), the sysctls through ``/proc/sys``.
 
 :func:`ensure` creates the macvlan (``private`` mode, down) or adopts an existing one (e.g.
-keepalived's) and sets, with :class:`Sysctls`:
+keepalived's) and sets, with a :class:`~mobileip.net.sysctls.PersistedSysctls` (its file:
+:func:`state_file`):
 
 * on the macvlan: ``disable_ipv6=1`` (no frame with the virtual MAC from IPv6 autoconfiguration,
   DAD or MLD), ``arp_ignore=1`` (answer ARP only for addresses on the macvlan itself),
@@ -39,10 +41,15 @@ link (keepalived keeps it up on a backup too) and adds the address; we only adop
 plane (``[dataplane] virtual_mac``) adopts whichever exists and adds the proxy-ARP sysctls; only
 with the ``static`` driver does the data plane make the macvlan and drive its link itself.
 
+After a SIGKILL: the record on disk holds the originals of every sysctl set here and whether we
+made the macvlan (and its interface index). The next :func:`ensure` keeps those originals (a
+clean stop then puts back the values from before the killed run), and a macvlan the killed
+owner made is deleted and made anew: down, no address, default sysctls.
+
 What the VRRP speaker (native driver) calls, all synchronous (its address thread is fine)::
 
-    v = vmac.ensure(base_interface, vrid, claim=True)  # at start (a leftover one becomes ours)
-    vmac.set_up(v, True); add VIP to v.index; vmac.announce(v, vip)       # on BecameMaster
+    v = vmac.ensure(base_interface, vrid, claim=True)  # at start (a leftover one: made anew)
+    vmac.set_up(v, True); add VIP to v.index            # on BecameMaster (it sends its own GARP)
     remove VIP from v.index; vmac.set_up(v, False)                        # on BecameBackup
     vmac.release(v)                                 # at stop: deletes it if created or claimed
 """
@@ -55,9 +62,13 @@ import socket
 import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
 
 from mobileip.net import netlink
 from mobileip.net.rtnl import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, RtnlSocket
+from mobileip.net.sysctls import STATE_DIR, PersistedSysctls, netns_id
+from mobileip.net.sysctls import Sysctls as Sysctls  # where the data plane's ARP duties take it
 
 RTM_NEWLINK, RTM_DELLINK = 16, 17
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_LINKINFO = 1, 3, 5, 18
@@ -91,42 +102,6 @@ def mac_text(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
 
 
-class Sysctls:
-    """Writes ``/proc/sys`` values, remembering each one's first previous value; :meth:`restore`
-    puts them back in reverse order (values of a device that is gone are skipped)."""
-
-    def __init__(self) -> None:
-        self.saved: dict[str, str] = {}
-
-    def set(self, path: str, value: str) -> None:
-        full = f"/proc/sys/{path}"
-        with open(full, encoding="ascii") as f:
-            old = f.read().strip()
-        if path not in self.saved:
-            self.saved[path] = old
-        if old != value:
-            netlink.write_sysctl(path, value)
-
-    def forget_prefix(self, prefix: str) -> None:
-        """Drop what was remembered under ``prefix`` (a device we delete takes its sysctls)."""
-        for path in [p for p in self.saved if p.startswith(prefix)]:
-            del self.saved[path]
-
-    def restore(self) -> list[str]:
-        """Restore everything; returns the paths that could not be written (a device that is
-        gone, e.g. keepalived's macvlan deleted by keepalived first, is skipped silently)."""
-        failed = []
-        for path, value in reversed(list(self.saved.items())):
-            try:
-                netlink.write_sysctl(path, value)
-            except FileNotFoundError:
-                continue
-            except OSError:
-                failed.append(path)
-        self.saved.clear()
-        return failed
-
-
 @dataclass
 class Vmac:
     name: str
@@ -135,6 +110,9 @@ class Vmac:
     base: str
     created: bool  # we made it (and delete it on release)
     sysctls: Sysctls = field(default_factory=Sysctls)
+    replaced: bool = False  # a killed run's macvlan was there: deleted and made anew
+    # every gratuitous ARP of announce() leaves through this one packet socket (opened lazily)
+    garp_socket: socket.socket | None = field(default=None, repr=False, compare=False)
 
 
 def _attr(kind: int, data: bytes) -> bytes:
@@ -200,6 +178,39 @@ def _apply(messages: list[bytes], sock: RtnlSocket | None) -> None:
         raise VmacError(str(f))
 
 
+def state_file(name: str, owner: bool, directory: Path = STATE_DIR) -> Path:
+    """Where the originals of the sysctls set for the macvlan ``name`` are kept until put back
+    (:class:`~mobileip.net.sysctls.PersistedSysctls`), per network namespace: one file for its
+    owner (who creates it: the native speaker, or the data plane with the static driver) and
+    one for an adopter (the data plane with keepalived or the native speaker), as both set the
+    same sysctls in turn and put them back in the reverse order."""
+    role = "owner" if owner else "adopter"
+    return directory / f"vmac-sysctls-net{netns_id()}-{name}-{role}.json"
+
+
+def _device_prefixes(name: str) -> tuple[str, ...]:
+    return (f"net/ipv4/conf/{name}/", f"net/ipv4/neigh/{name}/", f"net/ipv6/conf/{name}/")
+
+
+def _forget_devices_that_moved(state: PersistedSysctls, now: dict[str, int | None]) -> None:
+    """A killed run's originals of a device that is gone, or is another device now (another
+    interface index: deleted and made again) are not this device's originals: forget them."""
+    recorded = state.inherited_meta.get("devices")
+    if not isinstance(recorded, dict):
+        return
+    for name, index in recorded.items():
+        if now.get(name, _index(name)) != index:
+            for prefix in _device_prefixes(name):
+                state.forget_prefix(prefix)
+
+
+def _left_by_us(meta: dict[str, Any], name: str, index: int) -> bool:
+    """The record says a killed run of ours made the macvlan ``name`` at ``index``."""
+    devices = meta.get("devices")
+    recorded = devices.get(name) if isinstance(devices, dict) else None
+    return meta.get("created") is True and recorded in (index, None)
+
+
 def ensure(
     base: str,
     vrid: int | None,
@@ -208,14 +219,19 @@ def ensure(
     sock: RtnlSocket | None = None,
     create: bool = True,
     claim: bool = False,
+    state_dir: Path = STATE_DIR,
 ) -> Vmac:
     """The macvlan ``name`` (default ``vrrp.<vrid>``) on ``base``: adopted when it exists
     (``created`` False), else made (down, virtual MAC of ``vrid``) unless ``create`` is False;
-    then the sysctls of the module docstring (remembered in ``Vmac.sysctls``).
+    then the sysctls of the module docstring (remembered in ``Vmac.sysctls``, and on disk in
+    :func:`state_file` until :func:`release` puts them back, so a restart after SIGKILL still
+    puts back the values from before the killed run).
 
-    ``claim``: an existing one is ours to delete on :func:`release` (``created`` True). The
-    native VRRP speaker owns its macvlan, so one left by a killed run is taken over and removed
-    at the next clean stop; keepalived's (``use_vmac``) is never claimed."""
+    A macvlan a killed run of ours made (its record says so, same interface index) is deleted
+    and made anew (``Vmac.replaced``): down, no address, the kernel's default sysctls, ours to
+    delete at :func:`release`. ``claim``: any existing one carrying the virtual MAC is treated
+    so. The native VRRP speaker claims (it owns its macvlan); keepalived's (``use_vmac``) is
+    never claimed nor replaced (``create=False``)."""
     if name is None:
         if vrid is None:
             raise VmacError("a virtual MAC needs a VRID or an interface name")
@@ -225,24 +241,38 @@ def ensure(
     base_index = _index(base)
     if base_index is None:
         raise VmacError(f"no interface named {base!r}")
-    created = False
     index = _index(name)
-    if index is not None and claim:
+    state = PersistedSysctls(state_file(name, create, state_dir))
+    _forget_devices_that_moved(state, {base: base_index, name: index})
+    created = replaced = False
+    if index is not None and create and (claim or _left_by_us(state.inherited_meta, name, index)):
         if vrid is not None and read_mac(name) != virtual_mac(vrid):
             raise VmacError(f"{name} exists and does not carry {mac_text(virtual_mac(vrid))}")
-        created = True
+        try:
+            _apply([link_del(index)], sock)
+        except VmacError as exc:
+            raise VmacError(f"cannot delete the leftover macvlan {name}: {exc}") from None
+        for prefix in _device_prefixes(name):  # its sysctls went with it
+            state.forget_prefix(prefix)
+        index, replaced = None, True
     if index is None:
         if not create or vrid is None:
             raise VmacError(f"no interface named {name!r} (the VRRP daemon creates it)")
+        # recorded before it exists: a kill right after still leaves it known as ours
+        state.meta = {"created": True, "devices": {base: base_index, name: None}}
+        state.write()
         try:
             _apply([link_add_macvlan(name, base_index, virtual_mac(vrid))], sock)
         except VmacError as exc:
+            state.restore()
             raise VmacError(f"cannot create macvlan {name} on {base}: {exc}") from None
         created = True
         index = _index(name)
         if index is None:
             raise VmacError(f"macvlan {name} vanished after creation")
-    v = Vmac(name, index, read_mac(name), base, created)
+    state.meta = {"created": created, "devices": {base: base_index, name: index}}
+    state.write()
+    v = Vmac(name, index, read_mac(name), base, created, state, replaced)
     try:
         with contextlib.suppress(FileNotFoundError):  # no IPv6 in this kernel: nothing to stop
             v.sysctls.set(f"net/ipv6/conf/{name}/disable_ipv6", "1")
@@ -265,15 +295,30 @@ def set_up(v: Vmac, up: bool, *, sock: RtnlSocket | None = None) -> None:
 
 
 def announce(v: Vmac, address: IPv4Address) -> None:
-    """One gratuitous ARP for ``address`` from the virtual MAC (switches learn its new port)."""
-    netlink.send_gratuitous_arp(v.name, v.mac, address)
+    """One gratuitous ARP for ``address`` from the virtual MAC (switches learn its new port).
+
+    Through one long-lived packet socket per macvlan (``Vmac.garp_socket``, closed by
+    :func:`release`), as the VRRP speaker does: a socket per frame
+    (``netlink.send_gratuitous_arp``) pays an RCU grace period in bind and close (24 ms on a
+    quiet box, hundreds on a loaded one). Unbound and protocol 0 (it receives nothing), the
+    device named at each send; non-blocking (a full queue raises ``BlockingIOError``, an
+    ``OSError`` like a link that is down)."""
+    if v.garp_socket is None:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        s.setblocking(False)
+        v.garp_socket = s
+    v.garp_socket.sendto(netlink.gratuitous_arp_frame(v.mac, address), (v.name, netlink.ETH_P_ARP))
 
 
 def release(v: Vmac, *, sock: RtnlSocket | None = None) -> None:
-    """Undo :func:`ensure`: delete the macvlan if we made it, restore the sysctls we changed."""
+    """Undo :func:`ensure`: delete the macvlan if we made it, restore the sysctls we changed
+    (their record on disk goes with them)."""
+    if v.garp_socket is not None:
+        v.garp_socket.close()
+        v.garp_socket = None
     if v.created:
-        v.sysctls.forget_prefix(f"net/ipv4/conf/{v.name}/")
-        v.sysctls.forget_prefix(f"net/ipv6/conf/{v.name}/")
+        for prefix in _device_prefixes(v.name):
+            v.sysctls.forget_prefix(prefix)
         if _index(v.name) == v.index:
             _apply([link_del(v.index)], sock)
         v.created = False
