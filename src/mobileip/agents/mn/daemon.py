@@ -454,7 +454,7 @@ class MobileNodeDaemon:
             self.log.info(
                 "mn.registered",
                 care_of_address=agent.care_of_address,
-                via=agent.address,
+                via=self._via(agent),
                 lifetime=granted,
                 code=result.code,
                 home=self.home,
@@ -467,8 +467,13 @@ class MobileNodeDaemon:
                 # the Home Agent, docs/pools.md): give it up and ask for a new one
                 await self._release_home_address()
             self.log.warning(
-                "mn.denied", code=result.code, meaning=result.meaning, via=agent.address
+                "mn.denied", code=result.code, meaning=result.meaning, via=self._via(agent)
             )
+
+    def _via(self, agent: Agent) -> IPv4Address:
+        """Where our registrations go: the relaying foreign agent when there is one."""
+        relayed = self.cfg.colocated_care_of_address is not None and self.relay is not None
+        return self.relay if relayed and self.relay is not None else agent.address
 
     async def _release_home_address(self) -> None:
         """Take an assigned home address off ``lo`` and forget it (deregistered, stopping, or
