@@ -202,8 +202,10 @@ class HomeAgentCore:
         return [BindingChanged(self.table.get(home) or new, False)]
 
     def tick(self, now: float) -> list[Event]:
-        changed, _purged = self.table.expire(now)
+        changed, purged = self.table.expire(now)
         self.stats.expired += len(changed)
+        if self.pools is not None and (changed or purged):  # addresses freed (core/pools.py)
+            self.pools.refresh([*(rec.home_address for rec in changed), *purged])
         return [BindingsExpired(rec) for rec in changed]
 
     def next_deadline(self) -> float | None:
@@ -220,6 +222,8 @@ class HomeAgentCore:
         version = self.table.next_version(key, self._node_id)
         new = MobilityRecord(key, version, rec.last_id, rec.home_agent, (), 0.0, rec.nai)
         self.table.store(new, now)
+        if self.pools is not None:  # the address is free again (core/pools.py)
+            self.pools.note(new)
         return [BindingChanged(self.table.get(key) or new, True)]
 
     # --- the rules -----------------------------------------------------------------------

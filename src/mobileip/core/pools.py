@@ -100,6 +100,15 @@ class Resolved:
     fresh: bool = False
 
 
+@dataclass(slots=True)
+class _Candidates:
+    """A spent pool's addresses that may be free: purged (no record: preferred, never
+    anyone's now) and tombstones. Each is checked against the table when used."""
+
+    purged: set[int]
+    tombstones: set[int]
+
+
 @dataclass
 class PoolStats:
     assigned: int = 0  # addresses taken from a pool for an NAI that had none
@@ -150,6 +159,10 @@ class AddressPools:
         self._losers: set[int] = set()
         # called when a loser is found (the daemon schedules :meth:`losers` on the active)
         self.on_loser: Callable[[], None] | None = None
+        # per pool whose last scan from the cursor found no never-used address: the addresses
+        # that may be free since (tombstones, purged records), so a full or fully used pool
+        # answers without reading every address again (:meth:`_take`)
+        self._spent: dict[str, _Candidates] = {}
 
     def reconfigure(self, pools: Sequence[AddressPool]) -> dict[str, list[str]]:
         """Swap in ``pools`` (a reload): what was added, removed and changed, by name.
@@ -176,6 +189,7 @@ class AddressPools:
                     self.retired.add(address)
         self.retired = {a for a in self.retired if self.pool_of(a) is None and is_live(a)}
         self._maybe_live.clear()  # the new ranges may hold live addresses never seen: rescan
+        self._spent.clear()  # new ranges: the next take scans them
         self.refresh(self.table.homes())
         return {
             "added": sorted(set(new) - set(old)),
@@ -332,22 +346,61 @@ class AddressPools:
         return PoolDenied(int(code), reason)
 
     def _take(self, pool: AddressPool) -> int | None:
-        """A free address of ``pool``: one never used (no record) from the cursor on, else the
-        first tombstone (its former NAI loses its claim to it); None when all are in use."""
-        table = self.table
+        """A free address of ``pool``: one never used (no record) from the cursor on, else a
+        tombstone (its former NAI loses its claim to it); None when all are in use.
+
+        The scan from the cursor reads each address once (no unpacking). When it wraps without
+        finding a never-used address, the pool is *spent*: its free addresses are then only
+        the tombstones it saw and those that the feeds report since (a binding ended:
+        :meth:`note`, :meth:`refresh`, expiry and purges through the core's tick), so a full
+        pool answers in O(1) instead of reading every address for every request."""
+        spent = self._spent.get(pool.name)
+        if spent is None:
+            return self._scan(pool)
+        blob_of = self.table.packed_getter()
+        for group in (spent.purged, spent.tombstones):
+            found = None
+            stale = []
+            for address in group:
+                blob = blob_of(address) if address in pool else b""
+                if blob is None or (blob and blob[32] == 0):  # no record, or no binding
+                    found = address  # kept: the request may not store it after all
+                    break
+                stale.append(address)  # live again, or out of the pool
+            group.difference_update(stale)
+            if found is not None:
+                return found
+        return None
+
+    def _scan(self, pool: AddressPool) -> int | None:
+        """The scan from the cursor; marks the pool spent when it finds no never-used address."""
+        blob_of = self.table.packed_getter()
+        excluded = pool.excluded
         start = self._cursor[pool.name]
         span = pool.last - pool.first + 1
-        tombstone: int | None = None
+        tombstones: set[int] = set()
         for i in range(span):
             address = pool.first + (start - pool.first + i) % span
-            if address in pool.excluded:
+            if address in excluded:
                 continue
-            if table.order_of(address) is None:
+            blob = blob_of(address)
+            if blob is None:
                 self._cursor[pool.name] = address + 1 if address < pool.last else pool.first
                 return address
-            if tombstone is None and table.live(address) is None:
-                tombstone = address
-        return tombstone
+            if blob[32] == 0:  # the binding count (BindingTable.is_live): a tombstone
+                tombstones.add(address)
+        self._spent[pool.name] = _Candidates(set(), tombstones)
+        return min(tombstones, key=lambda a: (a - start) % span) if tombstones else None
+
+    def _freed(self, address: int, purged: bool) -> None:
+        """``address`` may be free now (a tombstone, or no record): a candidate of its spent
+        pool."""
+        if not self._spent:
+            return
+        p = self.pool_of(address)
+        spent = self._spent.get(p.name) if p is not None else None
+        if spent is not None:
+            (spent.purged if purged else spent.tombstones).add(address)
 
     # --- keeping the hint ------------------------------------------------------------------
 
@@ -359,9 +412,12 @@ class AddressPools:
             self._maybe_live.add(rec.home_address)
         if rec.nai and self._lo <= rec.home_address <= self._hi:
             self._remember(rec.nai.lower(), rec.home_address, bool(rec.bindings))
+        if not rec.bindings:
+            self._freed(rec.home_address, False)
 
     def refresh(self, homes: Iterable[int]) -> None:
-        """A peer's update (or a bulk download) changed these records."""
+        """These records changed outside a registration: a peer's update, a bulk download, or
+        the core's expiry (bindings ended, tombstones purged)."""
         lo, hi, get = self._lo, self._hi, self.table.get
         for home in homes:
             if home in self.retired and not self.table.is_live(home):
@@ -369,9 +425,12 @@ class AddressPools:
             if lo <= home <= hi:
                 rec = get(home)
                 if rec is None:
+                    self._freed(home, True)
                     continue
                 if rec.bindings:
                     self._maybe_live.add(home)
+                else:
+                    self._freed(home, False)
                 if rec.nai:
                     self._remember(rec.nai.lower(), home, bool(rec.bindings))
 
@@ -424,4 +483,5 @@ class AddressPools:
         self._hint.clear()
         self._maybe_live.clear()
         self._losers.clear()
+        self._spent.clear()
         self.refresh(self.table.homes())
