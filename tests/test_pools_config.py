@@ -111,6 +111,22 @@ def test_pools_and_nai_sas_parse_and_build() -> None:
             "exclude =",
             1,
         ),
+        (
+            'exclude = ["10.1.128.2"]',
+            'exclude = ["10.1.182.2"]',  # a typo: outside the pool, excluding nothing
+            "pool[0].exclude",
+            "10.1.182.2 is not in the pool (10.1.128.1 - 10.1.128.6)",
+            "exclude =",
+            1,
+        ),
+        (
+            'last = "10.1.129.20"',
+            'last = "10.1.129.11"\nexclude = ["10.1.129.10", "10.1.129.11"]',
+            "pool[1].exclude",
+            "leaves no address to hand out",
+            "exclude =",
+            2,
+        ),
         ('name = "other"', 'name = "subs"', "pool[1].name", "also pool[0]", 'name = "subs"', 2),
         (
             'first = "10.1.129.10"',

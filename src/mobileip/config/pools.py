@@ -67,6 +67,10 @@ def parse_pool(t: Table) -> PoolConfig:
             exclude.append(IPv4Address(text))
         except ValueError:
             raise t.error("exclude", f"{text!r} is not an IPv4 address") from None
+        if not first <= exclude[-1] <= last:  # a typo would silently exclude nothing
+            raise t.error("exclude", f"{text} is not in the pool ({first} - {last})")
+    if len(set(exclude)) >= int(last) - int(first) + 1:
+        raise t.error("exclude", "leaves no address to hand out")
     t.finish()
     return PoolConfig(name, first, last, tuple(exclude))
 
