@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import threading
 import time
 from ipaddress import IPv4Address
 
@@ -28,6 +29,7 @@ from mobileip.agents.fa import rules
 from mobileip.agents.mn.nat import NatTunnel
 from mobileip.core import homeagent as ha
 from mobileip.core.bindings import Binding, MobilityRecord
+from mobileip.core.security import append_auth
 from mobileip.dataplane.backend import TunnelBackend, spec_for
 from mobileip.dataplane.udp_tunnel import UdpTunnelPath
 from mobileip.log import Logger
@@ -291,3 +293,39 @@ def test_mn_sets_r_only_with_u_and_keepalives_go_to_the_home_agent_at_once() -> 
     assert tunnel.keepalives == 2
     client.close()
     ha_sock.close()
+
+
+def test_client_takes_tunnel_data_from_the_home_agent_while_registering_through_an_agent() -> None:
+    """During an exchange with the foreign agent, tunnel data comes from the home agent: handed
+    to the tunnel, not counted as a stray reply (a renewal would otherwise blank the downlink
+    for as long as the exchange lasts)."""
+    fa_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fa_sock.bind(("127.0.0.1", 0))
+    ha_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ha_sock.bind(("127.0.0.1", 0))
+    sa = test_nat_core.SA
+    mn = mnc.MobileNode(v.HOME, PRIVATE_COA, v.HA, sa)
+    got: list[bytes] = []
+    ka = nat.keepalive(v.HOME, v.HA, 1)
+    stray = nat.keepalive(v.HOME, v.HA, 2)
+    with mnc.RegistrationClient(mn, fa_sock.getsockname(), timeout=2.0, retries=0) as client:
+        client.on_tunnel_data = got.append
+        client.tunnel_from = ha_sock.getsockname()
+
+        def agent() -> None:
+            data, src = fa_sock.recvfrom(2048)
+            req = wire.decode_request(data)
+            ha_sock.sendto(ka, src)  # from the home agent, not the agent
+            fa_sock.sendto(stray, src)  # tunnel data from the agent: not the tunnel's
+            time.sleep(0.05)
+            body = wire.encode(wire.RegistrationReply(0, 600, v.HOME, v.HA, req.identification))
+            fa_sock.sendto(append_auth(body, wire.EXT_MN_HA_AUTH, sa), src)
+
+        t = threading.Thread(target=agent)
+        t.start()
+        result = client.register(600, int(wire.Flags.D))
+        t.join()
+    fa_sock.close()
+    ha_sock.close()
+    assert result.accepted, result
+    assert got == [ka]

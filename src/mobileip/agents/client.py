@@ -200,6 +200,9 @@ class RegistrationClient:
         self.sock.bind(bind)
         # RFC 3519: tunnel data (type 4) from the home agent arriving during an exchange
         self.on_tunnel_data: Callable[[bytes], None] | None = None
+        # ... and where it comes from when not from ``ha`` (a co-located node registering
+        # through a foreign agent, RFC 3519 4.11: the home agent itself)
+        self.tunnel_from: tuple[str, int] | None = None
         # where replies come from when not from ``ha`` (a request broadcast on the link to a
         # foreign agent by a mobile node without an address, RFC 2794: the agent's address)
         self.reply_from: tuple[str, int] | None = None
@@ -253,12 +256,16 @@ class RegistrationClient:
                     invalid.append("ICMP port unreachable from the home agent")
                     continue
                 peer = self.reply_from or self.ha
+                if (
+                    data[:1] == b"\x04"
+                    and self.on_tunnel_data is not None
+                    and (src[0], src[1]) == (self.tunnel_from or peer)
+                ):
+                    self.on_tunnel_data(data)  # a packet through the UDP tunnel, not a reply
+                    continue
                 if (src[0], src[1]) != peer:
                     # the reply must come from the address and port the request went to
                     invalid.append(f"reply from {src[0]}:{src[1]}, not {peer[0]}:{peer[1]}")
-                    continue
-                if data[:1] == b"\x04" and self.on_tunnel_data is not None:
-                    self.on_tunnel_data(data)  # a packet through the UDP tunnel, not a reply
                     continue
                 check = _match(self.mn, data, sent)
                 if not check.ok:

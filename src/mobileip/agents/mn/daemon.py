@@ -569,6 +569,7 @@ class MobileNodeDaemon:
             )
             if self.nat is not None:
                 self.client.on_tunnel_data = self.nat.tunnel_data
+                self.client.tunnel_from = self.nat.peer()  # the HA's, also through an agent
         self.client.mn, self.client.ha = mn, (dest, cfg.port)
         self.client.reply_from = None
         if self.home == ANY and not agent.home and cfg.colocated_care_of_address is None:
