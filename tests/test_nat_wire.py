@@ -141,6 +141,32 @@ def test_tshark_reads_the_golden_vectors_like_we_do(tmp_path: Path) -> None:
     assert all(row.get("_ws.malformed", "") == "" for row in got)
 
 
+# UDP Tunnel Request as our mobile node sends it through a foreign agent: R set, F clear, IP-in-IP.
+REQUEST_R_GOLDEN = bytes.fromhex("90" "06" "00" "00" "40" "04" "0000")  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_r_flag_golden_and_what_tshark_reads(tmp_path: Path) -> None:
+    """R (0x40, "Registration through FA Required") as our mobile node encodes it, and as
+    Wireshark's ``mip`` dissector reads it in a co-located (D) request relayed by an agent."""
+    ext = nat.UdpTunnelRequest(nat.ENCAP_IPIP, nat.REQUEST_R).extension()
+    assert reg.encode_extension(ext) == REQUEST_R_GOLDEN
+    (decoded,), _ = reg.decode_extensions(REQUEST_R_GOLDEN, 0)
+    assert isinstance(decoded, reg.UnknownExtension)
+    parsed = nat.parse_request(decoded)
+    assert parsed.via_fa and not parsed.force
+    req = reg.encode(reg.RegistrationRequest(reg.Flags.D, 600, HOME, HA, COA, 7, (ext,)))
+    pcap = tmp_path / "r.pcap"
+    write_pcap(pcap, [ipv4_udp(req, NAT_PUBLIC, HA)])
+    fields = ["mip.d", "mip.coa", "mip.ext.utrq.flags", "mip.ext.utrq.f", "mip.ext.utrq.r",
+              "mip.ext.utrq.encaptype", "_ws.malformed"]  # fmt: skip
+    [row] = tshark_rows(pcap, fields)
+    assert row["mip.ext.utrq.flags"] in ("0x40", "64"), row
+    assert (row["mip.ext.utrq.f"], row["mip.ext.utrq.r"]) == ("0", "1"), row
+    assert row["mip.d"] == "1" and row["mip.coa"] == str(COA), row
+    assert row["mip.ext.utrq.encaptype"] == "4" and row.get("_ws.malformed", "") == ""
+
+
 # --- properties -------------------------------------------------------------------------------
 
 u8 = st.integers(0, 0xFF)
