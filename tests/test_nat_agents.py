@@ -45,7 +45,7 @@ def test_fa_relays_request_and_reply_extensions_unchanged() -> None:
     assert out.sends == [fa.Send(rep, MN)]  # type 44 is recognised: not a critical unknown
 
 
-def test_fa_refuses_a_colocated_care_of_address() -> None:
+def test_fa_refuses_a_care_of_address_not_its_own_from_another_source() -> None:
     c = core()
     ext = nat.UdpTunnelRequest(flags=nat.REQUEST_R).extension()
     private = A("192.168.5.9")
