@@ -63,10 +63,11 @@ def build_home_agent(
         from mobileip.daemon.dynamic_ha import attach_dynamic_ha
 
         attach_dynamic_ha(daemon, config.dynamic_ha)
+    pools = None
     if config.pools:  # after persistence: the pools read the table it installed
         from mobileip.daemon.pools import attach_pools
 
-        attach_pools(daemon, roles)
+        pools = attach_pools(daemon, roles)
     revocation = None
     if config.revocation is not None:
         from mobileip.daemon.revocation import attach_revocation
@@ -85,7 +86,12 @@ def build_home_agent(
 
     AdminService(daemon)
     metrics = MetricsService(
-        daemon, redundancy=redundancy, roles=roles, dataplane=dataplane, revocation=revocation
+        daemon,
+        redundancy=redundancy,
+        roles=roles,
+        dataplane=dataplane,
+        revocation=revocation,
+        pools=pools,
     )
     StatusPage(daemon, metrics, redundancy=redundancy, roles=roles)
     return HomeAgent(daemon, control, redundancy, roles, dataplane)

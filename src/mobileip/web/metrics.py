@@ -70,12 +70,14 @@ class MetricsService:
         roles: StatusSource | None = None,
         dataplane: StatusSource | None = None,
         revocation: StatusSource | None = None,
+        pools: StatusSource | None = None,
     ) -> None:
         self.daemon = daemon
         self.redundancy = redundancy
         self.roles = roles
         self.dataplane = dataplane
         self.revocation = revocation
+        self.pools = pools
         self.registry = CollectorRegistry(auto_describe=False)
         self.sync_lag = Histogram(
             "mobileip_ha_redun_sync_lag_seconds",
@@ -158,6 +160,7 @@ class DaemonCollector(Collector):
         yield from _role_metrics(self.service.roles)
         yield from _dataplane_metrics(self.service.dataplane)
         yield from _revocation_metrics(self.service.revocation)
+        yield from _pool_metrics(self.service.pools)
 
 
 def _core_metrics(daemon: ObservedHost) -> Iterator[Metric]:
@@ -456,3 +459,44 @@ def _revocation_metrics(revocation: StatusSource | None) -> Iterator[Metric]:
                     if isinstance(p.get(kind), int):
                         queued.add_metric([str(member), kind], p[kind])
         yield queued
+
+
+def _pool_metrics(pools: StatusSource | None) -> Iterator[Metric]:
+    """Dynamic home address pools (src/mobileip/daemon/pools.py) through ``status()``, the
+    numbers of ``GET /api/v1/pools``: per pool its size and live addresses, the retired
+    addresses, and the assignment counters (docs/pools.md)."""
+    if pools is None:
+        return
+    data = pools.status()
+    size = GaugeMetricFamily(
+        "mobileip_pool_addresses", "Addresses a pool can hand out", labels=["pool"]
+    )
+    in_use = GaugeMetricFamily(
+        "mobileip_pool_in_use", "Addresses of a pool held by a live binding", labels=["pool"]
+    )
+    for p in data.get("pools", []):
+        size.add_metric([str(p["name"])], p["size"])
+        in_use.add_metric([str(p["name"])], p["in_use"])
+    yield size
+    yield in_use
+    yield GaugeMetricFamily(
+        "mobileip_pool_retired",
+        "Addresses a reload took out of every pool, still held by their bindings",
+        value=len(data.get("retired", [])),
+    )
+    yield CounterMetricFamily(
+        "mobileip_pool_assigned",
+        "Addresses taken from a pool for an NAI that had none",
+        value=data.get("assigned", 0),
+    )
+    yield CounterMetricFamily(
+        "mobileip_pool_reassigned",
+        "0.0.0.0 requests answered with the NAI's existing address",
+        value=data.get("reassigned", 0),
+    )
+    denied = CounterMetricFamily(
+        "mobileip_pool_denied", "Dynamic address requests refused, by reason", labels=["reason"]
+    )
+    for reason, n in sorted(data.get("denied", {}).items()):
+        denied.add_metric([str(reason)], n)
+    yield denied
