@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import KEY, SPI
 from netns import Member, Process, Segment
+from test_dataplane_standby_netns import VMAC, VRID, ha_config
 
 from mobileip.config import to_toml
 
@@ -33,10 +33,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
 PY = sys.executable
 NETNS_ID = "from mobileip.net.sysctls import netns_id; print(netns_id())"
-VRID = 51
 VMAC_IF = f"vrrp.{VRID}"
-VMAC = "00:00:5e:00:01:33"
-VIP = "10.77.0.100"
 # the base interface's originals before the first run: none equal to what the owner sets, and
 # not all the kernel's defaults (a clean stop must put these back, not the defaults)
 ORIGINAL = {"arp_ignore": "2", "arp_announce": "1", "medium_id": "7"}
@@ -44,33 +41,13 @@ SET_BY_US = {"arp_ignore": "1", "arp_announce": "2", "medium_id": "1"}
 
 
 def config(m: Member, driver: str) -> dict[str, Any]:
-    vrrp: dict[str, Any]
-    if driver == "native":
-        vrrp = {
-            "driver": "native",
-            "interface": m.ifname,
-            "vrid": VRID,
-            "priority": 200,
-            "advert_interval": 0.1,
-            "virtual_address": f"{VIP}/24",
-        }
-    else:
-        vrrp = {"driver": "static", "role": "active", "vrid": VRID}
-    return {
-        "homeagent": {"address": m.ip, "listen": "0.0.0.0", "port": 434, "max_lifetime": 600},
-        "security_association": [
-            {"spi": SPI, "algorithm": "hmac-md5", "key": KEY, "home_addresses": ["10.77.0.0/24"]}
-        ],
-        "control": {"listen": "127.0.0.1:8434"},
-        "vrrp": vrrp,
-        "dataplane": {
-            "backend": "userspace",
-            "home_interface": m.ifname,
-            "tun_name": "mip0",
-            "virtual_mac": True,
-            "garp_rounds": 0,
-        },
-    }
+    """The standby test's member (native VRRP, userspace data plane with the virtual MAC), alone:
+    no peers to sync with; with ``static`` it is active by configuration."""
+    cfg = ha_config(m, [], 200)
+    del cfg["redundancy"]
+    if driver == "static":
+        cfg["vrrp"] = {"driver": "static", "role": "active", "vrid": VRID}
+    return cfg
 
 
 def base_sysctls(seg: Segment, m: Member) -> dict[str, str]:
@@ -113,7 +90,7 @@ def start(seg: Segment, m: Member, argv: list[str], label: str, driver: str) -> 
 def test_sigkill_twice_then_clean_stop_leaves_no_macvlan_and_the_original_sysctls(
     seg: Segment, tmp_path: Path, driver: str
 ) -> None:
-    ha = seg.add_member("ha", "10.77.0.1/24")
+    ha = seg.add_member("ha", "10.77.0.1/16")
     for key, value in ORIGINAL.items():
         path = f"/proc/sys/net/ipv4/conf/{ha.ifname}/{key}"
         assert seg.run(ha, ["sh", "-c", f"echo {value} > {path}"]).returncode == 0
