@@ -1,8 +1,13 @@
-"""Choosing the User-Mode Linux kernel (mobileip.tools.uml_kernel): override, fallback, index."""
+"""Choosing the User-Mode Linux kernel (mobileip.tools.uml_kernel): override, recorded choice,
+fallback, index; the XSAVE shim on this host's own ptrace."""
 
 from __future__ import annotations
 
+import errno
 import lzma
+import platform
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,3 +51,119 @@ def test_package_path_from_the_index(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert got == "pool/main/u/user-mode-linux/user-mode-linux_7.2um1_amd64.deb"
     with pytest.raises(RuntimeError, match="libc6 not in"):
         uml_kernel._package_path("libc6", "sid")
+
+
+def test_choice_picks_the_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """ensure_kernel's recorded choice decides between Debian's kernel (with or without the shim)
+    and the fetched one, also when the fetched one is still on disk."""
+    monkeypatch.delenv("MOBILEIP_UML_KERNEL", raising=False)
+    monkeypatch.delenv("MOBILEIP_UML_SHIM", raising=False)
+    monkeypatch.setattr(uml_kernel, "FALLBACK_ROOT", tmp_path)
+    debian = tmp_path / "debian" / "linux.uml"
+    monkeypatch.setattr(uml_kernel, "debian_kernel", lambda: str(debian))
+    uml_kernel.fallback_kernel().parent.mkdir(parents=True)
+    uml_kernel.fallback_kernel().write_text("")
+    fetched = str(uml_kernel.fallback_kernel())
+    assert uml_kernel.choice() is None and uml_kernel.kernel_path() == fetched
+    for word, kernel, shim in [
+        (uml_kernel.DEBIAN_SHIM, str(debian), True),
+        (uml_kernel.DEBIAN, str(debian), False),
+        (uml_kernel.FETCHED, fetched, False),
+    ]:
+        uml_kernel.record_choice(word)
+        assert uml_kernel.choice() == word
+        assert uml_kernel.kernel_path() == kernel
+        assert uml_kernel.wants_shim(kernel) is shim
+    uml_kernel.record_choice(uml_kernel.DEBIAN_SHIM)
+    assert not uml_kernel.wants_shim(fetched)  # the shim goes only with Debian's kernel
+    monkeypatch.setenv("MOBILEIP_UML_SHIM", "0")
+    assert not uml_kernel.wants_shim(str(debian))
+    assert "LD_PRELOAD" not in uml_kernel.kernel_env(str(debian))
+    monkeypatch.setenv("MOBILEIP_UML_SHIM", "1")
+    assert uml_kernel.wants_shim(fetched)
+    uml_kernel.choice_file().write_text("something else\n")
+    assert uml_kernel.choice() is None
+
+
+# Traces a stopped child and writes its XSAVE state with a buffer of argv[1] bytes, as Debian
+# 12's UML does: prints what the host answered, whether the bytes written arrived, whether the
+# state past them stayed, and how PTRACE_PEEKDATA reports a word of -1 and a bad address.
+PROBE = r"""
+#define _GNU_SOURCE
+#include <elf.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static long minus_one = -1;
+static char before[65536], part[65536], after[65536];
+
+int main(int argc, char **argv) {
+    size_t len = strtoul(argv[1], NULL, 0);
+    pid_t child = fork();
+    if (child == 0) {
+        ptrace(PTRACE_TRACEME, 0, NULL, NULL);
+        raise(SIGSTOP);
+        _exit(0);
+    }
+    int status;
+    waitpid(child, &status, 0);
+    struct iovec full = {before, sizeof before};
+    if (ptrace(PTRACE_GETREGSET, child, (void *)NT_X86_XSTATE, &full))
+        return perror("get"), 2;
+    printf("host_size=%zu\n", full.iov_len);
+    memcpy(part, before, len);
+    part[160] ^= 0x5a; /* a byte of XMM0 */
+    struct iovec iov = {part, len};
+    long r = ptrace(PTRACE_SETREGSET, child, (void *)NT_X86_XSTATE, &iov);
+    printf("set_short=%ld\nset_errno=%d\n", r, r ? errno : 0);
+    struct iovec again = {after, sizeof after};
+    ptrace(PTRACE_GETREGSET, child, (void *)NT_X86_XSTATE, &again);
+    printf("written=%d\n", after[160] == part[160]);
+    printf("tail_kept=%d\n", !memcmp(after + len, before + len, full.iov_len - len));
+    errno = 42;
+    long word = ptrace(PTRACE_PEEKDATA, child, &minus_one, NULL);
+    printf("peek=%ld\npeek_errno=%d\n", word, errno);
+    word = ptrace(PTRACE_PEEKDATA, child, (void *)8, NULL);
+    printf("peek_bad=%ld\npeek_bad_errno=%d\n", word, errno);
+    kill(child, SIGKILL);
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or shutil.which("gcc") is None,
+    reason="the XSAVE shim is x86_64 code built with gcc (scripts/test installs gcc as root)",
+)
+def test_xstate_shim_widens_a_short_xsave_write(tmp_path: Path) -> None:
+    """The shim, on this host's own ptrace: a write of the XSAVE state with a buffer shorter than
+    the host's (576 bytes: the legacy area and the header) fails with EFAULT without it and
+    succeeds with it; UML's bytes arrive, the state past them stays; PEEKDATA keeps glibc's
+    conventions (a word of -1 with errno 0, a bad address -1 with EIO)."""
+    shim = uml_kernel.build_shim(tmp_path / "shim.so")
+    probe = tmp_path / "probe"
+    (tmp_path / "probe.c").write_text(PROBE)
+    subprocess.run(["gcc", "-O2", "-o", str(probe), str(tmp_path / "probe.c")], check=True)
+
+    def run(env: dict[str, str]) -> dict[str, str]:
+        out = subprocess.run(
+            [str(probe), "576"], env=env, capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+        return dict(line.split("=", 1) for line in out.splitlines())
+
+    plain = run({})
+    if int(plain["host_size"]) <= 576:
+        pytest.skip(f"this CPU's XSAVE area is {plain['host_size']} bytes: nothing to widen")
+    assert plain["set_short"] == "-1" and plain["set_errno"] == str(errno.EFAULT), plain
+    shimmed = run({"LD_PRELOAD": str(shim)})
+    assert shimmed["set_short"] == "0", shimmed
+    assert shimmed["written"] == "1" and shimmed["tail_kept"] == "1", shimmed
+    assert (shimmed["peek"], shimmed["peek_errno"]) == ("-1", "0"), shimmed
+    assert (shimmed["peek_bad"], shimmed["peek_bad_errno"]) == ("-1", str(errno.EIO)), shimmed

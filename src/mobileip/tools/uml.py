@@ -65,13 +65,21 @@ from pathlib import Path
 from typing import TextIO
 
 from mobileip.tools.uml_kernel import (
+    DEBIAN,
+    DEBIAN_SHIM,
+    FETCHED,
     KERNEL,
     KERNEL_PACKAGE,
     SBIN_PATH,
     XSTATE_FAILURE,
+    build_shim,
+    debian_kernel,
     fetch_newer,
+    kernel_env,
     kernel_path,
     modules_root,
+    record_choice,
+    wants_shim,
 )
 
 # loaded before the command runs; anything else is auto-loaded through the modprobe wrapper
@@ -218,6 +226,7 @@ def run_in_uml(
     stream: TextIO | None = None,
     kernel: str | None = None,
     launcher: Sequence[str] = (),
+    shim: bool | None = None,
 ) -> UmlResult:
     """Boot User-Mode Linux (``kernel``, default :func:`kernel_path`), run ``command`` (an argv
     list, or a shell command string) in ``cwd`` (default: the current directory; must not be
@@ -225,7 +234,9 @@ def run_in_uml(
     see the module docstring. ``stream`` gets the guest's console lines as they come from the
     command's start on (its output, and any kernel message printed meanwhile). ``launcher``:
     an argv prefix the kernel runs under (it must exec the kernel in the same process, e.g. to
-    enter a cgroup first: the forwarding bench accounts the guest's host CPU time so)."""
+    enter a cgroup first: the forwarding bench accounts the guest's host CPU time so).
+    ``shim``: preload the XSAVE shim (mobileip.tools.uml_kernel; default: when
+    :func:`~mobileip.tools.uml_kernel.wants_shim` says so for this kernel)."""
     if kernel is None:
         reason = uml_available()
         if reason:
@@ -258,12 +269,14 @@ def run_in_uml(
             "con=null",
             "con0=null,fd:1",
         ]
-        return _boot(argv, ctl, timeout, stream)
+        return _boot(argv, ctl, timeout, stream, kernel_env(kernel, shim))
     finally:
         shutil.rmtree(ctl, ignore_errors=True)
 
 
-def _boot(argv: list[str], ctl: Path, timeout: float, stream: TextIO | None) -> UmlResult:
+def _boot(
+    argv: list[str], ctl: Path, timeout: float, stream: TextIO | None, env: dict[str, str]
+) -> UmlResult:
     started = time.monotonic()
     console: list[str] = []
     command_started: list[float] = []
@@ -273,6 +286,7 @@ def _boot(argv: list[str], ctl: Path, timeout: float, stream: TextIO | None) -> 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env=env,
     )
 
     def read() -> None:
@@ -327,33 +341,55 @@ def _read(path: Path) -> str:
         return ""
 
 
-def boot_failure(kernel: str) -> str | None:
-    """Boot ``kernel`` with ``true``; None when it ran, else what went wrong."""
-    result = run_in_uml("true", cwd="/", timeout=120, kernel=kernel)
+def boot_failure(kernel: str, shim: bool = False) -> str | None:
+    """Boot ``kernel`` (the XSAVE shim preloaded when ``shim``) with ``true``; None when it ran,
+    else what went wrong."""
+    result = run_in_uml("true", cwd="/", timeout=120, kernel=kernel, shim=shim)
+    name = f"{kernel} with the XSAVE shim" if shim else kernel
     if result.returncode == 0:
         return None
     if XSTATE_FAILURE in result.console:
-        return f"{kernel}: {XSTATE_FAILURE} (this CPU's XSAVE area is too large for it)"
-    return f"{kernel}: `true` exited {result.returncode}: {result.console[-400:]}"
+        return f"{name}: {XSTATE_FAILURE} (this CPU's XSAVE area is too large for it)"
+    return f"{name}: `true` exited {result.returncode}: {result.console[-400:]}"
 
 
 def ensure_kernel() -> str:
-    """Make sure a UML kernel that runs here is in place (mobileip.tools.uml_kernel says why
-    Debian 12's may not); what was done, in one line."""
-    kernel = kernel_path()
+    """Make sure a UML kernel that runs here is in place and record which
+    (mobileip.tools.uml_kernel: Debian's as it is, Debian's with the XSAVE shim, or the fetched
+    newer one); what was done, in one line. ``MOBILEIP_UML_KERNEL`` set: only check that one."""
+    override = os.environ.get("MOBILEIP_UML_KERNEL")
+    if override:
+        failure = boot_failure(override, wants_shim(override))
+        if failure:
+            raise RuntimeError(failure)
+        return f"{override} ({kernel_release(override)}) boots here (MOBILEIP_UML_KERNEL)"
+    kernel = debian_kernel()
     if kernel is None:
         return "no User-Mode Linux kernel installed: nothing to check"
     failure = boot_failure(kernel)
     if failure is None:
+        record_choice(DEBIAN)
         return f"{kernel} ({kernel_release(kernel)}) boots here"
     if XSTATE_FAILURE not in failure:
         raise RuntimeError(failure)
+    try:
+        build_shim()
+        shimmed = boot_failure(kernel, shim=True)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        shimmed = f"the XSAVE shim could not be built: {getattr(exc, 'stderr', None) or exc}"
+    if shimmed is None:
+        record_choice(DEBIAN_SHIM)
+        return f"{failure}; it boots with the XSAVE shim preloaded: using it so"
     newer = str(fetch_newer())
     again = boot_failure(newer)
     if again is not None:
-        raise RuntimeError(f"{failure}; the newer kernel fails too: {again}")
+        raise RuntimeError(f"{failure}; {shimmed}; the newer kernel fails too: {again}")
+    record_choice(FETCHED)
     name, suite = KERNEL_PACKAGE
-    return f"{failure}; using {newer} ({kernel_release(newer)}, Debian {suite}'s {name}) instead"
+    return (
+        f"{failure}; {shimmed}; using {newer} ({kernel_release(newer)}, Debian {suite}'s "
+        f"{name}) instead"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

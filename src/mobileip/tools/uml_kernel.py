@@ -1,21 +1,37 @@
-"""Which User-Mode Linux kernel the tier boots, and a newer one where Debian 12's cannot run.
+"""Which User-Mode Linux kernel the tier boots: Debian 12's, with an XSAVE shim where it needs one,
+or a newer one fetched from Debian unstable where the shim does not help.
 
 Debian 12's ``user-mode-linux`` (Linux 6.1) cannot run a single user-space program on a host
 whose CPU has AMX (and a large XSAVE area): its init dies at once with ``userspace - ptrace set
 fp regs failed, errno = 14`` and a kernel panic, because that UML hands the host's
-``PTRACE_SETREGSET`` an XSAVE buffer of the wrong size (the host kernel wants exactly its own
-maximum size and answers EFAULT otherwise). Trixie's 6.12 fails the same way; Debian
-unstable's 7.2 runs. Machines of the same kind here differ in CPU, so the tier must work on
-both.
+``PTRACE_SETREGSET NT_X86_XSTATE`` an XSAVE buffer smaller than the host kernel's XSAVE size (the
+host wants exactly its own size and answers EFAULT otherwise). Trixie's 6.12 fails the same way;
+Debian unstable's 7.2 runs. Machines of the same kind here differ in CPU, so the tier must work
+on both.
+
+The fix without another kernel is ``uml_xstate_shim.c`` (package data beside this module): an
+``LD_PRELOAD`` library whose ``ptrace()`` widens that one call (it reads the tracee's whole XSAVE
+state into a buffer of the host's size, lays UML's bytes over its start and writes the whole
+buffer back) and passes everything else to the system call unchanged. 6.1 is the kernel issue 16
+names, and the only one here with iptables' nat table (``iptable_nat``, ``MASQUERADE``): 7.2 is
+built without ``IP_NF_NAT`` and without ``NF_TABLES_IPV4``.
 
 :func:`mobileip.tools.uml.ensure_kernel` (``python -m mobileip.tools.uml --ensure-kernel``, run
-by scripts/test as root) boots the installed kernel once with ``true``. If it boots, nothing
-changes. If it dies with that signature, the newer kernel is fetched from the Debian mirror
-(``user-mode-linux`` from unstable, with trixie's ``libc6`` beside it since the binary needs
-glibc 2.38 and Debian 12 has 2.36), unpacked into :data:`FALLBACK_ROOT` and pointed at that libc
-with ``patchelf``. :func:`kernel_path` then prefers it; its modules are in
-``FALLBACK_ROOT/usr/lib/uml/modules/<release>`` (:func:`modules_root`). Nothing is installed
-into the system's own paths. ``MOBILEIP_UML_KERNEL`` names a kernel to use instead of both.
+by scripts/test as root) decides once per machine and writes the decision to :func:`choice_file`:
+
+1. Debian's ``linux.uml`` boots ``true`` as it is: ``debian``.
+2. It dies with that signature: the shim is compiled with ``gcc`` into :func:`shim_path` and
+   Debian's kernel is booted again with it preloaded; if that runs: ``debian+shim``.
+3. Otherwise the newer kernel is fetched from the Debian mirror (``user-mode-linux`` from
+   unstable, with trixie's ``libc6`` beside it since the binary needs glibc 2.38 and Debian 12
+   has 2.36), unpacked into :data:`FALLBACK_ROOT` and pointed at that libc with ``patchelf``:
+   ``fetched``. Its modules are in ``FALLBACK_ROOT/usr/lib/uml/modules/<release>``.
+
+:func:`kernel_path` follows the decision and :func:`kernel_env` gives the environment to start
+that kernel with (``LD_PRELOAD`` of the shim for ``debian+shim``). Nothing is installed into the
+system's own paths. ``MOBILEIP_UML_KERNEL`` names a kernel to use instead (e.g. the fetched
+``/var/cache/mobileip/uml/usr/bin/linux.uml``); ``MOBILEIP_UML_SHIM=1`` preloads the shim into
+whatever kernel boots (built on first use), ``MOBILEIP_UML_SHIM=0`` never.
 """
 
 from __future__ import annotations
@@ -38,19 +54,94 @@ LIBC_PACKAGE = ("libc6", "trixie")
 XSTATE_FAILURE = "ptrace set fp regs failed"
 
 
+SHIM_SOURCE = Path(__file__).with_name("uml_xstate_shim.c")
+# what ensure_kernel found on this machine (the words in choice_file)
+DEBIAN, DEBIAN_SHIM, FETCHED = "debian", "debian+shim", "fetched"
+
+
 def fallback_kernel() -> Path:
     return FALLBACK_ROOT / "usr" / "bin" / KERNEL
 
 
+def debian_kernel() -> str | None:
+    """Debian's own ``linux.uml`` (the ``user-mode-linux`` package), or None."""
+    return shutil.which(KERNEL) or shutil.which(KERNEL, path=SBIN_PATH)
+
+
+def shim_path() -> Path:
+    return FALLBACK_ROOT / "xstate-shim" / "uml_xstate_shim.so"
+
+
+def choice_file() -> Path:
+    return FALLBACK_ROOT / "choice"
+
+
+def choice() -> str | None:
+    """What ensure_kernel decided here (``debian``, ``debian+shim``, ``fetched``), or None."""
+    try:
+        word = choice_file().read_text().strip()
+    except OSError:
+        return None
+    return word if word in (DEBIAN, DEBIAN_SHIM, FETCHED) else None
+
+
+def record_choice(word: str) -> None:
+    FALLBACK_ROOT.mkdir(parents=True, exist_ok=True)
+    choice_file().write_text(word + "\n")
+
+
 def kernel_path() -> str | None:
-    """The UML kernel to boot: ``MOBILEIP_UML_KERNEL``, else the fetched newer kernel when
-    :func:`~mobileip.tools.uml.ensure_kernel` installed one, else Debian's ``linux.uml``."""
+    """The UML kernel to boot: ``MOBILEIP_UML_KERNEL``; else what ensure_kernel chose (the
+    fetched newer kernel for ``fetched``, Debian's for ``debian`` and ``debian+shim``); with no
+    choice recorded, the fetched kernel when present, else Debian's ``linux.uml``."""
     override = os.environ.get("MOBILEIP_UML_KERNEL")
     if override:
         return override
+    chosen = choice()
+    if chosen in (DEBIAN, DEBIAN_SHIM):
+        return debian_kernel()
     if fallback_kernel().exists():
         return str(fallback_kernel())
-    return shutil.which(KERNEL) or shutil.which(KERNEL, path=SBIN_PATH)
+    return debian_kernel()
+
+
+def wants_shim(kernel: str) -> bool:
+    """Whether ``kernel`` boots with the XSAVE shim preloaded: ``MOBILEIP_UML_SHIM`` (1/0) when
+    set, else when ensure_kernel chose ``debian+shim`` and ``kernel`` is Debian's."""
+    forced = os.environ.get("MOBILEIP_UML_SHIM", "").strip()
+    if forced:
+        return forced not in ("0", "no", "false")
+    debian = debian_kernel()
+    return (
+        choice() == DEBIAN_SHIM
+        and debian is not None
+        and Path(kernel).resolve() == Path(debian).resolve()
+    )
+
+
+def build_shim(target: Path | None = None) -> Path:
+    """Compile :data:`SHIM_SOURCE` with gcc into ``target`` (default :func:`shim_path`)."""
+    target = target or shim_path()
+    if shutil.which("gcc") is None:
+        raise RuntimeError("gcc is needed to build the UML XSAVE shim (apt-get install gcc)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    argv = ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(partial)]
+    subprocess.run([*argv, str(SHIM_SOURCE)], check=True, capture_output=True, text=True)
+    partial.rename(target)
+    return target
+
+
+def kernel_env(kernel: str, shim: bool | None = None) -> dict[str, str]:
+    """The environment to start ``kernel`` with: this process's, plus ``LD_PRELOAD`` of the
+    shim when ``shim`` (default: :func:`wants_shim`), built first if it is not there yet."""
+    env = dict(os.environ)
+    if wants_shim(kernel) if shim is None else shim:
+        library = shim_path()
+        if not library.exists():
+            build_shim(library)
+        env["LD_PRELOAD"] = " ".join(filter(None, [str(library), env.get("LD_PRELOAD", "")]))
+    return env
 
 
 def modules_root(kernel: str) -> Path:
