@@ -156,7 +156,7 @@ def test_ratios_are_taken_round_by_round() -> None:
 def test_paths_for_the_kernel_backend() -> None:
     names = [fp.name for fp in paths_for(["kernel"])]
     assert names == [
-        "sender", "ceiling", "kernel", "kernel-gre",
+        "sender", "ceiling", "kernel", "kernel-gre", "kernel-udp",
         "sender-rev", "ceiling-rev", "sender-rev-ipip", "kernel-rev",
         "sender-rev-gre", "kernel-gre-rev",
     ]  # fmt: skip
@@ -248,7 +248,7 @@ def test_uml_leg_with_cpu_accounting(tmp_path: Path) -> None:
     print("\n".join(lines))
     print(json.dumps(data, indent=1))
     rows = data["rows"]
-    assert set(rows) == {"sender@64", "ceiling@64", "kernel@64", "kernel-gre@64"}
+    assert set(rows) == {"sender@64", "ceiling@64", "kernel@64", "kernel-gre@64", "kernel-udp@64"}
     for row in rows.values():
         assert row["pps"] > 0 and row["host_cpu_ns_per_packet"] > 0, row
         assert 0 < row["host_cpu_share"]["median"] <= 1.5  # UML's one CPU: about one host CPU

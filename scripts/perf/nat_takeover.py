@@ -12,6 +12,10 @@ replies routed straight back). Per run: the correspondent pings the home address
 ha1's link is cut and ha1 SIGKILLed; outage = the ping's longest gap less one interval. One JSON
 line per run, then per variant the median and worst, and the ratio of the medians. Timings
 inside UML are relative (one ptrace-trapped CPU for every process).
+
+``--backend kernel``: the Home Agents run the kernel data plane; ``nat`` is then its hybrid path
+(the home routed into its TUN, dataplane/udp_tun.py) and ``baseline`` its kernel IP-in-IP fast
+path.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from typing import Any
 from mobileip.tools.natlab import NatLab
 
 
-def one_run(nat: bool) -> dict[str, Any]:
-    lab = NatLab(nat)
-    row: dict[str, Any] = {"variant": "nat" if nat else "baseline"}
+def one_run(nat: bool, backend: str) -> dict[str, Any]:
+    lab = NatLab(nat, backend=backend)
+    row: dict[str, Any] = {"variant": "nat" if nat else "baseline", "backend": backend}
     try:
         lab.setup()
         lab.start_home_agents()
@@ -56,11 +60,12 @@ def one_run(nat: bool) -> dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3, help="runs of each variant (alternating)")
+    p.add_argument("--backend", default="userspace", choices=("userspace", "kernel"))
     args = p.parse_args()
     rows: list[dict[str, Any]] = []
     for _ in range(args.runs):
         for nat in (True, False):
-            row = one_run(nat)
+            row = one_run(nat, args.backend)
             print(json.dumps(row), flush=True)
             rows.append(row)
     medians: dict[str, float] = {}

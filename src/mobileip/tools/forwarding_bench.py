@@ -17,7 +17,11 @@ once, in an order rotated from round to round, so drift hits each alike:
   activation does, so the backend stays up between runs;
 * **kernel**: :class:`~mobileip.dataplane.kernel.KernelBackend` the same way (table 100, rule
   pref 1000); **kernel-gre**: the measured home routed through its GRE device instead (table
-  102, rule 1002);
+  102, rule 1002); **kernel-udp**: the measured home as an RFC 3519 UDP-tunnelled binding, i.e.
+  the kernel backend's hybrid path (dataplane/udp_tun.py: routed into its TUN, table 103, rule
+  1003; read by the helper and sent as tunnel data from port 434 to ``coa``:4343 by
+  :class:`~mobileip.dataplane.udp_tunnel.UdpTunnelPath`; the helper's CPU is measured as the
+  userspace backend's);
 * **reverse** (``-rev``, T flag): from ``coa``, the packet home address -> src, plain
   (``ceiling-rev``) or tunnelled to ha's address in IP-in-IP / GRE (``kernel-rev``,
   ``kernel-gre-rev``, ``userspace-rev``; decapsulated and checked by the backend), counted at
@@ -78,6 +82,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -226,7 +231,13 @@ HOME = f"{PREFIX}.3.1"  # the measured flow's home address; other bindings follo
 PORT = 9
 # table, rule priority; "kernel-gre": the kernel backend's helper also routes the measured home
 # through its GRE device in a table of its own (the other bindings stay IP-in-IP)
-TABLES = {"kernel": (100, 1000), "userspace": (101, 1001), "kernel-gre": (102, 1002)}
+TABLES = {
+    "kernel": (100, 1000),
+    "userspace": (101, 1001),
+    "kernel-gre": (102, 1002),
+    "kernel-udp": (103, 1003),
+}
+NAT_PORT = 4343  # the kernel-udp path's "NAT mapping": coa's address, this port
 # delivered packets/s, offered packets/s, backend CPU us/packet, then the steady window's wall
 # clock start and end (time.time(); a UML guest's clock is the host's) and packets counted in it
 Run = tuple[float, float, float, float, float, float]
@@ -253,6 +264,7 @@ PATHS = (
     FlowPath("userspace", False, "userspace", "udp", ceiling="ceiling", baseline="sender"),
     FlowPath("kernel", False, "kernel", "udp", ceiling="ceiling", baseline="sender"),
     FlowPath("kernel-gre", False, "kernel-gre", "udp", ceiling="ceiling", baseline="sender"),
+    FlowPath("kernel-udp", False, "kernel-udp", "udp", ceiling="ceiling", baseline="sender"),
     FlowPath("sender-rev", True, None, "raw", sink=True),
     FlowPath("ceiling-rev", True, None, "raw", baseline="sender-rev"),
     FlowPath("sender-rev-ipip", True, None, "ipip", sink=True),
@@ -262,7 +274,12 @@ PATHS = (
     FlowPath("kernel-gre-rev", True, "kernel", "gre", False, "ceiling-rev", "sender-rev-gre"),
 )
 BY_NAME = {fp.name: fp for fp in PATHS}
-BACKEND_OF = {"userspace": "userspace", "kernel": "kernel", "kernel-gre": "kernel"}
+BACKEND_OF = {
+    "userspace": "userspace",
+    "kernel": "kernel",
+    "kernel-gre": "kernel",
+    "kernel-udp": "kernel",
+}
 
 
 def paths_for(backends: Sequence[str], reverse: bool = True) -> list[FlowPath]:
@@ -737,7 +754,7 @@ async def _helper(kind: str, bindings: int, table: int, tag: str) -> None:
     if kind == "kernel":
         from mobileip.dataplane.kernel import KernelBackend
 
-        backend = KernelBackend(log, source, prefix=f"{tag[-6:]}")
+        backend = KernelBackend(log, source, prefix=f"{tag[-6:]}", udp_tun=f"{tag[-6:]}-udp")
     else:
         from mobileip.dataplane.userspace import UserspaceBackend
 
@@ -749,6 +766,7 @@ async def _helper(kind: str, bindings: int, table: int, tag: str) -> None:
         return
     sock = nl.RtnlSocket()
     ipip = Encapsulation.IPIP
+    udp_sock: socket.socket | None = None
 
     def install(reverse: bool) -> dict[str, Any]:
         """Every binding in (or replaced), the service's way; time and memory per binding."""
@@ -798,6 +816,7 @@ async def _helper(kind: str, bindings: int, table: int, tag: str) -> None:
                 _home(0), ((IPv4Address(COA_ADDR), Encapsulation.GRE),), (IPv4Address(COA_ADDR),)
             )
             gre_failed = len(sock.apply(backend.add_messages(gre, TABLES["kernel-gre"][0]) or []))
+            udp_sock = _hybrid_path(backend, sock)
         print(json.dumps({"backend": kind, "bindings": bindings, **plain, "t_flag": with_t,
                           "gre_route_failed": gre_failed}))  # fmt: skip
         sys.stdout.flush()
@@ -814,8 +833,39 @@ async def _helper(kind: str, bindings: int, table: int, tag: str) -> None:
             sock.flush_routes(table)
             if kind == "kernel":
                 sock.flush_routes(TABLES["kernel-gre"][0])
+                sock.flush_routes(TABLES["kernel-udp"][0])
         sock.close()
+        if udp_sock is not None:
+            udp_sock.close()
     print(json.dumps({"counters": counters}), flush=True)
+
+
+def _hybrid_path(backend: Any, sock: Any) -> socket.socket | None:
+    """Path "kernel-udp": the measured home as a UDP-tunnelled binding of the kernel backend,
+    routed into its TUN in a table of its own; its packets go as RFC 3519 tunnel data from
+    port 434 to coa:NAT_PORT (messages and the TUN's exits only: the home's state in the
+    backend stays IP-in-IP + T). Returns the UDP socket (None without the TUN)."""
+    from mobileip.dataplane.kernel import tun_route
+    from mobileip.dataplane.udp_tunnel import UdpTunnelPath
+
+    tun = backend.udp_tun
+    if tun is None:
+        return None
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind((HA_OUT, 434))
+    udp.setblocking(False)
+
+    def send(data: bytes, addr: tuple[str, int], _src: str | None) -> bool:
+        try:
+            udp.sendto(data, addr)
+        except OSError:
+            return False
+        return True
+
+    tun.udp = UdpTunnelPath(backend, send, tun.write, None, lambda *_: None)
+    tun.exits[_home(0).packed] = ((IPv4Address(COA_ADDR), NAT_PORT),)
+    sock.apply([tun_route(_home(0), tun.index, TABLES["kernel-udp"][0])])
+    return udp
 
 
 def _run_loop(main: Any) -> None:
@@ -877,7 +927,8 @@ def measure_here(
                     # the userspace backend's process does the per-packet work; the
                     # kernel backend's only programs the kernel
                     backend = BACKEND_OF.get(fp.rule or "")
-                    pid = helpers[backend].proc.pid if backend == "userspace" else None
+                    busy = backend == "userspace" or fp.rule == "kernel-udp"
+                    pid = helpers[backend].proc.pid if busy and backend else None
                     try:
                         got = measure(
                             topo, sender, size, plan.duration, plan.senders, plan.rate, pid, fp
