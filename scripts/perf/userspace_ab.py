@@ -3,7 +3,8 @@
 Needs root and a C compiler (as ``mobileip bench --only forwarding``)::
 
     git show REV:src/mobileip/dataplane/userspace.py > /var/tmp/old_userspace.py
-    .venv/bin/python scripts/perf/userspace_ab.py --old /var/tmp/old_userspace.py [--rounds 5]
+    .venv/bin/python scripts/perf/userspace_ab.py host --old /var/tmp/old_userspace.py \
+        [--new FILE] [--rounds 5] [--duration 1.5] [--sizes 64,1400] [--only new,old]
 
 The forwarding bench's topology, C sender and helper (src/mobileip/tools/forwarding_bench.py),
 on this machine's kernel. Each run starts a helper process in ``ha`` running either the old
@@ -78,7 +79,9 @@ def host(args: argparse.Namespace) -> int:
                     h = None
                     if not v.startswith("ceiling"):
                         fp = fb.BY_NAME["userspace-rev" if v.endswith("-rev") else "userspace"]
-                        h = Helper(topo, args.old if v.startswith("old") else "", args.bindings)
+                        h = Helper(
+                            topo, args.old if v.startswith("old") else args.new, args.bindings
+                        )
                         topo.rule("userspace", True)
                     try:
                         got = fb.measure(topo, sender, size, args.duration, 1, args.rate,
@@ -120,6 +123,7 @@ def main() -> int:
     h.add_argument("--tag", default="mfb")
     r = sub.add_parser("host")
     r.add_argument("--old", required=True)
+    r.add_argument("--new", default="", help="a module file (default: the working tree's)")
     r.add_argument("--rounds", type=int, default=5)
     r.add_argument("--duration", type=float, default=1.5)
     r.add_argument("--sizes", default="64,1400")

@@ -22,6 +22,7 @@ import os
 import secrets
 import socket
 import struct
+import sys
 from collections.abc import Hashable, Sequence
 from ipaddress import IPv4Address
 from typing import Protocol
@@ -49,7 +50,7 @@ from mobileip.dataplane.encap import (
     parse_ipv4,
 )
 from mobileip.net import rtnl as nl
-from mobileip.net.mmsg import AUX, HEAD_OFF, PUT_OFF, SendBatch, address_of, sockaddr_in
+from mobileip.net.mmsg import AUX, HEAD_OFF, PUT_OFF, SendBatch, address_of, sockaddr_in, swap64
 from mobileip.net.netlink import rtnl, write_sysctl
 from mobileip.net.tun import MAX_PACKET, TunError, open_tun
 from mobileip.wire.errors import DecodeError
@@ -63,10 +64,17 @@ SLOT = 1 << 16  # a slot holds any IPv4 packet (the ring is mmap-ed: untouched p
 SEND_BATCH = 2 * RING_SLOTS  # messages per sendmmsg (one per exit)
 TUN_QUEUE = 4096  # the TUN's transmit queue (packets): a burst waits instead of being dropped
 RECV_BUFFER = 4 << 20  # bytes, each reverse-tunnel raw socket's receive buffer
-_HDR = struct.Struct("!BBHHHBBH4s4s")
-_GRE_HDR = struct.Struct("!BBHHHBBH4s4sHH")  # IPv4 + GRE flags/version 0, protocol 0x0800
+# One message of the sendmmsg table from iov[0].len on (mmsg.PUT_OFF): the lengths and the
+# body's address (native 64-bit integers, passed through swap64 so that this big-endian
+# struct stores their native bytes), the care-of address's sockaddr_in, then the outer header:
+# IPv4 (+ GRE flags/version 0, protocol 0x0800)
+_MSG_IPIP = struct.Struct("!QQQ16sBBHHHBBH4s4s")
+_MSG_GRE = struct.Struct("!QQQ16sBBHHHBBH4s4sHH")
+assert _MSG_IPIP.size == HEAD_OFF - PUT_OFF + 20
+_LITTLE = sys.byteorder == "little"  # then a length n is stored as swap64(n), computed inline
 _IN = struct.Struct("!xBHxxHxxxx4s4s")  # tos, total length, flags|offset, source, destination
 _FAST_KINDS = (Encapsulation.IPIP, Encapsulation.GRE)
+_OUTER = struct.Struct("!BxHxxHxB2xI")  # ver|ihl, total length, flags|offset, protocol, source
 _IN_WORDS = struct.Struct("!10H")  # an option-less IPv4 header as 16-bit words (checksum)
 _GRE_WORD = struct.Struct("!I")  # GRE flags/version 0 and protocol 0x0800: 0x00000800
 
@@ -128,14 +136,15 @@ class UserspaceBackend(TunnelBackend):
         self.send_sock: socket.socket | None = None
         self.recv_socks: list[socket.socket] = []
         self.by_coa: dict[IPv4Address, set[IPv4Address]] = {}
-        self._by_coa_packed: dict[bytes, set[bytes]] = {}  # the same, packed: the reverse path's
+        self._by_coa_int: dict[int, set[int]] = {}  # the same as integers: the reverse path's
         self._ident = secrets.randbits(16)
         # the forward fast path (_on_tun): the ring of packets, the sendmmsg table, and the
         # exit of each queued message
         self._ring = mmap.mmap(-1, RING_SLOTS * SLOT)
         self._ring_at = address_of(self._ring)
-        ring = memoryview(self._ring)
+        ring = self._ring_view = memoryview(self._ring)  # indexes faster than the mmap
         self._slots = [ring[i * SLOT : (i + 1) * SLOT] for i in range(RING_SLOTS)]
+        self._bodies = [swap64(self._ring_at + i * SLOT) for i in range(RING_SLOTS)]
         self._tun_file: io.FileIO | None = None  # the TUN's fd for readinto (made on first use)
         self._batch = SendBatch(SEND_BATCH)
         self._out: list[_Exit] = [(("", 0), 0, 0, b"", b"")] * SEND_BATCH
@@ -268,26 +277,26 @@ class UserspaceBackend(TunnelBackend):
                 self.udp_homes.discard(spec.home)
             else:
                 self.udp_homes.add(spec.home)
-        home_b = spec.home.packed
+        home_i = int(spec.home)
         for coa in spec.reverse:
             homes = self.by_coa.setdefault(coa, set())
-            packed = self._by_coa_packed.setdefault(coa.packed, set())
+            ints = self._by_coa_int.setdefault(int(coa), set())
             if remove:
                 homes.discard(spec.home)
-                packed.discard(home_b)
+                ints.discard(home_i)
                 if not homes:
                     del self.by_coa[coa]
-                    del self._by_coa_packed[coa.packed]
+                    del self._by_coa_int[int(coa)]
             else:
                 homes.add(spec.home)
-                packed.add(home_b)
+                ints.add(home_i)
 
     async def stop(self) -> None:
         """Close the TUN (its routes go with it; the service flushes table T) and the sockets."""
         self.specs.clear()
         self.udp_homes.clear()
         self.by_coa.clear()
-        self._by_coa_packed.clear()
+        self._by_coa_int.clear()
         self._fast.clear()
         self._entries.clear()
         loop = asyncio.get_running_loop()
@@ -328,12 +337,14 @@ class UserspaceBackend(TunnelBackend):
             # readinto, not os.readv: no list to build and parse per call, None when empty
             tun = self._tun_file = io.FileIO(fd, "rb", closefd=False)
         readinto = tun.readinto
-        ring, slots, ring_at = self._ring, self._slots, self._ring_at
-        table, put, out, aux0 = self._batch.table, self._batch.put, self._out, self._batch.aux0
+        ring, slots, bodies = self._ring_view, self._slots, self._bodies
+        table, out, aux0 = self._batch.table, self._out, self._batch.aux0 + PUT_OFF
+        little = _LITTLE
         fast, own, ttl = self._fast, self._own, self.ttl
         src_b = self.source.packed
         unpack = _IN.unpack_from
-        put_ipip, put_gre = _HDR.pack_into, _GRE_HDR.pack_into
+        put_ipip, put_gre = _MSG_IPIP.pack_into, _MSG_GRE.pack_into
+        len20, len24 = swap64(20), swap64(24)
         ident = self._ident
         queued_ipip = queued_gre = 0
         slot = m = 0  # the next ring slot, the next message
@@ -358,7 +369,7 @@ class UserspaceBackend(TunnelBackend):
                         queued_ipip, queued_gre = self._send_queued(m, queued_ipip, queued_gre)
                         m = slot = 0
                     self._ident = ident
-                    self.forward(ring[at : at + n])
+                    self.forward(bytes(ring[at : at + n]))
                     ident = self._ident
                     continue
                 exits = entry[1]
@@ -366,7 +377,8 @@ class UserspaceBackend(TunnelBackend):
                     queued_ipip, queued_gre = self._send_queued(m, queued_ipip, queued_gre)
                     m = 0
                 df = flags & FLAG_DF
-                body = ring_at + at
+                body = bodies[slot]
+                size = ((n & 0xFF) << 56 | (n >> 8) << 48) if little else n  # swap64(n)
                 for ex in exits:
                     ident = (ident + 1) & 0xFFFF
                     _, proto, base, coa_b, sockaddr = ex
@@ -376,18 +388,16 @@ class UserspaceBackend(TunnelBackend):
                         c = base + tos + length + ident + df
                         c = (c & 0xFFFF) + (c >> 16)
                         c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
-                        put_ipip(table, aux + HEAD_OFF, 0x45, tos, length, ident, df, ttl, proto,
-                                 c, src_b, coa_b)  # fmt: skip
-                        put(table, aux + PUT_OFF, 20, body, n, sockaddr)
+                        put_ipip(table, aux, len20, body, size, sockaddr, 0x45, tos, length,
+                                 ident, df, ttl, proto, c, src_b, coa_b)  # fmt: skip
                         queued_ipip += 1
                     else:
                         length = n + 24
                         c = base + tos + length + ident + df
                         c = (c & 0xFFFF) + (c >> 16)
                         c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
-                        put_gre(table, aux + HEAD_OFF, 0x45, tos, length, ident, df, ttl, proto,
-                                c, src_b, coa_b, 0, GRE_PROTO_IPV4)  # fmt: skip
-                        put(table, aux + PUT_OFF, 24, body, n, sockaddr)
+                        put_gre(table, aux, len24, body, size, sockaddr, 0x45, tos, length,
+                                ident, df, ttl, proto, c, src_b, coa_b, 0, 0x0800)  # fmt: skip
                         queued_gre += 1
                     out[m] = ex
                     m += 1
@@ -508,52 +518,51 @@ class UserspaceBackend(TunnelBackend):
         is not verified again (the kernel did before the raw socket saw it). Anything else goes
         through :meth:`reverse` and its counters."""
         buf, view = self._rbuf, self._rview
-        registered = self._by_coa_packed
+        registered = self._by_coa_int
         fd = self.tun_fd
-        words, gre = _IN_WORDS.unpack_from, _GRE_WORD.unpack_from
+        recv_into = sock.recv_into
+        outer, words, gre = _OUTER.unpack_from, _IN_WORDS.unpack_from, _GRE_WORD.unpack_from
+        write = os.write
         decap_ipip = decap_gre = 0
         try:
             for _ in range(BATCH):
                 try:
-                    n = sock.recv_into(buf)
+                    n = recv_into(buf)
                 except BlockingIOError:
                     return
                 except OSError:
                     self.counters["recv-errors"] += 1
                     return
                 off = 0
-                # outer: no options, the whole datagram, MF clear and offset 0
-                if (
-                    n >= 40
-                    and buf[0] == 0x45
-                    and (buf[2] << 8 | buf[3]) == n
-                    and not (buf[6] & 0x3F or buf[7])
-                ):
-                    if buf[9] == IPPROTO_IPIP:
-                        off = 20
-                    elif buf[9] == IPPROTO_GRE and gre(buf, 20)[0] == GRE_PROTO_IPV4:
-                        off = 24
-                if (
-                    off
-                    and n - off >= 20
-                    and buf[off] == 0x45
-                    and (buf[off + 2] << 8 | buf[off + 3]) == n - off
-                    and bytes(view[off + 12 : off + 16]) in registered.get(bytes(view[12:16]), ())
-                ):
-                    c = sum(words(buf, off))
-                    c = (c & 0xFFFF) + (c >> 16)
-                    if (c & 0xFFFF) + (c >> 16) == 0xFFFF:
-                        try:
-                            os.write(fd, view[off:n])
-                        except OSError as exc:
-                            self.counters["tun-write-errors"] += 1
-                            self.log("dataplane.tun_write_failed", error=str(exc))
+                if n >= 40:
+                    vihl, total, frag, proto, osrc = outer(buf)
+                    # no options, the whole datagram, MF clear and offset 0
+                    if vihl == 0x45 and total == n and not frag & 0x3FFF:
+                        if proto == IPPROTO_IPIP:
+                            off = 20
+                        elif proto == IPPROTO_GRE and gre(buf, 20)[0] == GRE_PROTO_IPV4:
+                            off = 24
+                if off and n - off >= 20:
+                    w = words(buf, off)
+                    if (
+                        w[0] >> 8 == 0x45
+                        and w[1] == n - off
+                        and (w[6] << 16 | w[7]) in registered.get(osrc, ())
+                    ):
+                        c = sum(w)
+                        c = (c & 0xFFFF) + (c >> 16)
+                        if (c & 0xFFFF) + (c >> 16) == 0xFFFF:
+                            try:
+                                write(fd, view[off:n])
+                            except OSError as exc:
+                                self.counters["tun-write-errors"] += 1
+                                self.log("dataplane.tun_write_failed", error=str(exc))
+                                continue
+                            if off == 20:
+                                decap_ipip += 1
+                            else:
+                                decap_gre += 1
                             continue
-                        if off == 20:
-                            decap_ipip += 1
-                        else:
-                            decap_gre += 1
-                        continue
                 self.reverse(bytes(view[:n]))
         finally:
             if decap_ipip:

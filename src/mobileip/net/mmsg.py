@@ -16,6 +16,7 @@ import mmap
 import os
 import socket
 import struct
+import sys
 from collections.abc import Callable
 
 HEAD_MAX = 24  # IPv4 + GRE without options
@@ -48,6 +49,12 @@ def _libc_sendmmsg() -> SendMmsg:
         return sent
 
     return sendmmsg
+
+
+def swap64(value: int) -> int:
+    """The integer that a big-endian 64-bit field stores as ``value``'s native bytes (so one
+    ``!``-format struct can hold native pointers and lengths next to network-order headers)."""
+    return int.from_bytes(value.to_bytes(8, sys.byteorder), "big")
 
 
 def sockaddr_in(address: bytes, port: int = 0) -> bytes:
