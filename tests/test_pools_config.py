@@ -160,6 +160,14 @@ def test_pools_and_nai_sas_parse_and_build() -> None:
             "spi =",
             3,
         ),
+        (  # NAIs compare case-insensitively: this SA would never be chosen
+            'nai = "bob@example.net"',
+            'nai = "*@EXAMPLE.net"',
+            "security_association[2].spi",
+            "duplicate SPI 512 (also security_association[1])",
+            "spi =",
+            3,
+        ),
         (
             'nai = "bob@example.net"',
             'nai = "bob smith"',

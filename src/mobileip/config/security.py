@@ -63,9 +63,11 @@ def parse_security_associations(
     for i, raw in enumerate(raw_sas):
         t = Table(name, loc, "security_association", i, raw)
         sa = parse_security_association(t)
-        # SAs naming different NAIs may share an SPI (the NAI chooses); no other sharing
+        # SAs naming different NAIs may share an SPI (the NAI chooses); no other sharing. NAIs
+        # compare case-insensitively: two differing in case only would leave one unreachable
+        nai = sa.nai.lower() if sa.nai is not None else None
         same = [j for j, o in enumerate(sas) if o.spi == sa.spi]
-        clash = [j for j in same if sa.nai is None or sas[j].nai is None or sas[j].nai == sa.nai]
+        clash = [j for j in same if nai is None or (sas[j].nai or "").lower() in ("", nai)]
         if clash:
             raise t.error("spi", f"duplicate SPI {sa.spi} (also security_association[{clash[0]}])")
         sas.append(sa)
