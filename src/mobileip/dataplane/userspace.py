@@ -62,8 +62,8 @@ BATCH = 128  # packets per wake-up, then the event loop runs something else
 RING_SLOTS = 64  # packets per sendmmsg (at most)
 SLOT = 1 << 16  # a slot holds any IPv4 packet (the ring is mmap-ed: untouched pages cost nothing)
 SEND_BATCH = 2 * RING_SLOTS  # messages per sendmmsg (one per exit)
-TUN_QUEUE = 4096  # the TUN's transmit queue (packets): a burst waits instead of being dropped
-RECV_BUFFER = 4 << 20  # bytes, each reverse-tunnel raw socket's receive buffer
+TUN_QUEUE = 1000  # the TUN's transmit queue (packets; was 500): a burst waits, not dropped
+RECV_BUFFER = 1 << 20  # bytes, each reverse-tunnel raw socket's receive buffer (was ~200 KiB)
 # One message of the sendmmsg table from iov[0].len on (mmsg.PUT_OFF): the lengths and the
 # body's address (native 64-bit integers, passed through swap64 so that this big-endian
 # struct stores their native bytes), the care-of address's sockaddr_in, then the outer header:
