@@ -12,11 +12,13 @@ registration request." End to end through a real NAT: tests/test_kernel_nat_rfla
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import socket
 import threading
 import time
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 import test_nat_core
@@ -26,7 +28,9 @@ from test_nat_core import NAT_SOURCE, NOW, PRIVATE_COA, binding, handle, make_co
 
 from mobileip.agents import client as mnc
 from mobileip.agents.fa import rules
+from mobileip.agents.mn.daemon import Agent, MobileNodeConfig, MobileNodeDaemon, load_mn_config
 from mobileip.agents.mn.nat import NatTunnel
+from mobileip.config.errors import ConfigError
 from mobileip.core import homeagent as ha
 from mobileip.core.bindings import Binding, MobilityRecord
 from mobileip.core.security import append_auth
@@ -34,6 +38,7 @@ from mobileip.dataplane.backend import TunnelBackend, spec_for
 from mobileip.dataplane.udp_tunnel import UdpTunnelPath
 from mobileip.log import Logger
 from mobileip.sync import records as codec
+from mobileip.wire import agent_adv as adv
 from mobileip.wire import nat
 from mobileip.wire import registration as wire
 from mobileip.wire import sync as w
@@ -329,3 +334,55 @@ def test_client_takes_tunnel_data_from_the_home_agent_while_registering_through_
     ha_sock.close()
     assert result.accepted, result
     assert got == [ka]
+
+
+# --- the mobile node daemon: which agent relays, and its configuration -------------------------
+
+
+def _daemon(**overrides: object) -> MobileNodeDaemon:
+    cfg = MobileNodeConfig(
+        path="mn.toml",
+        interface="eth0",
+        home_address=IPv4Address("10.1.0.5"),
+        home_agent=IPv4Address("10.1.0.1"),
+        home_network=IPv4Network("10.1.0.0/24"),
+        spi=256,
+        key=bytes(16),
+        colocated_care_of_address=MN_COA,
+        nat_traversal=True,
+        honour_registration_required=True,
+    )
+    return MobileNodeDaemon(dataclasses.replace(cfg, **overrides), Logger())  # type: ignore[arg-type]
+
+
+def _advert(flags: int, flags2: int = 0) -> adv.AgentAdvertisement:
+    return adv.AgentAdvertisement(1, 600, flags, flags2, (FA_COA,))
+
+
+def test_mn_registers_through_an_agent_advertising_r_and_sets_r_only_with_u() -> None:
+    node = _daemon()
+    assert node.nat is not None
+    node._heard(FA_COA, _advert(adv.FLAG_F))  # no R: not required, straight to the HA
+    assert node.relay is None and not node.nat.via_fa
+    node._heard(FA_COA, _advert(adv.FLAG_F | adv.FLAG_R, adv.FLAG_U))
+    assert node.relay == FA_COA and node.nat.via_fa and node.nat.fa_udp
+    assert nat.find_request(node.nat.request_extensions()) == R
+    assert node._via(Agent(node.cfg.home_agent, MN_COA, home=False)) == FA_COA
+    node._heard(FA_COA, _advert(adv.FLAG_F | adv.FLAG_R))  # U gone: no UDP Tunnel Request
+    assert node.relay == FA_COA and node.nat.request_extensions() == ()
+    node._set_relay(None, False)  # the agent fell silent
+    assert not node.nat.via_fa and nat.find_request(node.nat.request_extensions()) is not None
+
+
+def test_mn_config_honour_registration_required_needs_a_colocated_address(tmp_path: Path) -> None:
+    path = tmp_path / "mn.toml"
+    base = (
+        '[mobilenode]\ninterface = "eth0"\nhome_address = "10.1.0.5"\nhome_agent = "10.1.0.1"\n'
+        'home_network = "10.1.0.0/24"\nspi = 256\nkey = "00112233445566778899aabbccddeeff"\n'
+    )
+    path.write_text(base + 'colocated_care_of_address = "192.168.78.20"\n'
+                    "honour_registration_required = true\n")  # fmt: skip
+    assert load_mn_config(str(path)).honour_registration_required
+    path.write_text(base + "honour_registration_required = true\n")
+    with pytest.raises(ConfigError, match="honour_registration_required"):
+        load_mn_config(str(path))
