@@ -36,6 +36,7 @@ What two members assigning at once means is in docs/pools.md.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -254,19 +255,21 @@ class AddressPools:
 
     def in_use_counts(self) -> dict[str, int]:
         """Per pool, its addresses with a live binding: the addresses that may be live, each
-        checked against the table (those that are not any more are forgotten)."""
-        counts = dict.fromkeys(self._pools, 0)
-        is_live = self.table.is_live
-        dead = []
-        for address in self._maybe_live:
-            if not is_live(address):
-                dead.append(address)
-                continue
-            p = self.pool_of(address)
-            if p is not None:
-                counts[p.name] += 1
-        self._maybe_live.difference_update(dead)
-        self.retired = {a for a in self.retired if is_live(a)}  # ended by expiry or a clear
+        checked against the table (those that are not any more are forgotten), sorted once and
+        counted per pool by bisection (a scrape of 50,000 live addresses: no per-address
+        pool lookup)."""
+        get = self.table.packed_getter()
+        live = sorted(a for a in self._maybe_live if (blob := get(a)) is not None and blob[32])
+        if len(live) != len(self._maybe_live):
+            self._maybe_live = set(live)
+        counts = {}
+        for p in self._pools.values():
+            inside = bisect_right(live, p.last) - bisect_left(live, p.first)
+            held = self._maybe_live  # now exactly the live ones
+            counts[p.name] = inside - sum(
+                1 for a in p.excluded if p.first <= a <= p.last and a in held
+            )
+        self.retired = {a for a in self.retired if self.table.is_live(a)}  # ended since
         return counts
 
     def in_use_by_scan(self, name: str) -> int:
