@@ -27,17 +27,24 @@
 #include <unistd.h>
 
 /* An upper bound of the host kernel's XSAVE size: CPUID leaf 0xD subleaf 0, ECX (the size for
- * every user feature the CPU supports; the kernel's size covers those it enabled). 0: unknown. */
+ * every user feature the CPU supports; the kernel's size covers those it enabled), asked once:
+ * CPUID traps to the hypervisor in a virtual machine (tens of microseconds). 0: unknown. */
 static size_t cpu_xstate_size(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(0xd, 0, &a, &b, &c, &d))
-        return 0;
-    return c > b ? c : b;
+    static size_t size = (size_t)-1;
+    if (size == (size_t)-1) {
+        unsigned a, b, c, d;
+        size = __get_cpuid_count(0xd, 0, &a, &b, &c, &d) ? (c > b ? c : b) : 0;
+    }
+    return size;
 }
 
 /* The host kernel's own size, once a read has told it (the length the host leaves in the iovec
  * of a PTRACE_GETREGSET with a larger buffer). 0 until then. */
 static size_t host_xstate_size;
+
+/* The full-size buffer, one per thread, kept: UML writes the registers at every switch to user
+ * space. */
+static __thread char *full_buffer;
 
 static long raw_ptrace(long req, pid_t pid, void *addr, void *data) {
     return syscall(SYS_ptrace, req, pid, addr, data);
@@ -47,26 +54,19 @@ static long set_xstate_widened(pid_t pid, void *addr, const struct iovec *iov) {
     size_t cap = cpu_xstate_size();
     if (cap <= iov->iov_len)
         return raw_ptrace(PTRACE_SETREGSET, pid, addr, (void *)iov);
-    char *buf = calloc(1, cap);
-    if (buf == NULL) {
+    if (full_buffer == NULL && (full_buffer = malloc(cap)) == NULL) {
         errno = ENOMEM;
         return -1;
     }
-    struct iovec full = {buf, cap};
+    struct iovec full = {full_buffer, cap};
     long r = raw_ptrace(PTRACE_GETREGSET, pid, addr, &full);
-    if (r == 0) {
-        host_xstate_size = full.iov_len;
-        if (iov->iov_len < full.iov_len) {
-            memcpy(buf, iov->iov_base, iov->iov_len);
-            r = raw_ptrace(PTRACE_SETREGSET, pid, addr, &full);
-        } else {
-            r = raw_ptrace(PTRACE_SETREGSET, pid, addr, (void *)iov);
-        }
-    }
-    int saved = errno;
-    free(buf);
-    errno = saved;
-    return r;
+    if (r != 0)
+        return r;
+    host_xstate_size = full.iov_len;
+    if (iov->iov_len >= full.iov_len)
+        return raw_ptrace(PTRACE_SETREGSET, pid, addr, (void *)iov);
+    memcpy(full_buffer, iov->iov_base, iov->iov_len);
+    return raw_ptrace(PTRACE_SETREGSET, pid, addr, &full);
 }
 
 long ptrace(enum __ptrace_request request, ...) {
