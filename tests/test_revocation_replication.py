@@ -124,7 +124,60 @@ ACK_BODY = hexb("""
 65 00 00 00 00 00 00 05  | identification: the acked message's
 """)
 ACK = w.RevocationStateAck(7, 12, 0x6600000000000001, 0x6500000000000005)
-GOLDEN = [("state", STATE_BODY, STATE), ("request", REQUEST_BODY, REQUEST), ("ack", ACK_BODY, ACK)]
+# a NEGOTIATED entry: its identifier field is the writer's last identifier (here the one of the
+# PENDING entry above, since acked), not a revocation of its own (seed 1298)
+NEGOTIATED_BODY = hexb("""
+46 01 00 00              | type 70 REVOCATION_STATE, version 1, code 0, flags 0
+00 07                    | group 7
+00 01                    | count: 1 entry
+00 00 00 0b              | sender node 11
+65 00 00 00 00 00 00 2c  | sequence
+65 00 00 00 00 00 00 07  | identification
+0a 01 00 05              | home address 10.1.0.5
+c0 00 02 07              | care-of address 192.0.2.7
+c0 00 02 07              | foreign agent 192.0.2.7
+10 f4                    | foreign agent port 4340
+01                       | state 1: NEGOTIATED
+80                       | flags: I
+00 00 00 00 00 00 00 0c  | version 12
+65 53 f1 06              | since 1700000006
+65 53 f1 05              | identifier field: the writer's last identifier 1700000005
+00 00 00 00 00 00 00 00  | first send: none
+00 00 01 00              | MN-HA SPI 256
+00                       | attempts 0
+00                       | reason 0: none
+00 00                    | reserved
+""")
+NEGOTIATED = w.RevocationState(
+    7,
+    11,
+    0x650000000000002C,
+    0x6500000000000007,
+    False,
+    (
+        w.RevocationEntry(
+            int(v.HOME),
+            int(v.COA),
+            int(v.COA),
+            4340,
+            w.EntryState.NEGOTIATED,
+            True,
+            12,
+            1_700_000_006,
+            1_700_000_005,
+            0,
+            256,
+            0,
+            int(w.Reason.NONE),
+        ),
+    ),
+)
+GOLDEN = [
+    ("state", STATE_BODY, STATE),
+    ("request", REQUEST_BODY, REQUEST),
+    ("ack", ACK_BODY, ACK),
+    ("negotiated", NEGOTIATED_BODY, NEGOTIATED),
+]
 
 
 @pytest.mark.parametrize(("name", "body", "msg"), GOLDEN, ids=[g[0] for g in GOLDEN])
@@ -362,6 +415,48 @@ def test_the_ack_reaching_the_standby_settles_it_too() -> None:
     assert settled.state is w.EntryState.SETTLED and settled.reason == w.Reason.ACKED
     assert a.agent.apply(settled, 1.1)
     assert not a.agent.pending and a.agent.tick(9.0) == ([], [])
+
+
+def test_a_member_that_got_only_the_newer_negotiation_does_not_reuse_its_identifier() -> None:
+    """Simulator seed 1298: member b missed the PENDING and SETTLED entries of a binding end
+    (sync loss) and got only the NEGOTIATED one of the mobile node's next registration. That
+    entry carries the writer's last identifier, so b, active and revoking in the same second,
+    picks another number: the FA removes the visitor instead of acking a copy it knows."""
+    a, b = Home(1, active=True), Home(2, active=False)
+    vis = Visited()
+    vis.register(a, 0.0)
+    b.agent.apply(a.agent.take_changes()[0], 0.0)
+    [first] = a.agent.revoke(v.HOME, 1.0, WALL + 1, "operator")
+    [ack] = vis.deliver([first], 1.0)
+    assert a.agent.handle_ack(ack, FA_SRC).acked is not None and vis.removed == 1
+    a.agent.take_changes()  # PENDING, SETTLED: lost on the way to b
+    vis.register(a, 1.5)
+    [neg] = a.agent.take_changes()
+    used = rw.decode(first.data).revocation_id
+    assert b.agent.apply(neg, 1.5)
+    b.agent.set_active(True, 1.6)
+    [second] = b.agent.revoke(v.HOME, 1.6, WALL + 1, "operator")  # the same second
+    [ack2] = vis.deliver([second], 1.6)
+    assert vis.removed == 2, "the FA took the second revocation for a copy of the first"
+    assert vis.fa.counters["revocation-duplicates"] == 0
+    assert rw.decode(second.data).revocation_id == used + 1
+    assert b.agent.handle_ack(ack2, FA_SRC).acked is not None
+    assert neg.state is w.EntryState.NEGOTIATED and neg.revocation_id == used
+
+
+def test_a_forgotten_entry_carries_the_last_identifier_too() -> None:
+    a, b = Home(1, active=True), Home(2, active=False)
+    vis = Visited()
+    vis.register(a, 0.0)
+    [first] = a.agent.revoke(v.HOME, 1.0, WALL + 1, "operator")
+    vis.register(a, 1.5)  # supersedes it
+    a.agent.take_changes()
+    a.agent._forget((v.HOME, v.COA))  # deregistered
+    [gone] = a.agent.take_changes()
+    assert gone.state is w.EntryState.FORGOTTEN
+    assert gone.revocation_id == rw.decode(first.data).revocation_id
+    b.agent.apply(gone, 2.0)
+    assert b.agent.last_id == gone.revocation_id
 
 
 def test_homes_without_key() -> None:
@@ -634,7 +729,7 @@ def test_lua_dissector_reads_the_golden_vectors(tmp_path: Path) -> None:
         cmd += ["-e", name]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    state, request, ack = (
+    state, request, ack, negotiated = (
         dict(zip(fields, line.split("\t"), strict=True)) for line in out.stdout.splitlines()
     )
     entry = STATE.entries[0]
@@ -665,6 +760,11 @@ def test_lua_dissector_reads_the_golden_vectors(tmp_path: Path) -> None:
     assert request["mipsync.flags.request"] in ("1", "True") and not request["mipsync.rev.state"]
     assert (ack["mipsync.type"], ack["mipsync.identification"]) == ("71", str(ACK.identification))
     assert request["_ws.expert.message"] == ack["_ws.expert.message"] == ""
+    assert (negotiated["mipsync.rev.state"], negotiated["mipsync.rev.revocation_id"]) == (
+        "1",
+        str(NEGOTIATED.entries[0].revocation_id),
+    )
+    assert negotiated["_ws.expert.message"] == ""
 
 
 def test_a_new_registration_supersedes_a_revocation_still_being_sent() -> None:

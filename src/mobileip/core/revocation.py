@@ -478,6 +478,12 @@ class RevocationAgent:
         attempts: int = 0,
         reason: int = Reason.NONE,
     ) -> RevocationEntry:
+        if state in (EntryState.NEGOTIATED, EntryState.FORGOTTEN):
+            # no revocation of its own: the identifier field carries the last identifier we
+            # used or learned, so a member that gets only this entry (it missed the binding
+            # end's PENDING and SETTLED ones) never picks that number again (simulator seed
+            # 1298; docs/sync-protocol.md, "Revocation State (types 70, 71)")
+            rid = self.last_id
         entry = RevocationEntry(
             int(b.home_address),
             int(b.care_of_address),
@@ -537,7 +543,9 @@ class RevocationAgent:
         self.clock = max(self.clock, entry.version)
         # identifiers stay unique per home across members and restarts: a restarted member
         # (last_id 0) picking int(wall) could reuse one an earlier life sent ahead of the clock,
-        # and the FA would take it for a copy it already acked (found by the simulator)
+        # and the FA would take it for a copy it already acked (found by the simulator). Every
+        # entry counts, a stale one too: PENDING and SETTLED carry their identifier, NEGOTIATED
+        # and FORGOTTEN their writer's last identifier (seed 1298)
         self.last_id = max(self.last_id, entry.revocation_id)
         key = entry.key
         cur = self.entries.get(key)

@@ -5,9 +5,11 @@ A Revocation State message (type 70) carries entries, one per binding end (home 
 care-of address) for which revocation was negotiated with a foreign agent: its foreign agent, the
 I bit it offered, the SPI the mobile node registered with, and, once the binding ended on the
 active member's side, the pending revocation (identifier, attempts, first send) or the fact that
-it was settled. Entries merge by ``version`` (a Lamport clock: the receiver keeps the newer).
-Flag ``REQUEST`` (no entries) asks the receiver for its whole state. A Revocation State Ack
-(type 71, no body) echoes the identification of the message it acks.
+it was settled. A ``NEGOTIATED`` or ``FORGOTTEN`` entry's identifier field is its writer's last
+identifier used, so a member that gets only the newest entry of a binding end still learns
+which numbers not to pick again. Entries merge by ``version`` (a Lamport clock: the receiver
+keeps the newer). Flag ``REQUEST`` (no entries) asks the receiver for its whole state. A
+Revocation State Ack (type 71, no body) echoes the identification of the message it acks.
 
 Old members (before types 70 and 71) drop both as ``unknown-type`` and never ack: the sender
 gives up on them after its retransmissions and stops sending them revocation state.
@@ -55,7 +57,9 @@ class RevocationEntry:
     inform: bool
     version: int  # Lamport clock: the newer version wins
     since: int  # the timestamp of our Revocation Support extension (Unix seconds)
-    revocation_id: int  # 0 unless PENDING or SETTLED
+    # PENDING, SETTLED: the revocation's identifier; NEGOTIATED, FORGOTTEN: the writer's last
+    # identifier used (a receiver never picks one at or below it; not part of the merge)
+    revocation_id: int
     first_sent_ms: int  # Unix milliseconds of the first send, 0 before it
     spi: int  # the mobile node's MN-HA SPI at registration
     attempts: int  # sends so far (PENDING), sends in all (SETTLED)
