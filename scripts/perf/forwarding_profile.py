@@ -61,7 +61,23 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "kernel-rev-norule": ("kernel-rev", "sender-rev-ipip"),
     "kernel-rev-notc": ("kernel-rev", "sender-rev-ipip"),
     "classic-rev": ("kernel-rev", "sender-rev-ipip"),
+    "sender-rev-gre": ("sender-rev-gre", ""),
+    "kernel-gre-rev": ("kernel-gre-rev", "sender-rev-gre"),
+    # the tc BPF fast path (scripts/perf/bpf_fastpath.py), loaded for its run, no policy rule
+    "bpf": ("ceiling", "sender"),
+    "bpf-gre": ("ceiling", "sender"),
+    "bpf-mac": ("ceiling", "sender"),
+    "bpf-rev": ("kernel-rev", "sender-rev-ipip"),
+    "bpf-gre-rev": ("kernel-gre-rev", "sender-rev-gre"),
+    # the shipped one (mobileip.dataplane.bpf.BpfFastPath: FIB lookup + bpf_redirect, both
+    # programs on both of ha's interfaces, as the kernel backend attaches them)
+    "pkg": ("ceiling", "sender"),
+    "pkg-gre": ("ceiling", "sender"),
+    "pkg-rev": ("kernel-rev", "sender-rev-ipip"),
+    "pkg-gre-rev": ("kernel-gre-rev", "sender-rev-gre"),
 }
+NO_RULE = ("kernel-rev-norule", "classic-rev", "bpf-rev", "bpf-gre-rev", "pkg-rev", "pkg-gre-rev")
+BPF = Path(__file__).resolve().parent / "bpf_fastpath.py"
 CEILING = {"ceiling": "", "ceiling-rev": ""}
 
 
@@ -107,8 +123,30 @@ def guest(args: argparse.Namespace) -> int:
             "classic-rev": ([up], [down]),
         }
 
+        t = topo.tag
+        common = ["--ha", fb.HA_OUT, "--coa", fb.COA_ADDR, "--home", fb.HOME,
+                  "--count", str(args.bindings)]  # fmt: skip
+        fwd = ["@bpf", "forward", "--dev", f"{t}h", "--out", f"{t}o", *common]
+        rev = ["@bpf", "reverse", "--dev", f"{t}o", *common]
+        setups.update({
+            "bpf": ([fwd], [["@bpf", "detach", "--dev", f"{t}h"]]),
+            "bpf-gre": ([[*fwd, "--gre"]], [["@bpf", "detach", "--dev", f"{t}h"]]),
+            "bpf-mac": ([[*fwd, "--static-mac"]], [["@bpf", "detach", "--dev", f"{t}h"]]),
+            "bpf-rev": ([rev], [["@bpf", "detach", "--dev", f"{t}o"]]),
+            "bpf-gre-rev": ([rev], [["@bpf", "detach", "--dev", f"{t}o"]]),
+        })  # fmt: skip
+
         def run(commands: list[list[str]]) -> None:
             for argv in commands:
+                if argv[0] == "@bpf":
+                    done = subprocess.run(["ip", "netns", "exec", ha, sys.executable, str(BPF),
+                                           *argv[1:]], capture_output=True, text=True,
+                                          check=False)  # fmt: skip
+                    if done.returncode != 0:
+                        raise RuntimeError(f"bpf_fastpath {argv[1]}: {done.stderr[-2000:]}")
+                    if done.stdout.strip():
+                        print(f"  [UML] bpf_fastpath {argv[1]}: {done.stdout.strip()}", flush=True)
+                    continue
                 subprocess.run([argv[0], "-n", ha, *argv[1:]], capture_output=True, check=False)
 
         try:
@@ -118,7 +156,7 @@ def guest(args: argparse.Namespace) -> int:
                 shift = rep * len(order) // max(1, args.repeats)
                 for size, v in order[shift:] + order[:shift]:
                     fp = fb.BY_NAME[VARIANTS[v][0]]
-                    rule = fp.rule if v not in ("kernel-rev-norule", "classic-rev") else None
+                    rule = fp.rule if v not in NO_RULE else None
                     if rule:
                         topo.rule(rule, True)
                     if fp.sink:
@@ -214,7 +252,8 @@ def host(args: argparse.Namespace) -> int:
     cost = {k: [ns(r) for r in v] for k, v in runs.items()}
     sizes = sorted({int(k.rpartition("@")[2]) for k in runs})
     print("variant              bytes  packets/s  ns/packet  forwarding ns  "
-          "x ceiling (delivered)  x ceiling (fwd-only CPU)  x classic (fwd-only CPU)")  # fmt: skip
+          "x ceiling (delivered)  x ceiling (per CPU-s)  x ceiling (fwd-only CPU)  "
+          "x classic (fwd-only CPU)")  # fmt: skip
     for size in sizes:
         for v, (path, base) in VARIANTS.items():
             key = f"{v}@{size}"
@@ -234,6 +273,7 @@ def host(args: argparse.Namespace) -> int:
             delivered = [
                 r[0] / q[0] for r, q in zip(runs[key], runs[f"{ceil}@{size}"], strict=False) if q[0]
             ]
+            per_cpu = [ci / m for ci, m in zip(c, mine, strict=False) if ci and m]
             classic = "classic-rev" if fb.BY_NAME[path].reverse else "classic"
             k = cost.get(f"{classic}@{size}", [])
             vs_classic = [
@@ -247,6 +287,7 @@ def host(args: argparse.Namespace) -> int:
                 f"{statistics.median(med) if med else 0:>10,.0f} "
                 f"{statistics.median(fwd) if fwd else 0:>14,.0f}  "
                 f"{'' if v.startswith('sender') else spread(delivered):>21}  "
+                f"{'' if v.startswith('sender') else spread(per_cpu):>21}  "
                 f"{'' if v.startswith('sender') else spread(ratio):>24}  "
                 f"{'' if v.startswith('sender') else spread(vs_classic):>24}"
             )

@@ -68,6 +68,7 @@ from mobileip.dataplane.backend import (
     TunnelBackend,
     TunnelSpec,
 )
+from mobileip.dataplane.bpf import BpfFastPath
 from mobileip.dataplane.encap import Encapsulation
 from mobileip.dataplane.udp_tun import UdpTun
 from mobileip.net import rtnl as nl
@@ -174,8 +175,10 @@ class KernelBackend(TunnelBackend):
         block: int = DEFAULT_BLOCK,
         udp_tun: str | None = None,
         own: frozenset[IPv4Address] = frozenset(),
+        fastpath: BpfFastPath | None = None,
     ) -> None:
         super().__init__(log)
+        self.fastpath = fastpath  # the opt-in tc BPF fast path (dataplane/bpf.py), or none
         self.source = source
         self.own = own  # the Home Agent's addresses (the UDP tunnel counts keepalives to them)
         # the hybrid path of UDP-tunnelled homes (module docstring): a TUN named ``udp_tun``
@@ -209,6 +212,8 @@ class KernelBackend(TunnelBackend):
         try:
             self.sock = nl.RtnlSocket()
             self._create()
+            if self.fastpath is not None:
+                self.fastpath.start()
         except OSError as exc:
             await self.stop()
             raise BackendError(f"kernel tunnel backend: {exc}") from None
@@ -252,6 +257,8 @@ class KernelBackend(TunnelBackend):
             raise OSError(failures[0].errno, f"reverse-tunnel filters: {failures[0]}")
 
     async def stop(self) -> None:
+        if self.fastpath is not None:
+            self.fastpath.stop()
         sock = self.sock
         if sock is not None:
             # routes through the devices, their qdiscs and the shared block's filters go too
@@ -325,6 +332,13 @@ class KernelBackend(TunnelBackend):
         wanted = frozenset(int(c) for c in spec.reverse)
         self._release(home, keep=wanted)
         self.confirmed[home] = wanted
+        if self.fastpath is not None:  # the same exit as the route; written once per loop turn
+            way = self.exit_of(spec) if spec.exits else None
+            self.fastpath.stage(
+                spec.home,
+                None if way is None else (way[0], way[1] is Encapsulation.GRE),
+                spec.reverse,
+            )
 
     def untrack(self, home: IPv4Address) -> None:
         self._count(self.specs.pop(home, None), -1)
@@ -332,6 +346,13 @@ class KernelBackend(TunnelBackend):
         h = int(home)
         self._release(h, keep=frozenset())
         self.confirmed.pop(h, None)
+        if self.fastpath is not None:
+            self.fastpath.unstage(home)
+
+    def set_live(self, live: bool) -> None:
+        """The fast path's programs attached (the active member) or not (dataplane/bpf.py)."""
+        if self.fastpath is not None:
+            self.fastpath.set_live(live)
 
     def key_of_dumped(self, route: nl.Route) -> Hashable:
         return STALE  # our devices were re-created at start: any route found is replaced
@@ -465,10 +486,14 @@ class KernelBackend(TunnelBackend):
             self.minimal += delta
 
     def reverse_drops(self) -> int | None:
-        """Reverse-tunnelled packets refused so far (the catch-all filter's hits)."""
+        """Reverse-tunnelled packets refused so far (the catch-all filter's hits, and the fast
+        path's drops)."""
         if not self.ifindex:
             return None
-        return knl.matchall_hits(self.block, DROP_PRIO)
+        hits = knl.matchall_hits(self.block, DROP_PRIO)
+        if self.fastpath is None or hits is None:
+            return hits
+        return hits + self.fastpath.drops()
 
     def status(self) -> dict[str, object]:
         data = super().status()

@@ -1,0 +1,613 @@
+"""Prototype: a tc BPF fast path for the kernel backend (issue 14), measured, not shipped.
+
+Two classifiers (direct action), assembled here in Python and loaded with the ``bpf()``
+system call through ctypes (no compiler, no libbpf), attached with pyroute2:
+
+* **forward** (``ingress`` of the Home Agent's home-side interface): an IPv4 packet without
+  options, addressed to this host's MAC, whose destination is in the ``homes`` hash map (home
+  address -> outer header template, care-of address inside, IP-in-IP or GRE) gets the outer
+  header pushed (``bpf_skb_adjust_room``, ``BPF_F_ADJ_ROOM_ENCAP_*``), its inner TTL
+  decremented (checksum updated incrementally, as ``ip_decrease_ttl``), the outer total length
+  and checksum filled in, and is sent with ``bpf_redirect_neigh`` (one route lookup for the
+  care-of address, the neighbour table's MAC). Anything else (no binding, TTL <= 1, IP
+  options, too big for the exit's MTU) goes on to the stack unchanged (``TC_ACT_OK``);
+* **reverse** (``ingress`` of the care-of-side interface): IP-in-IP or plain GRE (no flags,
+  payload IPv4) to the Home Agent's address: (inner source, outer source) looked up in the
+  ``allowed`` hash map; a hit is counted in its value and decapsulated in place
+  (``bpf_skb_adjust_room`` by minus the outer header) and goes on to the stack as a plain
+  packet, which forwards it; a miss is dropped and counted (``drops`` array, index 0).
+
+Maps are filled with ``BPF_MAP_UPDATE_BATCH`` (and emptied with ``BPF_MAP_DELETE_BATCH``).
+
+Run inside the Home Agent's namespace (``ip netns exec NS python bpf_fastpath.py ...``)::
+
+    bpf_fastpath.py forward --dev IF --out IF --ha A --coa C --home H [--count N] [--gre]
+    bpf_fastpath.py reverse --dev IF --ha A --coa C --home H [--count N]
+    bpf_fastpath.py detach --dev IF
+
+``forward`` installs N homes H, H+1, ... all tunnelled to C (``--gre``: the first one via GRE).
+The program keeps its maps alive; the process exits after attaching (``--pin DIR``: maps
+pinned there, read by ``counters``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+
+# --- the bpf() system call -------------------------------------------------------------------
+
+NR_BPF = {"x86_64": 321, "aarch64": 280}[os.uname().machine]
+MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM = 0, 1, 2
+PROG_LOAD, OBJ_PIN, OBJ_GET = 5, 6, 7
+MAP_LOOKUP_BATCH, MAP_UPDATE_BATCH, MAP_DELETE_BATCH = 24, 26, 27
+MAP_HASH, MAP_ARRAY = 1, 2
+PROG_SCHED_CLS = 3
+ATTR_SIZE = 144
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def bpf(cmd: int, attr: bytearray) -> int:
+    buf = (ctypes.c_char * ATTR_SIZE).from_buffer(attr)
+    ret = int(_libc.syscall(NR_BPF, cmd, buf, ATTR_SIZE))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bpf({cmd}): {os.strerror(err)}")
+    return ret
+
+
+def _attr(fmt: str, *values: object) -> bytearray:
+    attr = bytearray(ATTR_SIZE)
+    struct.pack_into(fmt, attr, 0, *values)
+    return attr
+
+
+def _addr(buf: ctypes.Array[ctypes.c_char]) -> int:
+    return ctypes.addressof(buf)
+
+
+def map_create(kind: int, key_size: int, value_size: int, entries: int) -> int:
+    return bpf(MAP_CREATE, _attr("=IIIII", kind, key_size, value_size, entries, 0))
+
+
+def update_batch(fd: int, keys: bytes, values: bytes, count: int) -> int:
+    """``BPF_MAP_UPDATE_BATCH``: ``count`` keys and values, packed back to back."""
+    k = ctypes.create_string_buffer(keys, len(keys) or 1)
+    v = ctypes.create_string_buffer(values, len(values) or 1)
+    attr = _attr("=QQQQIIQQ", 0, 0, _addr(k), _addr(v), count, fd, 0, 0)
+    bpf(MAP_UPDATE_BATCH, attr)
+    return int(struct.unpack_from("=I", attr, 32)[0])
+
+
+def delete_batch(fd: int, keys: bytes, count: int) -> int:
+    k = ctypes.create_string_buffer(keys, len(keys) or 1)
+    attr = _attr("=QQQQIIQQ", 0, 0, _addr(k), 0, count, fd, 0, 0)
+    try:
+        bpf(MAP_DELETE_BATCH, attr)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+    return int(struct.unpack_from("=I", attr, 32)[0])
+
+
+def lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value_size)
+    try:
+        bpf(MAP_LOOKUP_ELEM, _attr("=IIQQQ", fd, 0, _addr(k), _addr(v), 0))
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return v.raw
+
+
+def prog_load(insns: bytes, name: str) -> int:
+    log = ctypes.create_string_buffer(1 << 20)
+    lic = ctypes.create_string_buffer(b"GPL")
+    code = ctypes.create_string_buffer(insns, len(insns))
+    attr = _attr("=IIQQIIQII16s", PROG_SCHED_CLS, len(insns) // 8, _addr(code), _addr(lic),
+                 1, len(log), _addr(log), 0, 0, name.encode()[:15])  # fmt: skip
+    try:
+        return bpf(PROG_LOAD, attr)
+    except OSError as exc:
+        text = log.value.decode(errors="replace")
+        raise OSError(exc.errno, f"{exc.strerror}; verifier:\n{text[-4000:]}") from None
+
+
+def obj_pin(fd: int, path: str) -> None:
+    p = ctypes.create_string_buffer(path.encode())
+    bpf(OBJ_PIN, _attr("=QI", _addr(p), fd))
+
+
+def obj_get(path: str) -> int:
+    p = ctypes.create_string_buffer(path.encode())
+    return bpf(OBJ_GET, _attr("=QI", _addr(p), 0))
+
+
+# --- a small eBPF assembler --------------------------------------------------------------------
+
+# classes, sizes, modes, operations (include/uapi/linux/bpf_common.h, bpf.h)
+LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
+W, H, B, DW = 0x00, 0x08, 0x10, 0x18
+SIZES = {4: W, 2: H, 1: B, 8: DW}
+MEM, IMM, ATOMIC = 0x60, 0x00, 0xC0
+K, X = 0x00, 0x08
+OPS = {"+": 0x00, "-": 0x10, "*": 0x20, "|": 0x40, "&": 0x50, "<<": 0x60, ">>": 0x70,
+       "^": 0xA0, "=": 0xB0}  # fmt: skip
+JOPS = {"==": 0x10, ">": 0x20, ">=": 0x30, "!=": 0x50, "<": 0xA0, "<=": 0xB0}
+CALL, EXIT, JA = 0x80, 0x90, 0x00
+END, TO_BE = 0xD0, 0x08
+PSEUDO_MAP_FD = 1
+FP = 10  # the frame pointer
+
+# helpers
+F_MAP_LOOKUP, F_REDIRECT, F_ADJUST_ROOM, F_REDIRECT_NEIGH = 1, 23, 50, 152
+ADJ_ROOM_MAC = 1
+ADJ_ENCAP_L3_IPV4, ADJ_ENCAP_L4_GRE = 1 << 1, 1 << 3
+TC_ACT_OK, TC_ACT_SHOT = 0, 2
+# struct __sk_buff
+SKB_LEN, SKB_PKT_TYPE, SKB_DATA, SKB_DATA_END = 0, 4, 76, 80
+
+
+def _insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", op, (src << 4) | dst, off, imm)
+
+
+@dataclass
+class Asm:
+    """Instructions with symbolic jump targets (``label``), resolved by :meth:`code`."""
+
+    out: list[bytes | tuple[int, int, int, str]] = field(default_factory=list)
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def _slot(self) -> int:
+        return len(self.out)
+
+    def label(self, name: str) -> None:
+        self.labels[name] = self._slot()
+
+    def alu(self, dst: int, op: str, src: int | None = None, imm: int = 0) -> None:
+        """``dst op= src`` (register) or ``dst op= imm``; 64-bit."""
+        kind = K if src is None else X
+        self.out.append(_insn(ALU64 | OPS[op] | kind, dst, src or 0, 0, imm))
+
+    def mov(self, dst: int, src: int | None = None, imm: int = 0) -> None:
+        self.alu(dst, "=", src, imm)
+
+    def be16(self, dst: int) -> None:
+        self.out.append(_insn(ALU | END | TO_BE, dst, 0, 0, 16))
+
+    def ldx(self, size: int, dst: int, src: int, off: int) -> None:
+        self.out.append(_insn(LDX | MEM | SIZES[size], dst, src, off))
+
+    def stx(self, size: int, dst: int, off: int, src: int) -> None:
+        self.out.append(_insn(STX | MEM | SIZES[size], dst, src, off))
+
+    def st(self, size: int, dst: int, off: int, imm: int) -> None:
+        self.out.append(_insn(ST | MEM | SIZES[size], dst, 0, off, imm))
+
+    def xadd64(self, dst: int, off: int, src: int) -> None:
+        """``lock *(u64 *)(dst + off) += src``."""
+        self.out.append(_insn(STX | ATOMIC | DW, dst, src, off, 0x00))
+
+    def ld_map(self, dst: int, fd: int) -> None:
+        self.out.append(_insn(LD | IMM | DW, dst, PSEUDO_MAP_FD, 0, fd))
+        self.out.append(_insn(0))
+
+    def ld_imm64(self, dst: int, value: int) -> None:
+        self.out.append(_insn(LD | IMM | DW, dst, 0, 0, value & 0xFFFFFFFF))
+        self.out.append(_insn(0, 0, 0, 0, (value >> 32) & 0xFFFFFFFF))
+
+    def jmp(
+        self,
+        dst: int,
+        op: str,
+        target: str,
+        src: int | None = None,
+        imm: int = 0,
+        w32: bool = False,
+    ) -> None:
+        """``if dst op src|imm goto target`` (unsigned; 64-bit, or the low 32 bits: ``w32``)."""
+        kind = K if src is None else X
+        signed = imm - (1 << 32) if imm >= 1 << 31 else imm
+        cls = JMP32 if w32 else JMP
+        self.out.append((cls | JOPS[op] | kind, dst, (src or 0) << 4, f"{signed}:{target}"))
+
+    def goto(self, target: str) -> None:
+        self.out.append((JMP | JA, 0, 0, f"0:{target}"))
+
+    def call(self, helper: int) -> None:
+        self.out.append(_insn(JMP | CALL, 0, 0, 0, helper))
+
+    def exit(self) -> None:
+        self.out.append(_insn(JMP | EXIT))
+
+    def ret(self, value: int) -> None:
+        self.mov(0, imm=value)
+        self.exit()
+
+    def code(self) -> bytes:
+        parts = []
+        for i, item in enumerate(self.out):
+            if isinstance(item, bytes):
+                parts.append(item)
+                continue
+            op, dst, src, ref = item
+            imm, _, target = ref.rpartition(":")
+            off = self.labels[target] - i - 1
+            parts.append(struct.pack("<BBhi", op, src | dst, off, int(imm)))
+        return b"".join(parts)
+
+
+def _raw32(addr: str) -> int:
+    """An IPv4 address as the 32-bit value a little-endian ``ldx w`` of it reads."""
+    return int(struct.unpack("<I", IPv4Address(addr).packed)[0])
+
+
+# --- the forward program -----------------------------------------------------------------------
+
+# homes map value: the outer header template (IPv4, then GRE's 4 bytes or zeros), its partial
+# checksum (sum of the template's 16-bit words as a little-endian load reads them, total length
+# and checksum 0), the header length (20/24), the exit's ifindex, adjust_room flags, and the
+# largest skb->len (with the Ethernet header) that fits the exit's MTU once encapsulated
+# and (``static_mac``) the exit's next-hop and own MAC addresses
+VALUE = struct.Struct("<24sIIIII12s")
+ETH, IP = 14, 20
+
+
+def forward_program(homes_fd: int, static_mac: bool = False) -> bytes:
+    """``static_mac``: the Ethernet header from the map value and ``bpf_redirect`` (no route
+    or neighbour lookup; the MACs go stale if the next hop's changes), else
+    ``bpf_redirect_neigh``."""
+    a = Asm()
+    a.mov(6, 1)
+    a.ldx(4, 4, 6, SKB_PKT_TYPE)
+    a.jmp(4, "!=", "pass", imm=0)  # PACKET_HOST only
+    a.ldx(4, 2, 6, SKB_DATA)
+    a.ldx(4, 3, 6, SKB_DATA_END)
+    a.mov(4, 2)
+    a.alu(4, "+", imm=ETH + IP)
+    a.jmp(4, ">", "pass", src=3)
+    a.ldx(2, 4, 2, 12)
+    a.jmp(4, "!=", "pass", imm=0x0008)  # ETH_P_IP, as a little-endian load reads it
+    a.ldx(1, 4, 2, ETH)
+    a.jmp(4, "!=", "pass", imm=0x45)  # IPv4 without options
+    a.ldx(1, 4, 2, ETH + 8)
+    a.jmp(4, "<=", "pass", imm=1)  # TTL would expire: the stack sends the ICMP error
+    a.ldx(4, 4, 2, ETH + 16)
+    a.stx(4, FP, -4, 4)
+    a.ld_map(1, homes_fd)
+    a.mov(2, FP)
+    a.alu(2, "+", imm=-4)
+    a.call(F_MAP_LOOKUP)
+    a.jmp(0, "==", "pass", imm=0)
+    a.mov(7, 0)
+    a.ldx(4, 4, 6, SKB_LEN)
+    a.ldx(4, 5, 7, 40)
+    a.jmp(4, ">", "pass", src=5)  # too big for the exit: the stack's tunnel decides
+    a.mov(1, 6)
+    a.ldx(4, 2, 7, 28)
+    a.mov(3, imm=ADJ_ROOM_MAC)
+    a.ldx(4, 4, 7, 36)
+    a.call(F_ADJUST_ROOM)
+    a.jmp(0, "!=", "pass", imm=0)
+    a.ldx(4, 2, 6, SKB_DATA)
+    a.ldx(4, 3, 6, SKB_DATA_END)
+    a.ldx(4, 4, 7, 28)
+    a.jmp(4, "==", "gre", imm=24)
+    # IP-in-IP: outer at 14, inner at 34
+    a.mov(4, 2)
+    a.alu(4, "+", imm=ETH + IP + IP)
+    a.jmp(4, ">", "drop", src=3)
+    for off in range(0, IP, 4):
+        a.ldx(4, 5, 7, off)
+        a.stx(4, 2, ETH + off, 5)
+    a.mov(8, 2)
+    a.alu(8, "+", imm=ETH + IP)
+    a.goto("common")
+    a.label("gre")
+    a.mov(4, 2)
+    a.alu(4, "+", imm=ETH + IP + 4 + IP)
+    a.jmp(4, ">", "drop", src=3)
+    for off in range(0, IP + 4, 4):
+        a.ldx(4, 5, 7, off)
+        a.stx(4, 2, ETH + off, 5)
+    a.mov(8, 2)
+    a.alu(8, "+", imm=ETH + IP + 4)
+    a.label("common")
+    # r8: the inner header. TTL - 1, checksum + 0x0100 with end-around carry (RFC 1141)
+    a.ldx(1, 1, 8, 8)
+    a.alu(1, "-", imm=1)
+    a.stx(1, 8, 8, 1)
+    a.ldx(1, 1, 8, 10)
+    a.alu(1, "<<", imm=8)
+    a.ldx(1, 4, 8, 11)
+    a.alu(1, "|", 4)
+    a.alu(1, "+", imm=0x100)
+    a.mov(4, 1)
+    a.alu(4, ">>", imm=16)
+    a.alu(1, "&", imm=0xFFFF)
+    a.alu(1, "+", 4)
+    a.stx(1, 8, 11, 1)
+    a.alu(1, ">>", imm=8)
+    a.stx(1, 8, 10, 1)
+    # outer total length and identification (the inner one's), then the checksum
+    a.ldx(4, 4, 6, SKB_LEN)
+    a.alu(4, "-", imm=ETH)
+    a.be16(4)
+    a.stx(2, 2, ETH + 2, 4)
+    a.ldx(2, 1, 8, 4)
+    a.stx(2, 2, ETH + 4, 1)
+    a.ldx(4, 5, 7, 24)
+    a.alu(5, "+", 4)
+    a.alu(5, "+", 1)
+    for _ in range(2):
+        a.mov(1, 5)
+        a.alu(1, ">>", imm=16)
+        a.alu(5, "&", imm=0xFFFF)
+        a.alu(5, "+", 1)
+    a.alu(5, "^", imm=0xFFFF)
+    a.stx(2, 2, ETH + 10, 5)
+    if static_mac:
+        for off in range(0, 12, 4):
+            a.ldx(4, 5, 7, 44 + off)
+            a.stx(4, 2, off, 5)
+    a.ldx(4, 1, 7, 32)
+    a.mov(2, imm=0)
+    if static_mac:
+        a.call(F_REDIRECT)
+    else:
+        a.mov(3, imm=0)
+        a.mov(4, imm=0)
+        a.call(F_REDIRECT_NEIGH)
+    a.exit()
+    a.label("pass")
+    a.ret(TC_ACT_OK)
+    a.label("drop")
+    a.ret(TC_ACT_SHOT)
+    return a.code()
+
+
+def home_value(
+    ha: str, coa: str, gre: bool, ifindex: int, mtu: int, ttl: int = 64, macs: bytes = bytes(12)
+) -> bytes:
+    proto = 47 if gre else 4
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0, ttl, proto, 0,
+                     IPv4Address(ha).packed, IPv4Address(coa).packed)  # fmt: skip
+    extra = struct.pack("!HH", 0, 0x0800) if gre else b"\0\0\0\0"
+    partial = sum(struct.unpack("<10H", ip))
+    hdr = IP + (4 if gre else 0)
+    flags = ADJ_ENCAP_L3_IPV4 | (ADJ_ENCAP_L4_GRE if gre else 0)
+    return VALUE.pack(ip + extra, partial, hdr, ifindex, flags, mtu + ETH - hdr, macs)
+
+
+# --- the reverse program -----------------------------------------------------------------------
+
+GRE_PLAIN_IPV4 = 0x00080000  # flags 0, version 0, protocol 0x0800, as a little-endian load
+
+
+def reverse_program(allowed_fd: int, drops_fd: int, ha: str) -> bytes:
+    a = Asm()
+    a.mov(6, 1)
+    a.ldx(4, 4, 6, SKB_PKT_TYPE)
+    a.jmp(4, "!=", "pass", imm=0)
+    a.ldx(4, 2, 6, SKB_DATA)
+    a.ldx(4, 3, 6, SKB_DATA_END)
+    a.mov(4, 2)
+    a.alu(4, "+", imm=ETH + IP)
+    a.jmp(4, ">", "pass", src=3)
+    a.ldx(2, 4, 2, 12)
+    a.jmp(4, "!=", "pass", imm=0x0008)
+    a.ldx(1, 4, 2, ETH)
+    a.jmp(4, "!=", "pass", imm=0x45)
+    a.ldx(4, 4, 2, ETH + 16)
+    a.jmp(4, "!=", "pass", imm=_raw32(ha), w32=True)
+    a.ldx(4, 4, 2, ETH + 12)
+    a.stx(4, FP, -4, 4)  # key: inner source, outer source
+    a.ldx(1, 4, 2, ETH + 9)
+    a.mov(9, imm=-IP)
+    a.jmp(4, "==", "gre", imm=47)
+    a.jmp(4, "!=", "pass", imm=4)
+    a.mov(4, 2)
+    a.alu(4, "+", imm=ETH + IP + IP)
+    a.jmp(4, ">", "pass", src=3)
+    a.ldx(4, 4, 2, ETH + IP + 12)
+    a.goto("key")
+    a.label("gre")
+    a.mov(4, 2)
+    a.alu(4, "+", imm=ETH + IP + 4 + IP)
+    a.jmp(4, ">", "pass", src=3)
+    a.ldx(4, 4, 2, ETH + IP)
+    a.jmp(4, "!=", "pass", imm=GRE_PLAIN_IPV4)  # keys, checksums, sequence numbers: the stack
+    a.ldx(4, 4, 2, ETH + IP + 4 + 12)
+    a.mov(9, imm=-(IP + 4))
+    a.label("key")
+    a.stx(4, FP, -8, 4)
+    a.ld_map(1, allowed_fd)
+    a.mov(2, FP)
+    a.alu(2, "+", imm=-8)
+    a.call(F_MAP_LOOKUP)
+    a.jmp(0, "==", "refuse", imm=0)
+    a.mov(1, imm=1)
+    a.xadd64(0, 0, 1)
+    a.mov(1, 6)
+    a.mov(2, 9)
+    a.mov(3, imm=ADJ_ROOM_MAC)
+    a.mov(4, imm=0)
+    a.call(F_ADJUST_ROOM)
+    a.jmp(0, "!=", "drop", imm=0)
+    a.label("pass")
+    a.ret(TC_ACT_OK)
+    a.label("refuse")
+    a.st(4, FP, -12, 0)
+    a.ld_map(1, drops_fd)
+    a.mov(2, FP)
+    a.alu(2, "+", imm=-12)
+    a.call(F_MAP_LOOKUP)
+    a.jmp(0, "==", "drop", imm=0)
+    a.mov(1, imm=1)
+    a.xadd64(0, 0, 1)
+    a.label("drop")
+    a.ret(TC_ACT_SHOT)
+    return a.code()
+
+
+# --- attaching -----------------------------------------------------------------------------------
+
+
+def attach(dev: str, fd: int, name: str) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=dev)[0]
+        try:
+            ipr.tc("add", "clsact", index)
+        except Exception as exc:
+            if getattr(exc, "code", None) != errno.EEXIST:
+                raise
+        ipr.tc("add-filter", "bpf", index, ":1", fd=fd, name=name, parent="ffff:fff2",
+               direct_action=True, protocol=0x0003, prio=1)  # fmt: skip
+
+
+def detach(dev: str) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=dev)[0]
+        try:
+            ipr.tc("del", "clsact", index)
+        except Exception as exc:
+            if getattr(exc, "code", None) not in (errno.ENOENT, errno.EINVAL):
+                raise
+
+
+def _homes(first: str, count: int) -> list[IPv4Address]:
+    return [IPv4Address(int(IPv4Address(first)) + i) for i in range(count)]
+
+
+def cmd_forward(args: argparse.Namespace) -> dict[str, object]:
+    out_index = socket.if_nametoindex(args.out)
+    mtu = int(Path(f"/sys/class/net/{args.out}/mtu").read_text())
+    homes = _homes(args.home, args.count)
+    macs = bytes(12)
+    if args.static_mac:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            neigh = [n for n in ipr.get_neighbours(ifindex=out_index)
+                     if n.get_attr("NDA_DST") == args.coa]  # fmt: skip
+            peer = neigh[0].get_attr("NDA_LLADDR")
+        own = Path(f"/sys/class/net/{args.out}/address").read_text().strip()
+        macs = bytes.fromhex(peer.replace(":", "")) + bytes.fromhex(own.replace(":", ""))
+    fd = map_create(MAP_HASH, 4, VALUE.size, max(args.count, 1) * 2)
+    started = time.perf_counter()
+    for start in range(0, len(homes), args.batch):
+        part = homes[start : start + args.batch]
+        keys = b"".join(h.packed for h in part)
+        values = b"".join(
+            home_value(args.ha, args.coa, args.gre and h == homes[0], out_index, mtu, macs=macs)
+            for h in part
+        )
+        update_batch(fd, keys, values, len(part))
+    took = time.perf_counter() - started
+    code = forward_program(fd, args.static_mac)
+    prog = prog_load(code, "mip_fwd")
+    attach(args.dev, prog, "mip_fwd")
+    if args.pin:
+        obj_pin(fd, f"{args.pin}/homes")
+    return {"insns": len(code) // 8, "install_us_per_binding":
+            round(took / max(1, len(homes)) * 1e6, 2)}  # fmt: skip
+
+
+def cmd_reverse(args: argparse.Namespace) -> dict[str, object]:
+    homes = _homes(args.home, args.count)
+    allowed = map_create(MAP_HASH, 8, 8, max(args.count, 1) * 2)
+    drops = map_create(MAP_ARRAY, 4, 8, 1)
+    coa = IPv4Address(args.coa).packed
+    started = time.perf_counter()
+    for start in range(0, len(homes), args.batch):
+        part = homes[start : start + args.batch]
+        update_batch(allowed, b"".join(h.packed + coa for h in part), bytes(8 * len(part)),
+                     len(part))  # fmt: skip
+    took = time.perf_counter() - started
+    code = reverse_program(allowed, drops, args.ha)
+    prog = prog_load(code, "mip_rev")
+    attach(args.dev, prog, "mip_rev")
+    if args.pin:
+        obj_pin(allowed, f"{args.pin}/allowed")
+        obj_pin(drops, f"{args.pin}/drops")
+    return {"insns": len(code) // 8, "install_us_per_binding":
+            round(took / max(1, len(homes)) * 1e6, 2)}  # fmt: skip
+
+
+def cmd_package(args: argparse.Namespace) -> dict[str, object]:
+    """The shipped fast path (mobileip.dataplane.bpf): both programs on ``--dev`` and ``--out``,
+    the homes with reverse tunnels from the care-of address; left attached on exit."""
+    from mobileip.dataplane.bpf import BpfFastPath
+
+    homes = _homes(args.home, args.count)
+    coa = IPv4Address(args.coa)
+    fast = BpfFastPath(IPv4Address(args.ha), [args.dev, args.out],
+                       capacity=max(1024, args.count))  # fmt: skip
+    fast.start()
+    started = time.perf_counter()
+    for h in homes:
+        fast.stage(h, (coa, args.gre and h == homes[0]), [coa])
+    fast.flush()
+    took = time.perf_counter() - started
+    fast.set_live(True)
+    return {"installed": fast.installed(), "errors": fast.errors,
+            "install_us_per_binding": round(took / max(1, len(homes)) * 1e6, 2)}  # fmt: skip
+
+
+def cmd_counters(args: argparse.Namespace) -> dict[str, object]:
+    drops = obj_get(f"{args.pin}/drops")
+    allowed = obj_get(f"{args.pin}/allowed")
+    raw = lookup(drops, bytes(4), 8) or bytes(8)
+    key = IPv4Address(args.home).packed + IPv4Address(args.coa).packed
+    hit = lookup(allowed, key, 8)
+    return {"drops": struct.unpack("<Q", raw)[0],
+            "accepted": struct.unpack("<Q", hit)[0] if hit else None}  # fmt: skip
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("forward", "reverse", "package", "detach", "counters"):
+        s = sub.add_parser(name)
+        s.add_argument("--dev", default="")
+        s.add_argument("--out", default="")
+        s.add_argument("--ha", default="")
+        s.add_argument("--coa", default="")
+        s.add_argument("--home", default="")
+        s.add_argument("--count", type=int, default=1)
+        s.add_argument("--batch", type=int, default=500)
+        s.add_argument("--gre", action="store_true")
+        s.add_argument("--static-mac", action="store_true")
+        s.add_argument("--pin", default="")
+    args = p.parse_args()
+    if args.cmd == "detach":
+        detach(args.dev)
+        return 0
+    run = {"forward": cmd_forward, "reverse": cmd_reverse, "package": cmd_package,
+           "counters": cmd_counters}[args.cmd]  # fmt: skip
+    print(json.dumps(run(args)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

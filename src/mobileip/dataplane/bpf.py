@@ -1,0 +1,520 @@
+"""The kernel backend's tc BPF fast path (opt-in; docs/dataplane.md, docs/performance.md).
+
+Two direct-action classifiers on the ``clsact`` ingress of the interfaces where traffic for
+away mobile nodes arrives (``interfaces``), assembled in :mod:`mobileip.dataplane.bpf_asm`:
+
+* **reverse** (tc prio :data:`PRIO_REVERSE`): IP-in-IP, or GRE without flags carrying IPv4,
+  addressed to the tunnel source (the Home Agent's address): (inner source, outer source) is
+  looked up in the ``allowed`` hash map. A hit is counted in its value and decapsulated in
+  place (``bpf_skb_adjust_room`` by minus the outer header); the inner packet goes on to the
+  stack, which forwards it. A miss is dropped and counted (``drops``): the same rule as the
+  kernel backend's flower filters (reverse tunnels only from a registered care-of address of
+  the inner source). Anything else goes on to the next filter unchanged;
+* **forward** (prio :data:`PRIO_FORWARD`): an IPv4 packet without options, for this host's
+  MAC, TTL > 1, whose destination is in the ``homes`` hash map (home address -> outer header
+  template of its exit, as the kernel route's: newest care-of address, minimal as IP-in-IP)
+  is looked up in the FIB towards its care-of address (``bpf_fib_lookup``, a forwarding
+  lookup from the receiving interface, honouring policy rules, the encapsulated length
+  checked against the route's MTU). On success the outer header is pushed
+  (``bpf_skb_adjust_room``, ``BPF_F_ADJ_ROOM_ENCAP_*``), the inner TTL decremented (checksum
+  updated as ``ip_decrease_ttl``), the outer length, identification (the inner one's) and
+  checksum filled in, the MACs of the FIB's answer written, and the packet sent with
+  ``bpf_redirect``. Otherwise (no binding, no neighbour yet, too big, TTL expiring, options)
+  it goes on to the stack unchanged: the kernel route does the rest.
+
+What it skips, against the stack's path: the inner route lookup, ``ip_forward`` and the
+netfilter FORWARD/POST_ROUTING hooks of both the inner and the outer packet, the tunnel
+device's transmit (forward); the collect-metadata receive, the flower check and the inner
+packet's netfilter PRE_ROUTING on the tunnel device (reverse; the inner packet is then routed
+as received on the physical interface). An operator filtering forwarded packets with
+netfilter must keep it off.
+
+Hot standby: the maps are filled on every member (batched, once per event-loop turn:
+``BPF_MAP_UPDATE_BATCH`` / ``BPF_MAP_DELETE_BATCH``); the programs are attached only while the
+member is active (:meth:`BpfFastPath.set_live`, O(interfaces)). The maps are pre-allocated
+for ``capacity`` homes and twice as many reverse-tunnel pairs (about 96 + 2 x 64 bytes each):
+without pre-allocation, batched updates inside User-Mode Linux failed with ENOMEM (the BPF
+memory allocator's per-CPU caches are refilled asynchronously). Beyond ``capacity`` a home is
+refused by the map (counted in ``errors``) and takes the kernel's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import struct
+from collections.abc import Iterable
+from ipaddress import IPv4Address
+
+from mobileip.dataplane import bpf_asm as ba
+from mobileip.dataplane.bpf_asm import FP, Asm
+from mobileip.net import rtnl as nl
+
+PRIO_REVERSE, PRIO_FORWARD = 0x4D0, 0x4D1
+ETH, IP, GRE = 14, 20, 4
+ETH_P_ALL = 0x0003
+# homes map value: the outer header template (IPv4, then GRE's 4 bytes or zeros; length,
+# identification and checksum 0), its partial checksum (the sum of its 16-bit words as a
+# little-endian load reads them), the header's length (20 / 24), bpf_skb_adjust_room's flags
+VALUE = struct.Struct("<24sIII")
+GRE_PLAIN_IPV4 = 0x00080000  # flags 0, version 0, protocol 0x0800, as a little-endian load
+FIB = 64  # struct bpf_fib_lookup, at fp-64
+F_FAMILY, F_TOT_LEN, F_IFINDEX, F_SRC, F_DST, F_SMAC, F_DMAC = 0, 6, 8, 16, 32, 52, 58
+
+
+def home_value(source: IPv4Address, coa: IPv4Address, gre: bool, ttl: int) -> bytes:
+    """The ``homes`` map value of a home tunnelled to ``coa``."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0, ttl, 47 if gre else 4, 0,
+                     source.packed, coa.packed)  # fmt: skip
+    extra = struct.pack("!HH", 0, 0x0800) if gre else bytes(4)
+    flags = ba.ADJ_ENCAP_L3_IPV4 | (ba.ADJ_ENCAP_L4_GRE if gre else 0)
+    return VALUE.pack(ip + extra, sum(struct.unpack("<10H", ip)), IP + (GRE if gre else 0), flags)
+
+
+def _ipv4_prologue(a: Asm) -> None:
+    """r6 = skb; r2, r3 = data, data_end (at least Ethernet + IPv4 in it); an IPv4 packet
+    without options for this host, else ``pass``."""
+    a.mov(6, 1)
+    a.ldx(4, 4, 6, ba.SKB_PKT_TYPE)
+    a.jmp(4, "!=", "pass", imm=0)  # PACKET_HOST
+    a.ldx(4, 2, 6, ba.SKB_DATA)
+    a.ldx(4, 3, 6, ba.SKB_DATA_END)
+    a.mov(4, 2)
+    a.alu(4, "+", imm=ETH + IP)
+    a.jmp(4, ">", "pass", src=3)
+    a.ldx(2, 4, 2, 12)
+    a.jmp(4, "!=", "pass", imm=0x0008)  # ETH_P_IP, as a little-endian load reads it
+    a.ldx(1, 4, 2, ETH)
+    a.jmp(4, "!=", "pass", imm=0x45)
+
+
+def forward_program(homes_fd: int) -> bytes:
+    a = Asm()
+    _ipv4_prologue(a)
+    a.ldx(1, 4, 2, ETH + 8)
+    a.jmp(4, "<=", "pass", imm=1)  # TTL expiring: the stack sends the ICMP error
+    a.ldx(4, 4, 2, ETH + 16)
+    a.stx(4, FP, -4, 4)
+    a.ld_map(1, homes_fd)
+    a.mov(2, FP)
+    a.alu(2, "+", imm=-4)
+    a.call(ba.F_MAP_LOOKUP)
+    a.jmp(0, "==", "pass", imm=0)
+    a.mov(7, 0)
+    # the FIB towards the care-of address (struct bpf_fib_lookup at fp-64)
+    for off in range(0, FIB, 8):
+        a.st(8, FP, off - FIB, 0)
+    a.st(1, FP, F_FAMILY - FIB, socket.AF_INET)
+    a.ldx(4, 4, 6, ba.SKB_LEN)
+    a.alu(4, "-", imm=ETH)
+    a.ldx(4, 5, 7, 28)
+    a.alu(4, "+", 5)
+    a.stx(2, FP, F_TOT_LEN - FIB, 4)  # the encapsulated length: checked against the MTU
+    a.ldx(4, 4, 6, ba.SKB_IFINDEX)
+    a.stx(4, FP, F_IFINDEX - FIB, 4)  # a forwarding lookup, as if the outer packet came in here
+    a.ldx(4, 4, 7, 12)
+    a.stx(4, FP, F_SRC - FIB, 4)
+    a.ldx(4, 4, 7, 16)
+    a.stx(4, FP, F_DST - FIB, 4)
+    a.mov(1, 6)
+    a.mov(2, FP)
+    a.alu(2, "+", imm=-FIB)
+    a.mov(3, imm=FIB)
+    a.mov(4, imm=0)
+    a.call(ba.F_FIB_LOOKUP)
+    a.jmp(0, "!=", "pass", imm=ba.FIB_SUCCESS)  # no route, no neighbour yet, too big: stack
+    a.mov(1, 6)
+    a.ldx(4, 2, 7, 28)
+    a.mov(3, imm=ba.ADJ_ROOM_MAC)
+    a.ldx(4, 4, 7, 32)
+    a.call(ba.F_ADJUST_ROOM)
+    a.jmp(0, "!=", "pass", imm=0)
+    a.ldx(4, 2, 6, ba.SKB_DATA)
+    a.ldx(4, 3, 6, ba.SKB_DATA_END)
+    a.ldx(4, 4, 7, 28)
+    a.jmp(4, "==", "gre", imm=IP + GRE)
+    for hdr, label in ((IP, "ipip"), (IP + GRE, "gre")):
+        if label == "gre":
+            a.label("gre")
+        a.mov(4, 2)
+        a.alu(4, "+", imm=ETH + hdr + IP)
+        a.jmp(4, ">", "drop", src=3)
+        for off in range(0, hdr, 4):
+            a.ldx(4, 5, 7, off)
+            a.stx(4, 2, ETH + off, 5)
+        a.mov(8, 2)
+        a.alu(8, "+", imm=ETH + hdr)
+        if label == "ipip":
+            a.goto("inner")
+    a.label("inner")
+    # r8: the inner header. TTL - 1, checksum + 0x0100 with end-around carry (RFC 1141)
+    a.ldx(1, 1, 8, 8)
+    a.alu(1, "-", imm=1)
+    a.stx(1, 8, 8, 1)
+    a.ldx(1, 1, 8, 10)
+    a.alu(1, "<<", imm=8)
+    a.ldx(1, 4, 8, 11)
+    a.alu(1, "|", 4)
+    a.alu(1, "+", imm=0x100)
+    a.mov(4, 1)
+    a.alu(4, ">>", imm=16)
+    a.alu(1, "&", imm=0xFFFF)
+    a.alu(1, "+", 4)
+    a.stx(1, 8, 11, 1)
+    a.alu(1, ">>", imm=8)
+    a.stx(1, 8, 10, 1)
+    # the outer length, identification (the inner one's) and checksum
+    a.ldx(4, 4, 6, ba.SKB_LEN)
+    a.alu(4, "-", imm=ETH)
+    a.be16(4)
+    a.stx(2, 2, ETH + 2, 4)
+    a.ldx(2, 1, 8, 4)
+    a.stx(2, 2, ETH + 4, 1)
+    a.ldx(4, 5, 7, 24)
+    a.alu(5, "+", 4)
+    a.alu(5, "+", 1)
+    for _ in range(2):
+        a.mov(1, 5)
+        a.alu(1, ">>", imm=16)
+        a.alu(5, "&", imm=0xFFFF)
+        a.alu(5, "+", 1)
+    a.alu(5, "^", imm=0xFFFF)
+    a.stx(2, 2, ETH + 10, 5)
+    # the MACs from the FIB's answer: destination (6 bytes at fp-6), source (at fp-12)
+    a.ldx(2, 4, FP, F_DMAC - FIB)
+    a.stx(2, 2, 0, 4)
+    a.ldx(4, 4, FP, F_DMAC - FIB + 2)
+    a.stx(4, 2, 2, 4)
+    a.ldx(4, 4, FP, F_SMAC - FIB)
+    a.stx(4, 2, 6, 4)
+    a.ldx(2, 4, FP, F_SMAC - FIB + 4)
+    a.stx(2, 2, 10, 4)
+    a.ldx(4, 1, FP, F_IFINDEX - FIB)
+    a.mov(2, imm=0)
+    a.call(ba.F_REDIRECT)
+    a.exit()
+    a.label("pass")
+    a.ret(ba.TC_ACT_UNSPEC)
+    a.label("drop")
+    a.ret(ba.TC_ACT_SHOT)
+    return a.code()
+
+
+def reverse_program(allowed_fd: int, drops_fd: int, source: IPv4Address) -> bytes:
+    a = Asm()
+    _ipv4_prologue(a)
+    a.ldx(4, 4, 2, ETH + 16)
+    a.jmp(4, "!=", "pass", imm=ba.raw32(str(source)), w32=True)
+    a.ldx(4, 4, 2, ETH + 12)
+    a.stx(4, FP, -4, 4)  # key: inner source, outer source
+    a.ldx(1, 4, 2, ETH + 9)
+    a.mov(9, imm=-IP)
+    a.jmp(4, "==", "gre", imm=47)
+    a.jmp(4, "!=", "pass", imm=4)
+    a.mov(4, 2)
+    a.alu(4, "+", imm=ETH + IP + IP)
+    a.jmp(4, ">", "pass", src=3)
+    a.ldx(4, 4, 2, ETH + IP + 12)
+    a.goto("key")
+    a.label("gre")
+    a.mov(4, 2)
+    a.alu(4, "+", imm=ETH + IP + GRE + IP)
+    a.jmp(4, ">", "pass", src=3)
+    a.ldx(4, 4, 2, ETH + IP)
+    a.jmp(4, "!=", "pass", imm=GRE_PLAIN_IPV4)  # keys, checksums, sequence numbers: the stack
+    a.ldx(4, 4, 2, ETH + IP + GRE + 12)
+    a.mov(9, imm=-(IP + GRE))
+    a.label("key")
+    a.stx(4, FP, -8, 4)
+    a.ld_map(1, allowed_fd)
+    a.mov(2, FP)
+    a.alu(2, "+", imm=-8)
+    a.call(ba.F_MAP_LOOKUP)
+    a.jmp(0, "==", "refuse", imm=0)
+    a.mov(1, imm=1)
+    a.xadd64(0, 0, 1)
+    a.mov(1, 6)
+    a.mov(2, 9)
+    a.mov(3, imm=ba.ADJ_ROOM_MAC)
+    a.mov(4, imm=0)
+    a.call(ba.F_ADJUST_ROOM)
+    a.jmp(0, "!=", "drop", imm=0)
+    a.ret(ba.TC_ACT_OK)
+    a.label("pass")
+    a.ret(ba.TC_ACT_UNSPEC)
+    a.label("refuse")
+    a.st(4, FP, -12, 0)
+    a.ld_map(1, drops_fd)
+    a.mov(2, FP)
+    a.alu(2, "+", imm=-12)
+    a.call(ba.F_MAP_LOOKUP)
+    a.jmp(0, "==", "drop", imm=0)
+    a.mov(1, imm=1)
+    a.xadd64(0, 0, 1)
+    a.label("drop")
+    a.ret(ba.TC_ACT_SHOT)
+    return a.code()
+
+
+class BpfFastPath:
+    """The maps, the two programs and their attachment (module docstring). Raises OSError
+    where the kernel refuses (no BPF, no cls_bpf, a verifier rejection)."""
+
+    def __init__(
+        self,
+        source: IPv4Address,
+        interfaces: Iterable[str],
+        ttl: int = 64,
+        capacity: int = 1 << 17,
+        batch: int = 10_000,
+    ) -> None:
+        self.source = source
+        self.interfaces = tuple(interfaces)
+        self.ttl = ttl
+        self.capacity = capacity
+        self.batch = batch
+        self.homes_fd = self.allowed_fd = self.drops_fd = -1
+        self.progs: dict[int, int] = {}  # tc prio -> program fd
+        self.live = False
+        self.created_clsact: set[str] = set()
+        # what the maps hold (after a flush) and what is staged for the next flush
+        self.values: dict[int, bytes] = {}
+        self.pairs: dict[int, frozenset[int]] = {}
+        self.staged_homes: dict[int, bytes | None] = {}
+        self.staged_pairs: dict[int, frozenset[int]] = {}
+        self._flush_scheduled = False
+        self.flushes = 0
+        self.errors = 0  # map batches the kernel refused (the last one's error: last_error)
+        self.last_error = ""
+
+    def start(self) -> None:
+        try:
+            self.homes_fd = ba.map_create(ba.MAP_HASH, 4, VALUE.size, self.capacity)
+            self.allowed_fd = ba.map_create(ba.MAP_HASH, 8, 8, 2 * self.capacity)
+            self.drops_fd = ba.map_create(ba.MAP_ARRAY, 4, 8, 1)
+            self.progs[PRIO_REVERSE] = ba.prog_load(
+                reverse_program(self.allowed_fd, self.drops_fd, self.source), "mip_reverse"
+            )
+            self.progs[PRIO_FORWARD] = ba.prog_load(forward_program(self.homes_fd), "mip_forward")
+        except OSError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self.set_live(False)
+        for fd in (*self.progs.values(), self.homes_fd, self.allowed_fd, self.drops_fd):
+            ba.close(fd)
+        self.progs.clear()
+        self.homes_fd = self.allowed_fd = self.drops_fd = -1
+        self.values.clear()
+        self.pairs.clear()
+        self.staged_homes.clear()
+        self.staged_pairs.clear()
+
+    # --- attachment (active member only) ---------------------------------------------------
+
+    def set_live(self, live: bool) -> None:
+        """Attach the programs to every interface (``clsact`` ingress, created if absent; what
+        another user attached stays) or detach them. Raises OSError if the kernel refuses."""
+        if live == self.live or (live and not self.progs):
+            return
+        indexes = {}
+        for dev in self.interfaces:
+            try:
+                indexes[dev] = socket.if_nametoindex(dev)
+            except OSError:
+                continue  # gone: nothing to attach to, or detached with it
+        with nl.RtnlSocket() as sock:
+            if live:
+                for dev, index in indexes.items():
+                    failures = sock.apply([clsact_add(index)], ignore_benign=False)
+                    if failures and failures[0].errno != errno.EEXIST:
+                        raise OSError(failures[0].errno, f"clsact on {dev}: {failures[0]}")
+                    if not failures:
+                        self.created_clsact.add(dev)
+                    adds = [bpf_filter(index, prio, fd) for prio, fd in self.progs.items()]
+                    failures = sock.apply(adds, ignore_benign=False)
+                    if failures:
+                        raise OSError(failures[0].errno, f"bpf on {dev}: {failures[0]}")
+            else:
+                for dev, index in indexes.items():
+                    if dev in self.created_clsact:
+                        sock.apply([clsact_del(index)])
+                    else:
+                        sock.apply([bpf_filter_del(index, prio) for prio in self.progs])
+                self.created_clsact.clear()
+        self.live = live
+
+    # --- the maps: staged per binding, written in batches ---------------------------------
+
+    def stage(self, home: IPv4Address, exit_: tuple[IPv4Address, bool] | None,
+              reverse: Iterable[IPv4Address]) -> None:  # fmt: skip
+        """``home`` tunnelled to ``exit_`` (care-of address, GRE?) or not at all (None), with
+        reverse tunnels accepted from ``reverse``; written at the next :meth:`flush` (the end
+        of this event-loop turn when one runs)."""
+        h = int(home)
+        self.staged_homes[h] = (
+            None if exit_ is None else home_value(self.source, exit_[0], exit_[1], self.ttl)
+        )
+        self.staged_pairs[h] = frozenset(int(c) for c in reverse)
+        self._schedule()
+
+    def unstage(self, home: IPv4Address) -> None:
+        h = int(home)
+        self.staged_homes[h] = None
+        self.staged_pairs[h] = frozenset()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: the caller flushes
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what is staged: homes and pairs added or replaced, then removed, in batches of
+        :attr:`batch`. A failed batch is counted (``errors``) and its entries forgotten as
+        staged (the next change of those homes writes them again)."""
+        self._flush_scheduled = False
+        if self.homes_fd < 0:
+            self.staged_homes.clear()
+            self.staged_pairs.clear()
+            return
+        put: list[tuple[int, bytes]] = []
+        gone: list[int] = []
+        for h, value in self.staged_homes.items():
+            if value is None:
+                if h in self.values:
+                    gone.append(h)
+            elif self.values.get(h) != value:
+                put.append((h, value))
+        add: list[tuple[int, int]] = []
+        drop: list[tuple[int, int]] = []
+        for h, wanted in self.staged_pairs.items():
+            had = self.pairs.get(h, frozenset())
+            add += [(h, c) for c in wanted - had]
+            drop += [(h, c) for c in had - wanted]
+        self.staged_homes.clear()
+        staged_pairs, self.staged_pairs = self.staged_pairs, {}
+        n = self.batch
+        for i in range(0, len(put), n):
+            puts = put[i : i + n]
+            if self._write(self.homes_fd, [_key(h) for h, _ in puts], [v for _, v in puts]):
+                self.values.update(puts)
+        for i in range(0, len(gone), n):
+            gones = gone[i : i + n]
+            if self._delete(self.homes_fd, [_key(h) for h in gones]):
+                for h in gones:
+                    self.values.pop(h, None)
+        failed: set[int] = set()
+        for i in range(0, len(add), n):
+            adds = add[i : i + n]
+            keys = [_key(h) + _key(c) for h, c in adds]
+            if not self._write(self.allowed_fd, keys, [bytes(8)] * len(adds)):
+                failed.update(h for h, _ in adds)
+        for i in range(0, len(drop), n):
+            drops = drop[i : i + n]
+            if not self._delete(self.allowed_fd, [_key(h) + _key(c) for h, c in drops]):
+                failed.update(h for h, _ in drops)
+        for h, wanted in staged_pairs.items():
+            if h in failed:
+                continue  # unknown what the kernel holds: the next change of h rewrites it
+            if wanted:
+                self.pairs[h] = wanted
+            else:
+                self.pairs.pop(h, None)
+        self.flushes += 1
+
+    def _write(self, fd: int, keys: list[bytes], values: list[bytes]) -> bool:
+        try:
+            ba.update_batch(fd, b"".join(keys), b"".join(values), len(keys))
+        except OSError as exc:
+            self.errors += 1
+            self.last_error = str(exc)
+            return False
+        return True
+
+    def _delete(self, fd: int, keys: list[bytes]) -> bool:
+        try:
+            ba.delete_batch(fd, b"".join(keys), len(keys))
+        except OSError as exc:
+            self.errors += 1
+            self.last_error = str(exc)
+            return False
+        return True
+
+    # --- counters --------------------------------------------------------------------------
+
+    def drops(self) -> int:
+        if self.drops_fd < 0:
+            return 0
+        raw = ba.lookup(self.drops_fd, bytes(4), 8)
+        return int(struct.unpack("<Q", raw)[0]) if raw else 0
+
+    def accepted(self, home: IPv4Address, coa: IPv4Address) -> int | None:
+        """Reverse-tunnelled packets of (home, care-of address) accepted so far."""
+        raw = ba.lookup(self.allowed_fd, home.packed + coa.packed, 8)
+        return int(struct.unpack("<Q", raw)[0]) if raw else None
+
+    def installed(self) -> tuple[int, int]:
+        """Homes and reverse-tunnel pairs in the maps (as written)."""
+        return len(self.values), sum(len(p) for p in self.pairs.values())
+
+
+# --- tc messages (rtnetlink) ----------------------------------------------------------------
+
+RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER, RTM_DELTFILTER = 36, 37, 44, 45
+NLM_F_REQUEST, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x100, 0x200, 0x400
+TCA_KIND, TCA_OPTIONS = 1, 2
+TCA_BPF_FD, TCA_BPF_NAME, TCA_BPF_FLAGS = 6, 7, 8
+TCA_BPF_FLAG_ACT_DIRECT = 1
+TC_H_CLSACT, TC_H_CLSACT_HANDLE, TC_H_INGRESS_FILTERS = 0xFFFFFFF1, 0xFFFF0000, 0xFFFFFFF2
+NAMES = {PRIO_REVERSE: b"mip_reverse", PRIO_FORWARD: b"mip_forward"}
+
+
+def _nla(kind: int, data: bytes) -> bytes:
+    n = 4 + len(data)
+    return struct.pack("=HH", n, kind) + data + bytes(-n & 3)
+
+
+def _tc(kind: int, flags: int, ifindex: int, handle: int, parent: int, info: int,
+        attrs: bytes) -> bytes:  # fmt: skip
+    body = struct.pack("=BxxxiIII", socket.AF_UNSPEC, ifindex, handle, parent, info) + attrs
+    return struct.pack("=IHHII", 16 + len(body), kind, flags, 0, 0) + body
+
+
+def clsact_add(ifindex: int) -> bytes:
+    """``tc qdisc add dev IF clsact`` (EEXIST when there)."""
+    return _tc(RTM_NEWQDISC, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL, ifindex,
+               TC_H_CLSACT_HANDLE, TC_H_CLSACT, 0, _nla(TCA_KIND, b"clsact\0"))  # fmt: skip
+
+
+def clsact_del(ifindex: int) -> bytes:
+    return _tc(RTM_DELQDISC, NLM_F_REQUEST, ifindex, TC_H_CLSACT_HANDLE, TC_H_CLSACT, 0, b"")
+
+
+def bpf_filter(ifindex: int, prio: int, fd: int) -> bytes:
+    """``tc filter replace dev IF ingress prio P handle 1 protocol all bpf fd FD da``."""
+    opts = (
+        _nla(TCA_BPF_FD, struct.pack("=I", fd))
+        + _nla(TCA_BPF_NAME, NAMES.get(prio, b"mip") + b"\0")
+        + _nla(TCA_BPF_FLAGS, struct.pack("=I", TCA_BPF_FLAG_ACT_DIRECT))
+    )
+    attrs = _nla(TCA_KIND, b"bpf\0") + _nla(TCA_OPTIONS, opts)
+    info = (prio << 16) | socket.htons(ETH_P_ALL)
+    return _tc(RTM_NEWTFILTER, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE, ifindex, 1,
+               TC_H_INGRESS_FILTERS, info, attrs)  # fmt: skip
+
+
+def bpf_filter_del(ifindex: int, prio: int) -> bytes:
+    info = (prio << 16) | socket.htons(ETH_P_ALL)
+    return _tc(RTM_DELTFILTER, NLM_F_REQUEST, ifindex, 0, TC_H_INGRESS_FILTERS, info, b"")
+
+
+def _key(addr: int) -> bytes:
+    return addr.to_bytes(4, "big")
