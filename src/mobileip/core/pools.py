@@ -174,6 +174,8 @@ class AddressPools:
         if len(new) != len(pools):
             raise ValueError("two pools have the same name")
         old = self._pools
+        if new == old:  # a reload for other reasons (keys): nothing to redo (no table read)
+            return {"added": [], "removed": [], "changed": []}
         for name in set(old) - set(new):
             self._cursor.pop(name, None)
         for p in pools:
@@ -184,10 +186,14 @@ class AddressPools:
         self._lo = min((p.first for p in pools), default=1)
         self._hi = max((p.last for p in pools), default=0)
         is_live = self.table.is_live
-        for p in was:
-            for address in range(p.first, p.last + 1):
-                if address in p and self.pool_of(address) is None and is_live(address):
-                    self.retired.add(address)
+        # every live address of the old pools is in _maybe_live (a superset): O(in use)
+        for address in self._maybe_live:
+            if (
+                is_live(address)
+                and any(address in p for p in was)
+                and self.pool_of(address) is None
+            ):
+                self.retired.add(address)
         self.retired = {a for a in self.retired if self.pool_of(a) is None and is_live(a)}
         self._maybe_live.clear()  # the new ranges may hold live addresses never seen: rescan
         self._spent.clear()  # new ranges: the next take scans them
