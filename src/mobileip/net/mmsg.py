@@ -63,7 +63,8 @@ def sockaddr_in(address: bytes, port: int = 0) -> bytes:
 
 
 def address_of(buffer: bytearray | mmap.mmap) -> int:
-    """The address of a writable buffer's first byte (keep the buffer alive and unresized)."""
+    """The address of a writable buffer's first byte (keep the buffer alive, and pinned, e.g. by
+    a memoryview of it, so that it is not resized or closed)."""
     return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
 
 
@@ -78,7 +79,9 @@ class SendBatch:
         self.size = size
         self.aux0 = size * MSGHDR
         self.table = bytearray(size * (MSGHDR + AUX))
-        self.base = address_of(self.table)
+        # held: the table cannot be resized (moved) while the kernel is given its addresses
+        self._pin = ctypes.c_char.from_buffer(self.table)
+        self.base = ctypes.addressof(self._pin)
         self.sendmmsg = sendmmsg or _libc_sendmmsg()
         self.put = _PER_MSG.pack_into
         for i in range(size):
