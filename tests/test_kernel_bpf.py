@@ -12,11 +12,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 import struct
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
+from netns import Segment
+from test_dataplane_netns import FAR, HA, PY, _probe, ha_config, register, wait_dataplane
 from test_kernel_backend import (
     CN_ADDR,
     COA,
@@ -38,6 +43,7 @@ from test_kernel_backend import (
     udp,
 )
 
+from mobileip.config import ConfigError, parse_config, to_toml
 from mobileip.dataplane import bpf_asm as ba
 from mobileip.dataplane.bpf import BpfFastPath, home_value
 from mobileip.dataplane.encap import Encapsulation, decapsulate, encapsulate
@@ -89,6 +95,39 @@ def test_home_value_checksum_completes_to_a_valid_header() -> None:
     assert header[9] == 4 and bytes(header[12:20]) == HA_ADDR.packed + COA.packed
     gre = home_value(HA_ADDR, COA, gre=True, ttl=64)
     assert gre[9] == 47 and gre[20:24] == b"\x00\x00\x08\x00"
+
+
+def test_config_keys() -> None:
+    base = (
+        '[homeagent]\naddress = "10.1.0.1"\n\n[[security_association]]\nspi = 256\n'
+        'key = "00112233445566778899aabbccddeeff"\nhome_addresses = ["10.1.0.0/24"]\n\n'
+        "[dataplane]\n"
+    )
+    cfg = parse_config(base + 'backend = "kernel"\nfastpath_interfaces = ["eth0", "eth1"]\n', "x")
+    assert cfg.dataplane is not None
+    assert cfg.dataplane.fastpath_interfaces == ("eth0", "eth1")
+    assert cfg.dataplane.fastpath_capacity == 131_072
+    plain = parse_config(base + 'backend = "kernel"\n', "x").dataplane
+    assert plain is not None and plain.fastpath_interfaces == ()
+    with pytest.raises(ConfigError, match="fastpath_interfaces"):
+        parse_config(base + 'backend = "userspace"\nfastpath_interfaces = ["eth0"]\n', "x")
+
+
+def test_batches_against_this_kernel() -> None:
+    """The batched map calls on this machine's kernel (BPF needs no tunnel modules): a delete
+    batch goes on past an absent key; an update batch past the map's size reports how many
+    went in."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for bpf()")
+    fd = ba.map_create(ba.MAP_HASH, 4, 8, 4)
+    try:
+        keys = [i.to_bytes(4, "big") for i in range(1, 6)]
+        done, err = ba.update_batch(fd, keys, [bytes(8)] * 5)
+        assert (done, err) == (4, errno.E2BIG)  # the fifth does not fit
+        assert ba.delete_batch(fd, [keys[0], keys[4], keys[2]]) == 0  # keys[4] absent
+        assert [ba.lookup(fd, k, 8) is not None for k in keys] == [False, True, False, True, False]
+    finally:
+        ba.close(fd)
 
 
 # --- inside a real kernel ---------------------------------------------------------------------
@@ -236,3 +275,37 @@ def test_10000_bindings_installed_then_withdrawn_in_batches(topo: dict[str, str]
         with in_netns(ha):
             asyncio.run(backend.stop())
     assert "bpf" not in sh(f"tc -n {ha} filter show dev h{ha[-4:]} ingress", check=False)
+
+
+@pytest.mark.kernel
+def test_daemon_attaches_the_fast_path_while_active(tmp_path: Path) -> None:
+    """``[dataplane] fastpath_interfaces``: the daemon's kernel backend fills the maps from
+    the registrations and attaches the programs while active; a clean stop detaches them."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    with Segment() as seg:
+        ha = seg.add_member("ha", f"{HA}/24")
+        far = seg.add_member("far", f"{FAR}/24")
+        ok, why = _probe(seg, ha)
+        if not ok:
+            pytest.skip(f"kernel backend unavailable here: {why}")
+        cfg = ha_config(ha)
+        cfg["dataplane"]["backend"] = "kernel"
+        cfg["dataplane"]["fastpath_interfaces"] = [ha.ifname]
+        conf = tmp_path / "ha.toml"
+        conf.write_text(to_toml(cfg))
+        daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
+        daemon.wait_for(r"dataplane.started backend=kernel", 15)
+        register(seg, far, FAR, flags=0x02)  # T: reverse tunnelling
+        data = wait_dataplane(
+            seg, ha, lambda d: d["tunnels"] == 1 and d["backend"]["fastpath"]["homes"] == 1
+        )
+        fast = data["backend"]["fastpath"]
+        assert fast["live"] and fast["reverse_pairs"] == 1 and fast["map_errors"] == 0, fast
+        shown = seg.run(ha, ["tc", "filter", "show", "dev", ha.ifname, "ingress"]).stdout
+        assert "mip_forward" in shown and "mip_reverse" in shown, shown
+        register(seg, far, FAR, lifetime=0)
+        wait_dataplane(seg, ha, lambda d: d["backend"]["fastpath"]["homes"] == 0)
+        assert daemon.stop() is not None
+        shown = seg.run(ha, ["tc", "filter", "show", "dev", ha.ifname, "ingress"]).stdout
+        assert "mip_" not in shown, shown

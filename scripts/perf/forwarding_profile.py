@@ -26,6 +26,14 @@ with ``sender-rev`` (plain packets); ``kernel-rev`` (the backend's rule on, as d
 removed for the run); ``classic-rev`` (the classic device up: it matches before the collect-
 metadata one).
 
+The tc BPF fast path (scripts/perf/bpf_fastpath.py loads it for the run, no policy rule):
+``bpf`` / ``bpf-gre`` (the prototype: ``bpf_redirect_neigh``, a route lookup in the helper),
+``bpf-mac`` (the prototype with the MACs in the map and ``bpf_redirect``: no lookup at all),
+``bpf-rev`` / ``bpf-gre-rev``; ``pkg``, ``pkg-gre``, ``pkg-rev``, ``pkg-gre-rev``: the
+shipped one (mobileip.dataplane.bpf: ``bpf_fib_lookup`` + ``bpf_redirect``, both programs on
+both of ha's interfaces). ``sender-rev-gre`` / ``kernel-gre-rev``: the GRE reverse rows.
+The per CPU-s column is ceiling ns / path ns, round by round (what the bench reports).
+
 ``--src-headroom``: the sender behind a bridge with ample headroom (:func:`src_headroom`), to
 see what a veth sender's small headroom costs the tunnelled rows; ``--only a,b``: a subset.
 """

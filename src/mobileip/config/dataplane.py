@@ -31,6 +31,9 @@ class DataplaneConfig:
     batch: int = 500  # route messages per event-loop turn
     virtual_mac: bool = False  # answer for the home link from the VRRP virtual MAC (macvlan)
     vmac_interface: str | None = None  # default vrrp.<vrid>; keepalived use_vmac: its name
+    # the kernel backend's opt-in tc BPF fast path (dataplane/bpf.py): on these interfaces
+    fastpath_interfaces: tuple[str, ...] = ()
+    fastpath_capacity: int = 131_072  # homes the fast path's maps hold (pre-allocated)
 
 
 def parse_dataplane(t: Table) -> DataplaneConfig:
@@ -49,6 +52,8 @@ def parse_dataplane(t: Table) -> DataplaneConfig:
         batch=t.integer("batch", 500, 1, 100_000) or 500,
         virtual_mac=t.boolean("virtual_mac", False),
         vmac_interface=t.string("vmac_interface"),
+        fastpath_interfaces=tuple(t.string_list("fastpath_interfaces")),
+        fastpath_capacity=t.integer("fastpath_capacity", 131_072, 1, 16_777_216) or 131_072,
     )
     if len(cfg.tun_name) > 15:
         raise t.error("tun_name", "interface names are at most 15 characters")
@@ -56,6 +61,10 @@ def parse_dataplane(t: Table) -> DataplaneConfig:
         raise t.error("table", "253-255 are the kernel's default, main and local tables")
     if cfg.vmac_interface is not None and len(cfg.vmac_interface) > 15:
         raise t.error("vmac_interface", "interface names are at most 15 characters")
+    if cfg.fastpath_interfaces and cfg.backend not in ("kernel", "auto"):
+        raise t.error("fastpath_interfaces", "the BPF fast path is the kernel backend's")
+    if any(len(name) > 15 for name in cfg.fastpath_interfaces):
+        raise t.error("fastpath_interfaces", "interface names are at most 15 characters")
     if cfg.virtual_mac and not cfg.home_interface:
         raise t.error("virtual_mac", "needs home_interface (the macvlan's base)")
     t.finish()

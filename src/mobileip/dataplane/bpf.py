@@ -32,16 +32,18 @@ netfilter must keep it off.
 Hot standby: the maps are filled on every member (batched, once per event-loop turn:
 ``BPF_MAP_UPDATE_BATCH`` / ``BPF_MAP_DELETE_BATCH``); the programs are attached only while the
 member is active (:meth:`BpfFastPath.set_live`, O(interfaces)). The maps are pre-allocated
-for ``capacity`` homes and twice as many reverse-tunnel pairs (about 96 + 2 x 64 bytes each):
-without pre-allocation, batched updates inside User-Mode Linux failed with ENOMEM (the BPF
-memory allocator's per-CPU caches are refilled asynchronously). Beyond ``capacity`` a home is
-refused by the map (counted in ``errors``) and takes the kernel's path.
+for ``capacity`` homes and twice as many reverse-tunnel pairs (272 bytes per home of capacity,
+the maps' ``memlock``): without pre-allocation, batched updates inside User-Mode Linux failed
+with ENOMEM (presumably the BPF memory allocator's per-CPU caches, refilled asynchronously).
+Beyond ``capacity`` a home is refused by the map (counted in ``errors``) and takes the
+kernel's path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import struct
 from collections.abc import Iterable
@@ -404,8 +406,8 @@ class BpfFastPath:
         n = self.batch
         for i in range(0, len(put), n):
             puts = put[i : i + n]
-            if self._write(self.homes_fd, [_key(h) for h, _ in puts], [v for _, v in puts]):
-                self.values.update(puts)
+            done = self._write(self.homes_fd, [_key(h) for h, _ in puts], [v for _, v in puts])
+            self.values.update(puts[:done])
         for i in range(0, len(gone), n):
             gones = gone[i : i + n]
             if self._delete(self.homes_fd, [_key(h) for h in gones]):
@@ -415,38 +417,38 @@ class BpfFastPath:
         for i in range(0, len(add), n):
             adds = add[i : i + n]
             keys = [_key(h) + _key(c) for h, c in adds]
-            if not self._write(self.allowed_fd, keys, [bytes(8)] * len(adds)):
-                failed.update(h for h, _ in adds)
+            done = self._write(self.allowed_fd, keys, [bytes(8)] * len(adds))
+            failed.update(h for h, _ in adds[done:])
         for i in range(0, len(drop), n):
             drops = drop[i : i + n]
             if not self._delete(self.allowed_fd, [_key(h) + _key(c) for h, c in drops]):
                 failed.update(h for h, _ in drops)
         for h, wanted in staged_pairs.items():
             if h in failed:
-                continue  # unknown what the kernel holds: the next change of h rewrites it
+                # unknown which of its pairs the map holds: remember all it may hold, so a later
+                # change deletes them (deleting an absent pair is harmless)
+                self.pairs[h] = self.pairs.get(h, frozenset()) | wanted
+                continue
             if wanted:
                 self.pairs[h] = wanted
             else:
                 self.pairs.pop(h, None)
         self.flushes += 1
 
-    def _write(self, fd: int, keys: list[bytes], values: list[bytes]) -> bool:
-        try:
-            ba.update_batch(fd, b"".join(keys), b"".join(values), len(keys))
-        except OSError as exc:
+    def _write(self, fd: int, keys: list[bytes], values: list[bytes]) -> int:
+        """Elements written (all, unless the kernel refused one: counted)."""
+        done, err = ba.update_batch(fd, keys, values)
+        if err:
             self.errors += 1
-            self.last_error = str(exc)
-            return False
-        return True
+            self.last_error = f"map update: {os.strerror(err)} after {done} of {len(keys)}"
+        return len(keys) if not err else done
 
     def _delete(self, fd: int, keys: list[bytes]) -> bool:
-        try:
-            ba.delete_batch(fd, b"".join(keys), len(keys))
-        except OSError as exc:
+        err = ba.delete_batch(fd, keys)
+        if err:
             self.errors += 1
-            self.last_error = str(exc)
-            return False
-        return True
+            self.last_error = f"map delete: {os.strerror(err)}"
+        return not err
 
     # --- counters --------------------------------------------------------------------------
 
@@ -460,6 +462,12 @@ class BpfFastPath:
         """Reverse-tunnelled packets of (home, care-of address) accepted so far."""
         raw = ba.lookup(self.allowed_fd, home.packed + coa.packed, 8)
         return int(struct.unpack("<Q", raw)[0]) if raw else None
+
+    def status(self) -> dict[str, object]:
+        homes, pairs = self.installed()
+        return {"live": self.live, "interfaces": list(self.interfaces), "homes": homes,
+                "reverse_pairs": pairs, "capacity": self.capacity,
+                "reverse_drops": self.drops(), "map_errors": self.errors}  # fmt: skip
 
     def installed(self) -> tuple[int, int]:
         """Homes and reverse-tunnel pairs in the maps (as written)."""

@@ -59,24 +59,39 @@ def map_create(kind: int, key_size: int, value_size: int, entries: int, flags: i
     return bpf(MAP_CREATE, _attr("=IIIII", kind, key_size, value_size, entries, flags))
 
 
-def update_batch(fd: int, keys: bytes, values: bytes, count: int) -> int:
-    """``BPF_MAP_UPDATE_BATCH``: ``count`` keys and values, packed back to back."""
+def _batch(cmd: int, fd: int, keys: bytes, values: bytes | None, count: int) -> tuple[int, int]:
+    """One ``BPF_MAP_*_BATCH`` call: (elements done, errno or 0). The kernel stops at the first
+    element that fails; those before it are done."""
     k = ctypes.create_string_buffer(keys, len(keys) or 1)
-    v = ctypes.create_string_buffer(values, len(values) or 1)
-    attr = _attr("=QQQQIIQQ", 0, 0, _addr(k), _addr(v), count, fd, 0, 0)
-    bpf(MAP_UPDATE_BATCH, attr)
-    return int(struct.unpack_from("=I", attr, 32)[0])
-
-
-def delete_batch(fd: int, keys: bytes, count: int) -> int:
-    k = ctypes.create_string_buffer(keys, len(keys) or 1)
-    attr = _attr("=QQQQIIQQ", 0, 0, _addr(k), 0, count, fd, 0, 0)
+    v = ctypes.create_string_buffer(values, len(values) or 1) if values is not None else None
+    attr = _attr("=QQQQIIQQ", 0, 0, _addr(k), _addr(v) if v is not None else 0, count, fd, 0, 0)
+    err = 0
     try:
-        bpf(MAP_DELETE_BATCH, attr)
+        bpf(cmd, attr)
     except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
-    return int(struct.unpack_from("=I", attr, 32)[0])
+        err = exc.errno or errno.EIO
+    return int(struct.unpack_from("=I", attr, 32)[0]), err
+
+
+def update_batch(fd: int, keys: list[bytes], values: list[bytes]) -> tuple[int, int]:
+    """``BPF_MAP_UPDATE_BATCH`` of ``keys`` and ``values``: (written, errno or 0); on an error
+    the first ``written`` are in the map and the rest are not."""
+    return _batch(MAP_UPDATE_BATCH, fd, b"".join(keys), b"".join(values), len(keys))
+
+
+def delete_batch(fd: int, keys: list[bytes]) -> int:
+    """``BPF_MAP_DELETE_BATCH`` of ``keys``, absent ones skipped; errno or 0 (then the keys
+    from the failing one on may be left)."""
+    start = 0
+    while start < len(keys):
+        part = keys[start:]
+        done, err = _batch(MAP_DELETE_BATCH, fd, b"".join(part), None, len(part))
+        if err == 0:
+            return 0
+        if err != errno.ENOENT:
+            return err
+        start += done + 1  # that key was not there: go on after it
+    return 0
 
 
 def lookup(fd: int, key: bytes, value_size: int) -> bytes | None:

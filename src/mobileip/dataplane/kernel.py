@@ -511,4 +511,6 @@ class KernelBackend(TunnelBackend):
         data["devices"] = dict(zip(("ipip", "gre"), self.devices.values(), strict=True))
         data["filter_block"] = self.block
         data["reverse_filters"] = sum(len(v) for v in self.confirmed.values())
+        if self.fastpath is not None:
+            data["fastpath"] = self.fastpath.status()
         return data

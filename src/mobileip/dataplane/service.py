@@ -53,9 +53,11 @@ from mobileip.daemon.ports import EventHost
 from mobileip.daemon.roles import RoleService
 from mobileip.dataplane.arp import ArpDuties
 from mobileip.dataplane.backend import spec_for
+from mobileip.dataplane.bpf import BpfFastPath
 from mobileip.dataplane.sysctl_state import PersistedSysctls, state_file
 from mobileip.dataplane.tunnels import (
     BackendError,
+    KernelBackend,
     NoBackend,
     TunnelBackend,
     TunnelSpec,
@@ -195,6 +197,11 @@ class DataPlaneService:
             self.source,
             self.own,
             home_interface=cfg.home_interface,
+            fastpath=(
+                BpfFastPath(self.source, cfg.fastpath_interfaces, cfg.ttl, cfg.fastpath_capacity)
+                if cfg.fastpath_interfaces
+                else None
+            ),
         )
         self.legacy = type(self.backend).add_messages is TunnelBackend.add_messages
         try:
@@ -467,6 +474,11 @@ class DataPlaneService:
         for f in failures:
             self.daemon.log.error("dataplane.rule_failed", active=active, error=str(f))
         self.rule_installed = active and not failures
+        if isinstance(self.backend, KernelBackend):  # its BPF fast path, when configured
+            try:
+                self.backend.set_live(active)
+            except OSError as exc:
+                self.daemon.log.error("dataplane.fastpath_failed", active=active, error=str(exc))
         v = self.vmac
         if v is not None and not self.vmac_external:
             try:

@@ -37,6 +37,7 @@ from mobileip.dataplane.backend import (
     TunnelSpec,
     desired_tunnels,
 )
+from mobileip.dataplane.bpf import BpfFastPath
 from mobileip.dataplane.kernel import KernelBackend, kernel_supports_tunnels
 from mobileip.dataplane.userspace import UserspaceBackend
 
@@ -63,6 +64,7 @@ def make_backend(
     own: Iterable[IPv4Address] = (),
     ttl: int = 64,
     home_interface: str | None = None,
+    fastpath: BpfFastPath | None = None,
 ) -> TunnelBackend:
     if name == "userspace":
         return UserspaceBackend(
@@ -70,5 +72,7 @@ def make_backend(
         )
     if name == "kernel":
         # the TUN of RFC 3519 UDP-tunnelled homes (the hybrid path, dataplane/udp_tun.py)
-        return KernelBackend(log, source, ttl=ttl, udp_tun=tun_name, own=frozenset(own))
+        return KernelBackend(
+            log, source, ttl=ttl, udp_tun=tun_name, own=frozenset(own), fastpath=fastpath
+        )
     return NoBackend(log)
