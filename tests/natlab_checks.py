@@ -16,7 +16,7 @@ from typing import Any
 from pcapio import tshark_fields
 
 from mobileip.tools.lab import Proc, _ip
-from mobileip.tools.natlab import NAT_PUBLIC, UDP_TIMEOUT, VIRTUAL, NatLab
+from mobileip.tools.natlab import KEEPALIVE, NAT_PUBLIC, UDP_TIMEOUT, VIRTUAL, NatLab
 
 OUTAGE_BOUND_S = 3.0  # VRRP at 0.1 s: Master_Down ~0.36 s; UML's one CPU runs everything
 
@@ -144,6 +144,20 @@ def tunnel_data(rows: list[list[str]], src: int) -> tuple[list[list[str]], list[
         [r for r in data if r[src].startswith(VIRTUAL)],
         [r for r in data if r[src].startswith(NAT_PUBLIC)],
     )
+
+
+def granted_and_tunnelled(
+    rows: list[list[str]], *, code: int, keepalive: int, nexthdr: int, src: int
+) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    """Capture rows whose column 0 is ``mip.type`` and 1 ``mip.code``: registration replies with
+    a UDP Tunnel Reply (column ``code``) 0 and our keepalive interval (column ``keepalive``), and
+    tunnel data both ways (:func:`tunnel_data` by column ``src``), next header (column
+    ``nexthdr``) 4. Returns the replies, the data to the NAT and the data from it."""
+    replies = [r for r in rows if r[0] == "3" and r[code] == "0"]
+    assert replies and replies[0][1] == "0" and replies[0][keepalive] == str(KEEPALIVE), rows[:5]
+    to, back = tunnel_data(rows, src)
+    assert to and back and all(r[nexthdr] == "4" for r in to + back), rows[:5]
+    return replies, to, back
 
 
 def idle_rebind_failover(

@@ -34,10 +34,10 @@ import shutil
 import pytest
 from natlab_checks import (
     OUTAGE_BOUND_S,
+    granted_and_tunnelled,
     idle_rebind_failover,
     register_and_ping,
     running,
-    tunnel_data,
 )
 
 from mobileip.tools.natlab import INTERVAL, KEEPALIVE, NAT_PUBLIC, NatLab
@@ -63,11 +63,8 @@ def test_nat_traversal_with_keepalives_rebind_and_failover() -> None:
             "through the NAT",
         )  # fmt: skip
         requests = [r for r in rows if r[0] == "1" and r[2] == "4"]
-        replies = [r for r in rows if r[0] == "3" and r[3] == "0"]
         assert requests and all(r[6].split(",")[0] == NAT_PUBLIC for r in requests), rows[:5]
-        assert replies and replies[0][1] == "0" and replies[0][4] == str(KEEPALIVE), rows[:5]
-        to_mn, from_mn = tunnel_data(rows, 6)
-        assert to_mn and from_mn and all(r[5] == "4" for r in to_mn + from_mn), rows[:5]
+        replies, to_mn, from_mn = granted_and_tunnelled(rows, code=3, keepalive=4, nexthdr=5, src=6)
         print(
             f"tshark on the public side: {len(requests)} requests with 144, {len(replies)} "
             f"replies with 44 (code 0, keepalive {KEEPALIVE}), tunnel data {len(to_mn)} to the "

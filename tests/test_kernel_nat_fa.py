@@ -28,7 +28,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from natlab_checks import idle_rebind_failover, register_and_ping, running, tunnel_data
+from natlab_checks import granted_and_tunnelled, idle_rebind_failover, register_and_ping, running
 
 from mobileip.tools.natlab import FA_COA, HOME, KEEPALIVE, NAT_PUBLIC, NatLab
 
@@ -54,13 +54,10 @@ def test_foreign_agent_behind_a_nat_tunnels_in_udp() -> None:
             "through the foreign agent behind the NAT",
         )  # fmt: skip
         requests = [r for r in rows if r[0] == "1" and r[2] in ("1", "True")]
-        replies = [r for r in rows if r[0] == "3" and r[4] == "0"]
         assert requests, rows[:5]
         assert all(r[7].split(",")[0] == NAT_PUBLIC and r[8] == FA_COA for r in requests), rows
         assert all(r[3] in ("0", "False") for r in requests), requests[:2]  # R: not ours to set
-        assert replies and replies[0][1] == "0" and replies[0][5] == str(KEEPALIVE), rows[:5]
-        to_fa, from_fa = tunnel_data(rows, 7)
-        assert to_fa and from_fa and all(r[6] == "4" for r in to_fa + from_fa), rows[:5]
+        replies, to_fa, from_fa = granted_and_tunnelled(rows, code=4, keepalive=5, nexthdr=6, src=7)
         print(
             f"tshark on the public side: {len(requests)} requests with 144 (F, from the agent), "
             f"{len(replies)} replies with 44 (code 0, keepalive {KEEPALIVE}), tunnel data "
