@@ -77,6 +77,7 @@ _FAST_KINDS = (Encapsulation.IPIP, Encapsulation.GRE)
 _OUTER = struct.Struct("!BxHxxHxB2xI")  # ver|ihl, total length, flags|offset, protocol, source
 _IN_WORDS = struct.Struct("!10H")  # an option-less IPv4 header as 16-bit words (checksum)
 _GRE_WORD = struct.Struct("!I")  # GRE flags/version 0 and protocol 0x0800: 0x00000800
+_SO_RCVBUFFORCE = 33  # Linux; needs CAP_NET_ADMIN
 
 
 def _grow_receive_buffer(sock: socket.socket) -> None:
@@ -88,9 +89,6 @@ def _grow_receive_buffer(sock: socket.socket) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
-
-
-_SO_RCVBUFFORCE = 33  # Linux; needs CAP_NET_ADMIN
 
 
 def _fold(total: int) -> int:
