@@ -459,6 +459,44 @@ def test_a_forgotten_entry_carries_the_last_identifier_too() -> None:
     assert b.agent.last_id == gone.revocation_id
 
 
+def _clear_on_both(b_wall: float, b_ahead: int) -> tuple[Home, Home, Visited]:
+    """`clear binding` of one home on the active (a) and, before either entry arrived, on the
+    standby (b) at ``b_wall``, b's Lamport clock ``b_ahead`` changes ahead; then the entries
+    cross and the active sends what it holds."""
+    a, b = Home(1, active=True), Home(2, active=False)
+    vis = Visited()
+    vis.register(a, 0.0)
+    b.agent.apply(a.agent.take_changes()[0], 0.0)
+    b.agent.clock += b_ahead
+    sends = a.agent.revoke(v.HOME, 1.0, WALL + 1, "operator")
+    assert b.agent.revoke(v.HOME, 1.0, b_wall, "operator") == []  # a standby only records
+    from_a, from_b = a.agent.take_changes(), b.agent.take_changes()
+    for e in from_b:
+        a.agent.apply(e, 1.01)
+    for e in from_a:
+        b.agent.apply(e, 1.01)
+    more, _ = a.agent.tick(1.02, WALL + 1.02)
+    vis.deliver(sends + more, 1.02)
+    return a, b, vis
+
+
+def test_two_members_clearing_one_home_in_the_same_second_pick_one_identifier() -> None:
+    """The documented gap (docs/revocation.md, "Where it can still go wrong"), its common case:
+    both picks are int(wall) of the same second, so the FA gets copies of one identifier."""
+    a, b, vis = _clear_on_both(WALL + 1.4, 0)
+    assert len(set(vis.seen)) == 1 and vis.removed == 1
+    assert list(a.agent.pending) == list(b.agent.pending)
+
+
+def test_two_members_clearing_one_home_across_a_second_send_two_identifiers() -> None:
+    """The gap itself, pinned: the standby's pick falls in the next second and its entry is
+    the newer one, so the active drops its own (already sent) identifier for the standby's and
+    sends it too: the FA sees two identifiers, the second finds no visitor and is acked."""
+    a, b, vis = _clear_on_both(WALL + 2, 5)
+    assert vis.seen == [int(WALL + 1), int(WALL + 2)] and vis.removed == 1
+    assert [k[1] for k in a.agent.pending] == [k[1] for k in b.agent.pending] == [int(WALL + 2)]
+
+
 def test_homes_without_key() -> None:
     a = Home(1, active=True)
     Visited().register(a, 0.0)

@@ -237,11 +237,38 @@ def test_seed_1251_a_second_identifier_the_group_dropped_is_not_a_loss() -> None
     assert report.revoked_otherwise == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open product bug (docs/revocation.md): a member that missed a PENDING/SETTLED entry "
-    "and got only the later NEGOTIATED one never learns the identifier and may pick it again",
-)
 def test_seed_1298_an_identifier_hidden_by_a_newer_entry_is_not_reused() -> None:
+    """Seed 1298 (4 members): a member missed a binding end's PENDING and SETTLED entries (sync
+    loss) and got only the NEGOTIATED one of the mobile node's next registration; active, it
+    revoked that negotiation in the same second and picked the identifier the FA had acked,
+    which the FA took for a copy (the visitor stayed). NEGOTIATED and FORGOTTEN entries now
+    carry their writer's last identifier (docs/sync-protocol.md), so it picks the next one."""
     report = run_revocation_seed(1298, members=4)
     assert report.ok, report.violations
+    assert report.takeovers > 0 and report.revocations > 0
+
+
+def _without_the_last_identifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NEGOTIATED and FORGOTTEN entries written with identifier 0, as before the fix."""
+    from dataclasses import replace
+
+    from mobileip.wire.sync.revocation import EntryState
+
+    original = RevocationAgent._record
+
+    def record(self: RevocationAgent, b, state, *args, **kwargs):  # type: ignore[no-untyped-def]
+        entry = original(self, b, state, *args, **kwargs)
+        if state in (EntryState.NEGOTIATED, EntryState.FORGOTTEN):
+            entry = replace(entry, revocation_id=0)
+            self.entries[entry.key] = self.changes[entry.key] = entry
+        return entry
+
+    monkeypatch.setattr(RevocationAgent, "_record", record)
+
+
+def test_seed_1298_without_the_last_identifier_in_entries_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _without_the_last_identifier(monkeypatch)
+    report = run_revocation_seed(1298, members=4)
+    assert any("reused" in v for v in report.violations), report

@@ -34,11 +34,10 @@ the sweep command share the run's state; a tool, not part of the daemon.
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 
 from mobileip.core.bindings import BindingTable
 from mobileip.core.homeagent import BindingChanged, HomeAgentCore, HomeAgentSettings
@@ -50,19 +49,23 @@ from mobileip.sync.engine import (
     Protected,
     RecordsApplied,
     SyncEngine,
-    SyncSettings,
     SyncState,
     SyncStateChanged,
 )
 from mobileip.sync.members import Endpoint
+from mobileip.tools.sim_faults import (
+    HA_ADDRESS,
+    SA,
+    WALL_BASE,
+    EventQueue,
+    LinkFaults,
+    SimMember,
+    draw_partitions,
+)
 from mobileip.wire import nat as wire_nat
 from mobileip.wire import registration as reg
 from mobileip.wire import sync as wire
 
-WALL_BASE = 1_800_000_000.0  # virtual wall clock at t=0 (2027)
-HA_ADDRESS = IPv4Address("10.1.0.1")
-SA = SecurityAssociation(256, "hmac-md5", bytes(range(16)), (IPv4Network("10.1.0.0/16"),))
-GROUP_KEY = wire.GroupKey(1000, "hmac-sha256", b"k" * 32)
 # dynamic home addresses: an SA for the NAIs of a realm, and a small pool to contend for
 NAI_SA = SecurityAssociation(600, "hmac-md5", bytes(range(16, 32)), (), b"*@sim.test", "sim")
 POOL = AddressPool("sim", int(IPv4Address("10.9.0.1")), int(IPv4Address("10.9.0.12")))
@@ -106,17 +109,12 @@ class Report:
         return not self.violations
 
 
-class Member:
+class Member(SimMember):
     def __init__(self, sim: Simulation, index: int) -> None:
+        super().__init__(index)
         self.sim = sim
-        self.index = index
-        self.endpoint: Endpoint = (f"10.1.0.{11 + index}", 434)
-        self.node_id = int(IPv4Address(self.endpoint[0]))
-        self.alive = False
-        self.boots = 0
         self.versions_seen: dict[int, int] = {}
         self.pending_replies: dict[tuple[int, int], int] = {}  # (home, version) -> mn index
-        self.armed: float | None = None  # the timer event in the queue
         self.core: HomeAgentCore
         self.engine: SyncEngine
 
@@ -130,17 +128,7 @@ class Member:
         self.core.pools = AddressPools([POOL], table)
         self.core.nat = NatTraversal(NatSettings())
         peers = tuple(m.endpoint for m in self.sim.members if m is not self)
-        sync = SyncSettings(
-            node_id=self.node_id,
-            peers=peers,
-            mode=self.sim.mode,
-            boot_wait=0.5,
-            digest_interval=1.0,
-            unreachable_after=3.5,
-            ordered_identifications=True,  # timestamps
-        )
-        epoch = int(WALL_BASE + now) + self.boots  # a later boot always has a later epoch
-        self.engine = SyncEngine(sync, table, wire.GroupAuth([GROUP_KEY], 1000), epoch)
+        self.engine = self.new_engine(peers, table, now, self.sim.mode)
         self.alive = True
         self.armed = None
         self.versions_seen = {}
@@ -148,7 +136,7 @@ class Member:
         self.engine.start(now)
 
 
-class Simulation:
+class Simulation(EventQueue):
     def __init__(
         self,
         seed: int,
@@ -171,9 +159,7 @@ class Simulation:
         self.by_endpoint = {m.endpoint: m for m in self.members}
         self.mobile_nodes = mobile_nodes
         self.report = Report(seed, mode, members)
-        self.now = 0.0
-        self._queue: list[tuple[float, int, str, object]] = []
-        self._seq = 0
+        EventQueue.__init__(self)
         self.faults = self._draw_faults()
         # oracle: per MN, the accepted operations in order: (version, deregistration, replied)
         self.accepted: dict[int, list[tuple[int, bool]]] = {}
@@ -199,17 +185,10 @@ class Simulation:
 
     # --- scheduling ---------------------------------------------------------------------------
 
-    def _at(self, when: float, kind: str, payload: object) -> None:
-        self._seq += 1
-        heapq.heappush(self._queue, (when, self._seq, kind, payload))
-
     def _draw_faults(self) -> Faults:
         r = self.rng
         n = len(self.members)
-        partitions = []
-        for _ in range(r.randint(0, 2)):
-            start = r.uniform(1.0, self.duration - 2)
-            partitions.append((start, start + r.uniform(0.5, 8.0), r.randrange(n)))
+        partitions = draw_partitions(r, n, self.duration, 0.5, 8.0)
         crashes = []
         for _ in range(r.randint(0, 2)):
             down = r.uniform(1.0, self.duration - 2)
@@ -225,12 +204,6 @@ class Simulation:
     def _faulty(self) -> bool:
         return self.now < self.duration
 
-    def _partitioned(self, a: Member, b: Member) -> bool:
-        for start, end, who in self.faults.partitions:
-            if start <= self.now < end and (a.index == who) != (b.index == who):
-                return True
-        return False
-
     def _cut_off(self, a: Member, b: Member, start: float, end: float) -> bool:
         """Whether a partition separated ``a`` and ``b`` at any time in [start, end]."""
         return any(
@@ -241,20 +214,10 @@ class Simulation:
     # --- network ------------------------------------------------------------------------------
 
     def _drain(self, m: Member) -> None:
-        for data, dest in m.engine.datagrams_to_send():
-            self.report.datagrams += 1
-            target = self.by_endpoint.get(dest)
-            if target is None or target is m:
-                continue
-            if self._faulty():
-                if self._partitioned(m, target) or self.rng.random() < self.faults.loss:
-                    continue
-                copies = 2 if self.rng.random() < self.faults.duplicate else 1
-            else:
-                copies = 1
-            for _ in range(copies):
-                delay = self.rng.uniform(0.0001, self.faults.max_delay)
-                self._at(self.now + delay, "deliver", (data, m.endpoint, target))
+        f = self.faults
+        link = LinkFaults(self._faulty(), f.partitions, f.loss, f.duplicate, f.max_delay)
+        datagrams = m.engine.datagrams_to_send()
+        self.report.datagrams += self._sync_send(m, datagrams, self.by_endpoint, "deliver", link)
         self._after_events(m)
         self._arm(m)
 
@@ -631,9 +594,8 @@ class Simulation:
         end = self.duration + self.quiet
         self._at(end, "end", None)
         next_check = 1.0
-        while self._queue:
-            when, _, kind, payload = heapq.heappop(self._queue)
-            self.now = when
+        while (event := self._next_event()) is not None:
+            kind, payload = event
             if kind == "end":
                 break
             if kind == "boot":
@@ -659,7 +621,7 @@ class Simulation:
             elif kind == "timer":
                 assert isinstance(payload, tuple)
                 m, boots = payload
-                if m.alive and m.boots == boots and m.armed == when:
+                if m.alive and m.boots == boots and m.armed == self.now:
                     m.armed = None
                     self._timer(m)
             if self.now >= next_check:

@@ -45,10 +45,9 @@ mobile node's reaction to being told (it registers again at its next operation).
 
 from __future__ import annotations
 
-import heapq
 import random
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 
 from mobileip.agents.fa import rules as fa
 from mobileip.core.bindings import BindingTable
@@ -56,25 +55,32 @@ from mobileip.core.homeagent import BindingChanged, HomeAgentCore, HomeAgentSett
 from mobileip.core.replay import ntp_from_unix
 from mobileip.core.revocation import RevocationAgent, RevocationSettings, Send
 from mobileip.core.security import SecurityAssociation, SecurityAssociations, append_auth
-from mobileip.sync.engine import SyncEngine, SyncSettings, SyncState
+from mobileip.sync.engine import SyncEngine, SyncState
 from mobileip.sync.members import Endpoint
 from mobileip.sync.revocation import RevocationReplicator
+from mobileip.tools.sim_faults import (
+    HA_ADDRESS,
+    SA,
+    WALL_BASE,
+    EventQueue,
+    LinkFaults,
+    SimMember,
+    draw_partitions,
+)
 from mobileip.wire import registration as reg
 from mobileip.wire import revocation as rw
-from mobileip.wire import sync as wire
 from mobileip.wire.sync.revocation import EntryState
 
-WALL_BASE = 1_800_000_000.0
-HA_ADDRESS = IPv4Address("10.1.0.1")  # the virtual address the mobile nodes register with
-SA = SecurityAssociation(256, "hmac-md5", bytes(range(16)), (IPv4Network("10.1.0.0/16"),))
 FA_HA = SecurityAssociation(0x1000, "hmac-md5", b"fa-ha-shared-key", ())
-GROUP_KEY = wire.GroupKey(1000, "hmac-sha256", b"k" * 32)
 FA_ADDRESSES = (IPv4Address("192.0.2.1"), IPv4Address("192.0.2.2"))
 FA_PORT = 434
 MASTER_DOWN = 0.35  # VRRP Master_Down_Interval at 0.1 s adverts
 REPLICATE_HOLD = 0.5
 NegotiationId = tuple[int, int, int]  # home, care-of address, our Revocation Support timestamp
 RevId = tuple[int, int]  # home, revocation identifier
+# entries whose identifier is their own revocation's (NEGOTIATED and FORGOTTEN ones carry their
+# writer's last identifier, docs/sync-protocol.md)
+_REVOKING = (EntryState.PENDING, EntryState.SETTLED)
 
 
 @dataclass
@@ -116,15 +122,10 @@ class RevocationReport:
         return not self.violations
 
 
-class RevMember:
+class RevMember(SimMember):
     def __init__(self, sim: RevocationSimulation, index: int) -> None:
+        super().__init__(index)
         self.sim = sim
-        self.index = index
-        self.endpoint: Endpoint = (f"10.1.0.{11 + index}", 434)
-        self.node_id = int(IPv4Address(self.endpoint[0]))
-        self.alive = False
-        self.boots = 0
-        self.armed: float | None = None
         self.core: HomeAgentCore
         self.engine: SyncEngine
         self.agent: RevocationAgent
@@ -136,16 +137,7 @@ class RevMember:
         settings = HomeAgentSettings(HA_ADDRESS, replay="timestamp", node_id=self.node_id)
         self.core = HomeAgentCore(settings, SecurityAssociations([SA]), table)
         peers = tuple(m.endpoint for m in self.sim.members if m is not self)
-        sync = SyncSettings(
-            node_id=self.node_id,
-            peers=peers,
-            boot_wait=0.5,
-            digest_interval=1.0,
-            unreachable_after=3.5,
-            ordered_identifications=True,
-        )
-        epoch = int(WALL_BASE + now) + self.boots
-        self.engine = SyncEngine(sync, table, wire.GroupAuth([GROUP_KEY], 1000), epoch)
+        self.engine = self.new_engine(peers, table, now)
         rev = RevocationSettings(HA_ADDRESS, {a: FA_HA for a in FA_ADDRESSES})
         self.agent = RevocationAgent(rev, active=False, boot_wall=WALL_BASE + now)
         self.replicator = RevocationReplicator(self.engine.context, self.agent)
@@ -161,7 +153,7 @@ class RevMember:
         return (self.index, self.boots)
 
 
-class RevocationSimulation:
+class RevocationSimulation(EventQueue):
     def __init__(
         self,
         seed: int,
@@ -182,9 +174,7 @@ class RevocationSimulation:
         ]
         self.mobile_nodes = mobile_nodes
         self.report = RevocationReport(seed, members)
-        self.now = 0.0
-        self._queue: list[tuple[float, int, str, object]] = []
-        self._seq = 0
+        EventQueue.__init__(self)
         self.faults = self._draw_faults()
         self.active: RevMember | None = None
         self.active_since = 0.0
@@ -204,17 +194,10 @@ class RevocationSimulation:
 
     # --- scheduling ---------------------------------------------------------------------------
 
-    def _at(self, when: float, kind: str, payload: object) -> None:
-        self._seq += 1
-        heapq.heappush(self._queue, (when, self._seq, kind, payload))
-
     def _draw_faults(self) -> RevocationFaults:
         r = self.rng
         n = len(self.members)
-        partitions = []
-        for _ in range(r.randint(0, 2)):
-            start = r.uniform(1.0, self.duration - 2)
-            partitions.append((start, start + r.uniform(0.3, 6.0), r.randrange(n)))
+        partitions = draw_partitions(r, n, self.duration, 0.3, 6.0)
         crashes = []
         for _ in range(r.randint(1, 3)):
             down = r.uniform(3.0, self.duration - 2)
@@ -246,12 +229,6 @@ class RevocationSimulation:
             return True
         return self.rng.random() < self.faults.fa_loss
 
-    def _partitioned(self, a: RevMember, b: RevMember) -> bool:
-        return any(
-            s <= self.now < e and (a.index == who) != (b.index == who)
-            for s, e, who in self.faults.partitions
-        )
-
     # --- members ------------------------------------------------------------------------------
 
     def _pump(self, m: RevMember) -> None:
@@ -274,18 +251,9 @@ class RevocationSimulation:
             if m.agent.changes:
                 m.replicator.publish(self.now)
         m.engine.events()
-        for data, dest in m.engine.datagrams_to_send():
-            target = self.by_endpoint.get(dest)
-            if target is None or target is m:
-                continue
-            copies = 1
-            if self._faulty():
-                if self._partitioned(m, target) or self.rng.random() < self.faults.sync_loss:
-                    continue
-                copies = 2 if self.rng.random() < self.faults.duplicate else 1
-            for _ in range(copies):
-                delay = self.rng.uniform(0.0001, self.faults.max_delay)
-                self._at(self.now + delay, "sync", (data, m.endpoint, target))
+        f = self.faults
+        link = LinkFaults(self._faulty(), f.partitions, f.sync_loss, f.duplicate, f.max_delay)
+        self._sync_send(m, m.engine.datagrams_to_send(), self.by_endpoint, "sync", link)
         self._note_holders(m)
         self._arm(m)
 
@@ -315,7 +283,7 @@ class RevocationSimulation:
     def _note_holders(self, m: RevMember) -> None:
         for rid, (neg, _) in self.created.items():
             e = m.agent.entries.get((neg[0], neg[1]))
-            if e is not None and e.revocation_id == rid[1] and e.state is not EntryState.FORGOTTEN:
+            if e is not None and e.revocation_id == rid[1] and e.state in _REVOKING:
                 self.holders[rid].add(m.incarnation)
 
     def _boot(self, idx: int) -> None:
@@ -532,9 +500,8 @@ class RevocationSimulation:
             self._at(down, "crash", (up, the_active, who))
         self._at(self.duration + self.quiet, "end", None)
         self._at(0.05, "roles", None)
-        while self._queue:
-            when, _, kind, payload = heapq.heappop(self._queue)
-            self.now = when
+        while (event := self._next_event()) is not None:
+            kind, payload = event
             if kind == "end":
                 break
             self._dispatch(kind, payload)
