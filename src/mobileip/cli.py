@@ -6,8 +6,10 @@
     mobileip show redundancy [--control HOST:PORT] [--json]
     mobileip show vrrp [--control HOST:PORT] [--json]
     mobileip show groups|dynamic-ha [--control HOST:PORT] [--json]   (any show: --group NAME)
+    mobileip show pools|nat|revocation [--control HOST:PORT] [--json]
     mobileip role active|standby [--control HOST:PORT] [--json]
     mobileip register --ha HOST[:PORT] --home-address A --care-of-address C --spi N --key HEX ...
+    mobileip register --ha HOST[:PORT] --nai NAI --care-of-address C --spi N --key HEX ...
     mobileip config check FILE
     mobileip clear binding HOME [--control HOST:PORT] [--json]
     mobileip demo
@@ -46,6 +48,7 @@ from mobileip.agents.client import (
     fetch_json,
 )
 from mobileip.config import ConfigError, load_config, to_toml
+from mobileip.config.build import address_pools
 from mobileip.core.security import ALGORITHMS, SecurityAssociation
 from mobileip.log import FORMATS, LEVELS
 from mobileip.wire.registration import UDP_PORT, Flags
@@ -56,6 +59,7 @@ EXIT_NO_REPLY = 3
 EXIT_CONTROL = 4
 
 _CISCO_FLAGS = "SBDMGrTx"
+_ANY = IPv4Address("0.0.0.0")
 
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -99,6 +103,13 @@ def _spi(text: str) -> int:
     return value
 
 
+def _nai(text: str) -> bytes:
+    """RFC 2794's NAI: ASCII, no spaces, at most 255 bytes (one extension's length byte)."""
+    if not text or not text.isascii() or " " in text or len(text) > 255:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an NAI (ASCII, no spaces, 1-255 bytes)")
+    return text.encode()
+
+
 def _lifetime(text: str) -> int:
     try:
         value = int(text)
@@ -139,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("vrrp", "the role: driver, VRRP state, priority, transitions"),
         ("groups", "every group of a daemon with [[group]]: role, bindings, load"),
         ("dynamic-ha", "RFC 4433 dynamic HA assignment: load, peers, counters"),
+        ("pools", "dynamic home address pools: size, in use, retired, counters"),
+        ("nat", "RFC 3519 NAT traversal: UDP-tunnelled homes and their NAT mappings"),
+        ("revocation", "RFC 3543 registration revocation: pending revocations, counters"),
     ):
         p = show_sub.add_parser(name, help=text)
         p.add_argument("--group", help="one group of a daemon with [[group]] (by name)")
@@ -158,7 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     reg = sub.add_parser("register", help="register a mobile node (one request, one reply)")
     reg.add_argument("--ha", required=True, type=lambda s: _host_port(s, UDP_PORT))
-    reg.add_argument("--home-address", required=True, type=_ipv4)
+    reg.add_argument(
+        "--home-address", type=_ipv4, help="required without --nai; with it, default 0.0.0.0"
+    )
+    reg.add_argument(
+        "--nai",
+        type=_nai,
+        help="RFC 2794 NAI extension; with home address 0.0.0.0 the home agent assigns one",
+    )
     reg.add_argument("--care-of-address", required=True, type=_ipv4)
     reg.add_argument("--home-agent-address", type=_ipv4, help="Home Agent field (default: --ha)")
     reg.add_argument("--spi", required=True, type=_spi)
@@ -313,6 +334,81 @@ def format_redundancy(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_pools(data: dict[str, Any]) -> str:
+    """``mobileip show pools``: one line per pool, the retired addresses, the counters."""
+    lines = [f"{'Pool':<16} {'First':<16} {'Last':<16} {'Addresses':>10} {'In use':>8} {'Used':>6}"]
+    for p in data.get("pools", []):
+        size, used = int(p.get("size", 0)), int(p.get("in_use", 0))
+        share = f"{100 * used / size:.1f}%" if size else "-"
+        lines.append(
+            f"{p.get('name')!s:<16} {p.get('first')!s:<16} {p.get('last')!s:<16} "
+            f"{size:>10} {used:>8} {share:>6}"
+        )
+    if not data.get("pools"):
+        lines.append("(no pool configured)")
+    retired = data.get("retired", [])
+    lines.append(
+        f"Retired {len(retired)} (outside every pool, held until their bindings end)"
+        + (": " + " ".join(map(str, retired[:20])) if retired else "")
+        + (" ..." if len(retired) > 20 else "")
+    )
+    denied = data.get("denied", {})
+    lines.append(
+        f"Assigned {data.get('assigned', 0)}, reassigned {data.get('reassigned', 0)}, denied "
+        + (", ".join(f"{k} {v}" for k, v in sorted(denied.items())) or "0")
+    )
+    return "\n".join(lines)
+
+
+def format_nat(data: dict[str, Any]) -> str:
+    """``mobileip show nat``: the UDP path, its counters, the NAT-ed homes and their mappings."""
+    tunnels: dict[str, list[str]] = data.get("tunnels", {})
+    lines = [
+        f"UDP tunnelling {'attached' if data.get('attached') else 'NOT attached'}"
+        f" (source {data.get('source') or '-'}), NAT-ed homes {data.get('udp_homes', 0)}"
+        + (f", listed {len(tunnels)}" if len(tunnels) != data.get("udp_homes", 0) else "")
+    ]
+    if data.get("unsupported"):
+        lines.append(f"Unsupported: {data['unsupported']}")
+    for home, mappings in sorted(tunnels.items(), key=lambda kv: IPv4Address(kv[0])):
+        lines.append(f"  {home:<16} via {' '.join(mappings) or '-'}")
+    lines.append("Counters:")
+    for key, value in sorted(data.get("counters", {}).items()):
+        lines.append(f"  {key}: {value}")
+    return "\n".join(lines)
+
+
+def format_revocation(data: dict[str, Any]) -> str:
+    """``mobileip show revocation``: the summary, each pending revocation, the counters."""
+    summary = data.get("summary", {})
+    lines = [
+        f"Revocation {'active' if data.get('active') else 'standby'}, "
+        f"negotiated bindings {data.get('negotiated', 0)}, pending {summary.get('pending', 0)} "
+        f"(dormant {summary.get('pending_dormant', 0)}), deferred {summary.get('deferred', 0)}",
+        f"Sent {summary.get('sent', 0)}, retransmitted {summary.get('retransmitted', 0)}, "
+        f"acked {summary.get('acked', 0)}, gave up {summary.get('gave_up', 0)}, "
+        f"resumed on takeover {summary.get('resumed_on_takeover', 0)}",
+    ]
+    if "ready" in summary:
+        lines.append(
+            f"Replication ready {summary['ready']}, "
+            f"peers unsupported {summary.get('peers_unsupported', 0)}"
+        )
+    pending = data.get("pending", [])
+    if pending:
+        lines.append("Pending:")
+    for p in pending:
+        lines.append(
+            f"  {p.get('home_address')} care-of {p.get('care_of_address')} foreign agent "
+            f"{p.get('foreign_agent')} id {p.get('revocation_id')} attempts {p.get('attempts')}"
+            f" reason {p.get('reason')}" + (" (dormant)" if p.get("dormant") else "")
+        )
+    return "\n".join(lines)
+
+
+_FORMATTERS = {"pools": format_pools, "nat": format_nat, "revocation": format_revocation}
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     path = {
         "bindings": "/api/v1/bindings",
@@ -321,6 +417,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         "vrrp": "/api/v1/vrrp",
         "groups": "/api/v1/groups",
         "dynamic-ha": "/api/v1/dynamic_ha",
+        "pools": "/api/v1/pools",
+        "nat": "/api/v1/nat",
+        "revocation": "/api/v1/revocation",
     }[args.what]
     if args.group and args.what != "groups":
         path = f"/group/{args.group}{path}"
@@ -339,6 +438,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     elif args.what == "redundancy":
         assert isinstance(data, dict)
         print(format_redundancy(data))
+    elif args.what in _FORMATTERS:
+        assert isinstance(data, dict)
+        print(_FORMATTERS[args.what](data))
     elif args.what == "vrrp":
         from mobileip.daemon.roles import format_vrrp
 
@@ -372,11 +474,18 @@ def cmd_register(args: argparse.Namespace) -> int:
     if args.retries < 0 or args.timeout <= 0:
         print("mobileip: --retries must be >= 0 and --timeout > 0", file=sys.stderr)
         return EXIT_USAGE
+    home = args.home_address
+    if home is None and args.nai is None:
+        print("mobileip: --home-address is required (or --nai for a dynamic one)", file=sys.stderr)
+        return EXIT_USAGE
+    if home is None:
+        home = _ANY
+    if home == _ANY and args.nai is None:
+        print("mobileip: home address 0.0.0.0 needs --nai (RFC 2794)", file=sys.stderr)
+        return EXIT_USAGE
     ha_field = args.home_agent_address or IPv4Address(args.ha[0])
-    sa = SecurityAssociation(
-        args.spi, args.algorithm, args.key, (IPv4Network(f"{args.home_address}/32"),)
-    )
-    mn = MobileNode(args.home_address, args.care_of_address, ha_field, sa, args.replay)
+    sa = SecurityAssociation(args.spi, args.algorithm, args.key, (IPv4Network(f"{home}/32"),))
+    mn = MobileNode(home, args.care_of_address, ha_field, sa, args.replay, args.nai)
     flags = (Flags.S if args.simultaneous else 0) | (Flags.T if args.reverse_tunnel else 0)
     try:
         with RegistrationClient(mn, args.ha, timeout=args.timeout, retries=args.retries) as cl:
@@ -387,13 +496,15 @@ def cmd_register(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"mobileip: cannot send to {args.ha[0]}:{args.ha[1]}: {exc}", file=sys.stderr)
         return EXIT_DENIED
-    print_result(result, args.json)
+    print_result(result, args.json, dynamic=home == _ANY and not args.deregister)
     if result.code is None:
         return EXIT_NO_REPLY
     return 0 if result.accepted else EXIT_DENIED
 
 
-def print_result(result: RegistrationResult, as_json: bool) -> None:
+def print_result(result: RegistrationResult, as_json: bool, *, dynamic: bool = False) -> None:
+    """One line (or JSON); ``dynamic``: the request asked for an address (0.0.0.0 + NAI), so an
+    accepted reply's home address is the one the home agent assigned."""
     if as_json:
         print(json.dumps(result.as_dict()))
         return
@@ -405,6 +516,8 @@ def print_result(result: RegistrationResult, as_json: bool) -> None:
     line = f"code {result.code}: {result.meaning}"
     if result.accepted:
         line += f"; lifetime {result.lifetime}"
+        if dynamic:
+            line += f"; assigned home address {result.home_address}"
     line += f" (home agent {result.home_agent}, {result.attempts} attempt(s))"
     if not result.authenticated:
         line += " [reply not authenticated]"
@@ -428,6 +541,14 @@ def cmd_config_check(path: str) -> int:
         extra.append(f"vrrp {config.vrrp.driver}")
     if config.groups:
         extra.append("groups " + " ".join(f"{g.name}={g.address}" for g in config.groups))
+    # [[pool]], or each group's [[group.pool]]: the addresses they can hand out (less the Home
+    # Agent's own, the virtual address and exclude, as the daemon counts them)
+    pools = [p for c in (config, *(g.config for g in config.groups)) for p in address_pools(c)]
+    if pools:
+        extra.append(
+            f"{len(pools)} pool(s) of {sum(p.size for p in pools)} address(es): "
+            + " ".join(f"{p.name}={p.size}" for p in pools)
+        )
     print(
         f"{path}: ok (home agent {ha.address} on {ha.listen}:{ha.port}, "
         f"{len(config.security_associations)} SA(s), control "

@@ -227,6 +227,10 @@ class AddressPools:
     def pool(self, name: str) -> AddressPool | None:
         return self._pools.get(name)
 
+    def definitions(self) -> tuple[AddressPool, ...]:
+        """The pools as configured now (a reload's before and after: ``POST /api/v1/reload``)."""
+        return tuple(self._pools.values())
+
     def pool_of(self, address: int) -> AddressPool | None:
         if not self._lo <= address <= self._hi:
             return None

@@ -6,8 +6,9 @@
   hears it exactly like a deregistration from the mobile node.
 * SIGHUP (``systemctl reload``) and ``POST /api/v1/reload``: read the configuration file again
   and swap in its security associations without touching the bindings. A bad file keeps the old
-  SAs and logs ``config.reload_failed``; sections other than the SAs need a restart, and the
-  reload says which of them differ.
+  SAs and logs ``config.reload_failed``; the services' hooks swap in their own sections (the
+  pools: the reply's ``pools`` lists the pool names added, removed and changed, and how many
+  addresses are retired); other sections need a restart, and the reload says which differ.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mobileip.config import (
     load_config,
     security_associations,
 )
+from mobileip.core.pools import AddressPool
 from mobileip.daemon.ports import EventHost
 
 
@@ -39,6 +41,9 @@ class ReloadResult:
     changed: tuple[int, ...] = ()
     restart_needed: tuple[str, ...] = ()
     error: str | None = None
+    # the pools swapped in (names added, removed, changed; how many addresses are retired), or
+    # None for a daemon without pools (its first [[pool]] needs a restart: restart_needed)
+    pools: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +51,7 @@ class ReloadResult:
             "added": list(self.added),
             "removed": list(self.removed),
             "changed": list(self.changed),
+            "pools": self.pools,
             "restart_needed": list(self.restart_needed),
             "error": self.error,
         }
@@ -63,6 +69,17 @@ def diff_sas(
     return added, removed, changed
 
 
+def diff_pools(old: tuple[AddressPool, ...], new: tuple[AddressPool, ...]) -> dict[str, list[str]]:
+    """Pool names added, removed, and changed (range or exclusions), as the daemon applied them."""
+    a = {p.name: p for p in old}
+    b = {p.name: p for p in new}
+    return {
+        "added": sorted(set(b) - set(a)),
+        "removed": sorted(set(a) - set(b)),
+        "changed": sorted(name for name in set(a) & set(b) if a[name] != b[name]),
+    }
+
+
 def reload_security_associations(daemon: EventHost) -> ReloadResult:
     """Re-read ``daemon.config.path`` and install its SAs; keep the old ones on any error."""
     path = daemon.config.path
@@ -75,9 +92,14 @@ def reload_security_associations(daemon: EventHost) -> ReloadResult:
     old = daemon.config
     added, removed, changed = diff_sas(old.security_associations, config.security_associations)
     daemon.core.sas = sas
+    pools = daemon.core.pools
+    before = pools.definitions() if pools is not None else ()
     applied: set[str] = set()
     for apply in daemon.config_hooks:  # e.g. the pools (daemon/pools.py)
         applied.update(apply(config))
+    pool_changes: dict[str, Any] | None = None
+    if pools is not None:
+        pool_changes = {**diff_pools(before, pools.definitions()), "retired": len(pools.retired)}
     daemon.config = replace(
         old,
         security_associations=config.security_associations,
@@ -105,7 +127,7 @@ def reload_security_associations(daemon: EventHost) -> ReloadResult:
             sections=",".join(restart),
             reason="only the security associations are reloaded by SIGHUP",
         )
-    return ReloadResult(True, added, removed, changed, restart)
+    return ReloadResult(True, added, removed, changed, restart, pools=pool_changes)
 
 
 def clear_binding(daemon: EventHost, home: IPv4Address) -> int:

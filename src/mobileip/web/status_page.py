@@ -40,6 +40,10 @@ NOTABLE_EVENTS = frozenset(
 )
 NOTABLE_PREFIXES = ("vrrp.", "role.", "keepalived.", "takeover")
 REFRESH_MS = 2000
+# the pool summary is counted at most this often (s): O(addresses in use) with a sort, ~30 ms at
+# 50,000 live (scripts/perf/pools_status.py), so pages polling every REFRESH_MS, however many,
+# cost at most one count a second
+POOL_SUMMARY_MAX_AGE = 1.0
 
 
 def _plain(value: Any) -> Any:
@@ -84,6 +88,7 @@ class StatusPage:
         self.metrics = metrics
         self.ring = EventRing()
         self.started = time.time()
+        self._pools_cache: tuple[float, dict[str, Any] | None] | None = None
         daemon.log.listeners.append(self.ring)
         daemon.control.add_json_route("GET", "/", self._page)
         daemon.control.add_json_route("GET", "/api/v1/status", self._status)
@@ -104,6 +109,7 @@ class StatusPage:
             "sync": None,
             "members": [],
             "sync_lag": self.metrics.lag_summary() if self.metrics is not None else None,
+            "pools": self.pool_summary(now),
             "events": self.ring.recent(),
         }
         service = self.redundancy
@@ -120,6 +126,27 @@ class StatusPage:
             }
             out["members"] = st["members"]
         return out
+
+    def pool_summary(self, now: float) -> dict[str, Any] | None:
+        """Per pool its addresses and how many are in use, and the retired addresses (a shrunk
+        or removed pool's, held till their bindings end: in no pool, so counted once); None
+        without pools. Counted at most every :data:`POOL_SUMMARY_MAX_AGE` seconds."""
+        cached = self._pools_cache
+        if cached is not None and now - cached[0] < POOL_SUMMARY_MAX_AGE:
+            return cached[1]
+        pools = self.daemon.core.pools
+        summary: dict[str, Any] | None = None
+        if pools is not None:
+            in_use = pools.in_use_counts()  # O(addresses in use), prunes ``retired`` too
+            summary = {
+                "pools": [
+                    {"name": p.name, "addresses": p.size, "in_use": in_use[p.name]}
+                    for p in pools.definitions()
+                ],
+                "retired": len(pools.retired),
+            }
+        self._pools_cache = (now, summary)
+        return summary
 
     def _status(self, request: web.Request) -> dict[str, Any]:
         return self.status()
@@ -186,6 +213,13 @@ def _lag_text(lag: dict[str, Any] | None) -> str:
     return f"p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms"
 
 
+def _pools_text(pools: dict[str, Any] | None) -> str:
+    if not pools:
+        return "none"
+    parts = [f"{p['name']} {p['in_use']}/{p['addresses']} in use" for p in pools["pools"]]
+    return ", ".join([*parts, f"{pools['retired']} retired"])
+
+
 def render_page(status: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     sync = status.get("sync") or {}
     # inside <script> nothing is entity-decoded: keep "</script>" out with a JSON escape instead
@@ -197,6 +231,7 @@ def render_page(status: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         node_id=_e(sync.get("node_id")),
         mode=_e(sync.get("mode")),
         bindings=_e(status["bindings"]),
+        pools=_e(_pools_text(status.get("pools"))),
         lag=_e(_lag_text(status.get("sync_lag"))),
         members=_member_rows(status["members"]),
         binding_rows=_binding_rows(rows),
@@ -223,6 +258,7 @@ th{{background:#eee}} .warning td{{background:#fff4d6}} .error td{{background:#f
 <span>sync: <b id="sync-state">{sync_state}</b> (node <span id="node-id">{node_id}</span>,
 mode <span id="mode">{mode}</span>)</span>
 <span>bindings: <b id="binding-count">{bindings}</b></span>
+<span>pools: <b id="pools">{pools}</b></span>
 <span>sync lag: <b id="lag">{lag}</b></span>
 <span id="updated"></span></p>
 <h2>Group members</h2>
@@ -253,6 +289,11 @@ function lagText(l) {
   if (!l || !l.samples) return "no acks yet";
   return `p50 ${l.p50_ms} ms, p99 ${l.p99_ms} ms, max ${l.max_ms} ms`;
 }
+function poolsText(p) {
+  if (!p) return "none";
+  return p.pools.map((x) => `${x.name} ${x.in_use}/${x.addresses} in use`)
+    .concat([`${p.retired} retired`]).join(", ");
+}
 function drawBindings() {
   const q = $("search").value.trim();
   $("bindings").tBodies[0].innerHTML = bindings
@@ -268,6 +309,7 @@ function drawStatus(s) {
   $("node-id").textContent = s.sync ? s.sync.node_id : "-";
   $("mode").textContent = s.sync ? s.sync.mode : "-";
   $("binding-count").textContent = s.bindings;
+  $("pools").textContent = poolsText(s.pools);
   $("lag").textContent = lagText(s.sync_lag);
   $("members").tBodies[0].innerHTML = s.members.length ? s.members.map((m) =>
     `<tr data-member="${esc(m.address)}:${esc(m.port)}"><td>${esc(m.node_id)}</td>` +

@@ -59,7 +59,7 @@ from mobileip.agents.run import run_agent
 from mobileip.core.security import SecurityAssociation
 from mobileip.dataplane.encap import IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_MINENC, decapsulate
 from mobileip.log import Logger
-from mobileip.net.netlink import rtnl, send_gratuitous_arp, write_sysctl
+from mobileip.net.netlink import ETH_P_ARP, gratuitous_arp_frame, rtnl, write_sysctl
 from mobileip.net.tun import open_tun
 from mobileip.wire import agent_adv as adv
 from mobileip.wire.errors import DecodeError
@@ -175,6 +175,10 @@ class MobileNodeDaemon:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self.icmp: socket.socket | None = None
+        # every gratuitous ARP leaves through this one packet socket (opened at the first,
+        # closed at stop), as net/vmac.announce does: a socket per frame pays an RCU grace
+        # period in its bind and close (tens of ms, hundreds under load)
+        self.garp: socket.socket | None = None
         self.raw: list[socket.socket] = []
         self.tun_fd = -1
         self.decapsulated = 0
@@ -220,6 +224,9 @@ class MobileNodeDaemon:
         if self.icmp is not None:
             loop.remove_reader(self.icmp.fileno())
             self.icmp.close()
+        if self.garp is not None:
+            self.garp.close()
+            self.garp = None
         for sock in self.raw:
             loop.remove_reader(sock.fileno())
             sock.close()
@@ -391,10 +398,18 @@ class MobileNodeDaemon:
         self._wake.set()
 
     def _gratuitous_arp(self) -> None:
+        """One gratuitous ARP for our home address on the home link, through :attr:`garp`
+        (unbound, protocol 0: it receives nothing; the interface named at each send; non-blocking:
+        a full queue or a link that is down is an ``OSError``, logged)."""
+        ifname = self.cfg.interface
         try:
-            with open(f"/sys/class/net/{self.cfg.interface}/address", encoding="ascii") as f:
+            with open(f"/sys/class/net/{ifname}/address", encoding="ascii") as f:
                 mac = bytes.fromhex(f.read().strip().replace(":", ""))
-            send_gratuitous_arp(self.cfg.interface, mac, self.home)
+            if self.garp is None:
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+                sock.setblocking(False)
+                self.garp = sock
+            self.garp.sendto(gratuitous_arp_frame(mac, self.home), (ifname, ETH_P_ARP))
         except (OSError, ValueError) as exc:
             self.log.warning("mn.garp_failed", error=str(exc))
 
