@@ -4,6 +4,7 @@ a unit with a recording socket, and the real frames on a veth in namespaces."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 from ipaddress import IPv4Address, IPv4Network
@@ -134,3 +135,66 @@ def test_three_gratuitous_arps_on_the_wire_through_one_socket(seg: Any) -> None:
             "to ffffffffffff"
         )
     assert "mn.garp_failed" not in sender.output()
+
+
+PEER = """
+import socket, struct, sys, time
+from ipaddress import IPv4Address
+from mobileip.wire import agent_adv as adv
+arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+arp.bind(({ifname!r}, 0x0806))
+arp.settimeout(0.2)
+icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+ad = adv.AgentAdvertisement(1, 600, adv.FLAG_H, router_addresses=((IPv4Address({ha!r}), 0),))
+print("ready", flush=True)
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    icmp.sendto(ad.encode(), ({home!r}, 0))  # the home agent's advertisement: we are home
+    try:
+        frame = arp.recv(2048)
+    except TimeoutError:
+        continue
+    if frame[6:12] == bytes.fromhex({mac!r}) and frame[20:22] == b"\\x00\\x01":
+        print("garp sender", socket.inet_ntoa(frame[28:32]), "target",
+              socket.inet_ntoa(frame[38:42]), "to", frame[0:6].hex(), flush=True)
+"""
+
+
+def test_the_mobile_node_daemon_at_home_announces_through_one_packet_socket(
+    seg: Any, tmp_path: Any
+) -> None:
+    """The real ``mobileip mobilenode`` hears its home agent's advertisement on its home link
+    (RFC 5944 4.6): two gratuitous ARPs on the wire, and one packet socket in its namespace
+    while it runs (the old code closed a socket per frame: none left)."""
+    mn = seg.add_member("mn", "10.77.0.5/24")
+    peer = seg.add_member("ha", "10.77.0.9/24")
+    config = tmp_path / "mn.toml"
+    config.write_text(
+        "[mobilenode]\n"
+        f'interface = "{mn.ifname}"\n'
+        'home_address = "10.77.0.5"\n'
+        'home_agent = "10.77.0.9"\n'
+        'home_network = "10.77.0.0/24"\n'
+        "spi = 256\n"
+        'key = "00112233445566778899aabbccddeeff"\n'
+        "manage_routes = false\n"
+        "agent_timeout = 30.0\n"
+    )
+    mac = seg.run(mn, ["cat", f"/sys/class/net/{mn.ifname}/address"]).stdout.strip()
+    script = PEER.format(
+        ifname=peer.ifname, ha="10.77.0.9", home="10.77.0.5", mac=mac.replace(":", "")
+    )
+    ha = seg.spawn(peer, [sys.executable, "-c", script], label="ha")
+    ha.wait_for("ready", timeout=10)
+    daemon = seg.spawn(
+        mn, [sys.executable, "-m", "mobileip", "mobilenode", "--config", str(config)], label="mn"
+    )
+    daemon.wait_for(r"event=mn\.home", timeout=20)
+    for _ in range(2):  # before and after the (skipped: never registered) deregistration
+        line = ha.wait_for(r"^garp ", timeout=10).text
+        assert line == "garp sender 10.77.0.5 target 10.77.0.5 to ffffffffffff"
+    packet = seg.run(mn, ["cat", "/proc/net/packet"]).stdout.splitlines()
+    assert len(packet) == 2, packet  # the header and the mobile node's one socket
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_for(r"event=mn\.stopped", timeout=10)
+    assert "mn.garp_failed" not in daemon.output()
