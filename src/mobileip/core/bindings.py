@@ -35,6 +35,12 @@ from dataclasses import dataclass, replace
 
 INFINITE = math.inf
 
+# Wheel entries (home addresses that may be due) one :meth:`BindingTable.expire` call looks at. A
+# mass expiry (a foreign network gone, a burst of registrations with the same lifetime) is worked
+# through this many at a time, the event loop getting a turn in between (scripts/perf/expiry.py,
+# docs/performance.md "Mass expiry").
+EXPIRE_PER_CALL = 2048
+
 
 @dataclass(frozen=True, slots=True)
 class Binding:
@@ -187,6 +193,15 @@ _BIND_SIZE = _BIND.size
 _ONE_SIZE = _ONE.size
 _UDP_SIZE = _UDP.size
 _VERSION = struct.Struct("=Q")  # at offset 8 of a packed record
+# Read and written in place by expiry: a record's first 24 bytes (home, home agent, version, last
+# identification), deleted_at at offset 24, a PACKED_ONE record's expiry at offset 40, and a plain
+# tombstone's tail after its first 24 bytes (deleted_at, no binding).
+_IDENTITY = struct.Struct("=IIQQ")
+_IDENTITY_SIZE = _IDENTITY.size
+_F64 = struct.Struct("=d")
+_DELETED_AT = _IDENTITY_SIZE
+_ONE_EXPIRES = _ONE.size - _F64.size
+_TOMB_TAIL = struct.Struct("=dB")
 # The packed layout, for the bulk-sync codec (sync/records.py), which converts between it and
 # the wire format without building a MobilityRecord per record.
 PACKED_HEAD = _HEAD
@@ -286,6 +301,12 @@ class BindingTable:
         # expiry wheel: whole second -> home addresses that may expire in it (checked lazily)
         self._wheel: dict[int, list[int]] = {}
         self._next_slot = math.inf
+        # the due slot :meth:`expire` is working through, taken out of the wheel: its homes, how
+        # far it got, and the homes it put back into the wheel (each once per slot)
+        self._due_slot = math.inf
+        self._due: list[int] = []
+        self._due_pos = 0
+        self._due_seen: set[int] = set()
         # anti-entropy digest: XOR of record_hash over the records (tombstones too) of each bucket
         self._digest = [0] * DIGEST_BUCKETS
 
@@ -532,6 +553,10 @@ class BindingTable:
         self._wheel.clear()
         self._live = 0
         self._next_slot = math.inf
+        self._due_slot = math.inf
+        self._due = []
+        self._due_pos = 0
+        self._due_seen.clear()
         self._digest = [0] * DIGEST_BUCKETS
 
     def _schedule(self, when: float, home: int) -> None:
@@ -545,47 +570,127 @@ class BindingTable:
             self._next_slot = slot
 
     def next_deadline(self) -> float | None:
-        """When :meth:`expire` next has work to do (monotonic seconds), or None."""
-        return None if self._next_slot == math.inf else float(self._next_slot)
+        """When :meth:`expire` next has work to do (monotonic seconds), or None. While a mass
+        expiry is being worked through, the slot it is in: a time already past, so due at once."""
+        soonest = min(self._due_slot, self._next_slot)
+        return None if soonest == math.inf else float(soonest)
 
-    def expire(self, now: float) -> tuple[list[MobilityRecord], list[int]]:
-        """Drop bindings whose lifetime has run out and purge old tombstones.
+    @property
+    def expiry_backlog(self) -> int:
+        """Wheel entries of the due slot :meth:`expire` has not looked at yet (0: caught up)."""
+        return len(self._due) - self._due_pos
+
+    def expire(
+        self, now: float, limit: int = EXPIRE_PER_CALL
+    ) -> tuple[list[MobilityRecord], list[int]]:
+        """Drop bindings whose lifetime has run out and purge old tombstones, looking at no more
+        than ``limit`` wheel entries (home addresses that may be due) per call.
 
         Returns (records that lost bindings, as they are now; home addresses purged).
         A record whose last binding expired becomes a tombstone with the same version, so every
         member reaches the same state from the same update without talking to the others.
+
+        Due slots are worked through in time order, each slot's homes in the order they were
+        scheduled; when more than ``limit`` are due, the rest wait for the next call, and
+        :meth:`next_deadline` says so (it returns the slot being worked through, in the past).
+        A home met a second time in the same slot is not put back into the wheel twice.
         """
         changed: list[MobilityRecord] = []
         purged: list[int] = []
-        if now < self._next_slot:
-            return changed, purged
-        due = sorted(s for s in self._wheel if s <= now)
-        homes: list[int] = []
-        for slot in due:
-            homes.extend(self._wheel.pop(slot))
-        self._next_slot = min(self._wheel) if self._wheel else math.inf
-        seen: set[int] = set()
+        budget = limit
+        while budget > 0:
+            due = self._due
+            pos = self._due_pos
+            if pos >= len(due):
+                if self._next_slot > now:
+                    break
+                # take the earliest due slot out of the wheel
+                slot = self._next_slot
+                due = self._wheel.pop(int(slot))
+                self._next_slot = min(self._wheel) if self._wheel else math.inf
+                self._due = due
+                self._due_slot = slot
+                self._due_seen.clear()
+                pos = 0
+            chunk = due[pos : pos + budget]
+            self._due_pos = pos + len(chunk)
+            budget -= len(chunk)
+            self._expire_homes(chunk, now, changed, purged)
+        if self._due_pos >= len(self._due):  # caught up: forget the slot
+            self._due = []
+            self._due_pos = 0
+            self._due_slot = math.inf
+            self._due_seen.clear()
+        return changed, purged
+
+    def _expire_homes(
+        self, homes: list[int], now: float, changed: list[MobilityRecord], purged: list[int]
+    ) -> None:
+        """Look at each of ``homes`` (taken from a due wheel slot) once: expire, purge, or put
+        back into the wheel when it is not due after all (re-registered, or a tombstone that is
+        not old enough)."""
+        records = self._records
+        seen = self._due_seen
+        ttl = self.tombstone_ttl
+        schedule = self._schedule
+        # a plain record with one binding (the common case) is read and rewritten in place:
+        # its tombstone is its first 24 bytes (home, home agent, version, last identification),
+        # then deleted_at = now and no binding; the version, so the digest, does not change
+        in_place = type(self).put_packed is BindingTable.put_packed
+        tomb_tail = _TOMB_TAIL.pack(now, 0)
+        purge_at = now + ttl
+        tombstoned: list[int] = []  # in place, to be purged at purge_at (one wheel slot)
+        new_record = MobilityRecord
+        append = changed.append
         for home in homes:
-            if home in seen:
+            blob = records.get(home)
+            if blob is None:
                 continue
-            seen.add(home)
-            rec = self.get(home)
-            if rec is None:
+            size = len(blob)
+            if size == _ONE_SIZE:
+                expires = _F64.unpack_from(blob, _ONE_EXPIRES)[0]
+                if expires > now:
+                    if expires != INFINITE and home not in seen:
+                        seen.add(home)
+                        schedule(expires, home)
+                    continue
+                _home, ha, version, last_id = _IDENTITY.unpack_from(blob)
+                if in_place:
+                    records[home] = blob[:_IDENTITY_SIZE] + tomb_tail
+                    tombstoned.append(home)
+                else:
+                    self.put_packed(
+                        home, blob[:_IDENTITY_SIZE] + tomb_tail, version, purge_at, False
+                    )
+                append(new_record(home, version, last_id, ha, (), now))
                 continue
-            if not rec.bindings:
-                if rec.deleted_at + self.tombstone_ttl <= now:
+            if not blob[32]:  # a tombstone (the binding count is the last byte of the head)
+                deleted_at = _F64.unpack_from(blob, _DELETED_AT)[0]
+                if deleted_at + ttl <= now:
                     self.discard(home)
                     purged.append(home)
-                else:
-                    self._schedule(rec.deleted_at + self.tombstone_ttl, home)
+                elif home not in seen:
+                    seen.add(home)
+                    schedule(deleted_at + ttl, home)
                 continue
-            keep = tuple(b for b in rec.bindings if b.expires > now)
+            rec = _unpack(blob)
+            keep = tuple([b for b in rec.bindings if b.expires > now])
             if len(keep) == len(rec.bindings):
-                soonest = min(b.expires for b in keep)
-                if soonest != INFINITE:
-                    self._schedule(soonest, home)
+                soonest = min([b.expires for b in keep])
+                if soonest != INFINITE and home not in seen:
+                    seen.add(home)
+                    schedule(soonest, home)
                 continue
             new = replace(rec, bindings=keep, deleted_at=0.0 if keep else now)
             self.store(new, now)
-            changed.append(new)
-        return changed, purged
+            append(new)
+        if tombstoned:
+            self._live -= len(tombstoned)
+            slot = math.ceil(purge_at)
+            bucket = self._wheel.get(slot)
+            if bucket is None:
+                self._wheel[slot] = tombstoned
+            else:
+                bucket.extend(tombstoned)
+            if slot < self._next_slot:
+                self._next_slot = slot

@@ -37,7 +37,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
-from mobileip.core.bindings import INFINITE, Binding, BindingTable, MobilityRecord, version_after
+from mobileip.core.bindings import (
+    EXPIRE_PER_CALL,
+    INFINITE,
+    Binding,
+    BindingTable,
+    MobilityRecord,
+    version_after,
+)
 from mobileip.core.dynamic_ha import DynamicAssignment, Redirect
 from mobileip.core.nat import NatDenied, NatTraversal, UdpTunnel, held_port
 from mobileip.core.pools import AddressPools, PoolDenied, request_nai
@@ -150,6 +157,8 @@ class HomeAgentCore:
         self._address_ints = frozenset(int(a) for a in self._addresses)
         # False turns header prediction off (the differential tests compare both paths)
         self.predict = True
+        # wheel entries one tick looks at (core/bindings.py EXPIRE_PER_CALL)
+        self.expire_per_tick = EXPIRE_PER_CALL
         self._node_id = settings.node_id or int(settings.address)
         # nonces handed out in 133 replies to mobile nodes without a record
         self._pending_nonces: dict[int, int] = {}
@@ -202,7 +211,10 @@ class HomeAgentCore:
         return [BindingChanged(self.table.get(home) or new, False)]
 
     def tick(self, now: float) -> list[Event]:
-        changed, purged = self.table.expire(now)
+        """Expire what is due, at most :attr:`expire_per_tick` wheel entries per call: after a
+        mass expiry :meth:`next_deadline` stays in the past until the rest is done, and the
+        caller (the daemon's timer) calls again after a turn of its event loop."""
+        changed, purged = self.table.expire(now, self.expire_per_tick)
         self.stats.expired += len(changed)
         if self.pools is not None and (changed or purged):  # addresses freed (core/pools.py)
             self.pools.refresh([*(rec.home_address for rec in changed), *purged])
