@@ -659,19 +659,85 @@ def replay_command(seed: int, members: int) -> str:
     return f"python -m mobileip.tools.sim_revocation --seed {seed} --members {members}"
 
 
+_TOTALS = (
+    "revocations",
+    "acked",
+    "takeovers",
+    "resumed",
+    "copies",
+    "superseded",
+    "gave_up",
+    "lost_with_holders",
+    "unreplicated_duplicates",
+    "stale_active_duplicates",
+    "unreplicated_reuses",
+    "stale_active_losses",
+    "revoked_otherwise",
+)
+
+
+def sweep_batch(seeds: range) -> tuple[dict[str, int], list[tuple[int, int, list[str]]]]:
+    """Run ``seeds`` (members ``2 + seed % 4``): the report's counts summed, and each failing
+    seed with its members and first violations."""
+    from mobileip.tools.sim import members_for
+
+    totals = dict.fromkeys(_TOTALS, 0)
+    failures = []
+    for seed in seeds:
+        n = members_for(seed)
+        r = run_revocation_seed(seed, members=n)
+        for k in _TOTALS:
+            totals[k] += getattr(r, k)
+        if not r.ok or r.revocations == 0:
+            failures.append((seed, n, r.violations[:3] or ["revoked nothing"]))
+    return totals, failures
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Replay one seed of the revocation model: ``--seed N [--members 3]``."""
+    """Replay one seed of the revocation model: ``--seed N [--members 3]``; or sweep this model
+    alone: ``--sweep COUNT [--start 0] [--jobs 2]`` (members ``2 + seed % 4``, as
+    ``python -m mobileip.tools.sim --sweep``, which also runs the binding modes), printing the
+    summed counts and each failing seed's replay command."""
     import argparse
+    import contextlib
+    import time
+    from concurrent.futures import ProcessPoolExecutor
 
     parser = argparse.ArgumentParser(prog="python -m mobileip.tools.sim_revocation")
-    parser.add_argument("--seed", type=int, required=True)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--seed", type=int)
+    what.add_argument("--sweep", type=int, metavar="COUNT")
     parser.add_argument("--members", type=int, default=3)
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args(argv)
-    sim = RevocationSimulation(args.seed, members=args.members)
-    print(f"faults: {sim.faults}")
-    report = sim.run()
-    print(report)
-    return 0 if report.ok else 1
+    if args.seed is not None:
+        sim = RevocationSimulation(args.seed, members=args.members)
+        print(f"faults: {sim.faults}")
+        report = sim.run()
+        print(report)
+        return 0 if report.ok else 1
+    began = time.monotonic()
+    end = args.start + args.sweep
+    batches = [range(s, min(s + 20, end)) for s in range(args.start, end, 20)]
+    totals = dict.fromkeys(_TOTALS, 0)
+    failures: list[tuple[int, int, list[str]]] = []
+    with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else contextlib.nullcontext() as pool:
+        results = pool.map(sweep_batch, batches) if pool is not None else map(sweep_batch, batches)
+        for part, failed in results:
+            for k, v in part.items():
+                totals[k] += v
+            failures.extend(failed)
+    seconds = time.monotonic() - began
+    print(
+        f"revocation sweep: seeds {args.start}..{end - 1}: {len(failures)} failures, "
+        f"{seconds:.0f} s on {args.jobs} process(es)"
+    )
+    print(", ".join(f"{k} {v}" for k, v in totals.items()))
+    for seed, n, violations in failures:
+        print(f"  {replay_command(seed, n)}")
+        print("\n".join(f"    {v}" for v in violations))
+    return 0 if not failures else 1
 
 
 if __name__ == "__main__":
