@@ -160,7 +160,8 @@ def test_an_infinite_lifetime_behind_an_old_wheel_entry() -> None:
 
 
 def test_a_table_that_notes_changes_sees_every_expiry() -> None:
-    """A subclass overriding ``put_packed`` (persistence's JournaledTable) is written through it."""
+    """A subclass overriding ``put_packed`` and ``discard`` (persistence's JournaledTable) is
+    written through them."""
 
     class Noting(BindingTable):
         def __init__(self) -> None:
@@ -171,6 +172,11 @@ def test_a_table_that_notes_changes_sees_every_expiry() -> None:
             super().put_packed(home, blob, version, wake, live)
             self.noted.append(home)
 
+        def discard(self, home: int) -> MobilityRecord | None:
+            old = super().discard(home)
+            self.noted.append(-home)
+            return old
+
     t, plain = Noting(), BindingTable()
     for table in (t, plain):
         for i in range(50):
@@ -179,7 +185,11 @@ def test_a_table_that_notes_changes_sees_every_expiry() -> None:
     b = _drain(plain, NOW + 6, 7)
     assert t.noted == [HOME0 + i for i in range(50)]
     assert a == b and _state(t) == _state(plain)
-    assert _drain(t, NOW + 6 + t.tombstone_ttl, 7)[1] == [HOME0 + i for i in range(50)]
+    t.noted.clear()
+    a = _drain(t, NOW + 6 + t.tombstone_ttl, 7)
+    b = _drain(plain, NOW + 6 + t.tombstone_ttl, 7)
+    assert a[1] == [HOME0 + i for i in range(50)] and t.noted == [-h for h in a[1]]
+    assert a == b and _state(t) == _state(plain) == ({}, 0, (0,) * len(plain.digest()))
 
 
 # --- the chunked expiry agrees with the old one-call expiry ---------------------------------

@@ -637,6 +637,8 @@ class BindingTable:
         # its tombstone is its first 24 bytes (home, home agent, version, last identification),
         # then deleted_at = now and no binding; the version, so the digest, does not change
         in_place = type(self).put_packed is BindingTable.put_packed
+        purge_in_place = type(self).discard is BindingTable.discard
+        digest = self._digest
         tomb_tail = _TOMB_TAIL.pack(now, 0)
         purge_at = now + ttl
         tombstoned: list[int] = []  # in place, to be purged at purge_at (one wheel slot)
@@ -667,7 +669,12 @@ class BindingTable:
             if not blob[32]:  # a tombstone (the binding count is the last byte of the head)
                 deleted_at = _F64.unpack_from(blob, _DELETED_AT)[0]
                 if deleted_at + ttl <= now:
-                    self.discard(home)
+                    if purge_in_place:  # discard without building the record it returns
+                        del records[home]
+                        version = _VERSION.unpack_from(blob, 8)[0]
+                        digest[bucket_of(home)] ^= record_hash(home, version)
+                    else:
+                        self.discard(home)
                     purged.append(home)
                 elif home not in seen:
                     seen.add(home)
