@@ -64,6 +64,9 @@ def first_mapping(lab: NatLab) -> tuple[list[str], str]:
     [public] = first
     address, port = public.split(":")
     assert address == NAT_PUBLIC and 20000 <= int(port) <= 20999, first
+    if lab.nat_engine == "masquerade":  # the mapping is the MASQUERADE rule's work
+        assert lab.masqueraded() >= 1, "no flow through the MASQUERADE rule"
+    print(f"NAT {lab.nat_engine}: mapping {public}, {lab.masqueraded()} flows through MASQUERADE")
     return first, public
 
 
@@ -98,6 +101,8 @@ def rebind(lab: NatLab, first: list[str]) -> list[str]:
     moved = lab.mapping("ha1")
     assert moved[0].startswith(f"{NAT_PUBLIC}:21"), moved
     assert lab.nat_status("ha1")["counters"].get("udp-rebind", 0) >= 1
+    if lab.nat_engine == "masquerade":  # the new port came from the reloaded rule
+        assert lab.masqueraded() >= 1, "no flow through the reloaded MASQUERADE rule"
     rebound = lab.ping(1.0)
     print(f"ping after the NAT rebound to {moved[0]}: {rebound}")
     assert_answered(rebound)

@@ -42,7 +42,7 @@ from natlab_checks import (
 
 from mobileip.tools.natlab import INTERVAL, KEEPALIVE, NAT_PUBLIC, NatLab
 
-pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.kernel, pytest.mark.iptables_nat, pytest.mark.timeout(600)]
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")

@@ -32,7 +32,7 @@ from natlab_checks import granted_and_tunnelled, idle_rebind_failover, register_
 
 from mobileip.tools.natlab import FA_COA, HOME, KEEPALIVE, NAT_PUBLIC, NatLab
 
-pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.kernel, pytest.mark.iptables_nat, pytest.mark.timeout(600)]
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")

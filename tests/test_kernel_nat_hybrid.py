@@ -34,7 +34,7 @@ from natlab_checks import idle_rebind_failover, register_and_ping, running, tunn
 
 from mobileip.tools.natlab import HOME, KEEPALIVE, NatLab
 
-pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.kernel, pytest.mark.iptables_nat, pytest.mark.timeout(600)]
 
 TUN = "mip0"  # the lab's [dataplane] tun_name
 

@@ -43,7 +43,7 @@ from pcapio import tshark_rows
 
 from mobileip.tools.natlab import FA_COA, HOME, KEEPALIVE, NAT_PUBLIC, VIRTUAL, NatLab
 
-pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.kernel, pytest.mark.iptables_nat, pytest.mark.timeout(600)]
 
 MN_COLOCATED = "192.168.78.2"  # the mobile node's own address on the agent's visited link
 LIFETIME = 8  # s: a renewal (through the agent) within the test

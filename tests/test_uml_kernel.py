@@ -54,8 +54,9 @@ def test_package_path_from_the_index(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def test_choice_picks_the_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """ensure_kernel's recorded choice decides between Debian's kernel (with or without the shim)
-    and the fetched one, also when the fetched one is still on disk."""
+    """ensure_kernel's recorded choice decides between Debian's kernel and the fetched one (also
+    when the fetched one is still on disk); the shim goes only with Debian's, when its marker
+    says Debian's needs it, or when MOBILEIP_UML_SHIM forces it."""
     monkeypatch.delenv("MOBILEIP_UML_KERNEL", raising=False)
     monkeypatch.delenv("MOBILEIP_UML_SHIM", raising=False)
     monkeypatch.setattr(uml_kernel, "FALLBACK_ROOT", tmp_path)
@@ -65,17 +66,14 @@ def test_choice_picks_the_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     uml_kernel.fallback_kernel().write_text("")
     fetched = str(uml_kernel.fallback_kernel())
     assert uml_kernel.choice() is None and uml_kernel.kernel_path() == fetched
-    for word, kernel, shim in [
-        (uml_kernel.DEBIAN_SHIM, str(debian), True),
-        (uml_kernel.DEBIAN, str(debian), False),
-        (uml_kernel.FETCHED, fetched, False),
-    ]:
-        uml_kernel.record_choice(word)
-        assert uml_kernel.choice() == word
-        assert uml_kernel.kernel_path() == kernel
-        assert uml_kernel.wants_shim(kernel) is shim
-    uml_kernel.record_choice(uml_kernel.DEBIAN_SHIM)
-    assert not uml_kernel.wants_shim(fetched)  # the shim goes only with Debian's kernel
+    uml_kernel.record_choice(uml_kernel.DEBIAN)
+    assert uml_kernel.choice() == "debian" and uml_kernel.kernel_path() == str(debian)
+    uml_kernel.record_choice(uml_kernel.FETCHED)
+    assert uml_kernel.choice() == "fetched" and uml_kernel.kernel_path() == fetched
+    assert not uml_kernel.wants_shim(str(debian)) and not uml_kernel.wants_shim(fetched)
+    uml_kernel.shim_marker().parent.mkdir(parents=True)
+    uml_kernel.shim_marker().write_text(f"{debian}\n")
+    assert uml_kernel.wants_shim(str(debian)) and not uml_kernel.wants_shim(fetched)
     monkeypatch.setenv("MOBILEIP_UML_SHIM", "0")
     assert not uml_kernel.wants_shim(str(debian))
     assert "LD_PRELOAD" not in uml_kernel.kernel_env(str(debian))
@@ -83,6 +81,16 @@ def test_choice_picks_the_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert uml_kernel.wants_shim(fetched)
     uml_kernel.choice_file().write_text("something else\n")
     assert uml_kernel.choice() is None
+
+
+def test_has_module_reads_modules_dep(tmp_path: Path) -> None:
+    kernel = tmp_path / "usr" / "bin" / "linux.uml"
+    dep = tmp_path / "usr" / "lib" / "uml" / "modules" / "6.1.176" / "modules.dep"
+    dep.parent.mkdir(parents=True)
+    dep.write_text("kernel/net/ipv4/netfilter/iptable_nat.ko: kernel/net/netfilter/nf_nat.ko\n")
+    assert uml_kernel.has_module(str(kernel), "6.1.176", "iptable_nat")
+    assert not uml_kernel.has_module(str(kernel), "6.1.176", "nft_chain_nat")
+    assert not uml_kernel.has_module(str(kernel), "7.2.7", "iptable_nat")
 
 
 # Traces a stopped child and writes its XSAVE state with a buffer of argv[1] bytes, as Debian

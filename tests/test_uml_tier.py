@@ -29,7 +29,8 @@ from typing import Any
 
 import pytest
 
-from mobileip.tools.uml import kernel_release, run_in_uml, uml_available
+from mobileip.tools.uml import kernel_release, nat_kernel, run_in_uml, uml_available
+from mobileip.tools.uml_kernel import kernel_path
 
 pytest_plugins = ["pytester"]
 
@@ -55,6 +56,7 @@ class KernelTier:
 
     def __init__(self) -> None:
         self.delegated: list[str] = []  # node ids handed to the tier test
+        self.masquerade: set[str] = set()  # those marked iptables_nat (MASQUERADE)
         self.host_reason: str | None = None  # why they run on the host kernel instead
         self.ran_on_host = False
         self.tier_passed = False
@@ -81,6 +83,7 @@ class KernelTier:
         if self.host_reason:
             return
         self.delegated = [item.nodeid for item in kernel]
+        self.masquerade = {item.nodeid for item in kernel if "iptables_nat" in item.keywords}
         reason = DELEGATED if tier else f"{DELEGATED}, which this run did not select"
         for item in kernel:
             item.add_marker(pytest.mark.skip(reason=reason))
@@ -187,7 +190,7 @@ def test_ci_fails_when_a_kernel_test_did_not_run(
 @pytest.mark.kernel
 @pytest.mark.uml_tier
 @pytest.mark.slow
-@pytest.mark.timeout(UML_TIMEOUT + 120)
+@pytest.mark.timeout(2 * UML_TIMEOUT + 120)  # a second boot for iptables_nat tests
 def test_kernel_tests_in_uml(request: pytest.FixtureRequest) -> None:
     tier = request.config.pluginmanager.get_plugin("kernel-tier")
     assert isinstance(tier, KernelTier), "tests/conftest.py must register KernelTier"
@@ -196,25 +199,57 @@ def test_kernel_tests_in_uml(request: pytest.FixtureRequest) -> None:
     reason = uml_available()
     if reason:
         pytest.skip(f"User-Mode Linux cannot run ({reason}): kernel tests ran on the host kernel")
-    targets = tier.delegated or ["-m", "kernel"]
+    kernel = kernel_path()
+    assert kernel is not None
+    if tier.delegated:
+        rest = [n for n in tier.delegated if n not in tier.masquerade]
+        nat = [n for n in tier.delegated if n in tier.masquerade]
+    else:
+        rest, nat = ["-m", "kernel and not iptables_nat"], ["-m", "kernel and iptables_nat"]
+    masquerade = nat_kernel()
+    assert masquerade is not None or not nat, (
+        f"no UML kernel with iptables' nat table for the tests marked iptables_nat {nat}: "
+        "run python -m mobileip.tools.uml --ensure-kernel as root (docs/testing.md)"
+    )
+    if masquerade == kernel:
+        boots = [(kernel, [*rest, *nat] if tier.delegated else ["-m", "kernel"])]
+    else:
+        boots = [(k, t) for k, t in [(kernel, rest), (masquerade, nat)] if t and k]
+    passed = 0
+    summaries = []
+    for boot_kernel, targets in boots:
+        summary, counts = _inner_run(request, boot_kernel, targets)
+        summaries.append(summary)
+        tier.summary = "\n".join(summaries)
+        passed += counts.get("passed", 0)
+    if tier.delegated:
+        assert passed == len(tier.delegated), f"expected {tier.delegated}\n{tier.summary}"
+
+
+def _inner_run(
+    request: pytest.FixtureRequest, kernel: str, targets: list[str]
+) -> tuple[str, dict[str, int]]:
+    """Boot ``kernel`` once and run pytest on ``targets`` inside; every one must pass. The
+    NAT in tests/test_kernel_nat*.py must be MASQUERADE there (mobileip.tools.natlab)."""
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs", *targets]
     env = {k: os.environ[k] for k in ("CI", "PYTHONPATH") if k in os.environ}
-    result = run_in_uml(argv, cwd=request.config.rootpath, env=env, timeout=UML_TIMEOUT)
+    env["MOBILEIP_NAT_ENGINE"] = "masquerade"
+    result = run_in_uml(argv, cwd=request.config.rootpath, env=env, timeout=UML_TIMEOUT,
+                        kernel=kernel)  # fmt: skip
     counts = inner_counts(result.output)
     boot = f"{result.boot_seconds:.1f}" if result.boot_seconds is not None else "?"
-    tier.summary = (
-        f"kernel tier: User-Mode Linux {kernel_release()}: "
+    summary = (
+        f"kernel tier: User-Mode Linux {kernel_release(kernel)}: "
         + (", ".join(f"{n} {kind}" for kind, n in counts.items()) or "no summary")
         + f" (boot {boot} s, whole run {result.seconds:.1f} s)"
     )
-    print(f"\n{tier.summary}")
+    print(f"\n{summary}")
     tail = "\n".join(result.output.splitlines()[-150:])
-    context = f"{tier.summary}\n--- inner output (tail) ---\n{tail}"
+    context = f"{summary}\n--- inner output (tail) ---\n{tail}"
     assert not result.timed_out, f"UML run timed out\n{context}"
     assert not result.missing_modules, f"modules missing: {result.missing_modules}\n{context}"
     assert result.returncode == 0, f"inner pytest exited {result.returncode}\n{context}"
     bad = {k: n for k, n in counts.items() if k not in ("passed", "deselected") and n}
     assert not bad, f"inner run did not pass every test: {bad}\n{context}"
     assert counts.get("passed", 0) > 0, f"inner run ran no test\n{context}"
-    if tier.delegated:
-        assert counts["passed"] == len(tier.delegated), f"expected {tier.delegated}\n{context}"
+    return summary, counts

@@ -1,6 +1,7 @@
 """A mobile node behind a NAT, two Home Agents, a correspondent (RFC 3519; issue 16 item 1): what
 tests/test_kernel_nat.py (asserted) and scripts/perf/nat_takeover.py (measured) share. Needs
-root and a kernel with conntrack NAT and tc's ``ct`` action: run it inside User-Mode Linux.
+root and a kernel with conntrack NAT (iptables' nat table, else tc's ``ct`` action): run it
+inside User-Mode Linux.
 
 Topology (the lab's namespaces and helpers, :class:`mobileip.tools.lab.NetnsLab`)::
 
@@ -9,10 +10,13 @@ Topology (the lab's namespaces and helpers, :class:`mobileip.tools.lab.NetnsLab`
                                                           --[priv]-- mn 192.168.77.2
                                                                      (home address 10.1.0.100)
 
-With ``nat=True`` the ``nat`` namespace translates 192.168.0.0/16 to 10.2.0.1 (the kernel's
-nf_conntrack + nf_nat, the engine behind MASQUERADE, driven by tc's ``ct`` action on its public
-interface: the UML kernel that boots here has neither ``NF_TABLES_IPV4`` nor iptables' nat table,
-so no MASQUERADE rule can be loaded) and the mobile node asks for UDP tunnelling. With
+With ``nat=True`` the ``nat`` namespace translates 192.168.0.0/16 to 10.2.0.1 with a real
+``iptables -t nat ... -j MASQUERADE`` rule on its public interface (``iptables-legacy``: no UML
+kernel here has ``NF_TABLES_IPV4``; Debian 12's 6.1 has iptables' nat table, the tier runs the
+NAT tests on it, docs/testing.md) and the mobile node asks for UDP tunnelling. On a kernel
+without that table (unstable's UML 7.2) the same nf_conntrack + nf_nat engine is driven by tc's
+``ct`` action instead (:attr:`NatLab.nat_engine` says which; ``MOBILEIP_NAT_ENGINE=masquerade``,
+set by the tier, makes the lab fail rather than fall back). With
 ``nat=False`` it is a plain router (``rt`` routes the private network to it) and the mobile node
 is an ordinary co-located node (IP-in-IP): the baseline.
 
@@ -28,10 +32,11 @@ care-of address, T); the NAT translates 192.168.0.0/16 and routes 192.168.78.0/2
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
-from mobileip.tools.lab import NetnsLab, _ip
+from mobileip.tools.lab import LabError, NetnsLab, _ip
 
 HOME = "10.1.0.100"
 VIRTUAL = "10.1.0.1"
@@ -60,9 +65,18 @@ FA_NODES: dict[str, Any] = {
 }
 
 # NAPT of 192.168.0.0/16 (the mobile node's or the foreign agent's network) to 10.2.0.1 in the
-# ``nat`` namespace (eth0 public, eth1 private): on eth0's egress new flows are committed to
-# conntrack with a source NAT (ports PORTS) and known ones translated; on its ingress the answers
-# are translated back before routing.
+# ``nat`` namespace (eth0 public, eth1 private): MASQUERADE, UDP to public ports PORTS.
+MASQUERADE_SCRIPT = """
+set -e
+iptables-legacy -w -t nat -F POSTROUTING
+iptables-legacy -w -t nat -A POSTROUTING -s 192.168.0.0/16 -o eth0 -p udp \
+    -j MASQUERADE --to-ports PORTS
+iptables-legacy -w -t nat -A POSTROUTING -s 192.168.0.0/16 -o eth0 -j MASQUERADE
+"""
+
+# The same with tc's ct action where iptables has no nat table: on eth0's egress new flows are
+# committed to conntrack with a source NAT (ports PORTS) and known ones translated; on its
+# ingress the answers are translated back before routing.
 NAT_SCRIPT = """
 set -e
 tc qdisc replace dev eth0 clsact
@@ -84,6 +98,8 @@ class NatLab(NetnsLab):
         )
         self.nat = nat
         self.via_fa = via_fa
+        self.nat_engine = ""  # "masquerade" or "tc-ct", once setup chose
+        self._nat_table_error = ""
         self.nodes = dict(FA_NODES if via_fa else NODES)
         self.priorities = {"ha1": 150, "ha2": 100}
 
@@ -138,8 +154,39 @@ class NatLab(NetnsLab):
         self.run("mn", ["ip", "addr", "add", f"{HOME}/32", "dev", "lo"])
 
     def translate(self, ports: str) -> None:
-        """(Re)load the NAT with the public port range ``ports`` (``LOW-HIGH``)."""
-        self.run("nat", ["sh", "-c", NAT_SCRIPT.replace("PORTS", ports)])
+        """(Re)load the NAT with the public port range ``ports`` (``LOW-HIGH``): MASQUERADE
+        where iptables' nat table loads (the kernel auto-loads iptable_nat), else tc ct."""
+        if not self.nat_engine:
+            self.nat_engine = "masquerade" if self._has_nat_table() else "tc-ct"
+            wanted = os.environ.get("MOBILEIP_NAT_ENGINE", "")
+            if wanted and wanted != self.nat_engine:
+                raise LabError(
+                    f"MOBILEIP_NAT_ENGINE={wanted} but this kernel's NAT is {self.nat_engine} "
+                    f"(iptables-legacy -t nat: {self._nat_table_error})"
+                )
+        script = MASQUERADE_SCRIPT if self.nat_engine == "masquerade" else NAT_SCRIPT
+        self.run("nat", ["sh", "-c", script.replace("PORTS", ports)])
+
+    def masqueraded(self) -> int:
+        """Flows the UDP MASQUERADE rule translated since it was (re)loaded (its packet
+        counter: conntrack sends only a flow's first packet through the nat table); 0 with tc."""
+        if self.nat_engine != "masquerade":
+            return 0
+        out = self.run("nat", ["iptables-legacy", "-w", "-t", "nat", "-L", "POSTROUTING",
+                               "-n", "-v", "-x"])  # fmt: skip
+        return sum(
+            int(line.split()[0])
+            for line in out.splitlines()
+            if "MASQUERADE" in line.split()[2:3] and "masq ports:" in line
+        )
+
+    def _has_nat_table(self) -> bool:
+        try:
+            self.run("nat", ["iptables-legacy", "-w", "-t", "nat", "-S", "POSTROUTING"])
+        except (LabError, OSError) as exc:
+            self._nat_table_error = str(exc)
+            return False
+        return True
 
     def flush_conntrack(self) -> None:
         """Empty the NAT's connection table (its mappings), through ctnetlink."""

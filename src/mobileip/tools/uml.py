@@ -66,19 +66,23 @@ from typing import TextIO
 
 from mobileip.tools.uml_kernel import (
     DEBIAN,
-    DEBIAN_SHIM,
     FETCHED,
     KERNEL,
     KERNEL_PACKAGE,
+    NAT_MODULE,
     SBIN_PATH,
     XSTATE_FAILURE,
     build_shim,
+    choice,
     debian_kernel,
+    fallback_kernel,
     fetch_newer,
+    has_module,
     kernel_env,
     kernel_path,
     modules_root,
     record_choice,
+    shim_marker,
     wants_shim,
 )
 
@@ -353,10 +357,43 @@ def boot_failure(kernel: str, shim: bool = False) -> str | None:
     return f"{name}: `true` exited {result.returncode}: {result.console[-400:]}"
 
 
+def nat_kernel() -> str | None:
+    """A kernel with iptables' nat table (``MASQUERADE``) for the tests marked ``iptables_nat``:
+    the tier's own when it has it, else Debian's when ensure_kernel saw it boot here (as it is,
+    or with the XSAVE shim, which :func:`run_in_uml` then preloads); None when neither."""
+    tier = kernel_path()
+    debian = debian_kernel()
+    for kernel in (tier, debian):
+        if kernel is None:
+            continue
+        release = kernel_release(kernel)
+        usable = kernel == tier or choice() == DEBIAN or wants_shim(kernel)
+        if usable and release is not None and has_module(kernel, release, NAT_MODULE):
+            return kernel
+    return None
+
+
+def _shim_for_debian(kernel: str) -> str | None:
+    """Build the XSAVE shim and boot Debian's ``kernel`` with it; None when it ran (the marker
+    is written), else what went wrong (the marker is removed)."""
+    try:
+        build_shim()
+        failure = boot_failure(kernel, shim=True)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        failure = f"the XSAVE shim could not be built: {getattr(exc, 'stderr', None) or exc}"
+    if failure is None:
+        shim_marker().write_text(kernel + "\n")
+    else:
+        shim_marker().unlink(missing_ok=True)
+    return failure
+
+
 def ensure_kernel() -> str:
     """Make sure a UML kernel that runs here is in place and record which
-    (mobileip.tools.uml_kernel: Debian's as it is, Debian's with the XSAVE shim, or the fetched
-    newer one); what was done, in one line. ``MOBILEIP_UML_KERNEL`` set: only check that one."""
+    (mobileip.tools.uml_kernel): Debian's when it boots as it is; else the newer one fetched for
+    the tier, and Debian's with the XSAVE shim for the ``iptables_nat`` tests (the only kernel
+    here with MASQUERADE). What was done, in one line. ``MOBILEIP_UML_KERNEL`` set: only check
+    that one."""
     override = os.environ.get("MOBILEIP_UML_KERNEL")
     if override:
         failure = boot_failure(override, wants_shim(override))
@@ -368,27 +405,31 @@ def ensure_kernel() -> str:
         return "no User-Mode Linux kernel installed: nothing to check"
     failure = boot_failure(kernel)
     if failure is None:
+        shim_marker().unlink(missing_ok=True)
         record_choice(DEBIAN)
         return f"{kernel} ({kernel_release(kernel)}) boots here"
     if XSTATE_FAILURE not in failure:
         raise RuntimeError(failure)
-    try:
-        build_shim()
-        shimmed = boot_failure(kernel, shim=True)
-    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
-        shimmed = f"the XSAVE shim could not be built: {getattr(exc, 'stderr', None) or exc}"
-    if shimmed is None:
-        record_choice(DEBIAN_SHIM)
-        return f"{failure}; it boots with the XSAVE shim preloaded: using it so"
-    newer = str(fetch_newer())
-    again = boot_failure(newer)
-    if again is not None:
-        raise RuntimeError(f"{failure}; {shimmed}; the newer kernel fails too: {again}")
+    newer = fallback_kernel()
+    if not newer.exists() or boot_failure(str(newer)) is not None:
+        try:
+            newer = fetch_newer()  # replaces FALLBACK_ROOT: before the shim goes in
+            again = boot_failure(str(newer))
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            again = f"the newer kernel could not be fetched: {exc}"
+        if again is not None:
+            shimmed = _shim_for_debian(kernel)
+            if shimmed is not None:
+                raise RuntimeError(f"{failure}; {again}; {shimmed}")
+            record_choice(DEBIAN)
+            return f"{failure}; {again}; Debian's boots with the XSAVE shim: using it for all"
     record_choice(FETCHED)
+    shimmed = _shim_for_debian(kernel)
+    nat = "its MASQUERADE tests on Debian's with the XSAVE shim" if shimmed is None else shimmed
     name, suite = KERNEL_PACKAGE
     return (
-        f"{failure}; {shimmed}; using {newer} ({kernel_release(newer)}, Debian {suite}'s "
-        f"{name}) instead"
+        f"{failure}; the tier on {newer} ({kernel_release(str(newer))}, Debian {suite}'s "
+        f"{name}), {nat}"
     )
 
 

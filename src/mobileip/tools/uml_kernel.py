@@ -55,8 +55,9 @@ XSTATE_FAILURE = "ptrace set fp regs failed"
 
 
 SHIM_SOURCE = Path(__file__).with_name("uml_xstate_shim.c")
-# what ensure_kernel found on this machine (the words in choice_file)
-DEBIAN, DEBIAN_SHIM, FETCHED = "debian", "debian+shim", "fetched"
+# the tier's kernel as ensure_kernel chose it (the words in choice_file)
+DEBIAN, FETCHED = "debian", "fetched"
+NAT_MODULE = "iptable_nat"  # iptables' nat table: MASQUERADE (tests marked iptables_nat)
 
 
 def fallback_kernel() -> Path:
@@ -72,17 +73,22 @@ def shim_path() -> Path:
     return FALLBACK_ROOT / "xstate-shim" / "uml_xstate_shim.so"
 
 
+def shim_marker() -> Path:
+    """Present when Debian's kernel failed here as it is and booted with the shim."""
+    return FALLBACK_ROOT / "xstate-shim" / "debian-needs-it"
+
+
 def choice_file() -> Path:
     return FALLBACK_ROOT / "choice"
 
 
 def choice() -> str | None:
-    """What ensure_kernel decided here (``debian``, ``debian+shim``, ``fetched``), or None."""
+    """The tier's kernel as ensure_kernel chose it (``debian``, ``fetched``), or None."""
     try:
         word = choice_file().read_text().strip()
     except OSError:
         return None
-    return word if word in (DEBIAN, DEBIAN_SHIM, FETCHED) else None
+    return word if word in (DEBIAN, FETCHED) else None
 
 
 def record_choice(word: str) -> None:
@@ -91,14 +97,13 @@ def record_choice(word: str) -> None:
 
 
 def kernel_path() -> str | None:
-    """The UML kernel to boot: ``MOBILEIP_UML_KERNEL``; else what ensure_kernel chose (the
-    fetched newer kernel for ``fetched``, Debian's for ``debian`` and ``debian+shim``); with no
-    choice recorded, the fetched kernel when present, else Debian's ``linux.uml``."""
+    """The UML kernel to boot: ``MOBILEIP_UML_KERNEL``; else what ensure_kernel chose (Debian's
+    for ``debian``, the fetched newer one for ``fetched``); with no choice recorded, the fetched
+    kernel when present, else Debian's ``linux.uml``."""
     override = os.environ.get("MOBILEIP_UML_KERNEL")
     if override:
         return override
-    chosen = choice()
-    if chosen in (DEBIAN, DEBIAN_SHIM):
+    if choice() == DEBIAN:
         return debian_kernel()
     if fallback_kernel().exists():
         return str(fallback_kernel())
@@ -107,16 +112,25 @@ def kernel_path() -> str | None:
 
 def wants_shim(kernel: str) -> bool:
     """Whether ``kernel`` boots with the XSAVE shim preloaded: ``MOBILEIP_UML_SHIM`` (1/0) when
-    set, else when ensure_kernel chose ``debian+shim`` and ``kernel`` is Debian's."""
+    set, else when ``kernel`` is Debian's and ensure_kernel found it needs the shim here."""
     forced = os.environ.get("MOBILEIP_UML_SHIM", "").strip()
     if forced:
         return forced not in ("0", "no", "false")
     debian = debian_kernel()
     return (
-        choice() == DEBIAN_SHIM
+        shim_marker().exists()
         and debian is not None
         and Path(kernel).resolve() == Path(debian).resolve()
     )
+
+
+def has_module(kernel: str, release: str, module: str) -> bool:
+    """Whether ``kernel`` (of ``release``) has ``module`` among its modules."""
+    try:
+        dep = (modules_root(kernel) / release / "modules.dep").read_text()
+    except OSError:
+        return False
+    return f"/{module}.ko" in dep
 
 
 def build_shim(target: Path | None = None) -> Path:
