@@ -3,7 +3,8 @@
 Some tests need kernel features a host kernel may lack (ipip and gre devices, ``external``
 collect-metadata tunnels with ``encap ip`` routes, netem, NAT, dummy devices). Debian's
 ``user-mode-linux`` package is a Linux 6.1 kernel that runs as an ordinary process, with those
-features as modules (where it cannot run on this CPU, a newer one: mobileip.tools.uml_kernel).
+features as modules (where it cannot run on this CPU as it is: an XSAVE shim preloaded, or a
+newer kernel; mobileip.tools.uml_kernel).
 :func:`run_in_uml` boots it with this machine's own filesystem as its root (``rootfstype=hostfs``),
 so the checkout, its ``.venv`` and the Debian tools run inside unchanged,
 runs one command there and powers the kernel off::
@@ -17,7 +18,9 @@ How, step by step:
   command's output and exit status, and UML's own ``uml_dir`` (pid file, mconsole socket; so
   nothing lands in ``~/.uml``). It is removed when the call returns, also after a timeout.
 * ``linux.uml mem=... rootfstype=hostfs rw quiet init=<script> con=null con0=null,fd:1`` runs in
-  its own process group; its console (the init script's stdout) is read line by line.
+  its own process group (with ``LD_PRELOAD`` of the XSAVE shim when
+  :func:`~mobileip.tools.uml_kernel.wants_shim`); its console (the init script's stdout) is read
+  line by line.
 * The init script, PID 1 of the guest, mounts proc, sysfs, devpts, a tmpfs on ``/run`` (so
   ``ip netns add`` writes ``/run/netns`` inside the guest, not onto the host), on ``/tmp`` and on
   ``/dev/shm`` (so tmp files, Unix sockets and pytest's temp dirs never meet the host's); the

@@ -1,5 +1,5 @@
-"""Which User-Mode Linux kernel the tier boots: Debian 12's, with an XSAVE shim where it needs one,
-or a newer one fetched from Debian unstable where the shim does not help.
+"""Which User-Mode Linux kernel the tier boots: Debian 12's where it runs as it is; else a newer
+one fetched from Debian unstable, with Debian 12's under an XSAVE shim for the MASQUERADE tests.
 
 Debian 12's ``user-mode-linux`` (Linux 6.1) cannot run a single user-space program on a host
 whose CPU has AMX (and a large XSAVE area): its init dies at once with ``userspace - ptrace set
@@ -17,21 +17,29 @@ names, and the only one here with iptables' nat table (``iptable_nat``, ``MASQUE
 built without ``IP_NF_NAT`` and without ``NF_TABLES_IPV4``.
 
 :func:`mobileip.tools.uml.ensure_kernel` (``python -m mobileip.tools.uml --ensure-kernel``, run
-by scripts/test as root) decides once per machine and writes the decision to :func:`choice_file`:
+by scripts/test as root) decides once per machine and records it (:func:`choice_file`,
+:func:`shim_marker`):
 
-1. Debian's ``linux.uml`` boots ``true`` as it is: ``debian``.
-2. It dies with that signature: the shim is compiled with ``gcc`` into :func:`shim_path` and
-   Debian's kernel is booted again with it preloaded; if that runs: ``debian+shim``.
-3. Otherwise the newer kernel is fetched from the Debian mirror (``user-mode-linux`` from
-   unstable, with trixie's ``libc6`` beside it since the binary needs glibc 2.38 and Debian 12
-   has 2.36), unpacked into :data:`FALLBACK_ROOT` and pointed at that libc with ``patchelf``:
-   ``fetched``. Its modules are in ``FALLBACK_ROOT/usr/lib/uml/modules/<release>``.
+1. Debian's ``linux.uml`` boots ``true`` as it is: the tier runs on it (``debian``), all of it.
+2. It dies with that signature: the tier runs on the newer kernel (``fetched``: Debian
+   unstable's ``user-mode-linux`` with trixie's ``libc6`` beside it, since the binary needs
+   glibc 2.38 and Debian 12 has 2.36, fetched from the Debian mirror, unpacked into
+   :data:`FALLBACK_ROOT`, pointed at that libc with ``patchelf``; its modules in
+   ``FALLBACK_ROOT/usr/lib/uml/modules/<release>``), and the shim is compiled with ``gcc`` into
+   :func:`shim_path` and Debian's kernel booted with it; if that runs, :func:`shim_marker` says
+   so and the tests marked ``iptables_nat`` get Debian's kernel with the shim in a boot of their
+   own (``mobileip.tools.uml.nat_kernel``). If the fetch fails but the shim works, everything
+   runs on Debian's kernel with the shim.
 
-:func:`kernel_path` follows the decision and :func:`kernel_env` gives the environment to start
-that kernel with (``LD_PRELOAD`` of the shim for ``debian+shim``). Nothing is installed into the
-system's own paths. ``MOBILEIP_UML_KERNEL`` names a kernel to use instead (e.g. the fetched
-``/var/cache/mobileip/uml/usr/bin/linux.uml``); ``MOBILEIP_UML_SHIM=1`` preloads the shim into
-whatever kernel boots (built on first use), ``MOBILEIP_UML_SHIM=0`` never.
+Why the tier does not run on 6.1 with the shim throughout (measured, docs/testing.md): there it
+passed 19 of 20 kernel tests (the forwarding bench's raw IP-in-IP sender row delivers nothing on
+6.1) and ran slower; 7.2 has no MASQUERADE, so the NAT tests need 6.1.
+
+:func:`kernel_path` follows the choice and :func:`kernel_env` gives the environment to start a
+kernel with (``LD_PRELOAD`` of the shim when :func:`wants_shim`). Nothing is installed into the
+system's own paths. ``MOBILEIP_UML_KERNEL`` names a kernel to use instead (e.g.
+``/usr/bin/linux.uml``); ``MOBILEIP_UML_SHIM=1`` preloads the shim into whatever kernel boots
+(built on first use), ``MOBILEIP_UML_SHIM=0`` never.
 """
 
 from __future__ import annotations
