@@ -545,8 +545,23 @@ def cmd_reverse(args: argparse.Namespace) -> dict[str, object]:
                      len(part))  # fmt: skip
     took = time.perf_counter() - started
     code = reverse_program(allowed, drops, args.ha)
+    if args.shipped_program:  # experiment: the shipped program, attached the prototype's way
+        from mobileip.dataplane.bpf import reverse_program as shipped_reverse
+
+        code = shipped_reverse(allowed, drops, IPv4Address(args.ha))
     prog = prog_load(code, "mip_rev")
-    attach(args.dev, prog, "mip_rev")
+    if args.netlink_attach:  # experiment: attached with the package's rtnetlink messages
+        from mobileip.dataplane import bpf as shipped
+        from mobileip.net import rtnl
+
+        index = socket.if_nametoindex(args.dev)
+        with rtnl.RtnlSocket() as sock:
+            sock.apply([shipped.clsact_add(index)], ignore_benign=False)
+            failures = sock.apply([shipped.bpf_filter(index, 1, prog)], ignore_benign=False)
+            if failures:
+                raise OSError(failures[0].errno, str(failures[0]))
+    else:
+        attach(args.dev, prog, "mip_rev")
     if args.pin:
         obj_pin(allowed, f"{args.pin}/allowed")
         obj_pin(drops, f"{args.pin}/drops")
@@ -561,7 +576,12 @@ def cmd_package(args: argparse.Namespace) -> dict[str, object]:
 
     homes = _homes(args.home, args.count)
     coa = IPv4Address(args.coa)
-    fast = BpfFastPath(IPv4Address(args.ha), [args.dev, args.out],
+    import mobileip.dataplane.bpf as shipped
+
+    if args.prio1:  # experiment: the reverse filter at tc prio 1, as the prototype's
+        shipped.PRIO_REVERSE = 1
+    devs = [args.out] if args.out_only else [args.dev, args.out]
+    fast = BpfFastPath(IPv4Address(args.ha), devs,
                        capacity=max(1024, args.count))  # fmt: skip
     fast.start()
     started = time.perf_counter()
@@ -569,6 +589,8 @@ def cmd_package(args: argparse.Namespace) -> dict[str, object]:
         fast.stage(h, (coa, args.gre and h == homes[0]), [coa])
     fast.flush()
     took = time.perf_counter() - started
+    if args.reverse_only:  # experiment: without the forward program
+        os.close(fast.progs.pop(shipped.PRIO_FORWARD))
     fast.set_live(True)
     return {"installed": fast.installed(), "errors": fast.errors,
             "install_us_per_binding": round(took / max(1, len(homes)) * 1e6, 2)}  # fmt: skip
@@ -598,6 +620,11 @@ def main() -> int:
         s.add_argument("--batch", type=int, default=500)
         s.add_argument("--gre", action="store_true")
         s.add_argument("--static-mac", action="store_true")
+        s.add_argument("--out-only", action="store_true", help="package: on --out only")
+        s.add_argument("--prio1", action="store_true", help="package: reverse at tc prio 1")
+        s.add_argument("--shipped-program", action="store_true", help="reverse: the package's")
+        s.add_argument("--netlink-attach", action="store_true", help="reverse: the package's way")
+        s.add_argument("--reverse-only", action="store_true", help="package: no forward program")
         s.add_argument("--pin", default="")
     args = p.parse_args()
     if args.cmd == "detach":

@@ -83,8 +83,14 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "pkg-gre": ("ceiling", "sender"),
     "pkg-rev": ("kernel-rev", "sender-rev-ipip"),
     "pkg-gre-rev": ("kernel-gre-rev", "sender-rev-gre"),
+    "pkg-rev-o": ("kernel-rev", "sender-rev-ipip"),  # attached on ha's care-of side only
+    "pkg-rev-p1": ("kernel-rev", "sender-rev-ipip"),  # the reverse filter at tc prio 1
+    "pkg-rev-r": ("kernel-rev", "sender-rev-ipip"),  # the reverse program only
+    "bpf-rev-s": ("kernel-rev", "sender-rev-ipip"),  # the shipped program, prototype's attach
+    "bpf-rev-n": ("kernel-rev", "sender-rev-ipip"),  # the prototype attached the shipped way
 }
-NO_RULE = ("kernel-rev-norule", "classic-rev", "bpf-rev", "bpf-gre-rev", "pkg-rev", "pkg-gre-rev")
+NO_RULE = ("kernel-rev-norule", "classic-rev", "bpf-rev", "bpf-gre-rev", "pkg-rev", "pkg-gre-rev",
+           "pkg-rev-o", "pkg-rev-p1", "pkg-rev-r", "bpf-rev-s", "bpf-rev-n")  # fmt: skip
 BPF = Path(__file__).resolve().parent / "bpf_fastpath.py"
 CEILING = {"ceiling": "", "ceiling-rev": ""}
 
@@ -142,6 +148,8 @@ def guest(args: argparse.Namespace) -> int:
             "bpf-mac": ([[*fwd, "--static-mac"]], [["@bpf", "detach", "--dev", f"{t}h"]]),
             "bpf-rev": ([rev], [["@bpf", "detach", "--dev", f"{t}o"]]),
             "bpf-gre-rev": ([rev], [["@bpf", "detach", "--dev", f"{t}o"]]),
+            "bpf-rev-s": ([[*rev, "--shipped-program"]], [["@bpf", "detach", "--dev", f"{t}o"]]),
+            "bpf-rev-n": ([[*rev, "--netlink-attach"]], [["@bpf", "detach", "--dev", f"{t}o"]]),
         })  # fmt: skip
 
         def run(commands: list[list[str]]) -> None:
