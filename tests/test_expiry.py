@@ -194,13 +194,20 @@ def test_a_table_that_notes_changes_sees_every_expiry() -> None:
 
 # --- the chunked expiry agrees with the old one-call expiry ---------------------------------
 
+_reg = st.tuples(
+    st.just("reg"), st.integers(0, 12), st.integers(1, 20), st.integers(0, 3), st.integers(0, 4)
+)
+_sreg = st.tuples(  # shape 1: with the S flag, beside the bindings the record has
+    st.just("reg"), st.integers(0, 12), st.integers(1, 20), st.integers(0, 3), st.just(1)
+)
 _op = st.one_of(
-    # (kind, home index, lifetime or dt, care-of index, extra)
-    st.tuples(
-        st.just("reg"), st.integers(0, 40), st.integers(1, 30), st.integers(0, 3), st.integers(0, 4)
-    ),
-    st.tuples(st.just("dereg"), st.integers(0, 40), st.just(0), st.just(0), st.just(0)),
-    st.tuples(st.just("tick"), st.just(0), st.integers(0, 40), st.just(0), st.just(0)),
+    # (kind, home index, lifetime or dt, care-of index, shape: see _record)
+    _reg,
+    _reg,
+    _sreg,
+    _sreg,
+    st.tuples(st.just("dereg"), st.integers(0, 12), st.just(0), st.just(0), st.just(0)),
+    st.tuples(st.just("tick"), st.just(0), st.integers(0, 25), st.just(0), st.just(0)),
 )
 
 
@@ -224,7 +231,7 @@ def _record(
 
 
 @settings(max_examples=150, deadline=None)
-@given(ops=st.lists(_op, max_size=80), limit=st.integers(1, 9), ttl=st.integers(1, 50))
+@given(ops=st.lists(_op, max_size=120), limit=st.integers(1, 6), ttl=st.integers(1, 40))
 def test_chunked_expiry_matches_the_old_one_call_expiry(
     ops: list[tuple[str, int, int, int, int]], limit: int, ttl: int
 ) -> None:
