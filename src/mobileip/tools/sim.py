@@ -61,6 +61,7 @@ from mobileip.tools.sim_faults import (
     LinkFaults,
     SimMember,
     draw_partitions,
+    members_for,
 )
 from mobileip.wire import nat as wire_nat
 from mobileip.wire import registration as reg
@@ -761,11 +762,6 @@ class Simulation(EventQueue):
 
 
 MODES = ("async", "semisync")
-
-
-def members_for(seed: int) -> int:
-    """How many members a sweep runs ``seed`` with: 2 to 5, by the seed (CI and nightly)."""
-    return 2 + seed % 4
 
 
 def run_seed(seed: int, mode: str = "async", members: int = 3) -> Report:

@@ -66,6 +66,7 @@ from mobileip.tools.sim_faults import (
     LinkFaults,
     SimMember,
     draw_partitions,
+    members_for,
 )
 from mobileip.wire import registration as reg
 from mobileip.wire import revocation as rw
@@ -679,8 +680,6 @@ _TOTALS = (
 def sweep_batch(seeds: range) -> tuple[dict[str, int], list[tuple[int, int, list[str]]]]:
     """Run ``seeds`` (members ``2 + seed % 4``): the report's counts summed, and each failing
     seed with its members and first violations."""
-    from mobileip.tools.sim import members_for
-
     totals = dict.fromkeys(_TOTALS, 0)
     failures = []
     for seed in seeds:
