@@ -584,9 +584,12 @@ def cmd_package(args: argparse.Namespace) -> dict[str, object]:
     fast = BpfFastPath(IPv4Address(args.ha), devs,
                        capacity=max(1024, args.count))  # fmt: skip
     fast.start()
+    if args.small_batches:  # experiment: the maps filled 500 at a time, as the prototype does
+        fast.batch = 500
     started = time.perf_counter()
     for h in homes:
-        fast.stage(h, (coa, args.gre and h == homes[0]), [coa])
+        way = None if args.no_homes else (coa, args.gre and h == homes[0])
+        fast.stage(h, way, [coa])
     fast.flush()
     took = time.perf_counter() - started
     if args.reverse_only:  # experiment: without the forward program
@@ -624,6 +627,8 @@ def main() -> int:
         s.add_argument("--prio1", action="store_true", help="package: reverse at tc prio 1")
         s.add_argument("--shipped-program", action="store_true", help="reverse: the package's")
         s.add_argument("--netlink-attach", action="store_true", help="reverse: the package's way")
+        s.add_argument("--small-batches", action="store_true", help="package: batches of 500")
+        s.add_argument("--no-homes", action="store_true", help="package: reverse pairs only")
         s.add_argument("--reverse-only", action="store_true", help="package: no forward program")
         s.add_argument("--pin", default="")
     args = p.parse_args()

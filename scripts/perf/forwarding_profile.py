@@ -88,9 +88,12 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "pkg-rev-r": ("kernel-rev", "sender-rev-ipip"),  # the reverse program only
     "bpf-rev-s": ("kernel-rev", "sender-rev-ipip"),  # the shipped program, prototype's attach
     "bpf-rev-n": ("kernel-rev", "sender-rev-ipip"),  # the prototype attached the shipped way
+    "pkg-rev-b": ("kernel-rev", "sender-rev-ipip"),  # the maps filled 500 at a time
+    "pkg-rev-nh": ("kernel-rev", "sender-rev-ipip"),  # no homes map entries
 }
 NO_RULE = ("kernel-rev-norule", "classic-rev", "bpf-rev", "bpf-gre-rev", "pkg-rev", "pkg-gre-rev",
-           "pkg-rev-o", "pkg-rev-p1", "pkg-rev-r", "bpf-rev-s", "bpf-rev-n")  # fmt: skip
+           "pkg-rev-o", "pkg-rev-p1", "pkg-rev-r", "bpf-rev-s", "bpf-rev-n", "pkg-rev-b",
+           "pkg-rev-nh")  # fmt: skip
 BPF = Path(__file__).resolve().parent / "bpf_fastpath.py"
 CEILING = {"ceiling": "", "ceiling-rev": ""}
 
