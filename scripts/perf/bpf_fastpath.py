@@ -583,7 +583,15 @@ def cmd_package(args: argparse.Namespace) -> dict[str, object]:
     devs = [args.out] if args.out_only else [args.dev, args.out]
     fast = BpfFastPath(IPv4Address(args.ha), devs,
                        capacity=max(1024, args.count))  # fmt: skip
-    fast.start()
+    if args.late_load:  # experiment: the programs loaded after the maps are filled
+        from mobileip.dataplane import bpf_asm as shipped_asm
+
+        fast.homes_fd = shipped_asm.map_create(shipped_asm.MAP_HASH, 4, shipped.VALUE.size,
+                                               fast.capacity)  # fmt: skip
+        fast.allowed_fd = shipped_asm.map_create(shipped_asm.MAP_HASH, 8, 8, 2 * fast.capacity)
+        fast.drops_fd = shipped_asm.map_create(shipped_asm.MAP_ARRAY, 4, 8, 1)
+    else:
+        fast.start()
     if args.small_batches:  # experiment: the maps filled 500 at a time, as the prototype does
         fast.batch = 500
     started = time.perf_counter()
@@ -592,6 +600,13 @@ def cmd_package(args: argparse.Namespace) -> dict[str, object]:
         fast.stage(h, way, [coa])
     fast.flush()
     took = time.perf_counter() - started
+    if args.late_load:
+        fast.progs[shipped.PRIO_REVERSE] = shipped_asm.prog_load(
+            shipped.reverse_program(fast.allowed_fd, fast.drops_fd, fast.source), "mip_reverse"
+        )
+        fast.progs[shipped.PRIO_FORWARD] = shipped_asm.prog_load(
+            shipped.forward_program(fast.homes_fd), "mip_forward"
+        )
     if args.reverse_only:  # experiment: without the forward program
         os.close(fast.progs.pop(shipped.PRIO_FORWARD))
     fast.set_live(True)
@@ -629,6 +644,7 @@ def main() -> int:
         s.add_argument("--netlink-attach", action="store_true", help="reverse: the package's way")
         s.add_argument("--small-batches", action="store_true", help="package: batches of 500")
         s.add_argument("--no-homes", action="store_true", help="package: reverse pairs only")
+        s.add_argument("--late-load", action="store_true", help="package: programs after maps")
         s.add_argument("--reverse-only", action="store_true", help="package: no forward program")
         s.add_argument("--pin", default="")
     args = p.parse_args()

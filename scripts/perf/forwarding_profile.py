@@ -90,10 +90,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "bpf-rev-n": ("kernel-rev", "sender-rev-ipip"),  # the prototype attached the shipped way
     "pkg-rev-b": ("kernel-rev", "sender-rev-ipip"),  # the maps filled 500 at a time
     "pkg-rev-nh": ("kernel-rev", "sender-rev-ipip"),  # no homes map entries
+    "pkg-rev-l": ("kernel-rev", "sender-rev-ipip"),  # programs loaded after the maps are filled
 }
 NO_RULE = ("kernel-rev-norule", "classic-rev", "bpf-rev", "bpf-gre-rev", "pkg-rev", "pkg-gre-rev",
            "pkg-rev-o", "pkg-rev-p1", "pkg-rev-r", "bpf-rev-s", "bpf-rev-n", "pkg-rev-b",
-           "pkg-rev-nh")  # fmt: skip
+           "pkg-rev-nh", "pkg-rev-l")  # fmt: skip
 BPF = Path(__file__).resolve().parent / "bpf_fastpath.py"
 CEILING = {"ceiling": "", "ceiling-rev": ""}
 
