@@ -285,7 +285,7 @@ class BpfFastPath:
         self.pairs: dict[int, frozenset[int]] = {}
         self.staged_homes: dict[int, bytes | None] = {}
         self.staged_pairs: dict[int, frozenset[int]] = {}
-        self._flush_scheduled = False
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # where a flush is scheduled
         self.flushes = 0
         self.errors = 0  # map batches the kernel refused (the last one's error: last_error)
         self.last_error = ""
@@ -353,8 +353,8 @@ class BpfFastPath:
     def stage(self, home: IPv4Address, exit_: tuple[IPv4Address, bool] | None,
               reverse: Iterable[IPv4Address]) -> None:  # fmt: skip
         """``home`` tunnelled to ``exit_`` (care-of address, GRE?) or not at all (None), with
-        reverse tunnels accepted from ``reverse``; written at the next :meth:`flush` (the end
-        of this event-loop turn when one runs)."""
+        reverse tunnels accepted from ``reverse``; written at the next :meth:`flush`: the end
+        of this event-loop turn, or at once without a running loop."""
         h = int(home)
         self.staged_homes[h] = (
             None if exit_ is None else home_value(self.source, exit_[0], exit_[1], self.ttl)
@@ -369,20 +369,21 @@ class BpfFastPath:
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._flush_scheduled:
-            return
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop: the caller flushes
-        self._flush_scheduled = True
+        except RuntimeError:  # no loop (a synchronous caller): written now, unbatched
+            self.flush()
+            return
+        if self._flush_loop is loop:
+            return  # already scheduled on this loop (one that closed first does not count)
+        self._flush_loop = loop
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write what is staged: homes and pairs added or replaced, then removed, in batches of
         :attr:`batch`. A failed batch is counted (``errors``) and its entries forgotten as
         staged (the next change of those homes writes them again)."""
-        self._flush_scheduled = False
+        self._flush_loop = None
         if self.homes_fd < 0:
             self.staged_homes.clear()
             self.staged_pairs.clear()
