@@ -562,6 +562,15 @@ def cmd_reverse(args: argparse.Namespace) -> dict[str, object]:
                 raise OSError(failures[0].errno, str(failures[0]))
     else:
         attach(args.dev, prog, "mip_rev")
+    if args.second_filter:  # experiment: a second filter behind it that no packet reaches
+        from mobileip.dataplane import bpf as shipped2
+        from mobileip.net import rtnl as rtnl2
+
+        with rtnl2.RtnlSocket() as sock:
+            index = socket.if_nametoindex(args.dev)
+            failures = sock.apply([shipped2.bpf_filter(index, 2, prog)], ignore_benign=False)
+            if failures:
+                raise OSError(failures[0].errno, str(failures[0]))
     if args.pin:
         obj_pin(allowed, f"{args.pin}/allowed")
         obj_pin(drops, f"{args.pin}/drops")
@@ -645,6 +654,7 @@ def main() -> int:
         s.add_argument("--small-batches", action="store_true", help="package: batches of 500")
         s.add_argument("--no-homes", action="store_true", help="package: reverse pairs only")
         s.add_argument("--late-load", action="store_true", help="package: programs after maps")
+        s.add_argument("--second-filter", action="store_true", help="reverse: one more behind")
         s.add_argument("--reverse-only", action="store_true", help="package: no forward program")
         s.add_argument("--pin", default="")
     args = p.parse_args()

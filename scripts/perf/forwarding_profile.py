@@ -91,10 +91,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "pkg-rev-b": ("kernel-rev", "sender-rev-ipip"),  # the maps filled 500 at a time
     "pkg-rev-nh": ("kernel-rev", "sender-rev-ipip"),  # no homes map entries
     "pkg-rev-l": ("kernel-rev", "sender-rev-ipip"),  # programs loaded after the maps are filled
+    "bpf-rev-2": ("kernel-rev", "sender-rev-ipip"),  # the prototype + a filter no packet reaches
 }
 NO_RULE = ("kernel-rev-norule", "classic-rev", "bpf-rev", "bpf-gre-rev", "pkg-rev", "pkg-gre-rev",
            "pkg-rev-o", "pkg-rev-p1", "pkg-rev-r", "bpf-rev-s", "bpf-rev-n", "pkg-rev-b",
-           "pkg-rev-nh", "pkg-rev-l")  # fmt: skip
+           "pkg-rev-nh", "pkg-rev-l", "bpf-rev-2")  # fmt: skip
 BPF = Path(__file__).resolve().parent / "bpf_fastpath.py"
 CEILING = {"ceiling": "", "ceiling-rev": ""}
 
@@ -154,6 +155,7 @@ def guest(args: argparse.Namespace) -> int:
             "bpf-gre-rev": ([rev], [["@bpf", "detach", "--dev", f"{t}o"]]),
             "bpf-rev-s": ([[*rev, "--shipped-program"]], [["@bpf", "detach", "--dev", f"{t}o"]]),
             "bpf-rev-n": ([[*rev, "--netlink-attach"]], [["@bpf", "detach", "--dev", f"{t}o"]]),
+            "bpf-rev-2": ([[*rev, "--second-filter"]], [["@bpf", "detach", "--dev", f"{t}o"]]),
         })  # fmt: skip
 
         def run(commands: list[list[str]]) -> None:
