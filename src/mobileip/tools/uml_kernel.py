@@ -31,9 +31,9 @@ by scripts/test as root) decides once per machine and records it (:func:`choice_
    own (``mobileip.tools.uml.nat_kernel``). If the fetch fails but the shim works, everything
    runs on Debian's kernel with the shim.
 
-Why the tier does not run on 6.1 with the shim throughout (measured, docs/testing.md): there it
-passed 19 of 20 kernel tests (the forwarding bench's raw IP-in-IP sender row delivers nothing on
-6.1) and ran slower; 7.2 has no MASQUERADE, so the NAT tests need 6.1.
+Why the tier does not run on 6.1 with the shim throughout (measured, docs/testing.md): it is
+slower there, and under load a timing-sensitive row of the forwarding bench failed on it (19 of
+20 passed; on a quiet machine all 20); 7.2 has no MASQUERADE, so the NAT tests need 6.1.
 
 :func:`kernel_path` follows the choice and :func:`kernel_env` gives the environment to start a
 kernel with (``LD_PRELOAD`` of the shim when :func:`wants_shim`). Nothing is installed into the
