@@ -175,3 +175,34 @@ def test_xstate_shim_widens_a_short_xsave_write(tmp_path: Path) -> None:
     assert shimmed["written"] == "1" and shimmed["tail_kept"] == "1", shimmed
     assert (shimmed["peek"], shimmed["peek_errno"]) == ("-1", "0"), shimmed
     assert (shimmed["peek_bad"], shimmed["peek_bad_errno"]) == ("-1", str(errno.EIO)), shimmed
+
+
+def test_nat_kernel_is_debians_when_the_tier_kernel_lacks_iptable_nat(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The iptables_nat tests get the tier's kernel when it has iptable_nat; else Debian's, only
+    when ensure_kernel saw it boot here (the shim marker); else none (the tier then fails)."""
+    from mobileip.tools import uml
+
+    monkeypatch.delenv("MOBILEIP_UML_KERNEL", raising=False)
+    monkeypatch.delenv("MOBILEIP_UML_SHIM", raising=False)
+    monkeypatch.setattr(uml_kernel, "FALLBACK_ROOT", tmp_path / "cache")
+    debian = tmp_path / "usr" / "bin" / "linux.uml"
+    monkeypatch.setattr(uml_kernel, "debian_kernel", lambda: str(debian))
+    monkeypatch.setattr(uml, "debian_kernel", lambda: str(debian))
+    monkeypatch.setattr(uml, "kernel_release", lambda kernel=None: "6.1.176")
+    for kernel, modules in [(debian, "iptable_nat.ko"), (uml_kernel.fallback_kernel(), "x.ko")]:
+        kernel.parent.mkdir(parents=True, exist_ok=True)
+        kernel.write_text("")
+        dep = uml_kernel.modules_root(str(kernel)) / "6.1.176" / "modules.dep"
+        dep.parent.mkdir(parents=True)
+        dep.write_text(f"kernel/{modules}:\n")
+    uml_kernel.record_choice(uml_kernel.FETCHED)
+    assert uml.kernel_path() == str(uml_kernel.fallback_kernel())
+    assert uml.nat_kernel() is None  # Debian's not seen booting here
+    uml_kernel.shim_marker().parent.mkdir(parents=True)
+    uml_kernel.shim_marker().write_text(f"{debian}\n")
+    assert uml.nat_kernel() == str(debian)
+    uml_kernel.record_choice(uml_kernel.DEBIAN)
+    uml_kernel.shim_marker().unlink()
+    assert uml.kernel_path() == uml.nat_kernel() == str(debian)  # one boot for everything
