@@ -163,15 +163,18 @@ def test_staged_bindings_are_written_once_per_loop_turn() -> None:
 # --- inside a real kernel ---------------------------------------------------------------------
 
 
+TTL = 41  # the outer TTL, not the default: the kernel's route and the programs' template agree
+
+
 def _backend(topo: dict[str, str]) -> KernelBackend:
     tag = topo["ha"][-4:]
-    fast = BpfFastPath(HA_ADDR, [f"h{tag}", f"g{tag}"], capacity=16_384)
+    fast = BpfFastPath(HA_ADDR, [f"h{tag}", f"g{tag}"], ttl=TTL, capacity=16_384)
     # decapsulated packets arrive on the care-of side interface: strict rp_filter would drop
     # them (the home address is routed through the tunnel device)
     sh(f"ip netns exec {topo['ha']} sysctl -qw net.ipv4.conf.all.rp_filter=0 "
        f"net.ipv4.conf.g{tag}.rp_filter=0")  # fmt: skip
     with in_netns(topo["ha"]):
-        backend = KernelBackend(_nolog, HA_ADDR, fastpath=fast)
+        backend = KernelBackend(_nolog, HA_ADDR, ttl=TTL, fastpath=fast)
         asyncio.run(backend.start())
         backend.set_live(True)
     return backend
@@ -208,12 +211,16 @@ def test_forward_and_reverse_through_the_fast_path(
         # the first packet finds no neighbour entry for the care-of address: the program
         # passes it on and the kernel's tunnel sends it (and resolves the neighbour)
         sender.sendto(b"warm-up", (str(HOME), 9999))
-        assert len(drain(sink, 3.0)) == 1
+        warm = drain(sink, 3.0)
+        assert len(warm) == 1
+        assert warm[0][8] == TTL, warm[0][8]  # the kernel route's outer TTL
         before = _ipip_tx(ha)
         for i in range(n):
             sender.sendto(b"fwd%03d" % i, (str(HOME), 9999))
-        got = [decapsulate(p) for p in drain(sink, 3.0)]
+        packets = drain(sink, 3.0)
+        got = [decapsulate(p) for p in packets]
         assert len(got) == n, f"{len(got)}/{n} forwarded"
+        assert {p[8] for p in packets} == {TTL}  # the programs' outer TTL: the same
         for d in got:
             assert (d.kind, d.outer_src, d.outer_dst) == (wire, HA_ADDR, COA)
             assert (d.inner_src, d.inner_dst) == (CN_ADDR, HOME)
@@ -255,6 +262,34 @@ def test_forward_and_reverse_through_the_fast_path(
     assert "bpf" not in _filters(ha, f"h{tag}") + _filters(ha, f"g{tag}")
 
 
+@pytest.mark.kernel
+def test_a_restart_detaches_what_a_killed_predecessor_left(topo: dict[str, str]) -> None:
+    """A member SIGKILLed while live leaves its filters attached (the kernel keeps their
+    programs and maps): the next start takes them off, so a restarted standby forwards and
+    decapsulates nothing with the dead process's bindings."""
+    ha, tag = topo["ha"], topo["ha"][-4:]
+    backend = _backend(topo)
+    fast = backend.fastpath
+    assert fast is not None
+    # the process dies: its descriptors close, nothing is detached
+    for fd in (*fast.progs.values(), fast.homes_fd, fast.allowed_fd, fast.drops_fd):
+        os.close(fd)
+    shown = _filters(ha, f"h{tag}") + _filters(ha, f"g{tag}")
+    assert shown.count("name mip_forward") == 2 and shown.count("name mip_reverse") == 2, shown
+    again = BpfFastPath(HA_ADDR, [f"h{tag}", f"g{tag}"], capacity=64)
+    try:
+        with in_netns(ha):
+            again.start()
+        shown = _filters(ha, f"h{tag}") + _filters(ha, f"g{tag}")
+        assert "mip_" not in shown, shown
+    finally:
+        with in_netns(ha):
+            again.stop()
+            fast.progs.clear()
+            fast.homes_fd = fast.allowed_fd = fast.drops_fd = -1
+            asyncio.run(backend.stop())
+
+
 def _ipip_tx(ha: str) -> int:
     """Packets the kernel backend's own devices transmitted so far."""
     total = 0
@@ -290,7 +325,7 @@ def test_10000_bindings_installed_then_withdrawn_in_batches(topo: dict[str, str]
             assert fast.accepted(homes[123], coas[123]) == 0
             assert fast.accepted(homes[123], coas[124]) is None
             assert ba.lookup(fast.homes_fd, homes[9_999].packed, 36) == home_value(
-                HA_ADDR, coas[9_999], True, 64
+                HA_ADDR, coas[9_999], True, TTL
             )
             flushes = fast.flushes
             assert asyncio.run(backend.remove_many(homes[: n // 2], TABLE)) == 0
@@ -322,6 +357,7 @@ def test_daemon_attaches_the_fast_path_while_active(tmp_path: Path) -> None:
         cfg = ha_config(ha)
         cfg["dataplane"]["backend"] = "kernel"
         cfg["dataplane"]["fastpath_interfaces"] = [ha.ifname]
+        cfg["dataplane"]["ttl"] = 37  # the kernel's routes and the fast path's template agree
         conf = tmp_path / "ha.toml"
         conf.write_text(to_toml(cfg))
         daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
@@ -334,6 +370,8 @@ def test_daemon_attaches_the_fast_path_while_active(tmp_path: Path) -> None:
         assert fast["live"] and fast["reverse_pairs"] == 1 and fast["map_errors"] == 0, fast
         shown = seg.run(ha, ["tc", "filter", "show", "dev", ha.ifname, "ingress"]).stdout
         assert "mip_forward" in shown and "mip_reverse" in shown, shown
+        routes = seg.run(ha, ["ip", "route", "show", "table", "all", "proto", "77"]).stdout
+        assert "encap ip" in routes and " ttl 37 " in routes and " ttl 64 " not in routes, routes
         register(seg, far, FAR, lifetime=0)
         wait_dataplane(seg, ha, lambda d: d["backend"]["fastpath"]["homes"] == 0)
         assert daemon.stop() is not None

@@ -302,6 +302,30 @@ class BpfFastPath:
         except OSError:
             self.stop()
             raise
+        self._detach(self._indexes(), created=set())
+
+    def _indexes(self) -> dict[str, int]:
+        indexes = {}
+        for dev in self.interfaces:
+            try:
+                indexes[dev] = socket.if_nametoindex(dev)
+            except OSError:
+                continue  # gone: nothing to attach to, or detached with it
+        return indexes
+
+    def _detach(self, indexes: dict[str, int], created: set[str]) -> None:
+        """Our filters off ``indexes`` (the whole ``clsact`` where we ``created`` it). At start:
+        what a predecessor killed while live left attached (the kernel keeps a filter's program
+        and maps after the process dies): a restarted standby would go on forwarding and
+        decapsulating with that process's last bindings."""
+        with nl.RtnlSocket() as sock:
+            for dev, index in indexes.items():
+                if dev in created:
+                    sock.apply([clsact_del(index)])
+                else:
+                    sock.apply(
+                        [bpf_filter_del(index, prio) for prio in (PRIO_REVERSE, PRIO_FORWARD)]
+                    )
 
     def stop(self) -> None:
         self.set_live(False)
@@ -321,32 +345,24 @@ class BpfFastPath:
         another user attached stays) or detach them. Raises OSError if the kernel refuses."""
         if live == self.live or (live and not self.progs):
             return
-        indexes = {}
-        for dev in self.interfaces:
-            try:
-                indexes[dev] = socket.if_nametoindex(dev)
-            except OSError:
-                continue  # gone: nothing to attach to, or detached with it
+        indexes = self._indexes()
+        if not live:
+            self._detach(indexes, self.created_clsact)
+            self.created_clsact.clear()
+            self.live = False
+            return
         with nl.RtnlSocket() as sock:
-            if live:
-                for dev, index in indexes.items():
-                    failures = sock.apply([clsact_add(index)], ignore_benign=False)
-                    if failures and failures[0].errno != errno.EEXIST:
-                        raise OSError(failures[0].errno, f"clsact on {dev}: {failures[0]}")
-                    if not failures:
-                        self.created_clsact.add(dev)
-                    adds = [bpf_filter(index, prio, fd) for prio, fd in self.progs.items()]
-                    failures = sock.apply(adds, ignore_benign=False)
-                    if failures:
-                        raise OSError(failures[0].errno, f"bpf on {dev}: {failures[0]}")
-            else:
-                for dev, index in indexes.items():
-                    if dev in self.created_clsact:
-                        sock.apply([clsact_del(index)])
-                    else:
-                        sock.apply([bpf_filter_del(index, prio) for prio in self.progs])
-                self.created_clsact.clear()
-        self.live = live
+            for dev, index in indexes.items():
+                failures = sock.apply([clsact_add(index)], ignore_benign=False)
+                if failures and failures[0].errno != errno.EEXIST:
+                    raise OSError(failures[0].errno, f"clsact on {dev}: {failures[0]}")
+                if not failures:
+                    self.created_clsact.add(dev)
+                adds = [bpf_filter(index, prio, fd) for prio, fd in self.progs.items()]
+                failures = sock.apply(adds, ignore_benign=False)
+                if failures:
+                    raise OSError(failures[0].errno, f"bpf on {dev}: {failures[0]}")
+        self.live = True
 
     # --- the maps: staged per binding, written in batches ---------------------------------
 

@@ -196,6 +196,7 @@ class DataPlaneService:
             cfg.tun_name,
             self.source,
             self.own,
+            ttl=cfg.ttl,  # the outer TTL of every path: kernel routes, BPF template, userspace
             home_interface=cfg.home_interface,
             fastpath=(
                 BpfFastPath(self.source, cfg.fastpath_interfaces, cfg.ttl, cfg.fastpath_capacity)
