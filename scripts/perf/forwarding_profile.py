@@ -157,6 +157,17 @@ def guest(args: argparse.Namespace) -> int:
             "bpf-rev-n": ([[*rev, "--netlink-attach"]], [["@bpf", "detach", "--dev", f"{t}o"]]),
             "bpf-rev-2": ([[*rev, "--second-filter"]], [["@bpf", "detach", "--dev", f"{t}o"]]),
         })  # fmt: skip
+        # the shipped path (BpfFastPath on both of ha's interfaces). Until 2026-12-07 02:00 these
+        # variants had no entry here, so every pkg* row measured its base path with no program
+        # attached (pkg = ceiling, pkg-rev = kernel-rev without its rule)
+        pkg = ["@bpf", "package", "--dev", f"{t}h", "--out", f"{t}o", *common]
+        pkg_off = [["@bpf", "detach", "--dev", f"{t}h"], ["@bpf", "detach", "--dev", f"{t}o"]]
+        for name, extra in (("pkg", []), ("pkg-gre", ["--gre"]), ("pkg-rev", []),
+                            ("pkg-gre-rev", []), ("pkg-rev-o", ["--out-only"]),
+                            ("pkg-rev-p1", ["--prio1"]), ("pkg-rev-r", ["--reverse-only"]),
+                            ("pkg-rev-b", ["--small-batches"]), ("pkg-rev-nh", ["--no-homes"]),
+                            ("pkg-rev-l", ["--late-load"])):  # fmt: skip
+            setups[name] = ([[*pkg, *extra]], pkg_off)
 
         def run(commands: list[list[str]]) -> None:
             for argv in commands:
@@ -264,8 +275,8 @@ def host(args: argparse.Namespace) -> int:
         return 1
     runs: dict[str, list[list[float]]] = json.loads(lines[-1])
     for line in result.output.splitlines():
-        if "sender behind a bridge" in line:
-            print(line.strip())
+        if "sender behind a bridge" in line or "bpf_fastpath" in line:
+            print(line.strip())  # what the fast path variants loaded, as the guest reported it
 
     def ns(r: list[float]) -> float | None:
         used = cpu.between(r[3], r[4])
