@@ -591,7 +591,7 @@ def cmd_package(args: argparse.Namespace) -> dict[str, object]:
         shipped.PRIO_REVERSE = 1
     devs = [args.out] if args.out_only else [args.dev, args.out]
     fast = BpfFastPath(IPv4Address(args.ha), devs,
-                       capacity=max(1024, args.count))  # fmt: skip
+                       capacity=args.capacity or max(1024, args.count))  # fmt: skip
     if args.late_load:  # experiment: the programs loaded after the maps are filled
         from mobileip.dataplane import bpf_asm as shipped_asm
 
@@ -656,6 +656,7 @@ def main() -> int:
         s.add_argument("--late-load", action="store_true", help="package: programs after maps")
         s.add_argument("--second-filter", action="store_true", help="reverse: one more behind")
         s.add_argument("--reverse-only", action="store_true", help="package: no forward program")
+        s.add_argument("--capacity", type=int, default=0, help="package: maps' capacity")
         s.add_argument("--pin", default="")
     args = p.parse_args()
     if args.cmd == "detach":

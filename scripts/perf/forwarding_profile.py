@@ -92,10 +92,12 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "pkg-rev-nh": ("kernel-rev", "sender-rev-ipip"),  # no homes map entries
     "pkg-rev-l": ("kernel-rev", "sender-rev-ipip"),  # programs loaded after the maps are filled
     "bpf-rev-2": ("kernel-rev", "sender-rev-ipip"),  # the prototype + a filter no packet reaches
+    "pkg-c": ("ceiling", "sender"),  # the shipped default capacity (131,072 homes)
+    "pkg-rev-c": ("kernel-rev", "sender-rev-ipip"),  # the same, reverse
 }
 NO_RULE = ("kernel-rev-norule", "classic-rev", "bpf-rev", "bpf-gre-rev", "pkg-rev", "pkg-gre-rev",
            "pkg-rev-o", "pkg-rev-p1", "pkg-rev-r", "bpf-rev-s", "bpf-rev-n", "pkg-rev-b",
-           "pkg-rev-nh", "pkg-rev-l", "bpf-rev-2")  # fmt: skip
+           "pkg-rev-nh", "pkg-rev-l", "bpf-rev-2", "pkg-rev-c")  # fmt: skip
 BPF = Path(__file__).resolve().parent / "bpf_fastpath.py"
 CEILING = {"ceiling": "", "ceiling-rev": ""}
 
@@ -166,7 +168,8 @@ def guest(args: argparse.Namespace) -> int:
                             ("pkg-gre-rev", []), ("pkg-rev-o", ["--out-only"]),
                             ("pkg-rev-p1", ["--prio1"]), ("pkg-rev-r", ["--reverse-only"]),
                             ("pkg-rev-b", ["--small-batches"]), ("pkg-rev-nh", ["--no-homes"]),
-                            ("pkg-rev-l", ["--late-load"])):  # fmt: skip
+                            ("pkg-rev-l", ["--late-load"]), ("pkg-c", ["--capacity", "131072"]),
+                            ("pkg-rev-c", ["--capacity", "131072"])):  # fmt: skip
             setups[name] = ([[*pkg, *extra]], pkg_off)
 
         def run(commands: list[list[str]]) -> None:
