@@ -17,7 +17,8 @@ system call through ctypes (no compiler, no libbpf), attached with pyroute2:
   (``bpf_skb_adjust_room`` by minus the outer header) and goes on to the stack as a plain
   packet, which forwards it; a miss is dropped and counted (``drops`` array, index 0).
 
-Maps are filled with ``BPF_MAP_UPDATE_BATCH`` (and emptied with ``BPF_MAP_DELETE_BATCH``).
+Maps are filled with ``BPF_MAP_UPDATE_BATCH``. The ``bpf()`` calls and the assembler are the
+package's (:mod:`mobileip.dataplane.bpf_asm`).
 
 Run inside the Home Agent's namespace (``ip netns exec NS python bpf_fastpath.py ...``)::
 
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -42,45 +42,41 @@ import socket
 import struct
 import sys
 import time
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
-# --- the bpf() system call -------------------------------------------------------------------
+from mobileip.dataplane.bpf_asm import (
+    ADJ_ENCAP_L3_IPV4,
+    ADJ_ENCAP_L4_GRE,
+    ADJ_ROOM_MAC,
+    F_ADJUST_ROOM,
+    F_MAP_LOOKUP,
+    F_REDIRECT,
+    F_REDIRECT_NEIGH,
+    FP,
+    MAP_ARRAY,
+    MAP_HASH,
+    MAP_UPDATE_BATCH,
+    SKB_DATA,
+    SKB_DATA_END,
+    SKB_LEN,
+    SKB_PKT_TYPE,
+    TC_ACT_OK,
+    TC_ACT_SHOT,
+    Asm,
+    _addr,
+    _attr,
+    bpf,
+    lookup,
+    map_create,
+    obj_get,
+    obj_pin,
+    prog_load,
+    raw32,
+)
 
-NR_BPF = {"x86_64": 321, "aarch64": 280}[os.uname().machine]
-MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM = 0, 1, 2
-PROG_LOAD, OBJ_PIN, OBJ_GET = 5, 6, 7
-MAP_LOOKUP_BATCH, MAP_UPDATE_BATCH, MAP_DELETE_BATCH = 24, 26, 27
-MAP_HASH, MAP_ARRAY = 1, 2
-PROG_SCHED_CLS = 3
-ATTR_SIZE = 144
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def bpf(cmd: int, attr: bytearray) -> int:
-    buf = (ctypes.c_char * ATTR_SIZE).from_buffer(attr)
-    ret = int(_libc.syscall(NR_BPF, cmd, buf, ATTR_SIZE))
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"bpf({cmd}): {os.strerror(err)}")
-    return ret
-
-
-def _attr(fmt: str, *values: object) -> bytearray:
-    attr = bytearray(ATTR_SIZE)
-    struct.pack_into(fmt, attr, 0, *values)
-    return attr
-
-
-def _addr(buf: ctypes.Array[ctypes.c_char]) -> int:
-    return ctypes.addressof(buf)
-
-
-def map_create(kind: int, key_size: int, value_size: int, entries: int) -> int:
-    return bpf(MAP_CREATE, _attr("=IIIII", kind, key_size, value_size, entries, 0))
+# --- the bpf() system call and the assembler are the package's (mobileip.dataplane.bpf_asm);
+# the prototype's batch update stays: one call, raising on an error (the package's reports it)
 
 
 def update_batch(fd: int, keys: bytes, values: bytes, count: int) -> int:
@@ -90,172 +86,6 @@ def update_batch(fd: int, keys: bytes, values: bytes, count: int) -> int:
     attr = _attr("=QQQQIIQQ", 0, 0, _addr(k), _addr(v), count, fd, 0, 0)
     bpf(MAP_UPDATE_BATCH, attr)
     return int(struct.unpack_from("=I", attr, 32)[0])
-
-
-def delete_batch(fd: int, keys: bytes, count: int) -> int:
-    k = ctypes.create_string_buffer(keys, len(keys) or 1)
-    attr = _attr("=QQQQIIQQ", 0, 0, _addr(k), 0, count, fd, 0, 0)
-    try:
-        bpf(MAP_DELETE_BATCH, attr)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
-    return int(struct.unpack_from("=I", attr, 32)[0])
-
-
-def lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
-    k = ctypes.create_string_buffer(key, len(key))
-    v = ctypes.create_string_buffer(value_size)
-    try:
-        bpf(MAP_LOOKUP_ELEM, _attr("=IIQQQ", fd, 0, _addr(k), _addr(v), 0))
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
-    return v.raw
-
-
-def prog_load(insns: bytes, name: str) -> int:
-    log = ctypes.create_string_buffer(1 << 20)
-    lic = ctypes.create_string_buffer(b"GPL")
-    code = ctypes.create_string_buffer(insns, len(insns))
-    attr = _attr("=IIQQIIQII16s", PROG_SCHED_CLS, len(insns) // 8, _addr(code), _addr(lic),
-                 1, len(log), _addr(log), 0, 0, name.encode()[:15])  # fmt: skip
-    try:
-        return bpf(PROG_LOAD, attr)
-    except OSError as exc:
-        text = log.value.decode(errors="replace")
-        raise OSError(exc.errno, f"{exc.strerror}; verifier:\n{text[-4000:]}") from None
-
-
-def obj_pin(fd: int, path: str) -> None:
-    p = ctypes.create_string_buffer(path.encode())
-    bpf(OBJ_PIN, _attr("=QI", _addr(p), fd))
-
-
-def obj_get(path: str) -> int:
-    p = ctypes.create_string_buffer(path.encode())
-    return bpf(OBJ_GET, _attr("=QI", _addr(p), 0))
-
-
-# --- a small eBPF assembler --------------------------------------------------------------------
-
-# classes, sizes, modes, operations (include/uapi/linux/bpf_common.h, bpf.h)
-LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
-W, H, B, DW = 0x00, 0x08, 0x10, 0x18
-SIZES = {4: W, 2: H, 1: B, 8: DW}
-MEM, IMM, ATOMIC = 0x60, 0x00, 0xC0
-K, X = 0x00, 0x08
-OPS = {"+": 0x00, "-": 0x10, "*": 0x20, "|": 0x40, "&": 0x50, "<<": 0x60, ">>": 0x70,
-       "^": 0xA0, "=": 0xB0}  # fmt: skip
-JOPS = {"==": 0x10, ">": 0x20, ">=": 0x30, "!=": 0x50, "<": 0xA0, "<=": 0xB0}
-CALL, EXIT, JA = 0x80, 0x90, 0x00
-END, TO_BE = 0xD0, 0x08
-PSEUDO_MAP_FD = 1
-FP = 10  # the frame pointer
-
-# helpers
-F_MAP_LOOKUP, F_REDIRECT, F_ADJUST_ROOM, F_REDIRECT_NEIGH = 1, 23, 50, 152
-ADJ_ROOM_MAC = 1
-ADJ_ENCAP_L3_IPV4, ADJ_ENCAP_L4_GRE = 1 << 1, 1 << 3
-TC_ACT_OK, TC_ACT_SHOT = 0, 2
-# struct __sk_buff
-SKB_LEN, SKB_PKT_TYPE, SKB_DATA, SKB_DATA_END = 0, 4, 76, 80
-
-
-def _insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
-    return struct.pack("<BBhi", op, (src << 4) | dst, off, imm)
-
-
-@dataclass
-class Asm:
-    """Instructions with symbolic jump targets (``label``), resolved by :meth:`code`."""
-
-    out: list[bytes | tuple[int, int, int, str]] = field(default_factory=list)
-    labels: dict[str, int] = field(default_factory=dict)
-
-    def _slot(self) -> int:
-        return len(self.out)
-
-    def label(self, name: str) -> None:
-        self.labels[name] = self._slot()
-
-    def alu(self, dst: int, op: str, src: int | None = None, imm: int = 0) -> None:
-        """``dst op= src`` (register) or ``dst op= imm``; 64-bit."""
-        kind = K if src is None else X
-        self.out.append(_insn(ALU64 | OPS[op] | kind, dst, src or 0, 0, imm))
-
-    def mov(self, dst: int, src: int | None = None, imm: int = 0) -> None:
-        self.alu(dst, "=", src, imm)
-
-    def be16(self, dst: int) -> None:
-        self.out.append(_insn(ALU | END | TO_BE, dst, 0, 0, 16))
-
-    def ldx(self, size: int, dst: int, src: int, off: int) -> None:
-        self.out.append(_insn(LDX | MEM | SIZES[size], dst, src, off))
-
-    def stx(self, size: int, dst: int, off: int, src: int) -> None:
-        self.out.append(_insn(STX | MEM | SIZES[size], dst, src, off))
-
-    def st(self, size: int, dst: int, off: int, imm: int) -> None:
-        self.out.append(_insn(ST | MEM | SIZES[size], dst, 0, off, imm))
-
-    def xadd64(self, dst: int, off: int, src: int) -> None:
-        """``lock *(u64 *)(dst + off) += src``."""
-        self.out.append(_insn(STX | ATOMIC | DW, dst, src, off, 0x00))
-
-    def ld_map(self, dst: int, fd: int) -> None:
-        self.out.append(_insn(LD | IMM | DW, dst, PSEUDO_MAP_FD, 0, fd))
-        self.out.append(_insn(0))
-
-    def ld_imm64(self, dst: int, value: int) -> None:
-        self.out.append(_insn(LD | IMM | DW, dst, 0, 0, value & 0xFFFFFFFF))
-        self.out.append(_insn(0, 0, 0, 0, (value >> 32) & 0xFFFFFFFF))
-
-    def jmp(
-        self,
-        dst: int,
-        op: str,
-        target: str,
-        src: int | None = None,
-        imm: int = 0,
-        w32: bool = False,
-    ) -> None:
-        """``if dst op src|imm goto target`` (unsigned; 64-bit, or the low 32 bits: ``w32``)."""
-        kind = K if src is None else X
-        signed = imm - (1 << 32) if imm >= 1 << 31 else imm
-        cls = JMP32 if w32 else JMP
-        self.out.append((cls | JOPS[op] | kind, dst, (src or 0) << 4, f"{signed}:{target}"))
-
-    def goto(self, target: str) -> None:
-        self.out.append((JMP | JA, 0, 0, f"0:{target}"))
-
-    def call(self, helper: int) -> None:
-        self.out.append(_insn(JMP | CALL, 0, 0, 0, helper))
-
-    def exit(self) -> None:
-        self.out.append(_insn(JMP | EXIT))
-
-    def ret(self, value: int) -> None:
-        self.mov(0, imm=value)
-        self.exit()
-
-    def code(self) -> bytes:
-        parts = []
-        for i, item in enumerate(self.out):
-            if isinstance(item, bytes):
-                parts.append(item)
-                continue
-            op, dst, src, ref = item
-            imm, _, target = ref.rpartition(":")
-            off = self.labels[target] - i - 1
-            parts.append(struct.pack("<BBhi", op, src | dst, off, int(imm)))
-        return b"".join(parts)
-
-
-def _raw32(addr: str) -> int:
-    """An IPv4 address as the 32-bit value a little-endian ``ldx w`` of it reads."""
-    return int(struct.unpack("<I", IPv4Address(addr).packed)[0])
 
 
 # --- the forward program -----------------------------------------------------------------------
@@ -415,7 +245,7 @@ def reverse_program(allowed_fd: int, drops_fd: int, ha: str) -> bytes:
     a.ldx(1, 4, 2, ETH)
     a.jmp(4, "!=", "pass", imm=0x45)
     a.ldx(4, 4, 2, ETH + 16)
-    a.jmp(4, "!=", "pass", imm=_raw32(ha), w32=True)
+    a.jmp(4, "!=", "pass", imm=raw32(ha), w32=True)
     a.ldx(4, 4, 2, ETH + 12)
     a.stx(4, FP, -4, 4)  # key: inner source, outer source
     a.ldx(1, 4, 2, ETH + 9)
