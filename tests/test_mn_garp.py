@@ -11,6 +11,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 import pytest
+from recording_socket import RecordingSocket
 
 from mobileip.agents.mn import daemon as mnd
 from mobileip.log import Logger
@@ -24,28 +25,6 @@ def config(interface: str) -> mnd.MobileNodeConfig:
         "mn.toml", interface, HOME, IPv4Address("10.77.0.1"), IPv4Network("10.77.0.0/24"), 256,
         b"k" * 16,
     )  # fmt: skip
-
-
-class RecordingSocket:
-    made: list[RecordingSocket] = []
-
-    def __init__(self, family: int, kind: int, proto: int = 0) -> None:
-        self.args = (family, kind, proto)
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-        self.blocking = True
-        self.closed = False
-        RecordingSocket.made.append(self)
-
-    def setblocking(self, flag: bool) -> None:
-        self.blocking = flag
-
-    def sendto(self, frame: bytes, address: tuple[str, int]) -> int:
-        assert not self.closed
-        self.sent.append((frame, address))
-        return len(frame)
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def test_gratuitous_arps_reuse_one_packet_socket(monkeypatch: pytest.MonkeyPatch) -> None:

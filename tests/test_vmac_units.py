@@ -9,6 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 import pytest
+from recording_socket import RecordingSocket
 
 from mobileip.config import DataplaneConfig, VrrpConfig
 from mobileip.daemon.roles import NativeDriver, StaticDriver, make_driver, vmac_interface
@@ -104,30 +105,6 @@ def test_gratuitous_arp_survives_the_pending_error_of_a_link_that_came_up() -> N
     arp._sock = FlakySocket(ENETDOWN, ENETDOWN)  # type: ignore[assignment]
     arp.gratuitous(IPv4Address("10.77.128.2"))  # really down: counted, not retried forever
     assert arp.counters["garp-errors"] == 1 and arp.counters["garp-sent"] == 1
-
-
-class RecordingSocket:
-    """Stands for the AF_PACKET socket: records what is sent and whether it was closed."""
-
-    made: list[RecordingSocket] = []
-
-    def __init__(self, family: int, kind: int, proto: int) -> None:
-        self.args = (family, kind, proto)
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-        self.closed = False
-        self.blocking = True
-        RecordingSocket.made.append(self)
-
-    def setblocking(self, flag: bool) -> None:
-        self.blocking = flag
-
-    def sendto(self, frame: bytes, address: tuple[str, int]) -> int:
-        assert not self.closed
-        self.sent.append((frame, address))
-        return len(frame)
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def test_announce_reuses_one_packet_socket_until_release(monkeypatch: pytest.MonkeyPatch) -> None:
