@@ -36,7 +36,15 @@ import pytest
 
 from mobileip.tools import simnodes
 from mobileip.tools.lab import LabError, NetnsLab, _ip
-from mobileip.tools.takeover import RECEIVER, SENDER, STATUS, KernelLab, tunnelled_twice
+from mobileip.tools.takeover import (
+    RECEIVER,
+    SENDER,
+    KernelLab,
+    dataplane_status,
+    sampled_outages,
+    tunnelled_twice,
+    tx_packets,
+)
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
 
@@ -57,19 +65,9 @@ class FastPathLab(KernelLab):
         return cfg
 
 
-def status(lab: NetnsLab, node: str) -> dict[str, Any]:
-    data: dict[str, Any] = lab.control(node, STATUS, timeout=30.0)
-    return data
-
-
 def fastpath(lab: NetnsLab, node: str) -> dict[str, Any]:
-    fp: dict[str, Any] = status(lab, node)["backend"]["fastpath"]
+    fp: dict[str, Any] = dataplane_status(lab, node)["backend"]["fastpath"]
     return fp
-
-
-def tx_packets(lab: NetnsLab, node: str, dev: str) -> int:
-    out = lab.run(node, ["ip", "-s", "-j", "link", "show", dev])
-    return int(json.loads(out)[0]["stats64"]["tx"]["packets"])
 
 
 def filters(lab: NetnsLab, node: str) -> str:
@@ -99,7 +97,7 @@ def test_takeover_with_the_fast_path_on() -> None:
         assert lab.binding_count("ha1") == N, reg
         lab._wait(
             lambda: all(
-                (d := status(lab, n))["installed"] == d["desired"] == N
+                (d := dataplane_status(lab, n))["installed"] == d["desired"] == N
                 and not d["pending"]
                 and d["backend"]["fastpath"]["homes"] == N
                 for n in ("ha1", "ha2")
@@ -137,14 +135,11 @@ def test_takeover_with_the_fast_path_on() -> None:
         got = json.loads(rx.wait_for(r"^RESULT ", 60)[len("RESULT ") :])
         tx.wait_for(r"^sent ", 20)
 
-        per_home: dict[str, dict[str, float | None]] = {}
-        for h in homes:
-            arrivals = sorted(t for t, dst, _ in got if dst == h)
-            per_home[h] = simnodes.node_outage(arrivals, killed, SEND_EVERY)
+        per_home = sampled_outages(got, homes, killed, SEND_EVERY)
         summary = simnodes.summarize(per_home)
         twice = tunnelled_twice(got)
         f2 = fastpath(lab, "ha2")
-        d2 = status(lab, "ha2")
+        d2 = dataplane_status(lab, "ha2")
         outage = summary["outage_ms"]
         # packets sent to the sampled homes in a 2 s window: SAMPLES / SEND_EVERY per second
         window = int(2.0 * SAMPLES / SEND_EVERY)

@@ -39,13 +39,20 @@ import json
 import os
 import signal
 import time
-from typing import Any
 
 import pytest
 
 from mobileip.tools import simnodes
 from mobileip.tools.lab import NetnsLab, _ip
-from mobileip.tools.takeover import RECEIVER, SENDER, STATUS, KernelLab, tunnelled_twice
+from mobileip.tools.takeover import (
+    RECEIVER,
+    SENDER,
+    KernelLab,
+    dataplane_status,
+    sampled_outages,
+    tunnelled_twice,
+    tx_packets,
+)
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
 
@@ -55,16 +62,6 @@ SEND_EVERY = 0.02  # per sampled node; UML has one CPU for everything
 OUTAGE_BOUND_S = 2.0
 SWITCH_BOUND_MS = 50.0  # the rule and the macvlan (0.2-4 ms); 1,000 routes took 80-290 ms here
 TABLE = 100
-
-
-def installed(lab: NetnsLab, node: str) -> dict[str, Any]:
-    data: dict[str, Any] = lab.control(node, STATUS, timeout=30.0)
-    return data
-
-
-def tx_packets(lab: NetnsLab, node: str, dev: str) -> int:
-    out = lab.run(node, ["ip", "-s", "-j", "link", "show", dev])
-    return int(json.loads(out)[0]["stats64"]["tx"]["packets"])
 
 
 def line_at(lab: NetnsLab, node: str, pattern: str, since: float) -> float | None:
@@ -99,7 +96,8 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
         assert lab.binding_count("ha1") == N, reg
         lab._wait(
             lambda: all(
-                (d := installed(lab, n))["installed"] == d["desired"] == N and not d["pending"]
+                (d := dataplane_status(lab, n))["installed"] == d["desired"] == N
+                and not d["pending"]
                 for n in ("ha1", "ha2")
             ),
             60 + N / 200,
@@ -107,7 +105,7 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
             poll=0.25,
         )
         ready = time.monotonic() - started
-        d1, d2 = installed(lab, "ha1"), installed(lab, "ha2")
+        d1, d2 = dataplane_status(lab, "ha1"), dataplane_status(lab, "ha2")
         print(
             f"\nkernel backend in UML: lab up in {booted:.1f} s; {N} registrations in "
             f"{registered:.2f} s; both members held every route {ready:.2f} s after the first; "
@@ -148,14 +146,11 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
         got = json.loads(rx.wait_for(r"^RESULT ", 60)[len("RESULT ") :])
         tx.wait_for(r"^sent ", 20)
 
-        per_home: dict[str, dict[str, float | None]] = {}
-        for h in homes:
-            arrivals = sorted(t for t, dst, _ in got if dst == h)
-            per_home[h] = simnodes.node_outage(arrivals, killed, SEND_EVERY)
+        per_home = sampled_outages(got, homes, killed, SEND_EVERY)
         summary = simnodes.summarize(per_home)
         twice = tunnelled_twice(got)
         became = line_at(lab, "ha2", "role.changed role=active", killed)
-        d2 = installed(lab, "ha2")
+        d2 = dataplane_status(lab, "ha2")
         outage = summary["outage_ms"]
         back = summary["recovered_after_kill_ms"]
         print(

@@ -1,15 +1,19 @@
-"""Takeover with traffic (issue 14): what tests/test_kernel_takeover.py (asserted) and
+"""Takeover with traffic (issue 14): what tests/test_kernel_takeover.py (asserted),
+tests/test_kernel_bpf_takeover.py (the same with the fast path) and
 scripts/perf/kernel_takeover.py (measured) share: the lab with the kernel backend and the VRRP
-virtual MAC, the correspondent's sender, the care-of side's receiver, and the count of packets
-tunnelled twice. tests/test_dataplane_standby_netns.py (the userspace backend's takeover at
-10,000 bindings) uses the sender, receiver and count too, tests/test_vmac_keepalived_netns.py the
+virtual MAC, the correspondent's sender, the care-of side's receiver, the count of packets
+tunnelled twice, a member's dataplane status, a device's transmit counter and the sampled homes'
+outages. tests/test_dataplane_standby_netns.py (the userspace backend's takeover at 10,000
+bindings) uses the sender, receiver and count too, tests/test_vmac_keepalived_netns.py the
 count."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
+from mobileip.tools import simnodes
 from mobileip.tools.lab import NetnsLab
 
 STATUS = "/api/v1/dataplane?homes=0"
@@ -77,3 +81,28 @@ def tunnelled_twice(got: Iterable[tuple[Any, str, int]]) -> int:
         twice += (dst, seq) in seen
         seen.add((dst, seq))
     return twice
+
+
+def dataplane_status(lab: NetnsLab, node: str) -> dict[str, Any]:
+    """The member's ``STATUS`` (the dataplane service's, with its backend's)."""
+    data: dict[str, Any] = lab.control(node, STATUS, timeout=30.0)
+    return data
+
+
+def tx_packets(lab: NetnsLab, node: str, dev: str) -> int:
+    """Packets ``dev`` in ``node`` has sent (``mip-ipip``: the kernel's tunnel path)."""
+    out = lab.run(node, ["ip", "-s", "-j", "link", "show", dev])
+    return int(json.loads(out)[0]["stats64"]["tx"]["packets"])
+
+
+def sampled_outages(
+    got: Iterable[tuple[float, str, int]], homes: Iterable[str], killed: float, every: float
+) -> dict[str, dict[str, float | None]]:
+    """Each sampled home's :func:`~mobileip.tools.simnodes.node_outage` from the receiver's
+    packets (arrival, inner destination, sequence), the kill at ``killed``."""
+    packets = list(got)
+    per_home: dict[str, dict[str, float | None]] = {}
+    for h in homes:
+        arrivals = sorted(t for t, dst, _ in packets if dst == h)
+        per_home[h] = simnodes.node_outage(arrivals, killed, every)
+    return per_home
