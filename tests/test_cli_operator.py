@@ -193,7 +193,8 @@ def test_show_revocation(homeagent: Any) -> None:
 
 def test_show_nat_from_the_udp_tunnel_service() -> None:
     """The tunnel service's own status over the real control API server, read by the CLI."""
-    from test_nat_dataplane import HA, NAT_IP, _Host, _Plane
+    from test_nat_dataplane import HA, NAT_IP
+    from tunnel_service_host import Plane, ServiceHost
 
     from mobileip.config import ControlConfig
     from mobileip.dataplane.backend import TunnelSpec
@@ -203,10 +204,10 @@ def test_show_nat_from_the_udp_tunnel_service() -> None:
 
     port = free_port(kind=socket.SOCK_STREAM)
     server = ControlServer(ControlConfig(host="127.0.0.1", port=port))
-    host = _Host()
+    host = ServiceHost()
     host.control = server  # type: ignore[assignment]
     backend = UserspaceBackend(lambda *a, **k: None, "x", HA, own=frozenset({HA}))
-    UdpTunnelService(host, _Plane(backend), HA)  # type: ignore[arg-type]
+    UdpTunnelService(host, Plane(backend), HA)  # type: ignore[arg-type]
     for i, last in enumerate((9, 7)):
         home = IPv4Address(f"10.1.0.{last}")
         backend.track(TunnelSpec(home, (), (), ((NAT_IP, 40000 + i),)))

@@ -9,6 +9,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tunnel_service_host import Plane, ServiceHost
 
 from mobileip.core.bindings import Binding, MobilityRecord
 from mobileip.dataplane.backend import TunnelBackend, TunnelSpec, spec_for
@@ -126,31 +127,14 @@ class _NoWalk(dict[IPv4Address, TunnelSpec]):
         raise AssertionError("GET /api/v1/nat walked every spec")
 
 
-class _Host:
-    def __init__(self) -> None:
-        self.type_handlers: dict[int, Any] = {}
-        self.startup_hooks: list[Any] = []
-        self.shutdown_hooks: list[Any] = []
-        self.routes: dict[tuple[str, str], Any] = {}
-        self.control = self
-
-    def add_json_route(self, method: str, path: str, func: Any) -> None:
-        self.routes[(method, path)] = func
-
-
-class _Plane:
-    def __init__(self, backend: TunnelBackend) -> None:
-        self.backend = backend
-
-
 def test_nat_status_lists_udp_homes_from_the_backends_index_as_the_table_changes() -> None:
     from mobileip.dataplane.udp_tunnel import UdpTunnelService
     from mobileip.dataplane.userspace import UserspaceBackend
 
     backend = UserspaceBackend(lambda *a, **k: None, "x", HA, own=frozenset({HA}))
     backend.specs = _NoWalk()
-    host = _Host()
-    service = UdpTunnelService(host, _Plane(backend), HA)  # type: ignore[arg-type]
+    host = ServiceHost()
+    service = UdpTunnelService(host, Plane(backend), HA)  # type: ignore[arg-type]
     base = int(IPv4Address("10.2.0.0"))
     for i in range(5000):  # plain co-located bindings: not in the index
         coa = IPv4Address(base + 100_000 + i)
@@ -185,6 +169,6 @@ def test_nat_status_on_a_backend_without_udp_lists_nothing() -> None:
     backend = TunnelBackend(lambda *a, **k: None)
     backend.specs = _NoWalk()
     backend.track(TunnelSpec(HOME, (), (), ((NAT_IP, 40000),)))
-    service = UdpTunnelService(_Host(), _Plane(backend), HA)  # type: ignore[arg-type]
+    service = UdpTunnelService(ServiceHost(), Plane(backend), HA)  # type: ignore[arg-type]
     status = service.status()
     assert status["attached"] is False and status["udp_homes"] == 0 and status["tunnels"] == {}

@@ -13,7 +13,8 @@ import socket
 import struct
 from collections.abc import Sequence
 from ipaddress import IPv4Address
-from typing import Any
+
+from tunnel_service_host import Plane, ServiceHost
 
 from mobileip.dataplane.backend import TunnelSpec
 from mobileip.dataplane.encap import Encapsulation
@@ -87,34 +88,6 @@ def test_close_without_open_is_harmless() -> None:
     assert tun.fd == -1 and not tun.exits
 
 
-class _Log:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, event: str, **fields: object) -> None:
-        self.lines.append(event)
-
-    warning = info
-
-
-class _Host:
-    def __init__(self) -> None:
-        self.type_handlers: dict[int, Any] = {}
-        self.startup_hooks: list[Any] = []
-        self.shutdown_hooks: list[Any] = []
-        self.routes: dict[tuple[str, str], Any] = {}
-        self.control = self
-        self.log = _Log()
-
-    def add_json_route(self, method: str, path: str, func: Any) -> None:
-        self.routes[(method, path)] = func
-
-
-class _Plane:
-    def __init__(self, backend: KernelBackend) -> None:
-        self.backend = backend
-
-
 def test_the_udp_tunnel_attaches_to_the_kernel_backends_tun() -> None:
     """UdpTunnelService on the kernel backend: attached to its TUN (the TUN's reader sends
     through it, tunnel data received is written to the TUN), GET /api/v1/nat lists the homes
@@ -124,8 +97,8 @@ def test_the_udp_tunnel_attaches_to_the_kernel_backends_tun() -> None:
     ha = IPv4Address("10.1.0.1")
     backend = KernelBackend(_nolog, ha, own=frozenset({ha}))
     backend.udp_tun = UdpTun(_nolog, "unused")
-    host = _Host()
-    service = UdpTunnelService(host, _Plane(backend), ha)  # type: ignore[arg-type]
+    host = ServiceHost()
+    service = UdpTunnelService(host, Plane(backend), ha)  # type: ignore[arg-type]
     asyncio.run(service._start())
     assert service.path is not None and backend.udp_tun.udp is service.path
     assert 4 in host.type_handlers and "nat.udp_tunnel" in host.log.lines
@@ -139,7 +112,7 @@ def test_the_udp_tunnel_attaches_to_the_kernel_backends_tun() -> None:
     assert backend.udp_tun.udp is None and service.path is None
 
     without = KernelBackend(_nolog, ha)
-    host = _Host()
-    service = UdpTunnelService(host, _Plane(without), ha)  # type: ignore[arg-type]
+    host = ServiceHost()
+    service = UdpTunnelService(host, Plane(without), ha)  # type: ignore[arg-type]
     asyncio.run(service._start())
     assert service.path is None and "nat.unsupported_backend" in host.log.lines
