@@ -45,6 +45,7 @@ import time
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from mobileip.dataplane.bpf import _ipv4_prologue as ipv4_prologue
 from mobileip.dataplane.bpf_asm import (
     ADJ_ENCAP_L3_IPV4,
     ADJ_ENCAP_L4_GRE,
@@ -60,7 +61,6 @@ from mobileip.dataplane.bpf_asm import (
     SKB_DATA,
     SKB_DATA_END,
     SKB_LEN,
-    SKB_PKT_TYPE,
     TC_ACT_OK,
     TC_ACT_SHOT,
     Asm,
@@ -104,18 +104,7 @@ def forward_program(homes_fd: int, static_mac: bool = False) -> bytes:
     or neighbour lookup; the MACs go stale if the next hop's changes), else
     ``bpf_redirect_neigh``."""
     a = Asm()
-    a.mov(6, 1)
-    a.ldx(4, 4, 6, SKB_PKT_TYPE)
-    a.jmp(4, "!=", "pass", imm=0)  # PACKET_HOST only
-    a.ldx(4, 2, 6, SKB_DATA)
-    a.ldx(4, 3, 6, SKB_DATA_END)
-    a.mov(4, 2)
-    a.alu(4, "+", imm=ETH + IP)
-    a.jmp(4, ">", "pass", src=3)
-    a.ldx(2, 4, 2, 12)
-    a.jmp(4, "!=", "pass", imm=0x0008)  # ETH_P_IP, as a little-endian load reads it
-    a.ldx(1, 4, 2, ETH)
-    a.jmp(4, "!=", "pass", imm=0x45)  # IPv4 without options
+    ipv4_prologue(a)  # the package's: an IPv4 packet without options for this host
     a.ldx(1, 4, 2, ETH + 8)
     a.jmp(4, "<=", "pass", imm=1)  # TTL would expire: the stack sends the ICMP error
     a.ldx(4, 4, 2, ETH + 16)
@@ -232,18 +221,7 @@ GRE_PLAIN_IPV4 = 0x00080000  # flags 0, version 0, protocol 0x0800, as a little-
 
 def reverse_program(allowed_fd: int, drops_fd: int, ha: str) -> bytes:
     a = Asm()
-    a.mov(6, 1)
-    a.ldx(4, 4, 6, SKB_PKT_TYPE)
-    a.jmp(4, "!=", "pass", imm=0)
-    a.ldx(4, 2, 6, SKB_DATA)
-    a.ldx(4, 3, 6, SKB_DATA_END)
-    a.mov(4, 2)
-    a.alu(4, "+", imm=ETH + IP)
-    a.jmp(4, ">", "pass", src=3)
-    a.ldx(2, 4, 2, 12)
-    a.jmp(4, "!=", "pass", imm=0x0008)
-    a.ldx(1, 4, 2, ETH)
-    a.jmp(4, "!=", "pass", imm=0x45)
+    ipv4_prologue(a)
     a.ldx(4, 4, 2, ETH + 16)
     a.jmp(4, "!=", "pass", imm=raw32(ha), w32=True)
     a.ldx(4, 4, 2, ETH + 12)
