@@ -282,6 +282,25 @@ def drain(sock: socket.socket, seconds: float) -> list[bytes]:
     return out
 
 
+def reverse_cases(cn: str, coa: str, wire: Encapsulation, n: int) -> None:
+    """``n`` packets tunnelled (``wire``) to the Home Agent from the registered care-of
+    address, ``n`` from a wrong one and ``n`` with a spoofed inner source: only the first
+    ``n`` reach the correspondent (port 7777)."""
+    rx = socket_in(cn, socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("0.0.0.0", 7777))
+    raw = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    cases = [(COA, HOME, b"good"), (WRONG_COA, HOME, b"badcoa"), (COA, OTHER_HOME, b"spoof")]
+    with rx, raw:
+        for outer_src, inner_src, tag in cases:
+            for i in range(n):
+                inner = udp(inner_src, CN_ADDR, tag + b"%03d" % i)
+                outer = encapsulate(inner, wire, outer_src, HA_ADDR, ident=i, forwarding=False)
+                raw.sendto(outer, (str(HA_ADDR), 0))
+        received = drain(rx, 3.0)
+    good = [p for p in received if p.startswith(b"good")]
+    assert len(good) == n and len(received) == n, [p[:8] for p in received]
+
+
 @pytest.mark.kernel
 @pytest.mark.parametrize("kind", [IPIP, GRE, MINIMAL], ids=["ipip", "gre", "minimal"])
 def test_forward_and_reverse(topo: dict[str, str], kind: Encapsulation) -> None:
@@ -311,22 +330,11 @@ def test_forward_and_reverse(topo: dict[str, str], kind: Encapsulation) -> None:
             assert (d.inner_src, d.inner_dst) == (CN_ADDR, HOME)
         # reverse: from the registered care-of address (accepted), a wrong one and a spoofed
         # inner source (both dropped and counted)
-        rx = socket_in(cn, socket.AF_INET, socket.SOCK_DGRAM)
-        rx.bind(("0.0.0.0", 7777))
-        raw = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        # the mobile node reverse-tunnels with the encapsulation it registered; minimal has no
+        # kernel decapsulator, so the test sends what the kernel handles
         with in_netns(ha):
             drops_before = backend.reverse_drops()
-        cases = [(COA, HOME, b"good"), (WRONG_COA, HOME, b"badcoa"), (COA, OTHER_HOME, b"spoof")]
-        for outer_src, inner_src, tag in cases:
-            for i in range(n):
-                inner = udp(inner_src, CN_ADDR, tag + b"%03d" % i)
-                # the mobile node reverse-tunnels with the encapsulation it registered; minimal
-                # has no kernel decapsulator, so the test sends what the kernel handles
-                outer = encapsulate(inner, wire, outer_src, HA_ADDR, ident=i, forwarding=False)
-                raw.sendto(outer, (str(HA_ADDR), 0))
-        received = drain(rx, 3.0)
-        good = [p for p in received if p.startswith(b"good")]
-        assert len(good) == n and len(received) == n, [p[:8] for p in received]
+        reverse_cases(cn, coa, wire, n)
         with in_netns(ha):
             drops = backend.reverse_drops()
             status = backend.status()
@@ -336,7 +344,7 @@ def test_forward_and_reverse(topo: dict[str, str], kind: Encapsulation) -> None:
         assert isinstance(counters, dict)
         assert counters["reverse-drop-unregistered"] == drops
         assert counters["minimal-as-ipip"] == (1 if kind is MINIMAL else 0)
-        for s in (sink, sender, rx, raw):
+        for s in (sink, sender):
             s.close()
     finally:
         with in_netns(ha):

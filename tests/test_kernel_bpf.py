@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from netns import Segment
-from test_dataplane_netns import FAR, HA, PY, _probe, ha_config, register, wait_dataplane
+from test_dataplane_netns import FAR, HA, kernel_homeagent, register, wait_dataplane
 from test_kernel_backend import (
     CN_ADDR,
     COA,
@@ -36,17 +36,17 @@ from test_kernel_backend import (
     _nolog,
     drain,
     in_netns,
+    reverse_cases,
     sh,
     socket_in,
     spec,
     topo,
-    udp,
 )
 
-from mobileip.config import ConfigError, parse_config, to_toml
+from mobileip.config import ConfigError, parse_config
 from mobileip.dataplane import bpf_asm as ba
 from mobileip.dataplane.bpf import BpfFastPath, home_value
-from mobileip.dataplane.encap import Encapsulation, decapsulate, encapsulate
+from mobileip.dataplane.encap import Encapsulation, decapsulate
 from mobileip.dataplane.kernel import KernelBackend
 
 __all__ = ["topo"]  # the fixture, imported
@@ -228,20 +228,9 @@ def test_forward_and_reverse_through_the_fast_path(
         assert _ipip_tx(ha) == before, (before, _ipip_tx(ha))
         # reverse: from the registered care-of address (accepted by the program, counted per
         # binding), a wrong care-of address and a spoofed inner source (dropped and counted)
-        rx = socket_in(cn, socket.AF_INET, socket.SOCK_DGRAM)
-        rx.bind(("0.0.0.0", 7777))
-        raw = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         with in_netns(ha):
             drops_before = backend.reverse_drops()
-        cases = [(COA, HOME, b"good"), (WRONG_COA, HOME, b"badcoa"), (COA, OTHER_HOME, b"spoof")]
-        for outer_src, inner_src, label in cases:
-            for i in range(n):
-                inner = udp(inner_src, CN_ADDR, label + b"%03d" % i)
-                outer = encapsulate(inner, wire, outer_src, HA_ADDR, ident=i, forwarding=False)
-                raw.sendto(outer, (str(HA_ADDR), 0))
-        received = drain(rx, 3.0)
-        good = [p for p in received if p.startswith(b"good")]
-        assert len(good) == n and len(received) == n, [p[:8] for p in received]
+        reverse_cases(cn, coa, wire, n)
         with in_netns(ha):
             assert fast.accepted(HOME, COA) == n
             assert fast.drops() == 2 * n
@@ -250,7 +239,7 @@ def test_forward_and_reverse_through_the_fast_path(
         assert drops is not None and drops_before is not None
         assert drops - drops_before == 2 * n, (drops_before, drops)
         assert isinstance(counters, dict) and counters["reverse-drop-unregistered"] == drops
-        for s in (sink, sender, rx, raw):
+        for s in (sink, sender):
             s.close()
         # not live (a standby): the programs detached, the kernel's own path takes over
         with in_netns(ha):
@@ -351,17 +340,8 @@ def test_daemon_attaches_the_fast_path_while_active(tmp_path: Path) -> None:
     with Segment() as seg:
         ha = seg.add_member("ha", f"{HA}/24")
         far = seg.add_member("far", f"{FAR}/24")
-        ok, why = _probe(seg, ha)
-        if not ok:
-            pytest.skip(f"kernel backend unavailable here: {why}")
-        cfg = ha_config(ha)
-        cfg["dataplane"]["backend"] = "kernel"
-        cfg["dataplane"]["fastpath_interfaces"] = [ha.ifname]
-        cfg["dataplane"]["ttl"] = 37  # the kernel's routes and the fast path's template agree
-        conf = tmp_path / "ha.toml"
-        conf.write_text(to_toml(cfg))
-        daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
-        daemon.wait_for(r"dataplane.started backend=kernel", 15)
+        # ttl: the kernel's routes and the fast path's template agree
+        daemon = kernel_homeagent(seg, ha, tmp_path, fastpath_interfaces=[ha.ifname], ttl=37)
         register(seg, far, FAR, flags=0x02)  # T: reverse tunnelling
         data = wait_dataplane(
             seg, ha, lambda d: d["tunnels"] == 1 and d["backend"]["fastpath"]["homes"] == 1
