@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 from netns import Segment
-from test_dataplane_netns import FAR, HA, HOME, PY, _probe, ha_config, register, wait_dataplane
-
-from mobileip.config import to_toml
+from test_dataplane_netns import FAR, HA, HOME, kernel_homeagent, register, wait_dataplane
 
 pytestmark = pytest.mark.kernel
 
@@ -25,15 +23,7 @@ def test_kernel_backend(tmp_path: Path) -> None:
     with Segment() as seg:
         ha = seg.add_member("ha", f"{HA}/24")
         far = seg.add_member("far", f"{FAR}/24")
-        ok, why = _probe(seg, ha)
-        if not ok:
-            pytest.skip(f"kernel backend unavailable here: {why}")
-        cfg = ha_config(ha)
-        cfg["dataplane"]["backend"] = "kernel"
-        conf = tmp_path / "ha.toml"
-        conf.write_text(to_toml(cfg))
-        daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
-        daemon.wait_for(r"dataplane.started backend=kernel", 15)
+        daemon = kernel_homeagent(seg, ha, tmp_path)
         register(seg, far, FAR)
         wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1)
         # one encap route in the service's table through the one collect-metadata device

@@ -301,6 +301,23 @@ def _probe(seg: Segment, member: Member) -> tuple[bool, str]:
     return out[0] == "True", out[1]
 
 
+def kernel_homeagent(seg: Segment, ha: Member, tmp_path: Path, **dataplane: Any) -> Process:
+    """The Home Agent daemon on ``ha`` with the kernel backend (``dataplane``: more
+    ``[dataplane]`` keys), started; the test skipped where the kernel cannot tunnel (tests
+    marked ``kernel``: CI fails a skip)."""
+    ok, why = _probe(seg, ha)
+    if not ok:
+        pytest.skip(f"kernel backend unavailable here: {why}")
+    cfg = ha_config(ha)
+    cfg["dataplane"]["backend"] = "kernel"
+    cfg["dataplane"].update(dataplane)
+    conf = tmp_path / "ha.toml"
+    conf.write_text(to_toml(cfg))
+    daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
+    daemon.wait_for(r"dataplane.started backend=kernel", 15)
+    return daemon
+
+
 def test_auto_backend_follows_what_the_kernel_can(
     segment_fixture: Segment,  # noqa: F811
     tmp_path: Path,
