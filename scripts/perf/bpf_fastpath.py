@@ -45,6 +45,7 @@ import time
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from mobileip.dataplane.bpf import _inner_ttl_decrement, _outer_length_and_checksum
 from mobileip.dataplane.bpf import _ipv4_prologue as ipv4_prologue
 from mobileip.dataplane.bpf_asm import (
     ADJ_ENCAP_L3_IPV4,
@@ -148,39 +149,8 @@ def forward_program(homes_fd: int, static_mac: bool = False) -> bytes:
     a.mov(8, 2)
     a.alu(8, "+", imm=ETH + IP + 4)
     a.label("common")
-    # r8: the inner header. TTL - 1, checksum + 0x0100 with end-around carry (RFC 1141)
-    a.ldx(1, 1, 8, 8)
-    a.alu(1, "-", imm=1)
-    a.stx(1, 8, 8, 1)
-    a.ldx(1, 1, 8, 10)
-    a.alu(1, "<<", imm=8)
-    a.ldx(1, 4, 8, 11)
-    a.alu(1, "|", 4)
-    a.alu(1, "+", imm=0x100)
-    a.mov(4, 1)
-    a.alu(4, ">>", imm=16)
-    a.alu(1, "&", imm=0xFFFF)
-    a.alu(1, "+", 4)
-    a.stx(1, 8, 11, 1)
-    a.alu(1, ">>", imm=8)
-    a.stx(1, 8, 10, 1)
-    # outer total length and identification (the inner one's), then the checksum
-    a.ldx(4, 4, 6, SKB_LEN)
-    a.alu(4, "-", imm=ETH)
-    a.be16(4)
-    a.stx(2, 2, ETH + 2, 4)
-    a.ldx(2, 1, 8, 4)
-    a.stx(2, 2, ETH + 4, 1)
-    a.ldx(4, 5, 7, 24)
-    a.alu(5, "+", 4)
-    a.alu(5, "+", 1)
-    for _ in range(2):
-        a.mov(1, 5)
-        a.alu(1, ">>", imm=16)
-        a.alu(5, "&", imm=0xFFFF)
-        a.alu(5, "+", 1)
-    a.alu(5, "^", imm=0xFFFF)
-    a.stx(2, 2, ETH + 10, 5)
+    _inner_ttl_decrement(a)  # the package's, as the two below
+    _outer_length_and_checksum(a)
     if static_mac:
         for off in range(0, 12, 4):
             a.ldx(4, 5, 7, 44 + off)

@@ -91,6 +91,47 @@ def _ipv4_prologue(a: Asm) -> None:
     a.jmp(4, "!=", "pass", imm=0x45)
 
 
+def _inner_ttl_decrement(a: Asm) -> None:
+    """r8: the inner header. TTL - 1, checksum + 0x0100 with end-around carry (RFC 1141)."""
+    a.ldx(1, 1, 8, 8)
+    a.alu(1, "-", imm=1)
+    a.stx(1, 8, 8, 1)
+    a.ldx(1, 1, 8, 10)
+    a.alu(1, "<<", imm=8)
+    a.ldx(1, 4, 8, 11)
+    a.alu(1, "|", 4)
+    a.alu(1, "+", imm=0x100)
+    a.mov(4, 1)
+    a.alu(4, ">>", imm=16)
+    a.alu(1, "&", imm=0xFFFF)
+    a.alu(1, "+", 4)
+    a.stx(1, 8, 11, 1)
+    a.alu(1, ">>", imm=8)
+    a.stx(1, 8, 10, 1)
+
+
+def _outer_length_and_checksum(a: Asm) -> None:
+    """r2: the packet's data, r6: skb, r7: the homes map value (its partial checksum at 24),
+    r8: the inner header. The outer total length, identification (the inner one's) and
+    checksum."""
+    a.ldx(4, 4, 6, ba.SKB_LEN)
+    a.alu(4, "-", imm=ETH)
+    a.be16(4)
+    a.stx(2, 2, ETH + 2, 4)
+    a.ldx(2, 1, 8, 4)
+    a.stx(2, 2, ETH + 4, 1)
+    a.ldx(4, 5, 7, 24)
+    a.alu(5, "+", 4)
+    a.alu(5, "+", 1)
+    for _ in range(2):
+        a.mov(1, 5)
+        a.alu(1, ">>", imm=16)
+        a.alu(5, "&", imm=0xFFFF)
+        a.alu(5, "+", 1)
+    a.alu(5, "^", imm=0xFFFF)
+    a.stx(2, 2, ETH + 10, 5)
+
+
 def forward_program(homes_fd: int) -> bytes:
     a = Asm()
     _ipv4_prologue(a)
@@ -150,39 +191,8 @@ def forward_program(homes_fd: int) -> bytes:
         if label == "ipip":
             a.goto("inner")
     a.label("inner")
-    # r8: the inner header. TTL - 1, checksum + 0x0100 with end-around carry (RFC 1141)
-    a.ldx(1, 1, 8, 8)
-    a.alu(1, "-", imm=1)
-    a.stx(1, 8, 8, 1)
-    a.ldx(1, 1, 8, 10)
-    a.alu(1, "<<", imm=8)
-    a.ldx(1, 4, 8, 11)
-    a.alu(1, "|", 4)
-    a.alu(1, "+", imm=0x100)
-    a.mov(4, 1)
-    a.alu(4, ">>", imm=16)
-    a.alu(1, "&", imm=0xFFFF)
-    a.alu(1, "+", 4)
-    a.stx(1, 8, 11, 1)
-    a.alu(1, ">>", imm=8)
-    a.stx(1, 8, 10, 1)
-    # the outer length, identification (the inner one's) and checksum
-    a.ldx(4, 4, 6, ba.SKB_LEN)
-    a.alu(4, "-", imm=ETH)
-    a.be16(4)
-    a.stx(2, 2, ETH + 2, 4)
-    a.ldx(2, 1, 8, 4)
-    a.stx(2, 2, ETH + 4, 1)
-    a.ldx(4, 5, 7, 24)
-    a.alu(5, "+", 4)
-    a.alu(5, "+", 1)
-    for _ in range(2):
-        a.mov(1, 5)
-        a.alu(1, ">>", imm=16)
-        a.alu(5, "&", imm=0xFFFF)
-        a.alu(5, "+", 1)
-    a.alu(5, "^", imm=0xFFFF)
-    a.stx(2, 2, ETH + 10, 5)
+    _inner_ttl_decrement(a)
+    _outer_length_and_checksum(a)
     # the MACs from the FIB's answer: destination (6 bytes at fp-6), source (at fp-12)
     a.ldx(2, 4, FP, F_DMAC - FIB)
     a.stx(2, 2, 0, 4)
