@@ -85,12 +85,7 @@ def test_takeover_with_the_fast_path_on() -> None:
     homes = [str(simnodes.home_of(i)) for i in simnodes.sample_indices(N, SAMPLES)]
     stop = lab.work / "stop-traffic"
     try:
-        lab.build()
-        for node in ("ha1", "ha2"):
-            lab.start_daemon(node, "homeagent", lab.ha_config(node)).wait_for(
-                "dataplane.started", 60
-            )
-        lab._wait(lambda: lab.active(["ha1", "ha2"]) == "ha1", 30, "ha1 never became active")
+        lab.start_pair()
         reg = lab.register_simulated(N)
         if lab.binding_count("ha1") < N:
             lab.register_simulated(N)

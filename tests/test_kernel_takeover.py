@@ -79,12 +79,7 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
     stop = lab.work / "stop-traffic"
     try:
         t0 = time.monotonic()
-        lab.build()
-        for node in ("ha1", "ha2"):
-            lab.start_daemon(node, "homeagent", lab.ha_config(node)).wait_for(
-                "dataplane.started", 60
-            )
-        lab._wait(lambda: lab.active(["ha1", "ha2"]) == "ha1", 30, "ha1 never became active")
+        lab.start_pair()
         booted = time.monotonic() - t0
 
         started = time.monotonic()

@@ -46,12 +46,7 @@ def one_run(n: int, samples: int, every: float, sigkill_only: bool = False) -> d
     stop = lab.work / "stop-traffic"
     row: dict[str, Any] = {"bindings": n}
     try:
-        lab.build()
-        for node in ("ha1", "ha2"):
-            lab.start_daemon(node, "homeagent", lab.ha_config(node)).wait_for(
-                "dataplane.started", 60
-            )
-        lab._wait(lambda: lab.active(["ha1", "ha2"]) == "ha1", 30, "ha1 never became active")
+        lab.start_pair()
         started = time.monotonic()
         reg = lab.register_simulated(n)
         row["registration"] = {k: reg.get(k) for k in ("accepted", "timeouts", "wall_s",

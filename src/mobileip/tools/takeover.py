@@ -71,6 +71,16 @@ class KernelLab(NetnsLab):
         cfg["dataplane"].update(virtual_mac=True, garp_rounds=0)
         return cfg
 
+    def start_pair(self) -> None:
+        """The lab built, ``ha1`` and ``ha2`` started (each until its dataplane is up), and
+        ``ha1`` active."""
+        self.build()
+        for node in ("ha1", "ha2"):
+            self.start_daemon(node, "homeagent", self.ha_config(node)).wait_for(
+                "dataplane.started", 60
+            )
+        self._wait(lambda: self.active(["ha1", "ha2"]) == "ha1", 30, "ha1 never became active")
+
 
 def tunnelled_twice(got: Iterable[tuple[Any, str, int]]) -> int:
     """How many of the receiver's packets (arrival, inner destination, sequence) arrived again:
