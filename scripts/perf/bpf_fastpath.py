@@ -45,7 +45,12 @@ import time
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from mobileip.dataplane.bpf import _inner_ttl_decrement, _outer_length_and_checksum
+from mobileip.dataplane.bpf import (
+    _count_refused,
+    _inner_ttl_decrement,
+    _outer_length_and_checksum,
+    _reverse_decapsulate,
+)
 from mobileip.dataplane.bpf import _ipv4_prologue as ipv4_prologue
 from mobileip.dataplane.bpf_asm import (
     ADJ_ENCAP_L3_IPV4,
@@ -73,7 +78,6 @@ from mobileip.dataplane.bpf_asm import (
     obj_get,
     obj_pin,
     prog_load,
-    raw32,
 )
 
 # --- the bpf() system call and the assembler are the package's (mobileip.dataplane.bpf_asm);
@@ -186,61 +190,14 @@ def home_value(
 
 # --- the reverse program -----------------------------------------------------------------------
 
-GRE_PLAIN_IPV4 = 0x00080000  # flags 0, version 0, protocol 0x0800, as a little-endian load
-
 
 def reverse_program(allowed_fd: int, drops_fd: int, ha: str) -> bytes:
     a = Asm()
     ipv4_prologue(a)
-    a.ldx(4, 4, 2, ETH + 16)
-    a.jmp(4, "!=", "pass", imm=raw32(ha), w32=True)
-    a.ldx(4, 4, 2, ETH + 12)
-    a.stx(4, FP, -4, 4)  # key: inner source, outer source
-    a.ldx(1, 4, 2, ETH + 9)
-    a.mov(9, imm=-IP)
-    a.jmp(4, "==", "gre", imm=47)
-    a.jmp(4, "!=", "pass", imm=4)
-    a.mov(4, 2)
-    a.alu(4, "+", imm=ETH + IP + IP)
-    a.jmp(4, ">", "pass", src=3)
-    a.ldx(4, 4, 2, ETH + IP + 12)
-    a.goto("key")
-    a.label("gre")
-    a.mov(4, 2)
-    a.alu(4, "+", imm=ETH + IP + 4 + IP)
-    a.jmp(4, ">", "pass", src=3)
-    a.ldx(4, 4, 2, ETH + IP)
-    a.jmp(4, "!=", "pass", imm=GRE_PLAIN_IPV4)  # keys, checksums, sequence numbers: the stack
-    a.ldx(4, 4, 2, ETH + IP + 4 + 12)
-    a.mov(9, imm=-(IP + 4))
-    a.label("key")
-    a.stx(4, FP, -8, 4)
-    a.ld_map(1, allowed_fd)
-    a.mov(2, FP)
-    a.alu(2, "+", imm=-8)
-    a.call(F_MAP_LOOKUP)
-    a.jmp(0, "==", "refuse", imm=0)
-    a.mov(1, imm=1)
-    a.xadd64(0, 0, 1)
-    a.mov(1, 6)
-    a.mov(2, 9)
-    a.mov(3, imm=ADJ_ROOM_MAC)
-    a.mov(4, imm=0)
-    a.call(F_ADJUST_ROOM)
-    a.jmp(0, "!=", "drop", imm=0)
+    _reverse_decapsulate(a, allowed_fd, IPv4Address(ha))  # the package's, as the count
     a.label("pass")
     a.ret(TC_ACT_OK)
-    a.label("refuse")
-    a.st(4, FP, -12, 0)
-    a.ld_map(1, drops_fd)
-    a.mov(2, FP)
-    a.alu(2, "+", imm=-12)
-    a.call(F_MAP_LOOKUP)
-    a.jmp(0, "==", "drop", imm=0)
-    a.mov(1, imm=1)
-    a.xadd64(0, 0, 1)
-    a.label("drop")
-    a.ret(TC_ACT_SHOT)
+    _count_refused(a, drops_fd)
     return a.code()
 
 

@@ -213,9 +213,10 @@ def forward_program(homes_fd: int) -> bytes:
     return a.code()
 
 
-def reverse_program(allowed_fd: int, drops_fd: int, source: IPv4Address) -> bytes:
-    a = Asm()
-    _ipv4_prologue(a)
+def _reverse_decapsulate(a: Asm, allowed_fd: int, source: IPv4Address) -> None:
+    """After :func:`_ipv4_prologue`: IP-in-IP or plain GRE to ``source`` whose (inner source,
+    outer source) is in ``allowed`` counted there and decapsulated in place (``drop`` if that
+    fails); not such a packet: ``pass``; not allowed: ``refuse``."""
     a.ldx(4, 4, 2, ETH + 16)
     a.jmp(4, "!=", "pass", imm=ba.raw32(str(source)), w32=True)
     a.ldx(4, 4, 2, ETH + 12)
@@ -252,9 +253,10 @@ def reverse_program(allowed_fd: int, drops_fd: int, source: IPv4Address) -> byte
     a.mov(4, imm=0)
     a.call(ba.F_ADJUST_ROOM)
     a.jmp(0, "!=", "drop", imm=0)
-    a.ret(ba.TC_ACT_OK)
-    a.label("pass")
-    a.ret(ba.TC_ACT_UNSPEC)
+
+
+def _count_refused(a: Asm, drops_fd: int) -> None:
+    """``refuse``: counted in ``drops`` (index 0); ``drop``: ``TC_ACT_SHOT``."""
     a.label("refuse")
     a.st(4, FP, -12, 0)
     a.ld_map(1, drops_fd)
@@ -266,6 +268,16 @@ def reverse_program(allowed_fd: int, drops_fd: int, source: IPv4Address) -> byte
     a.xadd64(0, 0, 1)
     a.label("drop")
     a.ret(ba.TC_ACT_SHOT)
+
+
+def reverse_program(allowed_fd: int, drops_fd: int, source: IPv4Address) -> bytes:
+    a = Asm()
+    _ipv4_prologue(a)
+    _reverse_decapsulate(a, allowed_fd, source)
+    a.ret(ba.TC_ACT_OK)
+    a.label("pass")
+    a.ret(ba.TC_ACT_UNSPEC)
+    _count_refused(a, drops_fd)
     return a.code()
 
 
