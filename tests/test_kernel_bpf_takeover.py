@@ -37,8 +37,6 @@ import pytest
 from mobileip.tools import simnodes
 from mobileip.tools.lab import LabError, NetnsLab, _ip
 from mobileip.tools.takeover import (
-    RECEIVER,
-    SENDER,
     KernelLab,
     dataplane_status,
     sampled_outages,
@@ -107,12 +105,7 @@ def test_takeover_with_the_fast_path_on() -> None:
         assert "mip_forward" in filters(lab, "ha1")
         assert "mip_" not in filters(lab, "ha2")
 
-        rx = lab.spawn("sim", [lab.python, "-c", RECEIVER, str(stop)], "receiver")
-        rx.wait_for("receiving", 20)
-        tx = lab.spawn(
-            "cn", [lab.python, "-c", SENDER, ",".join(homes), str(SEND_EVERY), str(stop)], "sender"
-        )
-        tx.wait_for("sending", 20)
+        rx, tx = lab.start_traffic(homes, SEND_EVERY, stop)
         time.sleep(1.0)
         kernel_before = tx_packets(lab, "ha1", "mip-ipip")
         time.sleep(2.0)

@@ -45,8 +45,6 @@ import pytest
 from mobileip.tools import simnodes
 from mobileip.tools.lab import NetnsLab, _ip
 from mobileip.tools.takeover import (
-    RECEIVER,
-    SENDER,
     KernelLab,
     dataplane_status,
     sampled_outages,
@@ -120,12 +118,7 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
         assert "state DOWN" in lab.run("ha2", ["ip", "-o", "link", "show", "vrrp.51"])
         assert tx_packets(lab, "ha2", "mip-ipip") == 0
 
-        rx = lab.spawn("sim", [lab.python, "-c", RECEIVER, str(stop)], "receiver")
-        rx.wait_for("receiving", 20)
-        tx = lab.spawn(
-            "cn", [lab.python, "-c", SENDER, ",".join(homes), str(SEND_EVERY), str(stop)], "sender"
-        )
-        tx.wait_for("sending", 20)
+        rx, tx = lab.start_traffic(homes, SEND_EVERY, stop)
         time.sleep(3.0)
         standby_tx_before = tx_packets(lab, "ha2", "mip-ipip")
         active_tx_before = tx_packets(lab, "ha1", "mip-ipip")

@@ -27,7 +27,7 @@ from typing import Any
 
 from mobileip.tools import simnodes
 from mobileip.tools.lab import LabError, _ip
-from mobileip.tools.takeover import RECEIVER, SENDER, STATUS, KernelLab, tunnelled_twice
+from mobileip.tools.takeover import STATUS, KernelLab, tunnelled_twice
 
 
 def rss_kib(pid: int) -> int | None:
@@ -78,12 +78,7 @@ def one_run(n: int, samples: int, every: float, sigkill_only: bool = False) -> d
         row["standby_routes_in_table"] = int(counted.strip())
         row["standby_rule"] = "lookup 100" in lab.run("ha2", ["ip", "rule"])
 
-        rx = lab.spawn("sim", [lab.python, "-c", RECEIVER, str(stop)], "receiver")
-        rx.wait_for("receiving", 30)
-        tx = lab.spawn(
-            "cn", [lab.python, "-c", SENDER, ",".join(homes), str(every), str(stop)], "sender"
-        )
-        tx.wait_for("sending", 30)
+        rx, _tx = lab.start_traffic(homes, every, stop, timeout=30)
         time.sleep(3.0)
         # the box dies: its link first (after a SIGKILL alone its kernel forwards on, and the
         # kill of a big process takes a while), then the daemon; outages count from the cut

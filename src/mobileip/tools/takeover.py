@@ -1,20 +1,21 @@
 """Takeover with traffic (issue 14): what tests/test_kernel_takeover.py (asserted),
 tests/test_kernel_bpf_takeover.py (the same with the fast path) and
 scripts/perf/kernel_takeover.py (measured) share: the lab with the kernel backend and the VRRP
-virtual MAC, the correspondent's sender, the care-of side's receiver, the count of packets
-tunnelled twice, a member's dataplane status, a device's transmit counter and the sampled homes'
-outages. tests/test_dataplane_standby_netns.py (the userspace backend's takeover at 10,000
-bindings) uses the sender, receiver and count too, tests/test_vmac_keepalived_netns.py the
-count."""
+virtual MAC (its two members started, its traffic started), the correspondent's sender, the
+care-of side's receiver, the count of packets tunnelled twice, a member's dataplane status, a
+device's transmit counter and the sampled homes' outages. tests/test_dataplane_standby_netns.py
+(the userspace backend's takeover at 10,000 bindings) uses the sender, receiver and count too,
+tests/test_vmac_keepalived_netns.py the count."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from mobileip.tools import simnodes
-from mobileip.tools.lab import NetnsLab
+from mobileip.tools.lab import NetnsLab, Proc
 
 STATUS = "/api/v1/dataplane?homes=0"
 
@@ -80,6 +81,20 @@ class KernelLab(NetnsLab):
                 "dataplane.started", 60
             )
         self._wait(lambda: self.active(["ha1", "ha2"]) == "ha1", 30, "ha1 never became active")
+
+    def start_traffic(
+        self, homes: Sequence[str], every: float, stop: Path, timeout: float = 20.0
+    ) -> tuple[Proc, Proc]:
+        """The care-of side's :data:`RECEIVER` (on ``sim``) and the correspondent's
+        :data:`SENDER` (on ``cn``, to ``homes`` every ``every`` s), both running; they stop when
+        ``stop`` appears."""
+        rx = self.spawn("sim", [self.python, "-c", RECEIVER, str(stop)], "receiver")
+        rx.wait_for("receiving", timeout)
+        tx = self.spawn(
+            "cn", [self.python, "-c", SENDER, ",".join(homes), str(every), str(stop)], "sender"
+        )
+        tx.wait_for("sending", timeout)
+        return rx, tx
 
 
 def tunnelled_twice(got: Iterable[tuple[Any, str, int]]) -> int:
