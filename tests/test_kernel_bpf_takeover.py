@@ -40,6 +40,7 @@ from mobileip.tools.takeover import (
     KernelLab,
     dataplane_status,
     sampled_outages,
+    torn_down,
     tunnelled_twice,
     tx_packets,
 )
@@ -82,7 +83,7 @@ def test_takeover_with_the_fast_path_on() -> None:
     )
     homes = [str(simnodes.home_of(i)) for i in simnodes.sample_indices(N, SAMPLES)]
     stop = lab.work / "stop-traffic"
-    try:
+    with torn_down(lab, stop):
         lab.start_pair()
         reg = lab.register_simulated(N)
         if lab.binding_count("ha1") < N:
@@ -154,14 +155,4 @@ def test_takeover_with_the_fast_path_on() -> None:
         ha2.send_signal(signal.SIGTERM)
         ha2.wait(60)
         assert "mip_" not in filters(lab, "ha2")
-    except BaseException:
-        stop.touch()
-        for label, proc in lab.procs.items():
-            tail = [t for _, t in proc.lines if "registration.accepted" not in t][-30:]
-            print(f"--- {label}\n" + "\n".join(tail))
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            stop.touch()
-        lab.teardown()
     assert not [ns for ns in lab.namespaces if ns.startswith(lab.prefix)]

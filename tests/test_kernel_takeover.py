@@ -34,7 +34,6 @@ new active's switch (``last_takeover_ms``, seen 0.2-4 ms) under ``SWITCH_BOUND_M
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -48,6 +47,7 @@ from mobileip.tools.takeover import (
     KernelLab,
     dataplane_status,
     sampled_outages,
+    torn_down,
     tunnelled_twice,
     tx_packets,
 )
@@ -75,7 +75,7 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
     )
     homes = [str(simnodes.home_of(i)) for i in simnodes.sample_indices(N, SAMPLES)]
     stop = lab.work / "stop-traffic"
-    try:
+    with torn_down(lab, stop):
         t0 = time.monotonic()
         lab.start_pair()
         booted = time.monotonic() - t0
@@ -166,14 +166,4 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
         assert "mip-ipip" not in links and "mip-gre" not in links and "vrrp.51" not in links
         assert not lab.run("ha2", ["ip", "route", "show", "table", "all", "proto", "77"]).strip()
         assert f"lookup {TABLE}" not in lab.run("ha2", ["ip", "rule"])
-    except BaseException:
-        stop.touch()
-        for label, proc in lab.procs.items():
-            tail = [t for _, t in proc.lines if "registration.accepted" not in t][-30:]
-            print(f"--- {label}\n" + "\n".join(tail))
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            stop.touch()
-        lab.teardown()
     assert not [ns for ns in lab.namespaces if ns.startswith(lab.prefix)]

@@ -9,8 +9,9 @@ tests/test_vmac_keepalived_netns.py the count."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,21 @@ def sampled_outages(
         arrivals = sorted(t for t, dst, _ in packets if dst == h)
         per_home[h] = simnodes.node_outage(arrivals, killed, every)
     return per_home
+
+
+@contextlib.contextmanager
+def torn_down(lab: NetnsLab, stop: Path) -> Iterator[None]:
+    """The block's lab always torn down and its traffic stopped (``stop`` touched); on a
+    failure each process's last 30 log lines (registrations left out) printed first."""
+    try:
+        yield
+    except BaseException:
+        stop.touch()
+        for label, proc in lab.procs.items():
+            tail = [t for _, t in proc.lines if "registration.accepted" not in t][-30:]
+            print(f"--- {label}\n" + "\n".join(tail))
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            stop.touch()
+        lab.teardown()
