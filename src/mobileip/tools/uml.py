@@ -117,6 +117,7 @@ class UmlResult:
     seconds: float = 0.0  # from starting linux.uml to its exit
     timed_out: bool = False
     missing_modules: tuple[str, ...] = ()
+    control: str = ""  # the run's control directory on the host (removed when the run ends)
 
 
 @functools.cache
@@ -338,6 +339,7 @@ def _boot(
         seconds=seconds,
         timed_out=timed_out,
         missing_modules=tuple(_read(ctl / "modules-missing").split()),
+        control=str(ctl),
     )
 
 

@@ -457,8 +457,8 @@ class MobileNodeDaemon:
             return
         if result.accepted and self.home == ANY and result.home_address:
             self.home = IPv4Address(result.home_address)  # RFC 5944 3.6: the HA assigned it
+            await self._adopt_home_address()  # on lo before we say so: it is ours from here
             self.log.info("mn.assigned", home=self.home, nai=self.cfg.nai)
-            await self._adopt_home_address()
             if self.cfg.colocated_care_of_address is None and not agent.home:
                 await self._route_via(agent.address)  # now with the address as its source
         if result.accepted:
