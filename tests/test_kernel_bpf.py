@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import socket
 import struct
 from ipaddress import IPv4Address
@@ -45,6 +46,7 @@ from test_kernel_backend import (
 
 from mobileip.config import ConfigError, parse_config
 from mobileip.dataplane import bpf_asm as ba
+from mobileip.dataplane import nexthops as nh
 from mobileip.dataplane.bpf import BpfFastPath, home_value
 from mobileip.dataplane.encap import Encapsulation, decapsulate
 from mobileip.dataplane.kernel import KernelBackend
@@ -156,8 +158,61 @@ def test_staged_bindings_are_written_once_per_loop_turn() -> None:
             HA_ADDR, WRONG_COA, True, 64
         )
         assert fast.errors == 0
+        # the live gate: one map write each way (nothing to attach here)
+        assert ba.lookup(fast.live_fd, bytes(4), 4) == bytes(4) and not fast.live
+        fast.set_live(True)
+        assert ba.lookup(fast.live_fd, bytes(4), 4) == struct.pack("<I", 1) and fast.live
+        fast.set_live(False)
+        assert ba.lookup(fast.live_fd, bytes(4), 4) == bytes(4) and not fast.live
     finally:
         fast.stop()
+
+
+def test_next_hops_from_the_kernels_tables() -> None:
+    """dataplane/nexthops.py in a scratch namespace on this machine's kernel (no tunnels):
+    the route's gateway and its neighbour, a directly connected care-of address without a
+    neighbour (no value), no route (None), a non-local source (looked up without it), and the
+    events the monitor reports (a neighbour's, a foreign route's; our protocol's ignored)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    name = f"mipnh{os.getpid() & 0xFFFF:04x}"
+    try:
+        sh(f"ip netns add {name} && ip -n {name} link set lo up")
+        sh(f"ip -n {name} link add a0 type veth peer name b0")
+        sh(f"ip -n {name} link set a0 up && ip -n {name} link set b0 up")
+        sh(f"ip -n {name} addr add 10.9.0.1/24 dev a0")
+        sh(f"ip -n {name} route add 10.77.0.0/16 via 10.9.0.254")
+        sh(f"ip -n {name} neigh replace 10.9.0.254 lladdr 02:11:22:33:44:55 dev a0 nud permanent")
+        far, near, nowhere = (int(A(x)) for x in ("10.77.1.2", "10.9.0.7", "198.51.100.1"))
+        with in_netns(name):
+            index = socket.if_nametoindex("a0")
+            monitor = nh.Monitor()
+            try:
+                routes = nh.routes([far, near, nowhere], int(A("10.9.0.1")))
+                assert routes == {
+                    far: (index, A("10.9.0.254").packed, 0),
+                    near: (index, A("10.9.0.7").packed, 0),
+                    nowhere: None,
+                }
+                assert nh.routes([far], int(A("192.0.2.99")))[far] == routes[far]  # not local
+                values = nh.values({c: r for c, r in routes.items() if r is not None})
+                assert values[near] is None
+                value = values[far]
+                assert value is not None
+                oif, limit, dmac, smac, _ = nh.VALUE.unpack(value)
+                assert (oif, limit, dmac.hex(":")) == (index, 1500, "02:11:22:33:44:55")
+                assert len(smac) == 6 and smac != dmac
+                assert monitor.drain() == (False, set())
+                sh("ip neigh replace 10.9.0.254 lladdr 02:11:22:33:44:66 dev a0 nud reachable")
+                assert monitor.drain() == (False, {(index, A("10.9.0.254").packed)})
+                sh("ip route add 10.78.0.0/16 via 10.9.0.254 proto 77")  # ours: no next hop
+                assert monitor.drain() == (False, set())
+                sh("ip route add 10.79.0.0/16 via 10.9.0.254")
+                assert monitor.drain()[0]
+            finally:
+                monitor.close()
+    finally:
+        sh(f"ip netns del {name}", check=False)
 
 
 # --- inside a real kernel ---------------------------------------------------------------------
@@ -239,16 +294,117 @@ def test_forward_and_reverse_through_the_fast_path(
         assert drops is not None and drops_before is not None
         assert drops - drops_before == 2 * n, (drops_before, drops)
         assert isinstance(counters, dict) and counters["reverse-drop-unregistered"] == drops
-        for s in (sink, sender):
-            s.close()
-        # not live (a standby): the programs detached, the kernel's own path takes over
+        # not live (a standby): the programs stay attached and pass everything on, the
+        # kernel's own path takes over
         with in_netns(ha):
             backend.set_live(False)
-        assert "mip_forward" not in _filters(ha, f"h{tag}")
+        assert "mip_forward" in _filters(ha, f"h{tag}")
+        before = _ipip_tx(ha)
+        for i in range(n):
+            sender.sendto(b"standby%03d" % i, (str(HOME), 9999))
+        assert len(drain(sink, 3.0)) == n
+        assert _ipip_tx(ha) == before + n, (before, _ipip_tx(ha))
+        for s in (sink, sender):
+            s.close()
     finally:
         with in_netns(ha):
             asyncio.run(backend.stop())
     assert "bpf" not in _filters(ha, f"h{tag}") + _filters(ha, f"g{tag}")
+
+
+def _frames_to(sock: socket.socket, mac: str) -> list[bytes]:
+    """IPv4 frames captured on ``sock`` (AF_PACKET) whose destination MAC is ``mac``."""
+    want = bytes.fromhex(mac.replace(":", ""))
+    return [f for f in drain(sock, 2.0) if f[:6] == want and f[12:14] == b"\x08\x00"]
+
+
+@pytest.mark.kernel
+def test_the_mac_path_follows_the_neighbour_table(topo: dict[str, str]) -> None:
+    """The forward program's MAC path (dataplane/nexthops.py): the care-of address's next-hop
+    entry appears once the kernel knows the neighbour, is what the program writes (a forged
+    entry's MAC is on the wire), follows a neighbour's new MAC, and is gone when the
+    neighbour is deleted or the route to the care-of address no longer leads there; the
+    traffic is forwarded throughout."""
+    cn, ha, coa = topo["cn"], topo["ha"], topo["coa"]
+    tag = ha[-4:]
+    n = 10
+    backend = _backend(topo)
+    fast = backend.fastpath
+    assert fast is not None
+    g_index = int(sh(f"ip netns exec {ha} cat /sys/class/net/g{tag}/ifindex"))
+    g_mac = sh(f"ip netns exec {ha} cat /sys/class/net/g{tag}/address").strip()
+    m_mac = sh(f"ip netns exec {coa} cat /sys/class/net/m{tag}/address").strip()
+    sink = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, IPIP.value)
+    tap = socket_in(coa, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    tap.bind((f"m{tag}", 0))
+    sender = socket_in(cn, socket.AF_INET, socket.SOCK_DGRAM)
+
+    def send(count: int, label: bytes) -> None:
+        for i in range(count):
+            sender.sendto(label + b"%03d" % i, (str(HOME), 9999))
+
+    def hop() -> tuple[int, str, str] | None:
+        with in_netns(ha):
+            fast.flush()  # what the reader does inside the daemon's loop: the events read
+            return fast.next_hop(COA)
+
+    try:
+        with in_netns(ha):
+            assert asyncio.run(backend.install_many([spec(HOME, (COA, IPIP))], TABLE)) == 0
+        assert hop() is None  # no neighbour yet: no entry
+        send(1, b"warm")  # the kernel's tunnel resolves the neighbour
+        assert len(drain(sink, 3.0)) == 1
+        assert hop() == (g_index, m_mac, g_mac)
+        drain(tap, 0.5)
+        before = _ipip_tx(ha)
+        send(n, b"mac")
+        got = [decapsulate(p) for p in drain(sink, 3.0)]
+        assert len(got) == n and {(d.outer_dst, d.inner_dst) for d in got} == {(COA, HOME)}
+        assert _ipip_tx(ha) == before  # the program's, not the kernel tunnel's
+        # the program writes the entry's MACs: a forged destination is what goes on the wire
+        forged = "02:00:00:00:0f:0f"
+        with in_netns(ha):
+            entry = nh.VALUE.pack(g_index, 1500, bytes.fromhex(forged.replace(":", "")),
+                                  bytes.fromhex(g_mac.replace(":", "")), 0)  # fmt: skip
+            assert ba.update_batch(fast.nexthops_fd, [COA.packed], [entry]) == (1, 0)
+        drain(tap, 0.5)
+        send(n, b"forged")
+        assert len(_frames_to(tap, forged)) == n
+        assert drain(sink, 0.5) == []  # not for the care-of address's MAC: not received
+        # the neighbour's new MAC (the care-of node's interface changed it): followed
+        new = "02:00:00:00:be:ef"
+        sh(f"ip -n {coa} link set m{tag} address {new}")
+        sh(f"ip -n {ha} neigh replace {COA} lladdr {new} dev g{tag} nud reachable")
+        assert hop() == (g_index, new, g_mac)
+        drain(tap, 0.5)
+        send(n, b"moved")
+        assert len(_frames_to(tap, new)) == n
+        assert len(drain(sink, 3.0)) == n
+        assert _ipip_tx(ha) == before
+        # the neighbour deleted: no entry, and the traffic still forwarded (the kernel
+        # resolves it again; then the entry is back)
+        sh(f"ip -n {ha} neigh del {COA} dev g{tag}")
+        assert hop() is None
+        send(n, b"gone")
+        assert len(drain(sink, 3.0)) == n
+        assert hop() == (g_index, new, g_mac)
+        # the route to the care-of address changed: the entry goes with it
+        sh(f"ip -n {ha} route add unreachable {COA}/32")
+        assert hop() is None
+        sh(f"ip -n {ha} route del unreachable {COA}/32")
+        assert hop() == (g_index, new, g_mac)
+        # the binding withdrawn: its care-of address's entry too
+        with in_netns(ha):
+            asyncio.run(backend.remove_many([HOME], TABLE))
+            fast.flush()
+            assert fast.installed() == (0, 0) and fast.hops == {}
+        assert hop() is None
+        assert fast.errors == 0, fast.last_error
+    finally:
+        for s in (sink, tap, sender):
+            s.close()
+        with in_netns(ha):
+            asyncio.run(backend.stop())
 
 
 @pytest.mark.kernel
@@ -261,21 +417,28 @@ def test_a_restart_detaches_what_a_killed_predecessor_left(topo: dict[str, str])
     fast = backend.fastpath
     assert fast is not None
     # the process dies: its descriptors close, nothing is detached
-    for fd in (*fast.progs.values(), fast.homes_fd, fast.allowed_fd, fast.drops_fd):
+    fds = (fast.homes_fd, fast.allowed_fd, fast.drops_fd, fast.nexthops_fd, fast.live_fd)
+    for fd in (*fast.progs.values(), *fds):
         os.close(fd)
     shown = _filters(ha, f"h{tag}") + _filters(ha, f"g{tag}")
     assert shown.count("name mip_forward") == 2 and shown.count("name mip_reverse") == 2, shown
+    dead = set(re.findall(r" id (\d+)", shown))
+    assert len(dead) == 2, shown
     again = BpfFastPath(HA_ADDR, [f"h{tag}", f"g{tag}"], capacity=64)
     try:
         with in_netns(ha):
             again.start()
+        # the dead process's programs are gone; the new ones are attached, gated off
         shown = _filters(ha, f"h{tag}") + _filters(ha, f"g{tag}")
-        assert "mip_" not in shown, shown
+        assert shown.count("name mip_forward") == 2 and shown.count("name mip_reverse") == 2
+        assert not dead & set(re.findall(r" id (\d+)", shown)), (dead, shown)
+        assert not again.live
     finally:
         with in_netns(ha):
             again.stop()
             fast.progs.clear()
             fast.homes_fd = fast.allowed_fd = fast.drops_fd = -1
+            fast.nexthops_fd = fast.live_fd = -1
             asyncio.run(backend.stop())
 
 

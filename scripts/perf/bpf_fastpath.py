@@ -325,7 +325,7 @@ def cmd_package(args: argparse.Namespace) -> dict[str, object]:
     if args.prio1:  # experiment: the reverse filter at tc prio 1, as the prototype's
         shipped.PRIO_REVERSE = 1
     devs = [args.out] if args.out_only else [args.dev, args.out]
-    fast = BpfFastPath(IPv4Address(args.ha), devs,
+    fast = BpfFastPath(IPv4Address(args.ha), devs, mac_path=not args.fib_only,
                        capacity=args.capacity or max(1024, args.count))  # fmt: skip
     if args.late_load:  # experiment: the programs loaded after the maps are filled
         from mobileip.dataplane import bpf_asm as shipped_asm
@@ -334,6 +334,7 @@ def cmd_package(args: argparse.Namespace) -> dict[str, object]:
                                                fast.capacity)  # fmt: skip
         fast.allowed_fd = shipped_asm.map_create(shipped_asm.MAP_HASH, 8, 8, 2 * fast.capacity)
         fast.drops_fd = shipped_asm.map_create(shipped_asm.MAP_ARRAY, 4, 8, 1)
+        fast.live_fd = shipped_asm.map_create(shipped_asm.MAP_ARRAY, 4, 4, 1)  # no gate read
     else:
         fast.start()
     if args.small_batches:  # experiment: the maps filled 500 at a time, as the prototype does
@@ -344,6 +345,11 @@ def cmd_package(args: argparse.Namespace) -> dict[str, object]:
         fast.stage(h, way, [coa])
     fast.flush()
     took = time.perf_counter() - started
+    if fast.nexthops_fd >= 0 and not fast.hops:  # the neighbour not known yet: resolved
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"", (str(coa), 9))
+        time.sleep(0.5)
+        fast.refresh_hops()  # its event read (the daemon's loop does this as it comes)
     if args.late_load:
         fast.progs[shipped.PRIO_REVERSE] = shipped_asm.prog_load(
             shipped.reverse_program(fast.allowed_fd, fast.drops_fd, fast.source), "mip_reverse"
@@ -354,7 +360,7 @@ def cmd_package(args: argparse.Namespace) -> dict[str, object]:
     if args.reverse_only:  # experiment: without the forward program
         os.close(fast.progs.pop(shipped.PRIO_FORWARD))
     fast.set_live(True)
-    return {"installed": fast.installed(), "errors": fast.errors,
+    return {"installed": fast.installed(), "errors": fast.errors, "next_hops": len(fast.hops),
             "install_us_per_binding": round(took / max(1, len(homes)) * 1e6, 2)}  # fmt: skip
 
 
@@ -392,6 +398,7 @@ def main() -> int:
         s.add_argument("--second-filter", action="store_true", help="reverse: one more behind")
         s.add_argument("--reverse-only", action="store_true", help="package: no forward program")
         s.add_argument("--capacity", type=int, default=0, help="package: maps' capacity")
+        s.add_argument("--fib-only", action="store_true", help="package: no MAC path")
         s.add_argument("--pin", default="")
     args = p.parse_args()
     if args.cmd == "detach":

@@ -30,8 +30,11 @@ The tc BPF fast path (scripts/perf/bpf_fastpath.py loads it for the run, no poli
 ``bpf`` / ``bpf-gre`` (the prototype: ``bpf_redirect_neigh``, a route lookup in the helper),
 ``bpf-mac`` (the prototype with the MACs in the map and ``bpf_redirect``: no lookup at all),
 ``bpf-rev`` / ``bpf-gre-rev``; ``pkg``, ``pkg-gre``, ``pkg-rev``, ``pkg-gre-rev``: the
-shipped one (mobileip.dataplane.bpf: ``bpf_fib_lookup`` + ``bpf_redirect``, both programs on
-both of ha's interfaces). ``sender-rev-gre`` / ``kernel-gre-rev``: the GRE reverse rows.
+shipped one (mobileip.dataplane.bpf, both programs on both of ha's interfaces: forward
+through the MAC path, the next hop's MACs from the ``nexthops`` map filled from the neighbour
+table, + ``bpf_redirect``); ``pkg-fib``, ``pkg-gre-fib``: its forward program without the MAC
+path (``bpf_fib_lookup`` + ``bpf_redirect``, as shipped before 2026-12-07).
+``sender-rev-gre`` / ``kernel-gre-rev``: the GRE reverse rows.
 The per CPU-s column is ceiling ns / path ns, round by round (what the bench reports).
 
 ``--src-headroom``: the sender behind a bridge with ample headroom (:func:`src_headroom`), to
@@ -81,6 +84,8 @@ VARIANTS: dict[str, tuple[str, str]] = {
     # programs on both of ha's interfaces, as the kernel backend attaches them)
     "pkg": ("ceiling", "sender"),
     "pkg-gre": ("ceiling", "sender"),
+    "pkg-fib": ("ceiling", "sender"),  # the shipped forward program without its MAC path
+    "pkg-gre-fib": ("ceiling", "sender"),
     "pkg-rev": ("kernel-rev", "sender-rev-ipip"),
     "pkg-gre-rev": ("kernel-gre-rev", "sender-rev-gre"),
     "pkg-rev-o": ("kernel-rev", "sender-rev-ipip"),  # attached on ha's care-of side only
@@ -164,7 +169,8 @@ def guest(args: argparse.Namespace) -> int:
         # attached (pkg = ceiling, pkg-rev = kernel-rev without its rule)
         pkg = ["@bpf", "package", "--dev", f"{t}h", "--out", f"{t}o", *common]
         pkg_off = [["@bpf", "detach", "--dev", f"{t}h"], ["@bpf", "detach", "--dev", f"{t}o"]]
-        for name, extra in (("pkg", []), ("pkg-gre", ["--gre"]), ("pkg-rev", []),
+        for name, extra in (("pkg", []), ("pkg-gre", ["--gre"]), ("pkg-fib", ["--fib-only"]),
+                            ("pkg-gre-fib", ["--gre", "--fib-only"]), ("pkg-rev", []),
                             ("pkg-gre-rev", []), ("pkg-rev-o", ["--out-only"]),
                             ("pkg-rev-p1", ["--prio1"]), ("pkg-rev-r", ["--reverse-only"]),
                             ("pkg-rev-b", ["--small-batches"]), ("pkg-rev-nh", ["--no-homes"]),

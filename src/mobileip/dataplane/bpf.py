@@ -13,6 +13,11 @@ away mobile nodes arrives (``interfaces``), assembled in :mod:`mobileip.dataplan
 * **forward** (prio :data:`PRIO_FORWARD`): an IPv4 packet without options, for this host's
   MAC, TTL > 1, whose destination is in the ``homes`` hash map (home address -> outer header
   template of its exit, as the kernel route's: newest care-of address, minimal as IP-in-IP)
+  goes by the **MAC path** if its care-of address has an entry in the ``nexthops`` map
+  (:mod:`mobileip.dataplane.nexthops`: egress ifindex, route MTU, the next hop's and the
+  interface's MACs, kept by userspace from the kernel's own route to the care-of address and
+  its neighbour table, followed through netlink events) and the encapsulated packet fits its
+  MTU: encapsulated as below with those MACs and ``bpf_redirect``, no lookup. Otherwise it
   is looked up in the FIB towards its care-of address (``bpf_fib_lookup``, a forwarding
   lookup from the receiving interface, honouring policy rules, the encapsulated length
   checked against the route's MTU). On success the outer header is pushed
@@ -29,12 +34,23 @@ packet's netfilter PRE_ROUTING on the tunnel device (reverse; the inner packet i
 as received on the physical interface). An operator filtering forwarded packets with
 netfilter must keep it off.
 
+A next-hop entry is deleted as soon as an event about its neighbour, or any route, rule,
+address or link event (our own routes' excepted) has been read (by the monitor socket's
+reader on the event loop, and at every flush), then resolved again: a changed or deleted
+neighbour means the FIB path (and the kernel) until then, never a blackhole; between the
+kernel's change and that read (one event-loop turn) packets still carry the old MACs
+(``mac_path=False``: FIB only).
+
 Hot standby: the maps are filled on every member (batched, once per event-loop turn:
-``BPF_MAP_UPDATE_BATCH`` / ``BPF_MAP_DELETE_BATCH``); the programs are attached only while the
-member is active (:meth:`BpfFastPath.set_live`, O(interfaces)). The maps are pre-allocated
-for ``capacity`` homes and twice as many reverse-tunnel pairs (272 bytes per home of capacity,
-the maps' ``memlock``): without pre-allocation, batched updates inside User-Mode Linux failed
-with ENOMEM (presumably the BPF memory allocator's per-CPU caches, refilled asynchronously).
+``BPF_MAP_UPDATE_BATCH`` / ``BPF_MAP_DELETE_BATCH``); the programs are attached at start on
+every member and gated by a one-entry ``live`` array map read first (a direct load of its
+value, no helper call): 0 on a standby, where both programs pass every packet on at once as if
+detached; becoming active or standby is one map write (:meth:`BpfFastPath.set_live`; an
+interface that appeared since start is attached then). The maps are pre-allocated for
+``capacity`` homes, twice as many reverse-tunnel pairs and ``capacity`` next hops (368 bytes
+per home of capacity, 96 of them the next hops', the maps' ``memlock``): without
+pre-allocation, batched updates inside User-Mode Linux failed with ENOMEM (presumably the BPF
+memory allocator's per-CPU caches, refilled asynchronously).
 Beyond ``capacity`` a home is refused by the map (counted in ``errors``) and takes the
 kernel's path.
 """
@@ -42,14 +58,17 @@ kernel's path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
 import struct
+from collections import Counter
 from collections.abc import Iterable
 from ipaddress import IPv4Address
 
 from mobileip.dataplane import bpf_asm as ba
+from mobileip.dataplane import nexthops as nh
 from mobileip.dataplane.bpf_asm import FP, Asm
 from mobileip.net import rtnl as nl
 
@@ -132,8 +151,21 @@ def _outer_length_and_checksum(a: Asm) -> None:
     a.stx(2, 2, ETH + 10, 5)
 
 
-def forward_program(homes_fd: int) -> bytes:
+def _gate(a: Asm, live_fd: int) -> None:
+    """``pass`` unless the one-entry ``live`` array map holds non-zero (a direct load of its
+    value: no helper call). ``live_fd`` < 0: no gate."""
+    if live_fd >= 0:
+        a.ld_map_value(0, live_fd)
+        a.ldx(4, 0, 0, 0)
+        a.jmp(0, "==", "pass", imm=0)
+
+
+def forward_program(homes_fd: int, nexthops_fd: int = -1, live_fd: int = -1) -> bytes:
+    """``nexthops_fd`` (>= 0): the MAC path first (module docstring), the FIB lookup where
+    the care-of address has no next-hop entry or the packet is too big for it; ``live_fd``
+    (>= 0): gated by the ``live`` map."""
     a = Asm()
+    _gate(a, live_fd)
     _ipv4_prologue(a)
     a.ldx(1, 4, 2, ETH + 8)
     a.jmp(4, "<=", "pass", imm=1)  # TTL expiring: the stack sends the ICMP error
@@ -145,6 +177,23 @@ def forward_program(homes_fd: int) -> bytes:
     a.call(ba.F_MAP_LOOKUP)
     a.jmp(0, "==", "pass", imm=0)
     a.mov(7, 0)
+    if nexthops_fd >= 0:
+        # r9: the care-of address's next hop (nexthops.VALUE), or 0 on the FIB path
+        a.ld_map(1, nexthops_fd)
+        a.mov(2, 7)
+        a.alu(2, "+", imm=16)  # the template's destination: the care-of address
+        a.call(ba.F_MAP_LOOKUP)
+        a.jmp(0, "==", "fib", imm=0)
+        a.mov(9, 0)
+        a.ldx(4, 4, 6, ba.SKB_LEN)
+        a.alu(4, "-", imm=ETH)
+        a.ldx(4, 5, 7, 28)
+        a.alu(4, "+", 5)
+        a.ldx(4, 5, 9, 4)
+        a.jmp(4, ">", "fib", src=5)  # too big for the route: the FIB path (and the stack)
+        a.goto("encap")
+        a.label("fib")
+        a.mov(9, imm=0)
     # the FIB towards the care-of address (struct bpf_fib_lookup at fp-64)
     for off in range(0, FIB, 8):
         a.st(8, FP, off - FIB, 0)
@@ -167,6 +216,8 @@ def forward_program(homes_fd: int) -> bytes:
     a.mov(4, imm=0)
     a.call(ba.F_FIB_LOOKUP)
     a.jmp(0, "!=", "pass", imm=ba.FIB_SUCCESS)  # no route, no neighbour yet, too big: stack
+    if nexthops_fd >= 0:
+        a.label("encap")
     a.mov(1, 6)
     a.ldx(4, 2, 7, 28)
     a.mov(3, imm=ba.ADJ_ROOM_MAC)
@@ -193,6 +244,16 @@ def forward_program(homes_fd: int) -> bytes:
     a.label("inner")
     _inner_ttl_decrement(a)
     _outer_length_and_checksum(a)
+    if nexthops_fd >= 0:
+        a.jmp(9, "==", "fib_macs", imm=0)
+        for off, size in ((0, 4), (4, 2), (6, 2), (8, 4)):  # both MACs, then the egress
+            a.ldx(size, 4, 9, 8 + off)
+            a.stx(size, 2, off, 4)
+        a.ldx(4, 1, 9, 0)
+        a.mov(2, imm=0)
+        a.call(ba.F_REDIRECT)
+        a.exit()
+        a.label("fib_macs")
     # the MACs from the FIB's answer: destination (6 bytes at fp-6), source (at fp-12)
     a.ldx(2, 4, FP, F_DMAC - FIB)
     a.stx(2, 2, 0, 4)
@@ -270,8 +331,11 @@ def _count_refused(a: Asm, drops_fd: int) -> None:
     a.ret(ba.TC_ACT_SHOT)
 
 
-def reverse_program(allowed_fd: int, drops_fd: int, source: IPv4Address) -> bytes:
+def reverse_program(
+    allowed_fd: int, drops_fd: int, source: IPv4Address, live_fd: int = -1
+) -> bytes:
     a = Asm()
+    _gate(a, live_fd)
     _ipv4_prologue(a)
     _reverse_decapsulate(a, allowed_fd, source)
     a.ret(ba.TC_ACT_OK)
@@ -292,16 +356,19 @@ class BpfFastPath:
         ttl: int = 64,
         capacity: int = 1 << 17,
         batch: int = 10_000,
+        mac_path: bool = True,
     ) -> None:
         self.source = source
+        self.mac_path = mac_path
         self.interfaces = tuple(interfaces)
         self.ttl = ttl
         self.capacity = capacity
         self.batch = batch
-        self.homes_fd = self.allowed_fd = self.drops_fd = -1
+        self.homes_fd = self.allowed_fd = self.drops_fd = self.nexthops_fd = self.live_fd = -1
         self.progs: dict[int, int] = {}  # tc prio -> program fd
         self.live = False
         self.created_clsact: set[str] = set()
+        self.attached: dict[str, int] = {}  # interface -> the ifindex our filters are on
         # what the maps hold (after a flush) and what is staged for the next flush
         self.values: dict[int, bytes] = {}
         self.pairs: dict[int, frozenset[int]] = {}
@@ -311,20 +378,36 @@ class BpfFastPath:
         self.flushes = 0
         self.errors = 0  # map batches the kernel refused (the last one's error: last_error)
         self.last_error = ""
+        # the MAC path: homes per care-of address, the next-hop entries written (care-of
+        # address -> nexthops.VALUE) and each care-of address's route (None: none usable)
+        self.coa_homes: Counter[int] = Counter()
+        self.hops: dict[int, bytes] = {}
+        self.hop_routes: dict[int, nh.Route | None] = {}
+        self.monitor: nh.Monitor | None = None
+        self._reader_loop: asyncio.AbstractEventLoop | None = None
+        self.hop_refreshes = 0
 
     def start(self) -> None:
         try:
             self.homes_fd = ba.map_create(ba.MAP_HASH, 4, VALUE.size, self.capacity)
             self.allowed_fd = ba.map_create(ba.MAP_HASH, 8, 8, 2 * self.capacity)
             self.drops_fd = ba.map_create(ba.MAP_ARRAY, 4, 8, 1)
+            self.live_fd = ba.map_create(ba.MAP_ARRAY, 4, 4, 1)  # 0: standby, the programs pass
+            if self.mac_path:
+                self.nexthops_fd = ba.map_create(ba.MAP_HASH, 4, nh.VALUE.size, self.capacity)
+                self.monitor = nh.Monitor()  # before any resolution: no change missed
             self.progs[PRIO_REVERSE] = ba.prog_load(
-                reverse_program(self.allowed_fd, self.drops_fd, self.source), "mip_reverse"
+                reverse_program(self.allowed_fd, self.drops_fd, self.source, self.live_fd),
+                "mip_reverse",
             )
-            self.progs[PRIO_FORWARD] = ba.prog_load(forward_program(self.homes_fd), "mip_forward")
+            self.progs[PRIO_FORWARD] = ba.prog_load(
+                forward_program(self.homes_fd, self.nexthops_fd, self.live_fd), "mip_forward"
+            )
+            self._detach(self._indexes(), created=set())
+            self._attach()  # gated off (live 0) until set_live(True)
         except OSError:
             self.stop()
             raise
-        self._detach(self._indexes(), created=set())
 
     def _indexes(self) -> dict[str, int]:
         indexes = {}
@@ -351,27 +434,40 @@ class BpfFastPath:
 
     def stop(self) -> None:
         self.set_live(False)
-        for fd in (*self.progs.values(), self.homes_fd, self.allowed_fd, self.drops_fd):
+        self._detach({d: i for d, i in self._indexes().items() if d in self.attached},
+                     self.created_clsact)  # fmt: skip
+        self.attached.clear()
+        self.created_clsact.clear()
+        fds = (*self.progs.values(), self.homes_fd, self.allowed_fd, self.drops_fd,
+               self.nexthops_fd, self.live_fd)  # fmt: skip
+        for fd in fds:
             ba.close(fd)
         self.progs.clear()
-        self.homes_fd = self.allowed_fd = self.drops_fd = -1
+        self.homes_fd = self.allowed_fd = self.drops_fd = self.nexthops_fd = self.live_fd = -1
+        if self.monitor is not None:
+            if self._reader_loop is not None and not self._reader_loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    self._reader_loop.remove_reader(self.monitor.fileno())
+            self.monitor.close()
+            self.monitor = None
+        self._reader_loop = None
+        self.coa_homes.clear()
+        self.hops.clear()
+        self.hop_routes.clear()
         self.values.clear()
         self.pairs.clear()
         self.staged_homes.clear()
         self.staged_pairs.clear()
 
-    # --- attachment (active member only) ---------------------------------------------------
+    # --- attachment (at start, on every member) and the live gate (the active) -------------
 
-    def set_live(self, live: bool) -> None:
-        """Attach the programs to every interface (``clsact`` ingress, created if absent; what
-        another user attached stays) or detach them. Raises OSError if the kernel refuses."""
-        if live == self.live or (live and not self.progs):
-            return
-        indexes = self._indexes()
-        if not live:
-            self._detach(indexes, self.created_clsact)
-            self.created_clsact.clear()
-            self.live = False
+    def _attach(self) -> None:
+        """Our filters on every configured interface that lacks them (``clsact`` ingress,
+        created if absent; what another user attached stays): those present at start, and
+        later (at :meth:`set_live`) those created or re-created since. Raises OSError if the
+        kernel refuses."""
+        indexes = {d: i for d, i in self._indexes().items() if self.attached.get(d) != i}
+        if not indexes:
             return
         with nl.RtnlSocket() as sock:
             for dev, index in indexes.items():
@@ -384,7 +480,18 @@ class BpfFastPath:
                 failures = sock.apply(adds, ignore_benign=False)
                 if failures:
                     raise OSError(failures[0].errno, f"bpf on {dev}: {failures[0]}")
-        self.live = True
+                self.attached[dev] = index
+
+    def set_live(self, live: bool) -> None:
+        """The programs' gate: one write to the ``live`` map (live: after attaching to an
+        interface that appeared since). Off, the programs pass every packet on at once, as
+        if detached. Raises OSError if the kernel refuses."""
+        if live == self.live or self.live_fd < 0:
+            return
+        if live:
+            self._attach()
+        ba.update(self.live_fd, bytes(4), struct.pack("<I", 1 if live else 0))
+        self.live = live
 
     # --- the maps: staged per binding, written in batches ---------------------------------
 
@@ -412,6 +519,12 @@ class BpfFastPath:
         except RuntimeError:  # no loop (a synchronous caller): written now, unbatched
             self.flush()
             return
+        if self.monitor is not None and self._reader_loop is not loop:
+            if self._reader_loop is not None and not self._reader_loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    self._reader_loop.remove_reader(self.monitor.fileno())
+            loop.add_reader(self.monitor.fileno(), self.refresh_hops)  # events read at once
+            self._reader_loop = loop
         if self._flush_loop is loop:
             return  # already scheduled on this loop (one that closed first does not count)
         self._flush_loop = loop
@@ -446,12 +559,15 @@ class BpfFastPath:
         for i in range(0, len(put), n):
             puts = put[i : i + n]
             done = self._write(self.homes_fd, [_key(h) for h, _ in puts], [v for _, v in puts])
-            self.values.update(puts[:done])
+            for h, value in puts[:done]:
+                self._count_coa(self.values.get(h), -1)
+                self._count_coa(value, 1)
+                self.values[h] = value
         for i in range(0, len(gone), n):
             gones = gone[i : i + n]
             if self._delete(self.homes_fd, [_key(h) for h in gones]):
                 for h in gones:
-                    self.values.pop(h, None)
+                    self._count_coa(self.values.pop(h, None), -1)
         failed: set[int] = set()
         for i in range(0, len(add), n):
             adds = add[i : i + n]
@@ -472,7 +588,66 @@ class BpfFastPath:
                 self.pairs[h] = wanted
             else:
                 self.pairs.pop(h, None)
+        self.refresh_hops()
         self.flushes += 1
+
+    # --- the MAC path's next hops ------------------------------------------------------------
+
+    def _count_coa(self, value: bytes | None, delta: int) -> None:
+        if value is not None:
+            coa = int.from_bytes(value[16:20], "big")
+            self.coa_homes[coa] += delta
+            if self.coa_homes[coa] <= 0:
+                del self.coa_homes[coa]
+
+    def refresh_hops(self) -> None:
+        """The next-hop entries brought in line with the care-of addresses in use and the
+        kernel's events since the last refresh (dataplane/nexthops.py): a new care-of address,
+        or any route, rule, address or link event, means route lookups (of those, of all); a
+        neighbour event, the entries behind that neighbour recomputed from the neighbour table.
+        Every entry concerned is deleted before anything is read again, so a packet meanwhile
+        takes the FIB path, never a stale MAC."""
+        if self.nexthops_fd < 0 or self.monitor is None:
+            return
+        everything, neighbours = self.monitor.drain()
+        wanted = set(self.coa_homes)
+        unused = [c for c in self.hop_routes if c not in wanted]
+        lookups = wanted if everything else {c for c in wanted if c not in self.hop_routes}
+        recompute = {
+            c for c, r in self.hop_routes.items()
+            if r is not None and (r[0], r[1]) in neighbours and c in wanted
+        }  # fmt: skip
+        if not lookups and not recompute and not unused:
+            return
+        self.hop_refreshes += 1
+        stale = [c for c in {*unused, *lookups, *recompute} if c in self.hops]
+        if stale and self._delete(self.nexthops_fd, [_key(c) for c in stale]):
+            for c in stale:
+                del self.hops[c]
+        for c in unused:
+            del self.hop_routes[c]
+        try:
+            self.hop_routes.update(nh.routes(lookups, int(self.source)))
+            todo = {c: r for c in lookups | recompute if (r := self.hop_routes.get(c))}
+            put = [(c, v) for c, v in nh.values(todo).items() if v is not None]
+        except OSError as exc:  # the entries stay absent: the FIB path
+            self.errors += 1
+            self.last_error = f"next hops: {exc}"
+            return
+        if put:
+            done = self._write(self.nexthops_fd, [_key(c) for c, _ in put], [v for _, v in put])
+            self.hops.update(put[:done])
+
+    def next_hop(self, coa: IPv4Address) -> tuple[int, str, str] | None:
+        """The nexthops map's entry for ``coa`` as read back: (ifindex, destination MAC,
+        source MAC), or None."""
+        if self.nexthops_fd < 0:
+            return None
+        raw = ba.lookup(self.nexthops_fd, coa.packed, nh.VALUE.size)
+        if raw is None:
+            return None
+        index, _limit, dst, src, _ = nh.VALUE.unpack(raw)
+        return int(index), dst.hex(":"), src.hex(":")
 
     def _write(self, fd: int, keys: list[bytes], values: list[bytes]) -> int:
         """Elements written (all, unless the kernel refused one: counted)."""
@@ -506,7 +681,8 @@ class BpfFastPath:
         homes, pairs = self.installed()
         return {"live": self.live, "interfaces": list(self.interfaces), "homes": homes,
                 "reverse_pairs": pairs, "capacity": self.capacity,
-                "reverse_drops": self.drops(), "map_errors": self.errors}  # fmt: skip
+                "reverse_drops": self.drops(), "map_errors": self.errors,
+                "mac_path": self.nexthops_fd >= 0, "next_hops": len(self.hops)}  # fmt: skip
 
     def installed(self) -> tuple[int, int]:
         """Homes and reverse-tunnel pairs in the maps (as written)."""

@@ -106,6 +106,13 @@ def lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
     return v.raw
 
 
+def update(fd: int, key: bytes, value: bytes) -> None:
+    """``BPF_MAP_UPDATE_ELEM`` (any flags: create or replace)."""
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value, len(value))
+    bpf(MAP_UPDATE_ELEM, _attr("=IIQQQ", fd, 0, _addr(k), _addr(v), 0))
+
+
 def prog_load(insns: bytes, name: str) -> int:
     log = ctypes.create_string_buffer(1 << 20)
     lic = ctypes.create_string_buffer(b"GPL")
@@ -142,7 +149,7 @@ OPS = {"+": 0x00, "-": 0x10, "*": 0x20, "|": 0x40, "&": 0x50, "<<": 0x60, ">>": 
 JOPS = {"==": 0x10, ">": 0x20, ">=": 0x30, "!=": 0x50, "<": 0xA0, "<=": 0xB0}
 CALL, EXIT, JA = 0x80, 0x90, 0x00
 END, TO_BE = 0xD0, 0x08
-PSEUDO_MAP_FD = 1
+PSEUDO_MAP_FD, PSEUDO_MAP_VALUE = 1, 2
 FP = 10  # the frame pointer
 
 # helpers
@@ -199,6 +206,11 @@ class Asm:
     def ld_map(self, dst: int, fd: int) -> None:
         self.out.append(_insn(LD | IMM | DW, dst, PSEUDO_MAP_FD, 0, fd))
         self.out.append(_insn(0))
+
+    def ld_map_value(self, dst: int, fd: int, off: int = 0) -> None:
+        """``dst`` = the address of an array map's first value, plus ``off`` (no helper call)."""
+        self.out.append(_insn(LD | IMM | DW, dst, PSEUDO_MAP_VALUE, 0, fd))
+        self.out.append(_insn(0, 0, 0, 0, off))
 
     def ld_imm64(self, dst: int, value: int) -> None:
         self.out.append(_insn(LD | IMM | DW, dst, 0, 0, value & 0xFFFFFFFF))
