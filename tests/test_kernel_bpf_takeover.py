@@ -26,24 +26,14 @@ macvlan's ingress sees them as its own). Checked:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import signal
 import time
 from typing import Any
 
 import pytest
 
-from mobileip.tools import simnodes
-from mobileip.tools.lab import LabError, NetnsLab, _ip
-from mobileip.tools.takeover import (
-    KernelLab,
-    dataplane_status,
-    sampled_outages,
-    torn_down,
-    tunnelled_twice,
-    tx_packets,
-)
+from mobileip.tools.lab import LabError, NetnsLab
+from mobileip.tools.takeover import KernelLab, dataplane_status, stop_traffic, torn_down, tx_packets
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
 
@@ -78,27 +68,14 @@ def filters(lab: NetnsLab, node: str) -> str:
 
 
 def test_takeover_with_the_fast_path_on() -> None:
-    lab = FastPathLab(
-        None, 0.1, 0.01, mobile_nodes=N, sample=0, members=2, real_mn=False, backend="kernel"
-    )
-    homes = [str(simnodes.home_of(i)) for i in simnodes.sample_indices(N, SAMPLES)]
+    lab = FastPathLab.pair(N, SAMPLES)
+    homes = lab.sample
     stop = lab.work / "stop-traffic"
     with torn_down(lab, stop):
         lab.start_pair()
-        reg = lab.register_simulated(N)
-        if lab.binding_count("ha1") < N:
-            lab.register_simulated(N)
-        assert lab.binding_count("ha1") == N, reg
-        lab._wait(
-            lambda: all(
-                (d := dataplane_status(lab, n))["installed"] == d["desired"] == N
-                and not d["pending"]
-                and d["backend"]["fastpath"]["homes"] == N
-                for n in ("ha1", "ha2")
-            ),
-            60 + N / 200,
-            "both members to hold every route and every map entry",
-            poll=0.25,
+        lab.register_all(N)
+        lab.wait_installed(
+            N, "every route and every map entry", lambda d: d["backend"]["fastpath"]["homes"] == N
         )
         f1, f2 = fastpath(lab, "ha1"), fastpath(lab, "ha2")
         assert f1["live"] and not f2["live"], (f1, f2)
@@ -113,21 +90,13 @@ def test_takeover_with_the_fast_path_on() -> None:
         time.sleep(2.0)
         kernel_active = tx_packets(lab, "ha1", "mip-ipip") - kernel_before
         standby_kernel = tx_packets(lab, "ha2", "mip-ipip")
-        killed = time.monotonic()
-        _ip("-n", lab.ns("hub"), "link", "set", "p-ha1-0", "down")
-        lab.kill("ha1")
+        killed = lab.cut_and_kill()
         assert lab.wait_new_active(["ha2"], timeout=20) == "ha2"
         time.sleep(max(0.0, killed + 3.0 - time.monotonic()))
         kernel_after = tx_packets(lab, "ha2", "mip-ipip")
         time.sleep(2.0)
         kernel_new_active = tx_packets(lab, "ha2", "mip-ipip") - kernel_after
-        stop.touch()
-        got = json.loads(rx.wait_for(r"^RESULT ", 60)[len("RESULT ") :])
-        tx.wait_for(r"^sent ", 20)
-
-        per_home = sampled_outages(got, homes, killed, SEND_EVERY)
-        summary = simnodes.summarize(per_home)
-        twice = tunnelled_twice(got)
+        got, per_home, summary, twice = stop_traffic(rx, tx, stop, homes, killed, SEND_EVERY)
         f2 = fastpath(lab, "ha2")
         d2 = dataplane_status(lab, "ha2")
         outage = summary["outage_ms"]
@@ -152,8 +121,6 @@ def test_takeover_with_the_fast_path_on() -> None:
         assert kernel_new_active < window // 10, (kernel_new_active, window)
         assert outage["worst"] is not None and outage["worst"] < OUTAGE_BOUND_S * 1e3, per_home
 
-        ha2 = lab.procs["ha2"].popen
-        ha2.send_signal(signal.SIGTERM)
-        ha2.wait(60)
+        lab.stop_cleanly("ha2")
         assert "mip_" not in filters(lab, "ha2")
     assert not [ns for ns in lab.namespaces if ns.startswith(lab.prefix)]

@@ -34,23 +34,13 @@ new active's switch (``last_takeover_ms``, seen 0.2-4 ms) under ``SWITCH_BOUND_M
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import time
 
 import pytest
 
-from mobileip.tools import simnodes
-from mobileip.tools.lab import NetnsLab, _ip
-from mobileip.tools.takeover import (
-    KernelLab,
-    dataplane_status,
-    sampled_outages,
-    torn_down,
-    tunnelled_twice,
-    tx_packets,
-)
+from mobileip.tools.lab import NetnsLab
+from mobileip.tools.takeover import KernelLab, dataplane_status, stop_traffic, torn_down, tx_packets
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
 
@@ -70,10 +60,8 @@ def line_at(lab: NetnsLab, node: str, pattern: str, since: float) -> float | Non
 
 
 def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
-    lab = KernelLab(
-        None, 0.1, 0.01, mobile_nodes=N, sample=0, members=2, real_mn=False, backend="kernel"
-    )
-    homes = [str(simnodes.home_of(i)) for i in simnodes.sample_indices(N, SAMPLES)]
+    lab = KernelLab.pair(N, SAMPLES)
+    homes = lab.sample
     stop = lab.work / "stop-traffic"
     with torn_down(lab, stop):
         t0 = time.monotonic()
@@ -81,22 +69,9 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
         booted = time.monotonic() - t0
 
         started = time.monotonic()
-        reg = lab.register_simulated(N)
+        lab.register_all(N)
         registered = time.monotonic() - started
-        if lab.binding_count("ha1") < N:  # a request that timed out unapplied (UML is slow)
-            print(f"\nregistration: {reg.get('accepted')} of {N} accepted; registering again")
-            lab.register_simulated(N)
-        assert lab.binding_count("ha1") == N, reg
-        lab._wait(
-            lambda: all(
-                (d := dataplane_status(lab, n))["installed"] == d["desired"] == N
-                and not d["pending"]
-                for n in ("ha1", "ha2")
-            ),
-            60 + N / 200,
-            "both members to hold every route",
-            poll=0.25,
-        )
+        lab.wait_installed(N)
         ready = time.monotonic() - started
         d1, d2 = dataplane_status(lab, "ha1"), dataplane_status(lab, "ha2")
         print(
@@ -122,21 +97,11 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
         time.sleep(3.0)
         standby_tx_before = tx_packets(lab, "ha2", "mip-ipip")
         active_tx_before = tx_packets(lab, "ha1", "mip-ipip")
-        # the box dies: its link first (after a SIGKILL alone its kernel forwards on, and the
-        # kill of a big process takes a while), then the daemon; outages count from the cut
-        killed = time.monotonic()
-        _ip("-n", lab.ns("hub"), "link", "set", "p-ha1-0", "down")
-        lab.kill("ha1")
+        killed = lab.cut_and_kill()
         new_active = lab.wait_new_active(["ha2"], timeout=20)
         assert new_active == "ha2"
         time.sleep(max(0.0, killed + 5.0 - time.monotonic()))
-        stop.touch()
-        got = json.loads(rx.wait_for(r"^RESULT ", 60)[len("RESULT ") :])
-        tx.wait_for(r"^sent ", 20)
-
-        per_home = sampled_outages(got, homes, killed, SEND_EVERY)
-        summary = simnodes.summarize(per_home)
-        twice = tunnelled_twice(got)
+        got, per_home, summary, twice = stop_traffic(rx, tx, stop, homes, killed, SEND_EVERY)
         became = line_at(lab, "ha2", "role.changed role=active", killed)
         d2 = dataplane_status(lab, "ha2")
         outage = summary["outage_ms"]
@@ -159,9 +124,7 @@ def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
         assert outage["worst"] is not None and outage["worst"] < OUTAGE_BOUND_S * 1e3, per_home
 
         # a clean stop of the survivor leaves nothing behind
-        ha2 = lab.procs["ha2"].popen
-        ha2.send_signal(signal.SIGTERM)
-        ha2.wait(60)
+        lab.stop_cleanly("ha2")
         links = lab.run("ha2", ["ip", "-o", "link"])
         assert "mip-ipip" not in links and "mip-gre" not in links and "vrrp.51" not in links
         assert not lab.run("ha2", ["ip", "route", "show", "table", "all", "proto", "77"]).strip()

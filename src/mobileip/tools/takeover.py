@@ -1,22 +1,25 @@
 """Takeover with traffic (issue 14): what tests/test_kernel_takeover.py (asserted),
 tests/test_kernel_bpf_takeover.py (the same with the fast path) and
 scripts/perf/kernel_takeover.py (measured) share: the lab with the kernel backend and the VRRP
-virtual MAC (its two members started, its traffic started), the correspondent's sender, the
-care-of side's receiver, the count of packets tunnelled twice, a member's dataplane status, a
-device's transmit counter and the sampled homes' outages. tests/test_dataplane_standby_netns.py
-(the userspace backend's takeover at 10,000 bindings) uses the sender, receiver and count too,
-tests/test_vmac_keepalived_netns.py the count."""
+virtual MAC (its two members started, the simulated nodes registered and installed on both, its
+traffic started and stopped, the active cut and killed, a member stopped cleanly), the
+correspondent's sender, the care-of side's receiver, the count of packets tunnelled twice, a
+member's dataplane status, a device's transmit counter and the sampled homes' outages.
+tests/test_dataplane_standby_netns.py (the userspace backend's takeover at 10,000 bindings) uses
+the sender, receiver and count too, tests/test_vmac_keepalived_netns.py the count."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Self
 
 from mobileip.tools import simnodes
-from mobileip.tools.lab import NetnsLab, Proc
+from mobileip.tools.lab import LabError, NetnsLab, Proc, _ip
 
 STATUS = "/api/v1/dataplane?homes=0"
 
@@ -68,6 +71,13 @@ print("RESULT " + json.dumps(got), flush=True)
 class KernelLab(NetnsLab):
     """The lab's Home Agents with the kernel backend and the VRRP virtual MAC."""
 
+    @classmethod
+    def pair(cls, bindings: int, samples: int) -> Self:
+        """Two members (native VRRP at 0.1 s), ``bindings`` simulated mobile nodes and no real
+        one; ``samples`` of their home addresses in :attr:`sample`."""
+        return cls(None, 0.1, 0.01, mobile_nodes=bindings, sample=samples, members=2,
+                   real_mn=False, backend="kernel")  # fmt: skip
+
     def ha_config(self, node: str) -> dict[str, Any]:
         cfg = super().ha_config(node)
         cfg["dataplane"].update(virtual_mac=True, garp_rounds=0)
@@ -96,6 +106,75 @@ class KernelLab(NetnsLab):
         )
         tx.wait_for("sending", timeout)
         return rx, tx
+
+    def register_all(self, n: int) -> dict[str, Any]:
+        """``n`` simulated registrations through the virtual address, sent again once if ``ha1``
+        holds fewer (a request that timed out unapplied: UML is slow); the first run's report.
+        Raises :class:`LabError` unless ``ha1`` then holds ``n`` bindings."""
+        reg = self.register_simulated(n)
+        if self.binding_count("ha1") < n:
+            print(f"\nregistration: {reg.get('accepted')} of {n} accepted; registering again")
+            self.register_simulated(n)
+        if (held := self.binding_count("ha1")) != n:
+            raise LabError(f"ha1 holds {held} of {n} bindings: {reg}")
+        return reg
+
+    def wait_installed(
+        self,
+        n: int,
+        what: str = "every route",
+        also: Callable[[dict[str, Any]], bool] = lambda status: True,
+    ) -> None:
+        """Until both members' dataplanes have installed all ``n`` desired routes, nothing
+        pending, and ``also`` holds for each one's status (raises :class:`LabError` after
+        60 s + ``n`` / 200 s)."""
+        self._wait(
+            lambda: all(
+                (d := dataplane_status(self, node))["installed"] == d["desired"] == n
+                and not d["pending"]
+                and also(d)
+                for node in ("ha1", "ha2")
+            ),
+            60 + n / 200,
+            f"both members to hold {what}",
+            poll=0.25,
+        )
+
+    def cut_and_kill(self) -> float:
+        """The box ``ha1`` dies: its link cut first (after a SIGKILL alone its kernel forwards
+        on, and the kill of a big process takes a while), then its daemon SIGKILLed; the cut's
+        time (monotonic), from which outages count."""
+        cut = time.monotonic()
+        _ip("-n", self.ns("hub"), "link", "set", "p-ha1-0", "down")
+        self.kill("ha1")
+        return cut
+
+    def stop_cleanly(self, node: str, timeout: float = 60.0) -> None:
+        """SIGTERM to ``node``'s daemon, waited for."""
+        popen = self.procs[node].popen
+        popen.send_signal(signal.SIGTERM)
+        popen.wait(timeout)
+
+
+class Received(NamedTuple):
+    """What the care-of side received, by sampled home, the kill at ``killed``."""
+
+    got: list[Any]  # the receiver's (arrival, inner destination, sequence)
+    per_home: dict[str, dict[str, float | None]]  # :func:`sampled_outages`
+    summary: dict[str, Any]  # :func:`~mobileip.tools.simnodes.summarize` of per_home
+    twice: int  # :func:`tunnelled_twice`
+
+
+def stop_traffic(
+    rx: Proc, tx: Proc, stop: Path, homes: Sequence[str], killed: float, every: float
+) -> Received:
+    """The traffic of :meth:`KernelLab.start_traffic` stopped (``stop`` touched, the receiver's
+    result and the sender's end read) and what arrived summed up."""
+    stop.touch()
+    got: list[Any] = json.loads(rx.wait_for(r"^RESULT ", 60)[len("RESULT ") :])
+    tx.wait_for(r"^sent ", 20)
+    per_home = sampled_outages(got, homes, killed, every)
+    return Received(got, per_home, simnodes.summarize(per_home), tunnelled_twice(got))
 
 
 def tunnelled_twice(got: Iterable[tuple[Any, str, int]]) -> int:
