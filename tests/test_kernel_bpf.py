@@ -48,7 +48,13 @@ from mobileip.config import ConfigError, parse_config
 from mobileip.dataplane import bpf_asm as ba
 from mobileip.dataplane import nexthops as nh
 from mobileip.dataplane.bpf import BpfFastPath, home_value
-from mobileip.dataplane.encap import Encapsulation, decapsulate
+from mobileip.dataplane.encap import (
+    Encapsulation,
+    IPv4Header,
+    build_ipv4,
+    decapsulate,
+    encapsulate,
+)
 from mobileip.dataplane.kernel import KernelBackend
 
 __all__ = ["topo"]  # the fixture, imported
@@ -285,7 +291,10 @@ def test_forward_and_reverse_through_the_fast_path(
         # binding), a wrong care-of address and a spoofed inner source (dropped and counted)
         with in_netns(ha):
             drops_before = backend.reverse_drops()
+        mib = _ip_mib(ha)
         reverse_cases(cn, coa, wire, n)
+        # forwarded by the program (bpf_redirect), not by the stack
+        assert _ip_mib(ha)["ForwDatagrams"] == mib["ForwDatagrams"], (mib, _ip_mib(ha))
         with in_netns(ha):
             assert fast.accepted(HOME, COA) == n
             assert fast.drops() == 2 * n
@@ -439,6 +448,127 @@ def test_a_restart_detaches_what_a_killed_predecessor_left(topo: dict[str, str])
             fast.progs.clear()
             fast.homes_fd = fast.allowed_fd = fast.drops_fd = -1
             fast.nexthops_fd = fast.live_fd = -1
+            asyncio.run(backend.stop())
+
+
+def _ip_mib(ns: str) -> dict[str, int]:
+    """The namespace's IP counters (/proc/net/snmp's ``Ip:`` lines): ``ForwDatagrams`` counts
+    what the stack forwarded (``ip_forward``), ``InHdrErrors`` its TTL expiries among others."""
+    heads, values = [ln.split()[1:] for ln in sh(f"ip netns exec {ns} cat /proc/net/snmp")
+                     .splitlines() if ln.startswith("Ip:")][:2]  # fmt: skip
+    return dict(zip(heads, (int(v) for v in values), strict=True))
+
+
+def _tunnelled(inner_src: IPv4Address, inner_dst: IPv4Address, payload: bytes, ttl: int = 64,
+               port: int = 7777) -> bytes:  # fmt: skip
+    """A UDP packet from ``inner_src`` to ``inner_dst`` in IP-in-IP from the care-of address
+    to the Home Agent."""
+    head = IPv4Header(0, 0, 1, 0, ttl, socket.IPPROTO_UDP, inner_src, inner_dst)
+    inner = build_ipv4(head, struct.pack("!HHHH", 5555, port, 8 + len(payload), 0) + payload)
+    return encapsulate(inner, IPIP, COA, HA_ADDR, forwarding=False)
+
+
+@pytest.mark.kernel
+def test_the_reverse_program_forwards_the_inner_packet(topo: dict[str, str]) -> None:
+    """The reverse program forwards what it decapsulates itself (a FIB lookup, the inner TTL
+    decremented, ``bpf_redirect``): the packets reach the correspondent with the stack's
+    forwarding counter unmoved, also under strict ``rp_filter`` (which drops them on the
+    stack's path); no neighbour yet, TTL expiring and a local destination go to the stack
+    (which forwards, sends the ICMP error, delivers); unregistered pairs are still dropped
+    and counted."""
+    cn, ha, coa = topo["cn"], topo["ha"], topo["coa"]
+    tag = ha[-4:]
+    n = 20
+    backend = _backend(topo)
+    fast = backend.fastpath
+    assert fast is not None
+    rx = socket_in(cn, socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("0.0.0.0", 7777))
+    tap = socket_in(cn, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    tap.bind((f"c{tag}", 0))
+    local = socket_in(ha, socket.AF_INET, socket.SOCK_DGRAM)
+    local.bind((str(HA_ADDR), 7778))
+    raw = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    icmp = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, IPIP.value)
+    h_mac = sh(f"ip netns exec {ha} cat /sys/class/net/h{tag}/address").strip()
+    c_mac = sh(f"ip netns exec {cn} cat /sys/class/net/c{tag}/address").strip()
+
+    def send(count: int, label: bytes, **kw: int) -> None:
+        for i in range(count):
+            raw.sendto(_tunnelled(HOME, CN_ADDR, label + b"%03d" % i, **kw), (str(HA_ADDR), 0))
+
+    def strict(on: bool) -> None:
+        v = 1 if on else 0
+        sh(f"ip netns exec {ha} sysctl -qw net.ipv4.conf.all.rp_filter={v} "
+           f"net.ipv4.conf.g{tag}.rp_filter={v}")  # fmt: skip
+
+    try:
+        with in_netns(ha):
+            assert asyncio.run(backend.install_many([spec(HOME, (COA, IPIP))], TABLE)) == 0
+            fast.flush()
+        sh(f"ip -n {ha} neigh flush dev h{tag}")
+        # no neighbour for the correspondent: the first packet goes to the stack, which
+        # forwards it (and resolves the neighbour)
+        mib = _ip_mib(ha)
+        send(1, b"first")
+        assert [p[:8] for p in drain(rx, 3.0)] == [b"first000"]
+        assert _ip_mib(ha)["ForwDatagrams"] == mib["ForwDatagrams"] + 1
+        # then the program forwards: delivered, the stack's forwarding counter unmoved, the
+        # FIB's MACs on the frames, the inner TTL decremented (the IP checksum fixed: the
+        # correspondent's socket received them)
+        drain(tap, 0.3)
+        mib = _ip_mib(ha)
+        send(n, b"fast")
+        got = drain(rx, 3.0)
+        assert len(got) == n and all(p.startswith(b"fast") for p in got), [p[:8] for p in got]
+        assert _ip_mib(ha)["ForwDatagrams"] == mib["ForwDatagrams"], (mib, _ip_mib(ha))
+        frames = _frames_to(tap, c_mac)
+        assert len(frames) == n and {f[6:12].hex(":") for f in frames} == {h_mac}
+        assert {f[14 + 8] for f in frames} == {63}
+        with in_netns(ha):
+            assert fast.accepted(HOME, COA) == n + 1
+        # strict rp_filter on the receiving interface: the program's packets still go
+        # through (the pairs map is the source check)...
+        strict(True)
+        mib = _ip_mib(ha)
+        send(n, b"strict")
+        assert len(drain(rx, 3.0)) == n
+        assert _ip_mib(ha)["ForwDatagrams"] == mib["ForwDatagrams"]
+        # ...where the stack's path (no neighbour: the program hands them over) drops them
+        sh(f"ip -n {ha} neigh flush dev h{tag}")
+        send(3, b"dropped")
+        assert drain(rx, 1.5) == []
+        strict(False)
+        send(1, b"resolve")
+        assert len(drain(rx, 3.0)) == 1
+        # TTL 1: the stack sends the ICMP time exceeded to the home address (through the
+        # tunnel to the care-of address); nothing forwarded
+        drain(icmp, 0.3)
+        mib = _ip_mib(ha)
+        send(1, b"ttl", ttl=1)
+        assert drain(rx, 1.0) == []
+        after = _ip_mib(ha)
+        assert after["InHdrErrors"] == mib["InHdrErrors"] + 1, (mib, after)
+        assert after["ForwDatagrams"] == mib["ForwDatagrams"]
+        errors = [decapsulate(p).inner for p in drain(icmp, 3.0)]
+        assert any(e[9] == socket.IPPROTO_ICMP and e[20] == 11 for e in errors), errors
+        # a local destination: delivered by the stack
+        raw.sendto(_tunnelled(HOME, HA_ADDR, b"local", port=7778), (str(HA_ADDR), 0))
+        assert [p[:5] for p in drain(local, 3.0)] == [b"local"]
+        # unregistered pairs: dropped and counted, nothing forwarded
+        rx.close()  # reverse_cases binds its own
+        with in_netns(ha):
+            drops = fast.drops()
+        mib = _ip_mib(ha)
+        reverse_cases(cn, coa, IPIP, n)
+        with in_netns(ha):
+            assert fast.drops() == drops + 2 * n
+            assert fast.accepted(HOME, COA) == 3 * n + 7  # every registered packet above
+        assert _ip_mib(ha)["ForwDatagrams"] == mib["ForwDatagrams"]
+    finally:
+        for s in (rx, tap, local, raw, icmp):
+            s.close()
+        with in_netns(ha):
             asyncio.run(backend.stop())
 
 

@@ -6,10 +6,16 @@ away mobile nodes arrives (``interfaces``), assembled in :mod:`mobileip.dataplan
 * **reverse** (tc prio :data:`PRIO_REVERSE`): IP-in-IP, or GRE without flags carrying IPv4,
   addressed to the tunnel source (the Home Agent's address): (inner source, outer source) is
   looked up in the ``allowed`` hash map. A hit is counted in its value and decapsulated in
-  place (``bpf_skb_adjust_room`` by minus the outer header); the inner packet goes on to the
-  stack, which forwards it. A miss is dropped and counted (``drops``): the same rule as the
-  kernel backend's flower filters (reverse tunnels only from a registered care-of address of
-  the inner source). Anything else goes on to the next filter unchanged;
+  place (``bpf_skb_adjust_room`` by minus the outer header); the program then forwards the
+  inner packet itself: a FIB lookup for its destination (``bpf_fib_lookup``, a forwarding
+  lookup from the receiving interface, policy rules honoured, its length checked against the
+  route's MTU), on success the inner TTL decremented, the FIB's MACs written and
+  ``bpf_redirect``; otherwise (IP options, TTL expiring, a GSO packet, no route, a local,
+  broadcast or lightweight-tunnel destination, no neighbour yet, too big) the inner packet
+  goes on to the stack, which forwards or delivers it. A miss is dropped and counted
+  (``drops``): the same rule as the kernel backend's flower filters (reverse tunnels only from
+  a registered care-of address of the inner source). Anything else goes on to the next filter
+  unchanged;
 * **forward** (prio :data:`PRIO_FORWARD`): an IPv4 packet without options, for this host's
   MAC, TTL > 1, whose destination is in the ``homes`` hash map (home address -> outer header
   template of its exit, as the kernel route's: newest care-of address, minimal as IP-in-IP)
@@ -29,9 +35,11 @@ away mobile nodes arrives (``interfaces``), assembled in :mod:`mobileip.dataplan
 
 What it skips, against the stack's path: the inner route lookup, ``ip_forward`` and the
 netfilter FORWARD/POST_ROUTING hooks of both the inner and the outer packet, the tunnel
-device's transmit (forward); the collect-metadata receive, the flower check and the inner
-packet's netfilter PRE_ROUTING on the tunnel device (reverse; the inner packet is then routed
-as received on the physical interface). An operator filtering forwarded packets with
+device's transmit (forward); the collect-metadata receive, the flower check, and for what the
+reverse program forwards itself the inner packet's route lookup through the stack, reverse-path
+filtering (``rp_filter``: the pairs map is the source check), ``ip_forward`` and every
+netfilter hook (reverse; what it hands to the stack is routed as received on the physical
+interface, where strict ``rp_filter`` drops it). An operator filtering forwarded packets with
 netfilter must keep it off.
 
 A next-hop entry is deleted as soon as an event about its neighbour, or any route, rule,
@@ -81,7 +89,7 @@ ETH_P_ALL = 0x0003
 VALUE = struct.Struct("<24sIII")
 GRE_PLAIN_IPV4 = 0x00080000  # flags 0, version 0, protocol 0x0800, as a little-endian load
 FIB = 64  # struct bpf_fib_lookup, at fp-64
-F_FAMILY, F_TOT_LEN, F_IFINDEX, F_SRC, F_DST, F_SMAC, F_DMAC = 0, 6, 8, 16, 32, 52, 58
+F_FAMILY, F_TOT_LEN, F_IFINDEX, F_TOS, F_SRC, F_DST, F_SMAC, F_DMAC = 0, 6, 8, 12, 16, 32, 52, 58
 
 
 def home_value(source: IPv4Address, coa: IPv4Address, gre: bool, ttl: int) -> bytes:
@@ -331,13 +339,75 @@ def _count_refused(a: Asm, drops_fd: int) -> None:
     a.ret(ba.TC_ACT_SHOT)
 
 
+def _forward_inner(a: Asm) -> None:
+    """After :func:`_reverse_decapsulate`: the inner packet forwarded here, as the stack would
+    (a FIB lookup from the receiving interface, the inner TTL decremented, the FIB's MACs,
+    ``bpf_redirect``); ``stack`` (``TC_ACT_OK``: the stack forwards it, as before) for IP
+    options, TTL expiring, a GSO packet, or no success from the FIB (no route, a local or
+    broadcast destination, no neighbour, too big, a lightweight-tunnel route, forwarding
+    off)."""
+    a.ldx(4, 2, 6, ba.SKB_DATA)
+    a.ldx(4, 3, 6, ba.SKB_DATA_END)
+    a.mov(7, 2)
+    a.mov(8, 2)
+    a.alu(8, "+", imm=ETH)
+    a.mov(4, 8)
+    a.alu(4, "+", imm=IP)
+    a.jmp(4, ">", "stack", src=3)
+    a.ldx(1, 4, 8, 0)
+    a.jmp(4, "!=", "stack", imm=0x45)  # options: the stack
+    a.ldx(1, 4, 8, 8)
+    a.jmp(4, "<=", "stack", imm=1)  # TTL expiring: the stack sends the ICMP error
+    a.ldx(4, 4, 6, ba.SKB_GSO_SIZE)
+    a.jmp(4, "!=", "stack", imm=0)  # GRO'd: its segmentation state is the outer packet's
+    for off in range(0, FIB, 8):
+        a.st(8, FP, off - FIB, 0)
+    a.st(1, FP, F_FAMILY - FIB, socket.AF_INET)
+    a.ldx(1, 4, 8, 1)
+    a.stx(1, FP, F_TOS - FIB, 4)
+    a.ldx(2, 4, 8, 2)
+    a.be16(4)
+    a.stx(2, FP, F_TOT_LEN - FIB, 4)  # checked against the route's MTU
+    a.ldx(4, 4, 6, ba.SKB_IFINDEX)
+    a.stx(4, FP, F_IFINDEX - FIB, 4)  # a forwarding lookup, as received here (policy rules)
+    a.ldx(4, 4, 8, 12)
+    a.stx(4, FP, F_SRC - FIB, 4)
+    a.ldx(4, 4, 8, 16)
+    a.stx(4, FP, F_DST - FIB, 4)
+    a.mov(1, 6)
+    a.mov(2, FP)
+    a.alu(2, "+", imm=-FIB)
+    a.mov(3, imm=FIB)
+    a.mov(4, imm=0)
+    a.call(ba.F_FIB_LOOKUP)
+    a.jmp(0, "!=", "stack", imm=ba.FIB_SUCCESS)
+    _inner_ttl_decrement(a)
+    a.ldx(2, 4, FP, F_DMAC - FIB)
+    a.stx(2, 7, 0, 4)
+    a.ldx(4, 4, FP, F_DMAC - FIB + 2)
+    a.stx(4, 7, 2, 4)
+    a.ldx(4, 4, FP, F_SMAC - FIB)
+    a.stx(4, 7, 6, 4)
+    a.ldx(2, 4, FP, F_SMAC - FIB + 4)
+    a.stx(2, 7, 10, 4)
+    a.ldx(4, 1, FP, F_IFINDEX - FIB)
+    a.mov(2, imm=0)
+    a.call(ba.F_REDIRECT)
+    a.exit()
+
+
 def reverse_program(
-    allowed_fd: int, drops_fd: int, source: IPv4Address, live_fd: int = -1
+    allowed_fd: int, drops_fd: int, source: IPv4Address, live_fd: int = -1, redirect: bool = True
 ) -> bytes:
+    """``redirect``: the decapsulated packet forwarded by the program where it can
+    (:func:`_forward_inner`), else handed to the stack (as before 2026-12-07 04:00)."""
     a = Asm()
     _gate(a, live_fd)
     _ipv4_prologue(a)
     _reverse_decapsulate(a, allowed_fd, source)
+    if redirect:
+        _forward_inner(a)
+    a.label("stack")
     a.ret(ba.TC_ACT_OK)
     a.label("pass")
     a.ret(ba.TC_ACT_UNSPEC)

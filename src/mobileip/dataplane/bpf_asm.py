@@ -159,7 +159,7 @@ ADJ_ROOM_MAC = 1
 ADJ_ENCAP_L3_IPV4, ADJ_ENCAP_L4_GRE = 1 << 1, 1 << 3
 TC_ACT_UNSPEC, TC_ACT_OK, TC_ACT_SHOT = -1, 0, 2
 # struct __sk_buff
-SKB_LEN, SKB_PKT_TYPE, SKB_IFINDEX, SKB_DATA, SKB_DATA_END = 0, 4, 40, 76, 80
+SKB_LEN, SKB_PKT_TYPE, SKB_IFINDEX, SKB_DATA, SKB_DATA_END, SKB_GSO_SIZE = 0, 4, 40, 76, 80, 176
 
 
 def _insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
