@@ -113,6 +113,31 @@ def wait_dataplane(seg: Segment, ha: Member, check: Any, timeout: float = 10) ->
         time.sleep(0.1)
 
 
+def add_ha_and_cn(seg: Segment) -> tuple[Member, Member]:
+    """The Home Agent (``HA``) and the correspondent (``CN``) added to the home link."""
+    return seg.add_member("ha", f"{HA}/24"), seg.add_member("cn", f"{CN}/24")
+
+
+def start_homeagent(
+    seg: Segment, ha: Member, tmp_path: Path, cfg: dict[str, Any], ready: str = "dataplane.started"
+) -> Process:
+    """``mobileip homeagent`` on ``ha`` with ``cfg`` (written to ``tmp_path``/ha.toml); returns
+    once it logged ``ready`` (a pattern)."""
+    conf = tmp_path / "ha.toml"
+    conf.write_text(to_toml(cfg))
+    daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
+    daemon.wait_for(ready, 15)
+    return daemon
+
+
+def assert_pings_return(seg: Segment, cn: Member, home: str) -> None:
+    """The correspondent pings ``home`` every 0.1 s for 1 s: all but at most one come back."""
+    argv = [PY, "-m", "mobileip.tools.traffic", "ping", home, "--interval", "0.1",
+            "--duration", "1"]  # fmt: skip
+    result = json.loads(seg.run(cn, argv).stdout.strip().splitlines()[-1])
+    assert result["received"] >= result["sent"] - 1 > 0, result
+
+
 def ping(seg: Segment, cn: Member, count: int = 2) -> None:
     argv = [PY, "-m", "mobileip.tools.traffic", "ping", HOME, "--interval", "0.2"]
     seg.run(cn, [*argv, "--duration", str(count * 0.2)], timeout=20)
@@ -134,15 +159,11 @@ def test_userspace_tunnels_proxy_arp_reverse_tunnel_and_withdrawal(
     tmp_path: Path,
 ) -> None:
     seg = segment_fixture
-    ha = seg.add_member("ha", f"{HA}/24")
-    cn = seg.add_member("cn", f"{CN}/24")
+    ha, cn = add_ha_and_cn(seg)
     far = seg.add_member("far", f"{FAR}/24")
-    conf = tmp_path / "ha.toml"
-    conf.write_text(to_toml(ha_config(ha)))
     pcap = tmp_path / "home.pcap"
     cap = capture(seg, pcap)
-    daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
-    daemon.wait_for(r"dataplane.started", 15)
+    daemon = start_homeagent(seg, ha, tmp_path, ha_config(ha))
 
     # 1. IP-in-IP: register, then the correspondent pings the home address
     register(seg, far, FAR)
@@ -242,15 +263,11 @@ def test_colocated_mobile_node_decapsulates_itself(
     (D flag) and is its own tunnel exit: the correspondent's pings to the home address come
     back."""
     seg = segment_fixture
-    ha = seg.add_member("ha", f"{HA}/24")
-    cn = seg.add_member("cn", f"{CN}/24")
+    ha, cn = add_ha_and_cn(seg)
     mn = seg.add_member("mn", "10.77.0.50/24")  # the co-located care-of address
     seg.run(mn, ["ip", "addr", "add", f"{HOME}/32", "dev", "lo"])
     seg.run(mn, ["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"])  # HA proxies .100
-    conf = tmp_path / "ha.toml"
-    conf.write_text(to_toml(ha_config(ha)))
-    daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
-    daemon.wait_for(r"dataplane.started", 15)
+    start_homeagent(seg, ha, tmp_path, ha_config(ha))
     mn_conf = tmp_path / "mn.toml"
     mn_conf.write_text(
         to_toml(
@@ -272,19 +289,7 @@ def test_colocated_mobile_node_decapsulates_itself(
     node = seg.spawn(mn, [PY, "-m", "mobileip", "mobilenode", "--config", str(mn_conf)], "mn")
     node.wait_for(r"mn\.registered care_of_address=10\.77\.0\.50", 15)
     wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1)
-    argv = [
-        PY,
-        "-m",
-        "mobileip.tools.traffic",
-        "ping",
-        HOME,
-        "--interval",
-        "0.1",
-        "--duration",
-        "1",
-    ]
-    result = json.loads(seg.run(cn, argv).stdout.strip().splitlines()[-1])
-    assert result["received"] >= result["sent"] - 1 > 0, result
+    assert_pings_return(seg, cn, HOME)
     node.stop()
     line = node.wait_for(r"mn\.decapsulated", 10).text
     assert "packets=0" not in line
@@ -311,11 +316,7 @@ def kernel_homeagent(seg: Segment, ha: Member, tmp_path: Path, **dataplane: Any)
     cfg = ha_config(ha)
     cfg["dataplane"]["backend"] = "kernel"
     cfg["dataplane"].update(dataplane)
-    conf = tmp_path / "ha.toml"
-    conf.write_text(to_toml(cfg))
-    daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
-    daemon.wait_for(r"dataplane.started backend=kernel", 15)
-    return daemon
+    return start_homeagent(seg, ha, tmp_path, cfg, r"dataplane.started backend=kernel")
 
 
 def test_auto_backend_follows_what_the_kernel_can(

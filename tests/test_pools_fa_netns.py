@@ -13,7 +13,6 @@ SIGTERM it deregisters: the address goes back to the pool and off ``lo``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 from netns import Member, Process, Segment, ip, segment_fixture  # noqa: F401
 from pcapio import read_capture_until
-from test_dataplane_netns import CN, HA, wait_dataplane
+from test_dataplane_netns import HA, add_ha_and_cn, assert_pings_return, wait_dataplane
 from test_pools_netns import NAI_KEY, NAI_SPI, POOL, pools, start_pool_ha
 
 from mobileip.config import to_toml
@@ -41,8 +40,7 @@ def test_mobile_node_gets_an_address_through_the_foreign_agent(
     tmp_path: Path,
 ) -> None:
     seg = segment_fixture
-    ha = seg.add_member("ha", f"{HA}/24")
-    cn = seg.add_member("cn", f"{CN}/24")
+    ha, cn = add_ha_and_cn(seg)
     fa = seg.add_member("fa", f"{FA_UPLINK}/24")
     # the foreign link: a veth between the agent and a mobile node without an address
     mn_netns = f"{seg.prefix}-mn"
@@ -111,10 +109,7 @@ def test_mobile_node_gets_an_address_through_the_foreign_agent(
     if cap is not None:
         check_capture(cap, pcap, home)
 
-    argv = [PY, "-m", "mobileip.tools.traffic", "ping", home, "--interval", "0.1",
-            "--duration", "1"]  # fmt: skip
-    result = json.loads(seg.run(cn, argv).stdout.strip().splitlines()[-1])
-    assert result["received"] >= result["sent"] - 1 > 0, result
+    assert_pings_return(seg, cn, home)
 
     node.stop()  # SIGTERM: deregisters through the agent, drops the address
     node.wait_for(r"mn\.deregistered code=0", 10)

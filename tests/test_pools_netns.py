@@ -21,7 +21,16 @@ from pathlib import Path
 
 import pytest
 from netns import Member, Process, Segment, segment_fixture  # noqa: F401
-from test_dataplane_netns import CN, FETCH, HA, ha_config, wait_dataplane
+from test_dataplane_netns import (
+    CN,
+    FETCH,
+    HA,
+    add_ha_and_cn,
+    assert_pings_return,
+    ha_config,
+    start_homeagent,
+    wait_dataplane,
+)
 
 from mobileip.config import to_toml
 
@@ -58,11 +67,7 @@ def start_pool_ha(seg: Segment, ha: Member, tmp_path: Path) -> Process:
         {"spi": NAI_SPI, "key": NAI_KEY, "nai": "*@pool.test", "pool": "home-link"}
     )
     cfg["pool"] = [{"name": "home-link", "network": POOL}]
-    conf = tmp_path / "ha.toml"
-    conf.write_text(to_toml(cfg))
-    daemon = seg.spawn(ha, [PY, "-m", "mobileip", "homeagent", "--config", str(conf)], "ha")
-    daemon.wait_for(r"dataplane.started", 15)
-    return daemon
+    return start_homeagent(seg, ha, tmp_path, cfg)
 
 
 def test_mobile_node_learns_its_address_from_the_reply(
@@ -70,8 +75,7 @@ def test_mobile_node_learns_its_address_from_the_reply(
     tmp_path: Path,
 ) -> None:
     seg = segment_fixture
-    ha = seg.add_member("ha", f"{HA}/24")
-    cn = seg.add_member("cn", f"{CN}/24")
+    ha, cn = add_ha_and_cn(seg)
     mn = seg.add_member("mn", "10.77.0.50/24")  # the co-located care-of address
     seg.run(mn, ["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"])  # the HA proxies
     start_pool_ha(seg, ha, tmp_path)
@@ -106,19 +110,7 @@ def test_mobile_node_learns_its_address_from_the_reply(
     assert status["pools"][0]["in_use"] == 1  # type: ignore[index]
     assert f"{home}/32" in seg.run(mn, ["ip", "-4", "addr", "show", "dev", "lo"]).stdout
     wait_dataplane(seg, ha, lambda d: d["tunnels"] == 1)
-    argv = [
-        PY,
-        "-m",
-        "mobileip.tools.traffic",
-        "ping",
-        home,
-        "--interval",
-        "0.1",
-        "--duration",
-        "1",
-    ]
-    result = json.loads(seg.run(cn, argv).stdout.strip().splitlines()[-1])
-    assert result["received"] >= result["sent"] - 1 > 0, result
+    assert_pings_return(seg, cn, home)
 
     # the address becomes another NAI's (the mobile node paused meanwhile: the operator clears
     # its binding, bob registers the freed address): alice's next renewal is refused 129, and
