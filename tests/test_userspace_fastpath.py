@@ -213,13 +213,14 @@ def tunnelled(rng: random.Random, coa: A, home: A, kind: Encapsulation) -> bytes
     return encapsulate(inner, kind, coa, HA, ident=rng.randrange(65536), forwarding=False)
 
 
-def test_reverse_fast_path_matches_the_general_path() -> None:
+REV_COAS = [A("10.2.0.9"), A("10.2.0.10")]
+REV_HOMES = [A("10.1.0.5"), A("10.1.0.6"), A("10.1.0.7")]
+
+
+def reverse_cases(rng: random.Random) -> list[bytes]:
     """Registered and unregistered pairs, bad inner checksums, GRE with a checksum, minimal
-    encapsulation, fragments, truncated and padded packets: the batch reader writes to the TUN
-    and counts exactly what :meth:`reverse` does packet by packet."""
-    rng = random.Random(21)
-    coas = [A("10.2.0.9"), A("10.2.0.10")]
-    homes = [A("10.1.0.5"), A("10.1.0.6"), A("10.1.0.7")]
+    encapsulation, fragments, truncated and padded packets."""
+    coas, homes = REV_COAS, REV_HOMES
     cases: list[bytes] = []
     for _ in range(300):
         coa, home = rng.choice(coas), rng.choice(homes)
@@ -241,18 +242,46 @@ def test_reverse_fast_path_matches_the_general_path() -> None:
         elif twist == 4:  # an outer fragment (MF)
             p[6] |= 0x20
         cases.append(bytes(p))
-    results = []
-    for fast in (True, False):
-        backend = UserspaceBackend(lambda *a, **k: None, "x", HA)
-        for i, home in enumerate(homes):
-            backend.track(TunnelSpec(home, ((coas[0], E.IPIP),), tuple(coas[: i + 1])))
-        tun_r, tun_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        raw_r, raw_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        tun_r.setblocking(False)
-        raw_r.setblocking(False)
-        for s in (tun_r, tun_w, raw_r, raw_w):
+    return cases
+
+
+def reverse_backend() -> UserspaceBackend:
+    backend = UserspaceBackend(lambda *a, **k: None, "x", HA)
+    for i, home in enumerate(REV_HOMES):
+        backend.track(TunnelSpec(home, ((REV_COAS[0], E.IPIP),), tuple(REV_COAS[: i + 1])))
+    return backend
+
+
+def socket_pairs(n: int) -> list[socket.socket]:
+    """``n`` Unix datagram socket pairs, flattened (reader, writer, ...), readers non-blocking."""
+    out: list[socket.socket] = []
+    for _ in range(n):
+        r, w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        r.setblocking(False)
+        for s in (r, w):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        out += [r, w]
+    return out
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    got = []
+    while True:
+        try:
+            got.append(sock.recv(65536))
+        except BlockingIOError:
+            return got
+
+
+def test_reverse_fast_path_matches_the_general_path() -> None:
+    """The batch reader, one packet per wake-up, writes to the TUN and counts exactly what
+    :meth:`reverse` does packet by packet."""
+    cases = reverse_cases(random.Random(21))
+    results = []
+    for fast in (True, False):
+        backend = reverse_backend()
+        tun_r, tun_w, raw_r, raw_w = socket_pairs(2)
         backend.tun_fd = tun_w.fileno()
         general = backend.reverse
         calls = []
@@ -270,11 +299,7 @@ def test_reverse_fast_path_matches_the_general_path() -> None:
                 backend._on_tunnelled(raw_r)
             else:
                 backend.reverse(case)
-            while True:
-                try:
-                    written.append(tun_r.recv(65536))
-                except BlockingIOError:
-                    break
+            written += drain(tun_r)
         results.append((written, dict(backend.counters), len(calls)))
         for s in (tun_r, tun_w, raw_r, raw_w):
             s.close()
@@ -285,6 +310,103 @@ def test_reverse_fast_path_matches_the_general_path() -> None:
     assert fast_counters["reverse-drop-unregistered"] > 0
     assert fast_counters["reverse-drop-ipv4-checksum"] > 0
     assert 0 < fast_calls < len(cases) - fast_counters["decap-ipip"] // 2  # most took the fast path
+
+
+def test_reverse_batches_match_the_general_path() -> None:
+    """Many packets queued at once: each wake-up takes at most BATCH of them (recvmmsg, up to
+    RING_SLOTS per call, partial batches at the end) and the whole stream comes out as the
+    general path writes and counts it, in order."""
+    cases = reverse_cases(random.Random(22))
+    assert len(cases) > 2 * BATCH and len(cases) % RING_SLOTS  # a partial last batch
+    backend = reverse_backend()
+    tun_r, tun_w, raw_r, raw_w = socket_pairs(2)
+    slow = reverse_backend()
+    slow_r, slow_w = socket_pairs(1)
+    try:
+        backend.tun_fd, slow.tun_fd = tun_w.fileno(), slow_w.fileno()
+        for case in cases:
+            raw_w.send(case)
+            slow.reverse(case)
+        wakeups, taken = 0, []
+        while True:
+            backend._on_tunnelled(raw_r)
+            wakeups += 1
+            total = sum(v for k, v in backend.counters.items() if k != "tun-write-errors")
+            taken.append(total - sum(taken))
+            if not taken[-1]:
+                break
+        assert drain(tun_r) == drain(slow_r)
+        assert backend.counters == slow.counters
+        assert taken[:-2] == [BATCH] * (len(cases) // BATCH)  # bounded per wake-up
+        assert taken[-2] == len(cases) % BATCH and wakeups == len(cases) // BATCH + 2
+    finally:
+        for s in (tun_r, tun_w, raw_r, raw_w, slow_r, slow_w):
+            s.close()
+
+
+def test_reverse_receive_and_write_errors_are_counted() -> None:
+    """A failed recvmmsg (ENOBUFS, EBADF, ...) is counted and logged and ends the wake-up; a
+    failed TUN write is counted and logged per packet and the batch goes on; nothing raises."""
+    logged: list[str] = []
+    backend = reverse_backend()
+    backend.log = lambda event, **kw: logged.append(event)
+    raw_r, raw_w = socket_pairs(1)
+    try:
+        rx = backend._rx
+        real = rx.recvmmsg
+
+        def failing(fd: int, at: int, count: int) -> int:
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+
+        rx.recvmmsg = failing
+        backend._on_tunnelled(raw_r)
+        assert backend.counters["recv-errors"] == 1 and logged == ["dataplane.recv_failed"]
+        rx.recvmmsg = real
+        backend._on_tunnelled(raw_r)  # nothing queued: EAGAIN is no error
+        assert backend.counters["recv-errors"] == 1
+        rng = random.Random(23)
+        good = [tunnelled(rng, REV_COAS[0], REV_HOMES[0], E.IPIP) for _ in range(5)]
+        for p in good:
+            raw_w.send(p)
+        backend.tun_fd = 10_000  # not open: EBADF on every write
+        backend._on_tunnelled(raw_r)
+        assert backend.counters["tun-write-errors"] == 5
+        assert "decap-ipip" not in backend.counters
+        assert logged[1:] == ["dataplane.tun_write_failed"] * 5
+    finally:
+        raw_r.close()
+        raw_w.close()
+
+
+def test_recv_batch_through_the_kernel() -> None:
+    """The real recvmmsg with the table's layout: UDP datagrams of several sizes queued on a
+    loopback socket come out in order, each in its slot with its length; a batch is cut at the
+    table's size, the rest come with the next call, an empty socket gives 0, a bad fd raises."""
+    from mobileip.net.mmsg import RecvBatch
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        batch = RecvBatch(4, slot=2048)
+        assert batch.receive(rx.fileno()) == 0
+        sent = [bytes([i]) * size for i, size in enumerate([1, 64, 1400, 2048, 0, 700])]
+        for d in sent:
+            tx.sendto(d, rx.getsockname())
+        got = []
+        counts = []
+        while n := batch.receive(rx.fileno()):
+            counts.append(n)
+            got += [batch.datagram(i) for i in range(n)]
+        assert counts == [4, 2] and got == sent
+        tx.sendto(b"x" * 3000, rx.getsockname())  # longer than a slot: cut, as recv would
+        assert batch.receive(rx.fileno()) == 1 and batch.datagram(0) == b"x" * 2048
+        with pytest.raises(OSError):
+            batch.receive(-1)
+    finally:
+        rx.close()
+        tx.close()
 
 
 def test_batches_and_send_failures(rig: tuple[UserspaceBackend, socket.socket, Sink]) -> None:

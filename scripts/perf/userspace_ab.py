@@ -2,9 +2,11 @@
 
 Needs root and a C compiler (as ``mobileip bench --only forwarding``)::
 
-    git show REV:src/mobileip/dataplane/userspace.py > /var/tmp/old_userspace.py
-    .venv/bin/python scripts/perf/userspace_ab.py host --old /var/tmp/old_userspace.py \
+    .venv/bin/python scripts/perf/userspace_ab.py host --old-rev REV \
         [--new FILE] [--rounds 5] [--duration 1.5] [--sizes 64,1400] [--only new,old]
+
+``--old-rev REV`` takes the old module from commit ``REV`` (``git show``; ``--old FILE`` from a
+file). The old module runs with the working tree's other modules (mobileip.net.mmsg too).
 
 The forwarding bench's topology, C sender and helper (src/mobileip/tools/forwarding_bench.py),
 on this machine's kernel. Each run starts a helper process in ``ha`` running either the old
@@ -114,6 +116,23 @@ def host(args: argparse.Namespace) -> int:
     return 0
 
 
+def host_against(args: argparse.Namespace) -> int:
+    """:func:`host` with the old module taken from commit ``args.old_rev``."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    text = subprocess.run(
+        ["git", "-C", str(root), "show", f"{args.old_rev}:src/mobileip/dataplane/userspace.py"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    with tempfile.NamedTemporaryFile("w", suffix=".py", dir="/var/tmp", prefix="usab-old-") as f:
+        f.write(text)
+        f.flush()
+        args.old = f.name
+        print(f"old: {args.old_rev} ({f.name}); new: {args.new or 'the working tree'}")
+        return host(args)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd")
@@ -122,7 +141,8 @@ def main() -> int:
     h.add_argument("--bindings", type=int, default=1000)
     h.add_argument("--tag", default="mfb")
     r = sub.add_parser("host")
-    r.add_argument("--old", required=True)
+    r.add_argument("--old", default="", help="the old module's file")
+    r.add_argument("--old-rev", default="", help="or the commit to take it from")
     r.add_argument("--new", default="", help="a module file (default: the working tree's)")
     r.add_argument("--rounds", type=int, default=5)
     r.add_argument("--duration", type=float, default=1.5)
@@ -134,6 +154,10 @@ def main() -> int:
     if args.cmd == "helper":
         return helper(args.old, args.bindings, args.tag)
     if args.cmd == "host":
+        if args.old_rev:
+            return host_against(args)
+        if not args.old:
+            p.error("--old FILE or --old-rev REV")
         return host(args)
     p.print_help()
     return 2

@@ -50,7 +50,16 @@ from mobileip.dataplane.encap import (
     parse_ipv4,
 )
 from mobileip.net import rtnl as nl
-from mobileip.net.mmsg import AUX, HEAD_OFF, PUT_OFF, SendBatch, address_of, sockaddr_in, swap64
+from mobileip.net.mmsg import (
+    AUX,
+    HEAD_OFF,
+    PUT_OFF,
+    RecvBatch,
+    SendBatch,
+    address_of,
+    sockaddr_in,
+    swap64,
+)
 from mobileip.net.netlink import rtnl, write_sysctl
 from mobileip.net.tun import MAX_PACKET, TunError, open_tun
 from mobileip.wire.errors import DecodeError
@@ -146,8 +155,7 @@ class UserspaceBackend(TunnelBackend):
         self._tun_file: io.FileIO | None = None  # the TUN's fd for readinto (made on first use)
         self._batch = SendBatch(SEND_BATCH)
         self._out: list[_Exit] = [(("", 0), 0, 0, b"", b"")] * SEND_BATCH
-        self._rbuf = bytearray(MAX_PACKET)  # the reverse path's
-        self._rview = memoryview(self._rbuf)
+        self._rx = RecvBatch(RING_SLOTS, SLOT)  # the reverse path's ring (recvmmsg)
         # home address (packed) -> (its care-of addresses packed, its exits) when every exit is
         # IP-in-IP or GRE; minimal encapsulation takes the general path (:meth:`forward`)
         self._fast: dict[bytes, _Entry] = {}
@@ -508,60 +516,69 @@ class UserspaceBackend(TunnelBackend):
         self.counters[counter] += 1
 
     def _on_tunnelled(self, sock: socket.socket) -> None:
-        """Read up to :data:`BATCH` tunnelled packets into one buffer and pass them on.
+        """Receive up to :data:`BATCH` tunnelled packets (``recvmmsg``, :data:`RING_SLOTS` per
+        system call, each into its own slot of a ring) and pass them on.
 
         Fast path (outer and inner IPv4 without options, not a fragment, lengths exact, IP-in-IP
         or GRE without options, the inner header's checksum right, the pair registered): the
-        inner packet is written to the TUN straight from the buffer. The outer header's checksum
+        inner packet is written to the TUN straight from its slot. The outer header's checksum
         is not verified again (the kernel did before the raw socket saw it). Anything else goes
         through :meth:`reverse` and its counters."""
-        buf, view = self._rbuf, self._rview
+        rx = self._rx
+        ring, lengths, stride = rx.view, rx.lengths, RecvBatch.LEN_STRIDE
         registered = self._by_coa_int
-        fd = self.tun_fd
-        recv_into = sock.recv_into
+        fd, sock_fd = self.tun_fd, sock.fileno()
+        receive = rx.receive
         outer, words, gre = _OUTER.unpack_from, _IN_WORDS.unpack_from, _GRE_WORD.unpack_from
         write = os.write
         decap_ipip = decap_gre = 0
         try:
-            for _ in range(BATCH):
+            for _ in range(BATCH // RING_SLOTS):
                 try:
-                    n = recv_into(buf)
-                except BlockingIOError:
-                    return
-                except OSError:
+                    got = receive(sock_fd)
+                except OSError as exc:
                     self.counters["recv-errors"] += 1
+                    self.log("dataplane.recv_failed", error=str(exc))
                     return
-                off = 0
-                if n >= 40:
-                    vihl, total, frag, proto, osrc = outer(buf)
-                    # no options, the whole datagram, MF clear and offset 0
-                    if vihl == 0x45 and total == n and not frag & 0x3FFF:
-                        if proto == IPPROTO_IPIP:
-                            off = 20
-                        elif proto == IPPROTO_GRE and gre(buf, 20)[0] == GRE_PROTO_IPV4:
-                            off = 24
-                if off and n - off >= 20:
-                    w = words(buf, off)
-                    if (
-                        w[0] >> 8 == 0x45
-                        and w[1] == n - off
-                        and (w[6] << 16 | w[7]) in registered.get(osrc, ())
-                    ):
-                        c = sum(w)
-                        c = (c & 0xFFFF) + (c >> 16)
-                        if (c & 0xFFFF) + (c >> 16) == 0xFFFF:
-                            try:
-                                write(fd, view[off:n])
-                            except OSError as exc:
-                                self.counters["tun-write-errors"] += 1
-                                self.log("dataplane.tun_write_failed", error=str(exc))
+                at = 0
+                for i in range(RecvBatch.LEN_AT, got * stride, stride):
+                    n = lengths[i]
+                    start, at = at, at + SLOT
+                    off = 0
+                    if n >= 40:
+                        vihl, total, frag, proto, osrc = outer(ring, start)
+                        # no options, the whole datagram, MF clear and offset 0
+                        if vihl == 0x45 and total == n and not frag & 0x3FFF:
+                            if proto == IPPROTO_IPIP:
+                                off = 20
+                            elif (
+                                proto == IPPROTO_GRE and gre(ring, start + 20)[0] == GRE_PROTO_IPV4
+                            ):
+                                off = 24
+                    if off and n - off >= 20:
+                        w = words(ring, start + off)
+                        if (
+                            w[0] >> 8 == 0x45
+                            and w[1] == n - off
+                            and (w[6] << 16 | w[7]) in registered.get(osrc, ())
+                        ):
+                            c = sum(w)
+                            c = (c & 0xFFFF) + (c >> 16)
+                            if (c & 0xFFFF) + (c >> 16) == 0xFFFF:
+                                try:
+                                    write(fd, ring[start + off : start + n])
+                                except OSError as exc:
+                                    self.counters["tun-write-errors"] += 1
+                                    self.log("dataplane.tun_write_failed", error=str(exc))
+                                    continue
+                                if off == 20:
+                                    decap_ipip += 1
+                                else:
+                                    decap_gre += 1
                                 continue
-                            if off == 20:
-                                decap_ipip += 1
-                            else:
-                                decap_gre += 1
-                            continue
-                self.reverse(bytes(view[:n]))
+                    self.reverse(bytes(ring[start : start + n]))
+                if got < RING_SLOTS:  # the socket is empty
+                    return
         finally:
             if decap_ipip:
                 self.counters["decap-ipip"] += decap_ipip
