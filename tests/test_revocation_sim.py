@@ -15,7 +15,12 @@ import pytest
 
 from mobileip.core.revocation import RevocationAgent
 from mobileip.tools.sim import members_for, sweep
-from mobileip.tools.sim_revocation import RevocationSimulation, replay_command, run_revocation_seed
+from mobileip.tools.sim_revocation import (
+    RevocationReport,
+    RevocationSimulation,
+    replay_command,
+    run_revocation_seed,
+)
 
 SEEDS = int(os.environ.get("SIM_REVOCATION_SEEDS", "400" if os.environ.get("CI") else "120"))
 
@@ -147,6 +152,17 @@ def _without_resync(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RevocationReplicator, "resync", lambda self, now: None)
 
 
+def _original_run_holds(
+    monkeypatch: pytest.MonkeyPatch, seed: int, members: int
+) -> RevocationReport:
+    """The seed's original run (without the takeover resync), asserted to hold the invariants;
+    its report."""
+    _without_resync(monkeypatch)
+    report = run_revocation_seed(seed, members=members)
+    assert report.ok, report.violations
+    return report
+
+
 def test_seed_1471_a_new_active_pulls_what_the_old_one_replicated_to_some_only() -> None:
     """Seed 1471 (5 members): the active replicated a pending revocation to three standbys (the
     copy to the fourth was lost) and died; the fourth took over and, on a `clear binding`,
@@ -171,10 +187,7 @@ def test_seed_637_a_stale_active_ending_the_binding_is_an_allowed_loss(
     other foreign agent; its stale view forgot the old negotiation, an entry newer than the
     pending revocation, which the group then dropped. Allowed and counted (a member cut off from
     the sync but not from VRRP acts on a stale view), never a silent pass."""
-    _without_resync(monkeypatch)
-    report = run_revocation_seed(637, members=3)
-    assert report.ok, report.violations
-    assert report.stale_active_losses == 1
+    assert _original_run_holds(monkeypatch, 637, 3).stale_active_losses == 1
 
 
 def test_seed_665_an_unreplicated_identifier_picked_again_is_allowed(
@@ -183,10 +196,7 @@ def test_seed_665_an_unreplicated_identifier_picked_again_is_allowed(
     """Seed 665's original run (3 members): the active, cut off from the sync, sent a revocation
     no peer held and died; the new active picked the same number for another negotiation of the
     home. Allowed and counted (a first send by an active that died before any peer had it)."""
-    _without_resync(monkeypatch)
-    report = run_revocation_seed(665, members=3)
-    assert report.ok, report.violations
-    assert report.unreplicated_reuses == 1
+    assert _original_run_holds(monkeypatch, 665, 3).unreplicated_reuses == 1
 
 
 def test_a_reused_identifier_someone_alive_knows_is_still_a_violation(
@@ -222,9 +232,7 @@ def test_the_same_identifier_for_the_same_negotiation_is_a_copy_not_a_reuse(
     """Seeds 1975 and 1994's original runs: a new active that missed the pending revocation
     revoked the same negotiation in the same second and picked the same identifier (the FA gets
     byte-identical copies, one identifier per negotiation). The model used to call it a reuse."""
-    _without_resync(monkeypatch)
-    report = run_revocation_seed(seed, members=members)
-    assert report.ok, report.violations
+    _original_run_holds(monkeypatch, seed, members)
 
 
 def test_seed_1251_a_second_identifier_the_group_dropped_is_not_a_loss() -> None:
