@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
+import functools
 import json
 import os
 import socket
@@ -324,6 +325,8 @@ def cmd_package(args: argparse.Namespace) -> dict[str, object]:
 
     if args.prio1:  # experiment: the reverse filter at tc prio 1, as the prototype's
         shipped.PRIO_REVERSE = 1
+    if args.reverse_stack:  # the reverse program as before 2026-12-07 04:00: no redirect
+        shipped.reverse_program = functools.partial(shipped.reverse_program, redirect=False)
     devs = [args.out] if args.out_only else [args.dev, args.out]
     fast = BpfFastPath(IPv4Address(args.ha), devs, mac_path=not args.fib_only,
                        capacity=args.capacity or max(1024, args.count))  # fmt: skip
@@ -399,6 +402,8 @@ def main() -> int:
         s.add_argument("--reverse-only", action="store_true", help="package: no forward program")
         s.add_argument("--capacity", type=int, default=0, help="package: maps' capacity")
         s.add_argument("--fib-only", action="store_true", help="package: no MAC path")
+        s.add_argument("--reverse-stack", action="store_true",
+                       help="package: decapsulated packets to the stack (no redirect)")  # fmt: skip
         s.add_argument("--pin", default="")
     args = p.parse_args()
     if args.cmd == "detach":

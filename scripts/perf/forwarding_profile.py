@@ -32,8 +32,11 @@ The tc BPF fast path (scripts/perf/bpf_fastpath.py loads it for the run, no poli
 ``bpf-rev`` / ``bpf-gre-rev``; ``pkg``, ``pkg-gre``, ``pkg-rev``, ``pkg-gre-rev``: the
 shipped one (mobileip.dataplane.bpf, both programs on both of ha's interfaces: forward
 through the MAC path, the next hop's MACs from the ``nexthops`` map filled from the neighbour
-table, + ``bpf_redirect``); ``pkg-fib``, ``pkg-gre-fib``: its forward program without the MAC
-path (``bpf_fib_lookup`` + ``bpf_redirect``, as shipped before 2026-12-07).
+table, + ``bpf_redirect``; reverse: decapsulated, then ``bpf_fib_lookup`` for the inner
+destination + ``bpf_redirect``); ``pkg-fib``, ``pkg-gre-fib``: its forward program without
+the MAC path (``bpf_fib_lookup`` + ``bpf_redirect``, as shipped before 2026-12-07);
+``pkg-rev-stack``, ``pkg-gre-rev-stack``: its reverse program handing the decapsulated packet
+to the stack (as shipped before 2026-12-07 04:00).
 ``sender-rev-gre`` / ``kernel-gre-rev``: the GRE reverse rows.
 The per CPU-s column is ceiling ns / path ns, round by round (what the bench reports).
 
@@ -88,6 +91,9 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "pkg-gre-fib": ("ceiling", "sender"),
     "pkg-rev": ("kernel-rev", "sender-rev-ipip"),
     "pkg-gre-rev": ("kernel-gre-rev", "sender-rev-gre"),
+    # its reverse program as before 2026-12-07 04:00: decapsulated packets to the stack
+    "pkg-rev-stack": ("kernel-rev", "sender-rev-ipip"),
+    "pkg-gre-rev-stack": ("kernel-gre-rev", "sender-rev-gre"),
     "pkg-rev-o": ("kernel-rev", "sender-rev-ipip"),  # attached on ha's care-of side only
     "pkg-rev-p1": ("kernel-rev", "sender-rev-ipip"),  # the reverse filter at tc prio 1
     "pkg-rev-r": ("kernel-rev", "sender-rev-ipip"),  # the reverse program only
@@ -102,7 +108,8 @@ VARIANTS: dict[str, tuple[str, str]] = {
 }
 NO_RULE = ("kernel-rev-norule", "classic-rev", "bpf-rev", "bpf-gre-rev", "pkg-rev", "pkg-gre-rev",
            "pkg-rev-o", "pkg-rev-p1", "pkg-rev-r", "bpf-rev-s", "bpf-rev-n", "pkg-rev-b",
-           "pkg-rev-nh", "pkg-rev-l", "bpf-rev-2", "pkg-rev-c")  # fmt: skip
+           "pkg-rev-nh", "pkg-rev-l", "bpf-rev-2", "pkg-rev-c", "pkg-rev-stack",
+           "pkg-gre-rev-stack")  # fmt: skip
 BPF = Path(__file__).resolve().parent / "bpf_fastpath.py"
 CEILING = {"ceiling": "", "ceiling-rev": ""}
 
@@ -175,7 +182,9 @@ def guest(args: argparse.Namespace) -> int:
                             ("pkg-rev-p1", ["--prio1"]), ("pkg-rev-r", ["--reverse-only"]),
                             ("pkg-rev-b", ["--small-batches"]), ("pkg-rev-nh", ["--no-homes"]),
                             ("pkg-rev-l", ["--late-load"]), ("pkg-c", ["--capacity", "131072"]),
-                            ("pkg-rev-c", ["--capacity", "131072"])):  # fmt: skip
+                            ("pkg-rev-c", ["--capacity", "131072"]),
+                            ("pkg-rev-stack", ["--reverse-stack"]),
+                            ("pkg-gre-rev-stack", ["--reverse-stack"])):  # fmt: skip
             setups[name] = ([[*pkg, *extra]], pkg_off)
 
         def run(commands: list[list[str]]) -> None:
