@@ -76,16 +76,20 @@ RECV_BUFFER = 1 << 20  # bytes, each reverse-tunnel raw socket's receive buffer 
 # One message of the sendmmsg table from iov[0].len on (mmsg.PUT_OFF): the lengths and the
 # body's address (native 64-bit integers, passed through swap64 so that this big-endian
 # struct stores their native bytes), the care-of address's sockaddr_in, then the outer header:
-# IPv4 (+ GRE flags/version 0, protocol 0x0800)
-_MSG_IPIP = struct.Struct("!QQQ16sBBHHHBBH4s4s")
-_MSG_GRE = struct.Struct("!QQQ16sBBHHHBBH4s4sHH")
+# IPv4 (version|IHL|TOS, length, identification, flags, TTL|protocol, checksum, source,
+# destination) (+ GRE flags/version 0 and protocol 0x0800 as one word)
+_MSG_IPIP = struct.Struct("!QQQ16sHHHHHHII")
+_MSG_GRE = struct.Struct("!QQQ16sHHHHHHIII")
 assert _MSG_IPIP.size == HEAD_OFF - PUT_OFF + 20
 _LITTLE = sys.byteorder == "little"  # then a length n is stored as swap64(n), computed inline
-_IN = struct.Struct("!xBHxxHxxxx4s4s")  # tos, total length, flags|offset, source, destination
+# version|IHL|TOS, total length, flags|offset, source, destination
+_IN = struct.Struct("!HHxxHxxxxII")
 _FAST_KINDS = (Encapsulation.IPIP, Encapsulation.GRE)
-_OUTER = struct.Struct("!BxHxxHxB2xI")  # ver|ihl, total length, flags|offset, protocol, source
-_IN_WORDS = struct.Struct("!10H")  # an option-less IPv4 header as 16-bit words (checksum)
-_GRE_WORD = struct.Struct("!I")  # GRE flags/version 0 and protocol 0x0800: 0x00000800
+# an IP-in-IP packet's outer header (version|IHL, total length, flags|offset, protocol,
+# source) and its inner header as five 32-bit words (the checksum sums them); for GRE the
+# GRE word (flags/version 0 and protocol 0x0800: 0x00000800) and the inner header's words
+_REV_IPIP = struct.Struct("!BxHxxHxB2xI4x5I")
+_REV_GRE = struct.Struct("!I5I")
 _SO_RCVBUFFORCE = 33  # Linux; needs CAP_NET_ADMIN
 
 
@@ -111,9 +115,10 @@ class UdpExits(Protocol):
     def forward(self, packet: bytes, exits: Sequence[tuple[IPv4Address, int]]) -> None: ...
 
 
-# (sendto address, protocol, checksum sum, CoA packed, its sockaddr_in)
-_Exit = tuple[tuple[str, int], int, int, bytes, bytes]
-_Entry = tuple[frozenset[bytes], tuple[_Exit, ...]]  # (care-of addresses packed, exits)
+# (sendto address, protocol, TTL|protocol, checksum sum, CoA as an integer, its sockaddr_in)
+_Exit = tuple[tuple[str, int], int, int, int, int, bytes]
+# (care-of addresses as integers, exits, how many)
+_Entry = tuple[frozenset[int], tuple[_Exit, ...], int]
 
 
 class UserspaceBackend(TunnelBackend):
@@ -135,7 +140,7 @@ class UserspaceBackend(TunnelBackend):
         self.tun_name = tun_name
         self.source = source
         self.own = own
-        self._own = frozenset(a.packed for a in own)
+        self._own = frozenset(int(a) for a in own)
         self.ttl = ttl
         self.mtu = mtu
         self.tun_fd = -1
@@ -150,15 +155,18 @@ class UserspaceBackend(TunnelBackend):
         self._ring = mmap.mmap(-1, RING_SLOTS * SLOT)
         self._ring_at = address_of(self._ring)
         ring = self._ring_view = memoryview(self._ring)  # indexes faster than the mmap
-        self._slots = [ring[i * SLOT : (i + 1) * SLOT] for i in range(RING_SLOTS)]
-        self._bodies = [swap64(self._ring_at + i * SLOT) for i in range(RING_SLOTS)]
+        # per slot: its view, its offset in the ring, its address (for the table: swap64)
+        self._ring_slots = [
+            (ring[at : at + SLOT], at, swap64(self._ring_at + at))
+            for at in range(0, RING_SLOTS * SLOT, SLOT)
+        ]
         self._tun_file: io.FileIO | None = None  # the TUN's fd for readinto (made on first use)
         self._batch = SendBatch(SEND_BATCH)
-        self._out: list[_Exit] = [(("", 0), 0, 0, b"", b"")] * SEND_BATCH
+        self._out: list[_Exit] = [(("", 0), 0, 0, 0, 0, b"")] * SEND_BATCH
         self._rx = RecvBatch(RING_SLOTS, SLOT)  # the reverse path's ring (recvmmsg)
-        # home address (packed) -> (its care-of addresses packed, its exits) when every exit is
-        # IP-in-IP or GRE; minimal encapsulation takes the general path (:meth:`forward`)
-        self._fast: dict[bytes, _Entry] = {}
+        # home address (an integer) -> (its care-of addresses, its exits, how many) when every
+        # exit is IP-in-IP or GRE; minimal encapsulation takes the general path (:meth:`forward`)
+        self._fast: dict[int, _Entry] = {}
         self._entries: dict[tuple[tuple[IPv4Address, Encapsulation], ...], _Entry] = {}
         # RFC 3519 UDP tunnels (dataplane/udp_tunnel.py), attached when NAT traversal is on
         self.udp: UdpExits | None = None
@@ -230,14 +238,14 @@ class UserspaceBackend(TunnelBackend):
         # the fast path's entry is built by the first packet for this home (_lazy_entry): a
         # standby installing a million routes never forwards, and co-located nodes have one
         # entry each (building them at install was ~40% of a route's cost)
-        self._fast.pop(spec.home.packed, None)
+        self._fast.pop(int(spec.home), None)
 
     def untrack(self, home: IPv4Address) -> None:
         self._index(self.specs.pop(home, None), remove=True)
-        self._fast.pop(home.packed, None)
+        self._fast.pop(int(home), None)
 
-    def _lazy_entry(self, dst: bytes) -> _Entry | None:
-        """The fast path's entry for the home ``dst`` (packed), made on its first packet."""
+    def _lazy_entry(self, dst: int) -> _Entry | None:
+        """The fast path's entry for the home ``dst`` (an integer), made on its first packet."""
         spec = self.specs.get(IPv4Address(dst))
         if spec is None or spec.udp:  # UDP tunnels (RFC 3519) take the general path
             return None
@@ -248,28 +256,33 @@ class UserspaceBackend(TunnelBackend):
 
     def _entry(self, exits: tuple[tuple[IPv4Address, Encapsulation], ...]) -> _Entry | None:
         """The fast path's entry for ``exits``, shared by every home with the same exits (the
-        homes behind one foreign agent); None when an exit needs the general path."""
+        homes behind one foreign agent); None when an exit needs the general path (or there are
+        more than a send batch holds)."""
         found = self._entries.get(exits)
         if found is not None:
             return found
-        if not exits or not all(kind in _FAST_KINDS for _, kind in exits):
+        if not exits or len(exits) > SEND_BATCH:
+            return None
+        if not all(kind in _FAST_KINDS for _, kind in exits):
             return None
         if len(self._entries) > 2 * len(self.specs) + 1024:
             self._entries.clear()  # drop entries nobody uses any more (live ones are referenced)
-        coas = frozenset(coa.packed for coa, _ in exits)
-        found = (coas, tuple(self._exit(coa, kind) for coa, kind in exits))
+        coas = frozenset(int(coa) for coa, _ in exits)
+        found = (coas, tuple(self._exit(coa, kind) for coa, kind in exits), len(exits))
         self._entries[exits] = found
         return found
 
     def _exit(self, coa: IPv4Address, kind: Encapsulation) -> _Exit:
         """What the fast path needs per tunnel exit: the address for ``sendto``, the protocol,
-        the outer header's checksum sum over the fields that do not change per packet, the
-        care-of address packed and its ``sockaddr_in`` (``sendmmsg``)."""
+        the outer header's TTL|protocol word, its checksum sum over the fields that do not
+        change per packet (TTL, protocol, addresses), the care-of address as an integer and its
+        ``sockaddr_in`` (``sendmmsg``)."""
         src, dst = self.source.packed, coa.packed
-        base = 0x4500 + (self.ttl << 8) + kind.value
+        ttl_proto = (self.ttl << 8) + kind.value
+        base = ttl_proto
         for a in (src, dst):
             base += (a[0] << 8 | a[1]) + (a[2] << 8 | a[3])
-        return ((str(coa), 0), kind.value, base, dst, sockaddr_in(dst))
+        return ((str(coa), 0), kind.value, ttl_proto, base, int(coa), sockaddr_in(dst))
 
     def forget(self, home: IPv4Address) -> None:
         """Stop tunnelling for ``home`` now (its route goes with the next batch)."""
@@ -343,74 +356,73 @@ class UserspaceBackend(TunnelBackend):
             # readinto, not os.readv: no list to build and parse per call, None when empty
             tun = self._tun_file = io.FileIO(fd, "rb", closefd=False)
         readinto = tun.readinto
-        ring, slots, bodies = self._ring_view, self._slots, self._bodies
+        ring, ring_slots = self._ring_view, self._ring_slots
         table, out, aux0 = self._batch.table, self._out, self._batch.aux0 + PUT_OFF
         little = _LITTLE
-        fast, own, ttl = self._fast, self._own, self.ttl
-        src_b = self.source.packed
+        fast, lazy, own = self._fast, self._lazy_entry, self._own
+        src_i = int(self.source)
         unpack = _IN.unpack_from
         put_ipip, put_gre = _MSG_IPIP.pack_into, _MSG_GRE.pack_into
         len20, len24 = swap64(20), swap64(24)
         ident = self._ident
         queued_ipip = queued_gre = 0
-        slot = m = 0  # the next ring slot, the next message
+        m = 0  # the next message
         try:
-            for _ in range(BATCH):
-                at = slot * SLOT
-                try:
-                    n = readinto(slots[slot])
-                except OSError as exc:
-                    self.counters["tun-read-errors"] += 1
-                    self.log("dataplane.tun_read_failed", error=str(exc))
-                    return
-                if n is None:  # nothing more queued
-                    return
-                entry = None
-                if n >= 20 and ring[at] == 0x45:
-                    tos, total, flags, src, dst = unpack(ring, at)
-                    if total == n and src not in own:
-                        entry = fast.get(dst) or self._lazy_entry(dst)
-                if entry is None or src in entry[0] or len(entry[1]) > SEND_BATCH:
-                    if m:
+            # the ring twice (BATCH packets); what is queued goes after each round of it, or
+            # before a packet of the general path (slots of sent messages are free again)
+            for _ in range(BATCH // RING_SLOTS):
+                for slot_view, at, body in ring_slots:
+                    try:
+                        n = readinto(slot_view)
+                    except OSError as exc:
+                        self.counters["tun-read-errors"] += 1
+                        self.log("dataplane.tun_read_failed", error=str(exc))
+                        return
+                    if n is None:  # nothing more queued
+                        return
+                    entry = None
+                    if n >= 20:
+                        vt, total, flags, src, dst = unpack(ring, at)
+                        if 0x4500 <= vt <= 0x45FF and total == n and src not in own:
+                            entry = fast.get(dst) or lazy(dst)
+                    if entry is None or src in entry[0]:
+                        if m:
+                            queued_ipip, queued_gre = self._send_queued(m, queued_ipip, queued_gre)
+                            m = 0
+                        self._ident = ident
+                        self.forward(bytes(ring[at : at + n]))
+                        ident = self._ident
+                        continue
+                    if m + entry[2] > SEND_BATCH:
                         queued_ipip, queued_gre = self._send_queued(m, queued_ipip, queued_gre)
-                        m = slot = 0
-                    self._ident = ident
-                    self.forward(bytes(ring[at : at + n]))
-                    ident = self._ident
-                    continue
-                exits = entry[1]
-                if m + len(exits) > SEND_BATCH:
+                        m = 0
+                    df = flags & FLAG_DF
+                    size = ((n & 0xFF) << 56 | (n >> 8) << 48) if little else n  # swap64(n)
+                    for ex in entry[1]:
+                        ident = (ident + 1) & 0xFFFF
+                        _, proto, ttl_proto, base, coa, sockaddr = ex
+                        if proto == IPPROTO_IPIP:
+                            length = n + 20
+                            c = base + vt + length + ident + df
+                            c = (c & 0xFFFF) + (c >> 16)
+                            c = 0xFFFF - ((c & 0xFFFF) + (c >> 16))
+                            put_ipip(table, aux0 + m * AUX, len20, body, size, sockaddr, vt,
+                                     length, ident, df, ttl_proto, c, src_i, coa)  # fmt: skip
+                            queued_ipip += 1
+                        else:
+                            length = n + 24
+                            c = base + vt + length + ident + df
+                            c = (c & 0xFFFF) + (c >> 16)
+                            c = 0xFFFF - ((c & 0xFFFF) + (c >> 16))
+                            put_gre(table, aux0 + m * AUX, len24, body, size, sockaddr, vt,
+                                    length, ident, df, ttl_proto, c, src_i, coa,
+                                    GRE_PROTO_IPV4)  # fmt: skip
+                            queued_gre += 1
+                        out[m] = ex
+                        m += 1
+                if m:
                     queued_ipip, queued_gre = self._send_queued(m, queued_ipip, queued_gre)
                     m = 0
-                df = flags & FLAG_DF
-                body = bodies[slot]
-                size = ((n & 0xFF) << 56 | (n >> 8) << 48) if little else n  # swap64(n)
-                for ex in exits:
-                    ident = (ident + 1) & 0xFFFF
-                    _, proto, base, coa_b, sockaddr = ex
-                    aux = aux0 + m * AUX
-                    if proto == IPPROTO_IPIP:
-                        length = n + 20
-                        c = base + tos + length + ident + df
-                        c = (c & 0xFFFF) + (c >> 16)
-                        c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
-                        put_ipip(table, aux, len20, body, size, sockaddr, 0x45, tos, length,
-                                 ident, df, ttl, proto, c, src_b, coa_b)  # fmt: skip
-                        queued_ipip += 1
-                    else:
-                        length = n + 24
-                        c = base + tos + length + ident + df
-                        c = (c & 0xFFFF) + (c >> 16)
-                        c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
-                        put_gre(table, aux, len24, body, size, sockaddr, 0x45, tos, length,
-                                ident, df, ttl, proto, c, src_b, coa_b, 0, 0x0800)  # fmt: skip
-                        queued_gre += 1
-                    out[m] = ex
-                    m += 1
-                slot += 1
-                if slot == RING_SLOTS:
-                    queued_ipip, queued_gre = self._send_queued(m, queued_ipip, queued_gre)
-                    m = slot = 0
         finally:
             if m:
                 queued_ipip, queued_gre = self._send_queued(m, queued_ipip, queued_gre)
@@ -529,7 +541,7 @@ class UserspaceBackend(TunnelBackend):
         registered = self._by_coa_int
         fd, sock_fd = self.tun_fd, sock.fileno()
         receive = rx.receive
-        outer, words, gre = _OUTER.unpack_from, _IN_WORDS.unpack_from, _GRE_WORD.unpack_from
+        ipip, gre = _REV_IPIP.unpack_from, _REV_GRE.unpack_from
         write = os.write
         decap_ipip = decap_gre = 0
         try:
@@ -544,25 +556,29 @@ class UserspaceBackend(TunnelBackend):
                 for i in range(RecvBatch.LEN_AT, got * stride, stride):
                     n = lengths[i]
                     start, at = at, at + SLOT
-                    off = 0
                     if n >= 40:
-                        vihl, total, frag, proto, osrc = outer(ring, start)
+                        # read as IP-in-IP: the outer header and the inner one's five words
+                        vihl, total, frag, proto, osrc, w0, w1, w2, w3, w4 = ipip(ring, start)
+                        off = 0
                         # no options, the whole datagram, MF clear and offset 0
                         if vihl == 0x45 and total == n and not frag & 0x3FFF:
                             if proto == IPPROTO_IPIP:
                                 off = 20
-                            elif (
-                                proto == IPPROTO_GRE and gre(ring, start + 20)[0] == GRE_PROTO_IPV4
-                            ):
-                                off = 24
-                    if off and n - off >= 20:
-                        w = words(ring, start + off)
+                            elif proto == IPPROTO_GRE and n >= 44:
+                                word, w0, w1, w2, w3, w4 = gre(ring, start + 20)
+                                if word == GRE_PROTO_IPV4:
+                                    off = 24
+                        # the inner header: no options, the rest of the datagram, its
+                        # source registered behind this care-of address, its checksum right
+                        # (the sum of its 32-bit words folded to 16 bits is 0xFFFF)
                         if (
-                            w[0] >> 8 == 0x45
-                            and w[1] == n - off
-                            and (w[6] << 16 | w[7]) in registered.get(osrc, ())
+                            off
+                            and w0 >> 24 == 0x45
+                            and w0 & 0xFFFF == n - off
+                            and w3 in registered.get(osrc, ())
                         ):
-                            c = sum(w)
+                            c = w0 + w1 + w2 + w3 + w4
+                            c = (c & 0xFFFF) + (c >> 16)
                             c = (c & 0xFFFF) + (c >> 16)
                             if (c & 0xFFFF) + (c >> 16) == 0xFFFF:
                                 try:
