@@ -36,6 +36,19 @@ HA = A("10.0.0.1")
 E = Encapsulation
 
 
+def as_the_kernel_sends(data: bytes) -> bytes:
+    """What the kernel sends for an ``IP_HDRINCL`` message (raw(7)): the IPv4 header's total
+    length and checksum always filled in."""
+    header = bytearray(data[:20])
+    header[2:4] = len(data).to_bytes(2, "big")
+    header[10:12] = b"\0\0"
+    total = sum(int.from_bytes(header[k : k + 2], "big") for k in range(0, 20, 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    header[10:12] = (0xFFFF - total).to_bytes(2, "big")
+    return bytes(header) + data[20:]
+
+
 class Sink:
     def __init__(self) -> None:
         self.out: list[tuple[bytes, tuple[str, int]]] = []
@@ -67,6 +80,7 @@ class Sink:
                     raise OSError(errno.ENOBUFS, "No buffer space available")
                 seen += 1
                 data, sockaddr = batch.message(i)
+                data = as_the_kernel_sends(data)
                 family, port, addr = struct.unpack("=HH4s8x", sockaddr)
                 assert family == socket.AF_INET and port == 0
                 self.out.append((data, (str(A(addr)), 0)))

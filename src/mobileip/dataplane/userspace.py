@@ -76,10 +76,11 @@ RECV_BUFFER = 1 << 20  # bytes, each reverse-tunnel raw socket's receive buffer 
 # One message of the sendmmsg table from iov[0].len on (mmsg.PUT_OFF): the lengths and the
 # body's address (native 64-bit integers, passed through swap64 so that this big-endian
 # struct stores their native bytes), the care-of address's sockaddr_in, then the outer header:
-# IPv4 (version|IHL|TOS, length, identification, flags, TTL|protocol, checksum, source,
-# destination) (+ GRE flags/version 0 and protocol 0x0800 as one word)
-_MSG_IPIP = struct.Struct("!QQQ16sHHHHHHII")
-_MSG_GRE = struct.Struct("!QQQ16sHHHHHHIII")
+# IPv4 (version|IHL|TOS, length, identification, flags, TTL|protocol, checksum left 0: with
+# IP_HDRINCL the kernel always fills it in (raw(7)), source, destination) (+ GRE flags/version
+# 0 and protocol 0x0800 as one word)
+_MSG_IPIP = struct.Struct("!QQQ16sHHHHHxxII")
+_MSG_GRE = struct.Struct("!QQQ16sHHHHHxxIII")
 assert _MSG_IPIP.size == HEAD_OFF - PUT_OFF + 20
 _LITTLE = sys.byteorder == "little"  # then a length n is stored as swap64(n), computed inline
 # version|IHL|TOS, total length, flags|offset, source, destination
@@ -115,8 +116,8 @@ class UdpExits(Protocol):
     def forward(self, packet: bytes, exits: Sequence[tuple[IPv4Address, int]]) -> None: ...
 
 
-# (sendto address, protocol, TTL|protocol, checksum sum, CoA as an integer, its sockaddr_in)
-_Exit = tuple[tuple[str, int], int, int, int, int, bytes]
+# (sendto address, protocol, TTL|protocol, CoA as an integer, its sockaddr_in)
+_Exit = tuple[tuple[str, int], int, int, int, bytes]
 # (care-of addresses as integers, exits, how many)
 _Entry = tuple[frozenset[int], tuple[_Exit, ...], int]
 
@@ -162,7 +163,7 @@ class UserspaceBackend(TunnelBackend):
         ]
         self._tun_file: io.FileIO | None = None  # the TUN's fd for readinto (made on first use)
         self._batch = SendBatch(SEND_BATCH)
-        self._out: list[_Exit] = [(("", 0), 0, 0, 0, 0, b"")] * SEND_BATCH
+        self._out: list[_Exit] = [(("", 0), 0, 0, 0, b"")] * SEND_BATCH
         self._rx = RecvBatch(RING_SLOTS, SLOT)  # the reverse path's ring (recvmmsg)
         # home address (an integer) -> (its care-of addresses, its exits, how many) when every
         # exit is IP-in-IP or GRE; minimal encapsulation takes the general path (:meth:`forward`)
@@ -274,15 +275,10 @@ class UserspaceBackend(TunnelBackend):
 
     def _exit(self, coa: IPv4Address, kind: Encapsulation) -> _Exit:
         """What the fast path needs per tunnel exit: the address for ``sendto``, the protocol,
-        the outer header's TTL|protocol word, its checksum sum over the fields that do not
-        change per packet (TTL, protocol, addresses), the care-of address as an integer and its
+        the outer header's TTL|protocol word, the care-of address as an integer and its
         ``sockaddr_in`` (``sendmmsg``)."""
-        src, dst = self.source.packed, coa.packed
         ttl_proto = (self.ttl << 8) + kind.value
-        base = ttl_proto
-        for a in (src, dst):
-            base += (a[0] << 8 | a[1]) + (a[2] << 8 | a[3])
-        return ((str(coa), 0), kind.value, ttl_proto, base, int(coa), sockaddr_in(dst))
+        return ((str(coa), 0), kind.value, ttl_proto, int(coa), sockaddr_in(coa.packed))
 
     def forget(self, home: IPv4Address) -> None:
         """Stop tunnelling for ``home`` now (its route goes with the next batch)."""
@@ -343,11 +339,12 @@ class UserspaceBackend(TunnelBackend):
         loop): each packet is read into its own slot of a ring (one ``read`` each: a TUN has
         no batch read), its outer header written into a ``sendmmsg`` table, and up to
         :data:`RING_SLOTS` packets go in one system call, each gathered from its header and its
-        slot (no copy; one message per exit, so simultaneous bindings share the slot). Byte for
-        byte what :func:`encapsulate` builds with ``forwarding=False``, except that the inner
-        header's checksum is not verified again (the kernel verified it on input and rewrote it
-        when it decremented the TTL). Anything else goes through :meth:`forward`, after what
-        is queued has been sent (the order is kept)."""
+        slot (no copy; one message per exit, so simultaneous bindings share the slot). On the
+        wire byte for byte what :func:`encapsulate` builds with ``forwarding=False`` (the outer
+        checksum is left to the kernel, which always fills it in for ``IP_HDRINCL``), except
+        that the inner header's checksum is not verified again (the kernel verified it on input
+        and rewrote it when it decremented the TTL). Anything else goes through
+        :meth:`forward`, after what is queued has been sent (the order is kept)."""
         fd, sock = self.tun_fd, self.send_sock
         if sock is None:
             return self._drain_general(fd)
@@ -400,22 +397,14 @@ class UserspaceBackend(TunnelBackend):
                     size = ((n & 0xFF) << 56 | (n >> 8) << 48) if little else n  # swap64(n)
                     for ex in entry[1]:
                         ident = (ident + 1) & 0xFFFF
-                        _, proto, ttl_proto, base, coa, sockaddr = ex
+                        _, proto, ttl_proto, coa, sockaddr = ex
                         if proto == IPPROTO_IPIP:
-                            length = n + 20
-                            c = base + vt + length + ident + df
-                            c = (c & 0xFFFF) + (c >> 16)
-                            c = 0xFFFF - ((c & 0xFFFF) + (c >> 16))
                             put_ipip(table, aux0 + m * AUX, len20, body, size, sockaddr, vt,
-                                     length, ident, df, ttl_proto, c, src_i, coa)  # fmt: skip
+                                     n + 20, ident, df, ttl_proto, src_i, coa)  # fmt: skip
                             queued_ipip += 1
                         else:
-                            length = n + 24
-                            c = base + vt + length + ident + df
-                            c = (c & 0xFFFF) + (c >> 16)
-                            c = 0xFFFF - ((c & 0xFFFF) + (c >> 16))
                             put_gre(table, aux0 + m * AUX, len24, body, size, sockaddr, vt,
-                                    length, ident, df, ttl_proto, c, src_i, coa,
+                                    n + 24, ident, df, ttl_proto, src_i, coa,
                                     GRE_PROTO_IPV4)  # fmt: skip
                             queued_gre += 1
                         out[m] = ex
