@@ -558,29 +558,28 @@ class UserspaceBackend(TunnelBackend):
                                 if word == GRE_PROTO_IPV4:
                                     off = 24
                         # the inner header: no options, the rest of the datagram, its
-                        # source registered behind this care-of address, its checksum right
-                        # (the sum of its 32-bit words folded to 16 bits is 0xFFFF)
+                        # source registered behind this care-of address, its checksum right:
+                        # the one's complement sum of its 16-bit words is 0xFFFF, i.e. the
+                        # sum of its 32-bit words is a multiple of 0xFFFF (2**16 = 1 modulo
+                        # 0xFFFF; the sum is not 0, the first word is 0x45..)
                         if (
                             off
                             and w0 >> 24 == 0x45
                             and w0 & 0xFFFF == n - off
                             and w3 in registered.get(osrc, ())
+                            and not (w0 + w1 + w2 + w3 + w4) % 0xFFFF
                         ):
-                            c = w0 + w1 + w2 + w3 + w4
-                            c = (c & 0xFFFF) + (c >> 16)
-                            c = (c & 0xFFFF) + (c >> 16)
-                            if (c & 0xFFFF) + (c >> 16) == 0xFFFF:
-                                try:
-                                    write(fd, ring[start + off : start + n])
-                                except OSError as exc:
-                                    self.counters["tun-write-errors"] += 1
-                                    self.log("dataplane.tun_write_failed", error=str(exc))
-                                    continue
-                                if off == 20:
-                                    decap_ipip += 1
-                                else:
-                                    decap_gre += 1
+                            try:
+                                write(fd, ring[start + off : start + n])
+                            except OSError as exc:
+                                self.counters["tun-write-errors"] += 1
+                                self.log("dataplane.tun_write_failed", error=str(exc))
                                 continue
+                            if off == 20:
+                                decap_ipip += 1
+                            else:
+                                decap_gre += 1
+                            continue
                     self.reverse(bytes(ring[start : start + n]))
                 if got < RING_SLOTS:  # the socket is empty
                     return
