@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import mmap
 import os
 import socket
@@ -41,9 +42,15 @@ _MSG_DONTWAIT = 0x40
 _EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, looked up once per process (``find_library`` runs ``ldconfig``)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+@functools.cache
 def _libc_sendmmsg() -> SendMmsg:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    fn = libc.sendmmsg
+    fn = _libc().sendmmsg
     fn.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
     fn.restype = ctypes.c_int
 
@@ -57,9 +64,9 @@ def _libc_sendmmsg() -> SendMmsg:
     return sendmmsg
 
 
+@functools.cache
 def _libc_recvmmsg() -> RecvMmsg:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    fn = libc.recvmmsg
+    fn = _libc().recvmmsg
     fn.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
     fn.restype = ctypes.c_int
 
