@@ -5,8 +5,10 @@
   tests/test_kernel_backend.py (cn -- ha -- coa): the kernel backend with the fast path
   attached to both of ha's interfaces; forward and reverse IP-in-IP and GRE through the
   programs (the packets checked at the far side, the programs' counters checked), a wrong outer
-  source and a spoofed inner source dropped and counted, 10,000 bindings installed and withdrawn
-  in batches, the programs attached only while live.
+  source and a spoofed inner source dropped and counted, the reverse program forwarding the
+  inner packet itself (the stack's ``ForwDatagrams`` unmoved, strict ``rp_filter`` passed; no
+  neighbour, TTL 1 and a local destination handed to the stack), 10,000 bindings installed and
+  withdrawn in batches, the programs attached only while live.
 """
 
 from __future__ import annotations
