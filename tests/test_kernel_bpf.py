@@ -49,7 +49,7 @@ from test_kernel_backend import (
 from mobileip.config import ConfigError, parse_config
 from mobileip.dataplane import bpf_asm as ba
 from mobileip.dataplane import nexthops as nh
-from mobileip.dataplane.bpf import BpfFastPath, home_value
+from mobileip.dataplane.bpf import ROUTE, ROUTE_KEY, BpfFastPath, home_value
 from mobileip.dataplane.encap import (
     Encapsulation,
     IPv4Header,
@@ -537,7 +537,10 @@ def test_the_reverse_program_forwards_the_inner_packet(topo: dict[str, str]) -> 
         assert len(drain(rx, 3.0)) == n
         assert _ip_mib(ha)["ForwDatagrams"] == mib["ForwDatagrams"]
         # ...where the stack's path (no neighbour: the program hands them over) drops them
+        # (the neighbour event read, as the daemon's loop does: the route cache invalidated)
         sh(f"ip -n {ha} neigh flush dev h{tag}")
+        with in_netns(ha):
+            fast.refresh_hops()
         send(3, b"dropped")
         assert drain(rx, 1.5) == []
         strict(False)
@@ -569,6 +572,154 @@ def test_the_reverse_program_forwards_the_inner_packet(topo: dict[str, str]) -> 
         assert _ip_mib(ha)["ForwDatagrams"] == mib["ForwDatagrams"]
     finally:
         for s in (rx, tap, local, raw, icmp):
+            s.close()
+        with in_netns(ha):
+            asyncio.run(backend.stop())
+
+
+@pytest.mark.kernel
+def test_the_reverse_route_cache_follows_the_kernel(topo: dict[str, str]) -> None:
+    """The reverse program's route cache (``routes``, keyed by inner destination and TOS,
+    stamped with the ``generation``): filled from the FIB's answer, and used: a forged entry
+    of the current generation is what goes on the wire, one of an older generation is not
+    (the FIB's answer replaces it); a neighbour's new MAC, a route to elsewhere and a
+    correspondent that becomes an away home are followed once the event is read (the
+    generation bumped: the forged entry no longer used); a source-selecting policy rule
+    turns the cache off (generation 0), the FIB path still forwards."""
+    cn, ha, coa = topo["cn"], topo["ha"], topo["coa"]
+    tag = ha[-4:]
+    n = 10
+    backend = _backend(topo)
+    fast = backend.fastpath
+    assert fast is not None
+    rx = socket_in(cn, socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("0.0.0.0", 7777))
+    tap = socket_in(cn, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    tap.bind((f"c{tag}", 0))
+    gtap = socket_in(coa, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    gtap.bind((f"m{tag}", 0))
+    sink = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, IPIP.value)
+    raw = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    h_index = int(sh(f"ip netns exec {ha} cat /sys/class/net/h{tag}/ifindex"))
+    g_index = int(sh(f"ip netns exec {ha} cat /sys/class/net/g{tag}/ifindex"))
+    h_mac = sh(f"ip netns exec {ha} cat /sys/class/net/h{tag}/address").strip()
+    c_mac = sh(f"ip netns exec {cn} cat /sys/class/net/c{tag}/address").strip()
+    forged = "02:00:00:00:0f:0f"
+
+    def send(count: int, label: bytes) -> None:
+        for i in range(count):
+            raw.sendto(_tunnelled(HOME, CN_ADDR, label + b"%03d" % i), (str(HA_ADDR), 0))
+
+    def events() -> int:
+        """The monitor's events read (what the daemon's loop does): the generation now."""
+        with in_netns(ha):
+            fast.refresh_hops()
+        return fast.generation
+
+    def entry() -> tuple[int, int, str, str, int] | None:
+        with in_netns(ha):
+            return fast.cached_route(CN_ADDR)
+
+    def forge(generation: int, mac: str = forged) -> None:
+        value = ROUTE.pack(generation, h_index, 1500, bytes.fromhex(mac.replace(":", "")),
+                           bytes.fromhex(h_mac.replace(":", "")))  # fmt: skip
+        with in_netns(ha):
+            ba.update(fast.routes_fd, ROUTE_KEY.pack(CN_ADDR.packed, 0), value)
+
+    try:
+        with in_netns(ha):
+            assert asyncio.run(backend.install_many([spec(HOME, (COA, IPIP))], TABLE)) == 0
+            fast.flush()
+        send(1, b"first")  # the neighbour resolved by the stack (no entry: no neighbour yet)
+        assert len(drain(rx, 3.0)) == 1
+        gen = events()
+        assert gen > 0
+        # filled: the FIB's answer under the current generation
+        mib = _ip_mib(ha)
+        send(n, b"fill")
+        assert len(drain(rx, 3.0)) == n
+        assert _ip_mib(ha)["ForwDatagrams"] == mib["ForwDatagrams"]
+        got = entry()
+        assert got is not None and got[:4] == (gen, h_index, c_mac, h_mac), got
+        assert got[4] == 20 + 8 + 7  # the largest inner packet passed so far
+        # used: a forged entry of the current generation is what goes on the wire
+        forge(gen)
+        drain(tap, 0.3)
+        send(n, b"forged")
+        assert len(_frames_to(tap, forged)) == n
+        assert drain(rx, 0.5) == []
+        # a bigger packet than the entry has seen passed: the FIB decides (and the entry grows)
+        value = ROUTE.pack(gen, h_index, 30, bytes.fromhex(forged.replace(":", "")),
+                           bytes.fromhex(h_mac.replace(":", "")))  # fmt: skip
+        with in_netns(ha):
+            ba.update(fast.routes_fd, ROUTE_KEY.pack(CN_ADDR.packed, 0), value)
+        send(1, b"bigger")
+        assert len(drain(rx, 3.0)) == 1
+        assert entry() == (gen, h_index, c_mac, h_mac, 20 + 8 + 9)
+        # an older generation's entry: not used, replaced by the FIB's answer
+        forge(gen - 1)
+        drain(tap, 0.3)
+        send(n, b"stale")
+        assert len(drain(rx, 3.0)) == n
+        assert len(_frames_to(tap, c_mac)) == n
+        assert entry() == (gen, h_index, c_mac, h_mac, 20 + 8 + 8)
+        # the correspondent's new MAC: the forged entry dropped with the neighbour event
+        forge(gen)
+        new = "02:00:00:00:be:ef"
+        sh(f"ip -n {cn} link set c{tag} address {new}")
+        sh(f"ip -n {ha} neigh replace {CN_ADDR} lladdr {new} dev h{tag} nud reachable")
+        gen2 = events()
+        assert gen2 not in (0, gen)
+        drain(tap, 0.3)
+        send(n, b"moved")
+        assert len(drain(rx, 3.0)) == n
+        assert len(_frames_to(tap, new)) == n
+        assert entry() == (gen2, h_index, new, h_mac, 20 + 8 + 8)
+        # a route to the correspondent through the other interface: followed
+        forge(gen2)
+        other = "02:00:00:00:aa:aa"
+        sh(f"ip -n {ha} neigh replace {CN_ADDR} lladdr {other} dev g{tag} nud permanent")
+        sh(f"ip -n {ha} route add {CN_ADDR}/32 dev g{tag}")
+        gen3 = events()
+        assert gen3 not in (0, gen2)
+        drain(gtap, 0.3)
+        send(n, b"moved")
+        assert len(_frames_to(gtap, other)) == n
+        assert drain(rx, 0.5) == []
+        got = entry()
+        assert got is not None and got[:3] == (gen3, g_index, other), got
+        sh(f"ip -n {ha} route del {CN_ADDR}/32 dev g{tag}")
+        events()
+        send(n, b"back")
+        assert len(drain(rx, 3.0)) == n
+        # a policy rule that selects by source: the cache off, the FIB path forwards
+        sh(f"ip -n {ha} rule add from {WRONG_COA} lookup main pref 77")
+        assert events() == 0
+        forge(0)
+        send(n, b"nocache")
+        assert len(drain(rx, 3.0)) == n
+        sh(f"ip -n {ha} rule del from {WRONG_COA} lookup main pref 77")
+        gen4 = events()
+        assert gen4 not in (0, gen3)
+        send(n, b"again")
+        assert len(drain(rx, 3.0)) == n
+        # the correspondent becomes an away home: its cached exit is not used any more (the
+        # homes map's change bumps the generation); the stack tunnels it to its care-of address
+        forge(gen4)
+        with in_netns(ha):
+            assert asyncio.run(backend.install_many([spec(CN_ADDR, (COA, IPIP))], TABLE)) == 0
+            fast.flush()
+            assert fast.generation not in (0, gen4)
+        drain(sink, 0.3)
+        drain(tap, 0.3)
+        send(n, b"home")
+        tunnelled = [decapsulate(p) for p in drain(sink, 3.0)]
+        assert sum(1 for d in tunnelled if d.inner_dst == CN_ADDR) == n, tunnelled
+        assert _frames_to(tap, forged) == [] and drain(rx, 0.3) == []
+        assert fast.errors == 0, fast.last_error
+    finally:
+        sh(f"ip -n {ha} rule del pref 77", check=False)
+        for s in (rx, tap, gtap, sink, raw):
             s.close()
         with in_netns(ha):
             asyncio.run(backend.stop())

@@ -10,12 +10,20 @@ away mobile nodes arrives (``interfaces``), assembled in :mod:`mobileip.dataplan
   inner packet itself: a FIB lookup for its destination (``bpf_fib_lookup``, a forwarding
   lookup from the receiving interface, policy rules honoured, its length checked against the
   route's MTU), on success the inner TTL decremented, the FIB's MACs written and
-  ``bpf_redirect``; otherwise (IP options, TTL expiring, a GSO packet, no route, a local,
-  broadcast or lightweight-tunnel destination, no neighbour yet, too big) the inner packet
-  goes on to the stack, which forwards or delivers it. A miss is dropped and counted
-  (``drops``): the same rule as the kernel backend's flower filters (reverse tunnels only from
-  a registered care-of address of the inner source). Anything else goes on to the next filter
-  unchanged;
+  ``bpf_redirect``, and the answer cached in the ``routes`` LRU hash map (inner destination
+  and TOS -> the ``generation`` read before the lookup, egress ifindex, the largest inner
+  packet the FIB passed under that generation, both MACs); a later packet to that
+  destination whose entry carries the current generation (a direct load of the one-entry
+  ``generation`` array) and which is no bigger is forwarded from the entry, no FIB lookup.
+  Userspace writes a new generation on every event its netlink monitor reads (any route,
+  ours included, neighbour, address, link, rule or forwarding switch), at every flush that
+  changes the homes map, and 0 (the cache off) while a policy rule selects by more than the
+  destination (source, iif, fwmark, ...); otherwise (IP options, TTL expiring, a GSO
+  packet, no route, a local, broadcast or lightweight-tunnel destination, no neighbour yet,
+  too big) the inner packet goes on to the stack, which forwards or delivers it. A miss is
+  dropped and counted (``drops``): the same rule as the kernel backend's flower filters
+  (reverse tunnels only from a registered care-of address of the inner source). Anything
+  else goes on to the next filter unchanged;
 * **forward** (prio :data:`PRIO_FORWARD`): an IPv4 packet without options, for this host's
   MAC, TTL > 1, whose destination is in the ``homes`` hash map (home address -> outer header
   template of its exit, as the kernel route's: newest care-of address, minimal as IP-in-IP)
@@ -55,8 +63,9 @@ every member and gated by a one-entry ``live`` array map read first (a direct lo
 value, no helper call): 0 on a standby, where both programs pass every packet on at once as if
 detached; becoming active or standby is one map write (:meth:`BpfFastPath.set_live`; an
 interface that appeared since start is attached then). The maps are pre-allocated for
-``capacity`` homes, twice as many reverse-tunnel pairs and ``capacity`` next hops (368 bytes
-per home of capacity, 96 of them the next hops', the maps' ``memlock``): without
+``capacity`` homes, twice as many reverse-tunnel pairs, ``capacity`` next hops and
+``capacity`` cached routes (464 bytes per home of capacity, 96 of them the next hops' and 96
+the route cache's, the maps' ``memlock``): without
 pre-allocation, batched updates inside User-Mode Linux failed with ENOMEM (presumably the BPF
 memory allocator's per-CPU caches, refilled asynchronously).
 Beyond ``capacity`` a home is refused by the map (counted in ``errors``) and takes the
@@ -339,13 +348,26 @@ def _count_refused(a: Asm, drops_fd: int) -> None:
     a.ret(ba.TC_ACT_SHOT)
 
 
-def _forward_inner(a: Asm) -> None:
+# the routes map (the reverse program's cache of its FIB answers): key the inner destination
+# and TOS (ROUTE_KEY); value the generation it was written under, egress ifindex, the largest
+# inner packet the FIB passed for it under that generation (host order), destination MAC,
+# source MAC
+ROUTE = struct.Struct("<III6s6s")
+ROUTE_KEY = struct.Struct("<4sI")
+R_KEY, R_VALUE = -72, -96  # on the stack, below struct bpf_fib_lookup
+
+
+def _forward_inner(a: Asm, routes_fd: int = -1, generation_fd: int = -1) -> None:
     """After :func:`_reverse_decapsulate`: the inner packet forwarded here, as the stack would
     (a FIB lookup from the receiving interface, the inner TTL decremented, the FIB's MACs,
     ``bpf_redirect``); ``stack`` (``TC_ACT_OK``: the stack forwards it, as before) for IP
     options, TTL expiring, a GSO packet, or no success from the FIB (no route, a local or
     broadcast destination, no neighbour, too big, a lightweight-tunnel route, forwarding
-    off)."""
+    off). ``routes_fd`` and ``generation_fd`` (>= 0): the FIB's answer cached per inner
+    destination in ``routes`` (:data:`ROUTE`), stamped with the ``generation`` read before the
+    lookup; an entry of the current generation that the packet fits is used without a lookup
+    (module docstring)."""
+    cache = routes_fd >= 0 and generation_fd >= 0
     a.ldx(4, 2, 6, ba.SKB_DATA)
     a.ldx(4, 3, 6, ba.SKB_DATA_END)
     a.mov(7, 2)
@@ -360,6 +382,36 @@ def _forward_inner(a: Asm) -> None:
     a.jmp(4, "<=", "stack", imm=1)  # TTL expiring: the stack sends the ICMP error
     a.ldx(4, 4, 6, ba.SKB_GSO_SIZE)
     a.jmp(4, "!=", "stack", imm=0)  # GRO'd: its segmentation state is the outer packet's
+    if cache:
+        # r9: the generation, read before anything is looked up (a direct load, no call)
+        a.ld_map_value(0, generation_fd)
+        a.ldx(4, 9, 0, 0)
+        a.jmp(9, "==", "miss", imm=0)  # 0: the cache off (rules that look at more)
+        a.ldx(4, 4, 8, 16)
+        a.stx(4, FP, R_KEY, 4)  # key: the inner destination and TOS
+        a.ldx(1, 4, 8, 1)
+        a.stx(4, FP, R_KEY + 4, 4)
+        a.ld_map(1, routes_fd)
+        a.mov(2, FP)
+        a.alu(2, "+", imm=R_KEY)
+        a.call(ba.F_MAP_LOOKUP)
+        a.jmp(0, "==", "miss", imm=0)
+        a.ldx(4, 4, 0, 0)
+        a.jmp(4, "!=", "miss", src=9)  # written under another generation: stale
+        a.ldx(2, 4, 8, 2)
+        a.be16(4)
+        a.ldx(4, 5, 0, 8)
+        a.jmp(4, ">", "miss", src=5)  # bigger than any the FIB passed: the FIB decides
+        a.mov(9, 0)
+        _inner_ttl_decrement(a)
+        for off in range(0, 12, 4):  # destination MAC, source MAC
+            a.ldx(4, 4, 9, 12 + off)
+            a.stx(4, 7, off, 4)
+        a.ldx(4, 1, 9, 4)
+        a.mov(2, imm=0)
+        a.call(ba.F_REDIRECT)
+        a.exit()
+        a.label("miss")
     for off in range(0, FIB, 8):
         a.st(8, FP, off - FIB, 0)
     a.st(1, FP, F_FAMILY - FIB, socket.AF_INET)
@@ -381,6 +433,28 @@ def _forward_inner(a: Asm) -> None:
     a.mov(4, imm=0)
     a.call(ba.F_FIB_LOOKUP)
     a.jmp(0, "!=", "stack", imm=ba.FIB_SUCCESS)
+    if cache:
+        # the answer cached under the generation read before the lookup (the stack is
+        # strictly aligned: the MACs copied in halves)
+        a.jmp(9, "==", "forward", imm=0)
+        a.stx(4, FP, R_VALUE, 9)
+        a.ldx(4, 4, FP, F_IFINDEX - FIB)
+        a.stx(4, FP, R_VALUE + 4, 4)
+        a.ldx(2, 4, 8, 2)
+        a.be16(4)
+        a.stx(4, FP, R_VALUE + 8, 4)
+        for off in range(0, 12, 2):
+            src = (F_DMAC if off < 6 else F_SMAC - 6) + off - FIB
+            a.ldx(2, 4, FP, src)
+            a.stx(2, FP, R_VALUE + 12 + off, 4)
+        a.ld_map(1, routes_fd)
+        a.mov(2, FP)
+        a.alu(2, "+", imm=R_KEY)
+        a.mov(3, FP)
+        a.alu(3, "+", imm=R_VALUE)
+        a.mov(4, imm=0)  # BPF_ANY
+        a.call(ba.F_MAP_UPDATE)  # a failure (none expected: LRU) leaves the FIB path
+        a.label("forward")
     _inner_ttl_decrement(a)
     a.ldx(2, 4, FP, F_DMAC - FIB)
     a.stx(2, 7, 0, 4)
@@ -397,16 +471,23 @@ def _forward_inner(a: Asm) -> None:
 
 
 def reverse_program(
-    allowed_fd: int, drops_fd: int, source: IPv4Address, live_fd: int = -1, redirect: bool = True
+    allowed_fd: int,
+    drops_fd: int,
+    source: IPv4Address,
+    live_fd: int = -1,
+    redirect: bool = True,
+    routes_fd: int = -1,
+    generation_fd: int = -1,
 ) -> bytes:
     """``redirect``: the decapsulated packet forwarded by the program where it can
-    (:func:`_forward_inner`), else handed to the stack (as before 2026-12-07 04:00)."""
+    (:func:`_forward_inner`, with the ``routes`` cache where ``routes_fd`` and
+    ``generation_fd`` are given), else handed to the stack (as before 2026-12-07 04:00)."""
     a = Asm()
     _gate(a, live_fd)
     _ipv4_prologue(a)
     _reverse_decapsulate(a, allowed_fd, source)
     if redirect:
-        _forward_inner(a)
+        _forward_inner(a, routes_fd, generation_fd)
     a.label("stack")
     a.ret(ba.TC_ACT_OK)
     a.label("pass")
@@ -427,14 +508,19 @@ class BpfFastPath:
         capacity: int = 1 << 17,
         batch: int = 10_000,
         mac_path: bool = True,
+        route_cache: bool = True,
     ) -> None:
         self.source = source
         self.mac_path = mac_path
+        self.route_cache = route_cache
         self.interfaces = tuple(interfaces)
         self.ttl = ttl
         self.capacity = capacity
         self.batch = batch
         self.homes_fd = self.allowed_fd = self.drops_fd = self.nexthops_fd = self.live_fd = -1
+        self.routes_fd = self.generation_fd = -1  # the reverse program's route cache
+        self.generation = 0  # as written (0: the cache off)
+        self.monitor_events = 0  # the monitor's events when the generation was last written
         self.progs: dict[int, int] = {}  # tc prio -> program fd
         self.live = False
         self.created_clsact: set[str] = set()
@@ -456,6 +542,8 @@ class BpfFastPath:
         self.monitor: nh.Monitor | None = None
         self._reader_loop: asyncio.AbstractEventLoop | None = None
         self.hop_refreshes = 0
+        self.rules_ok = False  # every IPv4 rule selects by the destination only
+        self.generation_bumps = 0
 
     def start(self) -> None:
         try:
@@ -463,11 +551,25 @@ class BpfFastPath:
             self.allowed_fd = ba.map_create(ba.MAP_HASH, 8, 8, 2 * self.capacity)
             self.drops_fd = ba.map_create(ba.MAP_ARRAY, 4, 8, 1)
             self.live_fd = ba.map_create(ba.MAP_ARRAY, 4, 4, 1)  # 0: standby, the programs pass
+            if self.mac_path or self.route_cache:
+                self.monitor = nh.Monitor()  # before any resolution: no change missed
             if self.mac_path:
                 self.nexthops_fd = ba.map_create(ba.MAP_HASH, 4, nh.VALUE.size, self.capacity)
-                self.monitor = nh.Monitor()  # before any resolution: no change missed
+            if self.route_cache:
+                self.routes_fd = ba.map_create(
+                    ba.MAP_LRU_HASH, ROUTE_KEY.size, ROUTE.size, self.capacity
+                )
+                self.generation_fd = ba.map_create(ba.MAP_ARRAY, 4, 4, 1)
+                self._next_generation()
             self.progs[PRIO_REVERSE] = ba.prog_load(
-                reverse_program(self.allowed_fd, self.drops_fd, self.source, self.live_fd),
+                reverse_program(
+                    self.allowed_fd,
+                    self.drops_fd,
+                    self.source,
+                    self.live_fd,
+                    routes_fd=self.routes_fd,
+                    generation_fd=self.generation_fd,
+                ),
                 "mip_reverse",
             )
             self.progs[PRIO_FORWARD] = ba.prog_load(
@@ -509,11 +611,13 @@ class BpfFastPath:
         self.attached.clear()
         self.created_clsact.clear()
         fds = (*self.progs.values(), self.homes_fd, self.allowed_fd, self.drops_fd,
-               self.nexthops_fd, self.live_fd)  # fmt: skip
+               self.nexthops_fd, self.live_fd, self.routes_fd, self.generation_fd)  # fmt: skip
         for fd in fds:
             ba.close(fd)
         self.progs.clear()
         self.homes_fd = self.allowed_fd = self.drops_fd = self.nexthops_fd = self.live_fd = -1
+        self.routes_fd = self.generation_fd = -1
+        self.generation = 0
         if self.monitor is not None:
             if self._reader_loop is not None and not self._reader_loop.is_closed():
                 with contextlib.suppress(RuntimeError):
@@ -625,6 +729,8 @@ class BpfFastPath:
             drop += [(h, c) for c in had - wanted]
         self.staged_homes.clear()
         staged_pairs, self.staged_pairs = self.staged_pairs, {}
+        if put or gone:
+            self._next_generation()  # a destination that became (or ceased to be) a home
         n = self.batch
         for i in range(0, len(put), n):
             puts = put[i : i + n]
@@ -676,10 +782,15 @@ class BpfFastPath:
         or any route, rule, address or link event, means route lookups (of those, of all); a
         neighbour event, the entries behind that neighbour recomputed from the neighbour table.
         Every entry concerned is deleted before anything is read again, so a packet meanwhile
-        takes the FIB path, never a stale MAC."""
-        if self.nexthops_fd < 0 or self.monitor is None:
+        takes the FIB path, never a stale MAC. Any event read at all (our own routes' too):
+        the route cache's generation bumped (:meth:`_next_generation`)."""
+        if self.monitor is None:
             return
         everything, neighbours = self.monitor.drain()
+        if self.monitor.events != self.monitor_events:
+            self._next_generation(rules=everything)
+        if self.nexthops_fd < 0:
+            return
         wanted = set(self.coa_homes)
         unused = [c for c in self.hop_routes if c not in wanted]
         lookups = wanted if everything else {c for c in wanted if c not in self.hop_routes}
@@ -707,6 +818,42 @@ class BpfFastPath:
         if put:
             done = self._write(self.nexthops_fd, [_key(c) for c, _ in put], [v for _, v in put])
             self.hops.update(put[:done])
+
+    def _next_generation(self, rules: bool = True) -> None:
+        """Every entry of the route cache made stale at once: a new generation written to the
+        ``generation`` map, or 0 (the cache off) while a policy rule selects by more than the
+        destination (``rules``: looked at again, as after a rule event)."""
+        if self.generation_fd < 0 or self.monitor is None:
+            return
+        self.monitor_events = self.monitor.events
+        if rules:
+            try:
+                self.rules_ok = nh.rules_by_destination()
+            except OSError as exc:
+                self.rules_ok = False
+                self.errors += 1
+                self.last_error = f"rules: {exc}"
+        # never one used before (entries of it may be left), 0 excepted
+        self.generation_bumps += 1
+        generation = (self.generation_bumps - 1) % 0xFFFFFFFF + 1 if self.rules_ok else 0
+        try:
+            ba.update(self.generation_fd, bytes(4), struct.pack("<I", generation))
+        except OSError as exc:  # (an array's one entry: not expected)
+            self.errors += 1
+            self.last_error = f"route cache generation: {exc}"
+            return
+        self.generation = generation
+
+    def cached_route(self, dst: IPv4Address, tos: int = 0) -> tuple[int, int, str, str, int] | None:
+        """The route cache's entry for ``dst`` (and ``tos``) as read back: (generation,
+        ifindex, destination MAC, source MAC, largest inner packet passed), or None."""
+        if self.routes_fd < 0:
+            return None
+        raw = ba.lookup(self.routes_fd, ROUTE_KEY.pack(dst.packed, tos), ROUTE.size)
+        if raw is None:
+            return None
+        generation, index, fits, dmac, smac = ROUTE.unpack(raw)
+        return int(generation), int(index), dmac.hex(":"), smac.hex(":"), int(fits)
 
     def next_hop(self, coa: IPv4Address) -> tuple[int, str, str] | None:
         """The nexthops map's entry for ``coa`` as read back: (ifindex, destination MAC,
@@ -752,7 +899,9 @@ class BpfFastPath:
         return {"live": self.live, "interfaces": list(self.interfaces), "homes": homes,
                 "reverse_pairs": pairs, "capacity": self.capacity,
                 "reverse_drops": self.drops(), "map_errors": self.errors,
-                "mac_path": self.nexthops_fd >= 0, "next_hops": len(self.hops)}  # fmt: skip
+                "mac_path": self.nexthops_fd >= 0, "next_hops": len(self.hops),
+                "route_cache": self.routes_fd >= 0,
+                "route_generation": self.generation}  # fmt: skip
 
     def installed(self) -> tuple[int, int]:
         """Homes and reverse-tunnel pairs in the maps (as written)."""

@@ -14,7 +14,9 @@ lookup, then to the kernel.
 events: a neighbour event recomputes the entries behind that neighbour from the neighbour
 table (their routes kept), anything else (our own protocol's routes excepted) looks up every
 care-of address's route again (O(care-of addresses) ``RTM_GETROUTE`` requests, on the event
-loop).
+loop). It also counts every event read (:attr:`Monitor.events`, our own routes' and
+forwarding switches' included): any one invalidates the reverse program's route cache
+(dataplane/bpf.py).
 """
 
 from __future__ import annotations
@@ -39,8 +41,15 @@ ARPHRD_ETHER = 1
 NDA_DST, NDA_LLADDR = 1, 2
 NTF_PROXY = 0x08
 NUD_VALID = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80
-# RTMGRP_LINK, _NEIGH, _IPV4_IFADDR, _IPV4_ROUTE, _IPV4_RULE
-GROUPS = 0x1 | 0x4 | 0x10 | 0x40 | 0x80
+# RTMGRP_LINK, _NEIGH, _IPV4_IFADDR, _IPV4_ROUTE, _IPV4_RULE, RTNLGRP_IPV4_NETCONF (24:
+# forwarding switched per interface)
+GROUPS = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 1 << 23
+RTM_NEWNETCONF, RTM_DELNETCONF, RTM_GETRULE = 80, 81, 34
+# rule attributes that select by the destination or choose the action only: a rule with any
+# other (iif, fwmark, uid, protocol, ports, tunnel id, l3mdev, ...) or a source or TOS
+# selector makes a route depend on more than the destination and TOS
+FRA_DESTINATION_ONLY = frozenset({1, 4, 6, 13, 14, 15, 18, 21})  # DST GOTO PRIORITY
+# SUPPRESS_IFGROUP SUPPRESS_PREFIXLEN TABLE PAD PROTOCOL
 
 Key = tuple[int, bytes]  # (ifindex, next hop address): the neighbour an entry depends on
 
@@ -185,6 +194,24 @@ def values(hops: dict[int, Route]) -> dict[int, bytes | None]:
     return out
 
 
+def rules_by_destination() -> bool:
+    """Whether every IPv4 policy rule selects by the destination only (or by nothing): then
+    a route lookup's answer depends on the destination and TOS alone (multipath's choice
+    aside), and the reverse program may cache it (dataplane/bpf.py)."""
+    nlk = Netlink()
+    try:
+        body = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        for kind, p in nlk.request(RTM_GETRULE, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, body):
+            if kind != nl.RTM_NEWRULE or len(p) < 12:
+                continue
+            _fam, _dst_len, src_len, tos = struct.unpack_from("=BBBB", p)
+            if src_len or tos or set(_attrs(p, 12)) - FRA_DESTINATION_ONLY:
+                return False
+        return True
+    finally:
+        nlk.close()
+
+
 class Monitor:
     """The kernel's events that may change a next hop, read without blocking."""
 
@@ -194,6 +221,7 @@ class Monitor:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((0, GROUPS))
         self.sock.setblocking(False)
+        self.events = 0  # every event read (our own routes' too) and every loss of events
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -213,6 +241,7 @@ class Monitor:
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:  # events lost: re-resolve everything
                     everything = True
+                    self.events += 1
                     continue
                 raise
             off = 0
@@ -220,6 +249,10 @@ class Monitor:
                 length, kind = struct.unpack_from("=IH", data, off)
                 p = data[off + 16 : off + length]
                 off += (length + 3) & ~3 if length else len(data)
+                if kind not in (nl.NLMSG_NOOP, nl.NLMSG_DONE):
+                    self.events += 1
+                if kind in (RTM_NEWNETCONF, RTM_DELNETCONF):
+                    continue  # no next hop's concern (the reverse program's: events)
                 if kind in (nl.RTM_NEWNEIGH, nl.RTM_DELNEIGH) and len(p) >= 12:
                     fam, index = struct.unpack_from("=Bxxxi", p)
                     dst = _attrs(p, 12).get(NDA_DST, b"")
