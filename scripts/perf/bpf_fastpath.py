@@ -329,7 +329,8 @@ def cmd_package(args: argparse.Namespace) -> dict[str, object]:
         shipped.reverse_program = functools.partial(shipped.reverse_program, redirect=False)
     devs = [args.out] if args.out_only else [args.dev, args.out]
     fast = BpfFastPath(IPv4Address(args.ha), devs, mac_path=not args.fib_only,
-                       capacity=args.capacity or max(1024, args.count))  # fmt: skip
+                       capacity=args.capacity or max(1024, args.count),
+                       route_cache=not args.no_route_cache)  # fmt: skip
     if args.late_load:  # experiment: the programs loaded after the maps are filled
         from mobileip.dataplane import bpf_asm as shipped_asm
 
@@ -404,6 +405,8 @@ def main() -> int:
         s.add_argument("--fib-only", action="store_true", help="package: no MAC path")
         s.add_argument("--reverse-stack", action="store_true",
                        help="package: decapsulated packets to the stack (no redirect)")  # fmt: skip
+        s.add_argument("--no-route-cache", action="store_true",
+                       help="package: a FIB lookup for every reverse packet")  # fmt: skip
         s.add_argument("--pin", default="")
     args = p.parse_args()
     if args.cmd == "detach":

@@ -1,12 +1,15 @@
 """What the reverse program itself costs, without the stack: ``BPF_PROG_TEST_RUN`` of the
 shipped reverse program (mobileip.dataplane.bpf) on one reverse-tunnelled packet, once per
 call (a repeat would run on the already decapsulated packet), in a scratch namespace where
-the inner destination has a route and a neighbour. Variants: ``redirect`` (decapsulated,
-``bpf_fib_lookup``, TTL, MACs: ``TC_ACT_REDIRECT``), ``stack`` (decapsulated, ``TC_ACT_OK``:
-the same program before 2026-12-07 04:00) and ``refused`` (an unregistered pair: looked up,
-counted, dropped). Prints the mean, median and quartiles of the kernel's own ``duration`` (ns,
-the program's run alone) over ``--calls`` calls, interleaved (UML's clock ticks in 256 ns
-steps: read its mean). Root; inside UML for its numbers::
+the inner destination has a route and a neighbour. Variants: ``hit`` (the shipped program with
+its route cache, the destination's entry current: decapsulated, forwarded from the entry, no
+FIB lookup), ``miss`` (the same, the generation bumped before each call, untimed: the entry
+stale, ``bpf_fib_lookup`` and the entry rewritten), ``redirect`` (no cache: decapsulated,
+``bpf_fib_lookup``, TTL, MACs: ``TC_ACT_REDIRECT``, as 2026-12-07 04:00-05:00), ``stack``
+(decapsulated, ``TC_ACT_OK``: the same program before 2026-12-07 04:00) and ``refused`` (an
+unregistered pair: looked up, counted, dropped). Prints the mean, median and quartiles of
+the kernel's own ``duration`` (ns, the program's run alone) over ``--calls`` calls,
+interleaved (UML's clock ticks in 256 ns steps: read its mean). Root; inside UML for its numbers::
 
     python -m mobileip.tools.uml -- .venv/bin/python scripts/perf/bpf_reverse_cost.py
 """
@@ -24,7 +27,7 @@ import sys
 from ipaddress import IPv4Address
 
 from mobileip.dataplane import bpf_asm as ba
-from mobileip.dataplane.bpf import reverse_program
+from mobileip.dataplane.bpf import ROUTE, ROUTE_KEY, reverse_program
 from mobileip.dataplane.encap import Encapsulation, IPv4Header, build_ipv4, encapsulate
 
 NS = "mipcost"
@@ -58,6 +61,18 @@ def inside(args: argparse.Namespace) -> int:
     drops = ba.map_create(ba.MAP_ARRAY, 4, 8, 1)
     ba.update(allowed, HOME.packed + COA.packed, bytes(8))
     redirect = ba.prog_load(reverse_program(allowed, drops, HA), "cost_redirect")
+    routes = ba.map_create(ba.MAP_LRU_HASH, ROUTE_KEY.size, ROUTE.size, 1024)
+    generation = ba.map_create(ba.MAP_ARRAY, 4, 4, 1)
+    ba.update(generation, bytes(4), struct.pack("<I", 1))
+    cached = ba.prog_load(
+        reverse_program(allowed, drops, HA, routes_fd=routes, generation_fd=generation),
+        "cost_cached",
+    )
+    bumps = iter(range(2, 1 << 32))
+
+    def bump() -> None:
+        ba.update(generation, bytes(4), struct.pack("<I", next(bumps)))
+
     stack = ba.prog_load(reverse_program(allowed, drops, HA, redirect=False), "cost_stack")
 
     def frame(inner_src: IPv4Address) -> bytes:
@@ -68,6 +83,8 @@ def inside(args: argparse.Namespace) -> int:
         return mac + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00" + outer
 
     cases = {
+        "hit": (cached, frame(HOME)),
+        "miss": (cached, frame(HOME)),
         "redirect": (redirect, frame(HOME)),
         "stack": (stack, frame(HOME)),
         "refused": (redirect, frame(IPv4Address("10.1.0.99"))),
@@ -76,6 +93,8 @@ def inside(args: argparse.Namespace) -> int:
     verdicts: dict[str, set[int]] = {k: set() for k in cases}
     for _ in range(args.calls):
         for name, (fd, packet) in cases.items():
+            if name == "miss":
+                bump()
             ret, ns = test_run(fd, packet, index)
             times[name].append(ns)
             verdicts[name].add(ret)

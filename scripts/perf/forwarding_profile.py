@@ -33,10 +33,12 @@ The tc BPF fast path (scripts/perf/bpf_fastpath.py loads it for the run, no poli
 shipped one (mobileip.dataplane.bpf, both programs on both of ha's interfaces: forward
 through the MAC path, the next hop's MACs from the ``nexthops`` map filled from the neighbour
 table, + ``bpf_redirect``; reverse: decapsulated, then ``bpf_fib_lookup`` for the inner
-destination + ``bpf_redirect``); ``pkg-fib``, ``pkg-gre-fib``: its forward program without
+destination + ``bpf_redirect``, its answer cached per destination in the ``routes`` map:
+later packets without the lookup); ``pkg-fib``, ``pkg-gre-fib``: its forward program without
 the MAC path (``bpf_fib_lookup`` + ``bpf_redirect``, as shipped before 2026-12-07);
 ``pkg-rev-stack``, ``pkg-gre-rev-stack``: its reverse program handing the decapsulated packet
-to the stack (as shipped before 2026-12-07 04:00).
+to the stack (as shipped before 2026-12-07 04:00); ``pkg-rev-fib``, ``pkg-gre-rev-fib``: its
+reverse program without the route cache (a FIB lookup per packet, as shipped 04:00-05:00).
 ``sender-rev-gre`` / ``kernel-gre-rev``: the GRE reverse rows.
 The per CPU-s column is ceiling ns / path ns, round by round (what the bench reports).
 
@@ -94,6 +96,9 @@ VARIANTS: dict[str, tuple[str, str]] = {
     # its reverse program as before 2026-12-07 04:00: decapsulated packets to the stack
     "pkg-rev-stack": ("kernel-rev", "sender-rev-ipip"),
     "pkg-gre-rev-stack": ("kernel-gre-rev", "sender-rev-gre"),
+    # its reverse program without the route cache (2026-12-07 04:00-05:00): a FIB lookup each
+    "pkg-rev-fib": ("kernel-rev", "sender-rev-ipip"),
+    "pkg-gre-rev-fib": ("kernel-gre-rev", "sender-rev-gre"),
     "pkg-rev-o": ("kernel-rev", "sender-rev-ipip"),  # attached on ha's care-of side only
     "pkg-rev-p1": ("kernel-rev", "sender-rev-ipip"),  # the reverse filter at tc prio 1
     "pkg-rev-r": ("kernel-rev", "sender-rev-ipip"),  # the reverse program only
@@ -109,7 +114,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
 NO_RULE = ("kernel-rev-norule", "classic-rev", "bpf-rev", "bpf-gre-rev", "pkg-rev", "pkg-gre-rev",
            "pkg-rev-o", "pkg-rev-p1", "pkg-rev-r", "bpf-rev-s", "bpf-rev-n", "pkg-rev-b",
            "pkg-rev-nh", "pkg-rev-l", "bpf-rev-2", "pkg-rev-c", "pkg-rev-stack",
-           "pkg-gre-rev-stack")  # fmt: skip
+           "pkg-gre-rev-stack", "pkg-rev-fib", "pkg-gre-rev-fib")  # fmt: skip
 BPF = Path(__file__).resolve().parent / "bpf_fastpath.py"
 CEILING = {"ceiling": "", "ceiling-rev": ""}
 
@@ -184,7 +189,9 @@ def guest(args: argparse.Namespace) -> int:
                             ("pkg-rev-l", ["--late-load"]), ("pkg-c", ["--capacity", "131072"]),
                             ("pkg-rev-c", ["--capacity", "131072"]),
                             ("pkg-rev-stack", ["--reverse-stack"]),
-                            ("pkg-gre-rev-stack", ["--reverse-stack"])):  # fmt: skip
+                            ("pkg-gre-rev-stack", ["--reverse-stack"]),
+                            ("pkg-rev-fib", ["--no-route-cache"]),
+                            ("pkg-gre-rev-fib", ["--no-route-cache"])):  # fmt: skip
             setups[name] = ([[*pkg, *extra]], pkg_off)
 
         def run(commands: list[list[str]]) -> None:
