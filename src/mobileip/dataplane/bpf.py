@@ -730,7 +730,8 @@ class BpfFastPath:
         self.staged_homes.clear()
         staged_pairs, self.staged_pairs = self.staged_pairs, {}
         if put or gone:
-            self._next_generation()  # a destination that became (or ceased to be) a home
+            # a destination that became (or ceased to be) a home (no rule changed)
+            self._next_generation(rules=False)
         n = self.batch
         for i in range(0, len(put), n):
             puts = put[i : i + n]
