@@ -7,8 +7,9 @@
   programs (the packets checked at the far side, the programs' counters checked), a wrong outer
   source and a spoofed inner source dropped and counted, the reverse program forwarding the
   inner packet itself (the stack's ``ForwDatagrams`` unmoved, strict ``rp_filter`` passed; no
-  neighbour, TTL 1 and a local destination handed to the stack), 10,000 bindings installed and
-  withdrawn in batches, the programs attached only while live.
+  neighbour, TTL 1 and a local destination handed to the stack), its route cache (filled, a
+  forged entry used while current, not after a neighbour, route, rule or home change), 10,000
+  bindings installed and withdrawn in batches, the programs attached only while live.
 """
 
 from __future__ import annotations
