@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from ipaddress import IPv4Address as A
 from pathlib import Path
 from types import ModuleType
@@ -54,6 +56,28 @@ def inner(size: int, src: A = CN, dst: A = HOME) -> bytes:
     return build_ipv4(IPv4Header(0, 0, 1, 0x4000, 63, 17, src, dst), bytes(size - 20))
 
 
+def per_packet(
+    w: socket.socket,
+    packet: bytes,
+    packets: int,
+    counters: dict[str, int],
+    key: str,
+    step: Callable[[], object],
+) -> float:
+    """Microseconds per packet: ``packet`` queued on ``w`` CHUNK at a time (``packets`` in
+    all, rounded down to chunks), each chunk timed while ``step`` drains it (until
+    ``counters[key]`` reaches the packets queued so far)."""
+    spent = 0.0
+    for done in range(CHUNK, packets + 1, CHUNK):
+        for _ in range(CHUNK):
+            w.send(packet)
+        t0 = time.perf_counter()
+        while counters[key] < done:
+            step()
+        spent += time.perf_counter() - t0
+    return spent / (packets // CHUNK * CHUNK) * 1e6
+
+
 def forward(module: ModuleType, size: int, packets: int) -> float:
     backend = module.UserspaceBackend(lambda *a, **k: None, "x", HA, own=frozenset({HA}))
     backend.track(TunnelSpec(HOME, ((COA, Encapsulation.IPIP),), ()))
@@ -66,17 +90,8 @@ def forward(module: ModuleType, size: int, packets: int) -> float:
 
     backend.send_sock = Sock()
     backend.tun_fd = r.fileno()
-    p = inner(size)
-    spent = 0.0
     try:
-        for done in range(CHUNK, packets + 1, CHUNK):
-            for _ in range(CHUNK):
-                w.send(p)
-            t0 = time.perf_counter()
-            while backend.counters["encap-ipip"] < done:
-                backend._on_tun()
-            spent += time.perf_counter() - t0
-        return spent / (packets // CHUNK * CHUNK) * 1e6
+        return per_packet(w, inner(size), packets, backend.counters, "encap-ipip", backend._on_tun)
     finally:
         r.close()
         w.close()
@@ -89,16 +104,9 @@ def reverse(module: ModuleType, size: int, packets: int) -> float:
     null = os.open(os.devnull, os.O_WRONLY)
     backend.tun_fd = null
     p = encapsulate(inner(size - 20, HOME, CN), Encapsulation.IPIP, COA, HA, forwarding=False)
-    spent = 0.0
+    step = partial(backend._on_tunnelled, r)
     try:
-        for done in range(CHUNK, packets + 1, CHUNK):
-            for _ in range(CHUNK):
-                w.send(p)
-            t0 = time.perf_counter()
-            while backend.counters["decap-ipip"] < done:
-                backend._on_tunnelled(r)
-            spent += time.perf_counter() - t0
-        return spent / (packets // CHUNK * CHUNK) * 1e6
+        return per_packet(w, p, packets, backend.counters, "decap-ipip", step)
     finally:
         r.close()
         w.close()
