@@ -1,0 +1,456 @@
+"""The tc BPF fast path against plain forwarding on the HOST kernel (JIT), issue 14.
+
+The fast path's programs need no tunnel device (the forward one pushes the outer IP-in-IP/GRE
+header itself and redirects; the reverse one catches IP-in-IP/GRE addressed to the Home Agent
+at tc ingress, decapsulates and redirects), so they run on a kernel without the ipip/gre
+modules, where the kernel backend cannot. This measures them in the forwarding bench's topology
+(src -- ha -- coa on veth, :class:`mobileip.tools.forwarding_bench.Topology`; its C sender,
+``measure`` and counting at the far side), the shipped :class:`BpfFastPath` loaded the way
+``scripts/perf/bpf_fastpath.py package`` does (a helper process in ``ha``: N bindings, home
+H, H+1, ... tunnelled to coa, reverse tunnels accepted from coa; the MAC path's next hop
+resolved), attached for the ``bpf*`` rows and detached (no program at all) for the others.
+
+Rows, each size, interleaved rounds (the order rotates from round to round):
+
+* ``sender`` / ``sender-rev`` / ``sender-rev-ipip`` / ``sender-rev-gre``: the sender alone,
+  everything dropped at ha's ingress (tc matchall);
+* ``ceiling``: plain forwarding of UDP src -> home address (``HOA/32 via coa``);
+* ``bpf`` / ``bpf-gre``: the forward program (the measured home's binding IP-in-IP / GRE);
+* ``ceiling-rev``: plain forwarding coa -> src of the home address's packet;
+* ``bpf-rev`` / ``bpf-gre-rev``: that packet IP-in-IP / GRE to ha's address, the reverse
+  program.
+
+Ratios are per round (a row against its ceiling in the same round), then median [range].
+Evidence that the programs carried the packets, per row: ha's IP ``InReceives`` delta (the
+stack's count: a redirected packet never reaches it), the pair's ``accepted`` counter delta
+for the reverse rows; after the rounds, a short sampled run of every row (64 B) with a counting
+BPF program as the far side's drop, tallying IP protocols (forward: 4 IP-in-IP / 47 GRE at coa).
+This host has no AF_PACKET sockets to tap with, nor tc matchall/gact for the bench's drop at the
+far side: a classic BPF direct-action program returning TC_ACT_SHOT drops there instead, and
+the sender rows (everything dropped at ha's ingress) use it too.
+
+Usage (root)::
+
+    .venv/bin/python scripts/perf/bpf_host.py [--rounds 5] [--runs 2] [--bindings 10000]
+        [--duration 1.0] [--sizes 64,1400] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from mobileip.tools.forwarding_bench import (
+    COA_ADDR,
+    HA_OUT,
+    HOME,
+    FlowPath,
+    Topology,
+    build_sender,
+    measure,
+)
+
+ROWS = (
+    FlowPath("sender", False, None, "udp", sink=True),
+    FlowPath("ceiling", False, None, "udp"),
+    FlowPath("bpf", False, None, "udp", ceiling="ceiling"),
+    FlowPath("bpf-gre", False, None, "udp", ceiling="ceiling"),
+    FlowPath("sender-rev", True, None, "raw", sink=True),
+    FlowPath("ceiling-rev", True, None, "raw"),
+    FlowPath("sender-rev-ipip", True, None, "ipip", sink=True),
+    FlowPath("bpf-rev", True, None, "ipip", ceiling="ceiling-rev"),
+    FlowPath("sender-rev-gre", True, None, "gre", sink=True),
+    FlowPath("bpf-gre-rev", True, None, "gre", ceiling="ceiling-rev"),
+)
+
+
+# --- the helper: the shipped fast path, inside ha ------------------------------------------
+
+
+def helper(args: argparse.Namespace) -> int:
+    """Load :class:`BpfFastPath` on ``--devs`` with ``--bindings`` homes, then obey stdin:
+    ``attach``, ``detach``, ``gre 0|1`` (the measured home's binding), ``counters``, ``quit``;
+    one JSON line answers each."""
+    from mobileip.dataplane.bpf import BpfFastPath
+
+    coa = IPv4Address(COA_ADDR)
+    home = IPv4Address(HOME)
+    devs = args.devs.split(",")
+    fast = BpfFastPath(IPv4Address(HA_OUT), devs, capacity=max(1024, args.bindings))
+    fast.start()  # attached, gated off
+    try:
+        started = time.perf_counter()
+        for i in range(args.bindings):
+            fast.stage(IPv4Address(int(home) + i), (coa, False), [coa])
+        fast.flush()
+        took = time.perf_counter() - started
+        if fast.nexthops_fd >= 0 and not fast.hops:  # as bpf_fastpath.py package
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(b"", (str(coa), 9))
+            time.sleep(0.5)
+            fast.refresh_hops()
+        fast.set_live(True)
+        attached = True
+
+        def answer(obj: dict[str, Any]) -> None:
+            print(json.dumps(obj), flush=True)
+
+        answer({"installed": fast.installed(), "errors": fast.errors,
+                "install_us_per_binding": round(took / max(1, args.bindings) * 1e6, 2),
+                "next_hop": fast.next_hop(coa), "status": fast.status()})  # fmt: skip
+        for line in sys.stdin:
+            cmd = line.split()
+            if not cmd or cmd[0] == "quit":
+                break
+            if cmd[0] == "attach":
+                if not attached:
+                    fast._attach()
+                    attached = True
+                fast.refresh_hops()  # the monitor's events since (the daemon reads them at once)
+                answer({"attached": sorted(fast.attached), "next_hop": fast.next_hop(coa)})
+            elif cmd[0] == "detach":
+                if attached:
+                    indexes = dict(fast.attached)
+                    fast._detach(indexes, fast.created_clsact)
+                    fast.attached.clear()
+                    fast.created_clsact.clear()
+                    attached = False
+                answer({"attached": []})
+            elif cmd[0] == "gre":
+                fast.stage(home, (coa, cmd[1] == "1"), [coa])  # no loop: written at once
+                answer({"gre": cmd[1] == "1", "errors": fast.errors})
+            elif cmd[0] == "counters":
+                answer({"accepted": fast.accepted(home, coa), "drops": fast.drops(),
+                        "cached_route": fast.cached_route(IPv4Address("10.231.1.2")),
+                        "status": fast.status()})  # fmt: skip
+            else:
+                answer({"error": f"unknown command {cmd[0]}"})
+    finally:
+        fast.stop()
+    return 0
+
+
+class Helper:
+    def __init__(self, topo: Topology, bindings: int) -> None:
+        devs = f"{topo.devs['ha-src']},{topo.devs['ha-coa']}"
+        argv = topo.exec("ha", [sys.executable, os.path.abspath(__file__), "helper",
+                                "--devs", devs, "--bindings", str(bindings)])  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)  # fmt: skip
+        self.install = self._read()
+        self.attached = True
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fast path helper exited ({self.proc.wait()})")
+        out: dict[str, Any] = json.loads(line)
+        return out
+
+    def ask(self, cmd: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def attach(self, on: bool) -> None:
+        if on != self.attached:
+            self.ask("attach" if on else "detach")
+            self.attached = on
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ask("quit")
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# --- dropping at ingress without act_gact ------------------------------------------------
+
+# this host's kernel has cls_bpf but no matchall / u32 / gact (the forwarding bench's drop): a
+# classic BPF program in direct-action mode returning TC_ACT_SHOT (2) drops instead
+DROP = ["bpf", "da", "bytecode", "1,6 0 0 2"]
+
+
+def drop_at_ingress(ns: str, dev: str) -> None:
+    for argv in (
+        ["tc", "-n", ns, "qdisc", "replace", "dev", dev, "clsact"],
+        ["tc", "-n", ns, "filter", "add", "dev", dev, "ingress", "prio", "1", *DROP],
+    ):
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
+
+
+def sink(topo: Topology, end: str, on: bool) -> None:
+    """As Topology.sink (everything dropped at ``end``'s ingress), with :data:`DROP`."""
+    if on:
+        drop_at_ingress(topo.ns[end.partition("-")[0]], topo.devs[end])
+    else:
+        topo.sink(end, False)
+
+
+# --- evidence ------------------------------------------------------------------------------
+
+
+def ip_in_receives(topo: Topology) -> int:
+    """ha's IP InReceives (/proc/net/snmp of its namespace)."""
+    lines = Path(f"/proc/{topo.sleepers['ha'].pid}/net/snmp").read_text().splitlines()
+    names, values = (ln.split() for ln in lines if ln.startswith("Ip:"))
+    return int(values[names.index("InReceives")])
+
+
+def counter_program(counts_fd: int) -> bytes:
+    """tc ingress: count each IPv4 packet by its IP protocol byte (array map of 256 u64), then
+    drop it (TC_ACT_SHOT), as the far side's drop does."""
+    from mobileip.dataplane.bpf_asm import F_MAP_LOOKUP, FP, SKB_DATA, SKB_DATA_END, Asm
+
+    a = Asm()
+    a.ldx(4, 2, 1, SKB_DATA)
+    a.ldx(4, 3, 1, SKB_DATA_END)
+    a.mov(4, 2)
+    a.alu(4, "+", imm=34)
+    a.jmp(4, ">", "drop", src=3)
+    a.ldx(2, 4, 2, 12)
+    a.jmp(4, "!=", "drop", imm=0x0008)  # ETH_P_IP as a little-endian load reads it
+    a.ldx(1, 4, 2, 23)  # the IP protocol
+    a.stx(4, FP, -4, 4)
+    a.ld_map(1, counts_fd)
+    a.mov(2, FP)
+    a.alu(2, "+", imm=-4)
+    a.call(F_MAP_LOOKUP)
+    a.jmp(0, "==", "drop", imm=0)
+    a.mov(1, imm=1)
+    a.xadd64(0, 0, 1)
+    a.label("drop")
+    a.ret(2)
+    return a.code()
+
+
+def counter(args: argparse.Namespace) -> int:
+    """Inside the far side's namespace: :func:`counter_program` instead of the drop on
+    ``--dev`` for ``--seconds``, then the drop back; prints the counts by IP protocol."""
+    from mobileip.dataplane import bpf_asm as ba
+    from mobileip.dataplane.bpf import bpf_filter
+    from mobileip.net import rtnl
+
+    counts = ba.map_create(ba.MAP_ARRAY, 4, 8, 256)
+    prog = ba.prog_load(counter_program(counts), "mbh_count")
+    index = socket.if_nametoindex(args.dev)
+    subprocess.run(["tc", "qdisc", "del", "dev", args.dev, "clsact"], check=False)
+    subprocess.run(["tc", "qdisc", "add", "dev", args.dev, "clsact"], check=True)
+    try:
+        with rtnl.RtnlSocket() as sock:
+            failures = sock.apply([bpf_filter(index, 1, prog)], ignore_benign=False)
+            if failures:
+                raise OSError(failures[0].errno, str(failures[0]))
+        print("ready", flush=True)
+        time.sleep(args.seconds)
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", args.dev, "clsact"], check=False)
+        drop_at_ingress(args.ns, args.dev)
+    tally = {}
+    for proto in range(256):
+        raw = ba.lookup(counts, struct.pack("<I", proto), 8)
+        n = struct.unpack("<Q", raw)[0] if raw else 0
+        if n:
+            tally[str(proto)] = n
+    print(json.dumps(tally), flush=True)
+    return 0
+
+
+def sampled(topo: Topology, sender: Path, fp: FlowPath, size: int) -> dict[str, int]:
+    """A short run of ``fp`` with :func:`counter_program` as the far side's drop: what arrived
+    there, by IP protocol (4 IP-in-IP, 17 UDP, 47 GRE)."""
+    where = "src" if fp.reverse else "coa"
+    dev = topo.devs[where]
+    argv = [sys.executable, os.path.abspath(__file__), "counter", "--dev", dev,
+            "--ns", topo.ns[where], "--seconds", "1.2"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    tap = subprocess.Popen(topo.exec(where, argv), stdout=subprocess.PIPE, text=True, env=env)
+    assert tap.stdout is not None
+    if tap.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"the far side's counter did not start ({tap.wait()})")
+    measure(topo, sender, size, 0.6, 1, 0.0, None, fp)
+    out, _ = tap.communicate(timeout=20)
+    if tap.returncode != 0:
+        raise RuntimeError(f"the far side's counter failed ({tap.returncode})")
+    result: dict[str, int] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+# --- the measurement -----------------------------------------------------------------------
+
+
+def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[str, Any]:
+    tag = f"mbh{os.getpid() % 100000}"
+    data: dict[str, Any] = {"load_before": os.getloadavg(), "rounds": args.rounds}
+    pps: dict[tuple[str, int], list[float]] = {}
+    stack: dict[tuple[str, int], list[int]] = {}
+    accepted: dict[tuple[str, int], list[int]] = {}
+    with Topology(tag) as topo:
+        data["far_side_drop"] = "matchall" if topo.drops_at_ingress else "cBPF da"
+        if not topo.drops_at_ingress:  # the far ends drop right after counting, as the bench
+            drop_at_ingress(topo.ns["coa"], topo.coa_dev)
+            drop_at_ingress(topo.ns["src"], topo.devs["src"])
+        h = Helper(topo, args.bindings)
+        try:
+            data["install"] = h.install
+            print(f"  helper: {json.dumps(h.install)}", flush=True)
+            h.attach(False)
+            gre = False
+            runs = [(size, fp) for size in sizes for fp in ROWS]
+            for rep in range(args.rounds):
+                shift = rep * len(runs) // args.rounds
+                for size, fp in runs[shift:] + runs[:shift]:
+                    bpf = fp.name.startswith("bpf")
+                    if bpf and not fp.reverse and gre != (fp.name == "bpf-gre"):
+                        gre = fp.name == "bpf-gre"
+                        h.ask(f"gre {int(gre)}")
+                    h.attach(bpf)
+                    if fp.sink:
+                        sink(topo, "ha-coa" if fp.reverse else "ha-src", True)
+                    acc0 = (h.ask("counters")["accepted"] or 0) if bpf and fp.reverse else 0
+                    in0 = ip_in_receives(topo)
+                    try:
+                        got = measure(topo, sender, size, args.duration, 1, 0.0, None, fp)
+                    finally:
+                        if fp.sink:
+                            sink(topo, "ha-coa" if fp.reverse else "ha-src", False)
+                    in1 = ip_in_receives(topo)
+                    key = (fp.name, size)
+                    pps.setdefault(key, []).append(got[0])
+                    stack.setdefault(key, []).append(in1 - in0)
+                    if bpf and fp.reverse:
+                        acc1 = h.ask("counters")["accepted"] or 0
+                        accepted.setdefault(key, []).append(acc1 - acc0)
+                    print(f"  round {rep + 1}/{args.rounds} {fp.name:<16} {size:>5} B: "
+                          f"{got[0]:>10,.0f} pkt/s, ha IP InReceives +{in1 - in0:,}"
+                          + (f", accepted +{accepted[key][-1]:,}" if key in accepted else ""),
+                          flush=True)  # fmt: skip
+            # evidence: what the far side receives, sampled
+            samples: dict[str, Any] = {}
+            for fp in ROWS:
+                if fp.sink:
+                    continue
+                bpf = fp.name.startswith("bpf")
+                if bpf and not fp.reverse:
+                    h.ask(f"gre {int(fp.name == 'bpf-gre')}")
+                h.attach(bpf)
+                samples[fp.name] = sampled(topo, sender, fp, 64)
+            h.attach(True)
+            data["counters_end"] = h.ask("counters")
+        finally:
+            h.close()
+    data["samples"] = samples
+    data["load_after"] = os.getloadavg()
+    data["pps"] = {f"{p}@{s}": v for (p, s), v in pps.items()}
+    data["ha_ip_in"] = {f"{p}@{s}": v for (p, s), v in stack.items()}
+    data["accepted"] = {f"{p}@{s}": v for (p, s), v in accepted.items()}
+    ratios: dict[str, list[float]] = {}
+    for fp in ROWS:
+        for size in sizes:
+            ceiling = fp.ceiling or ("ceiling-rev" if fp.reverse else "ceiling")
+            if fp.name == ceiling:
+                continue
+            mine, ceil = pps[(fp.name, size)], pps[(ceiling, size)]
+            ratios[f"{fp.name}@{size}"] = [m / c for m, c in zip(mine, ceil, strict=True) if c]
+    data["ratios"] = ratios
+    return data
+
+
+def _spread(v: list[float]) -> str:
+    return f"{statistics.median(v):.2f} [{min(v):.2f}-{max(v):.2f}]"
+
+
+def report(runs: list[dict[str, Any]], sizes: list[int]) -> list[str]:
+    lines = []
+    head = f"{'row':<16}" + "".join(f"{f'{s} B pkt/s':>14}{'x ceiling':>22}" for s in sizes)
+    for i, run in enumerate(runs, 1):
+        lb, la = run["load_before"], run["load_after"]
+        lines.append(f"run {i}: {run['rounds']} rounds, load {lb[0]:.2f} -> {la[0]:.2f} "
+                     f"(1-min), {la[1]:.2f} (5-min)")  # fmt: skip
+        lines.append(head)
+        for fp in ROWS:
+            cells = ""
+            for s in sizes:
+                key = f"{fp.name}@{s}"
+                med = statistics.median(run["pps"][key])
+                rat = _spread(run["ratios"][key]) if key in run["ratios"] else "-"
+                cells += f"{med:>14,.0f}{rat:>22}"
+            lines.append(f"{fp.name:<16}{cells}")
+        lines.append("evidence (median per run): ha IP InReceives delta / pair accepted delta")
+        for fp in ROWS:
+            if fp.sink:
+                continue
+            parts = []
+            for s in sizes:
+                key = f"{fp.name}@{s}"
+                part = f"{s} B: stack +{statistics.median(run['ha_ip_in'][key]):,.0f}"
+                if key in run["accepted"]:
+                    part += f", accepted +{statistics.median(run['accepted'][key]):,.0f}"
+                parts.append(part)
+            lines.append(f"  {fp.name:<14} " + "; ".join(parts))
+        lines.append("far side, 64 B sample (a counting BPF program as its drop), by IP protocol:")
+        for name, tally in run["samples"].items():
+            lines.append(f"  {name:<14} {dict(Counter(tally).most_common(3))}")
+    return lines
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    sub = p.add_subparsers(dest="cmd")
+    hp = sub.add_parser("helper")
+    hp.add_argument("--devs", required=True)
+    hp.add_argument("--bindings", type=int, default=10_000)
+    cp = sub.add_parser("counter")
+    cp.add_argument("--dev", required=True)
+    cp.add_argument("--ns", required=True)
+    cp.add_argument("--seconds", type=float, default=1.0)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--bindings", type=int, default=10_000)
+    p.add_argument("--duration", type=float, default=1.0)
+    p.add_argument("--sizes", default="64,1400")
+    p.add_argument("--json", default="")
+    args = p.parse_args()
+    if args.cmd == "helper":
+        return helper(args)
+    if args.cmd == "counter":
+        return counter(args)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="mobileip-bpfhost-", dir="/var/tmp") as tmp:
+        sender = build_sender(Path(tmp))
+        print(f"kernel {os.uname().release}, bpf_jit_enable "
+              f"{Path('/proc/sys/net/core/bpf_jit_enable').read_text().strip()}")  # fmt: skip
+        runs = []
+        for i in range(args.runs):
+            print(f"run {i + 1}/{args.runs}", flush=True)
+            runs.append(one_run(sender, args, sizes))
+    for line in report(runs, sizes):
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
