@@ -177,6 +177,63 @@ def _gate(a: Asm, live_fd: int) -> None:
         a.jmp(0, "==", "pass", imm=0)
 
 
+def _fib_request(a: Asm) -> None:
+    """struct bpf_fib_lookup at fp-64 zeroed, its family AF_INET (the caller fills the rest
+    that it decides, then :func:`_fib_lookup`)."""
+    for off in range(0, FIB, 8):
+        a.st(8, FP, off - FIB, 0)
+    a.st(1, FP, F_FAMILY - FIB, socket.AF_INET)
+
+
+def _fib_lookup(a: Asm, header: int, fail: str) -> None:
+    """r6: skb. A forwarding lookup as if the packet came in here (the receiving interface:
+    policy rules see it) from the source to the destination of the IPv4 header at register
+    ``header``; to ``fail`` unless BPF_FIB_LKUP_RET_SUCCESS (no route, a local or broadcast
+    destination, no neighbour yet, too big, ...)."""
+    a.ldx(4, 4, 6, ba.SKB_IFINDEX)
+    a.stx(4, FP, F_IFINDEX - FIB, 4)
+    a.ldx(4, 4, header, 12)
+    a.stx(4, FP, F_SRC - FIB, 4)
+    a.ldx(4, 4, header, 16)
+    a.stx(4, FP, F_DST - FIB, 4)
+    a.mov(1, 6)
+    a.mov(2, FP)
+    a.alu(2, "+", imm=-FIB)
+    a.mov(3, imm=FIB)
+    a.mov(4, imm=0)
+    a.call(ba.F_FIB_LOOKUP)
+    a.jmp(0, "!=", fail, imm=ba.FIB_SUCCESS)
+
+
+# (size, offset from the base register, offset in the frame) of the destination and source
+# MACs, in the sizes the alignment of both sides allows: the FIB's answer (fp-relative:
+# destination at fp-6, source at fp-12), a next hop (nexthops.VALUE: destination at 8, source
+# at 14), a cached route (ROUTE: destination at 12, source at 18)
+FIB_MACS = (
+    (2, F_DMAC - FIB, 0),
+    (4, F_DMAC - FIB + 2, 2),
+    (4, F_SMAC - FIB, 6),
+    (2, F_SMAC - FIB + 4, 10),
+)
+NEXTHOP_MACS = ((4, 8, 0), (2, 12, 4), (2, 14, 6), (4, 16, 8))
+ROUTE_MACS = ((4, 12, 0), (4, 16, 4), (4, 20, 8))
+
+
+def _macs_and_redirect(
+    a: Asm, frame: int, base: int, macs: tuple[tuple[int, int, int], ...], ifindex: int
+) -> None:
+    """The Ethernet header at register ``frame`` given the MACs at register ``base`` (``macs``:
+    see :data:`FIB_MACS`), then ``bpf_redirect`` to the ifindex at ``base`` + ``ifindex``: the
+    program exits with the helper's answer."""
+    for size, src, dst in macs:
+        a.ldx(size, 4, base, src)
+        a.stx(size, frame, dst, 4)
+    a.ldx(4, 1, base, ifindex)
+    a.mov(2, imm=0)
+    a.call(ba.F_REDIRECT)
+    a.exit()
+
+
 def forward_program(homes_fd: int, nexthops_fd: int = -1, live_fd: int = -1) -> bytes:
     """``nexthops_fd`` (>= 0): the MAC path first (module docstring), the FIB lookup where
     the care-of address has no next-hop entry or the packet is too big for it; ``live_fd``
@@ -211,28 +268,15 @@ def forward_program(homes_fd: int, nexthops_fd: int = -1, live_fd: int = -1) -> 
         a.goto("encap")
         a.label("fib")
         a.mov(9, imm=0)
-    # the FIB towards the care-of address (struct bpf_fib_lookup at fp-64)
-    for off in range(0, FIB, 8):
-        a.st(8, FP, off - FIB, 0)
-    a.st(1, FP, F_FAMILY - FIB, socket.AF_INET)
+    # the FIB towards the care-of address, from the template's outer header (r7); no
+    # success (no route, no neighbour yet, too big): the stack
+    _fib_request(a)
     a.ldx(4, 4, 6, ba.SKB_LEN)
     a.alu(4, "-", imm=ETH)
     a.ldx(4, 5, 7, 28)
     a.alu(4, "+", 5)
     a.stx(2, FP, F_TOT_LEN - FIB, 4)  # the encapsulated length: checked against the MTU
-    a.ldx(4, 4, 6, ba.SKB_IFINDEX)
-    a.stx(4, FP, F_IFINDEX - FIB, 4)  # a forwarding lookup, as if the outer packet came in here
-    a.ldx(4, 4, 7, 12)
-    a.stx(4, FP, F_SRC - FIB, 4)
-    a.ldx(4, 4, 7, 16)
-    a.stx(4, FP, F_DST - FIB, 4)
-    a.mov(1, 6)
-    a.mov(2, FP)
-    a.alu(2, "+", imm=-FIB)
-    a.mov(3, imm=FIB)
-    a.mov(4, imm=0)
-    a.call(ba.F_FIB_LOOKUP)
-    a.jmp(0, "!=", "pass", imm=ba.FIB_SUCCESS)  # no route, no neighbour yet, too big: stack
+    _fib_lookup(a, 7, "pass")
     if nexthops_fd >= 0:
         a.label("encap")
     a.mov(1, 6)
@@ -263,27 +307,9 @@ def forward_program(homes_fd: int, nexthops_fd: int = -1, live_fd: int = -1) -> 
     _outer_length_and_checksum(a)
     if nexthops_fd >= 0:
         a.jmp(9, "==", "fib_macs", imm=0)
-        for off, size in ((0, 4), (4, 2), (6, 2), (8, 4)):  # both MACs, then the egress
-            a.ldx(size, 4, 9, 8 + off)
-            a.stx(size, 2, off, 4)
-        a.ldx(4, 1, 9, 0)
-        a.mov(2, imm=0)
-        a.call(ba.F_REDIRECT)
-        a.exit()
+        _macs_and_redirect(a, 2, 9, NEXTHOP_MACS, 0)  # the next hop's MACs and egress
         a.label("fib_macs")
-    # the MACs from the FIB's answer: destination (6 bytes at fp-6), source (at fp-12)
-    a.ldx(2, 4, FP, F_DMAC - FIB)
-    a.stx(2, 2, 0, 4)
-    a.ldx(4, 4, FP, F_DMAC - FIB + 2)
-    a.stx(4, 2, 2, 4)
-    a.ldx(4, 4, FP, F_SMAC - FIB)
-    a.stx(4, 2, 6, 4)
-    a.ldx(2, 4, FP, F_SMAC - FIB + 4)
-    a.stx(2, 2, 10, 4)
-    a.ldx(4, 1, FP, F_IFINDEX - FIB)
-    a.mov(2, imm=0)
-    a.call(ba.F_REDIRECT)
-    a.exit()
+    _macs_and_redirect(a, 2, FP, FIB_MACS, F_IFINDEX - FIB)
     a.label("pass")
     a.ret(ba.TC_ACT_UNSPEC)
     a.label("drop")
@@ -404,35 +430,15 @@ def _forward_inner(a: Asm, routes_fd: int = -1, generation_fd: int = -1) -> None
         a.jmp(4, ">", "miss", src=5)  # bigger than any the FIB passed: the FIB decides
         a.mov(9, 0)
         _inner_ttl_decrement(a)
-        for off in range(0, 12, 4):  # destination MAC, source MAC
-            a.ldx(4, 4, 9, 12 + off)
-            a.stx(4, 7, off, 4)
-        a.ldx(4, 1, 9, 4)
-        a.mov(2, imm=0)
-        a.call(ba.F_REDIRECT)
-        a.exit()
+        _macs_and_redirect(a, 7, 9, ROUTE_MACS, 4)
         a.label("miss")
-    for off in range(0, FIB, 8):
-        a.st(8, FP, off - FIB, 0)
-    a.st(1, FP, F_FAMILY - FIB, socket.AF_INET)
+    _fib_request(a)
     a.ldx(1, 4, 8, 1)
     a.stx(1, FP, F_TOS - FIB, 4)
     a.ldx(2, 4, 8, 2)
     a.be16(4)
     a.stx(2, FP, F_TOT_LEN - FIB, 4)  # checked against the route's MTU
-    a.ldx(4, 4, 6, ba.SKB_IFINDEX)
-    a.stx(4, FP, F_IFINDEX - FIB, 4)  # a forwarding lookup, as received here (policy rules)
-    a.ldx(4, 4, 8, 12)
-    a.stx(4, FP, F_SRC - FIB, 4)
-    a.ldx(4, 4, 8, 16)
-    a.stx(4, FP, F_DST - FIB, 4)
-    a.mov(1, 6)
-    a.mov(2, FP)
-    a.alu(2, "+", imm=-FIB)
-    a.mov(3, imm=FIB)
-    a.mov(4, imm=0)
-    a.call(ba.F_FIB_LOOKUP)
-    a.jmp(0, "!=", "stack", imm=ba.FIB_SUCCESS)
+    _fib_lookup(a, 8, "stack")
     if cache:
         # the answer cached under the generation read before the lookup (the stack is
         # strictly aligned: the MACs copied in halves)
@@ -456,18 +462,7 @@ def _forward_inner(a: Asm, routes_fd: int = -1, generation_fd: int = -1) -> None
         a.call(ba.F_MAP_UPDATE)  # a failure (none expected: LRU) leaves the FIB path
         a.label("forward")
     _inner_ttl_decrement(a)
-    a.ldx(2, 4, FP, F_DMAC - FIB)
-    a.stx(2, 7, 0, 4)
-    a.ldx(4, 4, FP, F_DMAC - FIB + 2)
-    a.stx(4, 7, 2, 4)
-    a.ldx(4, 4, FP, F_SMAC - FIB)
-    a.stx(4, 7, 6, 4)
-    a.ldx(2, 4, FP, F_SMAC - FIB + 4)
-    a.stx(2, 7, 10, 4)
-    a.ldx(4, 1, FP, F_IFINDEX - FIB)
-    a.mov(2, imm=0)
-    a.call(ba.F_REDIRECT)
-    a.exit()
+    _macs_and_redirect(a, 7, FP, FIB_MACS, F_IFINDEX - FIB)
 
 
 def reverse_program(
