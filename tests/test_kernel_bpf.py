@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import struct
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -230,7 +231,9 @@ def test_next_hops_from_the_kernels_tables() -> None:
 TTL = 41  # the outer TTL, not the default: the kernel's route and the programs' template agree
 
 
-def _backend(topo: dict[str, str]) -> KernelBackend:
+def _backend(topo: dict[str, str]) -> tuple[KernelBackend, BpfFastPath]:
+    """The kernel backend started live in the home agent's namespace, with its BPF fast path
+    on both of its interfaces."""
     tag = topo["ha"][-4:]
     fast = BpfFastPath(HA_ADDR, [f"h{tag}", f"g{tag}"], ttl=TTL, capacity=16_384)
     # decapsulated packets arrive on the care-of side interface: strict rp_filter would drop
@@ -241,7 +244,7 @@ def _backend(topo: dict[str, str]) -> KernelBackend:
         backend = KernelBackend(_nolog, HA_ADDR, ttl=TTL, fastpath=fast)
         asyncio.run(backend.start())
         backend.set_live(True)
-    return backend
+    return backend, fast
 
 
 def _filters(ha: str, dev: str) -> str:
@@ -257,9 +260,7 @@ def test_forward_and_reverse_through_the_fast_path(
     tag = ha[-4:]
     wire = IPIP if kind is MINIMAL else kind
     n = 20
-    backend = _backend(topo)
-    fast = backend.fastpath
-    assert fast is not None
+    backend, fast = _backend(topo)
     try:
         for dev in (f"h{tag}", f"g{tag}"):
             shown = _filters(ha, dev)
@@ -330,6 +331,38 @@ def _frames_to(sock: socket.socket, mac: str) -> list[bytes]:
     return [f for f in drain(sock, 2.0) if f[:6] == want and f[12:14] == b"\x08\x00"]
 
 
+def _capture(ns: str, dev: str) -> socket.socket:
+    """An AF_PACKET socket on ``dev`` in ``ns``: every frame it sends and receives."""
+    sock = socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    sock.bind((dev, 0))
+    return sock
+
+
+def _link(ns: str, dev: str, attr: str) -> str:
+    """``dev``'s ``attr`` in ``ns`` (/sys/class/net: ``address``, ``ifindex``)."""
+    return sh(f"ip netns exec {ns} cat /sys/class/net/{dev}/{attr}").strip()
+
+
+def _on_the_wire(
+    send: Callable[[int, bytes], None],
+    label: bytes,
+    n: int,
+    tap: socket.socket,
+    mac: str,
+    receiver: socket.socket,
+    delivered: bool,
+) -> None:
+    """``n`` packets sent once ``tap`` (AF_PACKET) is emptied: ``n`` frames to ``mac`` on it,
+    and ``receiver`` got them all (``delivered``) or none (a MAC nobody there answers to)."""
+    drain(tap, 0.5)
+    send(n, label)
+    assert len(_frames_to(tap, mac)) == n
+    if delivered:
+        assert len(drain(receiver, 3.0)) == n
+    else:
+        assert drain(receiver, 0.5) == []
+
+
 @pytest.mark.kernel
 def test_the_mac_path_follows_the_neighbour_table(topo: dict[str, str]) -> None:
     """The forward program's MAC path (dataplane/nexthops.py): the care-of address's next-hop
@@ -340,15 +373,12 @@ def test_the_mac_path_follows_the_neighbour_table(topo: dict[str, str]) -> None:
     cn, ha, coa = topo["cn"], topo["ha"], topo["coa"]
     tag = ha[-4:]
     n = 10
-    backend = _backend(topo)
-    fast = backend.fastpath
-    assert fast is not None
-    g_index = int(sh(f"ip netns exec {ha} cat /sys/class/net/g{tag}/ifindex"))
-    g_mac = sh(f"ip netns exec {ha} cat /sys/class/net/g{tag}/address").strip()
-    m_mac = sh(f"ip netns exec {coa} cat /sys/class/net/m{tag}/address").strip()
+    backend, fast = _backend(topo)
+    g_index = int(_link(ha, f"g{tag}", "ifindex"))
+    g_mac = _link(ha, f"g{tag}", "address")
+    m_mac = _link(coa, f"m{tag}", "address")
     sink = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, IPIP.value)
-    tap = socket_in(coa, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-    tap.bind((f"m{tag}", 0))
+    tap = _capture(coa, f"m{tag}")
     sender = socket_in(cn, socket.AF_INET, socket.SOCK_DGRAM)
 
     def send(count: int, label: bytes) -> None:
@@ -379,19 +409,13 @@ def test_the_mac_path_follows_the_neighbour_table(topo: dict[str, str]) -> None:
             entry = nh.VALUE.pack(g_index, 1500, bytes.fromhex(forged.replace(":", "")),
                                   bytes.fromhex(g_mac.replace(":", "")), 0)  # fmt: skip
             assert ba.update_batch(fast.nexthops_fd, [COA.packed], [entry]) == (1, 0)
-        drain(tap, 0.5)
-        send(n, b"forged")
-        assert len(_frames_to(tap, forged)) == n
-        assert drain(sink, 0.5) == []  # not for the care-of address's MAC: not received
+        _on_the_wire(send, b"forged", n, tap, forged, sink, delivered=False)
         # the neighbour's new MAC (the care-of node's interface changed it): followed
         new = "02:00:00:00:be:ef"
         sh(f"ip -n {coa} link set m{tag} address {new}")
         sh(f"ip -n {ha} neigh replace {COA} lladdr {new} dev g{tag} nud reachable")
         assert hop() == (g_index, new, g_mac)
-        drain(tap, 0.5)
-        send(n, b"moved")
-        assert len(_frames_to(tap, new)) == n
-        assert len(drain(sink, 3.0)) == n
+        _on_the_wire(send, b"moved", n, tap, new, sink, delivered=True)
         assert _ipip_tx(ha) == before
         # the neighbour deleted: no entry, and the traffic still forwarded (the kernel
         # resolves it again; then the entry is back)
@@ -425,9 +449,7 @@ def test_a_restart_detaches_what_a_killed_predecessor_left(topo: dict[str, str])
     programs and maps): the next start takes them off, so a restarted standby forwards and
     decapsulates nothing with the dead process's bindings."""
     ha, tag = topo["ha"], topo["ha"][-4:]
-    backend = _backend(topo)
-    fast = backend.fastpath
-    assert fast is not None
+    backend, fast = _backend(topo)
     # the process dies: its descriptors close, nothing is detached
     fds = (fast.homes_fd, fast.allowed_fd, fast.drops_fd, fast.nexthops_fd, fast.live_fd)
     for fd in (*fast.progs.values(), *fds):
@@ -482,19 +504,16 @@ def test_the_reverse_program_forwards_the_inner_packet(topo: dict[str, str]) -> 
     cn, ha, coa = topo["cn"], topo["ha"], topo["coa"]
     tag = ha[-4:]
     n = 20
-    backend = _backend(topo)
-    fast = backend.fastpath
-    assert fast is not None
+    backend, fast = _backend(topo)
     rx = socket_in(cn, socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("0.0.0.0", 7777))
-    tap = socket_in(cn, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-    tap.bind((f"c{tag}", 0))
+    tap = _capture(cn, f"c{tag}")
     local = socket_in(ha, socket.AF_INET, socket.SOCK_DGRAM)
     local.bind((str(HA_ADDR), 7778))
     raw = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     icmp = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, IPIP.value)
-    h_mac = sh(f"ip netns exec {ha} cat /sys/class/net/h{tag}/address").strip()
-    c_mac = sh(f"ip netns exec {cn} cat /sys/class/net/c{tag}/address").strip()
+    h_mac = _link(ha, f"h{tag}", "address")
+    c_mac = _link(cn, f"c{tag}", "address")
 
     def send(count: int, label: bytes, **kw: int) -> None:
         for i in range(count):
@@ -590,21 +609,17 @@ def test_the_reverse_route_cache_follows_the_kernel(topo: dict[str, str]) -> Non
     cn, ha, coa = topo["cn"], topo["ha"], topo["coa"]
     tag = ha[-4:]
     n = 10
-    backend = _backend(topo)
-    fast = backend.fastpath
-    assert fast is not None
+    backend, fast = _backend(topo)
     rx = socket_in(cn, socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("0.0.0.0", 7777))
-    tap = socket_in(cn, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-    tap.bind((f"c{tag}", 0))
-    gtap = socket_in(coa, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-    gtap.bind((f"m{tag}", 0))
+    tap = _capture(cn, f"c{tag}")
+    gtap = _capture(coa, f"m{tag}")
     sink = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, IPIP.value)
     raw = socket_in(coa, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    h_index = int(sh(f"ip netns exec {ha} cat /sys/class/net/h{tag}/ifindex"))
-    g_index = int(sh(f"ip netns exec {ha} cat /sys/class/net/g{tag}/ifindex"))
-    h_mac = sh(f"ip netns exec {ha} cat /sys/class/net/h{tag}/address").strip()
-    c_mac = sh(f"ip netns exec {cn} cat /sys/class/net/c{tag}/address").strip()
+    h_index = int(_link(ha, f"h{tag}", "ifindex"))
+    g_index = int(_link(ha, f"g{tag}", "ifindex"))
+    h_mac = _link(ha, f"h{tag}", "address")
+    c_mac = _link(cn, f"c{tag}", "address")
     forged = "02:00:00:00:0f:0f"
 
     def send(count: int, label: bytes) -> None:
@@ -621,11 +636,17 @@ def test_the_reverse_route_cache_follows_the_kernel(topo: dict[str, str]) -> Non
         with in_netns(ha):
             return fast.cached_route(CN_ADDR)
 
-    def forge(generation: int, mac: str = forged) -> None:
-        value = ROUTE.pack(generation, h_index, 1500, bytes.fromhex(mac.replace(":", "")),
+    def forge(generation: int, largest: int = 1500) -> None:
+        value = ROUTE.pack(generation, h_index, largest, bytes.fromhex(forged.replace(":", "")),
                            bytes.fromhex(h_mac.replace(":", "")))  # fmt: skip
         with in_netns(ha):
             ba.update(fast.routes_fd, ROUTE_KEY.pack(CN_ADDR.packed, 0), value)
+
+    def bumped(previous: int) -> int:
+        """The events read: a generation that is neither 0 (the cache off) nor ``previous``."""
+        generation = events()
+        assert generation not in (0, previous)
+        return generation
 
     try:
         with in_netns(ha):
@@ -645,48 +666,31 @@ def test_the_reverse_route_cache_follows_the_kernel(topo: dict[str, str]) -> Non
         assert got[4] == 20 + 8 + 7  # the largest inner packet passed so far
         # used: a forged entry of the current generation is what goes on the wire
         forge(gen)
-        drain(tap, 0.3)
-        send(n, b"forged")
-        assert len(_frames_to(tap, forged)) == n
-        assert drain(rx, 0.5) == []
+        _on_the_wire(send, b"forged", n, tap, forged, rx, delivered=False)
         # a bigger packet than the entry has seen passed: the FIB decides (and the entry grows)
-        value = ROUTE.pack(gen, h_index, 30, bytes.fromhex(forged.replace(":", "")),
-                           bytes.fromhex(h_mac.replace(":", "")))  # fmt: skip
-        with in_netns(ha):
-            ba.update(fast.routes_fd, ROUTE_KEY.pack(CN_ADDR.packed, 0), value)
+        forge(gen, largest=30)
         send(1, b"bigger")
         assert len(drain(rx, 3.0)) == 1
         assert entry() == (gen, h_index, c_mac, h_mac, 20 + 8 + 9)
         # an older generation's entry: not used, replaced by the FIB's answer
         forge(gen - 1)
-        drain(tap, 0.3)
-        send(n, b"stale")
-        assert len(drain(rx, 3.0)) == n
-        assert len(_frames_to(tap, c_mac)) == n
+        _on_the_wire(send, b"stale", n, tap, c_mac, rx, delivered=True)
         assert entry() == (gen, h_index, c_mac, h_mac, 20 + 8 + 8)
         # the correspondent's new MAC: the forged entry dropped with the neighbour event
         forge(gen)
         new = "02:00:00:00:be:ef"
         sh(f"ip -n {cn} link set c{tag} address {new}")
         sh(f"ip -n {ha} neigh replace {CN_ADDR} lladdr {new} dev h{tag} nud reachable")
-        gen2 = events()
-        assert gen2 not in (0, gen)
-        drain(tap, 0.3)
-        send(n, b"moved")
-        assert len(drain(rx, 3.0)) == n
-        assert len(_frames_to(tap, new)) == n
+        gen2 = bumped(gen)
+        _on_the_wire(send, b"moved", n, tap, new, rx, delivered=True)
         assert entry() == (gen2, h_index, new, h_mac, 20 + 8 + 8)
         # a route to the correspondent through the other interface: followed
         forge(gen2)
         other = "02:00:00:00:aa:aa"
         sh(f"ip -n {ha} neigh replace {CN_ADDR} lladdr {other} dev g{tag} nud permanent")
         sh(f"ip -n {ha} route add {CN_ADDR}/32 dev g{tag}")
-        gen3 = events()
-        assert gen3 not in (0, gen2)
-        drain(gtap, 0.3)
-        send(n, b"moved")
-        assert len(_frames_to(gtap, other)) == n
-        assert drain(rx, 0.5) == []
+        gen3 = bumped(gen2)
+        _on_the_wire(send, b"moved", n, gtap, other, rx, delivered=False)
         got = entry()
         assert got is not None and got[:3] == (gen3, g_index, other), got
         sh(f"ip -n {ha} route del {CN_ADDR}/32 dev g{tag}")
@@ -700,8 +704,7 @@ def test_the_reverse_route_cache_follows_the_kernel(topo: dict[str, str]) -> Non
         send(n, b"nocache")
         assert len(drain(rx, 3.0)) == n
         sh(f"ip -n {ha} rule del from {WRONG_COA} lookup main pref 77")
-        gen4 = events()
-        assert gen4 not in (0, gen3)
+        gen4 = bumped(gen3)
         send(n, b"again")
         assert len(drain(rx, 3.0)) == n
         # the correspondent becomes an away home: its cached exit is not used any more (the
@@ -748,9 +751,7 @@ def test_10000_bindings_installed_then_withdrawn_in_batches(topo: dict[str, str]
         spec(h, (c, GRE if i % 2 else IPIP))
         for i, (h, c) in enumerate(zip(homes, coas, strict=True))
     ]
-    backend = _backend(topo)
-    fast = backend.fastpath
-    assert fast is not None
+    backend, fast = _backend(topo)
     try:
         with in_netns(ha):
             assert asyncio.run(backend.install_many(specs, TABLE)) == 0
