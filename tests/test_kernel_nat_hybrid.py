@@ -48,7 +48,7 @@ from natlab_checks import (
 )
 
 from mobileip.tools.lab import _ip
-from mobileip.tools.natlab import HOME, INTERVAL, KEEPALIVE, NAT_PUBLIC, NatLab
+from mobileip.tools.natlab import HOME, KEEPALIVE, NAT_PUBLIC, NatLab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.iptables_nat, pytest.mark.timeout(600)]
 
@@ -90,12 +90,7 @@ def rebind_under_ping(lab: NatLab, first: list[str]) -> tuple[list[str], dict[st
     answered on the new mapping, at most 2 lost (natlab_checks.rebind's check, unchanged).
     Returns the moved mapping and the JSON of the ping through the rebind."""
     lab.translate("21000-21999")
-    stop = lab.work / "stop-rebind"
-    argv = [lab.python, "-m", "mobileip.tools.traffic", "ping", HOME, "--interval",
-            str(INTERVAL), "--duration", "120", "--until-file", str(stop)]  # fmt: skip
-    pinger = lab.spawn("cn", argv, "ping-rebind")
-    try:
-        pinger.wait_for("ready", 20)
+    with lab.pinging("rebind") as result:
         time.sleep(1.0)  # answered on the first mapping
         started = time.monotonic()
         lab.flush_conntrack()
@@ -107,9 +102,6 @@ def rebind_under_ping(lab: NatLab, first: list[str]) -> tuple[list[str], dict[st
         )
         moved_after = time.monotonic() - flushed
         time.sleep(AFTER_S)
-    finally:
-        stop.touch()
-    result: dict[str, Any] = json.loads(pinger.wait_for(r"^\{", 60))
     moved = lab.mapping("ha1")
     nat = {node: lab.nat_status(node)["counters"] for node in ("ha1", "ha2")}
     print(

@@ -34,6 +34,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from mobileip.tools.lab import LabError, NetnsLab, _ip
@@ -217,15 +219,28 @@ class NatLab(NetnsLab):
         result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         return result
 
-    def failover(self, after: float = 6.0) -> dict[str, Any]:
-        """Ping the home address every INTERVAL; cut ha1's link and SIGKILL it; stop ``after``
-        seconds later. The ping's JSON (its ``outage_ms``: the longest gap less one interval)."""
-        stop = self.work / "stop-failover"
+    @contextmanager
+    def pinging(self, name: str) -> Iterator[dict[str, Any]]:
+        """The correspondent pings the home address every INTERVAL (process ``ping-<name>``)
+        while the block runs, from when it is ready; after the block, the dict it was given
+        holds the ping's JSON (sent, received, lost, max_gap_ms, outage_ms: the longest gap
+        less one interval)."""
+        stop = self.work / f"stop-{name}"
         argv = [self.python, "-m", "mobileip.tools.traffic", "ping", HOME, "--interval",
                 str(INTERVAL), "--duration", "120", "--until-file", str(stop)]  # fmt: skip
-        pinger = self.spawn("cn", argv, "ping-failover")
+        pinger = self.spawn("cn", argv, f"ping-{name}")
+        result: dict[str, Any] = {}
         try:
             pinger.wait_for("ready", 20)
+            yield result
+        finally:
+            stop.touch()
+        result.update(json.loads(pinger.wait_for(r"^\{", 60)))
+
+    def failover(self, after: float = 6.0) -> dict[str, Any]:
+        """Ping the home address every INTERVAL; cut ha1's link and SIGKILL it; stop ``after``
+        seconds later. The ping's JSON (:meth:`pinging`)."""
+        with self.pinging("failover") as result:
             time.sleep(2.0)
             killed = time.monotonic()
             _ip("-n", self.ns("hub"), "link", "set", "p-ha1-0", "down")
@@ -233,7 +248,4 @@ class NatLab(NetnsLab):
             if self.wait_new_active(["ha2"], timeout=20) != "ha2":
                 raise RuntimeError("ha2 did not take over")
             time.sleep(max(0.0, killed + after - time.monotonic()))
-        finally:
-            stop.touch()
-        result: dict[str, Any] = json.loads(pinger.wait_for(r"^\{", 60))
         return result
