@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import socket
 import statistics
 import struct
@@ -65,15 +66,15 @@ from mobileip.tools.forwarding_bench import (
 
 ROWS = (
     FlowPath("sender", False, None, "udp", sink=True),
-    FlowPath("ceiling", False, None, "udp"),
-    FlowPath("bpf", False, None, "udp", ceiling="ceiling"),
-    FlowPath("bpf-gre", False, None, "udp", ceiling="ceiling"),
+    FlowPath("ceiling", False, None, "udp", baseline="sender"),
+    FlowPath("bpf", False, None, "udp", ceiling="ceiling", baseline="sender"),
+    FlowPath("bpf-gre", False, None, "udp", ceiling="ceiling", baseline="sender"),
     FlowPath("sender-rev", True, None, "raw", sink=True),
-    FlowPath("ceiling-rev", True, None, "raw"),
+    FlowPath("ceiling-rev", True, None, "raw", baseline="sender-rev"),
     FlowPath("sender-rev-ipip", True, None, "ipip", sink=True),
-    FlowPath("bpf-rev", True, None, "ipip", ceiling="ceiling-rev"),
+    FlowPath("bpf-rev", True, None, "ipip", False, "ceiling-rev", "sender-rev-ipip"),
     FlowPath("sender-rev-gre", True, None, "gre", sink=True),
-    FlowPath("bpf-gre-rev", True, None, "gre", ceiling="ceiling-rev"),
+    FlowPath("bpf-gre-rev", True, None, "gre", False, "ceiling-rev", "sender-rev-gre"),
 )
 
 
@@ -305,6 +306,7 @@ def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[st
     data: dict[str, Any] = {"load_before": os.getloadavg(), "rounds": args.rounds}
     pps: dict[tuple[str, int], list[float]] = {}
     stack: dict[tuple[str, int], list[int]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}  # the sender's CPU seconds per second
     accepted: dict[tuple[str, int], list[int]] = {}
     with Topology(tag) as topo:
         data["far_side_drop"] = "matchall" if topo.drops_at_ingress else "cBPF da"
@@ -330,20 +332,25 @@ def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[st
                         sink(topo, "ha-coa" if fp.reverse else "ha-src", True)
                     acc0 = (h.ask("counters")["accepted"] or 0) if bpf and fp.reverse else 0
                     in0 = ip_in_receives(topo)
+                    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     try:
                         got = measure(topo, sender, size, args.duration, 1, 0.0, None, fp)
                     finally:
                         if fp.sink:
                             sink(topo, "ha-coa" if fp.reverse else "ha-src", False)
                     in1 = ip_in_receives(topo)
+                    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    used = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
                     key = (fp.name, size)
+                    cpu.setdefault(key, []).append(used / args.duration)
                     pps.setdefault(key, []).append(got[0])
                     stack.setdefault(key, []).append(in1 - in0)
                     if bpf and fp.reverse:
                         acc1 = h.ask("counters")["accepted"] or 0
                         accepted.setdefault(key, []).append(acc1 - acc0)
                     print(f"  round {rep + 1}/{args.rounds} {fp.name:<16} {size:>5} B: "
-                          f"{got[0]:>10,.0f} pkt/s, ha IP InReceives +{in1 - in0:,}"
+                          f"{got[0]:>10,.0f} pkt/s, sender CPU {used / args.duration:.2f}, "
+                          f"ha IP InReceives +{in1 - in0:,}"
                           + (f", accepted +{accepted[key][-1]:,}" if key in accepted else ""),
                           flush=True)  # fmt: skip
             # evidence: what the far side receives, sampled
@@ -363,9 +370,11 @@ def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[st
     data["samples"] = samples
     data["load_after"] = os.getloadavg()
     data["pps"] = {f"{p}@{s}": v for (p, s), v in pps.items()}
+    data["sender_cpu"] = {f"{p}@{s}": v for (p, s), v in cpu.items()}
     data["ha_ip_in"] = {f"{p}@{s}": v for (p, s), v in stack.items()}
     data["accepted"] = {f"{p}@{s}": v for (p, s), v in accepted.items()}
     ratios: dict[str, list[float]] = {}
+    cpu_ratios: dict[str, list[float]] = {}  # packets per sender CPU-s against the ceiling's
     for fp in ROWS:
         for size in sizes:
             ceiling = fp.ceiling or ("ceiling-rev" if fp.reverse else "ceiling")
@@ -373,7 +382,32 @@ def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[st
                 continue
             mine, ceil = pps[(fp.name, size)], pps[(ceiling, size)]
             ratios[f"{fp.name}@{size}"] = [m / c for m, c in zip(mine, ceil, strict=True) if c]
+            mc, cc = cpu[(fp.name, size)], cpu[(ceiling, size)]
+            cpu_ratios[f"{fp.name}@{size}"] = [
+                (m / a) / (c / b)
+                for m, a, c, b in zip(mine, mc, ceil, cc, strict=True)
+                if a > 0 and b > 0 and c > 0
+            ]
     data["ratios"] = ratios
+    # the forwarding work alone: (1/ceiling - 1/its sender) / (1/row - 1/its sender), time per
+    # packet from delivered packets/s (one CPU busy), round by round
+    fwd: dict[str, list[float]] = {}
+    for fp in ROWS:
+        if not fp.ceiling or not fp.baseline:
+            continue
+        cfp = next(r for r in ROWS if r.name == fp.ceiling)
+        for size in sizes:
+            vals = []
+            for m, c, b, cb in zip(pps[(fp.name, size)], pps[(fp.ceiling, size)],
+                                   pps[(fp.baseline, size)], pps[(cfp.baseline or "", size)],
+                                   strict=True):  # fmt: skip
+                mine_ns, ceil_ns = 1e9 / m - 1e9 / b, 1e9 / c - 1e9 / cb
+                if mine_ns > 0:
+                    vals.append(ceil_ns / mine_ns)
+            if vals:
+                fwd[f"{fp.name}@{size}"] = vals
+    data["fwd_ratios"] = fwd
+    data["cpu_ratios"] = cpu_ratios
     return data
 
 
@@ -383,7 +417,9 @@ def _spread(v: list[float]) -> str:
 
 def report(runs: list[dict[str, Any]], sizes: list[int]) -> list[str]:
     lines = []
-    head = f"{'row':<16}" + "".join(f"{f'{s} B pkt/s':>14}{'x ceiling':>22}" for s in sizes)
+    head = f"{'row':<16}" + "".join(
+        f"{f'{s} B pkt/s':>13}{'CPU':>5}{'x ceiling':>19}{'per sender CPU-s':>19}" for s in sizes
+    )
     for i, run in enumerate(runs, 1):
         lb, la = run["load_before"], run["load_after"]
         lines.append(f"run {i}: {run['rounds']} rounds, load {lb[0]:.2f} -> {la[0]:.2f} "
@@ -395,8 +431,16 @@ def report(runs: list[dict[str, Any]], sizes: list[int]) -> list[str]:
                 key = f"{fp.name}@{s}"
                 med = statistics.median(run["pps"][key])
                 rat = _spread(run["ratios"][key]) if key in run["ratios"] else "-"
-                cells += f"{med:>14,.0f}{rat:>22}"
+                per = _spread(run["cpu_ratios"][key]) if key in run["cpu_ratios"] else "-"
+                share = statistics.median(run["sender_cpu"][key])
+                cells += f"{med:>13,.0f}{share:>5.2f}{rat:>19}{per:>19}"
             lines.append(f"{fp.name:<16}{cells}")
+        lines.append("forwarding work alone (each row's sender subtracted), x ceiling's:")
+        for fp in ROWS:
+            got = [f"{s} B {_spread(run['fwd_ratios'][f'{fp.name}@{s}'])}" for s in sizes
+                   if f"{fp.name}@{s}" in run.get("fwd_ratios", {})]  # fmt: skip
+            if got:
+                lines.append(f"  {fp.name:<14} " + "; ".join(got))
         lines.append("evidence (median per run): ha IP InReceives delta / pair accepted delta")
         for fp in ROWS:
             if fp.sink:
