@@ -25,9 +25,9 @@ Evidence that the programs carried the packets, per row: ha's IP ``InReceives`` 
 stack's count: a redirected packet never reaches it), the pair's ``accepted`` counter delta
 for the reverse rows; after the rounds, a short sampled run of every row (64 B) with a counting
 BPF program as the far side's drop, tallying IP protocols (forward: 4 IP-in-IP / 47 GRE at coa).
-This host has no AF_PACKET sockets to tap with, nor tc matchall/gact for the bench's drop at the
-far side: a classic BPF direct-action program returning TC_ACT_SHOT drops there instead, and
-the sender rows (everything dropped at ha's ingress) use it too.
+An AF_PACKET tap saw nothing on this host, and it has no tc matchall/gact for the bench's
+drop at the far side: a classic BPF direct-action program returning TC_ACT_SHOT drops there
+instead, and the sender rows (everything dropped at ha's ingress) use it too.
 
 Usage (root)::
 
