@@ -4,7 +4,10 @@ Not allowed with ``[[group]]``: one dataplane serves every group. Hot standby (d
 every member keeps a route per away home address in routing ``table``; the active member adds
 ``ip rule pref rule_priority lookup table``. ``virtual_mac``: the VRRP virtual MAC on a macvlan
 (``vmac_interface``, default ``vrrp.<[vrrp] vrid>``; with keepalived's ``use_vmac``, keepalived's
-interface name) answers for the home link.
+interface name) answers for the home link. ``fastpath``: the kernel backend's tc BPF fast path
+off, on (``fastpath_interfaces``) or ``auto`` (live only while nothing it would bypass is
+configured: dataplane/fastpath_guard.py); unset: ``on`` when ``fastpath_interfaces`` is given,
+else :data:`FASTPATH_DEFAULT`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from mobileip.config.errors import Table
+
+FASTPATH_MODES = ("off", "on", "auto")
+FASTPATH_DEFAULT = "off"  # with fastpath_interfaces empty and fastpath unset
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +37,16 @@ class DataplaneConfig:
     batch: int = 500  # route messages per event-loop turn
     virtual_mac: bool = False  # answer for the home link from the VRRP virtual MAC (macvlan)
     vmac_interface: str | None = None  # default vrrp.<vrid>; keepalived use_vmac: its name
-    # the kernel backend's opt-in tc BPF fast path (dataplane/bpf.py): on these interfaces
+    # the kernel backend's tc BPF fast path (dataplane/bpf.py): off | on | auto (guarded)
+    fastpath: str = FASTPATH_DEFAULT
+    # its interfaces ("on": required; "auto": these, or detected when empty)
     fastpath_interfaces: tuple[str, ...] = ()
     fastpath_capacity: int = 131_072  # homes the fast path's maps hold (pre-allocated)
 
 
 def parse_dataplane(t: Table) -> DataplaneConfig:
+    interfaces = tuple(t.string_list("fastpath_interfaces"))
+    mode = t.choice("fastpath", FASTPATH_MODES, "on" if interfaces else FASTPATH_DEFAULT)
     cfg = DataplaneConfig(
         backend=t.choice("backend", ("auto", "userspace", "kernel", "none"), "auto") or "auto",
         home_interface=t.string("home_interface"),
@@ -52,7 +62,8 @@ def parse_dataplane(t: Table) -> DataplaneConfig:
         batch=t.integer("batch", 500, 1, 100_000) or 500,
         virtual_mac=t.boolean("virtual_mac", False),
         vmac_interface=t.string("vmac_interface"),
-        fastpath_interfaces=tuple(t.string_list("fastpath_interfaces")),
+        fastpath=mode or FASTPATH_DEFAULT,
+        fastpath_interfaces=interfaces,
         fastpath_capacity=t.integer("fastpath_capacity", 131_072, 1, 16_777_216) or 131_072,
     )
     if len(cfg.tun_name) > 15:
@@ -61,8 +72,12 @@ def parse_dataplane(t: Table) -> DataplaneConfig:
         raise t.error("table", "253-255 are the kernel's default, main and local tables")
     if cfg.vmac_interface is not None and len(cfg.vmac_interface) > 15:
         raise t.error("vmac_interface", "interface names are at most 15 characters")
-    if cfg.fastpath_interfaces and cfg.backend not in ("kernel", "auto"):
-        raise t.error("fastpath_interfaces", "the BPF fast path is the kernel backend's")
+    if cfg.fastpath == "on" and not cfg.fastpath_interfaces:
+        raise t.error("fastpath", '"on" needs fastpath_interfaces (or use "auto")')
+    if cfg.fastpath != "off" and cfg.backend not in ("kernel", "auto"):
+        key = "fastpath" if t.has("fastpath") else "fastpath_interfaces"
+        if t.has(key):
+            raise t.error(key, "the BPF fast path is the kernel backend's")
     if any(len(name) > 15 for name in cfg.fastpath_interfaces):
         raise t.error("fastpath_interfaces", "interface names are at most 15 characters")
     if cfg.virtual_mac and not cfg.home_interface:

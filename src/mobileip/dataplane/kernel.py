@@ -70,6 +70,7 @@ from mobileip.dataplane.backend import (
 )
 from mobileip.dataplane.bpf import BpfFastPath
 from mobileip.dataplane.encap import Encapsulation
+from mobileip.dataplane.fastpath_guard import FastPathGuard
 from mobileip.dataplane.udp_tun import UdpTun
 from mobileip.net import rtnl as nl
 from mobileip.net.netlink import write_sysctl
@@ -179,6 +180,8 @@ class KernelBackend(TunnelBackend):
     ) -> None:
         super().__init__(log)
         self.fastpath = fastpath  # the opt-in tc BPF fast path (dataplane/bpf.py), or none
+        # [dataplane] fastpath = "auto": the fast path's gate (dataplane/fastpath_guard.py)
+        self.guard: FastPathGuard | None = None
         self.source = source
         self.own = own  # the Home Agent's addresses (the UDP tunnel counts keepalives to them)
         # the hybrid path of UDP-tunnelled homes (module docstring): a TUN named ``udp_tun``
@@ -212,7 +215,15 @@ class KernelBackend(TunnelBackend):
         try:
             self.sock = nl.RtnlSocket()
             self._create()
-            if self.fastpath is not None:
+            if self.fastpath is not None and self.guard is not None:  # fastpath = "auto"
+                self.guard.prepare()
+                try:
+                    self.fastpath.start()
+                except OSError as exc:  # the kernel's path carries everything, as with "off"
+                    self.guard.unavailable(str(exc))
+                else:
+                    self.guard.start()
+            elif self.fastpath is not None:  # "on": the operator asked for it; refused: fail
                 self.fastpath.start()
         except OSError as exc:
             await self.stop()
@@ -257,6 +268,8 @@ class KernelBackend(TunnelBackend):
             raise OSError(failures[0].errno, f"reverse-tunnel filters: {failures[0]}")
 
     async def stop(self) -> None:
+        if self.guard is not None:
+            self.guard.stop()
         if self.fastpath is not None:
             self.fastpath.stop()
         sock = self.sock
@@ -350,8 +363,11 @@ class KernelBackend(TunnelBackend):
             self.fastpath.unstage(home)
 
     def set_live(self, live: bool) -> None:
-        """The fast path's programs attached (the active member) or not (dataplane/bpf.py)."""
-        if self.fastpath is not None:
+        """The fast path's programs attached (the active member) or not (dataplane/bpf.py);
+        in ``auto`` mode only where its guard finds nothing they would bypass."""
+        if self.guard is not None:
+            self.guard.set_active(live)
+        elif self.fastpath is not None:
             self.fastpath.set_live(live)
 
     def key_of_dumped(self, route: nl.Route) -> Hashable:
@@ -511,6 +527,12 @@ class KernelBackend(TunnelBackend):
         data["devices"] = dict(zip(("ipip", "gre"), self.devices.values(), strict=True))
         data["filter_block"] = self.block
         data["reverse_filters"] = sum(len(v) for v in self.confirmed.values())
-        if self.fastpath is not None:
-            data["fastpath"] = self.fastpath.status()
+        if self.fastpath is None:
+            data["fastpath"] = {"mode": "off"}
+        else:
+            fast = self.fastpath.status()
+            fast["mode"] = "auto" if self.guard is not None else "on"
+            if self.guard is not None:
+                fast["guard"] = self.guard.status()
+            data["fastpath"] = fast
         return data

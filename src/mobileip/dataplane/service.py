@@ -54,6 +54,7 @@ from mobileip.daemon.roles import RoleService
 from mobileip.dataplane.arp import ArpDuties
 from mobileip.dataplane.backend import spec_for
 from mobileip.dataplane.bpf import BpfFastPath
+from mobileip.dataplane.fastpath_guard import FastPathGuard
 from mobileip.dataplane.sysctl_state import PersistedSysctls, state_file
 from mobileip.dataplane.tunnels import (
     BackendError,
@@ -200,10 +201,16 @@ class DataPlaneService:
             home_interface=cfg.home_interface,
             fastpath=(
                 BpfFastPath(self.source, cfg.fastpath_interfaces, cfg.ttl, cfg.fastpath_capacity)
-                if cfg.fastpath_interfaces
+                if cfg.fastpath != "off"
                 else None
             ),
         )
+        if isinstance(self.backend, KernelBackend) and cfg.fastpath == "auto":
+            assert self.backend.fastpath is not None
+            own = {*self.backend.devices.values(), cfg.tun_name}
+            self.backend.guard = FastPathGuard(
+                self.backend.fastpath, self._log, cfg.fastpath_interfaces, own, self.vmac_name
+            )
         self.legacy = type(self.backend).add_messages is TunnelBackend.add_messages
         try:
             if name != "none":

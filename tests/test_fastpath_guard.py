@@ -1,0 +1,316 @@
+"""``[dataplane] fastpath``: the modes' configuration and the ``auto`` mode's guard
+(src/mobileip/dataplane/fastpath_guard.py).
+
+* Unmarked tests: the pure gate decision and interface choice, the configuration keys (errors
+  name file, key and line).
+* Root tests on this machine's kernel, in a namespace of their own: the readers (nftables
+  chains, xfrm policies, legacy tables, rp_filter, links) against what ``iptables-nft``,
+  ``ip xfrm`` and sysctls configure, and the guard itself driving a recording stand-in for the
+  fast path: an nftables rule closes the gate through its event, not the poll; removing it
+  reopens. The real programs carrying traffic, and moving off them, are tested inside
+  User-Mode Linux (tests/test_kernel_bpf_guard.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_kernel_backend import in_netns
+
+from mobileip.config import ConfigError, parse_config
+from mobileip.dataplane import fastpath_guard as g
+from mobileip.dataplane.fastpath_guard import (
+    FastPathGuard,
+    Gate,
+    Link,
+    Observation,
+    choose_interfaces,
+    decide,
+    effective_rp_filter,
+)
+
+OPEN = Observation(active=True, interfaces=("eth0",))
+
+
+# --- the decision -------------------------------------------------------------------------------
+
+
+def test_decide_opens_only_with_nothing_bypassed() -> None:
+    assert decide(OPEN) == Gate(True, "nothing bypassed")
+    closed = {
+        "standby": Observation(active=False, interfaces=("eth0",)),
+        "no interface": Observation(active=True),
+        "nftables: 2 chain(s)": Observation(active=True, interfaces=("eth0",), nft_chains=2),
+        "cannot verify nftables: EINVAL": Observation(
+            active=True, interfaces=("eth0",), nft_chains=None, nft_error="EINVAL"
+        ),
+        "iptables (legacy) tables: filter,nat": Observation(
+            active=True, interfaces=("eth0",), legacy_tables=("filter", "nat")
+        ),
+        "xfrm: 1 policy": Observation(active=True, interfaces=("eth0",), xfrm_policies=1),
+        "cannot verify xfrm": Observation(active=True, interfaces=("eth0",), xfrm_policies=None),
+        "strict rp_filter on eth0": Observation(
+            active=True, interfaces=("eth0", "eth1"), rp_filter=(("eth0", 1), ("eth1", 2))
+        ),
+    }
+    for reason, obs in closed.items():
+        gate = decide(obs)
+        assert not gate.open and gate.reason.startswith(reason), (reason, gate)
+    # loose (2) and off (0) do not close it
+    loose = Observation(active=True, interfaces=("a", "b"), rp_filter=(("a", 2), ("b", 0)))
+    assert decide(loose).open
+
+
+def test_effective_rp_filter_is_the_larger_of_all_and_the_interface() -> None:
+    assert effective_rp_filter(0, {"a": 1, "b": 0}) == (("a", 1), ("b", 0))
+    assert effective_rp_filter(1, {"a": 0, "b": 2}) == (("a", 1), ("b", 2))
+    assert effective_rp_filter(2, {"a": 1}) == (("a", 2),)
+
+
+def test_choose_interfaces_is_conservative() -> None:
+    links = [
+        Link(1, "lo", up=True, ether=False),
+        Link(2, "eth0"),
+        Link(3, "eth1", up=False),
+        Link(4, "veth0", kind="veth"),
+        Link(5, "br0", kind="bridge"),
+        Link(6, "eth2", master=5),  # a bridge port
+        Link(7, "bond0", kind="bond"),
+        Link(8, "eth3", master=7),  # a bond slave
+        Link(9, "eth4"),
+        Link(10, "eth4.7", kind="vlan", lower=9),  # eth4 carries a VLAN: left out
+        Link(11, "mip-ipip", kind="ipip", ether=False),
+        Link(12, "mip0", kind="tun", ether=False),
+        Link(13, "eth5"),
+        Link(14, "vrrp.7", kind="macvlan", lower=13, up=False),  # our virtual MAC
+        Link(15, "dummy0", kind="dummy"),
+        Link(16, "veth1", kind="veth"),
+    ]
+    own = {"mip-ipip", "mip-gre", "mip0", "veth1"}
+    assert choose_interfaces(links, own, vmac="vrrp.7") == ("eth0", "veth0", "eth5", "vrrp.7")
+    # without virtual_mac, another macvlan on eth5 makes it an upper device's lower: left out
+    assert choose_interfaces(links, own) == ("eth0", "veth0")
+    # the virtual MAC named but absent: not listed
+    assert choose_interfaces(links[:4], own, vmac="vrrp.9") == ("eth0", "veth0")
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+BASE = (
+    '[homeagent]\naddress = "10.1.0.1"\n\n[[security_association]]\nspi = 256\n'
+    'key = "00112233445566778899aabbccddeeff"\nhome_addresses = ["10.1.0.0/24"]\n\n'
+    "[dataplane]\n"
+)
+
+
+def _dataplane(text: str) -> Any:
+    cfg = parse_config(BASE + text, "ha.toml")
+    assert cfg.dataplane is not None
+    return cfg.dataplane
+
+
+def test_config_modes_and_backward_compatibility() -> None:
+    assert _dataplane('backend = "kernel"\n').fastpath == "off"  # the default
+    old = _dataplane('backend = "kernel"\nfastpath_interfaces = ["eth0"]\n')
+    assert (old.fastpath, old.fastpath_interfaces) == ("on", ("eth0",))  # as before the key
+    auto = _dataplane('backend = "kernel"\nfastpath = "auto"\n')
+    assert (auto.fastpath, auto.fastpath_interfaces) == ("auto", ())
+    listed = _dataplane('fastpath = "auto"\nfastpath_interfaces = ["eth1"]\n')
+    assert (listed.fastpath, listed.fastpath_interfaces) == ("auto", ("eth1",))
+    off = _dataplane('backend = "kernel"\nfastpath = "off"\nfastpath_interfaces = ["eth0"]\n')
+    assert off.fastpath == "off"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "what"),
+    [
+        ('backend = "kernel"\nfastpath = "yes"\n', 11, "fastpath", "is not one of"),
+        ('backend = "kernel"\nfastpath = true\n', 11, "fastpath", "must be a string"),
+        ('backend = "kernel"\nfastpath = "on"\n', 11, "fastpath", "needs fastpath_interfaces"),
+        ('backend = "userspace"\nfastpath = "auto"\n', 11, "fastpath", "kernel backend's"),
+        (
+            'backend = "userspace"\n\nfastpath_interfaces = ["eth0"]\n',
+            12,
+            "fastpath_interfaces",
+            "kernel backend's",
+        ),
+    ],
+)
+def test_config_errors_name_file_key_and_line(text: str, line: int, key: str, what: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(BASE + text, "ha.toml")
+    message = str(err.value)
+    assert message.startswith(f"ha.toml: line {line}: dataplane.{key}: "), message
+    assert what in message, message
+
+
+# --- on this machine's kernel, in a namespace -------------------------------------------------
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    name = f"fpg{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _ns(ns: str, *cmd: str) -> None:
+    subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True, capture_output=True)
+
+
+def _iptables_nft() -> str:
+    path = shutil.which("iptables-nft") or "/usr/sbin/iptables-nft"
+    if not os.path.exists(path):
+        pytest.skip("iptables-nft is not installed")
+    return path
+
+
+def test_readers_see_what_is_configured(netns: str) -> None:
+    ipt = _iptables_nft()
+    _ns(netns, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+    _ns(netns, "ip", "link", "set", "v0", "up")
+    with in_netns(netns):
+        try:
+            before = (g.read_nft_chains(), g.read_xfrm_policies())
+        except OSError as exc:
+            pytest.skip(f"this kernel cannot list nftables or xfrm: {exc}")
+        links = {link.name: link for link in g.read_links()}
+        assert links["v0"].up and links["v0"].kind == "veth" and links["v0"].ether
+        assert not links["v1"].up and not links["lo"].ether
+        assert choose_interfaces(list(links.values()), own=()) == ("v0",)
+    assert before == (0, 0)
+    _ns(netns, ipt, "-A", "FORWARD", "-s", "192.0.2.1", "-j", "DROP")
+    _ns(netns, "ip", "xfrm", "policy", "add", "dir", "fwd", "src", "10.0.0.1", "dst", "10.0.0.2")
+    _ns(netns, "sysctl", "-qw", "net.ipv4.conf.v0.rp_filter=1")
+    legacy = shutil.which("iptables-legacy")
+    if legacy:
+        _ns(netns, legacy, "-A", "FORWARD", "-j", "ACCEPT")
+    with in_netns(netns):
+        assert g.read_nft_chains() >= 1
+        assert g.read_xfrm_policies() == 1
+        assert dict(g.read_rp_filter(["v0", "absent"])) == {"v0": 1}
+        assert g.read_legacy_tables() == (("filter",) if legacy else ())
+
+
+class _FastPath:
+    """What the guard uses of BpfFastPath, recording the gate's writes."""
+
+    def __init__(self, interfaces: tuple[str, ...] = ()) -> None:
+        self.interfaces = interfaces
+        self.live = False
+        self.writes: list[tuple[float, bool]] = []
+        self.attached: dict[str, int] = {}
+        self.created_clsact: set[str] = set()
+
+    def set_live(self, live: bool) -> None:
+        if live != self.live:
+            self.writes.append((time.monotonic(), live))
+        self.live = live
+
+    def _detach(self, indexes: dict[str, int], created: set[str]) -> None:
+        pass
+
+
+def test_guard_closes_on_nftables_and_xfrm_events_and_reopens(netns: str) -> None:
+    """A long poll interval (60 s): closing within 0.5 s of the policy or rule is the event's
+    doing (and so is reopening)."""
+    ipt = _iptables_nft()
+    _ns(netns, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+    _ns(netns, "ip", "link", "set", "v0", "up")
+    fp = _FastPath()
+    logs: list[dict[str, Any]] = []
+
+    def log(event: str, **fields: Any) -> None:
+        logs.append({"event": event, **fields})
+
+    async def scenario() -> list[tuple[str, float]]:
+        guard = FastPathGuard(fp, log, own=("v1",), poll=60.0)  # type: ignore[arg-type]
+        guard.prepare()
+        assert fp.interfaces == ("v0",)
+        guard.start()
+        if not guard.events or guard.gate.reason.startswith("cannot verify"):
+            guard.stop()
+            pytest.skip(f"no nftables/xfrm netlink here: {guard.gate.reason}")
+        assert not fp.live and guard.gate.reason == "standby"
+        guard.set_active(True)
+        assert fp.live and guard.gate == Gate(True, "nothing bypassed"), guard.gate
+        seen = []
+        t0 = time.monotonic()  # an xfrm policy: its event closes the gate, its flush reopens
+        for argv in (["add", "src", "10.9.0.1", "dst", "10.9.0.2", "dir", "fwd"], ["flush"]):
+            cmd = ["ip", "netns", "exec", netns, "ip", "xfrm", "policy", *argv]
+            assert await (await asyncio.create_subprocess_exec(*cmd)).wait() == 0
+            while fp.live == (argv[0] == "add") and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.01)
+            seen.append((guard.gate.reason, time.monotonic() - t0))
+        for add in (True, False):
+            t0 = time.monotonic()
+            if add:
+                cmd = ["ip", "netns", "exec", netns, ipt, "-A", "FORWARD", "-j", "ACCEPT"]
+                proc = await asyncio.create_subprocess_exec(*cmd)
+                assert await proc.wait() == 0
+            else:  # iptables-nft leaves its table and chain: delete the table
+                delete_nft_table(2, "filter")
+            while fp.live == add and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.01)
+            seen.append((guard.gate.reason, time.monotonic() - t0))
+        guard.set_active(False)
+        assert not fp.live and guard.gate.reason == "standby"
+        guard.stop()
+        return seen
+
+    with in_netns(netns):
+        seen = asyncio.run(scenario())
+    (xfrm_reason, xfrm_after), (xfrm_gone, xfrm_gone_after) = seen[:2]
+    assert xfrm_reason == "xfrm: 1 policy(ies)" and xfrm_after < 0.5, seen
+    assert xfrm_gone == "nothing bypassed" and xfrm_gone_after < 1.0, seen
+    (closed_reason, closed_after), (opened_reason, opened_after) = seen[2:]
+    assert closed_reason.startswith("nftables:"), seen
+    assert closed_after < 0.5, seen  # the event, not the 60 s poll
+    assert opened_reason == "nothing bypassed" and opened_after < 0.5, seen
+    assert [w for _, w in fp.writes] == [True, False, True, False, True, False], fp.writes
+    gates = [entry for entry in logs if entry["event"] == "dataplane.fastpath_gate"]
+    states = [e["state"] for e in gates]
+    assert states == ["closed", "open", *["closed", "open"] * 2, "closed"], gates
+
+
+def delete_nft_table(family: int, name: str) -> None:
+    """``nft delete table`` (no nft binary needed) in the calling thread's namespace: one
+    nfnetlink batch, acknowledged; raises OSError if refused."""
+    res_id = struct.pack("!H", g.NFNL_SUBSYS_NFTABLES)
+    begin = struct.pack("=BB", socket.AF_UNSPEC, 0) + res_id
+    table = name.encode() + b"\0"
+    attr = struct.pack("=HH", 4 + len(table), 1) + table + bytes(-len(table) & 3)  # NAME
+    body = struct.pack("=BBH", family, 0, 0) + attr
+    msgs = [
+        (0x10, 0x1, begin),  # NFNL_MSG_BATCH_BEGIN
+        (g.NFNL_SUBSYS_NFTABLES << 8 | 2, 0x1 | 0x4, body),  # NFT_MSG_DELTABLE, ACK
+        (0x11, 0x1, begin),  # NFNL_MSG_BATCH_END
+    ]
+    data = b"".join(
+        struct.pack("=IHHII", 16 + len(p), kind, flags, seq, 0) + p
+        for seq, (kind, flags, p) in enumerate(msgs, start=1)
+    )
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, g.NETLINK_NETFILTER) as s:
+        s.bind((0, 0))
+        s.settimeout(2.0)
+        s.send(data)
+        reply = s.recv(65536)
+    kind = struct.unpack_from("=H", reply, 4)[0]
+    err = -struct.unpack_from("=i", reply, 16)[0] if kind == 2 else 0
+    if err:
+        raise OSError(err, f"deleting nftables table {name}: {os.strerror(err)}")
