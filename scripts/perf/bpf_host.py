@@ -4,11 +4,12 @@ The fast path's programs need no tunnel device (the forward one pushes the outer
 header itself and redirects; the reverse one catches IP-in-IP/GRE addressed to the Home Agent
 at tc ingress, decapsulates and redirects), so they run on a kernel without the ipip/gre
 modules, where the kernel backend cannot. This measures them in the forwarding bench's topology
-(src -- ha -- coa on veth, :class:`mobileip.tools.forwarding_bench.Topology`; its C sender,
-``measure`` and counting at the far side), the shipped :class:`BpfFastPath` loaded the way
-``scripts/perf/bpf_fastpath.py package`` does (a helper process in ``ha``: N bindings, home
-H, H+1, ... tunnelled to coa, reverse tunnels accepted from coa; the MAC path's next hop
-resolved), attached for the ``bpf*`` rows and detached (no program at all) for the others.
+(src -- ha -- coa on veth, :class:`mobileip.tools.forwarding_bench.Topology`; its C sender
+and counting at the far side, :func:`measure` being its ``measure`` for one sender), the
+shipped :class:`BpfFastPath` loaded the way ``scripts/perf/bpf_fastpath.py package`` does
+(a helper process in ``ha``: N bindings, home H, H+1, ... tunnelled to coa, reverse tunnels
+accepted from coa; the MAC path's next hop resolved), attached for the ``bpf*`` rows and
+detached (no program at all) for the others.
 
 Rows, each size, interleaved rounds (the order rotates from round to round):
 
@@ -17,14 +18,25 @@ Rows, each size, interleaved rounds (the order rotates from round to round):
 * ``ceiling``: plain forwarding of UDP src -> home address (``HOA/32 via coa``);
 * ``bpf`` / ``bpf-gre``: the forward program (the measured home's binding IP-in-IP / GRE);
 * ``ceiling-rev``: plain forwarding coa -> src of the home address's packet;
+* ``ceiling-rev-ipip`` / ``ceiling-rev-gre``: the **matched reverse ceilings**: the same
+  sender sending the same tunnelled packets as the bpf reverse row (same sizes, same outer and
+  inner headers, the same raw IPPROTO_IPIP / IPPROTO_GRE socket), with src as the outer
+  destination instead of ha: ha forwards them as plain IP (no decapsulation, no program), src
+  counts (its veth's rx) and drops them (the same cBPF drop) as it does the decapsulated ones;
 * ``bpf-rev`` / ``bpf-gre-rev``: that packet IP-in-IP / GRE to ha's address, the reverse
   program.
 
-Ratios are per round (a row against its ceiling in the same round), then median [range].
+Ratios are per round (a row against its ceiling in the same round), then median [range]. The
+reverse bpf rows are reported against both: the plain ceiling ``ceiling-rev`` (as before) and
+their matched ceiling (:data:`MATCHED`), which pays the same sender cost.
 Evidence that the programs carried the packets, per row: ha's IP ``InReceives`` delta (the
 stack's count: a redirected packet never reaches it), the pair's ``accepted`` counter delta
-for the reverse rows; after the rounds, a short sampled run of every row (64 B) with a counting
-BPF program as the far side's drop, tallying IP protocols (forward: 4 IP-in-IP / 47 GRE at coa).
+and the route cache's entry for src after each reverse row (its generation and the largest
+inner packet it holds: 1,400 after a 1,400 B row means those packets are forwarded from the
+cache); with ``--prog-stats`` (a diagnostic: kernel.bpf_stats_enabled costs every program
+run two clock reads) each program's ns per run over the row; after the rounds, a short sampled
+run of every row (64 B) with a counting BPF program as the far side's drop, tallying IP
+protocols (forward: 4 IP-in-IP / 47 GRE at coa).
 An AF_PACKET tap saw nothing on this host, and it has no tc matchall/gact for the bench's
 drop at the far side: a classic BPF direct-action program returning TC_ACT_SHOT drops there
 instead, and the sender rows (everything dropped at ha's ingress) use it too.
@@ -32,13 +44,14 @@ instead, and the sender rows (everything dropped at ha's ingress) use it too.
 Usage (root)::
 
     .venv/bin/python scripts/perf/bpf_host.py [--rounds 5] [--runs 2] [--bindings 10000]
-        [--duration 1.0] [--sizes 64,1400] [--json OUT]
+        [--duration 1.0] [--sizes 64,1400] [--json OUT] [--prog-stats]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -54,16 +67,21 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from mobileip.dataplane.bpf import PRIO_FORWARD, PRIO_REVERSE
 from mobileip.tools.forwarding_bench import (
     COA_ADDR,
     HA_OUT,
     HOME,
+    SRC_ADDR,
+    TAIL_S,
+    WARMUP_S,
     FlowPath,
     Topology,
     build_sender,
-    measure,
+    sender_argv,
 )
 
+OBJ_GET_INFO_BY_FD = 15
 ROWS = (
     FlowPath("sender", False, None, "udp", sink=True),
     FlowPath("ceiling", False, None, "udp", baseline="sender"),
@@ -72,13 +90,62 @@ ROWS = (
     FlowPath("sender-rev", True, None, "raw", sink=True),
     FlowPath("ceiling-rev", True, None, "raw", baseline="sender-rev"),
     FlowPath("sender-rev-ipip", True, None, "ipip", sink=True),
+    FlowPath("ceiling-rev-ipip", True, None, "ipip", baseline="sender-rev-ipip"),
     FlowPath("bpf-rev", True, None, "ipip", False, "ceiling-rev", "sender-rev-ipip"),
     FlowPath("sender-rev-gre", True, None, "gre", sink=True),
+    FlowPath("ceiling-rev-gre", True, None, "gre", baseline="sender-rev-gre"),
     FlowPath("bpf-gre-rev", True, None, "gre", False, "ceiling-rev", "sender-rev-gre"),
 )
+# the matched reverse ceilings: the bpf reverse row's own sender and packets (the same outer
+# and inner headers, sizes and socket), the outer destination src instead of ha: ha forwards
+# the tunnelled packet as plain IP (no decapsulation), src counts and drops it as it does the
+# decapsulated ones
+MATCHED = {"bpf-rev": "ceiling-rev-ipip", "bpf-gre-rev": "ceiling-rev-gre"}
+
+
+def row_argv(topo: Topology, sender: Path, fp: FlowPath, size: int, duration: float) -> list[str]:
+    """The sender of ``fp`` as forwarding_bench's; a matched reverse ceiling's (:data:`MATCHED`)
+    sends the same tunnelled packets to src as the outer destination instead of ha."""
+    argv = sender_argv(topo, sender, fp, size, duration, 0.0)
+    if fp.name in MATCHED.values():
+        argv[argv.index(HA_OUT)] = SRC_ADDR
+    return argv
+
+
+def measure(topo: Topology, sender: Path, size: int, duration: float, fp: FlowPath) -> float:
+    """forwarding_bench.measure for one sender, every row's argv from :func:`row_argv`:
+    delivered packets/s at the far side (its veth's rx) over the steady window."""
+    argv = row_argv(topo, sender, fp, size, duration)
+    end = ("ha-coa" if fp.reverse else "ha-src") if fp.sink else ("src" if fp.reverse else "coa")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = time.monotonic()
+        time.sleep(WARMUP_S)
+        rx0, t0 = topo.rx(end), time.monotonic()
+        time.sleep(max(0.05, duration - WARMUP_S - TAIL_S - (t0 - started - WARMUP_S)))
+        rx1, t1 = topo.rx(end), time.monotonic()
+        out, err = proc.communicate(timeout=duration + 30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"sender failed: {err.strip() or out.strip()}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return (rx1 - rx0) / (t1 - t0)
 
 
 # --- the helper: the shipped fast path, inside ha ------------------------------------------
+
+
+def prog_stats(fd: int) -> tuple[int, int]:
+    """(runs, ns) a program has run so far (``BPF_OBJ_GET_INFO_BY_FD``: struct bpf_prog_info's
+    run_cnt and run_time_ns, counted while kernel.bpf_stats_enabled is 1)."""
+    from mobileip.dataplane import bpf_asm as ba
+
+    info = ctypes.create_string_buffer(256)
+    ba.bpf(OBJ_GET_INFO_BY_FD, ba._attr("=IIQ", fd, len(info), ctypes.addressof(info)))
+    run_time_ns, run_cnt = struct.unpack_from("=QQ", info, 192)
+    return int(run_cnt), int(run_time_ns)
 
 
 def helper(args: argparse.Namespace) -> int:
@@ -135,7 +202,9 @@ def helper(args: argparse.Namespace) -> int:
                 answer({"gre": cmd[1] == "1", "errors": fast.errors})
             elif cmd[0] == "counters":
                 answer({"accepted": fast.accepted(home, coa), "drops": fast.drops(),
-                        "cached_route": fast.cached_route(IPv4Address("10.231.1.2")),
+                        "cached_route": fast.cached_route(IPv4Address(SRC_ADDR)),
+                        "prog_stats": {str(prio): prog_stats(fd)
+                                       for prio, fd in fast.progs.items()},
                         "status": fast.status()})  # fmt: skip
             else:
                 answer({"error": f"unknown command {cmd[0]}"})
@@ -290,7 +359,7 @@ def sampled(topo: Topology, sender: Path, fp: FlowPath, size: int) -> dict[str, 
     assert tap.stdout is not None
     if tap.stdout.readline().strip() != "ready":
         raise RuntimeError(f"the far side's counter did not start ({tap.wait()})")
-    measure(topo, sender, size, 0.6, 1, 0.0, None, fp)
+    measure(topo, sender, size, 0.6, fp)
     out, _ = tap.communicate(timeout=20)
     if tap.returncode != 0:
         raise RuntimeError(f"the far side's counter failed ({tap.returncode})")
@@ -301,13 +370,43 @@ def sampled(topo: Topology, sender: Path, fp: FlowPath, size: int) -> dict[str, 
 # --- the measurement -----------------------------------------------------------------------
 
 
+Evidence = dict[str, dict[tuple[str, int], list[Any]]]
+
+
+def row_evidence(key: tuple[str, int], before: dict[str, Any], after: dict[str, Any],
+                 reverse: bool, evidence: Evidence) -> str:  # fmt: skip
+    """The helper's counters around a bpf row, kept in ``evidence``: reverse, the pair's
+    ``accepted`` delta and the route cache's entry for src after the row (generation, the
+    largest inner packet it holds, whether the generation changed during the row: a bump
+    means one FIB lookup, then hits); both, with kernel.bpf_stats_enabled (``--prog-stats``),
+    ns per run of each program over the row. A short note for the row's line."""
+    note = ""
+    if reverse:
+        acc = (after["accepted"] or 0) - (before["accepted"] or 0)
+        evidence.setdefault("accepted", {}).setdefault(key, []).append(acc)
+        route = after["cached_route"]
+        gen0, gen1 = (c["status"]["route_generation"] for c in (before, after))
+        cache = [route[0], route[4], gen1 == route[0], gen0 != gen1] if route else None
+        evidence.setdefault("route_cache", {}).setdefault(key, []).append(cache)
+        note += f", accepted +{acc:,}, cache (generation, largest) " + (
+            f"({route[0]}, {route[4]})" if route else "none"
+        )
+    for prio, name in ((str(PRIO_REVERSE), "reverse"), (str(PRIO_FORWARD), "forward")):
+        (n0, t0), (n1, t1) = before["prog_stats"][prio], after["prog_stats"][prio]
+        if n1 > n0:
+            ns = (t1 - t0) / (n1 - n0)
+            evidence.setdefault(f"prog_ns_{name}", {}).setdefault(key, []).append(ns)
+            note += f", {name} program {ns:.0f} ns x {n1 - n0:,}"
+    return note
+
+
 def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[str, Any]:
     tag = f"mbh{os.getpid() % 100000}"
     data: dict[str, Any] = {"load_before": os.getloadavg(), "rounds": args.rounds}
     pps: dict[tuple[str, int], list[float]] = {}
     stack: dict[tuple[str, int], list[int]] = {}
     cpu: dict[tuple[str, int], list[float]] = {}  # the sender's CPU seconds per second
-    accepted: dict[tuple[str, int], list[int]] = {}
+    evidence: Evidence = {}  # row_evidence's
     with Topology(tag) as topo:
         data["far_side_drop"] = "matchall" if topo.drops_at_ingress else "cBPF da"
         if not topo.drops_at_ingress:  # the far ends drop right after counting, as the bench
@@ -330,11 +429,11 @@ def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[st
                     h.attach(bpf)
                     if fp.sink:
                         sink(topo, "ha-coa" if fp.reverse else "ha-src", True)
-                    acc0 = (h.ask("counters")["accepted"] or 0) if bpf and fp.reverse else 0
+                    before = h.ask("counters") if bpf else {}
                     in0 = ip_in_receives(topo)
                     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     try:
-                        got = measure(topo, sender, size, args.duration, 1, 0.0, None, fp)
+                        got = measure(topo, sender, size, args.duration, fp)
                     finally:
                         if fp.sink:
                             sink(topo, "ha-coa" if fp.reverse else "ha-src", False)
@@ -343,16 +442,15 @@ def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[st
                     used = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
                     key = (fp.name, size)
                     cpu.setdefault(key, []).append(used / args.duration)
-                    pps.setdefault(key, []).append(got[0])
+                    pps.setdefault(key, []).append(got)
                     stack.setdefault(key, []).append(in1 - in0)
-                    if bpf and fp.reverse:
-                        acc1 = h.ask("counters")["accepted"] or 0
-                        accepted.setdefault(key, []).append(acc1 - acc0)
+                    note = ""
+                    if bpf:
+                        after = h.ask("counters")
+                        note = row_evidence(key, before, after, fp.reverse, evidence)
                     print(f"  round {rep + 1}/{args.rounds} {fp.name:<16} {size:>5} B: "
-                          f"{got[0]:>10,.0f} pkt/s, sender CPU {used / args.duration:.2f}, "
-                          f"ha IP InReceives +{in1 - in0:,}"
-                          + (f", accepted +{accepted[key][-1]:,}" if key in accepted else ""),
-                          flush=True)  # fmt: skip
+                          f"{got:>10,.0f} pkt/s, sender CPU {used / args.duration:.2f}, "
+                          f"ha IP InReceives +{in1 - in0:,}{note}", flush=True)  # fmt: skip
             # evidence: what the far side receives, sampled
             samples: dict[str, Any] = {}
             for fp in ROWS:
@@ -372,7 +470,9 @@ def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[st
     data["pps"] = {f"{p}@{s}": v for (p, s), v in pps.items()}
     data["sender_cpu"] = {f"{p}@{s}": v for (p, s), v in cpu.items()}
     data["ha_ip_in"] = {f"{p}@{s}": v for (p, s), v in stack.items()}
-    data["accepted"] = {f"{p}@{s}": v for (p, s), v in accepted.items()}
+    for what, per_row in evidence.items():
+        data[what] = {f"{p}@{s}": v for (p, s), v in per_row.items()}
+    data.setdefault("accepted", {})
     ratios: dict[str, list[float]] = {}
     cpu_ratios: dict[str, list[float]] = {}  # packets per sender CPU-s against the ceiling's
     for fp in ROWS:
@@ -389,6 +489,13 @@ def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[st
                 if a > 0 and b > 0 and c > 0
             ]
     data["ratios"] = ratios
+    # the reverse rows against their matched ceiling (the same sender and packets, forwarded
+    # by ha as plain IP), per round
+    data["matched_ratios"] = {
+        f"{row}@{size}": [m / c for m, c in zip(pps[(row, size)], pps[(ceiling, size)],
+                                               strict=True) if c]
+        for row, ceiling in MATCHED.items() for size in sizes
+    }  # fmt: skip
     # the forwarding work alone: (1/ceiling - 1/its sender) / (1/row - 1/its sender), time per
     # packet from delivered packets/s (one CPU busy), round by round
     fwd: dict[str, list[float]] = {}
@@ -435,6 +542,13 @@ def report(runs: list[dict[str, Any]], sizes: list[int]) -> list[str]:
                 share = statistics.median(run["sender_cpu"][key])
                 cells += f"{med:>13,.0f}{share:>5.2f}{rat:>19}{per:>19}"
             lines.append(f"{fp.name:<16}{cells}")
+        lines.append(
+            "reverse rows x their MATCHED ceiling (the same tunnelled packets from the same "
+            "sender, forwarded by ha as plain IP to src), per round:"
+        )
+        for row, ceiling in MATCHED.items():
+            got = [f"{s} B {_spread(run['matched_ratios'][f'{row}@{s}'])}" for s in sizes]
+            lines.append(f"  {row:<14} / {ceiling}: " + "; ".join(got))
         lines.append("forwarding work alone (each row's sender subtracted), x ceiling's:")
         for fp in ROWS:
             got = [f"{s} B {_spread(run['fwd_ratios'][f'{fp.name}@{s}'])}" for s in sizes
@@ -453,6 +567,21 @@ def report(runs: list[dict[str, Any]], sizes: list[int]) -> list[str]:
                     part += f", accepted +{statistics.median(run['accepted'][key]):,.0f}"
                 parts.append(part)
             lines.append(f"  {fp.name:<14} " + "; ".join(parts))
+        lines.append(
+            "route cache entry for src after each reverse row (generation, largest inner "
+            "packet; 'bumped': the generation changed during the row):"
+        )
+        for key, entries in run.get("route_cache", {}).items():
+            shown = [f"({e[0]}, {e[1]}{', bumped' if e[3] else ''})" if e else "none"
+                     for e in entries]  # fmt: skip
+            lines.append(f"  {key:<20} " + " ".join(shown))
+        for name in ("reverse", "forward"):
+            got = run.get(f"prog_ns_{name}", {})
+            if got:
+                lines.append(f"{name} program, ns per run (bpf_stats), median [range] per row:")
+                for key, v in got.items():
+                    lines.append(f"  {key:<20} {statistics.median(v):.0f} "
+                                 f"[{min(v):.0f}-{max(v):.0f}]")  # fmt: skip
         lines.append("far side, 64 B sample (a counting BPF program as its drop), by IP protocol:")
         for name, tally in run["samples"].items():
             lines.append(f"  {name:<14} {dict(Counter(tally).most_common(3))}")
@@ -475,6 +604,12 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=1.0)
     p.add_argument("--sizes", default="64,1400")
     p.add_argument("--json", default="")
+    p.add_argument(
+        "--prog-stats",
+        action="store_true",
+        help="kernel.bpf_stats_enabled=1 during the runs: ns per program run (a "
+        "diagnostic: the accounting costs every BPF program two clock reads)",
+    )
     args = p.parse_args()
     if args.cmd == "helper":
         return helper(args)
@@ -486,9 +621,17 @@ def main() -> int:
         print(f"kernel {os.uname().release}, bpf_jit_enable "
               f"{Path('/proc/sys/net/core/bpf_jit_enable').read_text().strip()}")  # fmt: skip
         runs = []
-        for i in range(args.runs):
-            print(f"run {i + 1}/{args.runs}", flush=True)
-            runs.append(one_run(sender, args, sizes))
+        knob = Path("/proc/sys/kernel/bpf_stats_enabled")
+        was = knob.read_text().strip()
+        try:
+            if args.prog_stats:
+                knob.write_text("1")
+            for i in range(args.runs):
+                print(f"run {i + 1}/{args.runs}", flush=True)
+                runs.append(one_run(sender, args, sizes))
+                runs[-1]["prog_stats"] = args.prog_stats
+        finally:
+            knob.write_text(was)
     for line in report(runs, sizes):
         print(line)
     if args.json:
