@@ -18,7 +18,7 @@ from ipaddress import IPv4Address
 from mobileip.config.errors import Table
 
 FASTPATH_MODES = ("off", "on", "auto")
-FASTPATH_DEFAULT = "off"  # with fastpath_interfaces empty and fastpath unset
+FASTPATH_DEFAULT = "auto"  # with fastpath_interfaces empty and fastpath unset
 
 
 @dataclass(frozen=True, slots=True)

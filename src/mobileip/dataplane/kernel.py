@@ -179,7 +179,7 @@ class KernelBackend(TunnelBackend):
         fastpath: BpfFastPath | None = None,
     ) -> None:
         super().__init__(log)
-        self.fastpath = fastpath  # the opt-in tc BPF fast path (dataplane/bpf.py), or none
+        self.fastpath = fastpath  # the tc BPF fast path (dataplane/bpf.py), or none
         # [dataplane] fastpath = "auto": the fast path's gate (dataplane/fastpath_guard.py)
         self.guard: FastPathGuard | None = None
         self.source = source
