@@ -216,14 +216,55 @@ class _FastPath:
         self.writes: list[tuple[float, bool]] = []
         self.attached: dict[str, int] = {}
         self.created_clsact: set[str] = set()
+        self.detached: list[dict[str, int]] = []
 
     def set_live(self, live: bool) -> None:
         if live != self.live:
             self.writes.append((time.monotonic(), live))
         self.live = live
 
+        self.detached: list[dict[str, int]] = []
+
     def _detach(self, indexes: dict[str, int], created: set[str]) -> None:
-        pass
+        self.detached.append(indexes)
+
+
+def test_guard_rechooses_interfaces_on_activation_and_detaches_the_dropped() -> None:
+    """Detected interfaces: chosen at start, again on becoming active; one no longer chosen
+    loses our filters (its bookkeeping in the fast path forgotten)."""
+    seen = [[Link(1, "lo", ether=False), Link(2, "eth0"), Link(3, "eth1")]]
+    fp = _FastPath()
+    logs: list[str] = []
+    guard = FastPathGuard(fp, lambda e, **f: logs.append(e), links=lambda: seen[-1])  # type: ignore[arg-type]
+    guard.prepare()
+    assert fp.interfaces == ("eth0", "eth1")
+    fp.attached = {"eth0": 2, "eth1": 3}
+    seen.append([Link(2, "eth0"), Link(3, "eth1", master=9)])  # eth1 enslaved since
+    guard.observe = lambda: Observation(active=guard.active)  # type: ignore[method-assign]
+    guard.set_active(True)
+    assert fp.interfaces == ("eth0",) and "eth1" not in fp.attached, fp.attached
+    assert len(fp.detached) == 1  # the stand-in records the call (eth1 looked up here, if any)
+    assert "dataplane.fastpath_interfaces" in logs
+    guard.set_active(True)  # already active: not chosen again
+    assert logs.count("dataplane.fastpath_interfaces") == 1
+    configured = FastPathGuard(_FastPath(("x",)), lambda e, **f: None, interfaces=("x",))  # type: ignore[arg-type]
+    assert not configured.detected and configured.interfaces() == ("x",)
+
+
+def test_guard_keeps_the_gate_closed_when_the_programs_were_refused() -> None:
+    fp = _FastPath(("eth0",))
+    logs: list[dict[str, Any]] = []
+    guard = FastPathGuard(fp, lambda e, **f: logs.append({"event": e, **f}), interfaces=("eth0",))  # type: ignore[arg-type]
+    guard.unavailable("bpf(5): Permission denied; verifier:\nmisaligned packet access")
+    guard.observe = lambda: pytest.fail("nothing to observe once refused")  # type: ignore[method-assign]
+    guard.set_active(True)
+    assert not fp.live and fp.writes == []
+    assert guard.gate == Gate(False, "fast path unavailable: bpf(5): Permission denied; verifier:")
+    assert guard.status()["state"] == "closed"
+    assert [e["event"] for e in logs][:2] == [
+        "dataplane.fastpath_unavailable",
+        "dataplane.fastpath_gate",
+    ]
 
 
 def test_guard_closes_on_nftables_and_xfrm_events_and_reopens(netns: str) -> None:
