@@ -113,12 +113,16 @@ def update(fd: int, key: bytes, value: bytes) -> None:
     bpf(MAP_UPDATE_ELEM, _attr("=IIQQQ", fd, 0, _addr(k), _addr(v), 0))
 
 
-def prog_load(insns: bytes, name: str) -> int:
+# BPF_F_STRICT_ALIGNMENT: the verifier checks as on a kernel without efficient unaligned access
+PROG_F_STRICT_ALIGNMENT = 1
+
+
+def prog_load(insns: bytes, name: str, flags: int = 0) -> int:
     log = ctypes.create_string_buffer(1 << 20)
     lic = ctypes.create_string_buffer(b"GPL")
     code = ctypes.create_string_buffer(insns, len(insns))
     attr = _attr("=IIQQIIQII16s", PROG_SCHED_CLS, len(insns) // 8, _addr(code), _addr(lic),
-                 1, len(log), _addr(log), 0, 0, name.encode()[:15])  # fmt: skip
+                 1, len(log), _addr(log), 0, flags, name.encode()[:15])  # fmt: skip
     try:
         return bpf(PROG_LOAD, attr)
     except OSError as exc:
