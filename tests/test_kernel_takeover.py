@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 import pytest
 
@@ -60,18 +59,11 @@ def line_at(lab: NetnsLab, node: str, pattern: str, since: float) -> float | Non
     return None
 
 
-class KernelPathLab(KernelLab):
-    """The kernel's own tunnel devices carry the traffic (``fastpath = "off"``): what this test
-    measures (the fast path's takeover: tests/test_kernel_bpf_takeover.py)."""
-
-    def ha_config(self, node: str) -> dict[str, Any]:
-        cfg = super().ha_config(node)
-        cfg["dataplane"]["fastpath"] = "off"
-        return cfg
-
-
 def test_kernel_takeover_with_traffic_at_the_care_of_side() -> None:
-    lab = KernelPathLab.pair(N, SAMPLES)
+    lab = KernelLab.pair(N, SAMPLES)
+    # the kernel's own tunnel devices carry the traffic: what this test measures (the fast
+    # path's takeover: tests/test_kernel_bpf_takeover.py)
+    lab.fastpath = "off"
     homes = lab.sample
     stop = lab.work / "stop-traffic"
     with torn_down(lab, stop):

@@ -38,10 +38,13 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-def one_run(n: int, samples: int, every: float, sigkill_only: bool = False) -> dict[str, Any]:
+def one_run(
+    n: int, samples: int, every: float, sigkill_only: bool = False, fastpath: str = "off"
+) -> dict[str, Any]:
     lab = KernelLab(
         None, 0.1, 0.01, mobile_nodes=n, sample=0, members=2, real_mn=False, backend="kernel"
     )
+    lab.fastpath = fastpath
     homes = [str(simnodes.home_of(i)) for i in simnodes.sample_indices(n, samples)]
     stop = lab.work / "stop-traffic"
     row: dict[str, Any] = {"bindings": n}
@@ -144,11 +147,17 @@ def main() -> int:
     p.add_argument(
         "--sigkill-only", action="store_true", help="kill the daemon but leave its link up"
     )
+    p.add_argument(
+        "--fastpath",
+        choices=("off", "auto"),
+        default="off",
+        help="[dataplane] fastpath (default off: the kernel's own tunnels, as docs/dataplane.md)",
+    )
     args = p.parse_args()
     rows: list[dict[str, Any]] = []
     for n in args.bindings:
         for run in range(args.runs):
-            row = one_run(n, args.samples, args.every, args.sigkill_only)
+            row = one_run(n, args.samples, args.every, args.sigkill_only, args.fastpath)
             row["run"] = run + 1
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -71,6 +71,8 @@ print("RESULT " + json.dumps(got), flush=True)
 class KernelLab(NetnsLab):
     """The lab's Home Agents with the kernel backend and the VRRP virtual MAC."""
 
+    fastpath: str | None = None  # [dataplane] fastpath (None: the default, "auto")
+
     @classmethod
     def pair(cls, bindings: int, samples: int) -> Self:
         """Two members (native VRRP at 0.1 s), ``bindings`` simulated mobile nodes and no real
@@ -81,6 +83,8 @@ class KernelLab(NetnsLab):
     def ha_config(self, node: str) -> dict[str, Any]:
         cfg = super().ha_config(node)
         cfg["dataplane"].update(virtual_mac=True, garp_rounds=0)
+        if self.fastpath is not None:
+            cfg["dataplane"]["fastpath"] = self.fastpath
         return cfg
 
     def start_pair(self) -> None:
