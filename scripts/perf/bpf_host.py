@@ -24,11 +24,19 @@ Rows, each size, interleaved rounds (the order rotates from round to round):
   destination instead of ha: ha forwards them as plain IP (no decapsulation, no program), src
   counts (its veth's rx) and drops them (the same cBPF drop) as it does the decapsulated ones;
 * ``bpf-rev`` / ``bpf-gre-rev``: that packet IP-in-IP / GRE to ha's address, the reverse
-  program.
+  program;
+* ``sender-rev-ipip-hdr`` / ``bpf-rev-hdr`` (and ``-gre-``): the same tunnelled packet, whole
+  (the outer header as the kernel writes it, built here: :func:`tunnelled_packet`), sent on an
+  IPPROTO_RAW (IP_HDRINCL) socket like ceiling-rev's bare one (:data:`PKT_SENDER_C`): a
+  sender whose tunnelled packets cost what the plain ones do. The raw IPPROTO_IPIP/GRE socket
+  of the rows above copies the payload with a software checksum and builds the outer header
+  through ip_append_data (scripts/perf/tunnel_sender_cost.py: +170 ns a packet at 1,400 B),
+  which ceiling-rev's sender does not pay.
 
 Ratios are per round (a row against its ceiling in the same round), then median [range]. The
 reverse bpf rows are reported against both: the plain ceiling ``ceiling-rev`` (as before) and
-their matched ceiling (:data:`MATCHED`), which pays the same sender cost.
+their matched ceiling (:data:`MATCHED`), which pays the same sender cost; the ``-hdr`` rows
+against ``ceiling-rev``.
 Evidence that the programs carried the packets, per row: ha's IP ``InReceives`` delta (the
 stack's count: a redirected packet never reaches it), the pair's ``accepted`` counter delta
 and the route cache's entry for src after each reverse row (its generation and the largest
@@ -72,6 +80,7 @@ from mobileip.tools.forwarding_bench import (
     COA_ADDR,
     HA_OUT,
     HOME,
+    PORT,
     SRC_ADDR,
     TAIL_S,
     WARMUP_S,
@@ -95,6 +104,12 @@ ROWS = (
     FlowPath("sender-rev-gre", True, None, "gre", sink=True),
     FlowPath("ceiling-rev-gre", True, None, "gre", baseline="sender-rev-gre"),
     FlowPath("bpf-gre-rev", True, None, "gre", False, "ceiling-rev", "sender-rev-gre"),
+    # the same tunnelled packets, whole (outer header included) on an IPPROTO_RAW socket, as
+    # ceiling-rev's sender sends its bare ones (:data:`PKT_SENDER_C`)
+    FlowPath("sender-rev-ipip-hdr", True, None, "ipip-hdr", sink=True),
+    FlowPath("bpf-rev-hdr", True, None, "ipip-hdr", False, "ceiling-rev", "sender-rev-ipip-hdr"),
+    FlowPath("sender-rev-gre-hdr", True, None, "gre-hdr", sink=True),
+    FlowPath("bpf-gre-rev-hdr", True, None, "gre-hdr", False, "ceiling-rev", "sender-rev-gre-hdr"),
 )
 # the matched reverse ceilings: the bpf reverse row's own sender and packets (the same outer
 # and inner headers, sizes and socket), the outer destination src instead of ha: ha forwards
@@ -103,9 +118,108 @@ ROWS = (
 MATCHED = {"bpf-rev": "ceiling-rev-ipip", "bpf-gre-rev": "ceiling-rev-gre"}
 
 
+# the ``-hdr`` rows' sender: forwarding_bench's sender's loop (64 per sendmmsg, 16 calls per
+# clock read, the same output) sending one prebuilt packet, outer header included, on an
+# IPPROTO_RAW socket connected to DST (IP_HDRINCL: the kernel fills in the identification,
+# total length and header checksum, as for ceiling-rev's raw sender; nothing is checksummed
+# over the payload)
+PKT_SENDER_C = r"""
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#define BATCH 64
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+int main(int argc, char **argv) {
+    if (argc < 4) { fprintf(stderr, "usage: %s DST SECONDS PACKET_FILE\n", argv[0]); return 2; }
+    static unsigned char data[65536];
+    FILE *f = fopen(argv[3], "rb");
+    if (!f) { perror("packet file"); return 1; }
+    size_t len = fread(data, 1, sizeof data, f);
+    fclose(f);
+    int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
+    if (fd < 0) { perror("socket"); return 1; }
+    int buf = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+    struct sockaddr_in dst;
+    memset(&dst, 0, sizeof dst);
+    dst.sin_family = AF_INET;
+    if (inet_pton(AF_INET, argv[1], &dst.sin_addr) != 1) return 2;
+    if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0) { perror("connect"); return 1; }
+    struct iovec iov[BATCH];
+    struct mmsghdr msgs[BATCH];
+    memset(msgs, 0, sizeof msgs);
+    for (int i = 0; i < BATCH; i++) {
+        iov[i].iov_base = data;
+        iov[i].iov_len = len;
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    double seconds = atof(argv[2]);
+    long long sent = 0, errors = 0;
+    double start = now(), end = start + seconds, t = start;
+    while (t < end) {
+        for (int k = 0; k < 16; k++) {
+            int n = sendmmsg(fd, msgs, BATCH, 0);
+            if (n > 0) sent += n;
+            else errors++;
+        }
+        t = now();
+    }
+    printf("sent %lld seconds %.6f errors %lld\n", sent, t - start, errors);
+    return 0;
+}
+"""
+
+
+def build_pkt_sender(directory: Path) -> Path:
+    src, exe = directory / "pkt_sender.c", directory / "pkt_sender"
+    src.write_text(PKT_SENDER_C)
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+def tunnelled_packet(size: int, gre: bool) -> bytes:
+    """The packet forwarding_bench's sender sends in mode ipip / gre (the inner packet home
+    address -> src, UDP 9999 -> 9, ``size`` bytes, payload 0x5a), with the outer header the
+    kernel writes for it (coa -> ha, DF, TTL 64; identification, length and checksum 0: filled
+    in by the kernel)."""
+    home, src = IPv4Address(HOME).packed, IPv4Address(SRC_ADDR).packed
+    inner = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0, 64, socket.IPPROTO_UDP,
+                                  0, home, src))  # fmt: skip
+    words = struct.unpack("!10H", inner)
+    total = sum(words)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    struct.pack_into("!H", inner, 10, ~total & 0xFFFF)
+    inner += struct.pack("!HHHH", 9999, PORT, size - 20, 0) + b"\x5a" * (size - 28)
+    extra = struct.pack("!HH", 0, 0x0800) if gre else b""
+    outer = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0x4000, 64, 47 if gre else 4, 0,
+                        IPv4Address(COA_ADDR).packed, IPv4Address(HA_OUT).packed)  # fmt: skip
+    return outer + extra + bytes(inner)
+
+
 def row_argv(topo: Topology, sender: Path, fp: FlowPath, size: int, duration: float) -> list[str]:
     """The sender of ``fp`` as forwarding_bench's; a matched reverse ceiling's (:data:`MATCHED`)
-    sends the same tunnelled packets to src as the outer destination instead of ha."""
+    sends the same tunnelled packets to src as the outer destination instead of ha; a ``-hdr``
+    row's, :data:`PKT_SENDER_C` (built next to ``sender``) with :func:`tunnelled_packet`."""
+    if fp.mode.endswith("-hdr"):
+        packet = sender.parent / f"{fp.mode}-{size}.bin"
+        if not packet.exists():
+            packet.write_bytes(tunnelled_packet(size, fp.mode == "gre-hdr"))
+        exe = sender.parent / "pkt_sender"
+        # connected to src, as ceiling-rev's raw sender: routed via ha (a cached route; an
+        # on-link destination on an IP_HDRINCL socket is routed with FLOWI_FLAG_KNOWN_NH,
+        # uncached: a route allocated and freed per packet); the header says ha's address
+        return topo.exec("coa", [str(exe), SRC_ADDR, f"{duration:.3f}", str(packet)])
     argv = sender_argv(topo, sender, fp, size, duration, 0.0)
     if fp.name in MATCHED.values():
         argv[argv.index(HA_OUT)] = SRC_ADDR
@@ -618,6 +732,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="mobileip-bpfhost-", dir="/var/tmp") as tmp:
         sender = build_sender(Path(tmp))
+        build_pkt_sender(Path(tmp))
         print(f"kernel {os.uname().release}, bpf_jit_enable "
               f"{Path('/proc/sys/net/core/bpf_jit_enable').read_text().strip()}")  # fmt: skip
         runs = []
