@@ -7,9 +7,13 @@ modules, where the kernel backend cannot. This measures them in the forwarding b
 (src -- ha -- coa on veth, :class:`mobileip.tools.forwarding_bench.Topology`; its C sender
 and counting at the far side, :func:`measure` being its ``measure`` for one sender), the
 shipped :class:`BpfFastPath` loaded the way ``scripts/perf/bpf_fastpath.py package`` does
-(a helper process in ``ha``: N bindings, home H, H+1, ... tunnelled to coa, reverse tunnels
-accepted from coa; the MAC path's next hop resolved), attached for the ``bpf*`` rows and
-detached (no program at all) for the others.
+(:class:`mobileip.tools.fastpath_bench.FastPathHelper`, a helper process in ``ha``: N
+bindings, home H, H+1, ... tunnelled to coa, reverse tunnels accepted from coa; the MAC path's
+next hop resolved), attached for the ``bpf*`` rows and detached (no program at all) for the
+others. ``mobileip bench --only forwarding`` has the ``bpf``, ``bpf-gre``, ``bpf-rev-hdr`` and
+``bpf-gre-rev-hdr`` rows too (the same helper and senders, from src/mobileip/tools/
+fastpath_bench.py); this script adds the tunnel-socket reverse rows, the matched ceilings and
+the evidence below.
 
 Rows, each size, interleaved rounds (the order rotates from round to round):
 
@@ -26,8 +30,8 @@ Rows, each size, interleaved rounds (the order rotates from round to round):
 * ``bpf-rev`` / ``bpf-gre-rev``: that packet IP-in-IP / GRE to ha's address, the reverse
   program;
 * ``sender-rev-ipip-hdr`` / ``bpf-rev-hdr`` (and ``-gre-``): the same tunnelled packet, whole
-  (the outer header as the kernel writes it, built here: :func:`tunnelled_packet`), sent on an
-  IPPROTO_RAW (IP_HDRINCL) socket like ceiling-rev's bare one (:data:`PKT_SENDER_C`): a
+  (the outer header as the kernel writes it: fastpath_bench.tunnelled_packet), sent on an
+  IPPROTO_RAW (IP_HDRINCL) socket like ceiling-rev's bare one (fastpath_bench.PKT_SENDER_C): a
   sender whose tunnelled packets cost what the plain ones do. The raw IPPROTO_IPIP/GRE socket
   of the rows above copies the payload with a software checksum and builds the outer header
   through ip_append_data (scripts/perf/tunnel_sender_cost.py: +170 ns a packet at 1,400 B),
@@ -47,7 +51,8 @@ run of every row (64 B) with a counting BPF program as the far side's drop, tall
 protocols (forward: 4 IP-in-IP / 47 GRE at coa).
 An AF_PACKET tap saw nothing on this host, and it has no tc matchall/gact for the bench's
 drop at the far side: a classic BPF direct-action program returning TC_ACT_SHOT drops there
-instead, and the sender rows (everything dropped at ha's ingress) use it too.
+instead (the topology's own fallback), and the sender rows (everything dropped at ha's
+ingress) use it too.
 
 Usage (root)::
 
@@ -58,39 +63,36 @@ Usage (root)::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
 import resource
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 from mobileip.dataplane.bpf import PRIO_FORWARD, PRIO_REVERSE
+from mobileip.tools import forwarding_bench as fb
+from mobileip.tools.fastpath_bench import (
+    FastPathHelper,
+    build_pkt_sender,
+    ip_in_receives,
+    jit_enabled,
+)
 from mobileip.tools.forwarding_bench import (
     COA_ADDR,
     HA_OUT,
     HOME,
-    PORT,
     SRC_ADDR,
-    TAIL_S,
-    WARMUP_S,
     FlowPath,
     Topology,
     build_sender,
     sender_argv,
 )
 
-OBJ_GET_INFO_BY_FD = 15
 ROWS = (
     FlowPath("sender", False, None, "udp", sink=True),
     FlowPath("ceiling", False, None, "udp", baseline="sender"),
@@ -105,7 +107,7 @@ ROWS = (
     FlowPath("ceiling-rev-gre", True, None, "gre", baseline="sender-rev-gre"),
     FlowPath("bpf-gre-rev", True, None, "gre", False, "ceiling-rev", "sender-rev-gre"),
     # the same tunnelled packets, whole (outer header included) on an IPPROTO_RAW socket, as
-    # ceiling-rev's sender sends its bare ones (:data:`PKT_SENDER_C`)
+    # ceiling-rev's sender sends its bare ones (fastpath_bench.PKT_SENDER_C)
     FlowPath("sender-rev-ipip-hdr", True, None, "ipip-hdr", sink=True),
     FlowPath("bpf-rev-hdr", True, None, "ipip-hdr", False, "ceiling-rev", "sender-rev-ipip-hdr"),
     FlowPath("sender-rev-gre-hdr", True, None, "gre-hdr", sink=True),
@@ -118,108 +120,11 @@ ROWS = (
 MATCHED = {"bpf-rev": "ceiling-rev-ipip", "bpf-gre-rev": "ceiling-rev-gre"}
 
 
-# the ``-hdr`` rows' sender: forwarding_bench's sender's loop (64 per sendmmsg, 16 calls per
-# clock read, the same output) sending one prebuilt packet, outer header included, on an
-# IPPROTO_RAW socket connected to DST (IP_HDRINCL: the kernel fills in the identification,
-# total length and header checksum, as for ceiling-rev's raw sender; nothing is checksummed
-# over the payload)
-PKT_SENDER_C = r"""
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#define BATCH 64
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-int main(int argc, char **argv) {
-    if (argc < 4) { fprintf(stderr, "usage: %s DST SECONDS PACKET_FILE\n", argv[0]); return 2; }
-    static unsigned char data[65536];
-    FILE *f = fopen(argv[3], "rb");
-    if (!f) { perror("packet file"); return 1; }
-    size_t len = fread(data, 1, sizeof data, f);
-    fclose(f);
-    int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
-    if (fd < 0) { perror("socket"); return 1; }
-    int buf = 4 << 20;
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
-    struct sockaddr_in dst;
-    memset(&dst, 0, sizeof dst);
-    dst.sin_family = AF_INET;
-    if (inet_pton(AF_INET, argv[1], &dst.sin_addr) != 1) return 2;
-    if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0) { perror("connect"); return 1; }
-    struct iovec iov[BATCH];
-    struct mmsghdr msgs[BATCH];
-    memset(msgs, 0, sizeof msgs);
-    for (int i = 0; i < BATCH; i++) {
-        iov[i].iov_base = data;
-        iov[i].iov_len = len;
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    double seconds = atof(argv[2]);
-    long long sent = 0, errors = 0;
-    double start = now(), end = start + seconds, t = start;
-    while (t < end) {
-        for (int k = 0; k < 16; k++) {
-            int n = sendmmsg(fd, msgs, BATCH, 0);
-            if (n > 0) sent += n;
-            else errors++;
-        }
-        t = now();
-    }
-    printf("sent %lld seconds %.6f errors %lld\n", sent, t - start, errors);
-    return 0;
-}
-"""
-
-
-def build_pkt_sender(directory: Path) -> Path:
-    src, exe = directory / "pkt_sender.c", directory / "pkt_sender"
-    src.write_text(PKT_SENDER_C)
-    subprocess.run(["cc", "-O2", "-o", str(exe), str(src)], check=True)
-    return exe
-
-
-def tunnelled_packet(size: int, gre: bool) -> bytes:
-    """The packet forwarding_bench's sender sends in mode ipip / gre (the inner packet home
-    address -> src, UDP 9999 -> 9, ``size`` bytes, payload 0x5a), with the outer header the
-    kernel writes for it (coa -> ha, DF, TTL 64; identification, length and checksum 0: filled
-    in by the kernel)."""
-    home, src = IPv4Address(HOME).packed, IPv4Address(SRC_ADDR).packed
-    inner = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0, 64, socket.IPPROTO_UDP,
-                                  0, home, src))  # fmt: skip
-    words = struct.unpack("!10H", inner)
-    total = sum(words)
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    struct.pack_into("!H", inner, 10, ~total & 0xFFFF)
-    inner += struct.pack("!HHHH", 9999, PORT, size - 20, 0) + b"\x5a" * (size - 28)
-    extra = struct.pack("!HH", 0, 0x0800) if gre else b""
-    outer = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0x4000, 64, 47 if gre else 4, 0,
-                        IPv4Address(COA_ADDR).packed, IPv4Address(HA_OUT).packed)  # fmt: skip
-    return outer + extra + bytes(inner)
-
-
 def row_argv(topo: Topology, sender: Path, fp: FlowPath, size: int, duration: float) -> list[str]:
-    """The sender of ``fp`` as forwarding_bench's; a matched reverse ceiling's (:data:`MATCHED`)
-    sends the same tunnelled packets to src as the outer destination instead of ha; a ``-hdr``
-    row's, :data:`PKT_SENDER_C` (built next to ``sender``) with :func:`tunnelled_packet`."""
-    if fp.mode.endswith("-hdr"):
-        packet = sender.parent / f"{fp.mode}-{size}.bin"
-        if not packet.exists():
-            packet.write_bytes(tunnelled_packet(size, fp.mode == "gre-hdr"))
-        exe = sender.parent / "pkt_sender"
-        # connected to src, as ceiling-rev's raw sender: routed via ha (a cached route; an
-        # on-link destination on an IP_HDRINCL socket is routed with FLOWI_FLAG_KNOWN_NH,
-        # uncached: a route allocated and freed per packet); the header says ha's address
-        return topo.exec("coa", [str(exe), SRC_ADDR, f"{duration:.3f}", str(packet)])
+    """The sender of ``fp`` as forwarding_bench's (a ``-hdr`` row's: fastpath_bench's
+    PKT_SENDER_C, built next to ``sender``, with its tunnelled_packet); a matched reverse
+    ceiling's (:data:`MATCHED`) sends the same tunnelled packets to src as the outer
+    destination instead of ha."""
     argv = sender_argv(topo, sender, fp, size, duration, 0.0)
     if fp.name in MATCHED.values():
         argv[argv.index(HA_OUT)] = SRC_ADDR
@@ -230,235 +135,10 @@ def measure(topo: Topology, sender: Path, size: int, duration: float, fp: FlowPa
     """forwarding_bench.measure for one sender, every row's argv from :func:`row_argv`:
     delivered packets/s at the far side (its veth's rx) over the steady window."""
     argv = row_argv(topo, sender, fp, size, duration)
-    end = ("ha-coa" if fp.reverse else "ha-src") if fp.sink else ("src" if fp.reverse else "coa")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        started = time.monotonic()
-        time.sleep(WARMUP_S)
-        rx0, t0 = topo.rx(end), time.monotonic()
-        time.sleep(max(0.05, duration - WARMUP_S - TAIL_S - (t0 - started - WARMUP_S)))
-        rx1, t1 = topo.rx(end), time.monotonic()
-        out, err = proc.communicate(timeout=duration + 30)
-        if proc.returncode != 0:
-            raise RuntimeError(f"sender failed: {err.strip() or out.strip()}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return (rx1 - rx0) / (t1 - t0)
-
-
-# --- the helper: the shipped fast path, inside ha ------------------------------------------
-
-
-def prog_stats(fd: int) -> tuple[int, int]:
-    """(runs, ns) a program has run so far (``BPF_OBJ_GET_INFO_BY_FD``: struct bpf_prog_info's
-    run_cnt and run_time_ns, counted while kernel.bpf_stats_enabled is 1)."""
-    from mobileip.dataplane import bpf_asm as ba
-
-    info = ctypes.create_string_buffer(256)
-    ba.bpf(OBJ_GET_INFO_BY_FD, ba._attr("=IIQ", fd, len(info), ctypes.addressof(info)))
-    run_time_ns, run_cnt = struct.unpack_from("=QQ", info, 192)
-    return int(run_cnt), int(run_time_ns)
-
-
-def helper(args: argparse.Namespace) -> int:
-    """Load :class:`BpfFastPath` on ``--devs`` with ``--bindings`` homes, then obey stdin:
-    ``attach``, ``detach``, ``gre 0|1`` (the measured home's binding), ``counters``, ``quit``;
-    one JSON line answers each."""
-    from mobileip.dataplane.bpf import BpfFastPath
-
-    coa = IPv4Address(COA_ADDR)
-    home = IPv4Address(HOME)
-    devs = args.devs.split(",")
-    fast = BpfFastPath(IPv4Address(HA_OUT), devs, capacity=max(1024, args.bindings))
-    fast.start()  # attached, gated off
-    try:
-        started = time.perf_counter()
-        for i in range(args.bindings):
-            fast.stage(IPv4Address(int(home) + i), (coa, False), [coa])
-        fast.flush()
-        took = time.perf_counter() - started
-        if fast.nexthops_fd >= 0 and not fast.hops:  # as bpf_fastpath.py package
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.sendto(b"", (str(coa), 9))
-            time.sleep(0.5)
-            fast.refresh_hops()
-        fast.set_live(True)
-        attached = True
-
-        def answer(obj: dict[str, Any]) -> None:
-            print(json.dumps(obj), flush=True)
-
-        answer({"installed": fast.installed(), "errors": fast.errors,
-                "install_us_per_binding": round(took / max(1, args.bindings) * 1e6, 2),
-                "next_hop": fast.next_hop(coa), "status": fast.status()})  # fmt: skip
-        for line in sys.stdin:
-            cmd = line.split()
-            if not cmd or cmd[0] == "quit":
-                break
-            if cmd[0] == "attach":
-                if not attached:
-                    fast._attach()
-                    attached = True
-                fast.refresh_hops()  # the monitor's events since (the daemon reads them at once)
-                answer({"attached": sorted(fast.attached), "next_hop": fast.next_hop(coa)})
-            elif cmd[0] == "detach":
-                if attached:
-                    indexes = dict(fast.attached)
-                    fast._detach(indexes, fast.created_clsact)
-                    fast.attached.clear()
-                    fast.created_clsact.clear()
-                    attached = False
-                answer({"attached": []})
-            elif cmd[0] == "gre":
-                fast.stage(home, (coa, cmd[1] == "1"), [coa])  # no loop: written at once
-                answer({"gre": cmd[1] == "1", "errors": fast.errors})
-            elif cmd[0] == "counters":
-                answer({"accepted": fast.accepted(home, coa), "drops": fast.drops(),
-                        "cached_route": fast.cached_route(IPv4Address(SRC_ADDR)),
-                        "prog_stats": {str(prio): prog_stats(fd)
-                                       for prio, fd in fast.progs.items()},
-                        "status": fast.status()})  # fmt: skip
-            else:
-                answer({"error": f"unknown command {cmd[0]}"})
-    finally:
-        fast.stop()
-    return 0
-
-
-class Helper:
-    def __init__(self, topo: Topology, bindings: int) -> None:
-        devs = f"{topo.devs['ha-src']},{topo.devs['ha-coa']}"
-        argv = topo.exec("ha", [sys.executable, os.path.abspath(__file__), "helper",
-                                "--devs", devs, "--bindings", str(bindings)])  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=env)  # fmt: skip
-        self.install = self._read()
-        self.attached = True
-
-    def _read(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the fast path helper exited ({self.proc.wait()})")
-        out: dict[str, Any] = json.loads(line)
-        return out
-
-    def ask(self, cmd: str) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(cmd + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def attach(self, on: bool) -> None:
-        if on != self.attached:
-            self.ask("attach" if on else "detach")
-            self.attached = on
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.ask("quit")
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-# --- dropping at ingress without act_gact ------------------------------------------------
-
-# this host's kernel has cls_bpf but no matchall / u32 / gact (the forwarding bench's drop): a
-# classic BPF program in direct-action mode returning TC_ACT_SHOT (2) drops instead
-DROP = ["bpf", "da", "bytecode", "1,6 0 0 2"]
-
-
-def drop_at_ingress(ns: str, dev: str) -> None:
-    for argv in (
-        ["tc", "-n", ns, "qdisc", "replace", "dev", dev, "clsact"],
-        ["tc", "-n", ns, "filter", "add", "dev", dev, "ingress", "prio", "1", *DROP],
-    ):
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
-
-
-def sink(topo: Topology, end: str, on: bool) -> None:
-    """As Topology.sink (everything dropped at ``end``'s ingress), with :data:`DROP`."""
-    if on:
-        drop_at_ingress(topo.ns[end.partition("-")[0]], topo.devs[end])
-    else:
-        topo.sink(end, False)
+    return fb.measure(topo, sender, size, duration, 1, fp=fp, argv=argv)[0]
 
 
 # --- evidence ------------------------------------------------------------------------------
-
-
-def ip_in_receives(topo: Topology) -> int:
-    """ha's IP InReceives (/proc/net/snmp of its namespace)."""
-    lines = Path(f"/proc/{topo.sleepers['ha'].pid}/net/snmp").read_text().splitlines()
-    names, values = (ln.split() for ln in lines if ln.startswith("Ip:"))
-    return int(values[names.index("InReceives")])
-
-
-def counter_program(counts_fd: int) -> bytes:
-    """tc ingress: count each IPv4 packet by its IP protocol byte (array map of 256 u64), then
-    drop it (TC_ACT_SHOT), as the far side's drop does."""
-    from mobileip.dataplane.bpf_asm import F_MAP_LOOKUP, FP, SKB_DATA, SKB_DATA_END, Asm
-
-    a = Asm()
-    a.ldx(4, 2, 1, SKB_DATA)
-    a.ldx(4, 3, 1, SKB_DATA_END)
-    a.mov(4, 2)
-    a.alu(4, "+", imm=34)
-    a.jmp(4, ">", "drop", src=3)
-    a.ldx(2, 4, 2, 12)
-    a.jmp(4, "!=", "drop", imm=0x0008)  # ETH_P_IP as a little-endian load reads it
-    a.ldx(1, 4, 2, 23)  # the IP protocol
-    a.stx(4, FP, -4, 4)
-    a.ld_map(1, counts_fd)
-    a.mov(2, FP)
-    a.alu(2, "+", imm=-4)
-    a.call(F_MAP_LOOKUP)
-    a.jmp(0, "==", "drop", imm=0)
-    a.mov(1, imm=1)
-    a.xadd64(0, 0, 1)
-    a.label("drop")
-    a.ret(2)
-    return a.code()
-
-
-def counter(args: argparse.Namespace) -> int:
-    """Inside the far side's namespace: :func:`counter_program` instead of the drop on
-    ``--dev`` for ``--seconds``, then the drop back; prints the counts by IP protocol."""
-    from mobileip.dataplane import bpf_asm as ba
-    from mobileip.dataplane.bpf import bpf_filter
-    from mobileip.net import rtnl
-
-    counts = ba.map_create(ba.MAP_ARRAY, 4, 8, 256)
-    prog = ba.prog_load(counter_program(counts), "mbh_count")
-    index = socket.if_nametoindex(args.dev)
-    subprocess.run(["tc", "qdisc", "del", "dev", args.dev, "clsact"], check=False)
-    subprocess.run(["tc", "qdisc", "add", "dev", args.dev, "clsact"], check=True)
-    try:
-        with rtnl.RtnlSocket() as sock:
-            failures = sock.apply([bpf_filter(index, 1, prog)], ignore_benign=False)
-            if failures:
-                raise OSError(failures[0].errno, str(failures[0]))
-        print("ready", flush=True)
-        time.sleep(args.seconds)
-    finally:
-        subprocess.run(["tc", "qdisc", "del", "dev", args.dev, "clsact"], check=False)
-        drop_at_ingress(args.ns, args.dev)
-    tally = {}
-    for proto in range(256):
-        raw = ba.lookup(counts, struct.pack("<I", proto), 8)
-        n = struct.unpack("<Q", raw)[0] if raw else 0
-        if n:
-            tally[str(proto)] = n
-    print(json.dumps(tally), flush=True)
-    return 0
 
 
 def sampled(topo: Topology, sender: Path, fp: FlowPath, size: int) -> dict[str, int]:
@@ -466,10 +146,9 @@ def sampled(topo: Topology, sender: Path, fp: FlowPath, size: int) -> dict[str, 
     there, by IP protocol (4 IP-in-IP, 17 UDP, 47 GRE)."""
     where = "src" if fp.reverse else "coa"
     dev = topo.devs[where]
-    argv = [sys.executable, os.path.abspath(__file__), "counter", "--dev", dev,
+    argv = [sys.executable, "-m", "mobileip.tools.fastpath_bench", "counter", "--dev", dev,
             "--ns", topo.ns[where], "--seconds", "1.2"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    tap = subprocess.Popen(topo.exec(where, argv), stdout=subprocess.PIPE, text=True, env=env)
+    tap = subprocess.Popen(topo.exec(where, argv), stdout=subprocess.PIPE, text=True)
     assert tap.stdout is not None
     if tap.stdout.readline().strip() != "ready":
         raise RuntimeError(f"the far side's counter did not start ({tap.wait()})")
@@ -522,27 +201,25 @@ def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[st
     cpu: dict[tuple[str, int], list[float]] = {}  # the sender's CPU seconds per second
     evidence: Evidence = {}  # row_evidence's
     with Topology(tag) as topo:
-        data["far_side_drop"] = "matchall" if topo.drops_at_ingress else "cBPF da"
-        if not topo.drops_at_ingress:  # the far ends drop right after counting, as the bench
-            drop_at_ingress(topo.ns["coa"], topo.coa_dev)
-            drop_at_ingress(topo.ns["src"], topo.devs["src"])
-        h = Helper(topo, args.bindings)
+        # the far ends drop right after counting (the topology's: matchall, else a cBPF drop)
+        data["far_side_drop"] = topo.drop_kind
+        if not topo.drops_at_ingress:
+            raise RuntimeError("the far ends cannot drop at ingress (tc clsact + cls_bpf)")
+        h = FastPathHelper(topo, args.bindings, HA_OUT, COA_ADDR, HOME, SRC_ADDR)
         try:
             data["install"] = h.install
             print(f"  helper: {json.dumps(h.install)}", flush=True)
             h.attach(False)
-            gre = False
             runs = [(size, fp) for size in sizes for fp in ROWS]
             for rep in range(args.rounds):
                 shift = rep * len(runs) // args.rounds
                 for size, fp in runs[shift:] + runs[:shift]:
                     bpf = fp.name.startswith("bpf")
-                    if bpf and not fp.reverse and gre != (fp.name == "bpf-gre"):
-                        gre = fp.name == "bpf-gre"
-                        h.ask(f"gre {int(gre)}")
+                    if bpf and not fp.reverse:
+                        h.use_gre(fp.name == "bpf-gre")
                     h.attach(bpf)
                     if fp.sink:
-                        sink(topo, "ha-coa" if fp.reverse else "ha-src", True)
+                        topo.sink("ha-coa" if fp.reverse else "ha-src", True)
                     before = h.ask("counters") if bpf else {}
                     in0 = ip_in_receives(topo)
                     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -550,7 +227,7 @@ def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[st
                         got = measure(topo, sender, size, args.duration, fp)
                     finally:
                         if fp.sink:
-                            sink(topo, "ha-coa" if fp.reverse else "ha-src", False)
+                            topo.sink("ha-coa" if fp.reverse else "ha-src", False)
                     in1 = ip_in_receives(topo)
                     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     used = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
@@ -572,7 +249,7 @@ def one_run(sender: Path, args: argparse.Namespace, sizes: list[int]) -> dict[st
                     continue
                 bpf = fp.name.startswith("bpf")
                 if bpf and not fp.reverse:
-                    h.ask(f"gre {int(fp.name == 'bpf-gre')}")
+                    h.use_gre(fp.name == "bpf-gre")
                 h.attach(bpf)
                 samples[fp.name] = sampled(topo, sender, fp, 64)
             h.attach(True)
@@ -704,14 +381,6 @@ def report(runs: list[dict[str, Any]], sizes: list[int]) -> list[str]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    sub = p.add_subparsers(dest="cmd")
-    hp = sub.add_parser("helper")
-    hp.add_argument("--devs", required=True)
-    hp.add_argument("--bindings", type=int, default=10_000)
-    cp = sub.add_parser("counter")
-    cp.add_argument("--dev", required=True)
-    cp.add_argument("--ns", required=True)
-    cp.add_argument("--seconds", type=float, default=1.0)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--bindings", type=int, default=10_000)
@@ -725,16 +394,11 @@ def main() -> int:
         "diagnostic: the accounting costs every BPF program two clock reads)",
     )
     args = p.parse_args()
-    if args.cmd == "helper":
-        return helper(args)
-    if args.cmd == "counter":
-        return counter(args)
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="mobileip-bpfhost-", dir="/var/tmp") as tmp:
         sender = build_sender(Path(tmp))
         build_pkt_sender(Path(tmp))
-        print(f"kernel {os.uname().release}, bpf_jit_enable "
-              f"{Path('/proc/sys/net/core/bpf_jit_enable').read_text().strip()}")  # fmt: skip
+        print(f"kernel {os.uname().release}, bpf_jit_enable {jit_enabled()}")
         runs = []
         knob = Path("/proc/sys/kernel/bpf_stats_enabled")
         was = knob.read_text().strip()

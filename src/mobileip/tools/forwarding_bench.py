@@ -26,8 +26,20 @@ once, in an order rotated from round to round, so drift hits each alike:
   (``ceiling-rev``) or tunnelled to ha's address in IP-in-IP / GRE (``kernel-rev``,
   ``kernel-gre-rev``, ``userspace-rev``; decapsulated and checked by the backend), counted at
   ``src``'s veth;
-* **sender** rows (``sender``, ``sender-rev``, ``sender-rev-ipip``, ``sender-rev-gre``): the
-  same senders with everything dropped at ha's ingress (tc matchall): the sender's own cost.
+* **bpf** / **bpf-gre** / **bpf-rev-hdr** / **bpf-gre-rev-hdr**: the kernel backend's BPF fast
+  path (:class:`~mobileip.dataplane.bpf.BpfFastPath`, loaded by
+  :class:`~mobileip.tools.fastpath_bench.FastPathHelper` in ``ha`` with ``bindings`` homes) on
+  this machine's kernel: its programs need no tunnel device, so they run here (with the BPF JIT
+  as ``/proc/sys/net/core/bpf_jit_enable`` says) even where the kernel backend's own devices
+  cannot. Forward: the measured home's binding IP-in-IP / GRE. Reverse: the ``-hdr`` sender
+  (the tunnelled packet prebuilt, outer header included, on an IPPROTO_RAW socket, as
+  ``ceiling-rev``'s sender sends its plain one; the tunnel socket's own cost is not the Home
+  Agent's, see docs/performance.md). The programs are attached only for these rows, detached
+  (no program at all) for every other; per row, ha's IP ``InReceives`` delta and the reverse
+  pair's ``accepted`` delta are kept as evidence that the programs carried the packets;
+* **sender** rows (``sender``, ``sender-rev``, ``sender-rev-ipip``, ``sender-rev-gre``, and
+  the ``-hdr`` ones): the same senders with everything dropped at ha's ingress: the sender's
+  own cost.
 
 Where this machine's kernel cannot create ``ipip``/``gre external`` devices, the kernel
 backend's rows run inside User-Mode Linux (:func:`mobileip.tools.uml.run_in_uml`), labelled
@@ -50,9 +62,10 @@ connected UDP socket, or a raw / IP-in-IP / GRE socket for the reverse rows). No
 section is skipped with the reason. ``senders`` copies run at once. What is counted is what
 reaches the far side: its veth's rx packets, from ``/proc/<pid>/net/dev`` of a sleeper living
 in that namespace, over the steady part of each run (from 0.3 s after the start to 0.1 s
-before the end); where tc has matchall, the far side drops everything at ingress right after
-the count. Mbit/s are of the inner IP packets (the size asked for), i.e. goodput; the tunnel's
-outer header is on top. This kernel and UML's have no ``pktgen``.
+before the end); the far side drops everything at ingress right after the count (tc matchall,
+or where the kernel has none, as this host's, a classic BPF direct-action drop on cls_bpf).
+Mbit/s are of the inner IP packets (the size asked for), i.e. goodput; the tunnel's outer
+header is on top. This kernel and UML's have no ``pktgen``.
 
 Install cost and memory per binding are measured in the helper: ``bindings`` specs (one IP-in-IP
 exit each) installed through ``add_messages`` + ``RtnlSocket.apply`` (500 specs per batch) +
@@ -94,6 +107,16 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
+
+from mobileip.tools.fastpath_bench import (
+    PKT_SENDER,
+    FastPathHelper,
+    build_pkt_sender,
+    ip_in_receives,
+    jit_enabled,
+    tunnelled_packet,
+)
+from mobileip.tools.fastpath_bench import drop_at_ingress as cbpf_drop
 
 SENDER_C = r"""
 /* mobileip forwarding bench sender: SIZE-byte IP packets for SECONDS, 64 per sendmmsg; prints
@@ -258,6 +281,7 @@ class FlowPath:
     baseline: str | None = None  # the sink row with the same sender (subtracted for forwarding)
 
 
+HDR_IPIP, HDR_GRE = "sender-rev-ipip-hdr", "sender-rev-gre-hdr"  # the -hdr rows' sink rows
 PATHS = (
     FlowPath("sender", False, None, "udp", sink=True),
     FlowPath("ceiling", False, None, "udp", baseline="sender"),
@@ -272,6 +296,15 @@ PATHS = (
     FlowPath("kernel-rev", True, "kernel", "ipip", False, "ceiling-rev", "sender-rev-ipip"),
     FlowPath("sender-rev-gre", True, None, "gre", sink=True),
     FlowPath("kernel-gre-rev", True, "kernel", "gre", False, "ceiling-rev", "sender-rev-gre"),
+    # the kernel backend's BPF fast path (fastpath_bench.py), on the host's kernel: forward
+    # (the measured home's binding IP-in-IP / GRE), reverse with the -hdr sender (the tunnelled
+    # packet prebuilt on an IPPROTO_RAW socket, as ceiling-rev's sender sends its plain one)
+    FlowPath("bpf", False, "fastpath", "udp", ceiling="ceiling", baseline="sender"),
+    FlowPath("bpf-gre", False, "fastpath-gre", "udp", ceiling="ceiling", baseline="sender"),
+    FlowPath(HDR_IPIP, True, None, "ipip-hdr", sink=True),
+    FlowPath("bpf-rev-hdr", True, "fastpath", "ipip-hdr", False, "ceiling-rev", HDR_IPIP),
+    FlowPath(HDR_GRE, True, None, "gre-hdr", sink=True),
+    FlowPath("bpf-gre-rev-hdr", True, "fastpath", "gre-hdr", False, "ceiling-rev", HDR_GRE),
 )
 BY_NAME = {fp.name: fp for fp in PATHS}
 BACKEND_OF = {
@@ -279,7 +312,13 @@ BACKEND_OF = {
     "kernel": "kernel",
     "kernel-gre": "kernel",
     "kernel-udp": "kernel",
+    "fastpath": "fastpath",
+    "fastpath-gre": "fastpath",
 }
+FASTPATH_LABEL = (
+    "kernel backend, BPF fast path (this host's kernel, bpf_jit_enable {jit}; the tunnel "
+    "devices not used)"
+)
 
 
 def paths_for(backends: Sequence[str], reverse: bool = True) -> list[FlowPath]:
@@ -331,7 +370,7 @@ class ForwardingPlan:
     rate: float = 0.0  # packets/s per sender; 0: as fast as it can
     bindings: int = 10_000  # installed per backend (install cost, memory); the flow uses one
     uml: bool = True  # measure the kernel backend inside UML when the host cannot
-    backends: tuple[str, ...] = ("userspace", "kernel")
+    backends: tuple[str, ...] = ("userspace", "kernel", "fastpath")
     reverse: bool = True  # the reverse-tunnel rows (MN -> CN) too
     host: bool = True  # measure on this machine's kernel (else only inside UML)
     # backends measured again inside UML: the userspace one there only repeats the host's rows
@@ -488,6 +527,7 @@ class Topology:
         self.ns = {k: f"{self.tag}-{k}" for k in ("src", "ha", "coa")}
         self.sleepers: dict[str, subprocess.Popen[bytes]] = {}
         self.drops_at_ingress = False
+        self.drop_kind = ""  # how the far ends drop: "matchall", "cBPF da" (no matchall), ""
         self.coa_dev = f"{self.tag}c"
         # the veth each end counts on: src's, ha's towards src and towards coa, coa's
         self.devs = {"src": f"{self.tag}s", "ha-src": f"{self.tag}h", "ha-coa": f"{self.tag}o",
@@ -557,14 +597,23 @@ class Topology:
                 self.exec(key, ["sleep", "infinity"]), stdin=subprocess.DEVNULL
             )
 
-    @staticmethod
-    def _tc_drop(ns: str, dev: str) -> bool:
+    def _tc_drop(self, ns: str, dev: str) -> bool:
+        """Drop everything at ``dev``'s ingress: tc matchall, or where the kernel has none
+        (this host: no act_gact either) a classic BPF direct-action drop (cls_bpf)."""
         for argv in (
             ["tc", "-n", ns, "qdisc", "add", "dev", dev, "clsact"],
             ["tc", "-n", ns, "filter", "add", "dev", dev, "ingress", "matchall", "action", "drop"],
         ):
             if subprocess.run(argv, capture_output=True, check=False).returncode != 0:
-                return False
+                break
+        else:
+            self.drop_kind = self.drop_kind or "matchall"
+            return True
+        try:
+            cbpf_drop(ns, dev)
+        except RuntimeError:
+            return False
+        self.drop_kind = "cBPF da"
         return True
 
     @staticmethod
@@ -635,6 +684,18 @@ def sender_argv(topo: Topology, sender: Path, fp: FlowPath, size: int, duration:
     """The sender of ``fp``: UDP from src to the home address, or (reverse) from coa the
     packet home address -> src, plain (``raw``) or tunnelled to ha (``ipip``/``gre``)."""
     common = [str(PORT), str(size), f"{duration:.3f}", f"{rate:.0f}"]
+    if fp.mode.endswith("-hdr"):
+        # fastpath_bench's sender (built next to ``sender``): the whole tunnelled packet, outer
+        # header included, on an IPPROTO_RAW socket connected to src, as ceiling-rev's raw
+        # sender (routed via ha: a cached route; an on-link destination on an IP_HDRINCL socket
+        # is routed with FLOWI_FLAG_KNOWN_NH, uncached, a route per packet); the outer header
+        # says ha's address. Not paced.
+        packet = sender.parent / f"{fp.mode}-{size}.bin"
+        if not packet.exists():
+            packet.write_bytes(tunnelled_packet(size, fp.mode == "gre-hdr", HOME, SRC_ADDR,
+                                                COA_ADDR, HA_OUT, PORT))  # fmt: skip
+        exe = sender.parent / PKT_SENDER
+        return topo.exec("coa", [str(exe), SRC_ADDR, f"{duration:.3f}", str(packet)])
     if not fp.reverse:
         return topo.exec("src", [str(sender), HOME, *common])
     outer = SRC_ADDR if fp.mode == "raw" else HA_OUT
@@ -650,11 +711,13 @@ def measure(
     rate: float = 0.0,
     cpu_pid: int | None = None,
     fp: FlowPath = PATHS[1],
+    argv: list[str] | None = None,
 ) -> Run:
     """One run of ``fp`` (default: the forward ceiling): delivered packets/s over the steady
     window, offered packets/s, CPU time of process ``cpu_pid`` (the backend) per delivered
-    packet in the window (us), the window's wall-clock start and end, and its packet count."""
-    argv = sender_argv(topo, sender, fp, size, duration, rate)
+    packet in the window (us), the window's wall-clock start and end, and its packet count.
+    ``argv``: another sender than :func:`sender_argv`'s (scripts/perf/bpf_host.py)."""
+    argv = argv or sender_argv(topo, sender, fp, size, duration, rate)
     end = ("ha-coa" if fp.reverse else "ha-src") if fp.sink else ("src" if fp.reverse else "coa")
     procs = [
         subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -884,17 +947,26 @@ def measure_here(
     plan: ForwardingPlan, sender: Path, where: str, say: Callable[[str], None]
 ) -> KernelResult:
     """Every path this kernel can run, ``plan.repeats`` interleaved rounds (each round runs
-    every path at every size once; the order rotates from round to round)."""
+    every path at every size once; the order rotates from round to round). The fast path's
+    programs are attached only for its own rows (``bpf*``), detached (no program at all) for
+    the others."""
     result = KernelResult(where)
     with Topology() as topo:
         if not topo.drops_at_ingress:
             result.notes.append(
-                "no tc matchall drop at the receiving end's ingress: what it does with each "
-                "packet after counting it (route lookup, decapsulation, ICMP) is in the numbers"
+                "no tc drop (matchall or cBPF) at the receiving end's ingress: what it does "
+                "with each packet after counting it (route lookup, decapsulation, ICMP) is in "
+                "the numbers"
             )
+        elif topo.drop_kind != "matchall":
+            result.notes.append(f"the far ends drop at ingress with a {topo.drop_kind} program")
         helpers: dict[str, BackendHelper] = {}
+        fast: FastPathHelper | None = None
         try:
             for kind in plan.backends:
+                if kind == "fastpath":
+                    fast = _start_fastpath(topo, plan, where, result, say)
+                    continue
                 try:
                     helpers[kind] = BackendHelper(topo, kind, plan.bindings)
                 except RuntimeError as exc:
@@ -910,17 +982,24 @@ def measure_here(
                     f"{i['t_flag']['install_us_per_binding']} us/binding, kernel slab "
                     f"{i['t_flag']['kernel_slab_bytes_per_binding']:+} B/binding"
                 )
-            paths = paths_for(list(helpers), plan.reverse)
+            running = [*helpers, *(["fastpath"] if fast else [])]
+            paths = paths_for(running, plan.reverse)
             if not topo.drops_at_ingress:
                 for fp in paths:
                     if fp.sink:
-                        result.skipped[fp.name] = "no tc clsact + matchall to drop at ingress"
+                        result.skipped[fp.name] = "no tc clsact drop at ingress"
                 paths = [fp for fp in paths if not fp.sink]
+            evidence: dict[str, list[dict[str, Any]]] = {}
             runs = [(size, fp) for size in plan.sizes for fp in paths]
             for rep in range(plan.repeats):
                 shift = rep * len(runs) // max(1, plan.repeats)
                 for size, fp in runs[shift:] + runs[:shift]:
-                    if fp.rule is not None:
+                    bpf = BACKEND_OF.get(fp.rule or "") == "fastpath"
+                    if fast is not None:
+                        fast.attach(bpf)
+                        if bpf and not fp.reverse:
+                            fast.use_gre(fp.rule == "fastpath-gre")
+                    if fp.rule is not None and not bpf:
                         topo.rule(fp.rule, True)
                     if fp.sink:
                         topo.sink("ha-coa" if fp.reverse else "ha-src", True)
@@ -929,27 +1008,72 @@ def measure_here(
                     backend = BACKEND_OF.get(fp.rule or "")
                     busy = backend == "userspace" or fp.rule == "kernel-udp"
                     pid = helpers[backend].proc.pid if busy and backend else None
+                    before = fast.ask("counters") if bpf and fast else {}
+                    in0 = ip_in_receives(topo) if bpf else 0
                     try:
                         got = measure(
                             topo, sender, size, plan.duration, plan.senders, plan.rate, pid, fp
                         )
                     finally:
-                        if fp.rule is not None:
+                        if fp.rule is not None and not bpf:
                             topo.rule(fp.rule, False)
                         if fp.sink:
                             topo.sink("ha-coa" if fp.reverse else "ha-src", False)
+                    note = ""
+                    if bpf and fast:
+                        # the programs carried the packets: the stack saw none of them
+                        # (ha's IP InReceives), and reverse ones were accepted by the pair
+                        after = fast.ask("counters")
+                        seen = {"ha_ip_in": ip_in_receives(topo) - in0, "delivered": got[5]}
+                        if fp.reverse:
+                            seen["accepted"] = (after["accepted"] or 0) - (before["accepted"] or 0)
+                        evidence.setdefault(f"{fp.name}@{size}", []).append(seen)
+                        note = ", " + ", ".join(f"{k} +{v:,.0f}" for k, v in seen.items()
+                                                if k != "delivered")  # fmt: skip
                     result.runs.setdefault((fp.name, size), []).append(got)
                     say(
-                        f"  [{where}] round {rep + 1}/{plan.repeats} {fp.name:<15} {size:>5} B: "
+                        f"  [{where}] round {rep + 1}/{plan.repeats} {fp.name:<19} {size:>5} B: "
                         f"{got[0]:>10,.0f} packets/s delivered ({got[1]:,.0f} offered)"
                         + ("" if math.isnan(got[2]) else f", backend {got[2]:.2f} us/packet")
+                        + note
                     )
+            if fast is not None:
+                result.install["fastpath"]["evidence"] = evidence
         finally:
             for kind, h in helpers.items():
                 end = h.stop()
                 if end:
                     result.install.setdefault(kind, {})["counters"] = end.get("counters", {})
+            if fast is not None:
+                fast.close()
+    if fast is not None:
+        result.notes.append("bpf*: " + FASTPATH_LABEL.format(jit=jit_enabled()))
     return result
+
+
+def _start_fastpath(
+    topo: Topology, plan: ForwardingPlan, where: str, result: KernelResult,
+    say: Callable[[str], None],
+) -> FastPathHelper | None:  # fmt: skip
+    """The BPF fast path's helper in ha (fastpath_bench.py), ``plan.bindings`` homes; None
+    (the reason in ``result.skipped``) where its programs cannot load or attach."""
+    try:
+        fast = FastPathHelper(topo, plan.bindings, HA_OUT, COA_ADDR, HOME, SRC_ADDR)
+    except RuntimeError as exc:
+        result.skipped["fastpath"] = str(exc)
+        say(f"  [{where}] fastpath: not measured ({exc})")
+        return None
+    i = fast.install
+    i["bindings"] = plan.bindings
+    i["jit"] = jit_enabled()
+    i["hdr_sender"] = PKT_SENDER
+    result.install["fastpath"] = i
+    say(
+        f"  [{where}] fastpath: {i['bindings']:,} homes in the BPF maps, "
+        f"{i['install_us_per_binding']} us/binding, errors {i['errors']}, next hop "
+        f"{i['next_hop']}; " + FASTPATH_LABEL.format(jit=i["jit"])
+    )
+    return fast
 
 
 # --- the section -------------------------------------------------------------------------------
@@ -964,7 +1088,9 @@ def run_forwarding(plan: ForwardingPlan, say: Callable[[str], None] = print) -> 
     with tempfile.TemporaryDirectory(prefix="mobileip-fwd-", dir=base) as tmp:
         try:
             sender = build_sender(Path(tmp))
-        except SenderUnavailable as exc:
+            if "fastpath" in plan.backends:
+                build_pkt_sender(Path(tmp))  # the fast path's -hdr reverse rows
+        except (SenderUnavailable, RuntimeError) as exc:
             return {"skipped": str(exc)}
         out: dict[str, Any] = {}
         host_lacks_kernel = True
@@ -1110,7 +1236,7 @@ def format_forwarding(data: dict[str, Any]) -> list[str]:
         "[min-max]; CPU: host CPU of the UML kernel per packet, 'x by CPU' = packets per "
         "CPU-second against the ceiling's, 'fwd only' = the same with each sender's cost "
         "subtracted):",
-        f"  {'kernel':<6} {'path':<15} {'bytes':>5} {'packets/s':>11} {'Mbit/s':>8} "
+        f"  {'kernel':<6} {'path':<19} {'bytes':>5} {'packets/s':>11} {'Mbit/s':>8} "
         f"{'x ceiling':>17} {'CPU ns/pkt':>10} {'x by CPU':>17} {'fwd only':>17}",
     ]
     installs: list[str] = []
@@ -1125,14 +1251,23 @@ def format_forwarding(data: dict[str, Any]) -> list[str]:
         for row in part["rows"].values():
             cpu = row.get("host_cpu_ns_per_packet")
             out.append(
-                f"  {where:<6} {row['path']:<15} {row['size']:>5} {row['pps']:>11,} "
+                f"  {where:<6} {row['path']:<19} {row['size']:>5} {row['pps']:>11,} "
                 f"{row['mbit_s']:>8,.1f} {_ratio(row.get('ratio')):>17} "
                 f"{'' if cpu is None else f'{cpu:,.0f}':>10} {_ratio(row.get('cpu_ratio')):>17} "
                 f"{_ratio(row.get('forwarding_cpu_ratio')):>17}"
             )
         for path, why in part["skipped"].items():
-            out.append(f"  {where:<6} {path:<15} not measured here: {why}")
+            out.append(f"  {where:<6} {path:<19} not measured here: {why}")
+        for note in part.get("notes", []):
+            if note.startswith("bpf*: "):
+                out.append(f"  {where:<6} {note}")
         for kind, i in part["install"].items():
+            if kind == "fastpath" and "install_us_per_binding" in i:
+                installs.append(
+                    f"  {where:<6} {kind:<10} {i['bindings']:,} homes in the BPF maps: "
+                    f"{i['install_us_per_binding']} us/binding (stage + flush)"
+                )
+                continue
             if "install_us_per_binding" not in i:
                 continue
             installs.append(
@@ -1210,7 +1345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--senders", type=int)
     r.add_argument("--rate", type=float, help="packets/s per sender (default: unlimited)")
     r.add_argument("--bindings", type=int)
-    r.add_argument("--backends", default="userspace,kernel")
+    r.add_argument("--backends", default="userspace,kernel,fastpath")
     args = p.parse_args(argv)
     if args.cmd == "backend":
         _run_loop(_helper(args.kind, args.bindings, args.table, args.tag))
