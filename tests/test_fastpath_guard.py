@@ -120,7 +120,7 @@ def _dataplane(text: str) -> Any:
 
 
 def test_config_modes_and_backward_compatibility() -> None:
-    assert _dataplane('backend = "kernel"\n').fastpath == "auto"  # the default
+    assert _dataplane('backend = "kernel"\n').fastpath == "off"  # the default
     old = _dataplane('backend = "kernel"\nfastpath_interfaces = ["eth0"]\n')
     assert (old.fastpath, old.fastpath_interfaces) == ("on", ("eth0",))  # as before the key
     auto = _dataplane('backend = "kernel"\nfastpath = "auto"\n')

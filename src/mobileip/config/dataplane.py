@@ -18,7 +18,8 @@ from ipaddress import IPv4Address
 from mobileip.config.errors import Table
 
 FASTPATH_MODES = ("off", "on", "auto")
-FASTPATH_DEFAULT = "auto"  # with fastpath_interfaces empty and fastpath unset
+# with fastpath_interfaces empty and fastpath unset (docs/dataplane.md: "Not the default at scale")
+FASTPATH_DEFAULT = "off"
 
 
 @dataclass(frozen=True, slots=True)
