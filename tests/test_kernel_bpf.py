@@ -51,7 +51,7 @@ from test_kernel_backend import (
 from mobileip.config import ConfigError, parse_config
 from mobileip.dataplane import bpf_asm as ba
 from mobileip.dataplane import nexthops as nh
-from mobileip.dataplane.bpf import ROUTE, ROUTE_KEY, BpfFastPath, home_value
+from mobileip.dataplane.bpf import HOP_TURN, ROUTE, ROUTE_KEY, BpfFastPath, home_value
 from mobileip.dataplane.encap import (
     Encapsulation,
     IPv4Header,
@@ -221,6 +221,80 @@ def test_next_hops_from_the_kernels_tables() -> None:
                 assert monitor.drain()[0]
             finally:
                 monitor.close()
+    finally:
+        sh(f"ip netns del {name}", check=False)
+
+
+def test_next_hops_follow_changes_only_and_spread_over_turns() -> None:
+    """The MAC path at a scale of distinct care-of addresses (one per mobile node, as with
+    co-located addresses), on this machine's kernel in a scratch namespace: new care-of
+    addresses are looked up :data:`HOP_TURN` per event-loop turn, one chain of turns however
+    often the refresh runs; a further one costs one lookup, not one per address in use; a
+    neighbour's change rewrites the entries behind it without lookups; a foreign route's
+    looks every address up again; a care-of address no longer used loses its entry."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces and bpf()")
+    name = f"mipnt{os.getpid() & 0xFFFF:04x}"
+    n = 1000
+    coas = [A(int(A("10.77.0.1")) + i) for i in range(n + 1)]
+    try:
+        sh(f"ip netns add {name} && ip -n {name} link set lo up")
+        sh(f"ip -n {name} link add a0 type veth peer name b0")
+        sh(f"ip -n {name} link set a0 up && ip -n {name} link set b0 up")
+        sh(f"ip -n {name} addr add 10.9.0.1/24 dev a0")
+        sh(f"ip -n {name} route add 10.77.0.0/16 via 10.9.0.254")
+        sh(f"ip -n {name} neigh replace 10.9.0.254 lladdr 02:11:22:33:44:55 dev a0 nud permanent")
+        with in_netns(name):
+            fast = BpfFastPath(A("10.9.0.1"), [], capacity=4096, route_cache=False)
+            fast.start()
+            try:
+
+                async def scenario() -> dict[str, object]:
+                    seen: dict[str, object] = {}
+                    for i in range(n):
+                        fast.stage(A(int(A("10.200.0.1")) + i), (coas[i], False), [coas[i]])
+                    await asyncio.sleep(0)  # the flush: the first turn of lookups
+                    seen["first"] = (fast.hop_lookups, len(fast.hop_pending))
+                    for _ in range(3):  # events meanwhile start no second chain
+                        fast.refresh_hops()
+                    seen["again"] = fast.hop_lookups
+                    turns = 0
+                    while fast.hop_pending and turns < 100:
+                        await asyncio.sleep(0)
+                        turns += 1
+                    seen["turns"], seen["filled"] = turns, (fast.hop_lookups, len(fast.hops))
+                    fast.stage(A("10.201.0.1"), (coas[n], False), [coas[n]])
+                    await asyncio.sleep(0)
+                    seen["one_more"] = (fast.hop_lookups, len(fast.hops))
+                    sh("ip neigh replace 10.9.0.254 lladdr 02:11:22:33:44:66 dev a0 nud permanent")
+                    await asyncio.sleep(0.2)  # the monitor's event read
+                    macs = {nh.VALUE.unpack(v)[2].hex(":") for v in fast.hops.values()}
+                    seen["neighbour"] = (fast.hop_lookups, len(fast.hops), macs)
+                    fast.unstage(A("10.201.0.1"))
+                    await asyncio.sleep(0)
+                    seen["unused"] = (len(fast.hops), int(coas[n]) in fast.hops)
+                    sh("ip route add 10.79.0.0/16 via 10.9.0.254")
+                    await asyncio.sleep(0.2)
+                    while fast.hop_pending and turns < 200:
+                        await asyncio.sleep(0)
+                        turns += 1
+                    seen["full"] = (fast.hop_full, fast.hop_lookups, len(fast.hops))
+                    seen["oifs"] = {nh.VALUE.unpack(v)[0] for v in fast.hops.values()}
+                    seen["index"], seen["errors"] = socket.if_nametoindex("a0"), fast.errors
+                    return seen
+
+                seen = asyncio.run(scenario())
+            finally:
+                fast.stop()
+        assert seen["first"] == (HOP_TURN, n - HOP_TURN)
+        assert seen["again"] == HOP_TURN  # one chain: no lookups beyond the first turn's
+        assert seen["turns"] == -(-(n - HOP_TURN) // HOP_TURN)
+        assert seen["filled"] == (n, n)
+        assert seen["one_more"] == (n + 1, n + 1)
+        assert seen["neighbour"] == (n + 1, n + 1, {"02:11:22:33:44:66"})
+        assert seen["unused"] == (n, False)
+        assert seen["full"] == (1, 2 * n + 1, n)
+        assert seen["oifs"] == {seen["index"]} and seen["errors"] == 0  # where the kernel says
     finally:
         sh(f"ip netns del {name}", check=False)
 

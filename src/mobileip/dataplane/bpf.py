@@ -90,6 +90,7 @@ from mobileip.dataplane.bpf_asm import FP, Asm
 from mobileip.net import rtnl as nl
 
 PRIO_REVERSE, PRIO_FORWARD = 0x4D0, 0x4D1
+HOP_TURN = 256  # care-of addresses looked up per event-loop turn (the MAC path's next hops)
 ETH, IP, GRE = 14, 20, 4
 ETH_P_ALL = 0x0003
 # homes map value: the outer header template (IPv4, then GRE's 4 bytes or zeros; length,
@@ -538,9 +539,18 @@ class BpfFastPath:
         self.coa_homes: Counter[int] = Counter()
         self.hops: dict[int, bytes] = {}
         self.hop_routes: dict[int, nh.Route | None] = {}
+        # care-of addresses whose use may have begun or ended since the last refresh, those
+        # in use awaiting their route lookup, and the care-of addresses behind each neighbour
+        self._coas_changed: set[int] = set()
+        self.hop_pending: set[int] = set()
+        self._behind: dict[nh.Key, set[int]] = {}
+        self._resolving: asyncio.Handle | None = None  # the next turn's lookups, scheduled
+        self._resolving_loop: asyncio.AbstractEventLoop | None = None  # on this loop
         self.monitor: nh.Monitor | None = None
         self._reader_loop: asyncio.AbstractEventLoop | None = None
         self.hop_refreshes = 0
+        self.hop_lookups = 0  # care-of addresses looked up
+        self.hop_full = 0  # every care-of address looked up again (an event, or events lost)
         self.rules_ok = False  # every IPv4 rule selects by the destination only
         self.generation_bumps = 0
 
@@ -624,9 +634,15 @@ class BpfFastPath:
             self.monitor.close()
             self.monitor = None
         self._reader_loop = None
+        if self._resolving is not None:
+            self._resolving.cancel()
+            self._resolving = None
         self.coa_homes.clear()
         self.hops.clear()
         self.hop_routes.clear()
+        self._coas_changed.clear()
+        self.hop_pending.clear()
+        self._behind.clear()
         self.values.clear()
         self.pairs.clear()
         self.staged_homes.clear()
@@ -772,18 +788,24 @@ class BpfFastPath:
     def _count_coa(self, value: bytes | None, delta: int) -> None:
         if value is not None:
             coa = int.from_bytes(value[16:20], "big")
-            self.coa_homes[coa] += delta
-            if self.coa_homes[coa] <= 0:
-                del self.coa_homes[coa]
+            count = self.coa_homes[coa] + delta
+            if count > 0:
+                self.coa_homes[coa] = count
+            else:
+                self.coa_homes.pop(coa, None)
+            if count <= 0 or count == delta:  # its use ended, or began
+                self._coas_changed.add(coa)
 
     def refresh_hops(self) -> None:
         """The next-hop entries brought in line with the care-of addresses in use and the
-        kernel's events since the last refresh (dataplane/nexthops.py): a new care-of address,
-        or any route, rule, address or link event, means route lookups (of those, of all); a
-        neighbour event, the entries behind that neighbour recomputed from the neighbour table.
-        Every entry concerned is deleted before anything is read again, so a packet meanwhile
-        takes the FIB path, never a stale MAC. Any event read at all (our own routes' too):
-        the route cache's generation bumped (:meth:`_next_generation`)."""
+        kernel's events since the last refresh (dataplane/nexthops.py): a new care-of address
+        means its route looked up; any route, rule, address or link event (or events lost),
+        every care-of address's; a neighbour event, the entries behind that neighbour
+        recomputed. Every entry concerned is deleted before anything is read again, so a
+        packet meanwhile takes the FIB path, never a stale MAC. The work is O(what changed);
+        the lookups themselves are made :data:`HOP_TURN` at a time, one batch per event-loop
+        turn (all at once without a running loop). Any event read at all (our own routes'
+        too): the route cache's generation bumped (:meth:`_next_generation`)."""
         if self.monitor is None:
             return
         everything, neighbours = self.monitor.drain()
@@ -791,25 +813,66 @@ class BpfFastPath:
             self._next_generation(rules=everything)
         if self.nexthops_fd < 0:
             return
-        wanted = set(self.coa_homes)
-        unused = [c for c in self.hop_routes if c not in wanted]
-        lookups = wanted if everything else {c for c in wanted if c not in self.hop_routes}
-        recompute = {
-            c for c, r in self.hop_routes.items()
-            if r is not None and (r[0], r[1]) in neighbours and c in wanted
-        }  # fmt: skip
-        if not lookups and not recompute and not unused:
+        stale: set[int] = set()
+        recompute: set[int] = set()
+        if everything:
+            self.hop_full += 1
+            stale.update(self.hops)
+            self.hop_routes.clear()
+            self._behind.clear()
+            self.hop_pending = set(self.coa_homes)
+            self._coas_changed.clear()
+        else:
+            for c in self._coas_changed:
+                if c in self.coa_homes:
+                    if c not in self.hop_routes:
+                        self.hop_pending.add(c)
+                    continue
+                self.hop_pending.discard(c)
+                self._forget(c)
+                stale.add(c)
+            self._coas_changed.clear()
+            for key in neighbours:
+                recompute.update(self._behind.get(key, ()))
+            stale |= recompute
+        if not stale and not recompute and not self.hop_pending:
             return
         self.hop_refreshes += 1
-        stale = [c for c in {*unused, *lookups, *recompute} if c in self.hops]
+        self._drop_hops(stale)
+        if recompute:
+            self._put_hops({c: r for c in recompute if (r := self.hop_routes.get(c))})
+        self._kick()
+
+    def _kick(self) -> None:
+        """:meth:`_resolve` now, unless a turn of it is already scheduled on this loop (one
+        chain of turns at a time, however often events arrive)."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self._resolving is not None:
+            if loop is not None and self._resolving_loop is loop:
+                return
+            self._resolving.cancel()
+        self._resolve()
+
+    def _forget(self, coa: int) -> None:
+        route = self.hop_routes.pop(coa, None)
+        if route is not None:
+            behind = self._behind.get((route[0], route[1]))
+            if behind is not None:
+                behind.discard(coa)
+                if not behind:
+                    del self._behind[(route[0], route[1])]
+
+    def _drop_hops(self, coas: Iterable[int]) -> None:
+        stale = [c for c in coas if c in self.hops]
         if stale and self._delete(self.nexthops_fd, [_key(c) for c in stale]):
             for c in stale:
                 del self.hops[c]
-        for c in unused:
-            del self.hop_routes[c]
+
+    def _put_hops(self, todo: dict[int, nh.Route]) -> None:
         try:
-            self.hop_routes.update(nh.routes(lookups, int(self.source)))
-            todo = {c: r for c in lookups | recompute if (r := self.hop_routes.get(c))}
             put = [(c, v) for c, v in nh.values(todo).items() if v is not None]
         except OSError as exc:  # the entries stay absent: the FIB path
             self.errors += 1
@@ -818,6 +881,40 @@ class BpfFastPath:
         if put:
             done = self._write(self.nexthops_fd, [_key(c) for c, _ in put], [v for _, v in put])
             self.hops.update(put[:done])
+
+    def _resolve(self) -> None:
+        """The pending care-of addresses' routes looked up and their entries written:
+        :data:`HOP_TURN` of them, the rest at the next event-loop turn (all of them without
+        a running loop)."""
+        self._resolving = None
+        if not self.hop_pending or self.nexthops_fd < 0:
+            return
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or len(self.hop_pending) <= HOP_TURN:
+            batch, self.hop_pending = self.hop_pending, set()
+        else:
+            batch = {self.hop_pending.pop() for _ in range(HOP_TURN)}
+        try:
+            found = nh.routes(batch, int(self.source))
+        except OSError as exc:  # the entries stay absent (the FIB path); looked up at the
+            self.errors += 1  # next refresh
+            self.last_error = f"next hops: {exc}"
+            self.hop_pending |= batch
+            return
+        self.hop_lookups += len(batch)
+        todo: dict[int, nh.Route] = {}
+        for c, route in found.items():
+            self.hop_routes[c] = route
+            if route is not None:
+                self._behind.setdefault((route[0], route[1]), set()).add(c)
+                todo[c] = route
+        self._put_hops(todo)
+        if self.hop_pending and loop is not None:
+            self._resolving = loop.call_soon(self._resolve)
+            self._resolving_loop = loop
 
     def _next_generation(self, rules: bool = True) -> None:
         """Every entry of the route cache made stale at once: a new generation written to the
@@ -900,6 +997,9 @@ class BpfFastPath:
                 "reverse_pairs": pairs, "capacity": self.capacity,
                 "reverse_drops": self.drops(), "map_errors": self.errors,
                 "mac_path": self.nexthops_fd >= 0, "next_hops": len(self.hops),
+                "hop_refreshes": self.hop_refreshes, "hop_lookups": self.hop_lookups,
+                "hop_full": self.hop_full, "hop_pending": len(self.hop_pending),
+                "monitor_lost": self.monitor.lost if self.monitor is not None else 0,
                 "route_cache": self.routes_fd >= 0,
                 "route_generation": self.generation}  # fmt: skip
 

@@ -11,12 +11,16 @@ PERMANENT, NOARP) with a 6-byte address; otherwise none: the program falls back 
 lookup, then to the kernel.
 
 :class:`Monitor` listens to the kernel's link, address, IPv4 route, rule and neighbour
-events: a neighbour event recomputes the entries behind that neighbour from the neighbour
-table (their routes kept), anything else (our own protocol's routes excepted) looks up every
-care-of address's route again (O(care-of addresses) ``RTM_GETROUTE`` requests, on the event
-loop). It also counts every event read (:attr:`Monitor.events`, our own routes' and
+events: a neighbour event recomputes the entries behind that neighbour (their routes kept),
+anything else (our own protocol's routes excepted) or lost events (``ENOBUFS``) means every
+care-of address's route looked up again (dataplane/bpf.py spreads those over event-loop
+turns). It also counts every event read (:attr:`Monitor.events`, our own routes' and
 forwarding switches' included): any one invalidates the reverse program's route cache
 (dataplane/bpf.py).
+
+Requests go out pipelined: up to :data:`PIPELINE` ``RTM_GETROUTE`` (or ``RTM_GETNEIGH``)
+messages in one ``send``, their replies read back by sequence number, so a care-of address
+costs a fraction of a system call (inside User-Mode Linux a system call is what costs).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import struct
 from collections.abc import Iterable
 
 from mobileip.net import rtnl as nl
+from mobileip.net.mmsg import RecvBatch
 
 # the nexthops map value: egress ifindex, largest outer IPv4 packet (the route's MTU),
 # destination MAC, source MAC (as the Ethernet header holds them), padding
@@ -52,6 +57,10 @@ FRA_DESTINATION_ONLY = frozenset({1, 4, 6, 13, 14, 15, 18, 21})  # DST GOTO PRIO
 # SUPPRESS_IFGROUP SUPPRESS_PREFIXLEN TABLE PAD PROTOCOL
 
 Key = tuple[int, bytes]  # (ifindex, next hop address): the neighbour an entry depends on
+PIPELINE = 64  # requests per send (their replies must fit the socket's receive buffer)
+NEIGH_DUMP_ABOVE = 1024  # more neighbours wanted than this: the table dumped, not asked for
+RCVBUF = 4 << 20  # the request socket's receive buffer (SO_RCVBUFFORCE as root)
+MONITOR_RCVBUF = 16 << 20  # the monitor's: an install's own route events can be many
 
 
 def _attrs(buf: bytes, off: int) -> dict[int, bytes]:
@@ -68,12 +77,18 @@ class Netlink:
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                   NETLINK_ROUTE)  # fmt: skip
+        _rcvbuf(self.sock, RCVBUF)
         self.sock.bind((0, 0))
         self.sock.settimeout(5.0)
         self.seq = 0
+        self._batch: RecvBatch | None = None  # for :meth:`requests`' replies
 
     def close(self) -> None:
         self.sock.close()
+        if self._batch is not None:
+            self._batch.view.release()
+            self._batch.ring.close()
+            self._batch = None
 
     def request(self, kind: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
         """The reply's messages (type, payload); raises OSError on an error reply."""
@@ -100,6 +115,59 @@ class Netlink:
                 if not mflags & nl.NLM_F_MULTI:
                     return out
 
+    def requests(self, kind: int, bodies: list[bytes]) -> list[bytes | OSError]:
+        """One reply each (its payload, or the error) to single-message requests (no dump,
+        no ack), sent :data:`PIPELINE` at a time in one ``send``."""
+        out: list[bytes | OSError] = []
+        for i in range(0, len(bodies), PIPELINE):
+            chunk = bodies[i : i + PIPELINE]
+            first = self.seq + 1
+            self.seq += len(chunk)
+            self.sock.send(b"".join(
+                struct.pack("=IHHII", 16 + len(b), kind, nl.NLM_F_REQUEST, first + j, 0) + b
+                for j, b in enumerate(chunk)
+            ))  # fmt: skip
+            got: dict[int, bytes | OSError] = {}
+            while len(got) < len(chunk):
+                for data in self._replies():
+                    self._match(kind, data, first, len(chunk), got)
+            out += [got[first + j] for j in range(len(chunk))]
+        return out
+
+    def _replies(self) -> list[bytes]:
+        """The replies queued (the kernel answered while we sent), with one ``recvmmsg``;
+        where none is queued yet, one waited for."""
+        if self._batch is None:
+            self._batch = RecvBatch(PIPELINE, 1 << 13)
+        count = self._batch.receive(self.sock.fileno())
+        if count:
+            return [self._batch.datagram(i) for i in range(count)]
+        return [self.sock.recv(1 << 20)]
+
+    @staticmethod
+    def _match(kind: int, data: bytes, first: int, n: int, got: dict[int, bytes | OSError]) -> None:
+        """The replies in ``data`` to requests ``first`` .. ``first + n - 1`` put in ``got``."""
+        off = 0
+        while off + 16 <= len(data):
+            length, mkind, _fl, seq, _ = struct.unpack_from("=IHHII", data, off)
+            payload = data[off + 16 : off + length]
+            off += (length + 3) & ~3 if length else len(data)
+            if not first <= seq < first + n or seq in got:
+                continue
+            if mkind == nl.NLMSG_ERROR:
+                err = -struct.unpack_from("=i", payload)[0]
+                got[seq] = OSError(err, f"netlink {kind}: {errno.errorcode.get(err, err)}")
+            else:
+                got[seq] = payload
+
+
+def _rcvbuf(sock: socket.socket, size: int) -> None:
+    """As large a receive buffer as we may have (beyond ``rmem_max`` as root)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, 33, size)  # SO_RCVBUFFORCE
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
 
 def _links(nlk: Netlink) -> dict[int, tuple[bytes, int]]:
     """Ethernet interfaces: ifindex -> (MAC, MTU)."""
@@ -114,41 +182,69 @@ def _links(nlk: Netlink) -> dict[int, tuple[bytes, int]]:
     return out
 
 
-def _neighbours(nlk: Netlink) -> dict[Key, bytes]:
-    """Valid IPv4 neighbours with an Ethernet address: (ifindex, address) -> MAC."""
-    out = {}
+def _neighbour(out: dict[Key, bytes], kind: int, p: bytes) -> None:
+    fam, index, state, flags, _ = struct.unpack_from("=BxxxiHBB", p)
+    a = _attrs(p, 12)
+    mac = a.get(NDA_LLADDR, b"")
+    ok = kind == nl.RTM_NEWNEIGH and fam == socket.AF_INET and not flags & NTF_PROXY
+    if ok and state & NUD_VALID and len(mac) == 6 and len(a.get(NDA_DST, b"")) == 4:
+        out[(index, a[NDA_DST])] = mac
+
+
+def _neighbours(nlk: Netlink, keys: set[Key] | None = None) -> dict[Key, bytes]:
+    """Valid IPv4 neighbours with an Ethernet address: (ifindex, address) -> MAC; of
+    ``keys`` only where given (asked for one by one where they are few and the kernel
+    answers such requests, 5.0 and later; else the table dumped)."""
+    out: dict[Key, bytes] = {}
+    if keys is not None and len(keys) <= NEIGH_DUMP_ABOVE:
+        order = list(keys)
+        bodies = [
+            struct.pack("=BxxxiHBB", socket.AF_INET, index, 0, 0, 0) + _attr(NDA_DST, dst)
+            for index, dst in order
+        ]
+        replies = nlk.requests(nl.RTM_GETNEIGH, bodies)
+        if not any(isinstance(r, OSError) and r.errno != errno.ENOENT for r in replies):
+            for reply in replies:
+                if isinstance(reply, bytes) and len(reply) >= 12:
+                    _neighbour(out, nl.RTM_NEWNEIGH, reply)
+            return out
+        out.clear()  # refused (an older kernel): the dump
     body = struct.pack("=BxxxiHBB", socket.AF_INET, 0, 0, 0, 0)
     for kind, p in nlk.request(nl.RTM_GETNEIGH, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, body):
-        fam, index, state, flags, _ = struct.unpack_from("=BxxxiHBB", p)
-        a = _attrs(p, 12)
-        mac = a.get(NDA_LLADDR, b"")
-        ok = kind == nl.RTM_NEWNEIGH and fam == socket.AF_INET and not flags & NTF_PROXY
-        if ok and state & NUD_VALID and len(mac) == 6 and len(a.get(NDA_DST, b"")) == 4:
-            out[(index, a[NDA_DST])] = mac
+        _neighbour(out, kind, p)
     return out
+
+
+def _route_body(dst: bytes, src: bytes | None) -> bytes:
+    attrs = _attr(nl.RTA_DST, dst) + (_attr(RTA_SRC, src) if src else b"")
+    body = struct.pack("=BBBBBBBBI", socket.AF_INET, 32, 32 if src else 0, 0, 0, 0, 0, 0, 0)
+    return body + attrs
+
+
+def _route(dst: bytes, p: bytes) -> tuple[int, bytes, int] | None:
+    if len(p) < 12 or p[7] != RTN_UNICAST:
+        return None
+    a = _attrs(p, 12)
+    if RTA_ENCAP in a or nl.RTA_OIF not in a:
+        return None
+    mtu = 0
+    if RTA_METRICS in a:
+        metrics = nl._attrs(a[RTA_METRICS], 0, len(a[RTA_METRICS]))
+        if RTAX_MTU in metrics:
+            mtu = struct.unpack("=I", metrics[RTAX_MTU][:4])[0]
+    return struct.unpack("=I", a[nl.RTA_OIF])[0], a.get(nl.RTA_GATEWAY, dst), mtu
 
 
 def route_get(nlk: Netlink, dst: bytes, src: bytes | None) -> tuple[int, bytes, int] | None:
     """(oif, next hop, route MTU or 0) of the unicast route to ``dst`` from ``src``; None
     where there is none, or it is not a plain unicast route."""
-    attrs = _attr(nl.RTA_DST, dst) + (_attr(RTA_SRC, src) if src else b"")
-    body = struct.pack("=BBBBBBBBI", socket.AF_INET, 32, 32 if src else 0, 0, 0, 0, 0, 0, 0)
     try:
-        reply = nlk.request(nl.RTM_GETROUTE, nl.NLM_F_REQUEST, body + attrs)
+        reply = nlk.request(nl.RTM_GETROUTE, nl.NLM_F_REQUEST, _route_body(dst, src))
     except OSError:
         return None
     for kind, p in reply:
-        if kind != nl.RTM_NEWROUTE or p[7] != RTN_UNICAST:
-            continue
-        a = _attrs(p, 12)
-        if RTA_ENCAP in a or nl.RTA_OIF not in a:
-            return None
-        mtu = 0
-        if RTA_METRICS in a:
-            metrics = nl._attrs(a[RTA_METRICS], 0, len(a[RTA_METRICS]))
-            if RTAX_MTU in metrics:
-                mtu = struct.unpack("=I", metrics[RTAX_MTU][:4])[0]
-        return struct.unpack("=I", a[nl.RTA_OIF])[0], a.get(nl.RTA_GATEWAY, dst), mtu
+        if kind == nl.RTM_NEWROUTE and p[7] == RTN_UNICAST:
+            return _route(dst, p)
     return None
 
 
@@ -156,17 +252,28 @@ Route = tuple[int, bytes, int]  # (oif, next hop address, route MTU or 0)
 
 
 def routes(coas: Iterable[int], source: int) -> dict[int, Route | None]:
-    """The kernel's route to each care-of address from ``source`` (module docstring)."""
-    out: dict[int, Route | None] = {}
-    coas = list(coas)
-    if not coas:
-        return out
+    """The kernel's route to each care-of address from ``source`` (module docstring); where
+    there is none from it, without it (all of them without it where ``source`` is not a
+    local address, a standby's: the kernel refuses the first with EINVAL). Pipelined:
+    :meth:`Netlink.requests`."""
+    dsts = {coa: coa.to_bytes(4, "big") for coa in coas}
+    if not dsts:
+        return {}
     nlk = Netlink()
     try:
-        src = source.to_bytes(4, "big")
-        for coa in coas:
-            dst = coa.to_bytes(4, "big")
-            out[coa] = route_get(nlk, dst, src) or route_get(nlk, dst, None)
+        src: bytes | None = source.to_bytes(4, "big")
+        out: dict[int, Route | None] = {}
+        probe = nlk.requests(nl.RTM_GETROUTE, [_route_body(next(iter(dsts.values())), src)])
+        if isinstance(probe[0], OSError) and probe[0].errno == errno.EINVAL:
+            src = None  # not a local address (a standby's): every lookup without it
+        replies = nlk.requests(nl.RTM_GETROUTE, [_route_body(d, src) for d in dsts.values()])
+        for (coa, dst), reply in zip(dsts.items(), replies, strict=True):
+            out[coa] = _route(dst, reply) if isinstance(reply, bytes) else None
+        again = [coa for coa, r in out.items() if r is None] if src else []
+        if again:
+            bodies = [_route_body(dsts[coa], None) for coa in again]
+            for coa, reply in zip(again, nlk.requests(nl.RTM_GETROUTE, bodies), strict=True):
+                out[coa] = _route(dsts[coa], reply) if isinstance(reply, bytes) else None
         return out
     finally:
         nlk.close()
@@ -179,7 +286,9 @@ def values(hops: dict[int, Route]) -> dict[int, bytes | None]:
         return {}
     nlk = Netlink()
     try:
-        links, neighbours = _links(nlk), _neighbours(nlk)
+        links = _links(nlk)
+        keys = {(oif, gateway) for oif, gateway, _ in hops.values() if oif in links}
+        neighbours = _neighbours(nlk, keys) if keys else {}
     finally:
         nlk.close()
     out: dict[int, bytes | None] = {}
@@ -218,48 +327,62 @@ class Monitor:
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                   NETLINK_ROUTE)  # fmt: skip
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        _rcvbuf(self.sock, MONITOR_RCVBUF)
         self.sock.bind((0, GROUPS))
         self.sock.setblocking(False)
         self.events = 0  # every event read (our own routes' too) and every loss of events
+        self.lost = 0  # losses of events (ENOBUFS: the receive buffer overflowed)
+        self._batch = RecvBatch(PIPELINE, 1 << 14)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def close(self) -> None:
         self.sock.close()
+        self._batch.view.release()
+        self._batch.ring.close()
 
     def drain(self) -> tuple[bool, set[Key]]:
-        """(anything but a neighbour changed or events were lost, the neighbours changed)."""
+        """(anything but a neighbour changed or events were lost, the neighbours changed).
+        Read :data:`PIPELINE` events per system call (``recvmmsg``)."""
         everything = False
         neighbours: set[Key] = set()
         while True:
             try:
-                data = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                return everything, neighbours
+                count = self._batch.receive(self.sock.fileno())
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:  # events lost: re-resolve everything
                     everything = True
                     self.events += 1
+                    self.lost += 1
                     continue
                 raise
-            off = 0
-            while off + 16 <= len(data):
-                length, kind = struct.unpack_from("=IH", data, off)
-                p = data[off + 16 : off + length]
-                off += (length + 3) & ~3 if length else len(data)
-                if kind not in (nl.NLMSG_NOOP, nl.NLMSG_DONE):
-                    self.events += 1
-                if kind in (RTM_NEWNETCONF, RTM_DELNETCONF):
-                    continue  # no next hop's concern (the reverse program's: events)
-                if kind in (nl.RTM_NEWNEIGH, nl.RTM_DELNEIGH) and len(p) >= 12:
-                    fam, index = struct.unpack_from("=Bxxxi", p)
-                    dst = _attrs(p, 12).get(NDA_DST, b"")
-                    if fam == socket.AF_INET and len(dst) == 4:
-                        neighbours.add((index, dst))
-                elif kind in (nl.RTM_NEWROUTE, nl.RTM_DELROUTE) and len(p) >= 12:
-                    if p[5] != nl.RTPROT_MOBILEIP:  # our own home routes change no next hop
-                        everything = True
-                elif kind not in (nl.NLMSG_NOOP, nl.NLMSG_DONE):
+            if not count:
+                return everything, neighbours
+            for i in range(count):
+                everything |= self._read(self._batch.datagram(i), neighbours)
+
+    def _read(self, data: bytes, neighbours: set[Key]) -> bool:
+        """The events in one datagram counted, the neighbours they concern added to
+        ``neighbours``: whether any other may change a next hop."""
+        everything = False
+        off = 0
+        while off + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, off)
+            p = data[off + 16 : off + length]
+            off += (length + 3) & ~3 if length else len(data)
+            if kind not in (nl.NLMSG_NOOP, nl.NLMSG_DONE):
+                self.events += 1
+            if kind in (RTM_NEWNETCONF, RTM_DELNETCONF):
+                continue  # no next hop's concern (the reverse program's: events)
+            if kind in (nl.RTM_NEWNEIGH, nl.RTM_DELNEIGH) and len(p) >= 12:
+                fam, index = struct.unpack_from("=Bxxxi", p)
+                dst = _attrs(p, 12).get(NDA_DST, b"")
+                if fam == socket.AF_INET and len(dst) == 4:
+                    neighbours.add((index, dst))
+            elif kind in (nl.RTM_NEWROUTE, nl.RTM_DELROUTE) and len(p) >= 12:
+                if p[5] != nl.RTPROT_MOBILEIP:  # our own home routes change no next hop
                     everything = True
+            elif kind not in (nl.NLMSG_NOOP, nl.NLMSG_DONE):
+                everything = True
+        return everything
