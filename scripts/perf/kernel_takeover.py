@@ -77,6 +77,11 @@ def one_run(
                                                "install_us_per_route", "longest_batch_ms",
                                                "install_seconds_total")}  # fmt: skip
             row[node]["rss_kib"] = rss_kib(lab.procs[node].popen.pid)
+            fast = (d.get("backend") or {}).get("fastpath") or {}
+            if "next_hops" in fast:  # the MAC path's work (dataplane/bpf.py)
+                row[node]["fastpath"] = {k: fast.get(k) for k in (
+                    "next_hops", "hop_refreshes", "hop_lookups", "hop_full", "hop_pending",
+                    "monitor_lost", "map_errors")}  # fmt: skip
         counted = lab.run("ha2", ["sh", "-c", "ip -o route show table 100 | wc -l"], timeout=120)
         row["standby_routes_in_table"] = int(counted.strip())
         row["standby_rule"] = "lookup 100" in lab.run("ha2", ["ip", "rule"])
@@ -113,6 +118,20 @@ def one_run(
             if at >= killed and "role.changed role=active" in text:
                 row["ha2_active_log_ms"] = round((at - killed) * 1e3)
                 break
+        # the event loop held (the daemon logs each late advert) and a takeover before the cut
+        row["advert_late"] = {
+            label: sum("advert-late" in t for at, t in proc.lines if at < killed)
+            for label, proc in lab.procs.items()
+            if label in ("ha1", "ha2")
+        }
+        row["advert_late_lines"] = {  # the first few, with where the time went
+            label: [t for at, t in proc.lines if at < killed and "advert-late" in t][:5]
+            for label, proc in lab.procs.items()
+            if label in ("ha1", "ha2")
+        }
+        row["ha2_active_before_kill"] = any(
+            at < killed and "role.changed role=active" in t for at, t in lab.procs["ha2"].lines
+        )
         row["ha2_last_takeover_ms"] = lab.control("ha2", STATUS, timeout=60).get("last_takeover_ms")
         t0 = time.monotonic()
         ha2 = lab.procs["ha2"].popen

@@ -18,7 +18,7 @@ from ipaddress import IPv4Address
 from mobileip.config.errors import Table
 
 FASTPATH_MODES = ("off", "on", "auto")
-# with fastpath_interfaces empty and fastpath unset (docs/dataplane.md: "Not the default at scale")
+# with fastpath_interfaces empty and fastpath unset (docs/dataplane.md: "At scale")
 FASTPATH_DEFAULT = "off"
 
 
