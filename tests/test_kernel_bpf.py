@@ -178,6 +178,17 @@ def test_staged_bindings_are_written_once_per_loop_turn() -> None:
         fast.stop()
 
 
+def _gateway_namespace(name: str) -> None:
+    """A scratch namespace: a0 (10.9.0.1/24, up, its veth peer b0 up), 10.77.0.0/16 via
+    10.9.0.254, that gateway's neighbour entry permanent (02:11:22:33:44:55)."""
+    sh(f"ip netns add {name} && ip -n {name} link set lo up")
+    sh(f"ip -n {name} link add a0 type veth peer name b0")
+    sh(f"ip -n {name} link set a0 up && ip -n {name} link set b0 up")
+    sh(f"ip -n {name} addr add 10.9.0.1/24 dev a0")
+    sh(f"ip -n {name} route add 10.77.0.0/16 via 10.9.0.254")
+    sh(f"ip -n {name} neigh replace 10.9.0.254 lladdr 02:11:22:33:44:55 dev a0 nud permanent")
+
+
 def test_next_hops_from_the_kernels_tables() -> None:
     """dataplane/nexthops.py in a scratch namespace on this machine's kernel (no tunnels):
     the route's gateway and its neighbour, a directly connected care-of address without a
@@ -187,12 +198,7 @@ def test_next_hops_from_the_kernels_tables() -> None:
         pytest.skip("needs root for network namespaces")
     name = f"mipnh{os.getpid() & 0xFFFF:04x}"
     try:
-        sh(f"ip netns add {name} && ip -n {name} link set lo up")
-        sh(f"ip -n {name} link add a0 type veth peer name b0")
-        sh(f"ip -n {name} link set a0 up && ip -n {name} link set b0 up")
-        sh(f"ip -n {name} addr add 10.9.0.1/24 dev a0")
-        sh(f"ip -n {name} route add 10.77.0.0/16 via 10.9.0.254")
-        sh(f"ip -n {name} neigh replace 10.9.0.254 lladdr 02:11:22:33:44:55 dev a0 nud permanent")
+        _gateway_namespace(name)
         far, near, nowhere = (int(A(x)) for x in ("10.77.1.2", "10.9.0.7", "198.51.100.1"))
         with in_netns(name):
             index = socket.if_nametoindex("a0")
@@ -238,12 +244,7 @@ def test_next_hops_follow_changes_only_and_spread_over_turns() -> None:
     n = 1000
     coas = [A(int(A("10.77.0.1")) + i) for i in range(n + 1)]
     try:
-        sh(f"ip netns add {name} && ip -n {name} link set lo up")
-        sh(f"ip -n {name} link add a0 type veth peer name b0")
-        sh(f"ip -n {name} link set a0 up && ip -n {name} link set b0 up")
-        sh(f"ip -n {name} addr add 10.9.0.1/24 dev a0")
-        sh(f"ip -n {name} route add 10.77.0.0/16 via 10.9.0.254")
-        sh(f"ip -n {name} neigh replace 10.9.0.254 lladdr 02:11:22:33:44:55 dev a0 nud permanent")
+        _gateway_namespace(name)
         with in_netns(name):
             fast = BpfFastPath(A("10.9.0.1"), [], capacity=4096, route_cache=False)
             fast.start()
