@@ -32,6 +32,7 @@ from collections.abc import Iterable
 
 from mobileip.net import rtnl as nl
 from mobileip.net.mmsg import RecvBatch
+from mobileip.net.udp import set_rcvbuf
 
 # the nexthops map value: egress ifindex, largest outer IPv4 packet (the route's MTU),
 # destination MAC, source MAC (as the Ethernet header holds them), padding
@@ -77,7 +78,7 @@ class Netlink:
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                   NETLINK_ROUTE)  # fmt: skip
-        _rcvbuf(self.sock, RCVBUF)
+        set_rcvbuf(self.sock, RCVBUF)
         self.sock.bind((0, 0))
         self.sock.settimeout(5.0)
         self.seq = 0
@@ -159,14 +160,6 @@ class Netlink:
                 got[seq] = OSError(err, f"netlink {kind}: {errno.errorcode.get(err, err)}")
             else:
                 got[seq] = payload
-
-
-def _rcvbuf(sock: socket.socket, size: int) -> None:
-    """As large a receive buffer as we may have (beyond ``rmem_max`` as root)."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, 33, size)  # SO_RCVBUFFORCE
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 def _links(nlk: Netlink) -> dict[int, tuple[bytes, int]]:
@@ -327,7 +320,7 @@ class Monitor:
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                   NETLINK_ROUTE)  # fmt: skip
-        _rcvbuf(self.sock, MONITOR_RCVBUF)
+        set_rcvbuf(self.sock, MONITOR_RCVBUF)
         self.sock.bind((0, GROUPS))
         self.sock.setblocking(False)
         self.events = 0  # every event read (our own routes' too) and every loss of events
