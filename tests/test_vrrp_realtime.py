@@ -85,3 +85,29 @@ def test_gratuitous_arp_leaves_from_one_long_lived_socket() -> None:
     assert speaker._garp_socket() is sock  # reused: no RCU grace period per frame
     assert sock.family == socket.AF_PACKET and sock.proto == 0  # receives nothing
     sock.close()
+
+
+def test_a_late_advert_names_where_the_loop_thread_is() -> None:
+    """``_loop_at`` reads the event loop's thread's innermost frames: the place that kept the
+    speaker from the interpreter lock, logged with each late advert as ``loop_at``."""
+    speaker = VrrpSpeaker(settings(0), log=lambda *a, **k: None)
+    assert speaker._loop_at() == "-"  # not started: no loop thread known
+    parked, release = threading.Event(), threading.Event()
+
+    def holding_the_loop() -> None:
+        parked.set()
+        release.wait(10)
+
+    t = threading.Thread(target=lambda: holding_the_loop())
+    t.start()
+    try:
+        parked.wait(10)
+        speaker._loop_ident = t.ident
+        where = speaker._loop_at(depth=4).split(",")
+    finally:
+        release.set()
+        t.join()
+    line = holding_the_loop.__code__.co_firstlineno + 2  # release.wait(10)
+    assert where[0].startswith("threading.py:") and where[1].endswith(":wait"), where
+    assert where[2] == f"test_vrrp_realtime.py:{line}:holding_the_loop", where
+    assert where[3].endswith(":<lambda>"), where

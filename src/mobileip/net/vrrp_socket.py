@@ -266,6 +266,7 @@ class VrrpSpeaker:
         self._gc_started = 0.0  # the cyclic GC's pauses (any thread) since the last advert
         self._gc_pause = 0.0
         self.native_id: int | None = None
+        self._loop_ident: int | None = None  # the event loop's thread (see _loop_at)
 
     @property
     def state(self) -> State:
@@ -284,6 +285,7 @@ class VrrpSpeaker:
     async def start(self) -> None:
         s = self.settings
         self._loop = asyncio.get_running_loop()
+        self._loop_ident = threading.get_ident()
         self._info = await netlink.interface_info(s.interface)
         if self._info.primary_address is None:
             raise netlink.NetlinkFailure(f"{s.interface} has no IPv4 address")
@@ -592,6 +594,19 @@ class VrrpSpeaker:
             "gc_ms": round(self._gc_pause * 1000, 1),
         }
 
+    def _loop_at(self, depth: int = 3) -> str:
+        """Where the event loop's thread is now: ``depth`` frames, innermost first, as
+        ``file:line:function`` separated by commas. Read as a late advert goes out, just after
+        this thread got the interpreter lock back: the place that held it (or the system call
+        it was in)."""
+        frame = sys._current_frames().get(self._loop_ident or -1)
+        where: list[str] = []
+        while frame is not None and len(where) < depth:
+            code = frame.f_code
+            where.append(f"{os.path.basename(code.co_filename)}:{frame.f_lineno}:{code.co_name}")
+            frame = frame.f_back
+        return ",".join(where) or "-"
+
     def _poll_timeout(self, now: float) -> int:
         """Milliseconds until the next deadline (rounded up; -1: none)."""
         assert self.machine is not None
@@ -625,7 +640,8 @@ class VrrpSpeaker:
                     self._count("advert-late")
                     self._count("advert-late-blocked" if cause["blocked_ms"] > cause["runq_ms"]
                                 else "advert-late-runq")  # fmt: skip
-                    self._log("advert-late", vrid=vrid, gap_ms=round(late * 1000, 1), **cause)
+                    self._log("advert-late", vrid=vrid, gap_ms=round(late * 1000, 1), **cause,
+                              loop_at=self._loop_at())  # fmt: skip
                 self._last_sched = self._schedstat()
                 self._gc_pause = 0.0
         elif isinstance(out, BecameMaster):
