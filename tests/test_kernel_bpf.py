@@ -193,7 +193,8 @@ def test_next_hops_from_the_kernels_tables() -> None:
     """dataplane/nexthops.py in a scratch namespace on this machine's kernel (no tunnels):
     the route's gateway and its neighbour, a directly connected care-of address without a
     neighbour (no value), no route (None), a non-local source (looked up without it), and the
-    events the monitor reports (a neighbour's, a foreign route's; our protocol's ignored)."""
+    changes the monitor reports: a neighbour, a foreign route's prefix (our protocol's
+    ignored), an address (with its local route's prefix), a link; a rule means everything."""
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
     name = f"mipnh{os.getpid() & 0xFFFF:04x}"
@@ -218,13 +219,25 @@ def test_next_hops_from_the_kernels_tables() -> None:
                 oif, limit, dmac, smac, _ = nh.VALUE.unpack(value)
                 assert (oif, limit, dmac.hex(":")) == (index, 1500, "02:11:22:33:44:55")
                 assert len(smac) == 6 and smac != dmac
-                assert monitor.drain() == (False, set())
+                assert monitor.drain() == nh.Changes()
                 sh("ip neigh replace 10.9.0.254 lladdr 02:11:22:33:44:66 dev a0 nud reachable")
-                assert monitor.drain() == (False, {(index, A("10.9.0.254").packed)})
+                assert monitor.drain() == nh.Changes(neighbours={(index, A("10.9.0.254").packed)})
                 sh("ip route add 10.78.0.0/16 via 10.9.0.254 proto 77")  # ours: no next hop
-                assert monitor.drain() == (False, set())
+                assert monitor.drain() == nh.Changes()
                 sh("ip route add 10.79.0.0/16 via 10.9.0.254")
-                assert monitor.drain()[0]
+                changes = monitor.drain()
+                assert changes == nh.Changes(prefixes={(int(A("10.79.0.0")), 16)})
+                assert changes.inside([far, near, int(A("10.79.3.4"))]) == {int(A("10.79.3.4"))}
+                assert nh.Changes(prefixes={(0, 0)}).inside([far, near]) == {far, near}
+                sh("ip addr add 10.9.0.9/24 dev a0")  # its local route: the prefix /32
+                changes = monitor.drain()
+                assert changes.addresses == {int(A("10.9.0.9"))} and not changes.everything
+                assert (int(A("10.9.0.9")), 32) in changes.prefixes, changes
+                sh("ip link set a0 mtu 1400")
+                changes = monitor.drain()
+                assert index in changes.links and not changes.everything, changes
+                sh("ip rule add to 10.80.0.0/16 lookup main pref 100")
+                assert monitor.drain().everything
             finally:
                 monitor.close()
     finally:
@@ -236,8 +249,9 @@ def test_next_hops_follow_changes_only_and_spread_over_turns() -> None:
     co-located addresses), on this machine's kernel in a scratch namespace: new care-of
     addresses are looked up :data:`HOP_TURN` per event-loop turn, one chain of turns however
     often the refresh runs; a further one costs one lookup, not one per address in use; a
-    neighbour's change rewrites the entries behind it without lookups; a foreign route's
-    looks every address up again; a care-of address no longer used loses its entry."""
+    neighbour's change rewrites the entries behind it without lookups; a route looks up again
+    the addresses inside its prefix only, a link event those routed through the link, a rule
+    every one; a care-of address no longer used loses its entry."""
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces and bpf()")
     name = f"mipnt{os.getpid() & 0xFFFF:04x}"
@@ -274,12 +288,20 @@ def test_next_hops_follow_changes_only_and_spread_over_turns() -> None:
                     fast.unstage(A("10.201.0.1"))
                     await asyncio.sleep(0)
                     seen["unused"] = (len(fast.hops), int(coas[n]) in fast.hops)
-                    sh("ip route add 10.79.0.0/16 via 10.9.0.254")
-                    await asyncio.sleep(0.2)
-                    while fast.hop_pending and turns < 200:
-                        await asyncio.sleep(0)
-                        turns += 1
-                    seen["full"] = (fast.hop_full, fast.hop_lookups, len(fast.hops))
+                    async def events(command: str) -> tuple[int, int, int, int]:
+                        nonlocal turns
+                        sh(command)
+                        await asyncio.sleep(0.2)  # the monitor's events read
+                        while fast.hop_pending and turns < 400:
+                            await asyncio.sleep(0)
+                            turns += 1
+                        return fast.hop_full, fast.hop_again, fast.hop_lookups, len(fast.hops)
+
+                    seen["outside"] = await events("ip route add 10.79.0.0/16 via 10.9.0.254")
+                    seen["inside"] = await events("ip route add 10.77.0.0/24 via 10.9.0.254")
+                    seen["link"] = await events("ip link set a0 mtu 1400")
+                    seen["limits"] = {nh.VALUE.unpack(v)[1] for v in fast.hops.values()}
+                    seen["rule"] = await events("ip rule add to 10.80.0.0/16 lookup main pref 9")
                     seen["oifs"] = {nh.VALUE.unpack(v)[0] for v in fast.hops.values()}
                     seen["index"], seen["errors"] = socket.if_nametoindex("a0"), fast.errors
                     return seen
@@ -294,7 +316,13 @@ def test_next_hops_follow_changes_only_and_spread_over_turns() -> None:
         assert seen["one_more"] == (n + 1, n + 1)
         assert seen["neighbour"] == (n + 1, n + 1, {"02:11:22:33:44:66"})
         assert seen["unused"] == (n, False)
-        assert seen["full"] == (1, 2 * n + 1, n)
+        # a route outside every care-of address: no lookup; one over 255 of them (10.77.0.1 to
+        # .255): those 255; the link's MTU: all of them (a full pass); a rule: all again
+        assert seen["outside"] == (0, 0, n + 1, n)
+        assert seen["inside"] == (0, 255, n + 256, n)
+        assert seen["link"] == (1, 255, 2 * n + 256, n)
+        assert seen["limits"] == {1400}
+        assert seen["rule"] == (2, 255, 3 * n + 256, n)
         assert seen["oifs"] == {seen["index"]} and seen["errors"] == 0  # where the kernel says
     finally:
         sh(f"ip netns del {name}", check=False)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from ipaddress import IPv4Address as A
 from ipaddress import IPv4Interface
 
 import pytest
 from test_config import MINIMAL
 
 from mobileip.config import ConfigError, parse_config
+from mobileip.dataplane.encap import IPv4Header, build_ipv4
 from mobileip.net.vrrp_socket import DEFAULT_RT_PRIORITY, VrrpSettings, VrrpSpeaker, parse_args
+from mobileip.vrrp.machine import State, VrrpConfig, VrrpMachine
+from mobileip.wire import vrrp as wire
 
 NATIVE = 'driver = "native"\ninterface = "eth0"\nvrid = 1\nvirtual_address = "10.1.0.1/24"\n'
 
@@ -111,3 +115,41 @@ def test_a_late_advert_names_where_the_loop_thread_is() -> None:
     assert where[0].startswith("threading.py:") and where[1].endswith(":wait"), where
     assert where[2] == f"test_vrrp_realtime.py:{line}:holding_the_loop", where
     assert where[3].endswith(":<lambda>"), where
+
+
+def _advert_from_master(priority: int = 200) -> bytes:
+    """A raw IPv4 packet (TTL 255) carrying an advert of VRID 1 from 10.1.0.3."""
+    master = A("10.1.0.3")
+    body = wire.encode(wire.Advertisement(1, priority, 100, (A("10.1.0.1"),)), master)
+    return build_ipv4(IPv4Header(0, 0, 1, 0, 255, 112, master, wire.MULTICAST_GROUP), body)
+
+
+def test_an_advert_that_came_while_the_lock_was_awaited_is_heard_before_master_down() -> None:
+    """poll() returned on the Master_Down_Timer's deadline, but the speaker got the
+    interpreter lock back only later, and the master's advert arrived in between: it is read
+    before the timer fires, so a busy event loop does not make a backup take over from a
+    live master. With nothing waiting, the timer fires as before."""
+    speaker = VrrpSpeaker(settings(0), log=lambda *a, **k: None)
+    speaker.machine = VrrpMachine(VrrpConfig(1, 100, (A("10.1.0.1"),), A("10.1.0.2")))
+    speaker.machine.start(0.0)
+    assert speaker.machine.state is State.BACKUP
+    outputs: list[object] = []  # (what the speaker would send or tell: not needed here)
+    speaker._process = lambda now: outputs.extend(speaker.machine.outputs())  # type: ignore
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        ours.setblocking(False)
+        sockets = {ours.fileno(): ours}
+        due = speaker.machine.next_timer()
+        assert due is not None
+        theirs.send(_advert_from_master())  # came after poll() returned empty
+        speaker._step([], sockets, due + 0.2)
+        assert speaker.machine.state is State.BACKUP
+        assert speaker.counters_snapshot().get("advert-heard-late") == 1
+        again = speaker.machine.next_timer()
+        assert again is not None and again > due + 0.2  # restarted by the advert
+        speaker._step([], sockets, again + 0.01)  # nothing waiting: the master is gone
+        assert speaker.machine.state is State.MASTER, outputs
+        assert speaker.counters_snapshot().get("advert-heard-late") == 1
+    finally:
+        ours.close()
+        theirs.close()

@@ -129,6 +129,11 @@ def one_run(
             for label, proc in lab.procs.items()
             if label in ("ha1", "ha2")
         }
+        row["vrrp_states_before_kill"] = {  # each member's VRRP transitions, with their reasons
+            label: [t for at, t in proc.lines if at < killed and "event=vrrp.state" in t][:6]
+            for label, proc in lab.procs.items()
+            if label in ("ha1", "ha2")
+        }
         row["ha2_active_before_kill"] = any(
             at < killed and "role.changed role=active" in t for at, t in lab.procs["ha2"].lines
         )

@@ -551,6 +551,7 @@ class BpfFastPath:
         self.hop_refreshes = 0
         self.hop_lookups = 0  # care-of addresses looked up
         self.hop_full = 0  # every care-of address looked up again (an event, or events lost)
+        self.hop_again = 0  # care-of addresses looked up again for a route or link event
         self.rules_ok = False  # every IPv4 rule selects by the destination only
         self.generation_bumps = 0
 
@@ -798,24 +799,31 @@ class BpfFastPath:
 
     def refresh_hops(self) -> None:
         """The next-hop entries brought in line with the care-of addresses in use and the
-        kernel's events since the last refresh (dataplane/nexthops.py): a new care-of address
-        means its route looked up; any route, rule, address or link event (or events lost),
-        every care-of address's; a neighbour event, the entries behind that neighbour
-        recomputed. Every entry concerned is deleted before anything is read again, so a
-        packet meanwhile takes the FIB path, never a stale MAC. The work is O(what changed);
-        the lookups themselves are made :data:`HOP_TURN` at a time, one batch per event-loop
-        turn (all at once without a running loop). Any event read at all (our own routes'
-        too): the route cache's generation bumped (:meth:`_next_generation`)."""
+        kernel's events since the last refresh (dataplane/nexthops.py, :class:`nh.Changes`):
+        a new care-of address means its route looked up; a route event, the routes of the
+        care-of addresses inside its prefix; a link event, those routed through that link; a
+        neighbour event, the entries behind that neighbour recomputed; an event of the tunnel
+        source's address, a rule event or events lost, every care-of address's route. Every
+        entry concerned is deleted before anything is read again, so a packet meanwhile takes
+        the FIB path, never a stale MAC. The work is O(what changed) (a route or link event:
+        one pass over the care-of addresses in use); the lookups themselves are made
+        :data:`HOP_TURN` at a time, one batch per event-loop turn (all at once without a
+        running loop). Any event read at all (our own routes' too): the route cache's
+        generation bumped (:meth:`_next_generation`)."""
         if self.monitor is None:
             return
-        everything, neighbours = self.monitor.drain()
+        changes = self.monitor.drain()
+        everything = changes.everything or int(self.source) in changes.addresses
         if self.monitor.events != self.monitor_events:
             self._next_generation(rules=everything)
         if self.nexthops_fd < 0:
             return
         stale: set[int] = set()
         recompute: set[int] = set()
-        if everything:
+        again = set() if everything else changes.inside(self.coa_homes)
+        if changes.links and not everything:
+            again.update(c for c, r in self.hop_routes.items() if r and r[0] in changes.links)
+        if everything or len(again) >= len(self.coa_homes) > 0:
             self.hop_full += 1
             stale.update(self.hops)
             self.hop_routes.clear()
@@ -823,6 +831,11 @@ class BpfFastPath:
             self.hop_pending = set(self.coa_homes)
             self._coas_changed.clear()
         else:
+            self.hop_again += len(again)
+            for c in again:
+                self._forget(c)
+                stale.add(c)
+                self.hop_pending.add(c)
             for c in self._coas_changed:
                 if c in self.coa_homes:
                     if c not in self.hop_routes:
@@ -832,8 +845,9 @@ class BpfFastPath:
                 self._forget(c)
                 stale.add(c)
             self._coas_changed.clear()
-            for key in neighbours:
+            for key in changes.neighbours:
                 recompute.update(self._behind.get(key, ()))
+            recompute -= again
             stale |= recompute
         if not stale and not recompute and not self.hop_pending:
             return
@@ -998,7 +1012,8 @@ class BpfFastPath:
                 "reverse_drops": self.drops(), "map_errors": self.errors,
                 "mac_path": self.nexthops_fd >= 0, "next_hops": len(self.hops),
                 "hop_refreshes": self.hop_refreshes, "hop_lookups": self.hop_lookups,
-                "hop_full": self.hop_full, "hop_pending": len(self.hop_pending),
+                "hop_full": self.hop_full, "hop_again": self.hop_again,
+                "hop_pending": len(self.hop_pending),
                 "monitor_lost": self.monitor.lost if self.monitor is not None else 0,
                 "route_cache": self.routes_fd >= 0,
                 "route_generation": self.generation}  # fmt: skip

@@ -11,10 +11,19 @@ PERMANENT, NOARP) with a 6-byte address; otherwise none: the program falls back 
 lookup, then to the kernel.
 
 :class:`Monitor` listens to the kernel's link, address, IPv4 route, rule and neighbour
-events: a neighbour event recomputes the entries behind that neighbour (their routes kept),
-anything else (our own protocol's routes excepted) or lost events (``ENOBUFS``) means every
-care-of address's route looked up again (dataplane/bpf.py spreads those over event-loop
-turns). It also counts every event read (:attr:`Monitor.events`, our own routes' and
+events and tells (:class:`Changes`) which care-of addresses' entries they may change:
+- a neighbour event: the entries behind that neighbour, recomputed (their routes kept);
+- a route added or removed (our own protocol's excepted): the care-of addresses inside its
+  prefix, looked up again (no other address's longest match can change; a default route's
+  means all of them);
+- a link event: the care-of addresses routed through that link (its MAC or MTU, or its
+  routes, which IPv4 removes without events when it goes down; routes a link's coming up
+  brings arrive as route events);
+- an address event: nothing of itself (the routes it adds or removes arrive as route
+  events), except for the tunnel source (dataplane/bpf.py: whether lookups are made from it);
+- a rule event, an unknown event or lost events (``ENOBUFS``): every care-of address's
+  route looked up again (dataplane/bpf.py spreads those over event-loop turns).
+It also counts every event read (:attr:`Monitor.events`, our own routes' and
 forwarding switches' included): any one invalidates the reverse program's route cache
 (dataplane/bpf.py).
 
@@ -29,6 +38,7 @@ import errno
 import socket
 import struct
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from mobileip.net import rtnl as nl
 from mobileip.net.mmsg import RecvBatch
@@ -38,7 +48,9 @@ from mobileip.net.udp import set_rcvbuf
 # destination MAC, source MAC (as the Ethernet header holds them), padding
 VALUE = struct.Struct("<II6s6sI")
 NETLINK_ROUTE = 0
-RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR = 20, 21
+IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_SRC, RTA_METRICS, RTA_ENCAP = 2, 8, 22
 RTAX_MTU = 2
 RTN_UNICAST = 1
@@ -335,47 +347,81 @@ class Monitor:
         self._batch.view.release()
         self._batch.ring.close()
 
-    def drain(self) -> tuple[bool, set[Key]]:
-        """(anything but a neighbour changed or events were lost, the neighbours changed).
-        Read :data:`PIPELINE` events per system call (``recvmmsg``)."""
-        everything = False
-        neighbours: set[Key] = set()
+    def drain(self) -> Changes:
+        """What the events read since the last call may change (:class:`Changes`), read
+        :data:`PIPELINE` events per system call (``recvmmsg``)."""
+        changes = Changes()
         while True:
             try:
                 count = self._batch.receive(self.sock.fileno())
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:  # events lost: re-resolve everything
-                    everything = True
+                    changes.everything = True
                     self.events += 1
                     self.lost += 1
                     continue
                 raise
             if not count:
-                return everything, neighbours
+                return changes
             for i in range(count):
-                everything |= self._read(self._batch.datagram(i), neighbours)
+                self._read(self._batch.datagram(i), changes)
 
-    def _read(self, data: bytes, neighbours: set[Key]) -> bool:
-        """The events in one datagram counted, the neighbours they concern added to
-        ``neighbours``: whether any other may change a next hop."""
-        everything = False
+    def _read(self, data: bytes, changes: Changes) -> None:
+        """The events in one datagram counted and added to ``changes``."""
         off = 0
         while off + 16 <= len(data):
             length, kind = struct.unpack_from("=IH", data, off)
             p = data[off + 16 : off + length]
             off += (length + 3) & ~3 if length else len(data)
-            if kind not in (nl.NLMSG_NOOP, nl.NLMSG_DONE):
-                self.events += 1
+            if kind in (nl.NLMSG_NOOP, nl.NLMSG_DONE):
+                continue
+            self.events += 1
             if kind in (RTM_NEWNETCONF, RTM_DELNETCONF):
                 continue  # no next hop's concern (the reverse program's: events)
             if kind in (nl.RTM_NEWNEIGH, nl.RTM_DELNEIGH) and len(p) >= 12:
                 fam, index = struct.unpack_from("=Bxxxi", p)
                 dst = _attrs(p, 12).get(NDA_DST, b"")
                 if fam == socket.AF_INET and len(dst) == 4:
-                    neighbours.add((index, dst))
+                    changes.neighbours.add((index, dst))
             elif kind in (nl.RTM_NEWROUTE, nl.RTM_DELROUTE) and len(p) >= 12:
-                if p[5] != nl.RTPROT_MOBILEIP:  # our own home routes change no next hop
-                    everything = True
-            elif kind not in (nl.NLMSG_NOOP, nl.NLMSG_DONE):
-                everything = True
-        return everything
+                if p[5] == nl.RTPROT_MOBILEIP:  # our own home routes change no next hop
+                    continue
+                dst_len = p[1]
+                dst = _attrs(p, 12).get(nl.RTA_DST, b"") if dst_len else bytes(4)
+                if p[0] != socket.AF_INET or len(dst) != 4 or dst_len > 32:
+                    changes.everything = True
+                    continue
+                mask = (0xFFFFFFFF << (32 - dst_len)) & 0xFFFFFFFF
+                changes.prefixes.add((int.from_bytes(dst, "big") & mask, dst_len))
+            elif kind in (RTM_NEWLINK, RTM_DELLINK) and len(p) >= 8:
+                changes.links.add(struct.unpack_from("=i", p, 4)[0])
+            elif kind in (RTM_NEWADDR, RTM_DELADDR) and len(p) >= 8:
+                attrs = _attrs(p, 8)
+                for a in (attrs.get(IFA_LOCAL), attrs.get(IFA_ADDRESS)):
+                    if a is not None and len(a) == 4:
+                        changes.addresses.add(int.from_bytes(a, "big"))
+            else:  # a rule, or anything not known here
+                changes.everything = True
+
+
+@dataclass
+class Changes:
+    """What a batch of the kernel's events may change (module docstring)."""
+
+    everything: bool = False  # a rule event, an unknown event, or events lost
+    neighbours: set[Key] = field(default_factory=set)
+    prefixes: set[tuple[int, int]] = field(default_factory=set)  # (network, length) of routes
+    links: set[int] = field(default_factory=set)  # ifindexes with a link event
+    addresses: set[int] = field(default_factory=set)  # IPv4 addresses added or removed
+
+    def inside(self, coas: Iterable[int]) -> set[int]:
+        """The care-of addresses inside any of :attr:`prefixes` (a default route's: all)."""
+        by_length: dict[int, set[int]] = {}
+        for net, length in self.prefixes:
+            by_length.setdefault(length, set()).add(net)
+        if not by_length:
+            return set()
+        if 0 in by_length:
+            return set(coas)
+        masks = [((0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF, nets) for n, nets in by_length.items()]
+        return {c for c in coas if any(c & m in nets for m, nets in masks)}

@@ -465,8 +465,11 @@ class VrrpSpeaker:
         self._recent.append((now, fd, packet))
         return False
 
-    def _receive(self, sock: socket.socket, now: float) -> None:
+    def _receive(self, sock: socket.socket, now: float) -> int:
+        """Every datagram waiting on ``sock`` read; the adverts that passed the checks,
+        counted."""
         assert self.machine is not None
+        heard = 0
         while True:
             try:
                 packet = sock.recv(65535)
@@ -491,6 +494,8 @@ class VrrpSpeaker:
                 continue
             self._count("received")
             self.machine.handle_advert(adv, src, now)
+            heard += 1
+        return heard
 
     # --- the speaker thread -------------------------------------------------------------------
 
@@ -513,20 +518,7 @@ class VrrpSpeaker:
             self._process(now)
             while not self._stopping:
                 ready = poller.poll(self._poll_timeout(time.monotonic()))
-                now = time.monotonic()
-                for fd, _events in ready:
-                    if fd == self._wake_r:
-                        with contextlib.suppress(BlockingIOError):
-                            os.read(self._wake_r, 4096)
-                    elif fd in sockets:
-                        self._receive(sockets[fd], now)
-                # adverts first: one heard now resets the Master_Down_Timer before it fires
-                self._process(now)
-                while self._commands:
-                    self._commands.popleft()(now)
-                self.machine.handle_timer(now)  # early calls are ignored
-                self._process(now)
-                self._garp_chores(now)
+                self._step(ready, sockets, time.monotonic())
         except Exception as exc:  # never leave the address behind a silent speaker
             self._log("thread-failed", vrid=self.settings.vrid, error=repr(exc))
             self._set_want_addresses(False)
@@ -538,6 +530,32 @@ class VrrpSpeaker:
             if self._sched_fd >= 0:
                 os.close(self._sched_fd)
                 self._sched_fd = -1
+
+    def _step(self, ready: list[tuple[int, int]], sockets: dict[int, socket.socket],
+              now: float) -> None:  # fmt: skip
+        """One turn of the speaker thread after ``poll()`` returned ``ready``: adverts read,
+        commands run, timers fired, outputs handled."""
+        assert self.machine is not None
+        for fd, _events in ready:
+            if fd == self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+            elif fd in sockets:
+                self._receive(sockets[fd], now)
+        due = self.machine.next_timer()
+        # poll() returned before the interpreter lock was ours again: an advert that arrived
+        # while this thread waited for it is heard before the Master_Down_Timer fires (a busy
+        # event loop is not a dead master)
+        if (due is not None and due <= now and not any(fd in sockets for fd, _ in ready)
+                and sum([self._receive(sock, now) for sock in sockets.values()]) > 0):  # fmt: skip
+            self._count("advert-heard-late")
+        # adverts first: one heard now resets the Master_Down_Timer before it fires
+        self._process(now)
+        while self._commands:
+            self._commands.popleft()(now)
+        self.machine.handle_timer(now)  # early calls are ignored
+        self._process(now)
+        self._garp_chores(now)
 
     def _realtime(self) -> None:
         """Put this thread (only) in SCHED_RR, as keepalived's ``vrrp_rt_priority`` does."""
