@@ -288,6 +288,7 @@ def test_next_hops_follow_changes_only_and_spread_over_turns() -> None:
                     fast.unstage(A("10.201.0.1"))
                     await asyncio.sleep(0)
                     seen["unused"] = (len(fast.hops), int(coas[n]) in fast.hops)
+
                     async def events(command: str) -> tuple[int, int, int, int]:
                         nonlocal turns
                         sh(command)

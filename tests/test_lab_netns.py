@@ -162,3 +162,32 @@ def test_lab_with_simulated_mobile_nodes() -> None:
         assert node["recovered_after_kill_ms"] is not None and node["recovered_after_kill_ms"] > 0
     assert sample["outage_ms"]["median"] <= sample["outage_ms"]["worst"]
     assert lab_namespaces(report["prefix"]) == []
+
+
+@pytest.mark.kernel
+@pytest.mark.timeout(400)
+def test_lab_with_the_kernel_backend(tmp_path: Path) -> None:
+    """The whole lab with ``--backend kernel`` (collect-metadata ipip/gre devices, encap
+    routes: a real kernel's, inside User-Mode Linux through tests/test_uml_tier.py): the same
+    report as the userspace lab's, the failover, roam and return home; on the foreign link,
+    IP-in-IP from the virtual address to fa1 that the kernel encapsulated."""
+    pcap = tmp_path / "f1.pcap"
+    res = mobileip("lab", "--backend", "kernel", "--json", "--capture", str(pcap), timeout=360)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    print(f"\nlab --backend kernel: killed {report['killed']}, new active "
+          f"{report['new_active']}, outage {report['outage_ms']} ms (UDP "
+          f"{report['udp_outage_ms']} ms), lost {report['packets_lost']}, roam {report['roam']}, "
+          f"home {report['home']}, counters {report['new_active_counters']}")  # fmt: skip
+    assert report["mode"] == "netns" and report["backend"] == "kernel" and report["ok"], report
+    assert report["killed"] == "ha1" and report["new_active"] == "ha2"
+    assert report["bindings_before"] == report["bindings_after"] == 1
+    assert report["ping"]["received"] > 100 and report["udp"]["received"] > 100
+    assert 0 < report["outage_ms"] < 3000
+    assert report["roam"]["received"] > 0 and report["home"]["received"] > 0
+    assert report["home"]["proxy_arp_left"] is False
+    assert lab_namespaces(report["prefix"]) == []
+    rows = tshark_fields(pcap, ["ip.proto", "ip.src", "ip.dst"], "ip.check_checksum:TRUE")
+    tunnelled = [r for r in rows if r[0].startswith("4,") and r[1].startswith("10.1.0.1,")]
+    assert len(tunnelled) > 100, rows[:20]
+    assert all(r[2] == "10.2.0.1,10.1.0.100" for r in tunnelled), tunnelled[:5]

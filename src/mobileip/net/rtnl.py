@@ -546,14 +546,20 @@ def _open() -> socket.socket:
 
 
 def _open_in(netns: str) -> socket.socket:
-    """Create the socket inside ``netns`` (setns in this thread, then back)."""
+    return socket_in(netns, socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+
+
+def socket_in(netns: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket created inside ``netns`` (a name under /run/netns, or a path), by setns in
+    this thread and back: it stays in that namespace (its ioctls and routes are that
+    namespace's)."""
     libc = ctypes.CDLL(None, use_errno=True)
     path = netns if "/" in netns else f"/run/netns/{netns}"
     with open("/proc/thread-self/ns/net", "rb") as home, open(path, "rb") as target:
         if libc.setns(target.fileno(), CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"setns {path}")
         try:
-            return _open()
+            return socket.socket(family, kind, proto)
         finally:
             if libc.setns(home.fileno(), CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), "setns back")

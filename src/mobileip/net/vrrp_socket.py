@@ -53,9 +53,9 @@ With both, 5 of 5 runs under that load: p99.9 106-128 ms, no transition. GIL wai
 log line also names where the event loop's thread was when the speaker got the lock back
 (``loop_at``). A backup whose ``poll()`` returned on the Master_Down_Timer's deadline but
 got the lock only later reads the adverts that arrived meanwhile before the timer fires
-(counted ``advert-heard-late``): a busy event loop on the backup is not a dead master. The gaps between our
-adverts while MASTER (last :data:`GAP_WINDOW`) are in :meth:`VrrpSpeaker.advert_gap_stats`
-(``advert_gap_ms`` in ``GET /api/v1/vrrp``).
+(counted ``advert-heard-late``): a busy event loop on the backup is not a dead master.
+The gaps between our adverts while MASTER (last :data:`GAP_WINDOW`) are in
+:meth:`VrrpSpeaker.advert_gap_stats` (``advert_gap_ms`` in ``GET /api/v1/vrrp``).
 
 Standalone runner (logs ``key=value`` lines on stderr; SIGTERM/SIGINT shut down cleanly,
 sending priority 0)::

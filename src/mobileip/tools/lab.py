@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
 import http.client
 import json
 import os
@@ -51,6 +52,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -62,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from mobileip.config import to_toml
+from mobileip.net.rtnl import socket_in
 from mobileip.tools import simnodes
 
 KEY = "00112233445566778899aabbccddeeff"
@@ -450,6 +453,11 @@ class NetnsLab:
                 self.sysctl(node, f"net.ipv4.conf.{key}.rp_filter", "0")
             if gateway:
                 _ip("-n", ns, "route", "add", "default", "via", gateway)
+        # the correspondent's packets leave with their checksums complete, as from a wire: a
+        # veth hands a UDP datagram on with only its pseudo-header summed (checksum offload),
+        # the kernel data plane tunnels it so, and a foreign agent or simulated node that
+        # decapsulates it in userspace (a raw socket) would deliver a bad checksum
+        tx_checksum_off(self.ns("cn"), "eth0")
         self.sysctl("rt", "net.ipv4.ip_forward", "1")
         if self.simulated:
             # every care-of address of the simulated nodes is local in sim: one route, any N
@@ -788,7 +796,7 @@ class NetnsLab:
             "outage_ms": ping["outage_ms"],
             "packets_lost": (ping["lost"] or 0) + (recv["lost"] or 0),
             "ping": ping,
-            "udp": {"sent": sent["sent"], **recv},
+            "udp": {**recv, "sent": sent["sent"]},  # the sender's count, not the receiver's
             "udp_outage_ms": recv["outage_ms"],
             "bindings_before": before,
             "bindings_after": after,
@@ -877,6 +885,17 @@ def _brief(ping: dict[str, Any]) -> dict[str, Any]:
     return {"sent": ping["sent"], "received": ping["received"], "lost": ping["lost"]}
 
 
+SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
+
+
+def tx_checksum_off(netns: str, ifname: str) -> None:
+    """``ethtool -K IFNAME tx off`` inside ``netns`` (the ioctl: no ethtool binary needed)."""
+    value = ctypes.create_string_buffer(struct.pack("=II", ETHTOOL_STXCSUM, 0), 8)
+    request = struct.pack("@16sP16x", ifname.encode(), ctypes.addressof(value))  # struct ifreq
+    with socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, request)
+
+
 def _verdict(r: dict[str, Any], roam: bool) -> tuple[bool, str]:
     problems = []
     if not r["new_active"]:
@@ -885,6 +904,8 @@ def _verdict(r: dict[str, Any], roam: bool) -> tuple[bool, str]:
         problems.append("bindings lost")
     if r["outage_ms"] is not None and r["ping"]["received"] == 0:
         problems.append("no traffic reached the mobile node")
+    if r["udp"]["sent"] and not r["udp"]["received"]:
+        problems.append("the UDP stream never reached the mobile node")
     sample = r.get("sample")
     if sample is not None:
         if sample["recovered"] < sample["sampled"]:
