@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import signal
 import statistics
 import sys
@@ -129,6 +130,15 @@ def one_run(
             for label, proc in lab.procs.items()
             if label in ("ha1", "ha2")
         }
+        row["advert_late_worst_ms"] = {  # the longest gap between the member's adverts
+            label: max(
+                (float(m.group(1)) for at, t in proc.lines if at < killed and "advert-late" in t
+                 if (m := re.search(r"gap_ms=([0-9.]+)", t))),
+                default=None,
+            )
+            for label, proc in lab.procs.items()
+            if label in ("ha1", "ha2")
+        }  # fmt: skip
         row["vrrp_states_before_kill"] = {  # each member's VRRP transitions, with their reasons
             label: [t for at, t in proc.lines if at < killed and "event=vrrp.state" in t][:6]
             for label, proc in lab.procs.items()
