@@ -62,6 +62,7 @@ from mobileip.net.mmsg import (
 )
 from mobileip.net.netlink import rtnl, write_sysctl
 from mobileip.net.tun import MAX_PACKET, TunError, open_tun
+from mobileip.net.udp import set_rcvbuf
 from mobileip.wire.errors import DecodeError
 
 # The forward fast path reads each packet into a slot of a ring, writes its outer header (IPv4,
@@ -72,7 +73,9 @@ RING_SLOTS = 64  # packets per sendmmsg (at most)
 SLOT = 1 << 16  # a slot holds any IPv4 packet (the ring is mmap-ed: untouched pages cost nothing)
 SEND_BATCH = 2 * RING_SLOTS  # messages per sendmmsg (one per exit)
 TUN_QUEUE = 1000  # the TUN's transmit queue (packets; was 500): a burst waits, not dropped
-RECV_BUFFER = 1 << 20  # bytes, each reverse-tunnel raw socket's receive buffer (was ~200 KiB)
+# bytes, each reverse-tunnel raw socket's receive buffer: at 1,400 bytes the default (about
+# 200 KiB) holds some 90 packets, which a few hundred microseconds off the CPU overflow
+RECV_BUFFER = 1 << 20
 # One message of the sendmmsg table from iov[0].len on (mmsg.PUT_OFF): the lengths and the
 # body's address (native 64-bit integers, passed through swap64 so that this big-endian
 # struct stores their native bytes), the care-of address's sockaddr_in, then the outer header:
@@ -91,18 +94,6 @@ _FAST_KINDS = (Encapsulation.IPIP, Encapsulation.GRE)
 # GRE word (flags/version 0 and protocol 0x0800: 0x00000800) and the inner header's words
 _REV_IPIP = struct.Struct("!BxHxxHxB2xI4x5I")
 _REV_GRE = struct.Struct("!I5I")
-_SO_RCVBUFFORCE = 33  # Linux; needs CAP_NET_ADMIN
-
-
-def _grow_receive_buffer(sock: socket.socket) -> None:
-    """:data:`RECV_BUFFER` for ``sock`` (past net.core.rmem_max where we may): at 1,400 bytes
-    the default (about 200 KiB) holds some 90 packets, which a few hundred microseconds off
-    the CPU overflow."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RECV_BUFFER)
-    except OSError:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
 
 
 def _fold(total: int) -> int:
@@ -205,7 +196,7 @@ class UserspaceBackend(TunnelBackend):
             for proto in (IPPROTO_IPIP, IPPROTO_GRE, IPPROTO_MINENC):
                 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
                 s.setblocking(False)
-                _grow_receive_buffer(s)
+                set_rcvbuf(s, RECV_BUFFER)  # past rmem_max where we may
                 self.recv_socks.append(s)
         except (OSError, NetlinkError) as exc:
             await self.stop()
