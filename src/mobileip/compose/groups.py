@@ -206,6 +206,7 @@ class GroupsDaemon:
             self.stop,
             self.log,
             drop_privileges=self.config.homeagent.drop_privileges,
+            lock_memory=self.config.homeagent.lock_memory,
             on_sighup=self.reload_security_associations,
         )
 

@@ -28,6 +28,7 @@ class HomeAgentConfig:
     rate_sources: int = 65_536  # sources tracked by the rate limiter
     overload_queue: int = 4096  # datagrams queued per source-fair while overloaded; 0: off
     drop_privileges: bool = True  # keep only CAP_NET_ADMIN/RAW/BIND_SERVICE once started
+    lock_memory: bool = False  # mlockall(MCL_CURRENT | MCL_FUTURE) at start (daemon/memory.py)
     # RFC 3519 NAT traversal (core/nat.py, docs/nat-traversal.md)
     nat_traversal: bool = False
     nat_keepalive: int = 110  # seconds, told to the mobile node in the UDP Tunnel Reply
@@ -49,6 +50,7 @@ def parse_homeagent(t: Table) -> HomeAgentConfig:
         rate_sources=t.integer("rate_sources", 65_536, 1, 100_000_000) or 1,
         overload_queue=t.integer("overload_queue", 4096, 0, 1_000_000) or 0,
         drop_privileges=t.boolean("drop_privileges", True),
+        lock_memory=t.boolean("lock_memory", False),
         nat_traversal=t.boolean("nat_traversal", False),
         nat_keepalive=t.integer("nat_keepalive", 110, 1, 0xFFFF) or 110,
         nat_accept_forced=t.boolean("nat_accept_forced", True),

@@ -318,6 +318,7 @@ class HomeAgentDaemon:
             self.stop,
             self.log,
             drop_privileges=self.config.homeagent.drop_privileges,
+            lock_memory=self.config.homeagent.lock_memory,
             on_sighup=self._on_sighup,
         )
 
@@ -335,22 +336,30 @@ async def serve_until_stopped(
     log: Logger,
     *,
     drop_privileges: bool,
+    lock_memory: bool = False,
     on_sighup: Callable[[], object],
 ) -> None:
-    """A daemon's serve(): ``start``, drop privileges when asked (every socket is open now),
-    run until SIGTERM/SIGINT or ``stopping`` is set, ``stop``; SIGHUP calls ``on_sighup``."""
+    """A daemon's serve(): lock its memory when asked (daemon/memory.py: before ``start`` loads
+    any table, and while the privileges to do so are still held), ``start``, drop privileges
+    when asked (every socket is open now), run until SIGTERM/SIGINT or ``stopping`` is set,
+    ``stop``; SIGHUP calls ``on_sighup``."""
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
         log.info("homeagent.signal", signal=sig.name)
         stopping.set()
 
+    keep_ipc_lock = False
+    if lock_memory:
+        from mobileip.daemon.memory import lock_and_log
+
+        keep_ipc_lock = lock_and_log(log)
     try:
         await start()
         if drop_privileges:
             from mobileip.daemon.privileges import drop_and_log
 
-            drop_and_log(log)
+            drop_and_log(log, keep_ipc_lock)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, on_sighup)

@@ -4,7 +4,9 @@ The daemon needs, after start-up:
 
 * ``CAP_NET_ADMIN``: virtual addresses, TUN devices, routes and proxy ARP entries at takeover;
 * ``CAP_NET_RAW``: VRRP's raw socket, gratuitous ARP, the user-space tunnels' raw sockets;
-* ``CAP_NET_BIND_SERVICE``: re-binding port 434 (e.g. an extra group started on reload).
+* ``CAP_NET_BIND_SERVICE``: re-binding port 434 (e.g. an extra group started on reload);
+* ``CAP_IPC_LOCK``, only with ``lock_memory`` where ``RLIMIT_MEMLOCK`` stays finite: the locked
+  process maps more later (daemon/memory.py).
 
 Everything else is removed from the effective, permitted, inheritable and bounding sets, so
 neither this process nor anything it could exec gets it back. Linux only; a process that is not
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 CAP_NET_BIND_SERVICE = 10
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
+CAP_IPC_LOCK = 14
 KEEP = {
     "CAP_NET_BIND_SERVICE": CAP_NET_BIND_SERVICE,
     "CAP_NET_ADMIN": CAP_NET_ADMIN,
@@ -96,9 +99,11 @@ def drop_capabilities(keep: dict[str, int] = KEEP) -> str:
     return "kept " + (",".join(kept) if kept else "none")
 
 
-def drop_and_log(log: Logger) -> None:
-    """Every socket is open now: keep only the capabilities the daemon still needs, and say so."""
+def drop_and_log(log: Logger, keep_ipc_lock: bool = False) -> None:
+    """Every socket is open now: keep only the capabilities the daemon still needs, and say so
+    (``CAP_IPC_LOCK`` too where its memory is locked under a finite limit: daemon/memory.py)."""
+    keep = {**KEEP, "CAP_IPC_LOCK": CAP_IPC_LOCK} if keep_ipc_lock else KEEP
     try:
-        log.info("homeagent.privileges", result=drop_capabilities())
+        log.info("homeagent.privileges", result=drop_capabilities(keep))
     except OSError as exc:
         log.warning("homeagent.privileges_failed", error=str(exc))

@@ -513,6 +513,7 @@ class NetnsLab:
         return {
             "homeagent": {
                 "address": me, "listen": "0.0.0.0", "port": 434, "max_lifetime": lifetime,
+                "lock_memory": True,  # page faults inside UML: docs/performance.md
             },
             "security_association": [
                 {"spi": SPI, "algorithm": "hmac-md5", "key": KEY, "home_addresses": homes}
