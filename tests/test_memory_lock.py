@@ -95,3 +95,22 @@ def test_lock_memory_must_be_a_boolean(tmp_path: Path) -> None:
         load_config(path)
     assert "lock_memory" in str(err.value) and "ha.toml" in str(err.value)
     assert "line 3" in str(err.value)
+
+
+THREAD_AFTER_LOCK = """
+import threading
+from mobileip.daemon.memory import lock_memory, locked_kib
+lock_memory()
+before = locked_kib()
+t = threading.Thread(target=lambda: bytearray(1 << 20)); t.start(); t.join()
+print(before, locked_kib())
+"""
+
+
+@pytest.mark.root
+def test_a_thread_started_after_the_lock_costs_its_stack_not_an_arena() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: CAP_IPC_LOCK or CAP_SYS_RESOURCE")
+    before, after = (int(x) for x in _child(THREAD_AFTER_LOCK)[0].split())
+    # its stack (8 MiB by default) and no 64 MiB malloc arena of its own
+    assert after - before < 32 << 10, (before, after)

@@ -11,7 +11,8 @@ time on first touch. Two reasons, both about the VRRP speaker's adverts:
   time (docs/performance.md, "Page faults inside User-Mode Linux").
 
 Locked memory cannot be reclaimed: the daemon's resident size is what it maps, thread stacks
-included. ``MCL_FUTURE`` makes a later mapping fail (``MemoryError``) once the process passes
+included (glibc's per-thread malloc arenas are turned off first: each would be 64 MiB).
+``MCL_FUTURE`` makes a later mapping fail (``MemoryError``) once the process passes
 ``RLIMIT_MEMLOCK`` without ``CAP_IPC_LOCK``. So the limit is raised to unlimited first (needs
 ``CAP_SYS_RESOURCE``); where it stays finite, the lock needs ``CAP_IPC_LOCK``, and the
 privilege drop keeps it (daemon/privileges.py). Without either, nothing is locked.
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from mobileip.log import Logger
 
 MCL_CURRENT, MCL_FUTURE = 1, 2
+M_ARENA_MAX = -8  # mallopt
 
 
 def locked_kib(pid: int | str = "self") -> int:
@@ -63,6 +65,9 @@ def lock_memory() -> tuple[str, bool]:
             "held: a locked process would fail its allocations past the limit",
         )
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # one malloc arena for every thread: glibc gives each new thread's arena a 64 MiB heap,
+    # which the lock would make resident (the interpreter lock serialises them anyway)
+    libc.mallopt(M_ARENA_MAX, 1)
     if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mlockall: {os.strerror(err)}")
