@@ -26,17 +26,10 @@ import sys
 import time
 from typing import Any
 
+from mobileip.daemon.memory import status_kib
 from mobileip.tools import simnodes
 from mobileip.tools.lab import LabError, _ip
 from mobileip.tools.takeover import STATUS, KernelLab, tunnelled_twice
-
-
-def rss_kib(pid: int) -> int | None:
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return None
 
 
 def one_run(
@@ -77,7 +70,7 @@ def one_run(
             row[node] = {k: d.get(k) for k in ("active", "rule_installed", "installed",
                                                "install_us_per_route", "longest_batch_ms",
                                                "install_seconds_total")}  # fmt: skip
-            row[node]["rss_kib"] = rss_kib(lab.procs[node].popen.pid)
+            row[node]["rss_kib"] = status_kib("VmRSS", lab.procs[node].popen.pid)
             fast = (d.get("backend") or {}).get("fastpath") or {}
             if "next_hops" in fast:  # the MAC path's work (dataplane/bpf.py)
                 row[node]["fastpath"] = {k: fast.get(k) for k in (

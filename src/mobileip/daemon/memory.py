@@ -37,16 +37,22 @@ MCL_CURRENT, MCL_FUTURE = 1, 2
 M_ARENA_MAX = -8  # mallopt
 
 
-def locked_kib(pid: int | str = "self") -> int:
-    """``VmLck`` of a process, in KiB (0 where the kernel does not say)."""
+def status_kib(field: str, pid: int | str = "self") -> int | None:
+    """A ``kB`` line of ``/proc/PID/status`` (``VmRSS``, ``VmLck``, ...): None where the
+    process or the line is not there."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmLck:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return None
+
+
+def locked_kib(pid: int | str = "self") -> int:
+    """``VmLck`` of a process, in KiB (0 where the kernel does not say)."""
+    return status_kib("VmLck", pid) or 0
 
 
 def lock_memory() -> tuple[str, bool]:

@@ -66,6 +66,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from mobileip.daemon.memory import status_kib
 from mobileip.tools.failover_bench import FailoverPlan, format_failover, run_failover
 from mobileip.tools.forwarding_bench import ForwardingPlan, format_forwarding, run_forwarding
 from mobileip.tools.loadgen import LoadResult, LoadSpec, run_load
@@ -745,10 +746,7 @@ async def _echo_server(host: str, port: int) -> None:
 
 
 def _rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return (status_kib("VmRSS") or 0) * 1024
 
 
 def fill_table(table: Any, n: int, now: float, node_id: int) -> None:

@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from mobileip.daemon.memory import status_kib
 from mobileip.tools.lab import (
     KEY,
     SPI,
@@ -216,16 +217,7 @@ def wait_converged(
 def rss_kib(lab: NetnsLab, node: str) -> int | None:
     """VmRSS of ``node``'s daemon (``ip netns exec`` execs it: same pid)."""
     proc = lab.procs.get(node)
-    if proc is None:
-        return None
-    try:
-        with open(f"/proc/{proc.popen.pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+    return None if proc is None else status_kib("VmRSS", proc.popen.pid)
 
 
 TAKEOVER_LINE = re.compile(r"vrrp|role|takeover|master|garp", re.IGNORECASE)

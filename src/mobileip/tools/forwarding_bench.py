@@ -108,6 +108,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from mobileip.daemon.memory import status_kib
 from mobileip.tools.fastpath_bench import (
     PKT_SENDER,
     FastPathHelper,
@@ -794,10 +795,7 @@ def _slab() -> int:
 
 
 def _rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return (status_kib("VmRSS") or 0) * 1024
 
 
 def _home(i: int) -> IPv4Address:
