@@ -22,6 +22,7 @@ import struct
 import subprocess
 import time
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
@@ -62,6 +63,12 @@ def test_decide_opens_only_with_nothing_bypassed() -> None:
         "strict rp_filter on eth0": Observation(
             active=True, interfaces=("eth0", "eth1"), rp_filter=(("eth0", 1), ("eth1", 2))
         ),
+        "tc: other ingress filters on eth1 (2)": Observation(
+            active=True, interfaces=("eth0", "eth1"), tc_filters=(("eth0", 0), ("eth1", 2))
+        ),
+        "cannot verify tc filters: EPERM": Observation(
+            active=True, interfaces=("eth0",), tc_filters=None, tc_error="EPERM"
+        ),
     }
     for reason, obs in closed.items():
         gate = decide(obs)
@@ -69,6 +76,19 @@ def test_decide_opens_only_with_nothing_bypassed() -> None:
     # loose (2) and off (0) do not close it
     loose = Observation(active=True, interfaces=("a", "b"), rp_filter=(("a", 2), ("b", 0)))
     assert decide(loose).open
+
+
+def test_tc_events_name_their_interfaces() -> None:
+    """A datagram of qdisc, filter and chain events: each one's tcmsg ifindex; other messages
+    (a link event) and a truncated tail are not read."""
+
+    def msg(kind: int, ifindex: int) -> bytes:
+        body = struct.pack("=BxxxiIII", 0, ifindex, 1, 0xFFFFFFF2, 0) + bytes(8)
+        return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+    data = msg(44, 3) + msg(37, 7) + msg(16, 9) + msg(100, -1) + msg(45, 4)[:20]
+    assert g.tc_event_indexes(data) == {3, 7, -1}
+    assert g.tc_event_indexes(b"") == set()
 
 
 def test_effective_rp_filter_is_the_larger_of_all_and_the_interface() -> None:
@@ -355,3 +375,82 @@ def delete_nft_table(family: int, name: str) -> None:
     err = -struct.unpack_from("=i", reply, 16)[0] if kind == 2 else 0
     if err:
         raise OSError(err, f"deleting nftables table {name}: {os.strerror(err)}")
+
+
+def _foreign_filter(index: int, prio: int = 7) -> tuple[int, bytes]:
+    """Another tool's ingress filter on ``index``: a program (any; ours, loaded apart) at
+    ``prio``, as ``tc filter add ... ingress prio 7 bpf da`` would put it. (fd, its delete.)"""
+    from mobileip.dataplane import bpf as b
+    from mobileip.dataplane import bpf_asm as ba
+    from mobileip.net import rtnl as nl
+
+    fd = ba.prog_load(b.forward_program(ba.map_create(ba.MAP_HASH, 4, b.VALUE.size, 4)), "other")
+    with nl.RtnlSocket() as sock:
+        sock.apply([b.clsact_add(index)], ignore_benign=False)  # EEXIST where ours made it
+        assert not sock.apply([b.bpf_filter(index, prio, fd)], ignore_benign=False)
+    return fd, b.bpf_filter_del(index, prio)
+
+
+def test_guard_closes_on_another_tc_filter_and_reopens(netns: str) -> None:
+    """The real fast path attached to v0 in a namespace (its own two filters do not close the
+    gate); another ingress filter there closes it through its tc event (a 60 s poll), its
+    deletion reopens it; one on an interface the fast path does not use changes nothing."""
+    from mobileip.dataplane import bpf_asm as ba
+    from mobileip.dataplane.bpf import BpfFastPath
+    from mobileip.net import rtnl as nl
+
+    for argv in (("link", "add", "v0", "type", "veth", "peer", "name", "v1"),
+                 ("link", "set", "v0", "up"), ("link", "set", "v1", "up")):  # fmt: skip
+        _ns(netns, "ip", *argv)
+    logs: list[dict[str, Any]] = []
+
+    def log(event: str, **fields: Any) -> None:
+        logs.append({"event": event, **fields})
+
+    async def scenario() -> list[tuple[str, float, bool]]:
+        fast = BpfFastPath(IPv4Address("10.0.0.1"), ["v0"], capacity=64)
+        try:
+            fast.start()
+        except OSError as exc:
+            pytest.skip(f"this kernel refuses the fast path: {exc}")
+        guard = FastPathGuard(fast, log, interfaces=("v0",), poll=60.0)
+        seen: list[tuple[str, float, bool]] = []
+        try:
+            guard.start()
+            guard.set_active(True)
+            if guard.gate.reason.startswith("cannot verify"):
+                pytest.skip(f"no nftables/xfrm netlink here: {guard.gate.reason}")
+            await asyncio.sleep(0.2)  # our own attach's events: checked again, still open
+            with in_netns(netns):
+                assert g.read_tc_filters(["v0", "v1", "absent"]) == (("v0", 0), ("v1", 0))
+            seen.append((guard.gate.reason, 0.0, fast.live))
+            for dev, wait in (("v1", 0.3), ("v0", 5.0)):
+                index = socket.if_nametoindex(dev)
+                t0 = time.monotonic()
+                fd, delete = _foreign_filter(index)
+                while fast.live and time.monotonic() - t0 < wait:
+                    await asyncio.sleep(0.01)
+                seen.append((guard.gate.reason, time.monotonic() - t0, fast.live))
+                if dev == "v1":
+                    continue
+                t0 = time.monotonic()
+                with nl.RtnlSocket() as sock:
+                    assert not sock.apply([delete], ignore_benign=False)
+                ba.close(fd)
+                while not fast.live and time.monotonic() - t0 < 5:
+                    await asyncio.sleep(0.01)
+                seen.append((guard.gate.reason, time.monotonic() - t0, fast.live))
+        finally:
+            guard.stop()
+            fast.stop()
+        return seen
+
+    with in_netns(netns):
+        seen = asyncio.run(scenario())
+    assert [(r, live) for r, _, live in seen] == [
+        ("nothing bypassed", True),
+        ("nothing bypassed", True),  # v1: not the fast path's
+        ("tc: other ingress filters on v0 (1)", False),
+        ("nothing bypassed", True),
+    ], seen
+    assert seen[2][1] < 0.5 and seen[3][1] < 0.5, seen  # the events, not the 60 s poll

@@ -18,6 +18,9 @@ those configured (docs/dataplane.md, "The automatic mode"):
 * no strict reverse path filter (``rp_filter`` 1, effective as the larger of ``all`` and the
   interface's) on any of the fast path's interfaces: such an interface closes the gate (it is
   not dropped from the set; polled like the legacy tables);
+* no tc filter but ours at the ingress of any of the fast path's interfaces (another tool's
+  classifier, policer or BPF program: where ours redirect a packet, the filters after them never
+  see it): an ``RTM_GETTFILTER`` dump per interface, and ``RTNLGRP_TC`` events;
 * at least one interface.
 
 A dump the kernel refuses (``nfnetlink`` or ``xfrm_user`` not available) is "cannot verify":
@@ -47,11 +50,15 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from mobileip.dataplane.backend import Log
-from mobileip.dataplane.bpf import BpfFastPath
+from mobileip.dataplane.bpf import PRIO_FORWARD, PRIO_REVERSE, BpfFastPath
 from mobileip.net import rtnl as nl
 
 POLL_INTERVAL = 1.0  # seconds: legacy iptables and rp_filter have no events
 NETLINK_ROUTE, NETLINK_XFRM, NETLINK_NETFILTER = 0, 6, 12
+RTM_NEWTFILTER, RTM_GETTFILTER = 44, 46
+RTNLGRP_TC = 4
+TC_H_INGRESS_FILTERS = 0xFFFFFFF2  # clsact's ingress hook (and the ingress qdisc's)
+OWN_PRIOS = frozenset({PRIO_REVERSE, PRIO_FORWARD})  # our two filters' tc priorities
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
 NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN = 10, 3, 4
 NFNLGRP_NFTABLES = 7
@@ -118,8 +125,11 @@ class Observation:
     legacy_tables: tuple[str, ...] = ()  # /proc/net/ip_tables_names
     xfrm_policies: int | None = 0
     rp_filter: tuple[tuple[str, int], ...] = ()  # (interface, effective value)
+    # (interface, ingress tc filters other than ours); None: the dump was refused
+    tc_filters: tuple[tuple[str, int], ...] | None = ()
     nft_error: str = ""
     xfrm_error: str = ""
+    tc_error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +163,11 @@ def decide(obs: Observation) -> Gate:
     strict = [name for name, value in obs.rp_filter if value == 1]
     if strict:
         return Gate(False, f"strict rp_filter on {','.join(strict)}")
+    if obs.tc_filters is None:
+        return Gate(False, f"cannot verify tc filters: {obs.tc_error or 'no answer'}")
+    foreign = [f"{name} ({count})" for name, count in obs.tc_filters if count]
+    if foreign:
+        return Gate(False, f"tc: other ingress filters on {', '.join(foreign)}")
     return Gate(True, "nothing bypassed")
 
 
@@ -228,6 +243,33 @@ def read_rp_filter(interfaces: Iterable[str]) -> tuple[tuple[str, int], ...]:
     return effective_rp_filter(_sysctl("net/ipv4/conf/all/rp_filter") or 0, per)
 
 
+def read_tc_filters(interfaces: Iterable[str]) -> tuple[tuple[str, int], ...]:
+    """Each existing interface's ingress tc filters other than ours (counted by priority
+    and protocol: one per classifier instance, however many filters it holds)."""
+    out = []
+    for name in interfaces:
+        try:
+            index = socket.if_nametoindex(name)
+        except OSError:
+            continue
+        body = struct.pack("=BxxxiIII", socket.AF_UNSPEC, index, 0, TC_H_INGRESS_FILTERS, 0)
+        try:
+            reply = _dump(NETLINK_ROUTE, RTM_GETTFILTER, body)
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:  # gone since
+                continue
+            raise
+        others = {
+            info
+            for kind, p in reply
+            if kind == RTM_NEWTFILTER and len(p) >= 20
+            for info in struct.unpack_from("=I", p, 16)
+            if info >> 16 not in OWN_PRIOS
+        }
+        out.append((name, len(others)))
+    return tuple(out)
+
+
 def read_links() -> list[Link]:
     """Every interface of the namespace (an RTM_GETLINK dump)."""
     links = []
@@ -254,9 +296,13 @@ def read_links() -> list[Link]:
 
 
 class _Events:
-    """A non-blocking netlink socket subscribed to one multicast group (None if refused)."""
+    """A non-blocking netlink socket subscribed to one multicast group (None if refused);
+    ``relevant``: which datagrams count (default: all)."""
 
-    def __init__(self, protocol: int, group: int) -> None:
+    def __init__(
+        self, protocol: int, group: int, relevant: Callable[[bytes], bool] | None = None
+    ) -> None:
+        self.relevant = relevant
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                   protocol)  # fmt: skip
         try:
@@ -268,17 +314,39 @@ class _Events:
             raise
 
     def drain(self) -> int:
-        """Reads what is queued; the number of reads (ENOBUFS, events lost, counts too)."""
+        """Reads what is queued; the number of relevant reads (ENOBUFS, events lost, counts
+        too)."""
         n = 0
         while True:
             try:
-                self.sock.recv(1 << 16)
+                data = self.sock.recv(1 << 16)
             except BlockingIOError:
                 return n
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     return n + 1
-            n += 1
+                n += 1
+                continue
+            if self.relevant is None or self.relevant(data):
+                n += 1
+
+
+TC_EVENTS = frozenset({36, 37, 44, 45, 100, 101})  # RTM_{NEW,DEL}{QDISC,TFILTER,CHAIN}
+
+
+def tc_event_indexes(data: bytes) -> set[int]:
+    """The interfaces (tcmsg ``ifindex``) of the qdisc, filter and chain events in one
+    datagram (a shared block's filters, such as the kernel backend's, carry none of them)."""
+    out = set()
+    off = 0
+    while off + 24 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, off)
+        if length < 16:
+            break
+        if kind in TC_EVENTS and length >= 24:
+            out.add(struct.unpack_from("=i", data, off + 20)[0])
+        off += (length + 3) & ~3
+    return out
 
 
 # --- the guard ----------------------------------------------------------------------------------
@@ -313,6 +381,7 @@ class FastPathGuard:
         self.checks = 0
         self.refused = ""  # why the programs could not be loaded or attached (then closed)
         self.events: list[_Events] = []
+        self._watched: frozenset[int] = frozenset()  # the interfaces' indexes, as last checked
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -344,12 +413,15 @@ class FastPathGuard:
         """After ``fastpath.start()``, on the running loop: the event sockets and the poll."""
         loop = asyncio.get_running_loop()
         self._loop = loop
-        for protocol, group, what in (
-            (NETLINK_NETFILTER, NFNLGRP_NFTABLES, "nftables"),
-            (NETLINK_XFRM, XFRMNLGRP_POLICY, "xfrm"),
+        tc = self._tc_relevant
+        for protocol, group, what, relevant in (
+            (NETLINK_NETFILTER, NFNLGRP_NFTABLES, "nftables", None),
+            (NETLINK_XFRM, XFRMNLGRP_POLICY, "xfrm", None),
+            # the fast path's interfaces only (ours too: one more check after an attach)
+            (NETLINK_ROUTE, RTNLGRP_TC, "tc", tc),
         ):
             try:
-                events = _Events(protocol, group)
+                events = _Events(protocol, group, relevant)
             except OSError as exc:  # the dump will say "cannot verify" too
                 self.log("dataplane.fastpath_no_events", source=what, error=str(exc))
                 continue
@@ -422,6 +494,17 @@ class FastPathGuard:
             xfrm = read_xfrm_policies()
         except OSError as exc:
             xfrm, xfrm_error = None, exc.strerror or str(exc)
+        tc: tuple[tuple[str, int], ...] | None
+        tc_error = ""
+        watched = set()
+        for name in interfaces:
+            with contextlib.suppress(OSError):
+                watched.add(socket.if_nametoindex(name))
+        self._watched = frozenset(watched)
+        try:
+            tc = read_tc_filters(interfaces)
+        except OSError as exc:
+            tc, tc_error = None, exc.strerror or str(exc)
         return Observation(
             active=True,
             interfaces=interfaces,
@@ -429,8 +512,10 @@ class FastPathGuard:
             legacy_tables=read_legacy_tables(),
             xfrm_policies=xfrm,
             rp_filter=read_rp_filter(interfaces),
+            tc_filters=tc,
             nft_error=nft_error,
             xfrm_error=xfrm_error,
+            tc_error=tc_error,
         )
 
     def evaluate(self) -> Gate:
@@ -459,6 +544,9 @@ class FastPathGuard:
             )
             self.gate = gate
         return gate
+
+    def _tc_relevant(self, data: bytes) -> bool:
+        return not self._watched.isdisjoint(tc_event_indexes(data))
 
     def _on_event(self, events: _Events) -> None:
         if events.drain() and self.active:
