@@ -11,7 +11,10 @@ time on first touch. Two reasons, both about the VRRP speaker's adverts:
   time (docs/performance.md, "Page faults inside User-Mode Linux").
 
 Locked memory cannot be reclaimed: the daemon's resident size is what it maps, thread stacks
-included (glibc's per-thread malloc arenas are turned off first: each would be 64 MiB).
+included (glibc's per-thread malloc arenas are turned off first: each would be 64 MiB; and
+threads started later get :data:`THREAD_STACK`, not glibc's ``RLIMIT_STACK``-sized 8 MiB;
+libuv's thread pool, whose threads have a fixed 8 MiB stack and which uvloop uses for name
+lookups only, gets one thread instead of four unless ``UV_THREADPOOL_SIZE`` is set).
 ``MCL_FUTURE`` makes a later mapping fail (``MemoryError``) once the process passes
 ``RLIMIT_MEMLOCK`` without ``CAP_IPC_LOCK``. So the limit is raised to unlimited first (needs
 ``CAP_SYS_RESOURCE``); where it stays finite, the lock needs ``CAP_IPC_LOCK``, and the
@@ -26,6 +29,7 @@ import ctypes.util
 import errno
 import os
 import resource
+import threading
 from typing import TYPE_CHECKING
 
 from mobileip.daemon.privileges import CAP_IPC_LOCK, capability_sets
@@ -35,6 +39,9 @@ if TYPE_CHECKING:
 
 MCL_CURRENT, MCL_FUTURE = 1, 2
 M_ARENA_MAX = -8  # mallopt
+# a thread's stack once locked (resident whole): CPython's own choice where a platform's
+# default is too small (FreeBSD); the daemon's threads (VRRP, netlink batches) run shallow code
+THREAD_STACK = 4 << 20
 
 
 def status_kib(field: str, pid: int | str = "self") -> int | None:
@@ -77,6 +84,10 @@ def lock_memory() -> tuple[str, bool]:
     if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mlockall: {os.strerror(err)}")
+    os.environ.setdefault("UV_THREADPOOL_SIZE", "1")  # read at the pool's first use
+    stack, _ = resource.getrlimit(resource.RLIMIT_STACK)  # glibc's default for a thread
+    if stack == unlimited or stack > THREAD_STACK:
+        threading.stack_size(THREAD_STACK)
     how = "CAP_IPC_LOCK kept" if finite else "RLIMIT_MEMLOCK unlimited"
     return f"locked {locked_kib()} KiB, and every later mapping ({how})", finite
 
