@@ -454,3 +454,57 @@ def test_guard_closes_on_another_tc_filter_and_reopens(netns: str) -> None:
         ("nothing bypassed", True),
     ], seen
     assert seen[2][1] < 0.5 and seen[3][1] < 0.5, seen  # the events, not the 60 s poll
+
+
+def test_tc_events_of_shared_blocks_are_dropped_in_the_kernel(netns: str) -> None:
+    """The guard's tc event socket carries a classic BPF filter: a filter added to a shared
+    block (as the kernel backend adds one flower filter per reverse-tunnelled binding) never
+    reaches it, while a socket without the filter sees that event; an interface's own qdisc
+    and filter events reach both."""
+    from mobileip.dataplane import bpf as b
+    from mobileip.dataplane import bpf_asm as ba
+    from mobileip.dataplane import kernel_nl as knl
+    from mobileip.net import rtnl as nl
+
+    _ns(netns, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+    block = 0x4D49F00D
+
+    def block_filter(fd: int) -> bytes:
+        flags = struct.pack("=I", b.TCA_BPF_FLAG_ACT_DIRECT)
+        opts = (b._nla(b.TCA_BPF_FD, struct.pack("=I", fd)) + b._nla(b.TCA_BPF_NAME, b"x\0")
+                + b._nla(b.TCA_BPF_FLAGS, flags))  # fmt: skip
+        attrs = b._nla(b.TCA_KIND, b"bpf\0") + b._nla(b.TCA_OPTIONS, opts)
+        info = (7 << 16) | socket.htons(3)
+        return b._tc(b.RTM_NEWTFILTER, b.NLM_F_REQUEST | b.NLM_F_CREATE, -1, 1, block, info, attrs)
+
+    def seen(events: Any) -> set[int]:
+        out: set[int] = set()
+        while True:
+            try:
+                out |= g.tc_event_indexes(events.sock.recv(1 << 16))
+            except BlockingIOError:
+                return out
+
+    with in_netns(netns):
+        filtered = g._Events(g.NETLINK_ROUTE, g.RTNLGRP_TC, None, g.NOT_SHARED_BLOCKS)
+        plain = g._Events(g.NETLINK_ROUTE, g.RTNLGRP_TC)
+        try:
+            fd = ba.prog_load(
+                b.forward_program(ba.map_create(ba.MAP_HASH, 4, b.VALUE.size, 4)), "x"
+            )
+            v0, v1 = socket.if_nametoindex("v0"), socket.if_nametoindex("v1")
+            with nl.RtnlSocket() as sock:
+                assert not sock.apply([knl.clsact_add(v1, block)], ignore_benign=False)
+                time.sleep(0.1)
+                assert seen(filtered) == seen(plain) == {v1}
+                assert not sock.apply([block_filter(fd)], ignore_benign=False)
+                time.sleep(0.1)
+                assert seen(filtered) == set() and seen(plain) == {-1}
+                assert not sock.apply([b.clsact_add(v0), b.bpf_filter(v0, 7, fd)],
+                                      ignore_benign=False)  # fmt: skip
+                time.sleep(0.1)
+                assert seen(filtered) == seen(plain) == {v0}
+            ba.close(fd)
+        finally:
+            filtered.sock.close()
+            plain.sock.close()

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import socket
 import struct
@@ -59,6 +60,12 @@ RTM_NEWTFILTER, RTM_GETTFILTER = 44, 46
 RTNLGRP_TC = 4
 TC_H_INGRESS_FILTERS = 0xFFFFFFF2  # clsact's ingress hook (and the ingress qdisc's)
 OWN_PRIOS = frozenset({PRIO_REVERSE, PRIO_FORWARD})  # our two filters' tc priorities
+SO_ATTACH_FILTER = 26
+# classic BPF on the tc event socket: a message whose tcmsg ifindex (offset 20) is a shared
+# block's (the kernel backend's per-binding flower filters: one event each) is dropped in the
+# kernel, everything else kept: ld [20]; jeq #TCM_IFINDEX_MAGIC_BLOCK; ret #0; ret #-1
+NOT_SHARED_BLOCKS = ((0x20, 0, 0, 20), (0x15, 0, 1, 0xFFFFFFFF), (0x06, 0, 0, 0),
+                     (0x06, 0, 0, 0xFFFFFFFF))  # fmt: skip
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
 NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN = 10, 3, 4
 NFNLGRP_NFTABLES = 7
@@ -300,12 +307,18 @@ class _Events:
     ``relevant``: which datagrams count (default: all)."""
 
     def __init__(
-        self, protocol: int, group: int, relevant: Callable[[bytes], bool] | None = None
+        self,
+        protocol: int,
+        group: int,
+        relevant: Callable[[bytes], bool] | None = None,
+        socket_filter: Sequence[tuple[int, int, int, int]] = (),
     ) -> None:
         self.relevant = relevant
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                   protocol)  # fmt: skip
         try:
+            if socket_filter:  # before joining the group: nothing unfiltered gets queued
+                attach_filter(self.sock, socket_filter)
             self.sock.bind((0, 0))
             self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
             self.sock.setblocking(False)
@@ -329,6 +342,14 @@ class _Events:
                 continue
             if self.relevant is None or self.relevant(data):
                 n += 1
+
+
+def attach_filter(sock: socket.socket, insns: Sequence[tuple[int, int, int, int]]) -> None:
+    """``SO_ATTACH_FILTER``: a classic BPF program (code, jt, jf, k) on ``sock``."""
+    code = b"".join(struct.pack("=HBBI", *insn) for insn in insns)
+    buf = ctypes.create_string_buffer(code, len(code))  # the kernel copies it
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                    struct.pack("HP", len(insns), ctypes.addressof(buf)))  # fmt: skip
 
 
 TC_EVENTS = frozenset({36, 37, 44, 45, 100, 101})  # RTM_{NEW,DEL}{QDISC,TFILTER,CHAIN}
@@ -414,14 +435,14 @@ class FastPathGuard:
         loop = asyncio.get_running_loop()
         self._loop = loop
         tc = self._tc_relevant
-        for protocol, group, what, relevant in (
-            (NETLINK_NETFILTER, NFNLGRP_NFTABLES, "nftables", None),
-            (NETLINK_XFRM, XFRMNLGRP_POLICY, "xfrm", None),
+        for protocol, group, what, relevant, kernel_filter in (
+            (NETLINK_NETFILTER, NFNLGRP_NFTABLES, "nftables", None, ()),
+            (NETLINK_XFRM, XFRMNLGRP_POLICY, "xfrm", None, ()),
             # the fast path's interfaces only (ours too: one more check after an attach)
-            (NETLINK_ROUTE, RTNLGRP_TC, "tc", tc),
+            (NETLINK_ROUTE, RTNLGRP_TC, "tc", tc, NOT_SHARED_BLOCKS),
         ):
             try:
-                events = _Events(protocol, group, relevant)
+                events = _Events(protocol, group, relevant, kernel_filter)
             except OSError as exc:  # the dump will say "cannot verify" too
                 self.log("dataplane.fastpath_no_events", source=what, error=str(exc))
                 continue
