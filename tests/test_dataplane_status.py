@@ -69,7 +69,10 @@ def make_service() -> tuple[DataPlaneService, FakeTable, dict[str, Any]]:
     return service, table, routes
 
 
-def test_convergence_fields_and_counters() -> None:
+def test_convergence_fields_and_counters(monkeypatch: pytest.MonkeyPatch) -> None:
+    # batches end at 4 x batch homes looked at, never at the per-turn time budget (4 ms of
+    # Python: a busy machine (CI, 2026-12-07) cut one batch short, 8 batches instead of 7)
+    monkeypatch.setattr("mobileip.dataplane.service.TURN_BUDGET", 60.0)
     service, table, _ = make_service()
     status = service.status()
     assert status["converged"] and status["converged_at"] is None  # nothing ever pending
