@@ -124,7 +124,7 @@ def test_systemd_unit_has_only_the_needed_capabilities_and_verifies(tmp_path: Pa
     text = UNIT.read_text()
     settings = [line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#"]
     values = dict(settings)
-    caps = {"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"}
+    caps = {"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_BPF"}
     assert set(values["CapabilityBoundingSet"].split()) == caps
     assert set(values["AmbientCapabilities"].split()) == caps
     assert values["Restart"] == "on-failure"

@@ -140,7 +140,9 @@ def _dataplane(text: str) -> Any:
 
 
 def test_config_modes_and_backward_compatibility() -> None:
-    assert _dataplane('backend = "kernel"\n').fastpath == "off"  # the default
+    assert _dataplane('backend = "kernel"\n').fastpath == "auto"  # the default
+    # the default is no error where there is no fast path (the kernel backend's only)
+    assert _dataplane('backend = "userspace"\n').fastpath == "auto"
     old = _dataplane('backend = "kernel"\nfastpath_interfaces = ["eth0"]\n')
     assert (old.fastpath, old.fastpath_interfaces) == ("on", ("eth0",))  # as before the key
     auto = _dataplane('backend = "kernel"\nfastpath = "auto"\n')
@@ -422,7 +424,8 @@ def test_guard_closes_on_another_tc_filter_and_reopens(netns: str) -> None:
                 pytest.skip(f"no nftables/xfrm netlink here: {guard.gate.reason}")
             await asyncio.sleep(0.2)  # our own attach's events: checked again, still open
             with in_netns(netns):
-                assert g.read_tc_filters(["v0", "v1", "absent"]) == (("v0", 0), ("v1", 0))
+                indexes = g.interface_indexes(["v0", "v1", "absent"])
+                assert g.read_tc_filters(indexes) == (("v0", 0), ("v1", 0))
             seen.append((guard.gate.reason, 0.0, fast.live))
             for dev, wait in (("v1", 0.3), ("v0", 5.0)):
                 index = socket.if_nametoindex(dev)

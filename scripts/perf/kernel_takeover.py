@@ -33,7 +33,7 @@ from mobileip.tools.takeover import STATUS, KernelLab, tunnelled_twice
 
 
 def one_run(
-    n: int, samples: int, every: float, sigkill_only: bool = False, fastpath: str = "off"
+    n: int, samples: int, every: float, sigkill_only: bool = False, fastpath: str = "auto"
 ) -> dict[str, Any]:
     lab = KernelLab(
         None, 0.1, 0.01, mobile_nodes=n, sample=0, members=2, real_mn=False, backend="kernel"
@@ -177,8 +177,8 @@ def main() -> int:
     p.add_argument(
         "--fastpath",
         choices=("off", "auto"),
-        default="off",
-        help="[dataplane] fastpath (default off: the kernel's own tunnels, as docs/dataplane.md)",
+        default="auto",
+        help="[dataplane] fastpath (default auto, the daemon's; off: the kernel's own tunnels)",
     )
     args = p.parse_args()
     rows: list[dict[str, Any]] = []

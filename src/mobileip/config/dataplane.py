@@ -18,8 +18,9 @@ from ipaddress import IPv4Address
 from mobileip.config.errors import Table
 
 FASTPATH_MODES = ("off", "on", "auto")
-# with fastpath_interfaces empty and fastpath unset (docs/dataplane.md: "At scale")
-FASTPATH_DEFAULT = "off"
+# with fastpath_interfaces empty and fastpath unset: guarded, so live only where it bypasses
+# nothing (docs/dataplane.md: "The automatic mode" and "At scale")
+FASTPATH_DEFAULT = "auto"
 
 
 @dataclass(frozen=True, slots=True)

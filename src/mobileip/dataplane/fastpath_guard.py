@@ -47,7 +47,7 @@ import errno
 import socket
 import struct
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mobileip.dataplane.backend import Log
@@ -250,15 +250,20 @@ def read_rp_filter(interfaces: Iterable[str]) -> tuple[tuple[str, int], ...]:
     return effective_rp_filter(_sysctl("net/ipv4/conf/all/rp_filter") or 0, per)
 
 
-def read_tc_filters(interfaces: Iterable[str]) -> tuple[tuple[str, int], ...]:
-    """Each existing interface's ingress tc filters other than ours (counted by priority
-    and protocol: one per classifier instance, however many filters it holds)."""
-    out = []
+def interface_indexes(interfaces: Iterable[str]) -> dict[str, int]:
+    """The index of each of ``interfaces`` that exists."""
+    out = {}
     for name in interfaces:
-        try:
-            index = socket.if_nametoindex(name)
-        except OSError:
-            continue
+        with contextlib.suppress(OSError):
+            out[name] = socket.if_nametoindex(name)
+    return out
+
+
+def read_tc_filters(indexes: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    """Each interface's (name -> index) ingress tc filters other than ours (counted by
+    priority and protocol: one per classifier instance, however many filters it holds)."""
+    out = []
+    for name, index in indexes.items():
         body = struct.pack("=BxxxiIII", socket.AF_UNSPEC, index, 0, TC_H_INGRESS_FILTERS, 0)
         try:
             reply = _dump(NETLINK_ROUTE, RTM_GETTFILTER, body)
@@ -517,13 +522,10 @@ class FastPathGuard:
             xfrm, xfrm_error = None, exc.strerror or str(exc)
         tc: tuple[tuple[str, int], ...] | None
         tc_error = ""
-        watched = set()
-        for name in interfaces:
-            with contextlib.suppress(OSError):
-                watched.add(socket.if_nametoindex(name))
-        self._watched = frozenset(watched)
+        indexes = interface_indexes(interfaces)
+        self._watched = frozenset(indexes.values())
         try:
-            tc = read_tc_filters(interfaces)
+            tc = read_tc_filters(indexes)
         except OSError as exc:
             tc, tc_error = None, exc.strerror or str(exc)
         return Observation(

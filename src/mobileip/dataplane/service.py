@@ -201,7 +201,7 @@ class DataPlaneService:
             home_interface=cfg.home_interface,
             fastpath=(
                 BpfFastPath(self.source, cfg.fastpath_interfaces, cfg.ttl, cfg.fastpath_capacity)
-                if cfg.fastpath != "off"
+                if cfg.fastpath != "off" and name == "kernel"
                 else None
             ),
         )

@@ -15,19 +15,21 @@ once, in an order rotated from round to round, so drift hits each alike:
   installed the service's way (messages from ``add_messages``, applied in batches of 500 by one
   :class:`~mobileip.net.rtnl.RtnlSocket`); ``ip rule pref 1001 lookup 101`` switches it on, as
   activation does, so the backend stays up between runs;
-* **kernel**: :class:`~mobileip.dataplane.kernel.KernelBackend` the same way (table 100, rule
-  pref 1000); **kernel-gre**: the measured home routed through its GRE device instead (table
-  102, rule 1002); **kernel-udp**: the measured home as an RFC 3519 UDP-tunnelled binding, i.e.
-  the kernel backend's hybrid path (dataplane/udp_tun.py: routed into its TUN, table 103, rule
-  1003; read by the helper and sent as tunnel data from port 434 to ``coa``:4343 by
-  :class:`~mobileip.dataplane.udp_tunnel.UdpTunnelPath`; the helper's CPU is measured as the
-  userspace backend's);
+* **kernel**: :class:`~mobileip.dataplane.kernel.KernelBackend` the same way (table 100, rule pref
+  1000), without its BPF fast path: its own tunnel devices, what ``fastpath = "off"`` and a closed
+  gate of the default ``"auto"`` carry; **kernel-gre**: the measured home routed through its GRE
+  device instead (table 102, rule 1002); **kernel-udp**: the measured home as an RFC 3519
+  UDP-tunnelled binding, i.e. the kernel backend's hybrid path (dataplane/udp_tun.py: routed into
+  its TUN, table 103, rule 1003; read by the helper and sent as tunnel data from port 434 to
+  ``coa``:4343 by :class:`~mobileip.dataplane.udp_tunnel.UdpTunnelPath`; the helper's CPU is
+  measured as the userspace backend's);
 * **reverse** (``-rev``, T flag): from ``coa``, the packet home address -> src, plain
   (``ceiling-rev``) or tunnelled to ha's address in IP-in-IP / GRE (``kernel-rev``,
   ``kernel-gre-rev``, ``userspace-rev``; decapsulated and checked by the backend), counted at
   ``src``'s veth;
 * **bpf** / **bpf-gre** / **bpf-rev-hdr** / **bpf-gre-rev-hdr**: the kernel backend's BPF fast
-  path (:class:`~mobileip.dataplane.bpf.BpfFastPath`, loaded by
+  path, what its default ``fastpath = "auto"`` carries while the gate is open
+  (:class:`~mobileip.dataplane.bpf.BpfFastPath`, loaded by
   :class:`~mobileip.tools.fastpath_bench.FastPathHelper` in ``ha`` with ``bindings`` homes) on
   this machine's kernel: its programs need no tunnel device, so they run here (with the BPF JIT
   as ``/proc/sys/net/core/bpf_jit_enable`` says) even where the kernel backend's own devices
@@ -318,7 +320,7 @@ BACKEND_OF = {
 }
 FASTPATH_LABEL = (
     "kernel backend, BPF fast path (this host's kernel, bpf_jit_enable {jit}; the tunnel "
-    "devices not used)"
+    'devices not used; what the default fastpath = "auto" carries while its gate is open)'
 )
 
 

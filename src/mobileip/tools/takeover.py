@@ -71,7 +71,7 @@ print("RESULT " + json.dumps(got), flush=True)
 class KernelLab(NetnsLab):
     """The lab's Home Agents with the kernel backend and the VRRP virtual MAC."""
 
-    fastpath: str | None = None  # [dataplane] fastpath (None: the default, "off")
+    fastpath: str | None = None  # [dataplane] fastpath (None: the default, "auto")
 
     @classmethod
     def pair(cls, bindings: int, samples: int) -> Self:
