@@ -283,8 +283,9 @@ def test_next_hops_from_the_kernels_tables() -> None:
 
 def test_next_hops_follow_changes_only_and_spread_over_turns() -> None:
     """The MAC path at a scale of distinct care-of addresses (one per mobile node, as with
-    co-located addresses), on this machine's kernel in a scratch namespace: new care-of
-    addresses are looked up :data:`HOP_TURN` per event-loop turn, one chain of turns however
+    co-located addresses), on this machine's kernel in a scratch namespace: nothing is looked
+    up while gated off (a standby), everything pending from the turn after it goes live; new
+    care-of addresses are looked up :data:`HOP_TURN` per event-loop turn, one chain of turns however
     often the refresh runs; a further one costs one lookup, not one per address in use; a
     neighbour's change rewrites the entries behind it without lookups; a route looks up again
     the addresses inside its prefix only, a link event those routed through the link, a rule
@@ -305,7 +306,12 @@ def test_next_hops_follow_changes_only_and_spread_over_turns() -> None:
                     seen: dict[str, object] = {}
                     for i in range(n):
                         fast.stage(A(int(A("10.200.0.1")) + i), (coas[i], False), [coas[i]])
-                    await asyncio.sleep(0)  # the flush: the first turn of lookups
+                    await asyncio.sleep(0)  # the flush; gated off (a standby): no lookup
+                    await asyncio.sleep(0)
+                    seen["standby"] = (fast.hop_lookups, len(fast.hop_pending), len(fast.hops))
+                    fast.set_live(True)  # becoming live: the first turn of lookups, next turn
+                    seen["switch"] = fast.hop_lookups
+                    await asyncio.sleep(0)
                     seen["first"] = (fast.hop_lookups, len(fast.hop_pending))
                     for _ in range(3):  # events meanwhile start no second chain
                         fast.refresh_hops()
@@ -347,6 +353,8 @@ def test_next_hops_follow_changes_only_and_spread_over_turns() -> None:
                 seen = asyncio.run(scenario())
             finally:
                 fast.stop()
+        assert seen["standby"] == (0, n, 0)  # gated off: pending, nothing looked up
+        assert seen["switch"] == 0  # set_live itself looks nothing up (a takeover's switch)
         assert seen["first"] == (HOP_TURN, n - HOP_TURN)
         assert seen["again"] == HOP_TURN  # one chain: no lookups beyond the first turn's
         assert seen["turns"] == -(-(n - HOP_TURN) // HOP_TURN)

@@ -682,6 +682,8 @@ class BpfFastPath:
             self._attach()
         ba.update(self.live_fd, bytes(4), struct.pack("<I", 1 if live else 0))
         self.live = live
+        if live and self.hop_pending:  # what a standby left pending: looked up from now on
+            self._kick(soon=True)
 
     # --- the maps: staged per binding, written in batches ---------------------------------
 
@@ -864,9 +866,10 @@ class BpfFastPath:
             self._put_hops({c: r for c in recompute if (r := self.hop_routes.get(c))})
         self._kick()
 
-    def _kick(self) -> None:
-        """:meth:`_resolve` now, unless a turn of it is already scheduled on this loop (one
-        chain of turns at a time, however often events arrive)."""
+    def _kick(self, soon: bool = False) -> None:
+        """:meth:`_resolve` now (``soon``: at the loop's next turn), unless a turn of it is
+        already scheduled on this loop (one chain of turns at a time, however often events
+        arrive)."""
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -875,6 +878,10 @@ class BpfFastPath:
             if loop is not None and self._resolving_loop is loop:
                 return
             self._resolving.cancel()
+        if soon and loop is not None:
+            self._resolving = loop.call_soon(self._resolve)
+            self._resolving_loop = loop
+            return
         self._resolve()
 
     def _forget(self, coa: int) -> None:
@@ -906,9 +913,12 @@ class BpfFastPath:
     def _resolve(self) -> None:
         """The pending care-of addresses' routes looked up and their entries written:
         :data:`HOP_TURN` of them, the rest at the next event-loop turn (all of them without
-        a running loop)."""
+        a running loop). Only while live: gated off (a standby, or the guard's gate closed)
+        the programs read no entry, and a standby's lookups would mostly find no neighbour
+        yet; they stay pending until :meth:`set_live` (a takeover's address event asks for
+        every one again anyway)."""
         self._resolving = None
-        if not self.hop_pending or self.nexthops_fd < 0:
+        if not self.hop_pending or self.nexthops_fd < 0 or not self.live:
             return
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
