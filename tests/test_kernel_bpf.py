@@ -646,10 +646,11 @@ def _tunnelled(inner_src: IPv4Address, inner_dst: IPv4Address, payload: bytes, t
 def test_the_reverse_program_forwards_the_inner_packet(topo: dict[str, str]) -> None:
     """The reverse program forwards what it decapsulates itself (a FIB lookup, the inner TTL
     decremented, ``bpf_redirect``): the packets reach the correspondent with the stack's
-    forwarding counter unmoved, also under strict ``rp_filter`` (which drops them on the
-    stack's path); no neighbour yet, TTL expiring and a local destination go to the stack
-    (which forwards, sends the ICMP error, delivers); unregistered pairs are still dropped
-    and counted."""
+    forwarding counter unmoved, also under strict ``rp_filter``; no neighbour yet, TTL
+    expiring and a local destination go to the kernel's tunnel path still encapsulated
+    (received on ``mip-ipip``, as with ``fastpath = "off"``, where strict ``rp_filter`` passes
+    them: the home address is routed through that device; the stack forwards, sends the ICMP
+    error, delivers); unregistered pairs are still dropped and counted."""
     cn, ha, coa = topo["cn"], topo["ha"], topo["coa"]
     tag = ha[-4:]
     n = 20
@@ -678,12 +679,13 @@ def test_the_reverse_program_forwards_the_inner_packet(topo: dict[str, str]) -> 
             assert asyncio.run(backend.install_many([spec(HOME, (COA, IPIP))], TABLE)) == 0
             fast.flush()
         sh(f"ip -n {ha} neigh flush dev h{tag}")
-        # no neighbour for the correspondent: the first packet goes to the stack, which
-        # forwards it (and resolves the neighbour)
-        mib = _ip_mib(ha)
+        # no neighbour for the correspondent: the first packet goes to the kernel's tunnel
+        # path, still encapsulated, which forwards it (and resolves the neighbour)
+        mib, tunnel = _ip_mib(ha), _ipip_tx(ha, "rx")
         send(1, b"first")
         assert [p[:8] for p in drain(rx, 3.0)] == [b"first000"]
         assert _ip_mib(ha)["ForwDatagrams"] == mib["ForwDatagrams"] + 1
+        assert _ipip_tx(ha, "rx") == tunnel + 1  # received on mip-ipip: not decapsulated here
         # then the program forwards: delivered, the stack's forwarding counter unmoved, the
         # FIB's MACs on the frames, the inner TTL decremented (the IP checksum fixed: the
         # correspondent's socket received them)
@@ -705,13 +707,17 @@ def test_the_reverse_program_forwards_the_inner_packet(topo: dict[str, str]) -> 
         send(n, b"strict")
         assert len(drain(rx, 3.0)) == n
         assert _ip_mib(ha)["ForwDatagrams"] == mib["ForwDatagrams"]
-        # ...where the stack's path (no neighbour: the program hands them over) drops them
-        # (the neighbour event read, as the daemon's loop does: the route cache invalidated)
+        # ...and so do those it hands over (no neighbour; the neighbour event read, as the
+        # daemon's loop does: the route cache invalidated): the kernel's tunnel path, whose
+        # device the home address is routed through (until 2026-12-08 the program handed them
+        # over decapsulated, as if received on g{tag}, where strict rp_filter dropped them)
         sh(f"ip -n {ha} neigh flush dev h{tag}")
         with in_netns(ha):
             fast.refresh_hops()
-        send(3, b"dropped")
-        assert drain(rx, 1.5) == []
+        tunnel = _ipip_tx(ha, "rx")
+        send(3, b"handed")
+        assert len(drain(rx, 3.0)) == 3
+        assert _ipip_tx(ha, "rx") >= tunnel + 1  # the first, at least (then a neighbour)
         strict(False)
         send(1, b"resolve")
         assert len(drain(rx, 3.0)) == 1
@@ -878,15 +884,15 @@ def test_the_reverse_route_cache_follows_the_kernel(topo: dict[str, str]) -> Non
             asyncio.run(backend.stop())
 
 
-def _ipip_tx(ha: str) -> int:
-    """Packets the kernel backend's own devices transmitted so far."""
+def _ipip_tx(ha: str, way: str = "tx") -> int:
+    """Packets the kernel backend's own devices transmitted (``way`` "rx": received) so far."""
     total = 0
     for dev in ("mip-ipip", "mip-gre"):
         out = sh(f"ip -n {ha} -s -j link show dev {dev}", check=False)
-        if '"tx"' in out:
+        if f'"{way}"' in out:
             import json
 
-            total += int(json.loads(out)[0]["stats64"]["tx"]["packets"])
+            total += int(json.loads(out)[0]["stats64"][way]["packets"])
     return total
 
 

@@ -322,10 +322,13 @@ def forward_program(homes_fd: int, nexthops_fd: int = -1, live_fd: int = -1) -> 
     return a.code()
 
 
-def _reverse_decapsulate(a: Asm, allowed_fd: int, source: IPv4Address) -> None:
+def _reverse_decapsulate(a: Asm, allowed_fd: int, source: IPv4Address, now: bool = True) -> None:
     """After :func:`_ipv4_prologue`: IP-in-IP or plain GRE to ``source`` whose (inner source,
     outer source) is in ``allowed`` counted there and decapsulated in place (``drop`` if that
-    fails); not such a packet: ``pass``; not allowed: ``refuse``."""
+    fails); not such a packet: ``pass``; not allowed: ``refuse``. Not ``now``: left
+    encapsulated for :func:`_forward_inner` to decapsulate once it knows it forwards the
+    packet itself (:func:`_decapsulate`): r7 the packet's data, r8 the inner header (at least
+    its 20 bytes in the packet, else ``stack``: unchanged, the kernel's tunnel path)."""
     a.ldx(4, 4, 2, ETH + 16)
     a.jmp(4, "!=", "pass", imm=ba.raw32(str(source)), w32=True)
     a.ldx(4, 4, 2, ETH + 12)
@@ -356,12 +359,44 @@ def _reverse_decapsulate(a: Asm, allowed_fd: int, source: IPv4Address) -> None:
     a.jmp(0, "==", "refuse", imm=0)
     a.mov(1, imm=1)
     a.xadd64(0, 0, 1)
+    if not now:
+        a.stx(8, FP, D_OFF, 9)  # the adjustment (minus the outer headers) for _decapsulate
+        a.ldx(4, 7, 6, ba.SKB_DATA)
+        a.ldx(4, 3, 6, ba.SKB_DATA_END)
+        a.mov(4, imm=0)
+        a.alu(4, "-", 9)
+        a.mov(8, 7)
+        a.alu(8, "+", imm=ETH)
+        a.alu(8, "+", 4)
+        a.mov(4, 8)
+        a.alu(4, "+", imm=IP)
+        a.jmp(4, ">", "stack", src=3)
+        return
     a.mov(1, 6)
     a.mov(2, 9)
     a.mov(3, imm=ba.ADJ_ROOM_MAC)
     a.mov(4, imm=0)
     a.call(ba.F_ADJUST_ROOM)
     a.jmp(0, "!=", "drop", imm=0)
+
+
+def _decapsulate(a: Asm) -> None:
+    """The outer headers :func:`_reverse_decapsulate` (not ``now``) measured, removed (``drop``
+    if that fails: it did not when the packet was checked); r7, r8 the packet's data and its
+    (now first) IP header again."""
+    a.mov(1, 6)
+    a.ldx(8, 2, FP, D_OFF)
+    a.mov(3, imm=ba.ADJ_ROOM_MAC)
+    a.mov(4, imm=0)
+    a.call(ba.F_ADJUST_ROOM)
+    a.jmp(0, "!=", "drop", imm=0)
+    a.ldx(4, 7, 6, ba.SKB_DATA)
+    a.ldx(4, 3, 6, ba.SKB_DATA_END)
+    a.mov(8, 7)
+    a.alu(8, "+", imm=ETH)
+    a.mov(4, 8)
+    a.alu(4, "+", imm=IP)
+    a.jmp(4, ">", "drop", src=3)
 
 
 def _count_refused(a: Asm, drops_fd: int) -> None:
@@ -386,27 +421,36 @@ def _count_refused(a: Asm, drops_fd: int) -> None:
 ROUTE = struct.Struct("<III6s6s")
 ROUTE_KEY = struct.Struct("<4sI")
 R_KEY, R_VALUE = -72, -96  # on the stack, below struct bpf_fib_lookup
+D_OFF = -104  # on the stack: bpf_skb_adjust_room's length difference (_decapsulate)
 
 
-def _forward_inner(a: Asm, routes_fd: int = -1, generation_fd: int = -1) -> None:
+def _forward_inner(
+    a: Asm, routes_fd: int = -1, generation_fd: int = -1, decap: bool = False
+) -> None:
     """After :func:`_reverse_decapsulate`: the inner packet forwarded here, as the stack would
     (a FIB lookup from the receiving interface, the inner TTL decremented, the FIB's MACs,
     ``bpf_redirect``); ``stack`` (``TC_ACT_OK``: the stack forwards it, as before) for IP
     options, TTL expiring, a GSO packet, or no success from the FIB (no route, a local or
     broadcast destination, no neighbour, too big, a lightweight-tunnel route, forwarding
-    off). ``routes_fd`` and ``generation_fd`` (>= 0): the FIB's answer cached per inner
+    off). ``decap``: the packet still encapsulated (r7, r8 set by :func:`_reverse_decapsulate`
+    with ``now`` false), decapsulated only once it is forwarded here, so ``stack`` hands the
+    tunnelled packet unchanged to the kernel's own tunnel path (received on ``mip-ipip`` /
+    ``mip-gre``, as with ``fastpath = "off"``: never as if the inner packet had come in on
+    the physical interface, where the stack would answer it with ICMP redirects).
+    ``routes_fd`` and ``generation_fd`` (>= 0): the FIB's answer cached per inner
     destination in ``routes`` (:data:`ROUTE`), stamped with the ``generation`` read before the
     lookup; an entry of the current generation that the packet fits is used without a lookup
     (module docstring)."""
     cache = routes_fd >= 0 and generation_fd >= 0
-    a.ldx(4, 2, 6, ba.SKB_DATA)
-    a.ldx(4, 3, 6, ba.SKB_DATA_END)
-    a.mov(7, 2)
-    a.mov(8, 2)
-    a.alu(8, "+", imm=ETH)
-    a.mov(4, 8)
-    a.alu(4, "+", imm=IP)
-    a.jmp(4, ">", "stack", src=3)
+    if not decap:
+        a.ldx(4, 2, 6, ba.SKB_DATA)
+        a.ldx(4, 3, 6, ba.SKB_DATA_END)
+        a.mov(7, 2)
+        a.mov(8, 2)
+        a.alu(8, "+", imm=ETH)
+        a.mov(4, 8)
+        a.alu(4, "+", imm=IP)
+        a.jmp(4, ">", "stack", src=3)
     a.ldx(1, 4, 8, 0)
     a.jmp(4, "!=", "stack", imm=0x45)  # options: the stack
     a.ldx(1, 4, 8, 8)
@@ -434,6 +478,8 @@ def _forward_inner(a: Asm, routes_fd: int = -1, generation_fd: int = -1) -> None
         a.ldx(4, 5, 0, 8)
         a.jmp(4, ">", "miss", src=5)  # bigger than any the FIB passed: the FIB decides
         a.mov(9, 0)
+        if decap:
+            _decapsulate(a)
         _inner_ttl_decrement(a)
         _macs_and_redirect(a, 7, 9, ROUTE_MACS, 4)
         a.label("miss")
@@ -466,6 +512,8 @@ def _forward_inner(a: Asm, routes_fd: int = -1, generation_fd: int = -1) -> None
         a.mov(4, imm=0)  # BPF_ANY
         a.call(ba.F_MAP_UPDATE)  # a failure (none expected: LRU) leaves the FIB path
         a.label("forward")
+    if decap:
+        _decapsulate(a)
     _inner_ttl_decrement(a)
     _macs_and_redirect(a, 7, FP, FIB_MACS, F_IFINDEX - FIB)
 
@@ -479,15 +527,17 @@ def reverse_program(
     routes_fd: int = -1,
     generation_fd: int = -1,
 ) -> bytes:
-    """``redirect``: the decapsulated packet forwarded by the program where it can
+    """``redirect``: the inner packet forwarded by the program where it can
     (:func:`_forward_inner`, with the ``routes`` cache where ``routes_fd`` and
-    ``generation_fd`` are given), else handed to the stack (as before 2026-12-07 04:00)."""
+    ``generation_fd`` are given), else the tunnelled packet handed unchanged to the kernel's
+    tunnel path (since 2026-12-08); not ``redirect``: every accepted packet decapsulated and
+    handed to the stack (as before 2026-12-07 04:00; the perf scripts' baseline)."""
     a = Asm()
     _gate(a, live_fd)
     _ipv4_prologue(a)
-    _reverse_decapsulate(a, allowed_fd, source)
+    _reverse_decapsulate(a, allowed_fd, source, now=not redirect)
     if redirect:
-        _forward_inner(a, routes_fd, generation_fd)
+        _forward_inner(a, routes_fd, generation_fd, decap=True)
     a.label("stack")
     a.ret(ba.TC_ACT_OK)
     a.label("pass")
