@@ -1,28 +1,31 @@
-"""The kernel backend's tc BPF fast path (opt-in; docs/dataplane.md, docs/performance.md).
+"""The kernel backend's tc BPF fast path (``fastpath = "auto"``, guarded, is the default since
+2026-12-08; docs/dataplane.md, docs/performance.md).
 
 Two direct-action classifiers on the ``clsact`` ingress of the interfaces where traffic for
 away mobile nodes arrives (``interfaces``), assembled in :mod:`mobileip.dataplane.bpf_asm`:
 
 * **reverse** (tc prio :data:`PRIO_REVERSE`): IP-in-IP, or GRE without flags carrying IPv4,
   addressed to the tunnel source (the Home Agent's address): (inner source, outer source) is
-  looked up in the ``allowed`` hash map. A hit is counted in its value and decapsulated in
-  place (``bpf_skb_adjust_room`` by minus the outer header); the program then forwards the
-  inner packet itself: a FIB lookup for its destination (``bpf_fib_lookup``, a forwarding
-  lookup from the receiving interface, policy rules honoured, its length checked against the
-  route's MTU), on success the inner TTL decremented, the FIB's MACs written and
-  ``bpf_redirect``, and the answer cached in the ``routes`` LRU hash map (inner destination
-  and TOS -> the ``generation`` read before the lookup, egress ifindex, the largest inner
-  packet the FIB passed under that generation, both MACs); a later packet to that
-  destination whose entry carries the current generation (a direct load of the one-entry
-  ``generation`` array) and which is no bigger is forwarded from the entry, no FIB lookup.
-  Userspace writes a new generation on every event its netlink monitor reads (any route,
-  ours included, neighbour, address, link, rule or forwarding switch), at every flush that
-  changes the homes map, and 0 (the cache off) while a policy rule selects by more than the
-  destination (source, iif, fwmark, ...); otherwise (IP options, TTL expiring, a GSO
-  packet, no route, a local, broadcast or lightweight-tunnel destination, no neighbour yet,
-  too big) the inner packet goes on to the stack, which forwards or delivers it. A miss is
-  dropped and counted (``drops``): the same rule as the kernel backend's flower filters
-  (reverse tunnels only from a registered care-of address of the inner source). Anything
+  looked up in the ``allowed`` hash map. A hit is counted in its value; the program then
+  forwards the inner packet itself: a FIB lookup for its destination (``bpf_fib_lookup``, a
+  forwarding lookup from the receiving interface, policy rules honoured, its length checked
+  against the route's MTU), on success the packet decapsulated in place (``bpf_skb_adjust_room``
+  by minus the outer header), the inner TTL decremented, the FIB's MACs written and
+  ``bpf_redirect``, and the answer cached in the ``routes`` LRU hash map (inner destination and
+  TOS -> the ``generation`` read before the lookup, egress ifindex, the largest inner packet the
+  FIB passed under that generation, both MACs); a later packet to that destination whose entry
+  carries the current generation (a direct load of the one-entry ``generation`` array) and which
+  is no bigger is forwarded from the entry, no FIB lookup. Userspace writes a new generation on
+  every event its netlink monitor reads (any route, ours included, neighbour, address, link,
+  rule or forwarding switch), at every flush that changes the homes map, and 0 (the cache off)
+  while a policy rule selects by more than the destination (source, iif, fwmark, ...); otherwise
+  (IP options, TTL expiring, a GSO packet, no route, a local, broadcast or lightweight-tunnel
+  destination, no neighbour yet, too big) the tunnelled packet goes on unchanged to the kernel's
+  tunnel path (``mip-ipip`` / ``mip-gre`` and their flower filters, as with the fast path off;
+  handed over decapsulated, as until 2026-12-08, it looked received on the physical interface:
+  ICMP redirects to the home address, strict ``rp_filter`` drops), which forwards or delivers
+  it. A miss is dropped and counted (``drops``): the same rule as the kernel backend's flower
+  filters (reverse tunnels only from a registered care-of address of the inner source). Anything
   else goes on to the next filter unchanged;
 * **forward** (prio :data:`PRIO_FORWARD`): an IPv4 packet without options, for this host's
   MAC, TTL > 1, whose destination is in the ``homes`` hash map (home address -> outer header
