@@ -709,7 +709,7 @@ def test_the_reverse_program_forwards_the_inner_packet(topo: dict[str, str]) -> 
         assert _ip_mib(ha)["ForwDatagrams"] == mib["ForwDatagrams"]
         # ...and so do those it hands over (no neighbour; the neighbour event read, as the
         # daemon's loop does: the route cache invalidated): the kernel's tunnel path, whose
-        # device the home address is routed through (until 2026-12-08 the program handed them
+        # device the home address is routed through (until 2026-12-07 the program handed them
         # over decapsulated, as if received on g{tag}, where strict rp_filter dropped them)
         sh(f"ip -n {ha} neigh flush dev h{tag}")
         with in_netns(ha):

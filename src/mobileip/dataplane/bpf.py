@@ -1,5 +1,5 @@
 """The kernel backend's tc BPF fast path (``fastpath = "auto"``, guarded, is the default since
-2026-12-08; docs/dataplane.md, docs/performance.md).
+2026-12-07; docs/dataplane.md, docs/performance.md).
 
 Two direct-action classifiers on the ``clsact`` ingress of the interfaces where traffic for
 away mobile nodes arrives (``interfaces``), assembled in :mod:`mobileip.dataplane.bpf_asm`:
@@ -22,7 +22,7 @@ away mobile nodes arrives (``interfaces``), assembled in :mod:`mobileip.dataplan
   (IP options, TTL expiring, a GSO packet, no route, a local, broadcast or lightweight-tunnel
   destination, no neighbour yet, too big) the tunnelled packet goes on unchanged to the kernel's
   tunnel path (``mip-ipip`` / ``mip-gre`` and their flower filters, as with the fast path off;
-  handed over decapsulated, as until 2026-12-08, it looked received on the physical interface:
+  handed over decapsulated, as until 2026-12-07, it looked received on the physical interface:
   ICMP redirects to the home address, strict ``rp_filter`` drops), which forwards or delivers
   it. A miss is dropped and counted (``drops``): the same rule as the kernel backend's flower
   filters (reverse tunnels only from a registered care-of address of the inner source). Anything
@@ -533,7 +533,7 @@ def reverse_program(
     """``redirect``: the inner packet forwarded by the program where it can
     (:func:`_forward_inner`, with the ``routes`` cache where ``routes_fd`` and
     ``generation_fd`` are given), else the tunnelled packet handed unchanged to the kernel's
-    tunnel path (since 2026-12-08); not ``redirect``: every accepted packet decapsulated and
+    tunnel path (since 2026-12-07); not ``redirect``: every accepted packet decapsulated and
     handed to the stack (as before 2026-12-07 04:00; the perf scripts' baseline)."""
     a = Asm()
     _gate(a, live_fd)
